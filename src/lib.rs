@@ -1,1 +1,10 @@
+//! Portable SMP core of the Alpha kernel.
+//!
+//! Everything here is `no_std` and free of Alpha specifics, so the same code
+//! runs in the kernel (arch/alpha) and in host tests. The hardware is reached
+//! only through the platform trait; see the README for the layering.
+
 #![cfg_attr(not(test), no_std)]
+
+pub mod bootargs;
+pub mod rng;

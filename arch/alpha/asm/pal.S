@@ -1,0 +1,142 @@
+# Thin wrappers around CALL_PAL functions and a few privileged instructions,
+# each a leaf function in the Alpha C convention (arguments $16-$21, result $0).
+# Rust declares them `extern "Rust"` in arch/alpha/src/pal.rs.
+# Codes: OSF/1 PALcode, see docs: qemu-alpha.md section 4.
+
+	.set noreorder
+	.set noat
+	.text
+
+#define LEAF(name) .align 4; .globl name; .type name, @function; name:
+#define END(name) .size name, . - name
+
+LEAF(pal_halt)
+	call_pal 0x00
+	br	$31, pal_halt
+END(pal_halt)
+
+LEAF(pal_wripir)			# a0 = target CPU
+	call_pal 0x0d
+	ret	$31, ($26), 1
+END(pal_wripir)
+
+LEAF(pal_whami)
+	call_pal 0x3c
+	ret	$31, ($26), 1
+END(pal_whami)
+
+LEAF(pal_swpipl)			# a0 = new IPL, returns the old one
+	call_pal 0x35
+	ret	$31, ($26), 1
+END(pal_swpipl)
+
+LEAF(pal_rdps)
+	call_pal 0x36
+	ret	$31, ($26), 1
+END(pal_rdps)
+
+LEAF(pal_wrent)				# a0 = entry address, a1 = which (0..5)
+	call_pal 0x34
+	ret	$31, ($26), 1
+END(pal_wrent)
+
+LEAF(pal_tbi)				# a0 = type (-2 tbia, -1 tbiap, 1..3), a1 = VA
+	call_pal 0x33
+	ret	$31, ($26), 1
+END(pal_tbi)
+
+LEAF(pal_imb)
+	call_pal 0x86
+	ret	$31, ($26), 1
+END(pal_imb)
+
+LEAF(pal_wtint)				# a0 = ticks to skip (0); returns skipped
+	call_pal 0x3e
+	ret	$31, ($26), 1
+END(pal_wtint)
+
+LEAF(pal_cserve)			# a0 = selector, a1, a2
+	call_pal 0x09
+	ret	$31, ($26), 1
+END(pal_cserve)
+
+LEAF(pal_rdmces)
+	call_pal 0x10
+	ret	$31, ($26), 1
+END(pal_rdmces)
+
+LEAF(pal_wrmces)
+	call_pal 0x11
+	ret	$31, ($26), 1
+END(pal_wrmces)
+
+LEAF(pal_swpctx)			# a0 = physical PCB address
+	call_pal 0x30
+	ret	$31, ($26), 1
+END(pal_swpctx)
+
+LEAF(cpu_mb)
+	mb
+	ret	$31, ($26), 1
+END(cpu_mb)
+
+LEAF(cpu_wmb)
+	wmb
+	ret	$31, ($26), 1
+END(cpu_wmb)
+
+LEAF(cpu_rpcc)				# the 32-bit process cycle counter
+	rpcc	$0
+	zapnot	$0, 0x0f, $0
+	ret	$31, ($26), 1
+END(cpu_rpcc)
+
+LEAF(cpu_gp)
+	mov	$29, $0
+	ret	$31, ($26), 1
+END(cpu_gp)
+
+# 64-bit MMIO accessors: the Cchip only accepts quadword accesses, and an
+# explicit ldq/stq here cannot be split or merged by the compiler.
+LEAF(mmio_read64)
+	ldq	$0, 0($16)
+	mb
+	ret	$31, ($26), 1
+END(mmio_read64)
+
+LEAF(mmio_write64)
+	mb
+	stq	$17, 0($16)
+	mb
+	ret	$31, ($26), 1
+END(mmio_write64)
+
+# Deliberate faults for the fault-entry self-tests (each reaches one PALcode
+# entry point; the kernel must report it and end with a failure status).
+LEAF(fault_breakpoint)			# entIF, a0 = 0 (bpt)
+	call_pal 0x80
+	ret	$31, ($26), 1
+END(fault_breakpoint)
+
+LEAF(fault_illegal)			# entIF, a0 = 4 (OPCDEC): an unimplemented PAL call
+	call_pal 0x2f
+	ret	$31, ($26), 1
+END(fault_illegal)
+
+LEAF(fault_overflow)			# entArith: addqv overflows
+	lda	$1, -1($31)
+	srl	$1, 1, $1
+	addqv	$1, $1, $0
+	trapb
+	ret	$31, ($26), 1
+END(fault_overflow)
+
+LEAF(fault_load)			# a0 = address: entMM for an unmapped VA, entUna if misaligned
+	ldq	$0, 0($16)
+	ret	$31, ($26), 1
+END(fault_load)
+
+LEAF(fault_callsys)			# callsys from kernel mode
+	call_pal 0x83
+	ret	$31, ($26), 1
+END(fault_callsys)

@@ -1,0 +1,43 @@
+//! Assembles arch/alpha/asm/*.S with the cross toolchain and links them, the
+//! linker script and libgcc.a into the kernel. The Alpha toolchain's paths
+//! come from `cargo xtask build` through ALPHASMP_LIBGCC.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn main() {
+    let dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
+    let out = PathBuf::from(std::env::var("OUT_DIR").unwrap());
+    let asm = dir.join("asm");
+    let mut objects = Vec::new();
+    let mut sources: Vec<PathBuf> = std::fs::read_dir(&asm)
+        .expect("arch/alpha/asm")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "S"))
+        .collect();
+    sources.sort();
+    for src in &sources {
+        println!("cargo:rerun-if-changed={}", src.display());
+        let obj = out.join(src.file_stem().unwrap()).with_extension("o");
+        let status = Command::new("alpha-linux-gnu-gcc-12")
+            .args(["-mcpu=ev67", "-c", "-x", "assembler-with-cpp"])
+            .arg(src)
+            .arg("-o")
+            .arg(&obj)
+            .status()
+            .expect("cannot run alpha-linux-gnu-gcc-12 (cargo xtask installs it)");
+        assert!(status.success(), "assembling {} failed", src.display());
+        objects.push(obj);
+    }
+    let linker_script = dir.join("../../linker.ld");
+    println!("cargo:rerun-if-changed={}", linker_script.display());
+    println!("cargo:rerun-if-env-changed=ALPHASMP_LIBGCC");
+    println!("cargo:rustc-link-arg=-T{}", linker_script.display());
+    println!("cargo:rustc-link-arg=-nostdlib");
+    for obj in &objects {
+        println!("cargo:rustc-link-arg={}", obj.display());
+    }
+    if let Ok(libgcc) = std::env::var("ALPHASMP_LIBGCC") {
+        println!("cargo:rustc-link-arg={libgcc}");
+    }
+}

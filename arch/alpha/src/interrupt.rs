@@ -1,0 +1,29 @@
+//! entInt dispatch by interrupt type (PALcode's a0): 0 IPI, 1 clock,
+//! 2 machine check, 3 device, 4 performance counter.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use crate::percpu::MAX_CPUS;
+use crate::trap::TrapFrame;
+use crate::{pal, println};
+
+/// Interrupts taken, per CPU and type (0..=4).
+pub static COUNTS: [[AtomicU64; 5]; MAX_CPUS] = [const { [const { AtomicU64::new(0) }; 5] }; MAX_CPUS];
+
+pub fn dispatch(kind: u64, a1: u64, a2: u64, frame: &mut TrapFrame) {
+    let cpu = pal::whami() % MAX_CPUS;
+    if let Some(c) = COUNTS[cpu].get(kind as usize) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+    match kind {
+        0 => {}
+        1 => {}
+        2 => {
+            println!("FAULT entInt (machine check) on CPU {cpu}: vector={a1:#x} logout={a2:#x} pc={:#018x}", frame.pc);
+            panic!("machine check at pc {:#x}", frame.pc);
+        }
+        3 => println!("note: unexpected device interrupt vector {a1:#x} on CPU {cpu}"),
+        4 => {}
+        _ => println!("note: unknown interrupt type {kind} on CPU {cpu}"),
+    }
+}

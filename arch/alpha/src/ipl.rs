@@ -1,0 +1,68 @@
+//! Interrupt priority levels (IPL) as a small safe API.
+//!
+//! Alpha masks interrupts by level: at IPL n, every source at level <= n is
+//! held off. Under OSF/1 PALcode on clipper (see docs: qemu-alpha.md 3.2):
+//!
+//! | IPL | masks |
+//! |---|---|
+//! | 0 | nothing: every interrupt can arrive |
+//! | 4 | device interrupts ([`DEVICE`]) |
+//! | 5 | the clock as well ([`CLOCK`]) |
+//! | 6 | interprocessor interrupts as well ([`IPI`]) |
+//! | 7 | everything asynchronous, machine checks included ([`HIGH`]) |
+//!
+//! Only [`IplGuard`] changes the level: it raises (never lowers) and restores
+//! the previous level when dropped, so guards nest.
+
+use crate::pal;
+
+/// Every interrupt enabled.
+pub const ALL_ON: u8 = 0;
+/// Device interrupts masked.
+pub const DEVICE: u8 = 4;
+/// Clock and device interrupts masked.
+pub const CLOCK: u8 = 5;
+/// IPIs, clock and devices masked.
+pub const IPI: u8 = 6;
+/// All asynchronous interrupts masked.
+pub const HIGH: u8 = 7;
+
+/// The current IPL of this CPU.
+pub fn current() -> u8 {
+    (pal::rdps() & 7) as u8
+}
+
+/// Raises the IPL for the guard's lifetime, then restores the previous one.
+#[must_use = "the IPL is restored when the guard is dropped"]
+pub struct IplGuard {
+    previous: u8,
+    // Not Send: the saved level belongs to this CPU.
+    _not_send: core::marker::PhantomData<*const ()>,
+}
+
+impl IplGuard {
+    /// Raises to at least `level` (a higher current level is kept).
+    pub fn raise(level: u8) -> Self {
+        let cur = current();
+        if level > cur {
+            pal::swpipl(level);
+        }
+        IplGuard { previous: cur, _not_send: core::marker::PhantomData }
+    }
+
+    /// The level that is restored on drop.
+    pub fn previous(&self) -> u8 {
+        self.previous
+    }
+}
+
+impl Drop for IplGuard {
+    fn drop(&mut self) {
+        pal::swpipl(self.previous);
+    }
+}
+
+/// Sets the IPL unconditionally (boot code and the idle loop only).
+pub fn set(level: u8) -> u8 {
+    pal::swpipl(level)
+}

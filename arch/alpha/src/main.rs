@@ -1,0 +1,129 @@
+//! The Alpha kernel: boots on the SRM/qemu-palcode console, brings up the
+//! machine, runs the in-kernel self-tests and ends the run with their
+//! verdict (see README).
+
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+mod clock;
+mod console;
+mod exit;
+mod heap;
+mod hwrpb;
+mod interrupt;
+mod ipl;
+mod pal;
+mod percpu;
+mod selftest;
+mod tests;
+mod trap;
+
+use alphasmp::bootargs::BootConfig;
+
+use crate::hwrpb::{Hwrpb, KSEG};
+use crate::selftest::Summary;
+
+unsafe extern "Rust" {
+    static __kernel_start: u8;
+    static __kernel_end: u8;
+}
+
+/// Where QEMU's loader puts the `-append` string: 0x6000 below the kernel's
+/// lowest physical address (Linux's ZERO_PGE convention).
+const CMDLINE_BELOW_KERNEL: u64 = 0x6000;
+const CMDLINE_MAX: usize = 256;
+/// Upper bound on the heap; less if memory is smaller.
+const HEAP_MAX: u64 = 32 << 20;
+
+fn kernel_range() -> (u64, u64) {
+    // SAFETY: linker-script symbols; only their addresses are taken.
+    unsafe { (&raw const __kernel_start as u64, &raw const __kernel_end as u64) }
+}
+
+/// The boot command line, or None if it is not valid UTF-8.
+fn cmdline() -> Option<&'static str> {
+    let (start, _) = kernel_range();
+    let phys = (start & !KSEG) - CMDLINE_BELOW_KERNEL;
+    let ptr = (KSEG | phys) as *const u8;
+    // SAFETY: this page below the kernel is RAM that the loader filled with
+    // a NUL-terminated string (or zeros) and nothing else uses.
+    let bytes = unsafe { core::slice::from_raw_parts(ptr, CMDLINE_MAX) };
+    let len = bytes.iter().position(|b| *b == 0).unwrap_or(CMDLINE_MAX);
+    core::str::from_utf8(&bytes[..len]).ok()
+}
+
+/// Entry from asm/head.S on the boot CPU, at IPL 7 on the boot stack.
+#[unsafe(no_mangle)]
+pub fn alpha_boot_main(_console_pcb_phys: u64) -> ! {
+    trap::install();
+    let pvpanic = exit::probe();
+    // SAFETY: still on the console's page table, which maps the HWRPB pointer.
+    let Some(hwrpb) = (unsafe { Hwrpb::locate() }) else {
+        println!("error: no HWRPB found at the console's mapping; cannot continue");
+        exit::failure();
+    };
+    clock::init(hwrpb.cycle_freq());
+    let (kstart, kend) = kernel_range();
+    let memory = hwrpb.memory_bytes();
+    let heap_size = HEAP_MAX.min(((KSEG + memory).saturating_sub(kend)) / 2);
+    // SAFETY: [kend, kend + heap_size) is RAM past the image (inside the
+    // reported memory) that nothing else uses; called once.
+    unsafe { heap::init(kend, heap_size) };
+
+    let serial = hwrpb.serial();
+    let serial = core::str::from_utf8(&serial).unwrap_or("?").trim_end_matches('\0');
+    println!("alphasmp kernel: Rust on DEC Alpha");
+    println!(
+        "hwrpb: system {} ssn '{}', {} CPU(s), memory {} MiB, cycle {} MHz, interval timer {} Hz, max ASN {}",
+        hwrpb.sys_type(),
+        serial,
+        hwrpb.nr_processors(),
+        memory >> 20,
+        hwrpb.cycle_freq() / 1_000_000,
+        hwrpb.intr_freq() / 4096,
+        hwrpb.max_asn()
+    );
+    println!(
+        "kernel: {:#x}..{:#x}, heap {} KiB, console {}, exit device {}",
+        kstart,
+        kend,
+        heap::size() / 1024,
+        console::device_name(),
+        if pvpanic.is_some() { "pvpanic" } else { "none (halt only)" }
+    );
+    let Some(line) = cmdline() else {
+        println!("error: boot command line is not valid UTF-8");
+        exit::failure();
+    };
+    println!("command line: '{line}'");
+    let cfg = match BootConfig::parse(line) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            println!("error: {e}");
+            exit::failure();
+        }
+    };
+
+    let mut summary = Summary::default();
+    selftest::run(tests::ALL, &cfg, &mut summary);
+    println!("{} passed, {} failed", summary.passed, summary.failed);
+    if summary.failed == 0 { exit::success() } else { exit::failure() }
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    let _ipl = ipl::IplGuard::raise(ipl::HIGH);
+    match info.location() {
+        Some(l) => console::print_panic(format_args!(
+            "PANIC on CPU {} at {}:{}: {}\n",
+            pal::whami(),
+            l.file(),
+            l.line(),
+            info.message()
+        )),
+        None => console::print_panic(format_args!("PANIC on CPU {}: {}\n", pal::whami(), info.message())),
+    }
+    exit::failure()
+}

@@ -1,0 +1,183 @@
+//! Safe wrappers around the PALcode calls and privileged instructions in
+//! `asm/pal.S`.
+//!
+//! rustc has no C calling convention for Alpha, so the assembly routines are
+//! declared `extern "Rust"`: with scalar arguments the GCC backend gives them
+//! the Alpha C convention (arguments in $16-$21, result in $0).
+
+unsafe extern "Rust" {
+    fn pal_halt() -> !;
+    fn pal_wripir(cpu: u64);
+    fn pal_whami() -> u64;
+    fn pal_swpipl(ipl: u64) -> u64;
+    fn pal_rdps() -> u64;
+    fn pal_wrent(entry: u64, which: u64);
+    fn pal_tbi(kind: i64, va: u64);
+    fn pal_imb();
+    fn pal_wtint(skip: u64) -> u64;
+    fn pal_cserve(selector: u64, a1: u64, a2: u64) -> u64;
+    fn pal_wrmces(value: u64) -> u64;
+    fn cpu_mb();
+    fn cpu_rpcc() -> u64;
+    fn cpu_gp() -> u64;
+    fn mmio_read64(addr: u64) -> u64;
+    fn mmio_write64(addr: u64, value: u64);
+}
+
+/// Stops the whole machine. Under QEMU this ends the emulator with exit status
+/// 0, which the kernel uses only when every self-test passed.
+pub fn halt() -> ! {
+    // SAFETY: CALL_PAL halt takes no arguments and does not return.
+    unsafe { pal_halt() }
+}
+
+/// Requests an interprocessor interrupt on `cpu` (CALL_PAL wripir).
+///
+/// The interrupt carries no payload; the receiver learns why from its mailbox.
+pub fn wripir(cpu: usize) {
+    // SAFETY: wripir only posts an interrupt request; on clipper PALcode takes
+    // the target modulo 4, so any value is harmless (callers range-check).
+    unsafe { pal_wripir(cpu as u64) }
+}
+
+/// This CPU's number (CALL_PAL whami).
+pub fn whami() -> usize {
+    // SAFETY: whami reads a processor register and has no side effects.
+    unsafe { pal_whami() as usize }
+}
+
+/// Sets the interrupt priority level, returning the previous one.
+///
+/// Prefer [`crate::ipl::IplGuard`], which restores the level on drop.
+pub fn swpipl(ipl: u8) -> u8 {
+    // SAFETY: swpipl changes only which interrupts are deliverable; the
+    // value is masked to the architected 0..=7.
+    unsafe { pal_swpipl(u64::from(ipl & 7)) as u8 }
+}
+
+/// The processor status: bits 2:0 are the current IPL.
+pub fn rdps() -> u64 {
+    // SAFETY: rdps reads a processor register and has no side effects.
+    unsafe { pal_rdps() }
+}
+
+/// The six OSF/1 PALcode entry points, in `wrent` numbering.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u64)]
+pub enum Entry {
+    Interrupt = 0,
+    Arithmetic = 1,
+    MemoryManagement = 2,
+    InstructionFault = 3,
+    Unaligned = 4,
+    SystemCall = 5,
+}
+
+/// Registers `handler` as this CPU's entry point `which`.
+///
+/// # Safety
+/// `handler` must be one of the trap stubs in `asm/entry.S` (or code that
+/// honours the same PALcode frame contract), and the kernel gp must already
+/// be registered with wrkgp on this CPU.
+pub unsafe fn wrent(handler: u64, which: Entry) {
+    // SAFETY: the caller guarantees the handler contract.
+    unsafe { pal_wrent(handler, which as u64) }
+}
+
+/// Kinds of translation-buffer invalidation (CALL_PAL tbi).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tbi {
+    /// Every entry (tbia).
+    All,
+    /// Every entry without the ASM (global) bit (tbiap).
+    AllProcess,
+    /// One instruction-stream entry (tbisi).
+    Instruction(u64),
+    /// One data-stream entry (tbisd).
+    Data(u64),
+    /// One entry in both streams (tbis).
+    Both(u64),
+}
+
+/// Invalidates translation-buffer entries on this CPU.
+pub fn tbi(kind: Tbi) {
+    let (code, va) = match kind {
+        Tbi::All => (-2, 0),
+        Tbi::AllProcess => (-1, 0),
+        Tbi::Instruction(va) => (1, va),
+        Tbi::Data(va) => (2, va),
+        Tbi::Both(va) => (3, va),
+    };
+    // SAFETY: dropping TLB entries is always safe: they are refilled from the
+    // page tables on the next access.
+    unsafe { pal_tbi(code, va) }
+}
+
+/// Instruction memory barrier: makes this CPU's instruction stream coherent
+/// with earlier stores (CALL_PAL imb).
+pub fn imb() {
+    // SAFETY: imb has no operands and only synchronises the I-stream.
+    unsafe { pal_imb() }
+}
+
+/// Waits for any interrupt (CALL_PAL wtint). Returns at once if one is
+/// pending, whatever the IPL, so callers loop on their condition.
+pub fn wtint() {
+    // SAFETY: wtint only idles the processor until an interrupt is pending.
+    unsafe {
+        pal_wtint(0);
+    }
+}
+
+/// QEMU's console service call (CALL_PAL cserve).
+pub fn cserve(selector: u64, a1: u64, a2: u64) -> u64 {
+    // SAFETY: the selectors used by this kernel (timer and clock queries)
+    // only read or arm per-CPU timer state.
+    unsafe { pal_cserve(selector, a1, a2) }
+}
+
+/// Writes the machine-check error summary register.
+pub fn wrmces(value: u64) {
+    // SAFETY: wrmces only clears/sets machine-check reporting bits.
+    unsafe {
+        pal_wrmces(value);
+    }
+}
+
+/// Full memory barrier (`mb`).
+pub fn mb() {
+    // SAFETY: a barrier instruction has no operands.
+    unsafe { cpu_mb() }
+}
+
+/// The low 32 bits of the process cycle counter (`rpcc`).
+pub fn rpcc32() -> u32 {
+    // SAFETY: rpcc reads a counter and has no side effects.
+    unsafe { cpu_rpcc() as u32 }
+}
+
+/// The global pointer of the running code (for wrkgp checks).
+pub fn gp() -> u64 {
+    // SAFETY: reads $29, no side effects.
+    unsafe { cpu_gp() }
+}
+
+/// Reads a 64-bit device register with a single `ldq`.
+///
+/// # Safety
+/// `addr` must be a mapped, 8-byte aligned device register for which a read
+/// has no unwanted side effects.
+pub unsafe fn read64(addr: u64) -> u64 {
+    // SAFETY: guaranteed by the caller.
+    unsafe { mmio_read64(addr) }
+}
+
+/// Writes a 64-bit device register with a single `stq`.
+///
+/// # Safety
+/// `addr` must be a mapped, 8-byte aligned device register and the write
+/// must be one the device expects.
+pub unsafe fn write64(addr: u64, value: u64) {
+    // SAFETY: guaranteed by the caller.
+    unsafe { mmio_write64(addr, value) }
+}

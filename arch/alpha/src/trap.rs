@@ -1,0 +1,106 @@
+//! Exception and interrupt entry from PALcode.
+//!
+//! `asm/entry.S` saves every register into a [`TrapFrame`] and calls
+//! [`alpha_trap`]. Interrupts are dispatched by type; every other entry
+//! (arithmetic trap, memory-management fault, instruction fault, unaligned
+//! access, system call) prints one diagnostic line and panics: a fault must
+//! never become a silent hang.
+
+use crate::pal::{self, Entry};
+use crate::{interrupt, println};
+
+/// The register state saved by `asm/entry.S` followed by PALcode's frame.
+#[repr(C)]
+pub struct TrapFrame {
+    /// Registers by number; 16-18 hold the entry arguments a0-a2, 29 the
+    /// kernel gp, 30 the interrupted $sp, 31 the entry number.
+    pub regs: [u64; 32],
+    /// Processor status at the time of the exception (IPL in bits 2:0).
+    pub ps: u64,
+    /// Where execution resumes.
+    pub pc: u64,
+    pub gp: u64,
+    /// The interrupted code's $16-$18.
+    pub saved_a: [u64; 3],
+}
+
+impl TrapFrame {
+    pub fn entry(&self) -> u64 {
+        self.regs[31]
+    }
+    pub fn args(&self) -> (u64, u64, u64) {
+        (self.regs[16], self.regs[17], self.regs[18])
+    }
+}
+
+unsafe extern "Rust" {
+    fn ent_int();
+    fn ent_arith();
+    fn ent_mm();
+    fn ent_if();
+    fn ent_una();
+    fn ent_sys();
+}
+
+/// Registers the six entry points on the calling CPU. Every CPU runs this
+/// first thing, before it lowers its IPL or can fault.
+pub fn install() {
+    let entries: [(unsafe fn(), Entry); 6] = [
+        (ent_int, Entry::Interrupt),
+        (ent_arith, Entry::Arithmetic),
+        (ent_mm, Entry::MemoryManagement),
+        (ent_if, Entry::InstructionFault),
+        (ent_una, Entry::Unaligned),
+        (ent_sys, Entry::SystemCall),
+    ];
+    for (stub, which) in entries {
+        // SAFETY: each stub is the matching routine of asm/entry.S, which
+        // implements the PALcode frame contract; wrkgp ran in asm/head.S.
+        unsafe { pal::wrent(stub as usize as u64, which) };
+    }
+}
+
+fn entry_name(n: u64) -> &'static str {
+    match n {
+        0 => "entInt",
+        1 => "entArith",
+        2 => "entMM",
+        3 => "entIF",
+        4 => "entUna",
+        5 => "entSys",
+        _ => "entry?",
+    }
+}
+
+/// Called by `asm/entry.S` for every exception and interrupt.
+#[unsafe(no_mangle)]
+pub fn alpha_trap(frame: *mut TrapFrame) {
+    // SAFETY: entry.S passes the frame it just built on this CPU's stack;
+    // nothing else refers to it until we return.
+    let frame = unsafe { &mut *frame };
+    let (a0, a1, a2) = frame.args();
+    if frame.entry() == 0 {
+        interrupt::dispatch(a0, a1, a2, frame);
+        return;
+    }
+    let what = match (frame.entry(), a0) {
+        (1, _) => "arithmetic trap",
+        (2, _) => "memory-management fault",
+        (3, 0) => "breakpoint",
+        (3, 1) => "bugcheck",
+        (3, 2) => "gentrap",
+        (3, 3) => "floating-point disabled",
+        (3, 4) => "illegal instruction",
+        (3, _) => "instruction fault",
+        (4, _) => "unaligned access",
+        _ => "system call from kernel mode",
+    };
+    println!(
+        "FAULT {} ({what}) on CPU {}: pc={:#018x} a0={a0:#x} a1={a1:#x} a2={a2:#x} ra={:#018x}",
+        entry_name(frame.entry()),
+        pal::whami(),
+        frame.pc,
+        frame.regs[26]
+    );
+    panic!("unhandled {what} at pc {:#x}", frame.pc);
+}

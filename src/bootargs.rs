@@ -1,0 +1,230 @@
+//! Boot arguments: `key=value` words from the kernel command line (QEMU
+//! `-append`), parsed into a typed [`BootConfig`].
+//!
+//! Every key is listed in [`KEYS`] (and in the README). An unknown key, a
+//! word without `=`, a repeated key or a bad value is an error naming the
+//! word: the kernel prints it on one line and ends the run with a failure
+//! status, so a typo can never silently change what a run measured.
+
+use core::fmt;
+
+/// Every accepted key with a one-line description (printed on error).
+pub const KEYS: &[(&str, &str)] = &[
+    ("tests", "comma-separated self-test name prefixes to run (default: all)"),
+    ("force_fail", "yes: add a self-test that fails, to prove failures reach the exit status"),
+    ("fault", "deliberate fault after the self-tests: none|breakpoint|illegal|overflow|unmapped|unaligned|callsys|panic"),
+    ("tick_hz", "per-CPU clock tick rate in Hz, 10..=1000 (default 100)"),
+    ("verbose", "yes: print per-test detail lines"),
+];
+
+/// The deliberate faults the kernel can raise (each must end in a report and
+/// a failure status, never a hang).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Fault {
+    #[default]
+    None,
+    /// CALL_PAL bpt: instruction fault entry.
+    Breakpoint,
+    /// An unimplemented PAL call: instruction fault entry (OPCDEC).
+    Illegal,
+    /// `addqv` overflow: arithmetic trap entry.
+    Overflow,
+    /// Load from an unmapped address: memory-management fault entry.
+    Unmapped,
+    /// Misaligned quadword load: unaligned-access entry.
+    Unaligned,
+    /// `callsys` from kernel mode.
+    Callsys,
+    /// A Rust panic on a secondary CPU.
+    Panic,
+}
+
+impl Fault {
+    const NAMES: &'static [(&'static str, Fault)] = &[
+        ("none", Fault::None),
+        ("breakpoint", Fault::Breakpoint),
+        ("illegal", Fault::Illegal),
+        ("overflow", Fault::Overflow),
+        ("unmapped", Fault::Unmapped),
+        ("unaligned", Fault::Unaligned),
+        ("callsys", Fault::Callsys),
+        ("panic", Fault::Panic),
+    ];
+
+    /// The boot-argument spelling.
+    pub fn name(self) -> &'static str {
+        Self::NAMES.iter().find(|(_, f)| *f == self).map(|(n, _)| *n).unwrap_or("?")
+    }
+}
+
+/// Maximum number of `tests=` prefixes.
+pub const MAX_TEST_FILTERS: usize = 8;
+
+/// The parsed boot configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BootConfig<'a> {
+    /// Test-name prefixes; empty means every test.
+    pub tests: [&'a str; MAX_TEST_FILTERS],
+    pub test_count: usize,
+    pub force_fail: bool,
+    pub fault: Fault,
+    pub tick_hz: u32,
+    pub verbose: bool,
+}
+
+impl Default for BootConfig<'_> {
+    fn default() -> Self {
+        BootConfig { tests: [""; MAX_TEST_FILTERS], test_count: 0, force_fail: false, fault: Fault::None, tick_hz: 100, verbose: false }
+    }
+}
+
+/// Why a command line was refused. Displays as one line naming the word.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BootArgError<'a> {
+    /// A word without `=`.
+    NotKeyValue(&'a str),
+    UnknownKey(&'a str),
+    Repeated(&'a str),
+    BadValue { key: &'a str, value: &'a str, expected: &'static str },
+}
+
+impl fmt::Display for BootArgError<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BootArgError::NotKeyValue(w) => write!(f, "boot argument '{w}' is not key=value"),
+            BootArgError::UnknownKey(k) => {
+                write!(f, "unknown boot argument '{k}' (known:")?;
+                for (name, _) in KEYS {
+                    write!(f, " {name}")?;
+                }
+                write!(f, ")")
+            }
+            BootArgError::Repeated(k) => write!(f, "boot argument '{k}' given twice"),
+            BootArgError::BadValue { key, value, expected } => {
+                write!(f, "boot argument {key}={value}: expected {expected}")
+            }
+        }
+    }
+}
+
+fn yes_no<'a>(key: &'a str, value: &'a str) -> Result<bool, BootArgError<'a>> {
+    match value {
+        "yes" | "on" | "1" => Ok(true),
+        "no" | "off" | "0" => Ok(false),
+        _ => Err(BootArgError::BadValue { key, value, expected: "yes or no" }),
+    }
+}
+
+impl<'a> BootConfig<'a> {
+    /// Parses a whole command line (words separated by spaces or tabs).
+    pub fn parse(cmdline: &'a str) -> Result<BootConfig<'a>, BootArgError<'a>> {
+        let mut cfg = BootConfig::default();
+        let mut seen = [false; KEYS.len()];
+        for word in cmdline.split([' ', '\t', '\n']).filter(|w| !w.is_empty()) {
+            let (key, value) = word.split_once('=').ok_or(BootArgError::NotKeyValue(word))?;
+            let index = KEYS.iter().position(|(k, _)| *k == key).ok_or(BootArgError::UnknownKey(key))?;
+            if core::mem::replace(&mut seen[index], true) {
+                return Err(BootArgError::Repeated(key));
+            }
+            match key {
+                "tests" => {
+                    for prefix in value.split(',').filter(|p| !p.is_empty()) {
+                        if cfg.test_count == MAX_TEST_FILTERS {
+                            return Err(BootArgError::BadValue { key, value, expected: "at most 8 prefixes" });
+                        }
+                        cfg.tests[cfg.test_count] = prefix;
+                        cfg.test_count += 1;
+                    }
+                    if cfg.test_count == 0 {
+                        return Err(BootArgError::BadValue { key, value, expected: "one or more test name prefixes" });
+                    }
+                }
+                "force_fail" => cfg.force_fail = yes_no(key, value)?,
+                "verbose" => cfg.verbose = yes_no(key, value)?,
+                "fault" => {
+                    cfg.fault = Fault::NAMES
+                        .iter()
+                        .find(|(n, _)| *n == value)
+                        .map(|(_, f)| *f)
+                        .ok_or(BootArgError::BadValue { key, value, expected: "none|breakpoint|illegal|overflow|unmapped|unaligned|callsys|panic" })?;
+                }
+                "tick_hz" => {
+                    cfg.tick_hz = value
+                        .parse::<u32>()
+                        .ok()
+                        .filter(|hz| (10..=1000).contains(hz))
+                        .ok_or(BootArgError::BadValue { key, value, expected: "a whole number from 10 to 1000" })?;
+                }
+                _ => unreachable!("every key in KEYS is handled"),
+            }
+        }
+        Ok(cfg)
+    }
+
+    /// Whether the self-test `name` is selected by `tests=`.
+    pub fn selects(&self, name: &str) -> bool {
+        self.test_count == 0 || self.tests[..self.test_count].iter().any(|p| name.starts_with(p))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    extern crate std;
+    use std::string::ToString;
+
+    #[test]
+    fn empty_line_gives_defaults() {
+        assert_eq!(BootConfig::parse("").unwrap(), BootConfig::default());
+        assert_eq!(BootConfig::parse("   \t ").unwrap(), BootConfig::default());
+    }
+
+    #[test]
+    fn parses_every_key() {
+        let c = BootConfig::parse("tests=div,mem force_fail=yes fault=overflow tick_hz=250 verbose=on").unwrap();
+        assert_eq!(&c.tests[..c.test_count], &["div", "mem"]);
+        assert!(c.force_fail && c.verbose);
+        assert_eq!(c.fault, Fault::Overflow);
+        assert_eq!(c.tick_hz, 250);
+        assert!(c.selects("div.edges") && c.selects("mem.copy") && !c.selects("heap.vec"));
+    }
+
+    #[test]
+    fn no_filter_selects_everything() {
+        assert!(BootConfig::default().selects("anything"));
+    }
+
+    #[test]
+    fn unknown_key_is_named_in_one_line() {
+        let e = BootConfig::parse("tests=div bogus=1").unwrap_err();
+        assert_eq!(e, BootArgError::UnknownKey("bogus"));
+        let msg = e.to_string();
+        assert!(msg.contains("'bogus'") && msg.contains("tick_hz") && !msg.contains('\n'), "{msg}");
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        assert!(matches!(BootConfig::parse("tick_hz=0"), Err(BootArgError::BadValue { key: "tick_hz", .. })));
+        assert!(matches!(BootConfig::parse("tick_hz=5000"), Err(BootArgError::BadValue { .. })));
+        assert!(matches!(BootConfig::parse("tick_hz=fast"), Err(BootArgError::BadValue { .. })));
+        assert!(matches!(BootConfig::parse("force_fail=maybe"), Err(BootArgError::BadValue { .. })));
+        assert!(matches!(BootConfig::parse("fault=explode"), Err(BootArgError::BadValue { .. })));
+        assert!(matches!(BootConfig::parse("tests=,"), Err(BootArgError::BadValue { .. })));
+        assert!(matches!(BootConfig::parse("tests=a,b,c,d,e,f,g,h,i"), Err(BootArgError::BadValue { .. })));
+    }
+
+    #[test]
+    fn malformed_and_repeated_words_are_refused() {
+        assert_eq!(BootConfig::parse("verbose"), Err(BootArgError::NotKeyValue("verbose")));
+        assert_eq!(BootConfig::parse("verbose=yes verbose=no"), Err(BootArgError::Repeated("verbose")));
+    }
+
+    #[test]
+    fn every_fault_name_round_trips() {
+        for (name, fault) in Fault::NAMES {
+            let line = std::format!("fault={name}");
+            assert_eq!(BootConfig::parse(&line).unwrap().fault, *fault);
+            assert_eq!(fault.name(), *name);
+        }
+    }
+}

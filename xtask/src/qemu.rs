@@ -1,0 +1,181 @@
+//! Booting the kernel under `qemu-system-alpha -M clipper` and reading its
+//! verdict: QEMU's exit status (0 from CALL_PAL halt after a pass, 1 from
+//! the pvpanic device after a failure) plus the kernel's closing summary line
+//! `N passed, M failed`. Every run is bounded by a timeout.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::util::{Context, Result, err};
+
+/// The most CPUs the clipper machine has.
+pub const MAX_SMP: u32 = 4;
+
+/// What to boot.
+#[derive(Clone, Debug)]
+pub struct RunSpec<'a> {
+    pub kernel: &'a Path,
+    pub smp: u32,
+    pub append: &'a str,
+    pub timeout: Duration,
+    /// Copy the serial output to stdout while it arrives.
+    pub echo: bool,
+}
+
+/// How the emulator ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ending {
+    Exited(i32),
+    /// Killed after the timeout: the kernel hung.
+    TimedOut,
+}
+
+/// A finished run.
+#[derive(Clone, Debug)]
+pub struct RunResult {
+    pub ending: Ending,
+    /// The kernel's serial output (PALcode's own `PCI:` lines removed).
+    pub output: String,
+    pub elapsed: Duration,
+}
+
+impl RunResult {
+    /// The numbers of the closing `N passed, M failed` line, if printed.
+    pub fn summary(&self) -> Option<(u32, u32)> {
+        self.output.lines().rev().find_map(parse_summary)
+    }
+
+    /// Passed: exit status 0, a summary line, and no failed test.
+    pub fn passed(&self) -> bool {
+        self.ending == Ending::Exited(0) && matches!(self.summary(), Some((p, 0)) if p > 0)
+    }
+
+    /// Lines containing `needle`.
+    pub fn lines_with<'s>(&'s self, needle: &'s str) -> impl Iterator<Item = &'s str> + 's {
+        self.output.lines().filter(move |l| l.contains(needle))
+    }
+
+    /// One line for humans.
+    pub fn describe(&self) -> String {
+        let ending = match self.ending {
+            Ending::Exited(c) => format!("QEMU exit {c}"),
+            Ending::TimedOut => "timed out (killed)".to_string(),
+        };
+        let summary = match self.summary() {
+            Some((p, f)) => format!("{p} passed, {f} failed"),
+            None => "no summary line".to_string(),
+        };
+        format!("{} ({summary}, {ending}, {:.1} s)", if self.passed() { "PASS" } else { "FAIL" }, self.elapsed.as_secs_f64())
+    }
+}
+
+/// Parses the exact summary line `N passed, M failed`.
+pub fn parse_summary(line: &str) -> Option<(u32, u32)> {
+    let (p, rest) = line.trim().split_once(" passed, ")?;
+    let f = rest.strip_suffix(" failed")?;
+    Some((p.parse().ok()?, f.parse().ok()?))
+}
+
+/// Checks `--smp` before anything is started.
+pub fn check_smp(smp: u32) -> Result<()> {
+    if (1..=MAX_SMP).contains(&smp) {
+        Ok(())
+    } else {
+        Err(err(format!("--smp {smp} is impossible: the clipper machine has 1 to {MAX_SMP} CPUs")))
+    }
+}
+
+/// Boots the kernel and waits for the end (or the timeout).
+pub fn run(spec: &RunSpec<'_>) -> Result<RunResult> {
+    check_smp(spec.smp)?;
+    if spec.append.len() > 255 {
+        return Err(err(format!("--append is {} bytes; QEMU passes at most 255", spec.append.len())));
+    }
+    let mut cmd = Command::new("qemu-system-alpha");
+    cmd.args(["-M", "clipper", "-m", "256", "-nographic", "-monitor", "none", "-no-reboot"])
+        .args(["-smp", &spec.smp.to_string()])
+        .arg("-kernel")
+        .arg(spec.kernel)
+        .args(["-append", spec.append])
+        .args(["-device", "pvpanic-pci", "-action", "panic=exit-failure"])
+        .args(["-rtc", "clock=vm"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let start = Instant::now();
+    let mut child = cmd.spawn().context(|| "starting qemu-system-alpha (is qemu-system-misc installed?)".into())?;
+    let (tx, rx) = mpsc::channel::<String>();
+    let stdout = child.stdout.take().expect("piped");
+    let stderr = child.stderr.take().expect("piped");
+    let tx2 = tx.clone();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).split(b'\n').map_while(|l| l.ok()) {
+            let line = String::from_utf8_lossy(&line).trim_end_matches('\r').to_string();
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let err_reader = std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(|l| l.ok()) {
+            if tx2.send(format!("qemu: {line}")).is_err() {
+                break;
+            }
+        }
+    });
+    let mut output = String::new();
+    let take = |line: String, output: &mut String| {
+        if line.starts_with("PCI: ") {
+            return; // PALcode's own enumeration messages
+        }
+        if spec.echo {
+            println!("{line}");
+            std::io::stdout().flush().ok();
+        }
+        output.push_str(&line);
+        output.push('\n');
+    };
+    let ending = loop {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(20)) {
+            take(line, &mut output);
+        }
+        if let Some(status) = child.try_wait().context(|| "waiting for QEMU".into())? {
+            break Ending::Exited(status.code().unwrap_or(-1));
+        }
+        if start.elapsed() > spec.timeout {
+            child.kill().ok();
+            child.wait().ok();
+            break Ending::TimedOut;
+        }
+    };
+    reader.join().ok();
+    err_reader.join().ok();
+    while let Ok(line) = rx.try_recv() {
+        take(line, &mut output);
+    }
+    Ok(RunResult { ending, output, elapsed: start.elapsed() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_line_is_parsed_exactly() {
+        assert_eq!(parse_summary("12 passed, 0 failed"), Some((12, 0)));
+        assert_eq!(parse_summary("3 passed, 2 failed\r"), Some((3, 2)));
+        assert_eq!(parse_summary("test x ... ok"), None);
+        assert_eq!(parse_summary("a passed, 0 failed"), None);
+    }
+
+    #[test]
+    fn smp_range_is_checked() {
+        assert!(check_smp(1).is_ok() && check_smp(4).is_ok());
+        let e = check_smp(5).unwrap_err().to_string();
+        assert!(e.contains("--smp 5") && !e.contains('\n'), "{e}");
+        assert!(check_smp(0).is_err());
+    }
+}
