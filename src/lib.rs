@@ -7,4 +7,10 @@
 #![cfg_attr(not(test), no_std)]
 
 pub mod bootargs;
+pub mod cpumask;
+pub mod mailbox;
+pub mod platform;
 pub mod rng;
+pub mod xcall;
+#[cfg(feature = "sim")]
+pub mod sim;

@@ -42,6 +42,77 @@ fn selftests_pass_on_1_cpu() {
 }
 
 #[test]
+fn selftests_pass_on_2_cpus() {
+    assert_all_pass(2);
+}
+
+#[test]
+fn selftests_pass_on_4_cpus() {
+    assert_all_pass(4);
+}
+
+#[test]
+fn every_cpu_comes_online() {
+    for smp in [1, 2, 4] {
+        let r = boot(smp, "tests=smp");
+        let line = r.lines_with("smp: ").find(|l| l.contains("online (mask")).expect("bring-up summary");
+        assert!(line.contains(&format!("{smp} of {smp} CPU(s) online")), "{line}");
+        assert!(r.passed(), "{}", r.describe());
+    }
+}
+
+/// Each deliberate fault reaches its PALcode entry, is reported on one line
+/// with the CPU and PC, and ends the run with the failure status instead of
+/// hanging (the 120 s timeout would show as TimedOut).
+fn assert_fault(fault: &str, smp: u32, report: &str) {
+    let r = boot(smp, &format!("tests=ipl fault={fault}"));
+    assert_eq!(r.ending, Ending::Exited(1), "fault={fault}: {}", r.describe());
+    assert!(r.lines_with(report).next().is_some(), "fault={fault}: no line with '{report}'");
+    assert!(r.lines_with("PANIC on CPU").next().is_some(), "fault={fault}: no panic line");
+}
+
+#[test]
+fn breakpoint_reaches_entif() {
+    assert_fault("breakpoint", 1, "FAULT entIF (breakpoint) on CPU 0: pc=");
+}
+
+#[test]
+fn illegal_instruction_reaches_entif() {
+    assert_fault("illegal", 1, "FAULT entIF (illegal instruction) on CPU 0");
+}
+
+#[test]
+fn overflow_reaches_entarith() {
+    assert_fault("overflow", 1, "FAULT entArith (arithmetic trap) on CPU 0");
+}
+
+#[test]
+fn unmapped_load_reaches_entmm() {
+    assert_fault("unmapped", 1, "FAULT entMM (memory-management fault) on CPU 0: pc=");
+}
+
+#[test]
+fn unaligned_load_reaches_entuna() {
+    assert_fault("unaligned", 1, "FAULT entUna (unaligned access) on CPU 0");
+}
+
+/// qemu-palcode turns callsys from kernel mode into a machine check
+/// (docs: qemu-alpha.md 4), so this one is reported by the entInt path.
+#[test]
+fn callsys_from_kernel_is_reported() {
+    assert_fault("callsys", 1, "FAULT entInt (machine check) on CPU 0");
+}
+
+#[test]
+fn panic_on_a_secondary_stops_every_cpu() {
+    let r = boot(4, "tests=ipl fault=panic");
+    assert_eq!(r.ending, Ending::Exited(1), "{}", r.describe());
+    let line = r.lines_with("PANIC on CPU 1").next().expect("the panic names CPU 1");
+    assert!(line.contains("deliberate panic"), "{line}");
+    assert!(r.lines_with("did not acknowledge CPU_STOP").next().is_none(), "every CPU took the stop IPI");
+}
+
+#[test]
 fn banner_reports_hwrpb_facts() {
     let r = boot(1, "tests=div.u64");
     let hw = r.lines_with("hwrpb:").next().expect("banner line");

@@ -65,3 +65,54 @@ pub fn delay_ns(ns: u64) {
         core::hint::spin_loop();
     }
 }
+
+// ---- The periodic per-CPU tick --------------------------------------------
+//
+// Clipper under QEMU: each CPU arms its own one-shot alarm with CALL_PAL
+// cserve (selector 6, absolute deadline on the VM clock, which cserve 7
+// reads); the alarm arrives as entInt type 1 and the handler re-arms it.
+// Deadlines advance by exactly one period from the previous deadline, so
+// interrupt latency does not accumulate into drift. Real hardware (and
+// Marvel) get the tick from PALcode instead; see README.
+
+const CSERVE_SET_ALARM_ABSOLUTE: u64 = 6;
+const CSERVE_VM_TIME_NS: u64 = 7;
+
+static TICK_PERIOD_NS: AtomicU64 = AtomicU64::new(10_000_000);
+
+/// The VM clock in nanoseconds (QEMU's cserve 7).
+pub fn vm_time_ns() -> u64 {
+    pal::cserve(CSERVE_VM_TIME_NS, 0, 0)
+}
+
+/// Sets the tick rate (call before any CPU starts its tick).
+pub fn set_tick_hz(hz: u32) {
+    TICK_PERIOD_NS.store(1_000_000_000 / u64::from(hz.max(1)), Ordering::Relaxed);
+}
+
+pub fn tick_hz() -> u64 {
+    1_000_000_000 / TICK_PERIOD_NS.load(Ordering::Relaxed)
+}
+
+/// Starts the calling CPU's tick (it arrives once the IPL drops below 5).
+pub fn start_tick() {
+    let next = vm_time_ns() + TICK_PERIOD_NS.load(Ordering::Relaxed);
+    crate::percpu::this().next_tick_ns.store(next, Ordering::Relaxed);
+    pal::cserve(CSERVE_SET_ALARM_ABSOLUTE, next, 0);
+}
+
+/// Clock interrupt: counts the tick and arms the next one.
+pub fn on_tick() {
+    let me = crate::percpu::this();
+    me.ticks.fetch_add(1, Ordering::Relaxed);
+    let _ = cycles(); // keeps the 64-bit cycle extension fresh
+    let period = TICK_PERIOD_NS.load(Ordering::Relaxed);
+    let mut next = me.next_tick_ns.load(Ordering::Relaxed) + period;
+    let now = vm_time_ns();
+    if next <= now {
+        // Fell more than a period behind (the CPU sat at a high IPL): skip.
+        next = now + period;
+    }
+    me.next_tick_ns.store(next, Ordering::Relaxed);
+    pal::cserve(CSERVE_SET_ALARM_ABSOLUTE, next, 0);
+}

@@ -3,9 +3,10 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
+use crate::ipl::{self, IplGuard};
 use crate::percpu::MAX_CPUS;
 use crate::trap::TrapFrame;
-use crate::{pal, println};
+use crate::{clock, ipi, pal, println, smp};
 
 /// Interrupts taken, per CPU and type (0..=4).
 pub static COUNTS: [[AtomicU64; 5]; MAX_CPUS] = [const { [const { AtomicU64::new(0) }; 5] }; MAX_CPUS];
@@ -15,9 +16,19 @@ pub fn dispatch(kind: u64, a1: u64, a2: u64, frame: &mut TrapFrame) {
     if let Some(c) = COUNTS[cpu].get(kind as usize) {
         c.fetch_add(1, Ordering::Relaxed);
     }
+    // Like Linux's do_entInt: handlers run with everything masked.
+    let _ipl = IplGuard::raise(ipl::HIGH);
     match kind {
-        0 => {}
-        1 => {}
+        0 => {
+            ipi::drain_mailbox();
+        }
+        1 => {
+            clock::on_tick();
+            if smp::panicking() {
+                // Fallback stop for a CPU whose CPU_STOP IPI did not arrive.
+                smp::park();
+            }
+        }
         2 => {
             println!("FAULT entInt (machine check) on CPU {cpu}: vector={a1:#x} logout={a2:#x} pc={:#018x}", frame.pc);
             panic!("machine check at pc {:#x}", frame.pc);

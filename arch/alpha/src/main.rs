@@ -13,14 +13,16 @@ mod exit;
 mod heap;
 mod hwrpb;
 mod interrupt;
+mod ipi;
 mod ipl;
 mod pal;
 mod percpu;
 mod selftest;
+mod smp;
 mod tests;
 mod trap;
 
-use alphasmp::bootargs::BootConfig;
+use alphasmp::bootargs::{BootConfig, Fault};
 
 use crate::hwrpb::{Hwrpb, KSEG};
 use crate::selftest::Summary;
@@ -56,7 +58,7 @@ fn cmdline() -> Option<&'static str> {
 
 /// Entry from asm/head.S on the boot CPU, at IPL 7 on the boot stack.
 #[unsafe(no_mangle)]
-pub fn alpha_boot_main(_console_pcb_phys: u64) -> ! {
+pub fn alpha_boot_main(console_pcb_phys: u64) -> ! {
     trap::install();
     let pvpanic = exit::probe();
     // SAFETY: still on the console's page table, which maps the HWRPB pointer.
@@ -106,10 +108,80 @@ pub fn alpha_boot_main(_console_pcb_phys: u64) -> ! {
         }
     };
 
+    clock::set_tick_hz(cfg.tick_hz);
+    smp::boot_cpu_online();
+    clock::start_tick();
+    let bringup = smp::start_secondaries(&hwrpb, console_pcb_phys);
+    println!(
+        "smp: {} of {} CPU(s) online (mask {:#x}), tick {} Hz",
+        percpu::online_count(),
+        bringup.reported,
+        percpu::online_mask(),
+        clock::tick_hz()
+    );
+    BOOT.call_once(|| BootInfo { reported_cpus: bringup.reported, boot_gp: pal::gp() });
+    // From here on the boot CPU takes interrupts like every other CPU.
+    ipl::set(ipl::ALL_ON);
+
     let mut summary = Summary::default();
     selftest::run(tests::ALL, &cfg, &mut summary);
+    tests::print_counters();
     println!("{} passed, {} failed", summary.passed, summary.failed);
+    if cfg.fault != Fault::None {
+        raise_fault(cfg.fault);
+    }
     if summary.failed == 0 { exit::success() } else { exit::failure() }
+}
+
+/// Facts from boot that the self-tests check.
+pub struct BootInfo {
+    pub reported_cpus: usize,
+    pub boot_gp: u64,
+}
+
+pub static BOOT: spin::Once<BootInfo> = spin::Once::new();
+
+unsafe extern "Rust" {
+    fn fault_breakpoint();
+    fn fault_illegal();
+    fn fault_overflow();
+    fn fault_load(addr: u64) -> u64;
+    fn fault_callsys();
+}
+
+/// Raises the fault asked for with `fault=`; every one must end the run
+/// through the trap report and the panic path, never return.
+fn raise_fault(fault: Fault) -> ! {
+    println!("fault: raising '{}' on CPU {}", fault.name(), pal::whami());
+    let word = [0u64; 2];
+    // SAFETY: each routine deliberately traps; the trap handler reports and
+    // panics, so none of them returns into a broken state.
+    unsafe {
+        match fault {
+            Fault::None => {}
+            Fault::Breakpoint => fault_breakpoint(),
+            Fault::Illegal => fault_illegal(),
+            Fault::Overflow => fault_overflow(),
+            // User-space VA 0x2000: not mapped by the console's page table.
+            Fault::Unmapped => {
+                fault_load(0x2000);
+            }
+            Fault::Unaligned => {
+                fault_load(&raw const word as u64 + 3);
+            }
+            Fault::Callsys => fault_callsys(),
+            Fault::Panic => {
+                let target = percpu::online_cpus().find(|c| *c != pal::whami()).unwrap_or(pal::whami());
+                if target == pal::whami() {
+                    panic!("deliberate panic on CPU {target} (fault=panic)");
+                }
+                smp::IDLE_REQUEST.store(target, core::sync::atomic::Ordering::Release);
+                clock::delay_ns(2_000_000_000);
+            }
+        }
+    }
+    println!("error: fault '{}' did not trap", fault.name());
+    exit::failure()
 }
 
 #[panic_handler]
@@ -125,5 +197,5 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
         )),
         None => console::print_panic(format_args!("PANIC on CPU {}: {}\n", pal::whami(), info.message())),
     }
-    exit::failure()
+    smp::stop_all_and_fail()
 }

@@ -4,14 +4,22 @@ mod atomics;
 mod div;
 mod heap;
 mod mem;
+mod platform;
 
 use alphasmp::bootargs::BootConfig;
 
-use crate::check;
+use alphasmp::mailbox::IpiMessage;
+
 use crate::selftest::{Outcome, Test};
+use crate::{check, interrupt, ipi, percpu, println};
 
 /// Every self-test. Names are `area.what`, selectable by prefix (`tests=`).
 pub const ALL: &[Test] = &[
+    Test { name: "smp.all_cpus_online", run: platform::all_cpus_online },
+    Test { name: "smp.per_cpu_identity", run: platform::per_cpu_identity },
+    Test { name: "ipl.guard_nests", run: platform::ipl_guard_nests },
+    Test { name: "clock.tick_rate", run: platform::tick_rate },
+    Test { name: "ipi.ping", run: platform::ipi_ping },
     Test { name: "div.u64_edges", run: div::u64_edges },
     Test { name: "div.i64_edges", run: div::i64_edges },
     Test { name: "div.u32_i32_edges", run: div::narrow_edges },
@@ -31,4 +39,24 @@ pub const ALL: &[Test] = &[
 fn forced_failure(cfg: &BootConfig<'_>) -> Outcome {
     check!(!cfg.force_fail, "force_fail=yes was given on the command line");
     Ok(())
+}
+
+/// Prints the per-CPU interrupt and IPI counters (the run summary).
+pub fn print_counters() {
+    use core::sync::atomic::Ordering::Relaxed;
+    for cpu in percpu::online_cpus() {
+        let c = &interrupt::COUNTS[cpu];
+        let mut line = alloc::format!(
+            "counters: CPU {cpu}: interrupts ipi={} clock={} mchk={} dev={}; ipi sent/handled",
+            c[0].load(Relaxed),
+            c[1].load(Relaxed),
+            c[2].load(Relaxed),
+            c[3].load(Relaxed)
+        );
+        for (i, name) in IpiMessage::NAMES.iter().enumerate() {
+            let (s, h) = ipi::counts(cpu, i);
+            line.push_str(&alloc::format!(" {name}={s}/{h}"));
+        }
+        println!("{line}");
+    }
 }

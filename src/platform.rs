@@ -1,0 +1,60 @@
+//! The seam between the portable SMP core and the hardware.
+//!
+//! `arch/alpha` implements it with PAL calls (wripir, swpipl, whami, tbi,
+//! imb, rpcc); the host simulator (`sim`) implements it with threads and a
+//! per-CPU simulated IPL and IPI line. Everything in `xcall` and `tlb` goes
+//! through this trait and nothing else, so both run the same protocol code.
+
+/// Interrupt priority levels the core uses (Alpha numbering).
+pub mod ipl {
+    /// Everything enabled.
+    pub const ALL_ON: u8 = 0;
+    /// IPIs (and everything below) masked.
+    pub const IPI: u8 = 6;
+    /// Everything masked.
+    pub const HIGH: u8 = 7;
+}
+
+/// One translation-buffer invalidation on the local CPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlbOp {
+    /// Every entry, global (ASM) ones included: CALL_PAL tbi -2 (tbia).
+    All,
+    /// Every non-global entry: tbi -1 (tbiap).
+    AllProcess,
+    /// One page in the data stream: tbi 2 (tbisd).
+    Page(u64),
+    /// One page in both streams: tbi 3 (tbis), for executable mappings.
+    PageBoth(u64),
+}
+
+/// What the SMP core needs from a machine.
+pub trait Platform: Sync {
+    /// The calling CPU's number (whami).
+    fn cpu_id(&self) -> usize;
+    /// Interrupts `cpu` (wripir). The mailbox bits are already set; the
+    /// implementation issues the memory barrier that must precede the
+    /// interrupt request.
+    fn send_ipi(&self, cpu: usize);
+    /// Raises this CPU's IPL to at least `level`; returns the previous IPL.
+    fn raise_ipl(&self, level: u8) -> u8;
+    /// Restores an IPL returned by `raise_ipl`.
+    fn restore_ipl(&self, previous: u8);
+    /// This CPU's current IPL.
+    fn ipl(&self) -> u8;
+    /// Whether the caller runs in an interrupt handler.
+    fn in_interrupt(&self) -> bool;
+    /// Invalidates translation-buffer entries on this CPU.
+    fn invalidate_tlb(&self, op: TlbOp);
+    /// Instruction memory barrier on this CPU (CALL_PAL imb).
+    fn imb(&self);
+    /// A monotonic per-CPU cycle count.
+    fn cycles(&self) -> u64;
+    /// Cycles per second of `cycles`.
+    fn cycle_freq(&self) -> u64;
+    /// Called in every spin-wait iteration (a pause hint; the simulator
+    /// uses it as an interrupt-delivery and scheduling point).
+    fn relax(&self) {
+        core::hint::spin_loop();
+    }
+}

@@ -1,0 +1,511 @@
+//! Cross-CPU function calls with Linux's semantics, in Rust types.
+//!
+//! # The protocol
+//!
+//! Each CPU owns a **call queue** (a lock-free stack of call descriptors,
+//! [`Csd`]) and a **mailbox** ([`crate::mailbox`]). A caller on CPU `s` that
+//! wants `f(arg)` to run on CPU `t`:
+//!
+//! 1. **locks** its descriptor for `t` (`cfd[s][t]`): waits until the flag
+//!    word is 0 (the previous use finished, Acquire), then stores LOCK
+//!    (and SYNC for a waiting call);
+//! 2. fills in `f` and `arg` and **queues** the descriptor on `t`'s queue
+//!    (compare-and-swap of the head, Release: publishes the fields);
+//! 3. **interrupts** `t` only if the queue was empty before the push: posts
+//!    CALL_FUNCTION in `t`'s mailbox and issues the IPI. A non-empty queue
+//!    means an IPI is already on its way, so Linux sends none (this is what
+//!    turns one lost IPI into a stall of every later caller to that CPU:
+//!    the fault-injection work reproduces exactly that);
+//! 4. for a waiting call, **spins** until `t` clears the flag word.
+//!
+//! The target, on the IPI (or on any drain of its mailbox), takes the whole
+//! queue at once (swap with null, Acquire), restores FIFO order and runs each
+//! descriptor. A SYNC descriptor is unlocked (Release) *after* `f` ran, so
+//! the waiter sees `f`'s effects; an async one is unlocked *before* `f`
+//! runs, so its slot can be reused at once. The target reads a descriptor's
+//! `next` before unlocking it and never touches it afterwards: from that
+//! moment the owner may reuse it.
+//!
+//! Descriptors live in per-CPU arrays (never on a stack), so a caller that
+//! gives up on a stalled call (watchdog abort) leaves nothing dangling.
+//!
+//! # The fixes for lossy IPIs (seed patches 1/3 and 2/3), as policy
+//!
+//! - `serialize`: every waiting call takes one global lock; a CPU that
+//!   cannot take it drains its own mailbox with interrupts off and retries.
+//! - `poll_in_irq`: [`Smp::poll_in_interrupt`], called by the platform after
+//!   every non-IPI interrupt, drains the mailbox if a bit is set and counts
+//!   the messages it rescued.
+//! - `watchdog`: a waiter past the bound reports (once per bound) and, with
+//!   `resend`, issues the IPI again (Linux's csdlock_debug resend); with
+//!   `abort`, gives up with [`XcallError::Stalled`] so a reproduction run
+//!   can count a deadlock instead of hanging.
+
+use core::fmt;
+use core::ptr;
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+use crate::cpumask::CpuMask;
+use crate::mailbox::{IpiMessage, Mailbox};
+use crate::platform::{Platform, ipl};
+
+/// A function run on another CPU, with its argument.
+pub type CallFn = fn(usize);
+
+const LOCK: u32 = 1;
+const SYNC: u32 = 2;
+
+/// A call descriptor (Linux's `call_single_data`).
+#[repr(align(64))]
+pub struct Csd {
+    flags: AtomicU32,
+    func: AtomicUsize,
+    arg: AtomicUsize,
+    next: AtomicPtr<Csd>,
+}
+
+impl Csd {
+    const fn new() -> Self {
+        Csd { flags: AtomicU32::new(0), func: AtomicUsize::new(0), arg: AtomicUsize::new(0), next: AtomicPtr::new(ptr::null_mut()) }
+    }
+    fn locked(&self) -> bool {
+        self.flags.load(Ordering::Acquire) & LOCK != 0
+    }
+}
+
+/// A CPU's queue of pending calls: a Treiber stack that is only ever pushed
+/// (by any CPU) and emptied whole (by its owner), so it has no ABA problem.
+struct CallQueue {
+    head: AtomicPtr<Csd>,
+}
+
+impl CallQueue {
+    const fn new() -> Self {
+        CallQueue { head: AtomicPtr::new(ptr::null_mut()) }
+    }
+    /// Pushes `csd`; returns true if the queue was empty.
+    fn push(&self, csd: &Csd) -> bool {
+        let new = csd as *const Csd as *mut Csd;
+        let mut head = self.head.load(Ordering::Relaxed);
+        loop {
+            csd.next.store(head, Ordering::Relaxed);
+            match self.head.compare_exchange_weak(head, new, Ordering::Release, Ordering::Relaxed) {
+                Ok(_) => return head.is_null(),
+                Err(h) => head = h,
+            }
+        }
+    }
+    fn take_all(&self) -> *mut Csd {
+        self.head.swap(ptr::null_mut(), Ordering::Acquire)
+    }
+    fn is_empty(&self) -> bool {
+        self.head.load(Ordering::Relaxed).is_null()
+    }
+}
+
+/// Per-CPU counters (Relaxed statistics).
+#[derive(Default)]
+pub struct CpuStats {
+    /// IPIs issued to this CPU, per message type.
+    pub ipi_sent: [AtomicU64; IpiMessage::COUNT],
+    /// Messages this CPU handled, per type.
+    pub ipi_handled: [AtomicU64; IpiMessage::COUNT],
+    /// Messages found by the in-interrupt poll, per type.
+    pub rescued: [AtomicU64; IpiMessage::COUNT],
+    /// Calls this CPU queued for another CPU.
+    pub calls_queued: AtomicU64,
+    /// Calls whose queueing found the target's queue non-empty (no IPI).
+    pub calls_piggybacked: AtomicU64,
+    /// Queued calls this CPU ran.
+    pub calls_run: AtomicU64,
+    /// Mailbox drains done while waiting for the serialization lock.
+    pub lock_drains: AtomicU64,
+    /// Watchdog reports issued by this CPU as a waiter.
+    pub stalls: AtomicU64,
+    /// IPIs re-sent by the watchdog.
+    pub resends: AtomicU64,
+}
+
+impl CpuStats {
+    const fn new() -> Self {
+        CpuStats {
+            ipi_sent: [const { AtomicU64::new(0) }; IpiMessage::COUNT],
+            ipi_handled: [const { AtomicU64::new(0) }; IpiMessage::COUNT],
+            rescued: [const { AtomicU64::new(0) }; IpiMessage::COUNT],
+            calls_queued: AtomicU64::new(0),
+            calls_piggybacked: AtomicU64::new(0),
+            calls_run: AtomicU64::new(0),
+            lock_drains: AtomicU64::new(0),
+            stalls: AtomicU64::new(0),
+            resends: AtomicU64::new(0),
+        }
+    }
+}
+
+/// One CPU's cross-call state.
+pub struct CpuState<const N: usize> {
+    pub mailbox: Mailbox,
+    queue: CallQueue,
+    /// This CPU's descriptors, one per target, for calls from task context.
+    cfd: [Csd; N],
+    /// ... and for no-wait calls from interrupt context.
+    cfd_irq: [Csd; N],
+    pub stats: CpuStats,
+}
+
+impl<const N: usize> CpuState<N> {
+    const fn new() -> Self {
+        CpuState {
+            mailbox: Mailbox::new(),
+            queue: CallQueue::new(),
+            cfd: [const { Csd::new() }; N],
+            cfd_irq: [const { Csd::new() }; N],
+            stats: CpuStats::new(),
+        }
+    }
+}
+
+/// Which fixes are on, and the watchdog (see the module docs).
+pub struct Policy {
+    pub serialize: AtomicBool,
+    pub poll_in_irq: AtomicBool,
+    /// Watchdog bound in cycles; 0 disables it.
+    pub watchdog_cycles: AtomicU64,
+    pub resend: AtomicBool,
+    pub abort_on_stall: AtomicBool,
+    /// Fault injection: let waiting calls run with IPIs masked (the
+    /// "spin_lock_irqsave callers" of seed patch 1/3) instead of refusing.
+    pub allow_masked_wait: AtomicBool,
+}
+
+impl Policy {
+    const fn new() -> Self {
+        Policy {
+            serialize: AtomicBool::new(false),
+            poll_in_irq: AtomicBool::new(false),
+            watchdog_cycles: AtomicU64::new(0),
+            resend: AtomicBool::new(false),
+            abort_on_stall: AtomicBool::new(false),
+            allow_masked_wait: AtomicBool::new(false),
+        }
+    }
+}
+
+/// Why a cross-call was refused or given up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XcallError {
+    /// The CPU number is beyond what this kernel supports.
+    NoSuchCpu(usize),
+    /// The CPU exists but is not online.
+    Offline(usize),
+    /// A waiting call from an interrupt handler (it could wait for a CPU
+    /// that waits for this one, with no way to take its IPI).
+    WaitInInterrupt,
+    /// A waiting call with IPIs masked (same deadlock, Linux's rule).
+    WaitWithIpisMasked,
+    /// A no-wait call from interrupt context found its descriptor for that
+    /// target still in flight.
+    Busy { target: usize },
+    /// The watchdog gave up waiting for `target` (abort policy).
+    Stalled { target: usize },
+}
+
+impl fmt::Display for XcallError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            XcallError::NoSuchCpu(c) => write!(f, "cross-call to CPU {c}: no such CPU"),
+            XcallError::Offline(c) => write!(f, "cross-call to CPU {c}: CPU is offline"),
+            XcallError::WaitInInterrupt => write!(f, "waiting cross-call from interrupt context refused"),
+            XcallError::WaitWithIpisMasked => write!(f, "waiting cross-call with IPIs masked (IPL >= 6) refused"),
+            XcallError::Busy { target } => write!(f, "cross-call to CPU {target} from interrupt context: previous call still in flight"),
+            XcallError::Stalled { target } => write!(f, "cross-call to CPU {target} stalled past the watchdog bound"),
+        }
+    }
+}
+
+/// What the watchdog saw when a wait exceeded its bound.
+#[derive(Clone, Copy, Debug)]
+pub struct StallReport {
+    pub waiter: usize,
+    pub target: usize,
+    /// The target's pending mailbox bits at the time.
+    pub target_mailbox: IpiMessage,
+    /// Whether the target's call queue was non-empty.
+    pub target_queue_pending: bool,
+    pub waited_cycles: u64,
+    /// Reports so far for this wait (1 for the first).
+    pub nth: u64,
+}
+
+/// Hooks the platform provides beyond [`Platform`]: what to do with
+/// non-call messages and how to report a stall.
+pub trait Hooks: Platform {
+    /// A message other than CALL_FUNCTION arrived on this CPU.
+    fn on_message(&self, _msg: IpiMessage) {}
+    /// The watchdog fired (print it; the core has no console).
+    fn report_stall(&self, _report: &StallReport) {}
+}
+
+/// The SMP core for `N` possible CPUs on platform `P`.
+pub struct Smp<P, const N: usize> {
+    pub platform: P,
+    cpus: [CpuState<N>; N],
+    online: AtomicU64,
+    serial: spin::Mutex<()>,
+    pub policy: Policy,
+}
+
+impl<P: Hooks, const N: usize> Smp<P, N> {
+    pub const fn new(platform: P) -> Self {
+        assert!(N <= 64, "CpuMask holds 64 CPUs");
+        Smp { platform, cpus: [const { CpuState::new() }; N], online: AtomicU64::new(0), serial: spin::Mutex::new(()), policy: Policy::new() }
+    }
+
+    /// Marks `cpu` online (called by that CPU when it is ready for IPIs).
+    pub fn set_online(&self, cpu: usize) {
+        assert!(cpu < N, "CPU {cpu} beyond N={N}");
+        self.online.fetch_or(1 << cpu, Ordering::Release);
+    }
+
+    pub fn online(&self) -> CpuMask {
+        CpuMask(self.online.load(Ordering::Acquire))
+    }
+
+    pub fn cpu(&self, cpu: usize) -> &CpuState<N> {
+        &self.cpus[cpu]
+    }
+
+    fn check_target(&self, cpu: usize) -> Result<(), XcallError> {
+        if cpu >= N {
+            Err(XcallError::NoSuchCpu(cpu))
+        } else if !self.online().contains(cpu) {
+            Err(XcallError::Offline(cpu))
+        } else {
+            Ok(())
+        }
+    }
+
+    // ---- IPIs ------------------------------------------------------------
+
+    /// Posts `msg` to `cpu`'s mailbox and interrupts it.
+    pub fn send_message(&self, cpu: usize, msg: IpiMessage) -> Result<(), XcallError> {
+        if cpu >= N {
+            return Err(XcallError::NoSuchCpu(cpu));
+        }
+        let target = &self.cpus[cpu];
+        target.mailbox.post(msg);
+        for m in msg.each() {
+            target.stats.ipi_sent[m.index()].fetch_add(1, Ordering::Relaxed);
+        }
+        self.platform.send_ipi(cpu);
+        Ok(())
+    }
+
+    /// The IPI handler: drains this CPU's mailbox until empty, running the
+    /// call queue for CALL_FUNCTION and passing other messages to the
+    /// platform. Must run with IPIs masked (IPL >= 6). Returns the number of
+    /// mailbox batches taken.
+    pub fn handle_ipi(&self) -> usize {
+        let me = self.platform.cpu_id();
+        let st = &self.cpus[me];
+        st.mailbox.drain(|msgs| {
+            for m in msgs.each() {
+                st.stats.ipi_handled[m.index()].fetch_add(1, Ordering::Relaxed);
+                if m == IpiMessage::CALL_FUNCTION {
+                    self.flush_queue(me);
+                } else {
+                    self.platform.on_message(m);
+                }
+            }
+        })
+    }
+
+    /// Seed patch 2/3: after a non-IPI interrupt, handle anything left in the
+    /// mailbox (its interrupt may have been lost). Counts what it rescued.
+    pub fn poll_in_interrupt(&self) -> usize {
+        if !self.policy.poll_in_irq.load(Ordering::Relaxed) {
+            return 0;
+        }
+        let st = &self.cpus[self.platform.cpu_id()];
+        let pending = st.mailbox.peek();
+        if pending.is_empty() {
+            return 0;
+        }
+        for m in pending.each() {
+            st.stats.rescued[m.index()].fetch_add(1, Ordering::Relaxed);
+        }
+        self.handle_ipi()
+    }
+
+    /// Runs every call queued for `me` (FIFO), per the module protocol.
+    fn flush_queue(&self, me: usize) {
+        let st = &self.cpus[me];
+        // Reverse the LIFO list into arrival order.
+        let mut list = st.queue.take_all();
+        let mut fifo: *mut Csd = ptr::null_mut();
+        while !list.is_null() {
+            // SAFETY: a queued descriptor stays valid and untouched by its
+            // owner until we unlock it (it is locked, and descriptors live in
+            // static per-CPU arrays); we are the only consumer of this queue.
+            let csd = unsafe { &*list };
+            let next = csd.next.load(Ordering::Relaxed);
+            csd.next.store(fifo, Ordering::Relaxed);
+            fifo = list;
+            list = next;
+        }
+        while !fifo.is_null() {
+            // SAFETY: as above; it is still locked, so still ours to read.
+            let csd = unsafe { &*fifo };
+            let next = csd.next.load(Ordering::Relaxed);
+            let func = csd.func.load(Ordering::Relaxed);
+            let arg = csd.arg.load(Ordering::Relaxed);
+            // SAFETY: `func` was stored from a `CallFn` by `queue_call`.
+            let f: CallFn = unsafe { core::mem::transmute::<usize, CallFn>(func) };
+            st.stats.calls_run.fetch_add(1, Ordering::Relaxed);
+            if csd.flags.load(Ordering::Relaxed) & SYNC != 0 {
+                f(arg);
+                csd.flags.store(0, Ordering::Release);
+            } else {
+                csd.flags.store(0, Ordering::Release);
+                f(arg);
+            }
+            fifo = next;
+        }
+    }
+
+    // ---- Calls -------------------------------------------------------------
+
+    /// Runs `f(arg)` on `cpu`; with `wait`, returns after it ran.
+    pub fn call_single(&self, cpu: usize, f: CallFn, arg: usize, wait: bool) -> Result<(), XcallError> {
+        self.check_target(cpu)?;
+        self.call_many(CpuMask::single(cpu), f, arg, wait)
+    }
+
+    /// Runs `f(arg)` on every online CPU, this one included.
+    pub fn on_each_cpu(&self, f: CallFn, arg: usize, wait: bool) -> Result<(), XcallError> {
+        self.call_many(self.online(), f, arg, wait)
+    }
+
+    /// Runs `f(arg)` on every CPU in `mask` (this one too if it is in it:
+    /// locally while the others run theirs). With `wait`, returns after all
+    /// ran; without, returns once queued and `f` still runs everywhere.
+    pub fn call_many(&self, mask: CpuMask, f: CallFn, arg: usize, wait: bool) -> Result<(), XcallError> {
+        for cpu in mask.iter() {
+            self.check_target(cpu)?;
+        }
+        let in_irq = self.platform.in_interrupt();
+        if wait && in_irq {
+            return Err(XcallError::WaitInInterrupt);
+        }
+        if wait && self.platform.ipl() >= ipl::IPI && !self.policy.allow_masked_wait.load(Ordering::Relaxed) {
+            return Err(XcallError::WaitWithIpisMasked);
+        }
+        let me = self.platform.cpu_id();
+        let remote = mask.without(me);
+        let _serial = if wait && !remote.is_empty() && self.policy.serialize.load(Ordering::Relaxed) {
+            Some(self.lock_serialized())
+        } else {
+            None
+        };
+        let st = &self.cpus[me];
+        let slots = if in_irq { &st.cfd_irq } else { &st.cfd };
+        // Queue everywhere first, then interrupt. An interrupt handler on
+        // this CPU that makes a call meanwhile uses the separate `cfd_irq`
+        // descriptors, so it cannot disturb the ones being filled here.
+        let mut ipis = CpuMask::EMPTY;
+        for t in remote.iter() {
+            let csd = &slots[t];
+            if in_irq {
+                if csd.flags.compare_exchange(0, LOCK, Ordering::Acquire, Ordering::Relaxed).is_err() {
+                    return Err(XcallError::Busy { target: t });
+                }
+            } else {
+                self.wait_unlocked(csd, t)?;
+                csd.flags.store(LOCK, Ordering::Relaxed);
+            }
+            if wait {
+                csd.flags.store(LOCK | SYNC, Ordering::Relaxed);
+            }
+            csd.func.store(f as usize, Ordering::Relaxed);
+            csd.arg.store(arg, Ordering::Relaxed);
+            st.stats.calls_queued.fetch_add(1, Ordering::Relaxed);
+            if self.cpus[t].queue.push(csd) {
+                ipis.insert(t);
+            } else {
+                st.stats.calls_piggybacked.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        for t in ipis.iter() {
+            self.send_message(t, IpiMessage::CALL_FUNCTION)?;
+        }
+        if mask.contains(me) {
+            let prev = self.platform.raise_ipl(ipl::IPI);
+            f(arg);
+            self.platform.restore_ipl(prev);
+        }
+        if wait {
+            for t in remote.iter() {
+                self.wait_unlocked(&slots[t], t)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Seed patch 1/3's loop: try the global lock; on failure drain this
+    /// CPU's mailbox with interrupts off (the review's ordering) and retry.
+    fn lock_serialized(&self) -> spin::MutexGuard<'_, ()> {
+        loop {
+            if let Some(g) = self.serial.try_lock() {
+                return g;
+            }
+            let prev = self.platform.raise_ipl(ipl::HIGH);
+            let me = self.platform.cpu_id();
+            if !self.cpus[me].mailbox.peek().is_empty() {
+                self.cpus[me].stats.lock_drains.fetch_add(1, Ordering::Relaxed);
+                self.handle_ipi();
+            }
+            self.platform.restore_ipl(prev);
+            self.platform.relax();
+        }
+    }
+
+    /// Spins until `csd` is unlocked, under the watchdog policy.
+    fn wait_unlocked(&self, csd: &Csd, target: usize) -> Result<(), XcallError> {
+        if !csd.locked() {
+            return Ok(());
+        }
+        let start = self.platform.cycles();
+        let mut reports = 0u64;
+        while csd.locked() {
+            self.platform.relax();
+            let bound = self.policy.watchdog_cycles.load(Ordering::Relaxed);
+            if bound == 0 {
+                continue;
+            }
+            let waited = self.platform.cycles().wrapping_sub(start);
+            if waited < bound * (reports + 1) {
+                continue;
+            }
+            reports += 1;
+            let me = self.platform.cpu_id();
+            self.cpus[me].stats.stalls.fetch_add(1, Ordering::Relaxed);
+            let t = &self.cpus[target];
+            self.platform.report_stall(&StallReport {
+                waiter: me,
+                target,
+                target_mailbox: t.mailbox.peek(),
+                target_queue_pending: !t.queue.is_empty(),
+                waited_cycles: waited,
+                nth: reports,
+            });
+            if self.policy.abort_on_stall.load(Ordering::Relaxed) {
+                return Err(XcallError::Stalled { target });
+            }
+            if self.policy.resend.load(Ordering::Relaxed) {
+                self.cpus[me].stats.resends.fetch_add(1, Ordering::Relaxed);
+                self.send_message(target, IpiMessage::CALL_FUNCTION)?;
+            }
+        }
+        Ok(())
+    }
+}

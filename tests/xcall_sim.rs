@@ -1,0 +1,123 @@
+//! The cross-call protocol (src/xcall.rs) on the simulated machine: the
+//! same code the kernel runs, with host threads as CPUs.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use alphasmp::cpumask::CpuMask;
+use alphasmp::platform::{Platform, ipl};
+use alphasmp::sim::{self, Line, SIM_CPUS, SimPlatform, SimSmp};
+use alphasmp::xcall::XcallError;
+
+/// Per-CPU hit counters, indexed by the CPU that ran the call; a test's
+/// calls pass the counter block's address as the argument.
+struct Hits([AtomicU64; SIM_CPUS]);
+
+fn hits() -> &'static Hits {
+    Box::leak(Box::new(Hits([const { AtomicU64::new(0) }; SIM_CPUS])))
+}
+
+fn record(arg: usize) {
+    // SAFETY: every call passes the address of a leaked (never freed) `Hits`.
+    let h = unsafe { &*(arg as *const Hits) };
+    h.0[sim::current_cpu()].fetch_add(1, Ordering::Relaxed);
+}
+
+fn snapshot(h: &Hits) -> [u64; SIM_CPUS] {
+    std::array::from_fn(|i| h.0[i].load(Ordering::Relaxed))
+}
+
+fn machine(cpus: usize) -> &'static SimSmp {
+    SimPlatform::machine(Line::Latch, 0, 0, cpus)
+}
+
+#[test]
+fn call_single_runs_once_on_the_target_only() {
+    let smp = machine(4);
+    let h = hits();
+    SimPlatform::run(smp, 4, move |me| {
+        if me == 0 {
+            smp.call_single(2, record, h as *const Hits as usize, true).unwrap();
+            assert_eq!(snapshot(h), [0, 0, 1, 0], "wait=true returns after the call ran");
+            smp.call_single(3, record, h as *const Hits as usize, false).unwrap();
+            smp.call_single(0, record, h as *const Hits as usize, true).unwrap();
+        }
+    });
+    assert_eq!(snapshot(h), [1, 0, 1, 1], "each call ran exactly once, where it was sent");
+}
+
+#[test]
+fn call_many_and_on_each_cpu_reach_exactly_their_masks() {
+    let smp = machine(4);
+    let h = hits();
+    SimPlatform::run(smp, 4, move |me| {
+        if me == 1 {
+            let arg = h as *const Hits as usize;
+            smp.call_many(CpuMask(0b1011), record, arg, true).unwrap();
+            assert_eq!(snapshot(h), [1, 1, 0, 1]);
+            smp.on_each_cpu(record, arg, true).unwrap();
+            assert_eq!(snapshot(h), [2, 2, 1, 2]);
+            smp.call_many(CpuMask(0b0100), record, arg, false).unwrap();
+        }
+    });
+    assert_eq!(snapshot(h), [2, 2, 2, 2], "the no-wait call still ran");
+}
+
+/// Every CPU sends synchronous calls to every other CPU at once, at IPL 0.
+#[test]
+fn concurrent_synchronous_calls_are_neither_lost_nor_duplicated() {
+    const ROUNDS: u64 = 2_000;
+    let smp = machine(4);
+    let h = hits();
+    SimPlatform::run(smp, 4, move |me| {
+        let arg = h as *const Hits as usize;
+        for round in 0..ROUNDS {
+            let target = (me + 1 + (round as usize % 3)) % 4;
+            smp.call_single(target, record, arg, true).unwrap();
+        }
+    });
+    let total: u64 = snapshot(h).iter().sum();
+    assert_eq!(total, 4 * ROUNDS, "every call ran exactly once: {:?}", snapshot(h));
+    let queued: u64 = (0..4).map(|c| smp.cpu(c).stats.calls_queued.load(Ordering::Relaxed)).sum();
+    let run: u64 = (0..4).map(|c| smp.cpu(c).stats.calls_run.load(Ordering::Relaxed)).sum();
+    assert_eq!((queued, run), (4 * ROUNDS, 4 * ROUNDS));
+}
+
+fn nothing(_: usize) {}
+
+#[test]
+fn misuse_is_refused_with_an_error() {
+    let smp = machine(2);
+    SimPlatform::run(smp, 2, move |me| {
+        if me != 0 {
+            return;
+        }
+        assert_eq!(smp.call_single(7, nothing, 0, true), Err(XcallError::NoSuchCpu(7)));
+        assert_eq!(smp.call_single(3, nothing, 0, true), Err(XcallError::Offline(3)));
+        assert_eq!(smp.call_many(CpuMask(0b1001), nothing, 0, false), Err(XcallError::Offline(3)));
+        let prev = smp.platform.raise_ipl(ipl::HIGH);
+        assert_eq!(smp.call_single(1, nothing, 0, true), Err(XcallError::WaitWithIpisMasked));
+        smp.platform.restore_ipl(prev);
+        assert!(XcallError::Offline(3).to_string().contains("CPU 3"));
+    });
+}
+
+fn nested_wait(arg: usize) {
+    // Runs in CPU 1's IPI handler: a waiting call from here must be refused.
+    // SAFETY: the argument is the address of the leaked, 'static core.
+    let smp = unsafe { &*(arg as *const SimSmp) };
+    let r = smp.call_single(0, nothing, 0, true);
+    NESTED.store(if r == Err(XcallError::WaitInInterrupt) { 1 } else { 2 }, Ordering::Relaxed);
+}
+
+static NESTED: AtomicU64 = AtomicU64::new(0);
+
+#[test]
+fn waiting_call_from_interrupt_context_is_refused() {
+    let smp = machine(2);
+    SimPlatform::run(smp, 2, move |me| {
+        if me == 0 {
+            smp.call_single(1, nested_wait, smp as *const SimSmp as usize, true).unwrap();
+        }
+    });
+    assert_eq!(NESTED.load(Ordering::Relaxed), 1, "the nested waiting call got WaitInInterrupt");
+}
