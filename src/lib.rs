@@ -14,3 +14,4 @@ pub mod rng;
 pub mod xcall;
 #[cfg(feature = "sim")]
 pub mod sim;
+pub mod tlb;

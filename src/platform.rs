@@ -48,6 +48,10 @@ pub trait Platform: Sync {
     fn invalidate_tlb(&self, op: TlbOp);
     /// Instruction memory barrier on this CPU (CALL_PAL imb).
     fn imb(&self);
+    /// Loads hardware ASN `asn` for this CPU's current context (Alpha:
+    /// write it into the CPU's PCB and swpctx to it, as Linux reloads a
+    /// thread's context).
+    fn load_asn(&self, asn: u64);
     /// A monotonic per-CPU cycle count.
     fn cycles(&self) -> u64;
     /// Cycles per second of `cycles`.

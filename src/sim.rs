@@ -49,6 +49,7 @@ pub struct SimCpu {
     pub dropped_ipis: AtomicU64,
     pub tlb_ops: AtomicU64,
     pub imbs: AtomicU64,
+    pub asn: AtomicU64,
     pub ticks: AtomicU64,
     /// Simulated clock: a tick handler runs every `tick_every` relax calls.
     relax_count: AtomicU64,
@@ -199,6 +200,9 @@ impl Platform for SimPlatform {
     }
     fn imb(&self) {
         self.me().imbs.fetch_add(1, Ordering::Relaxed);
+    }
+    fn load_asn(&self, asn: u64) {
+        self.me().asn.store(asn, Ordering::Relaxed);
     }
     fn cycles(&self) -> u64 {
         self.start.elapsed().as_nanos() as u64

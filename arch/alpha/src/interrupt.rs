@@ -4,7 +4,8 @@
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::ipl::{self, IplGuard};
-use crate::percpu::MAX_CPUS;
+use crate::percpu::{self, MAX_CPUS};
+use crate::platform::SMP;
 use crate::trap::TrapFrame;
 use crate::{clock, ipi, pal, println, smp};
 
@@ -18,6 +19,8 @@ pub fn dispatch(kind: u64, a1: u64, a2: u64, frame: &mut TrapFrame) {
     }
     // Like Linux's do_entInt: handlers run with everything masked.
     let _ipl = IplGuard::raise(ipl::HIGH);
+    let me = percpu::this();
+    me.irq_depth.fetch_add(1, Ordering::Relaxed);
     match kind {
         0 => {
             ipi::drain_mailbox();
@@ -37,4 +40,10 @@ pub fn dispatch(kind: u64, a1: u64, a2: u64, frame: &mut TrapFrame) {
         4 => {}
         _ => println!("note: unknown interrupt type {kind} on CPU {cpu}"),
     }
+    if kind != 0 {
+        // Seed patch 2/3: an IPI that arrived during this handler may have
+        // been lost (EV7); handle what the mailbox holds (policy-gated).
+        SMP.poll_in_interrupt();
+    }
+    me.irq_depth.fetch_sub(1, Ordering::Relaxed);
 }

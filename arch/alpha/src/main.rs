@@ -17,6 +17,7 @@ mod ipi;
 mod ipl;
 mod pal;
 mod percpu;
+mod platform;
 mod selftest;
 mod smp;
 mod tests;

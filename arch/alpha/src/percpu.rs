@@ -5,9 +5,11 @@
 //! online; other CPUs read them after seeing the online bit (Release/Acquire
 //! on `ONLINE`). Counters are Relaxed statistics.
 
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize};
 
-use alphasmp::mailbox::{IpiMessage, Mailbox};
+use alphasmp::cpumask::CpuMask;
+
+use crate::platform::SMP;
 
 /// CPUs this kernel supports (clipper has at most 4).
 pub const MAX_CPUS: usize = 4;
@@ -26,12 +28,11 @@ pub struct PerCpu {
     pub ticks: AtomicU64,
     /// VM-clock deadline of the next tick (ns), owned by this CPU.
     pub next_tick_ns: AtomicU64,
-    /// The IPI mailbox (see alphasmp::mailbox for the protocol).
-    pub mailbox: Mailbox,
-    /// IPIs sent to this CPU, per message type.
-    pub ipi_sent: [AtomicU64; IpiMessage::COUNT],
-    /// IPI messages handled by this CPU, per type.
-    pub ipi_handled: [AtomicU64; IpiMessage::COUNT],
+    /// Interrupt handlers currently running on this CPU (0 or 1: handlers
+    /// run at IPL 7 and do not nest).
+    pub irq_depth: AtomicU32,
+    /// The IPL this CPU last reported (for watchdog diagnostics).
+    pub last_ipl: AtomicU8,
     /// This CPU acknowledged a stop request and is parked.
     pub stopped: AtomicBool,
 }
@@ -44,9 +45,8 @@ impl PerCpu {
             gp_seen: AtomicU64::new(0),
             ticks: AtomicU64::new(0),
             next_tick_ns: AtomicU64::new(0),
-            mailbox: Mailbox::new(),
-            ipi_sent: [const { AtomicU64::new(0) }; IpiMessage::COUNT],
-            ipi_handled: [const { AtomicU64::new(0) }; IpiMessage::COUNT],
+            irq_depth: AtomicU32::new(0),
+            last_ipl: AtomicU8::new(7),
             stopped: AtomicBool::new(false),
         }
     }
@@ -54,36 +54,33 @@ impl PerCpu {
 
 pub static CPUS: [PerCpu; MAX_CPUS] = [const { PerCpu::new() }; MAX_CPUS];
 
-/// Bit n set: CPU n is online (set by CPU n itself, Release).
-static ONLINE: AtomicU64 = AtomicU64::new(0);
-
-/// The calling CPU's slot.
-pub fn this() -> &'static PerCpu {
-    &CPUS[crate::pal::whami() % MAX_CPUS]
-}
-
-/// Marks the calling CPU online; its identity fields must be written first.
+/// Marks the calling CPU online in the SMP core (Release: its identity
+/// fields are written first).
 pub fn set_online(cpu: usize) {
-    ONLINE.fetch_or(1 << cpu, Ordering::Release);
+    SMP.set_online(cpu);
 }
 
 /// The online mask.
 pub fn online_mask() -> u64 {
-    ONLINE.load(Ordering::Acquire)
+    SMP.online().0
 }
 
 pub fn is_online(cpu: usize) -> bool {
-    cpu < MAX_CPUS && online_mask() & (1 << cpu) != 0
+    SMP.online().contains(cpu)
 }
 
 pub fn online_count() -> usize {
-    online_mask().count_ones() as usize
+    SMP.online().count()
 }
 
 /// Iterates over online CPUs.
 pub fn online_cpus() -> impl Iterator<Item = usize> {
-    let m = online_mask();
-    (0..MAX_CPUS).filter(move |c| m & (1 << c) != 0)
+    SMP.online().iter()
+}
+
+/// The online CPUs as a mask.
+pub fn online() -> CpuMask {
+    SMP.online()
 }
 
 #[repr(C, align(16))]

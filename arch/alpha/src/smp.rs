@@ -13,6 +13,7 @@ use alphasmp::mailbox::IpiMessage;
 
 use crate::hwrpb::{CpuSlot, Hwrpb, KSEG};
 use crate::percpu::{self, CPUS, MAX_CPUS};
+use crate::platform::SMP;
 use crate::{clock, exit, ipl, ipi, pal, println, trap};
 
 unsafe extern "Rust" {
@@ -123,10 +124,13 @@ pub fn alpha_secondary_main() -> ! {
 fn idle_loop(cpu: usize) -> ! {
     loop {
         // Interrupts (ticks, IPIs) wake wtint; handlers ran by the time it
-        // returns. The mailbox is drained here too, as the portable rule
-        // for lossy IPIs asks (smp-anchors.md 8).
+        // returns. With the poll fix on, the idle loop also drains the
+        // mailbox (the portable rule for lossy IPIs, smp-anchors.md 8);
+        // with it off, a lost IPI stays lost here, as on Linux.
         pal::wtint();
-        ipi::drain_mailbox();
+        if SMP.policy.poll_in_irq.load(Ordering::Relaxed) {
+            ipi::drain_mailbox();
+        }
         if IDLE_REQUEST.load(Ordering::Acquire) == cpu {
             panic!("deliberate panic on CPU {cpu} (fault=panic)");
         }

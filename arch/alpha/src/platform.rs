@@ -1,0 +1,82 @@
+//! The Alpha implementation of the portable core's platform seam, and the
+//! kernel's one instance of the SMP core.
+
+use core::sync::atomic::Ordering;
+
+use alphasmp::mailbox::IpiMessage;
+use alphasmp::platform::{Platform, TlbOp};
+use alphasmp::xcall::{Hooks, Smp, StallReport};
+
+use crate::pal::{self, Tbi};
+use crate::percpu::{self, MAX_CPUS};
+use crate::{clock, ipl, println, smp};
+
+/// Clipper under qemu-palcode (Marvel will be a second implementation).
+pub struct AlphaPlatform;
+
+/// The kernel's SMP core.
+pub static SMP: Smp<AlphaPlatform, MAX_CPUS> = Smp::new(AlphaPlatform);
+
+impl Platform for AlphaPlatform {
+    fn cpu_id(&self) -> usize {
+        pal::whami()
+    }
+    fn send_ipi(&self, cpu: usize) {
+        // The mailbox bits must be visible before the interrupt is taken.
+        pal::mb();
+        pal::wripir(cpu);
+    }
+    fn raise_ipl(&self, level: u8) -> u8 {
+        let cur = ipl::current();
+        if level > cur {
+            pal::swpipl(level);
+        }
+        cur
+    }
+    fn restore_ipl(&self, previous: u8) {
+        pal::swpipl(previous);
+    }
+    fn ipl(&self) -> u8 {
+        ipl::current()
+    }
+    fn in_interrupt(&self) -> bool {
+        percpu::this().irq_depth.load(Ordering::Relaxed) > 0
+    }
+    fn invalidate_tlb(&self, op: TlbOp) {
+        pal::tbi(match op {
+            TlbOp::All => Tbi::All,
+            TlbOp::AllProcess => Tbi::AllProcess,
+            TlbOp::Page(va) => Tbi::Data(va),
+            TlbOp::PageBoth(va) => Tbi::Both(va),
+        });
+    }
+    fn imb(&self) {
+        pal::imb();
+    }
+    fn cycles(&self) -> u64 {
+        clock::cycles()
+    }
+    fn cycle_freq(&self) -> u64 {
+        clock::cycle_freq()
+    }
+}
+
+impl Hooks for AlphaPlatform {
+    fn on_message(&self, msg: IpiMessage) {
+        if msg == IpiMessage::CPU_STOP {
+            smp::park();
+        }
+    }
+    fn report_stall(&self, r: &StallReport) {
+        println!(
+            "watchdog: CPU {} waited {} us for CPU {} (report {}): target mailbox {:?}, queue {}, target IPL {}",
+            r.waiter,
+            clock::cycles_to_ns(r.waited_cycles) / 1000,
+            r.target,
+            r.nth,
+            r.target_mailbox,
+            if r.target_queue_pending { "pending" } else { "empty" },
+            percpu::CPUS[r.target].last_ipl.load(Ordering::Relaxed),
+        );
+    }
+}

@@ -1,0 +1,434 @@
+//! TLB and icache shootdown with Alpha semantics, on top of [`crate::xcall`].
+//!
+//! # Address-space numbers
+//!
+//! Alpha tags TLB (and virtually-tagged icache) entries with an 8-bit ASN,
+//! so a CPU can drop every entry of an address space by giving it a new ASN
+//! instead of flushing. As in Linux, each CPU hands out ASNs from its own
+//! counter `last_asn[cpu]`, whose bits above the hardware ASN are a
+//! *version*. An address space remembers, per CPU, the version|ASN it last
+//! got there (`context[cpu]`, 0 = none). When a CPU's hardware ASNs run out
+//! it flushes its non-global TLB entries and icache (tbiap + imb) and starts
+//! a new version, which makes every older context on that CPU stale.
+//!
+//! # Who flushes what
+//!
+//! For a flush of address space S, each CPU is in one of two situations:
+//! - S is **active** there (`active` bit set): it must act now, so it gets a
+//!   cross-call (or, on the calling CPU, a direct call): invalidate the page,
+//!   or take a new ASN;
+//! - S is **not active** there: zeroing `context[cpu]` is enough, because S
+//!   gets a fresh ASN the next time it is activated there. No IPI.
+//!
+//! So a space used only on the calling CPU costs no IPI at all (Linux's
+//! "mm only used here" shortcut, generalised as NetBSD does). The race with
+//! a concurrent activation is closed by ordering: the flusher zeroes
+//! contexts, then reads `active`; the activator sets `active`, then reads its
+//! context; both SeqCst, so at least one of them sees the other.
+//!
+//! Kernel mappings are global (ASM) and need `tbia` on every CPU
+//! ([`Mmu::flush_tlb_all`]).
+
+use core::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+
+use crate::cpumask::CpuMask;
+use crate::platform::TlbOp;
+
+use crate::xcall::{Hooks, Smp, XcallError};
+
+/// Hardware ASN width on EV6/EV67/EV7.
+pub const HW_ASN_BITS: u32 = 8;
+const HW_ASN_MASK: u64 = (1 << HW_ASN_BITS) - 1;
+const ASN_FIRST_VERSION: u64 = 1 << HW_ASN_BITS;
+/// Above this many pages a range flush becomes an address-space flush.
+pub const RANGE_PAGE_LIMIT: u64 = 8;
+/// Alpha page size.
+pub const PAGE_SIZE: u64 = 8192;
+
+/// Whether a TLB flush on this kernel reaches every CPU that could hold
+/// the translation by IPI, so a separate "sync with lockless page-table
+/// walkers" broadcast would be redundant.
+///
+/// This is the hook from Lance Yang's 2025 series (seed 001):
+/// `tlb_remove_table_sync_one()` broadcasts an IPI so that IRQs-off GUP-fast
+/// walkers finish before page-table pages are freed, and an architecture
+/// whose flush already IPIs every such CPU may skip it. The answer here is
+/// true (every flush of an active space cross-calls each CPU where it is
+/// active), but on Alpha there is nothing to skip: Alpha has no GUP-fast
+/// (no `HAVE_GUP_FAST`) and no RCU page-table freeing
+/// (`MMU_GATHER_RCU_TABLE_FREE`), so `tlb_remove_table_sync_one()` is empty
+/// there (smp-anchors.md 4.5).
+pub const fn tlb_flush_implies_ipi_broadcast() -> bool {
+    true
+}
+
+/// An address space (Linux's `mm_struct`, as far as the TLB cares).
+pub struct AddressSpace<const N: usize> {
+    context: [AtomicU64; N],
+    active: AtomicU64,
+}
+
+impl<const N: usize> Default for AddressSpace<N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<const N: usize> AddressSpace<N> {
+    pub const fn new() -> Self {
+        AddressSpace { context: [const { AtomicU64::new(0) }; N], active: AtomicU64::new(0) }
+    }
+    /// CPUs where the space is active.
+    pub fn active(&self) -> CpuMask {
+        CpuMask(self.active.load(Ordering::SeqCst))
+    }
+    /// The version|ASN the space holds on `cpu` (0: none).
+    pub fn context(&self, cpu: usize) -> u64 {
+        self.context[cpu].load(Ordering::SeqCst)
+    }
+}
+
+/// Per-CPU TLB counters (Relaxed statistics).
+#[derive(Default)]
+pub struct TlbStats {
+    pub tbia: AtomicU64,
+    pub tbiap: AtomicU64,
+    pub tbis: AtomicU64,
+    pub imb: AtomicU64,
+    pub new_asn: AtomicU64,
+    pub rollovers: AtomicU64,
+    pub contexts_zeroed: AtomicU64,
+    /// Flushes that needed no IPI (space active nowhere else).
+    pub ipis_avoided: AtomicU64,
+}
+
+impl TlbStats {
+    const fn new() -> Self {
+        TlbStats {
+            tbia: AtomicU64::new(0),
+            tbiap: AtomicU64::new(0),
+            tbis: AtomicU64::new(0),
+            imb: AtomicU64::new(0),
+            new_asn: AtomicU64::new(0),
+            rollovers: AtomicU64::new(0),
+            contexts_zeroed: AtomicU64::new(0),
+            ipis_avoided: AtomicU64::new(0),
+        }
+    }
+}
+
+/// What a remote CPU must do (stored in the caller's request slot).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+enum Op {
+    All = 0,
+    Mm = 1,
+    Page = 2,
+    PageExec = 3,
+    Range = 4,
+    Icache = 5,
+    Imb = 6,
+    Migrate = 7,
+    MigrateExec = 8,
+}
+
+impl Op {
+    fn from_u8(v: u8) -> Op {
+        match v {
+            0 => Op::All,
+            1 => Op::Mm,
+            2 => Op::Page,
+            3 => Op::PageExec,
+            4 => Op::Range,
+            5 => Op::Icache,
+            6 => Op::Imb,
+            7 => Op::Migrate,
+            _ => Op::MigrateExec,
+        }
+    }
+}
+
+/// A flush request. Each CPU owns one and issues one synchronous flush at a
+/// time (flushes wait, and waiting calls are refused in interrupt context),
+/// so its fields are written only by the owner before the cross-call and
+/// read by the targets during it (published by the call queue's Release).
+struct Request {
+    mmu: AtomicUsize,
+    op: AtomicU8,
+    space: AtomicUsize,
+    start: AtomicU64,
+    end: AtomicU64,
+}
+
+impl Request {
+    const fn new() -> Self {
+        Request { mmu: AtomicUsize::new(0), op: AtomicU8::new(0), space: AtomicUsize::new(0), start: AtomicU64::new(0), end: AtomicU64::new(0) }
+    }
+}
+
+/// Per-CPU MMU state and the shootdown operations.
+pub struct Mmu<P: 'static, const N: usize> {
+    smp: &'static Smp<P, N>,
+    last_asn: [AtomicU64; N],
+    /// Address of the space active on each CPU (0: none).
+    current: [AtomicUsize; N],
+    max_asn: AtomicU64,
+    requests: [Request; N],
+    pub stats: [TlbStats; N],
+}
+
+impl<P: Hooks + 'static, const N: usize> Mmu<P, N> {
+    pub const fn new(smp: &'static Smp<P, N>) -> Self {
+        Mmu {
+            smp,
+            last_asn: [const { AtomicU64::new(ASN_FIRST_VERSION) }; N],
+            current: [const { AtomicUsize::new(0) }; N],
+            max_asn: AtomicU64::new(HW_ASN_MASK),
+            requests: [const { Request::new() }; N],
+            stats: [const { TlbStats::new() }; N],
+        }
+    }
+
+    /// Sets the largest hardware ASN (the HWRPB's `max_asn`, at most 255).
+    pub fn set_max_asn(&self, max: u64) {
+        self.max_asn.store(max.clamp(1, HW_ASN_MASK), Ordering::Relaxed);
+    }
+
+    fn p(&self) -> &P {
+        &self.smp.platform
+    }
+
+    fn tlb(&self, cpu: usize, op: TlbOp) {
+        let s = &self.stats[cpu];
+        match op {
+            TlbOp::All => s.tbia.fetch_add(1, Ordering::Relaxed),
+            TlbOp::AllProcess => s.tbiap.fetch_add(1, Ordering::Relaxed),
+            TlbOp::Page(_) | TlbOp::PageBoth(_) => s.tbis.fetch_add(1, Ordering::Relaxed),
+        };
+        self.p().invalidate_tlb(op);
+    }
+
+    /// A new version|ASN for this CPU (Linux `__get_new_mm_context`).
+    fn new_context(&self, cpu: usize) -> u64 {
+        let last = self.last_asn[cpu].load(Ordering::Relaxed);
+        let mut next = last + 1;
+        if last & HW_ASN_MASK >= self.max_asn.load(Ordering::Relaxed) {
+            // Out of hardware ASNs: drop every per-process translation and
+            // the icache, then start a new version (all older contexts on
+            // this CPU become stale).
+            self.tlb(cpu, TlbOp::AllProcess);
+            self.p().imb();
+            self.stats[cpu].imb.fetch_add(1, Ordering::Relaxed);
+            self.stats[cpu].rollovers.fetch_add(1, Ordering::Relaxed);
+            next = (last & !HW_ASN_MASK) + ASN_FIRST_VERSION;
+        }
+        self.last_asn[cpu].store(next, Ordering::Relaxed);
+        self.stats[cpu].new_asn.fetch_add(1, Ordering::Relaxed);
+        next
+    }
+
+    /// Whether `ctx` is from this CPU's current ASN version.
+    fn is_current_version(&self, cpu: usize, ctx: u64) -> bool {
+        ctx != 0 && (ctx ^ self.last_asn[cpu].load(Ordering::Relaxed)) & !HW_ASN_MASK == 0
+    }
+
+    /// Gives `space` a fresh ASN on this CPU and loads it (it is active here).
+    fn load_new_context(&self, cpu: usize, space: &AddressSpace<N>) {
+        let ctx = self.new_context(cpu);
+        space.context[cpu].store(ctx, Ordering::SeqCst);
+        self.p().load_asn(ctx & HW_ASN_MASK);
+    }
+
+    /// Makes `space` the active address space of the calling CPU; returns
+    /// the hardware ASN it runs with.
+    pub fn activate(&self, space: &'static AddressSpace<N>) -> u64 {
+        let cpu = self.p().cpu_id();
+        let prev = self.current[cpu].swap(space as *const _ as usize, Ordering::SeqCst);
+        if prev != 0 && prev != space as *const _ as usize {
+            // SAFETY: `current` only ever holds addresses of 'static spaces.
+            let old = unsafe { &*(prev as *const AddressSpace<N>) };
+            old.active.fetch_and(!(1 << cpu), Ordering::SeqCst);
+        }
+        space.active.fetch_or(1 << cpu, Ordering::SeqCst);
+        let ctx = space.context[cpu].load(Ordering::SeqCst);
+        if self.is_current_version(cpu, ctx) {
+            self.p().load_asn(ctx & HW_ASN_MASK);
+            ctx & HW_ASN_MASK
+        } else {
+            self.load_new_context(cpu, space);
+            space.context[cpu].load(Ordering::SeqCst) & HW_ASN_MASK
+        }
+    }
+
+    /// Leaves the calling CPU with no active address space.
+    pub fn deactivate(&self) {
+        let cpu = self.p().cpu_id();
+        let prev = self.current[cpu].swap(0, Ordering::SeqCst);
+        if prev != 0 {
+            // SAFETY: as in `activate`.
+            let old = unsafe { &*(prev as *const AddressSpace<N>) };
+            old.active.fetch_and(!(1 << cpu), Ordering::SeqCst);
+        }
+    }
+
+    fn is_current(&self, cpu: usize, space: usize) -> bool {
+        self.current[cpu].load(Ordering::SeqCst) == space
+    }
+
+    /// Runs `op` for `space` on this CPU (the local half, and the IPI body).
+    fn apply(&self, op: Op, space_addr: usize, start: u64, end: u64) {
+        let cpu = self.p().cpu_id();
+        let space = if space_addr == 0 {
+            None
+        } else {
+            // SAFETY: requests carry addresses of 'static address spaces.
+            Some(unsafe { &*(space_addr as *const AddressSpace<N>) })
+        };
+        let here = space_addr != 0 && self.is_current(cpu, space_addr);
+        let forget = |s: &AddressSpace<N>| {
+            s.context[cpu].store(0, Ordering::SeqCst);
+            self.stats[cpu].contexts_zeroed.fetch_add(1, Ordering::Relaxed);
+        };
+        match op {
+            Op::All => self.tlb(cpu, TlbOp::All),
+            Op::Imb => {
+                self.p().imb();
+                self.stats[cpu].imb.fetch_add(1, Ordering::Relaxed);
+            }
+            Op::Mm | Op::Icache | Op::PageExec => {
+                let s = space.expect("space-scoped op");
+                if here { self.load_new_context(cpu, s) } else { forget(s) }
+            }
+            Op::Page | Op::Range => {
+                let s = space.expect("space-scoped op");
+                if here {
+                    let mut va = start;
+                    while va < end {
+                        self.tlb(cpu, TlbOp::Page(va));
+                        va += PAGE_SIZE;
+                    }
+                } else {
+                    forget(s)
+                }
+            }
+            Op::Migrate | Op::MigrateExec => {
+                // Compaction fix semantics: new ASN (or forget), then drop
+                // the page from this CPU's TLB whether or not it is current.
+                let s = space.expect("space-scoped op");
+                if here { self.load_new_context(cpu, s) } else { forget(s) }
+                self.tlb(cpu, if op == Op::MigrateExec { TlbOp::PageBoth(start) } else { TlbOp::Page(start) });
+            }
+        }
+    }
+
+    /// Issues `op` on the calling CPU and on `targets` (synchronously).
+    fn shoot(&'static self, op: Op, space: usize, start: u64, end: u64, targets: CpuMask) -> Result<(), XcallError> {
+        let me = self.p().cpu_id();
+        let req = &self.requests[me];
+        req.mmu.store(self as *const Self as usize, Ordering::Relaxed);
+        req.op.store(op as u8, Ordering::Relaxed);
+        req.space.store(space, Ordering::Relaxed);
+        req.start.store(start, Ordering::Relaxed);
+        req.end.store(end, Ordering::Relaxed);
+        self.smp.call_many(targets, remote::<P, N>, req as *const Request as usize, true)
+    }
+
+    /// Space-scoped flush: CPUs where the space is active act (cross-call),
+    /// the others just forget their context (see the module docs).
+    fn shoot_space(&'static self, op: Op, space: &'static AddressSpace<N>, start: u64, end: u64) -> Result<(), XcallError> {
+        let me = self.p().cpu_id();
+        let addr = space as *const _ as usize;
+        for cpu in self.smp.online().without(me).iter() {
+            if !space.active().contains(cpu) && space.context[cpu].swap(0, Ordering::SeqCst) != 0 {
+                self.stats[cpu].contexts_zeroed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let remote = space.active().without(me);
+        if remote.is_empty() {
+            self.stats[me].ipis_avoided.fetch_add(1, Ordering::Relaxed);
+            self.apply(op, addr, start, end);
+            return Ok(());
+        }
+        let mut targets = remote;
+        targets.insert(me);
+        self.shoot(op, addr, start, end, targets)
+    }
+
+    /// Every TLB entry on every CPU, global (kernel) ones included.
+    pub fn flush_tlb_all(&'static self) -> Result<(), XcallError> {
+        self.shoot(Op::All, 0, 0, 0, self.smp.online())
+    }
+
+    /// Every translation of `space`, everywhere.
+    pub fn flush_tlb_mm(&'static self, space: &'static AddressSpace<N>) -> Result<(), XcallError> {
+        self.shoot_space(Op::Mm, space, 0, 0)
+    }
+
+    /// One page of `space`; `exec` also drops it from the instruction
+    /// stream (by a new ASN where the space is active, as Linux does).
+    pub fn flush_tlb_page(&'static self, space: &'static AddressSpace<N>, va: u64, exec: bool) -> Result<(), XcallError> {
+        let va = va & !(PAGE_SIZE - 1);
+        self.shoot_space(if exec { Op::PageExec } else { Op::Page }, space, va, va + PAGE_SIZE)
+    }
+
+    /// `[start, end)` of `space`: per page up to [`RANGE_PAGE_LIMIT`] pages,
+    /// a whole-space flush beyond (Linux always flushes the whole space).
+    pub fn flush_tlb_range(&'static self, space: &'static AddressSpace<N>, start: u64, end: u64) -> Result<(), XcallError> {
+        let start = start & !(PAGE_SIZE - 1);
+        if end <= start {
+            return Ok(());
+        }
+        if (end - start).div_ceil(PAGE_SIZE) > RANGE_PAGE_LIMIT {
+            return self.flush_tlb_mm(space);
+        }
+        self.shoot_space(Op::Range, space, start, end)
+    }
+
+    /// After writing instructions into a user page of `space`: a new ASN
+    /// where it is active (icache lines are ASN-tagged), forget elsewhere.
+    /// Nothing to do for a non-executable page.
+    pub fn flush_icache_user_page(&'static self, space: &'static AddressSpace<N>, exec: bool) -> Result<(), XcallError> {
+        if !exec {
+            return Ok(());
+        }
+        self.shoot_space(Op::Icache, space, 0, 0)
+    }
+
+    /// Instruction memory barrier on every CPU (kernel code changed).
+    pub fn smp_imb(&'static self) -> Result<(), XcallError> {
+        self.shoot(Op::Imb, 0, 0, 0, self.smp.online())
+    }
+
+    /// Page migration (compaction): on every CPU, a new ASN (or forget),
+    /// then drop the page itself, so no stale DTB/ITB entry survives.
+    pub fn migrate_flush_tlb_page(&'static self, space: &'static AddressSpace<N>, va: u64, exec: bool) -> Result<(), XcallError> {
+        let va = va & !(PAGE_SIZE - 1);
+        let op = if exec { Op::MigrateExec } else { Op::Migrate };
+        self.shoot(op, space as *const _ as usize, va, va + PAGE_SIZE, self.smp.online())
+    }
+}
+
+/// The cross-call body: `arg` is the caller's [`Request`].
+fn remote<P: Hooks + 'static, const N: usize>(arg: usize) {
+    // SAFETY: `shoot` passes its CPU's request slot, which lives in a
+    // 'static Mmu and stays filled until the synchronous call completes.
+    let req = unsafe { &*(arg as *const Request) };
+    // SAFETY: the slot's `mmu` is the 'static Mmu that filled it.
+    let mmu = unsafe { &*(req.mmu.load(Ordering::Relaxed) as *const Mmu<P, N>) };
+    mmu.apply(
+        Op::from_u8(req.op.load(Ordering::Relaxed)),
+        req.space.load(Ordering::Relaxed),
+        req.start.load(Ordering::Relaxed),
+        req.end.load(Ordering::Relaxed),
+    );
+}
+
+/// The hardware ASN of a context value.
+pub const fn hw_asn(ctx: u64) -> u64 {
+    ctx & HW_ASN_MASK
+}
+
+/// The version of a context value.
+pub const fn asn_version(ctx: u64) -> u64 {
+    ctx >> HW_ASN_BITS
+}

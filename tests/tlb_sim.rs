@@ -1,0 +1,163 @@
+//! TLB shootdown and ASN handling (src/tlb.rs) on the simulated machine.
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use alphasmp::cpumask::CpuMask;
+use alphasmp::sim::{Line, SIM_CPUS, SimPlatform, SimSmp};
+use alphasmp::tlb::{self, AddressSpace, Mmu, PAGE_SIZE, RANGE_PAGE_LIMIT};
+
+type SimMmu = Mmu<SimPlatform, SIM_CPUS>;
+
+fn setup() -> (&'static SimSmp, &'static SimMmu) {
+    let smp = SimPlatform::machine(Line::Latch, 0, 0, SIM_CPUS);
+    let mmu: &'static SimMmu = Box::leak(Box::new(Mmu::new(smp)));
+    (smp, mmu)
+}
+
+fn space() -> &'static AddressSpace<SIM_CPUS> {
+    Box::leak(Box::new(AddressSpace::new()))
+}
+
+fn stat(mmu: &SimMmu, cpu: usize, f: fn(&tlb::TlbStats) -> &std::sync::atomic::AtomicU64) -> u64 {
+    f(&mmu.stats[cpu]).load(Relaxed)
+}
+
+/// Every CPU activates `s`; CPU 0 waits for that, then runs `flush`.
+fn all_active_then(smp: &'static SimSmp, mmu: &'static SimMmu, s: &'static AddressSpace<SIM_CPUS>, flush: fn(&'static SimMmu, &'static AddressSpace<SIM_CPUS>)) {
+    SimPlatform::run(smp, SIM_CPUS, move |me| {
+        mmu.activate(s);
+        if me == 0 {
+            while s.active() != CpuMask::first(SIM_CPUS) {
+                std::thread::yield_now();
+            }
+            flush(mmu, s);
+        }
+    });
+}
+
+#[test]
+fn asn_rollover_starts_a_new_version_and_flushes() {
+    let (smp, mmu) = setup();
+    mmu.set_max_asn(255);
+    let first = space();
+    SimPlatform::run(smp, 1, move |_| {
+        let a0 = mmu.activate(first);
+        let v0 = tlb::asn_version(first.context(0));
+        for _ in 0..300 {
+            let asn = mmu.activate(space());
+            assert!(asn <= 255, "hardware ASN {asn} out of range");
+        }
+        assert_eq!(stat(mmu, 0, |s| &s.rollovers), 1, "300 allocations past 255 wrap once");
+        assert_eq!(stat(mmu, 0, |s| &s.tbiap), 1, "a rollover flushes per-process entries");
+        assert_eq!(stat(mmu, 0, |s| &s.imb), 1, "and the icache");
+        // The first space's context is from the old version: reactivating
+        // it must allocate, not reuse the old (possibly reassigned) ASN.
+        let before = stat(mmu, 0, |s| &s.new_asn);
+        mmu.activate(first);
+        assert_eq!(stat(mmu, 0, |s| &s.new_asn), before + 1);
+        assert!(tlb::asn_version(first.context(0)) > v0);
+        let _ = a0;
+    });
+}
+
+#[test]
+fn space_used_only_here_needs_no_ipi() {
+    let (smp, mmu) = setup();
+    let s = space();
+    SimPlatform::run(smp, SIM_CPUS, move |me| {
+        mmu.activate(s);
+        if me != 0 {
+            mmu.deactivate();
+            return;
+        }
+        while s.active() != CpuMask::single(0) || (1..SIM_CPUS).any(|c| s.context(c) == 0) {
+            std::thread::yield_now();
+        }
+        let sent_before: u64 = (1..SIM_CPUS).map(|c| smp.cpu(c).stats.ipi_sent[0].load(Relaxed)).sum();
+        mmu.flush_tlb_mm(s).unwrap();
+        let sent_after: u64 = (1..SIM_CPUS).map(|c| smp.cpu(c).stats.ipi_sent[0].load(Relaxed)).sum();
+        assert_eq!(sent_after, sent_before, "no IPI for a space active only here");
+        assert_eq!(stat(mmu, 0, |s| &s.ipis_avoided), 1);
+        for c in 1..SIM_CPUS {
+            assert_eq!(s.context(c), 0, "CPU {c} forgets its context instead");
+        }
+    });
+}
+
+#[test]
+fn page_flush_reaches_every_cpu_where_active() {
+    let (smp, mmu) = setup();
+    all_active_then(smp, mmu, space(), |mmu, s| mmu.flush_tlb_page(s, 0x2_0000_2345, false).unwrap());
+    for c in 0..SIM_CPUS {
+        assert_eq!(stat(mmu, c, |s| &s.tbis), 1, "CPU {c} dropped the page once");
+    }
+}
+
+#[test]
+fn exec_page_and_icache_flushes_take_new_asns() {
+    let (smp, mmu) = setup();
+    all_active_then(smp, mmu, space(), |mmu, s| {
+        mmu.flush_tlb_page(s, 0x4000, true).unwrap();
+        mmu.flush_icache_user_page(s, true).unwrap();
+        mmu.flush_icache_user_page(s, false).unwrap();
+    });
+    for c in 0..SIM_CPUS {
+        assert_eq!(stat(mmu, c, |s| &s.new_asn), 3, "CPU {c}: activation + 2 new ASNs");
+    }
+}
+
+#[test]
+fn flush_all_and_imb_reach_every_cpu() {
+    let (smp, mmu) = setup();
+    all_active_then(smp, mmu, space(), |mmu, _| {
+        mmu.flush_tlb_all().unwrap();
+        mmu.smp_imb().unwrap();
+    });
+    for c in 0..SIM_CPUS {
+        assert_eq!(stat(mmu, c, |s| &s.tbia), 1, "CPU {c} tbia");
+        assert_eq!(stat(mmu, c, |s| &s.imb), 1, "CPU {c} imb");
+        assert_eq!(smp.platform.cpus[c].imbs.load(Relaxed), 1);
+    }
+}
+
+#[test]
+fn range_flush_is_per_page_up_to_the_limit() {
+    let (smp, mmu) = setup();
+    all_active_then(smp, mmu, space(), |mmu, s| {
+        mmu.flush_tlb_range(s, 0x10000, 0x10000 + 3 * PAGE_SIZE).unwrap();
+        mmu.flush_tlb_range(s, 0x10000, 0x10000 + (RANGE_PAGE_LIMIT + 1) * PAGE_SIZE).unwrap();
+    });
+    for c in 0..SIM_CPUS {
+        assert_eq!(stat(mmu, c, |s| &s.tbis), 3, "CPU {c}: three pages");
+        assert_eq!(stat(mmu, c, |s| &s.new_asn), 2, "CPU {c}: activation + whole-space flush");
+    }
+}
+
+#[test]
+fn migrate_flush_changes_asn_and_drops_the_page_everywhere() {
+    let (smp, mmu) = setup();
+    let s = space();
+    SimPlatform::run(smp, SIM_CPUS, move |me| {
+        if me != 3 {
+            mmu.activate(s);
+        }
+        if me == 0 {
+            while s.active() != CpuMask(0b0111) || s.context(3) != 0 {
+                std::thread::yield_now();
+            }
+            mmu.migrate_flush_tlb_page(s, 0x6000, true).unwrap();
+        }
+    });
+    for c in 0..SIM_CPUS {
+        assert_eq!(stat(mmu, c, |s| &s.tbis), 1, "CPU {c} dropped the page");
+    }
+    for c in 0..3 {
+        assert_eq!(stat(mmu, c, |s| &s.new_asn), 2, "CPU {c}: activation + new ASN");
+    }
+    assert_eq!(stat(mmu, 3, |s| &s.contexts_zeroed), 1, "CPU 3 (inactive) forgot the context");
+}
+
+#[test]
+fn flush_implies_ipi_broadcast() {
+    assert!(tlb::tlb_flush_implies_ipi_broadcast());
+}
