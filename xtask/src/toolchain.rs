@@ -6,7 +6,7 @@
 //! | stage | inputs in the key | output |
 //! |---|---|---|
 //! | `libgccjit` | GCC source package version and tarball, `patches/gcc/*`, configure flags | `libgccjit.so` for `--target=alpha-linux-gnu` |
-//! | `backend` | `rustc -vV` | `librustc_codegen_gcc.so`, built from the rustc-dev component |
+//! | `backend` | `rustc -vV`, `patches/backend/*` | `librustc_codegen_gcc.so`, built from the rustc-dev component |
 //! | `sysroot` | `rustc -vV`, `patches/library/*`, the target JSON, the two keys above | `core`, `compiler_builtins`, `alloc` rlibs plus libgccjit where the backend looks for it |
 //!
 //! A stage is complete when its `DONE` file exists; it is built in a scratch
@@ -335,9 +335,13 @@ fn libgccjit(root: &Path, say: &dyn Fn(&str)) -> Result<(String, PathBuf)> {
 }
 
 fn backend(root: &Path, channel: &str, rustc_version: &str, rust_sysroot: &Path, say: &dyn Fn(&str)) -> Result<(String, PathBuf)> {
+    let backend_patches = patches("backend")?;
     let mut key = Key::new("backend");
     key.add("recipe", RECIPE.as_bytes());
     key.add("rustc", rustc_version.as_bytes());
+    for p in &backend_patches {
+        key.add_file(p)?;
+    }
     let key = key.finish();
     let stage = Stage::new(root, "backend", &key);
     let so = stage.done_dir.join("librustc_codegen_gcc.so");
@@ -355,12 +359,15 @@ fn backend(root: &Path, channel: &str, rustc_version: &str, rust_sysroot: &Path,
     )?;
     // Its own rust-toolchain file names another nightly; we build with ours.
     let _ = fs::remove_file(src.join("rust-toolchain"));
+    apply_patches(&backend_patches, &src, &stage.log)?;
     run_logged(
         "build rustc_codegen_gcc",
         Command::new("cargo")
             .env("RUSTUP_TOOLCHAIN", channel)
             .env_remove("RUSTFLAGS")
-            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            // The backend links against the toolchain's own libLLVM, which
+            // lives in <sysroot>/lib, outside rustc's default search path.
+            .env("CARGO_ENCODED_RUSTFLAGS", format!("-L\x1f{}", rust_sysroot.join("lib").display()))
             .args(["build", "--release", "--no-default-features", "--target-dir"])
             .arg(stage.scratch.join("target"))
             .current_dir(&src),
@@ -418,7 +425,8 @@ fn sysroot(
 
     let lib_src = stage.scratch.join("library");
     fs::create_dir_all(&lib_src).context(|| "creating library dir".into())?;
-    for krate in ["core", "alloc"] {
+    // core includes stdarch and portable-simd by relative path.
+    for krate in ["core", "alloc", "stdarch", "portable-simd"] {
         run_logged(
             &format!("copy {krate} source"),
             Command::new("cp").arg("-r").arg(library_source(rust_sysroot).join(krate)).arg(&lib_src),

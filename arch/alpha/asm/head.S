@@ -9,7 +9,7 @@
 #
 # Both establish gp, register it as the kernel gp (wrkgp) and call into Rust:
 #   alpha_boot_main(pcb_phys: u64) -> !
-#   alpha_secondary_main() -> !
+#   alpha_secondary_main(pcb_phys: u64) -> !
 # Rust functions with the Rust ABI and scalar arguments get the Alpha C
 # convention from the GCC backend, which is what makes these calls work.
 
@@ -46,8 +46,10 @@ _start:
 	.type secondary_start, @function
 secondary_start:
 	ldgp	$29, 0($27)
+	mov	$18, $9			# physical address of this CPU's hwpcb
 	mov	$29, $16
 	call_pal 0x37			# wrkgp
+	mov	$9, $16
 	jsr	$26, alpha_secondary_main
 	call_pal 0x00
 	.size secondary_start, . - secondary_start

@@ -41,8 +41,8 @@ const CMDLINE_MAX: usize = 256;
 const HEAP_MAX: u64 = 32 << 20;
 
 fn kernel_range() -> (u64, u64) {
-    // SAFETY: linker-script symbols; only their addresses are taken.
-    unsafe { (&raw const __kernel_start as u64, &raw const __kernel_end as u64) }
+    // Linker-script symbols: only their addresses are taken.
+    (&raw const __kernel_start as u64, &raw const __kernel_end as u64)
 }
 
 /// The boot command line, or None if it is not valid UTF-8.
@@ -110,7 +110,7 @@ pub fn alpha_boot_main(console_pcb_phys: u64) -> ! {
     };
 
     clock::set_tick_hz(cfg.tick_hz);
-    smp::boot_cpu_online();
+    smp::boot_cpu_online(console_pcb_phys);
     clock::start_tick();
     let bringup = smp::start_secondaries(&hwrpb, console_pcb_phys);
     println!(

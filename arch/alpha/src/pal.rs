@@ -17,6 +17,7 @@ unsafe extern "Rust" {
     fn pal_wtint(skip: u64) -> u64;
     fn pal_cserve(selector: u64, a1: u64, a2: u64) -> u64;
     fn pal_wrmces(value: u64) -> u64;
+    fn pal_swpctx(pcb_phys: u64) -> u64;
     fn cpu_mb();
     fn cpu_rpcc() -> u64;
     fn cpu_gp() -> u64;
@@ -180,4 +181,16 @@ pub unsafe fn read64(addr: u64) -> u64 {
 pub unsafe fn write64(addr: u64, value: u64) {
     // SAFETY: guaranteed by the caller.
     unsafe { mmio_write64(addr, value) }
+}
+
+/// Switches to the hardware context at physical address `pcb_phys`
+/// (CALL_PAL swpctx), returning the previous PCB's physical address.
+///
+/// # Safety
+/// `pcb_phys` must be the physical address of a valid PCB whose kernel
+/// stack, page table and flags are the ones this CPU may run on; switching
+/// to the CPU's own current PCB (to reload its ASN) satisfies this.
+pub unsafe fn swpctx(pcb_phys: u64) -> u64 {
+    // SAFETY: guaranteed by the caller.
+    unsafe { pal_swpctx(pcb_phys) }
 }

@@ -33,6 +33,8 @@ pub struct PerCpu {
     pub irq_depth: AtomicU32,
     /// The IPL this CPU last reported (for watchdog diagnostics).
     pub last_ipl: AtomicU8,
+    /// Physical address of the PCB this CPU runs on (for swpctx).
+    pub pcb_phys: AtomicU64,
     /// This CPU acknowledged a stop request and is parked.
     pub stopped: AtomicBool,
 }
@@ -47,12 +49,18 @@ impl PerCpu {
             next_tick_ns: AtomicU64::new(0),
             irq_depth: AtomicU32::new(0),
             last_ipl: AtomicU8::new(7),
+            pcb_phys: AtomicU64::new(0),
             stopped: AtomicBool::new(false),
         }
     }
 }
 
 pub static CPUS: [PerCpu; MAX_CPUS] = [const { PerCpu::new() }; MAX_CPUS];
+
+/// The calling CPU's slot.
+pub fn this() -> &'static PerCpu {
+    &CPUS[crate::pal::whami() % MAX_CPUS]
+}
 
 /// Marks the calling CPU online in the SMP core (Release: its identity
 /// fields are written first).

@@ -7,6 +7,7 @@ use alphasmp::mailbox::IpiMessage;
 use alphasmp::platform::{Platform, TlbOp};
 use alphasmp::xcall::{Hooks, Smp, StallReport};
 
+use crate::hwrpb::KSEG;
 use crate::pal::{self, Tbi};
 use crate::percpu::{self, MAX_CPUS};
 use crate::{clock, ipl, println, smp};
@@ -52,6 +53,24 @@ impl Platform for AlphaPlatform {
     }
     fn imb(&self) {
         pal::imb();
+    }
+    fn load_asn(&self, asn: u64) {
+        // Like Linux's __reload_thread: put the ASN into this CPU's PCB and
+        // swpctx to that same PCB. Real hardware loads the new ASN; QEMU
+        // ignores ASNs and flushes the whole TLB on swpctx instead, which is
+        // equally correct.
+        let _ipl = ipl::IplGuard::raise(ipl::HIGH);
+        let pcb = percpu::this().pcb_phys.load(Ordering::Relaxed);
+        if pcb == 0 {
+            pal::tbi(Tbi::AllProcess);
+            return;
+        }
+        // SAFETY: `pcb` is the PCB this CPU booted on (recorded at bring-up);
+        // the ASN field at offset 0x1c is a u32 owned by this CPU.
+        unsafe {
+            core::ptr::write_volatile((KSEG | (pcb + 0x1c)) as *mut u32, asn as u32);
+            pal::swpctx(pcb);
+        }
     }
     fn cycles(&self) -> u64 {
         clock::cycles()

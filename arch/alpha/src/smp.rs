@@ -39,8 +39,9 @@ fn record_identity(cpu: usize) {
 }
 
 /// The boot CPU's own online step.
-pub fn boot_cpu_online() {
+pub fn boot_cpu_online(pcb_phys: u64) {
     let cpu = pal::whami();
+    CPUS[cpu].pcb_phys.store(pcb_phys, Ordering::Relaxed);
     record_identity(cpu);
     percpu::set_online(cpu);
 }
@@ -104,7 +105,7 @@ pub static IDLE_REQUEST: AtomicUsize = AtomicUsize::new(usize::MAX);
 
 /// Entry from asm/secondary_start, at IPL 7 on this CPU's own stack.
 #[unsafe(no_mangle)]
-pub fn alpha_secondary_main() -> ! {
+pub fn alpha_secondary_main(pcb_phys: u64) -> ! {
     trap::install();
     pal::wrmces(7);
     let cpu = pal::whami();
@@ -115,6 +116,7 @@ pub fn alpha_secondary_main() -> ! {
         }
     }
     record_identity(cpu);
+    CPUS[cpu].pcb_phys.store(pcb_phys, Ordering::Relaxed);
     clock::start_tick();
     percpu::set_online(cpu);
     ipl::set(ipl::ALL_ON);

@@ -36,13 +36,13 @@ fn get(buf: &[u8; BUF], i: usize) -> u8 {
 
 pub fn all_lengths_alignments(_: &BootConfig<'_>) -> Outcome {
     let mut rng = XorShift64::new(0x3e3);
-    let (mut src, mut dst, mut before) = ([0u8; BUF], [0u8; BUF], [0u8; BUF]);
+    let (mut src, mut dst) = ([0u8; BUF], [0u8; BUF]);
     for len in 0..64 {
         for sa in 0..8 {
             for da in 0..8 {
                 fill(&mut src, &mut rng);
                 fill(&mut dst, &mut rng);
-                before = dst;
+                let before = dst;
                 // SAFETY: sa + len and da + len are below BUF; buffers are distinct.
                 let ret = unsafe { memcpy(dst.as_mut_ptr().add(da), src.as_ptr().add(sa), len) };
                 check!(ret == dst.as_mut_ptr().wrapping_add(da), "memcpy returned a wrong pointer");
@@ -54,7 +54,7 @@ pub fn all_lengths_alignments(_: &BootConfig<'_>) -> Outcome {
         }
         for da in 0..8 {
             fill(&mut dst, &mut rng);
-            before = dst;
+            let before = dst;
             let c = (rng.next_u64() as u8) | 0x80; // exercise sign-extension of the int
             // SAFETY: da + len < BUF.
             unsafe { memset(dst.as_mut_ptr().add(da), i32::from(c as i8), len) };
@@ -107,7 +107,7 @@ pub fn move_overlap(_: &BootConfig<'_>) -> Outcome {
     Ok(())
 }
 
-pub fn strlen(_: &BootConfig<'_>) -> Outcome {
+pub fn strlen_every_length(_: &BootConfig<'_>) -> Outcome {
     let mut buf = [b'x'; BUF];
     for start in 0..8 {
         for len in 0..64 {

@@ -26,7 +26,7 @@ pub const ALL: &[Test] = &[
     Test { name: "div.random_pairs", run: div::random_pairs },
     Test { name: "mem.copy_set_cmp_all_lengths_alignments", run: mem::all_lengths_alignments },
     Test { name: "mem.move_overlap", run: mem::move_overlap },
-    Test { name: "mem.strlen", run: mem::strlen },
+    Test { name: "mem.strlen", run: mem::strlen_every_length },
     Test { name: "atomics.widths", run: atomics::widths },
     Test { name: "atomics.neighbours_untouched", run: atomics::neighbours_untouched },
     Test { name: "heap.vec_box_string", run: heap::vec_box_string },
