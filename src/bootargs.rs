@@ -15,6 +15,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("fault", "deliberate fault after the self-tests: none|breakpoint|illegal|overflow|unmapped|unaligned|callsys|panic"),
     ("tick_hz", "per-CPU clock tick rate in Hz, 10..=1000 (default 100)"),
     ("verbose", "yes: print per-test detail lines"),
+    ("storm_rounds", "synchronous calls per CPU in xcall.concurrent_storm, 1..=10000000 (default 5000)"),
 ];
 
 /// The deliberate faults the kernel can raise (each must end in a report and
@@ -70,11 +71,12 @@ pub struct BootConfig<'a> {
     pub fault: Fault,
     pub tick_hz: u32,
     pub verbose: bool,
+    pub storm_rounds: u64,
 }
 
 impl Default for BootConfig<'_> {
     fn default() -> Self {
-        BootConfig { tests: [""; MAX_TEST_FILTERS], test_count: 0, force_fail: false, fault: Fault::None, tick_hz: 100, verbose: false }
+        BootConfig { tests: [""; MAX_TEST_FILTERS], test_count: 0, force_fail: false, fault: Fault::None, tick_hz: 100, verbose: false, storm_rounds: 5000 }
     }
 }
 
@@ -155,6 +157,13 @@ impl<'a> BootConfig<'a> {
                         .filter(|hz| (10..=1000).contains(hz))
                         .ok_or(BootArgError::BadValue { key, value, expected: "a whole number from 10 to 1000" })?;
                 }
+                "storm_rounds" => {
+                    cfg.storm_rounds = value
+                        .parse::<u64>()
+                        .ok()
+                        .filter(|n| (1..=10_000_000).contains(n))
+                        .ok_or(BootArgError::BadValue { key, value, expected: "a whole number from 1 to 10000000" })?;
+                }
                 _ => unreachable!("every key in KEYS is handled"),
             }
         }
@@ -181,7 +190,8 @@ mod tests {
 
     #[test]
     fn parses_every_key() {
-        let c = BootConfig::parse("tests=div,mem force_fail=yes fault=overflow tick_hz=250 verbose=on").unwrap();
+        let c = BootConfig::parse("tests=div,mem force_fail=yes fault=overflow tick_hz=250 verbose=on storm_rounds=77").unwrap();
+        assert_eq!(c.storm_rounds, 77);
         assert_eq!(&c.tests[..c.test_count], &["div", "mem"]);
         assert!(c.force_fail && c.verbose);
         assert_eq!(c.fault, Fault::Overflow);

@@ -15,6 +15,7 @@ mod hwrpb;
 mod interrupt;
 mod ipi;
 mod ipl;
+mod mm;
 mod pal;
 mod percpu;
 mod platform;
@@ -120,6 +121,11 @@ pub fn alpha_boot_main(console_pcb_phys: u64) -> ! {
         percpu::online_mask(),
         clock::tick_hz()
     );
+    // SAFETY: the console PCB is PAL memory readable through KSEG; offset
+    // 0x10 is its page-table base (a PFN).
+    let ptbr = unsafe { core::ptr::read_volatile((KSEG | (console_pcb_phys + 0x10)) as *const u64) };
+    mm::init(ptbr);
+    platform::MMU.set_max_asn(hwrpb.max_asn());
     BOOT.call_once(|| BootInfo { reported_cpus: bringup.reported, boot_gp: pal::gp() });
     // From here on the boot CPU takes interrupts like every other CPU.
     ipl::set(ipl::ALL_ON);

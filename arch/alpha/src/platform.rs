@@ -99,3 +99,6 @@ impl Hooks for AlphaPlatform {
         );
     }
 }
+
+/// The kernel's MMU state (ASNs per CPU, shootdown requests).
+pub static MMU: alphasmp::tlb::Mmu<AlphaPlatform, MAX_CPUS> = alphasmp::tlb::Mmu::new(&SMP);

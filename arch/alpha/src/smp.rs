@@ -136,6 +136,7 @@ fn idle_loop(cpu: usize) -> ! {
         if IDLE_REQUEST.load(Ordering::Acquire) == cpu {
             panic!("deliberate panic on CPU {cpu} (fault=panic)");
         }
+        run_posted_work(cpu);
     }
 }
 
@@ -184,4 +185,49 @@ pub fn stop_all_and_fail() -> ! {
 /// Whether a panic is in progress (polled where IPIs might not arrive).
 pub fn panicking() -> bool {
     PANICKING.load(Ordering::Relaxed)
+}
+
+// ---- Running work on every CPU in task context ------------------------------
+//
+// Self-tests need all CPUs to run code at IPL 0 outside interrupt handlers
+// (where waiting cross-calls are allowed), not inside an IPI handler. The
+// boot CPU posts a function in each target's `WORK` slot (Release) and PINGs
+// it; the target's idle loop takes it (Acquire), runs it, stores the result
+// and clears the slot (Release), which the poster waits for (Acquire).
+
+type Work = fn(usize) -> u64;
+
+static WORK: [AtomicUsize; MAX_CPUS] = [const { AtomicUsize::new(0) }; MAX_CPUS];
+static WORK_RESULT: [core::sync::atomic::AtomicU64; MAX_CPUS] = [const { core::sync::atomic::AtomicU64::new(0) }; MAX_CPUS];
+
+fn run_posted_work(cpu: usize) {
+    let w = WORK[cpu].load(Ordering::Acquire);
+    if w != 0 {
+        // SAFETY: only `run_on_cpus` stores here, and only `Work` pointers.
+        let f: Work = unsafe { core::mem::transmute::<usize, Work>(w) };
+        WORK_RESULT[cpu].store(f(cpu), Ordering::Relaxed);
+        WORK[cpu].store(0, Ordering::Release);
+    }
+}
+
+/// Runs `f(cpu)` on every CPU of `mask` at once (this one included, if in
+/// it) and returns the results, or the first CPU that did not finish within
+/// `timeout_ns`.
+pub fn run_on_cpus(mask: alphasmp::cpumask::CpuMask, f: Work, timeout_ns: u64) -> Result<[u64; MAX_CPUS], usize> {
+    let me = pal::whami();
+    for cpu in mask.without(me).iter() {
+        WORK[cpu].store(f as usize, Ordering::Release);
+        ipi::send(cpu, IpiMessage::PING);
+    }
+    let mut out = [0u64; MAX_CPUS];
+    if mask.contains(me) {
+        out[me] = f(me);
+    }
+    for cpu in mask.without(me).iter() {
+        if !wait_ns(timeout_ns, || WORK[cpu].load(Ordering::Acquire) == 0) {
+            return Err(cpu);
+        }
+        out[cpu] = WORK_RESULT[cpu].load(Ordering::Relaxed);
+    }
+    Ok(out)
 }

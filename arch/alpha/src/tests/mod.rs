@@ -5,6 +5,8 @@ mod div;
 mod heap;
 mod mem;
 mod platform;
+mod tlb;
+mod xcall;
 
 use alphasmp::bootargs::BootConfig;
 
@@ -20,6 +22,12 @@ pub const ALL: &[Test] = &[
     Test { name: "ipl.guard_nests", run: platform::ipl_guard_nests },
     Test { name: "clock.tick_rate", run: platform::tick_rate },
     Test { name: "ipi.ping", run: platform::ipi_ping },
+    Test { name: "xcall.every_variant_exactly_once", run: xcall::every_variant_exactly_once },
+    Test { name: "xcall.concurrent_storm", run: xcall::concurrent_storm },
+    Test { name: "xcall.misuse_is_refused", run: xcall::misuse_is_refused },
+    Test { name: "tlb.page_flush_is_observed_everywhere", run: tlb::page_flush_is_observed_everywhere },
+    Test { name: "tlb.stale_without_flush", run: tlb::stale_without_flush },
+    Test { name: "tlb.asn_rollover", run: tlb::asn_rollover },
     Test { name: "div.u64_edges", run: div::u64_edges },
     Test { name: "div.i64_edges", run: div::i64_edges },
     Test { name: "div.u32_i32_edges", run: div::narrow_edges },
@@ -31,6 +39,7 @@ pub const ALL: &[Test] = &[
     Test { name: "atomics.neighbours_untouched", run: atomics::neighbours_untouched },
     Test { name: "heap.vec_box_string", run: heap::vec_box_string },
     Test { name: "heap.reuse", run: heap::reuse },
+    Test { name: "xcall.counters_agree", run: xcall::counters_agree },
     Test { name: "selftest.forced_failure", run: forced_failure },
 ];
 

@@ -1,0 +1,122 @@
+//! TLB shootdown with an observable effect: every CPU reads a user page
+//! through its TLB; one CPU repoints the PTE and flushes; every CPU must then
+//! read the new frame. A negative control repoints without flushing and must
+//! see a stale frame somewhere (QEMU keeps a TLB per CPU), so these tests
+//! can fail.
+
+use alloc::boxed::Box;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use alphasmp::bootargs::BootConfig;
+use alphasmp::tlb::AddressSpace;
+
+use crate::percpu::{self, MAX_CPUS};
+use crate::platform::MMU;
+use crate::selftest::{Failure, Outcome};
+use crate::{check, check_eq, mm, pal, smp};
+
+/// The address space the test window belongs to.
+static SPACE: AddressSpace<MAX_CPUS> = AddressSpace::new();
+
+/// Test frames: KSEG addresses of pages whose first word is a marker.
+static FRAMES: [AtomicU64; 3] = [const { AtomicU64::new(0) }; 3];
+const MARKERS: [u64; 3] = [0xaaaa_0000_0000_0001, 0xbbbb_0000_0000_0002, 0xcccc_0000_0000_0003];
+/// Window page under test.
+const PAGE: u64 = 5;
+
+fn frame(i: usize) -> u64 {
+    let f = FRAMES[i].load(Ordering::Relaxed);
+    if f != 0 {
+        return f;
+    }
+    let f = mm::alloc_page();
+    // SAFETY: a fresh page from the heap, owned by this test.
+    unsafe { core::ptr::write_volatile(f as *mut u64, MARKERS[i]) };
+    FRAMES[i].store(f, Ordering::Relaxed);
+    f
+}
+
+fn activate_and_read(_: usize) -> u64 {
+    MMU.activate(&SPACE);
+    mm::read(PAGE)
+}
+
+fn read(_: usize) -> u64 {
+    mm::read(PAGE)
+}
+
+fn every_cpu_reads() -> Result<[u64; MAX_CPUS], Failure> {
+    smp::run_on_cpus(percpu::online(), read, 5_000_000_000).map_err(|c| Failure(alloc::format!("CPU {c} did not read")))
+}
+
+/// Maps frame A, makes every CPU hold the translation, returns.
+fn prime() -> Outcome {
+    mm::set(PAGE, Some(frame(0)));
+    let seen = smp::run_on_cpus(percpu::online(), activate_and_read, 5_000_000_000).map_err(|c| Failure(alloc::format!("CPU {c} did not activate")))?;
+    for c in percpu::online_cpus() {
+        check_eq!(seen[c], MARKERS[0], "CPU {c} reads frame A after mapping");
+    }
+    Ok(())
+}
+
+/// Repoints to frame `to`, runs `flush`, and checks every CPU sees `to`.
+fn repoint_and_check(to: usize, what: &str, flush: impl FnOnce() -> Result<(), alphasmp::xcall::XcallError>) -> Outcome {
+    mm::set(PAGE, Some(frame(to)));
+    flush().map_err(|e| Failure(alloc::format!("{what}: {e}")))?;
+    let seen = every_cpu_reads()?;
+    for c in percpu::online_cpus() {
+        check_eq!(seen[c], MARKERS[to], "CPU {c} after {what}");
+    }
+    Ok(())
+}
+
+pub fn page_flush_is_observed_everywhere(_: &BootConfig<'_>) -> Outcome {
+    prime()?;
+    repoint_and_check(1, "flush_tlb_page", || MMU.flush_tlb_page(&SPACE, mm::va(PAGE), false))?;
+    repoint_and_check(2, "flush_tlb_range", || MMU.flush_tlb_range(&SPACE, mm::va(PAGE - 1), mm::va(PAGE + 2)))?;
+    repoint_and_check(0, "flush_tlb_mm", || MMU.flush_tlb_mm(&SPACE))?;
+    repoint_and_check(1, "migrate_flush_tlb_page", || MMU.migrate_flush_tlb_page(&SPACE, mm::va(PAGE), false))?;
+    repoint_and_check(2, "flush_tlb_all", || MMU.flush_tlb_all())?;
+    repoint_and_check(0, "flush_tlb_page(exec)", || MMU.flush_tlb_page(&SPACE, mm::va(PAGE), true))?;
+    Ok(())
+}
+
+/// The negative control: without a flush, a stale translation is really
+/// observed, so the positive test above is not passing by accident.
+pub fn stale_without_flush(_: &BootConfig<'_>) -> Outcome {
+    prime()?;
+    mm::set(PAGE, Some(frame(1)));
+    let seen = every_cpu_reads()?;
+    let stale = percpu::online_cpus().filter(|c| seen[*c] == MARKERS[0]).count();
+    check!(stale == percpu::online_count(), "without a flush every CPU should still read frame A; {stale} did ({seen:x?})");
+    // Restore coherence for whoever runs next.
+    MMU.flush_tlb_page(&SPACE, mm::va(PAGE), false).map_err(|e| Failure(alloc::format!("{e}")))?;
+    let seen = every_cpu_reads()?;
+    check!(percpu::online_cpus().all(|c| seen[c] == MARKERS[1]), "after the flush every CPU reads frame B ({seen:x?})");
+    Ok(())
+}
+
+/// Allocating past the 255 hardware ASNs starts a new version (with a
+/// tbiap + imb), and a space from the old version gets a fresh ASN.
+pub fn asn_rollover(_: &BootConfig<'_>) -> Outcome {
+    let me = pal::whami();
+    let stats = &MMU.stats[me];
+    let rollovers = stats.rollovers.load(Ordering::Relaxed);
+    let first: &'static AddressSpace<MAX_CPUS> = Box::leak(Box::new(AddressSpace::new()));
+    MMU.activate(first);
+    let old = first.context(me);
+    for _ in 0..300 {
+        let s: &'static AddressSpace<MAX_CPUS> = Box::leak(Box::new(AddressSpace::new()));
+        let asn = MMU.activate(s);
+        check!(asn <= 255, "hardware ASN {asn} out of range");
+    }
+    check_eq!(stats.rollovers.load(Ordering::Relaxed), rollovers + 1, "one rollover in 300 allocations");
+    MMU.activate(first);
+    check!(alphasmp::tlb::asn_version(first.context(me)) > alphasmp::tlb::asn_version(old), "old-version space got a new context");
+    // The window space is still correct after all that.
+    MMU.activate(&SPACE);
+    mm::set(PAGE, Some(frame(2)));
+    MMU.flush_tlb_page(&SPACE, mm::va(PAGE), false).map_err(|e| Failure(alloc::format!("{e}")))?;
+    check_eq!(mm::read(PAGE), MARKERS[2], "read after rollover");
+    Ok(())
+}

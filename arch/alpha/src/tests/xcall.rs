@@ -1,0 +1,155 @@
+//! Cross-CPU calls in the kernel: exact delivery for every variant, a storm
+//! of concurrent synchronous calls from every CPU, and refused misuse.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use alphasmp::bootargs::BootConfig;
+use alphasmp::cpumask::CpuMask;
+use alphasmp::xcall::XcallError;
+
+use crate::percpu::{self, MAX_CPUS};
+use crate::platform::SMP;
+use crate::selftest::Outcome;
+use crate::{check, check_eq, clock, ipl, pal, smp};
+
+static HITS: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+
+fn hit(_: usize) {
+    HITS[pal::whami()].fetch_add(1, Ordering::Relaxed);
+}
+
+fn hits() -> [u64; MAX_CPUS] {
+    core::array::from_fn(|c| HITS[c].load(Ordering::Relaxed))
+}
+
+/// Waits (bounded) until the hit counters reach `want`.
+fn settle(want: [u64; MAX_CPUS]) -> [u64; MAX_CPUS] {
+    let end = clock::now_ns() + 200_000_000;
+    while hits() != want && clock::now_ns() < end {
+        core::hint::spin_loop();
+    }
+    hits()
+}
+
+fn plus(mut base: [u64; MAX_CPUS], mask: CpuMask) -> [u64; MAX_CPUS] {
+    for c in mask.iter() {
+        base[c] += 1;
+    }
+    base
+}
+
+pub fn every_variant_exactly_once(_: &BootConfig<'_>) -> Outcome {
+    let me = pal::whami();
+    let online = percpu::online();
+    for t in online.iter() {
+        for wait in [true, false] {
+            let before = hits();
+            SMP.call_single(t, hit, 0, wait).map_err(fail)?;
+            let want = plus(before, CpuMask::single(t));
+            if wait {
+                check_eq!(hits(), want, "call_single({t}, wait) on return");
+            }
+            check_eq!(settle(want), want, "call_single({t}, wait={wait})");
+        }
+    }
+    let pairs = CpuMask(online.0 & 0b0101).without(me).0 | (1 << me);
+    for (mask, name) in [(CpuMask(pairs), "call_many(subset)"), (online, "call_many(all)")] {
+        for wait in [true, false] {
+            let before = hits();
+            SMP.call_many(mask, hit, 0, wait).map_err(fail)?;
+            let want = plus(before, mask);
+            check_eq!(settle(want), want, "{name} {mask:?} wait={wait}");
+        }
+    }
+    for wait in [true, false] {
+        let before = hits();
+        SMP.on_each_cpu(hit, 0, wait).map_err(fail)?;
+        let want = plus(before, online);
+        check_eq!(settle(want), want, "on_each_cpu wait={wait}");
+    }
+    Ok(())
+}
+
+fn fail(e: XcallError) -> crate::selftest::Failure {
+    crate::selftest::Failure(alloc::format!("{e}"))
+}
+
+/// Rounds per CPU in the storm (from `storm_rounds=`).
+static STORM_ROUNDS: AtomicU64 = AtomicU64::new(0);
+
+fn storm(me: usize) -> u64 {
+    let online = percpu::online();
+    let n = online.count();
+    let mut done = 0;
+    for round in 0..STORM_ROUNDS.load(Ordering::Relaxed) {
+        let target = (me + 1 + (round as usize % (n - 1))) % n;
+        if SMP.call_single(target, hit, 0, true).is_ok() {
+            done += 1;
+        }
+    }
+    done
+}
+
+/// Every CPU issues synchronous calls at the others at the same time, at
+/// IPL 0 outside interrupt handlers (as Linux requires). Each call must run
+/// exactly once: total hits = total calls, and queued = run everywhere.
+pub fn concurrent_storm(cfg: &BootConfig<'_>) -> Outcome {
+    STORM_ROUNDS.store(cfg.storm_rounds, Ordering::Relaxed);
+    let online = percpu::online();
+    if online.count() < 2 {
+        return Ok(()); // nothing to storm with one CPU
+    }
+    let before: u64 = hits().iter().sum();
+    let t0 = clock::now_ns();
+    let done = smp::run_on_cpus(online, storm, 60_000_000_000).map_err(|c| crate::selftest::Failure(alloc::format!("CPU {c} did not finish its rounds")))?;
+    let ns = clock::now_ns() - t0;
+    let calls: u64 = done.iter().sum();
+    check_eq!(calls, cfg.storm_rounds * online.count() as u64, "calls completed");
+    check_eq!(hits().iter().sum::<u64>() - before, calls, "calls run (none lost or doubled)");
+    crate::println!("  storm: {calls} synchronous calls from {} CPUs in {} ms ({} ns per call per CPU)", online.count(), ns / 1_000_000, ns * online.count() as u64 / calls.max(1));
+    Ok(())
+}
+
+static NESTED: AtomicU64 = AtomicU64::new(0);
+
+fn wait_from_interrupt(_: usize) {
+    let code = match SMP.call_single(0, hit, 0, true) {
+        Err(XcallError::WaitInInterrupt) => 1,
+        _ => 2,
+    };
+    NESTED.store(code, Ordering::Release);
+}
+
+pub fn misuse_is_refused(_: &BootConfig<'_>) -> Outcome {
+    check_eq!(SMP.call_single(9, hit, 0, true), Err(XcallError::NoSuchCpu(9)), "CPU 9");
+    let offline = (0..MAX_CPUS).find(|c| !percpu::is_online(*c));
+    if let Some(c) = offline {
+        check_eq!(SMP.call_single(c, hit, 0, false), Err(XcallError::Offline(c)), "offline CPU {c}");
+    }
+    {
+        let _g = ipl::IplGuard::raise(ipl::HIGH);
+        check_eq!(SMP.on_each_cpu(hit, 0, true), Err(XcallError::WaitWithIpisMasked), "wait at IPL 7");
+    }
+    if let Some(other) = percpu::online_cpus().find(|c| *c != pal::whami()) {
+        NESTED.store(0, Ordering::Relaxed);
+        SMP.call_single(other, wait_from_interrupt, 0, false).map_err(fail)?;
+        let end = clock::now_ns() + 100_000_000;
+        while NESTED.load(Ordering::Acquire) == 0 && clock::now_ns() < end {
+            core::hint::spin_loop();
+        }
+        check_eq!(NESTED.load(Ordering::Acquire), 1, "waiting call from an IPI handler refused with WaitInInterrupt");
+    }
+    check!(alloc::format!("{}", XcallError::Offline(3)).contains("CPU 3"), "error text names the CPU");
+    Ok(())
+}
+
+/// The books balance: every call queued anywhere was run exactly once.
+pub fn counters_agree(_: &BootConfig<'_>) -> Outcome {
+    let (mut queued, mut run) = (0, 0);
+    for c in percpu::online_cpus() {
+        queued += SMP.cpu(c).stats.calls_queued.load(Ordering::Relaxed);
+        run += SMP.cpu(c).stats.calls_run.load(Ordering::Relaxed);
+    }
+    check_eq!(run, queued, "calls run vs calls queued, all CPUs");
+    Ok(())
+}
