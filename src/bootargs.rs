@@ -16,6 +16,13 @@ pub const KEYS: &[(&str, &str)] = &[
     ("tick_hz", "per-CPU clock tick rate in Hz, 10..=1000 (default 100)"),
     ("verbose", "yes: print per-test detail lines"),
     ("storm_rounds", "synchronous calls per CPU in xcall.concurrent_storm, 1..=10000000 (default 5000)"),
+    ("ipi_lock", "on|off: serialize waiting cross-calls with the lock-and-drain loop (seed patch 1/3; default off)"),
+    ("ipi_poll", "on|off: poll the IPI mailbox after every non-IPI interrupt and when idle (seed patch 2/3; default on)"),
+    ("resend", "on|off: the watchdog re-sends the IPI of a stalled call (Linux csdlock_debug; default off)"),
+    ("watchdog_ms", "report a cross-call waiter stalled this long, 0 = off (default 1000)"),
+    ("inject", "none|edge_loss|masked_wait|both: emulate EV7 IPI edge loss and/or waiters at IPL 7 (default none)"),
+    ("irq_load_us", "extra time each clock interrupt spends at IPL 7, 0..=5000 (default 0)"),
+    ("stress", "run only the stress workload: this many synchronous shootdowns per CPU, then report and halt"),
 ];
 
 /// The deliberate faults the kernel can raise (each must end in a report and
@@ -58,6 +65,29 @@ impl Fault {
     }
 }
 
+/// Emulated faults of the IPI path (see the README's matrix section).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Inject {
+    /// An IPI sent to a CPU inside an interrupt handler at IPL 7 is dropped
+    /// (the mailbox bits stay set), as patch 2/3 reports for EV7/IO7.
+    pub edge_loss: bool,
+    /// Synchronous callers wait with every interrupt masked (IPL 7), the
+    /// "spin_lock_irqsave callers" of patch 1/3.
+    pub masked_wait: bool,
+}
+
+impl Inject {
+    pub const NAMES: &'static [(&'static str, Inject)] = &[
+        ("none", Inject { edge_loss: false, masked_wait: false }),
+        ("edge_loss", Inject { edge_loss: true, masked_wait: false }),
+        ("masked_wait", Inject { edge_loss: false, masked_wait: true }),
+        ("both", Inject { edge_loss: true, masked_wait: true }),
+    ];
+    pub fn name(self) -> &'static str {
+        Self::NAMES.iter().find(|(_, i)| *i == self).map(|(n, _)| *n).unwrap_or("?")
+    }
+}
+
 /// Maximum number of `tests=` prefixes.
 pub const MAX_TEST_FILTERS: usize = 8;
 
@@ -72,11 +102,19 @@ pub struct BootConfig<'a> {
     pub tick_hz: u32,
     pub verbose: bool,
     pub storm_rounds: u64,
+    pub ipi_lock: bool,
+    pub ipi_poll: bool,
+    pub resend: bool,
+    pub watchdog_ms: u64,
+    pub inject: Inject,
+    pub irq_load_us: u64,
+    /// 0: normal self-test run.
+    pub stress: u64,
 }
 
 impl Default for BootConfig<'_> {
     fn default() -> Self {
-        BootConfig { tests: [""; MAX_TEST_FILTERS], test_count: 0, force_fail: false, fault: Fault::None, tick_hz: 100, verbose: false, storm_rounds: 5000 }
+        BootConfig { tests: [""; MAX_TEST_FILTERS], test_count: 0, force_fail: false, fault: Fault::None, tick_hz: 100, verbose: false, storm_rounds: 5000, ipi_lock: false, ipi_poll: true, resend: false, watchdog_ms: 1000, inject: Inject { edge_loss: false, masked_wait: false }, irq_load_us: 0, stress: 0 }
     }
 }
 
@@ -115,6 +153,14 @@ fn yes_no<'a>(key: &'a str, value: &'a str) -> Result<bool, BootArgError<'a>> {
         "no" | "off" | "0" => Ok(false),
         _ => Err(BootArgError::BadValue { key, value, expected: "yes or no" }),
     }
+}
+
+fn number<'a>(key: &'a str, value: &'a str, min: u64, max: u64) -> Result<u64, BootArgError<'a>> {
+    value
+        .parse::<u64>()
+        .ok()
+        .filter(|n| (min..=max).contains(n))
+        .ok_or(BootArgError::BadValue { key, value, expected: "a whole number in the documented range" })
 }
 
 impl<'a> BootConfig<'a> {
@@ -157,12 +203,19 @@ impl<'a> BootConfig<'a> {
                         .filter(|hz| (10..=1000).contains(hz))
                         .ok_or(BootArgError::BadValue { key, value, expected: "a whole number from 10 to 1000" })?;
                 }
-                "storm_rounds" => {
-                    cfg.storm_rounds = value
-                        .parse::<u64>()
-                        .ok()
-                        .filter(|n| (1..=10_000_000).contains(n))
-                        .ok_or(BootArgError::BadValue { key, value, expected: "a whole number from 1 to 10000000" })?;
+                "storm_rounds" => cfg.storm_rounds = number(key, value, 1, 10_000_000)?,
+                "ipi_lock" => cfg.ipi_lock = yes_no(key, value)?,
+                "ipi_poll" => cfg.ipi_poll = yes_no(key, value)?,
+                "resend" => cfg.resend = yes_no(key, value)?,
+                "watchdog_ms" => cfg.watchdog_ms = number(key, value, 0, 600_000)?,
+                "irq_load_us" => cfg.irq_load_us = number(key, value, 0, 5_000)?,
+                "stress" => cfg.stress = number(key, value, 1, 100_000_000)?,
+                "inject" => {
+                    cfg.inject = Inject::NAMES
+                        .iter()
+                        .find(|(n, _)| *n == value)
+                        .map(|(_, i)| *i)
+                        .ok_or(BootArgError::BadValue { key, value, expected: "none|edge_loss|masked_wait|both" })?;
                 }
                 _ => unreachable!("every key in KEYS is handled"),
             }
@@ -197,6 +250,18 @@ mod tests {
         assert_eq!(c.fault, Fault::Overflow);
         assert_eq!(c.tick_hz, 250);
         assert!(c.selects("div.edges") && c.selects("mem.copy") && !c.selects("heap.vec"));
+    }
+
+    #[test]
+    fn matrix_keys_parse() {
+        let c = BootConfig::parse("ipi_lock=on ipi_poll=off resend=on watchdog_ms=250 inject=both irq_load_us=40 stress=100").unwrap();
+        assert!(c.ipi_lock && !c.ipi_poll && c.resend);
+        assert_eq!((c.watchdog_ms, c.irq_load_us, c.stress), (250, 40, 100));
+        assert_eq!(c.inject, Inject { edge_loss: true, masked_wait: true });
+        assert_eq!(c.inject.name(), "both");
+        assert!(matches!(BootConfig::parse("inject=sometimes"), Err(BootArgError::BadValue { key: "inject", .. })));
+        assert!(matches!(BootConfig::parse("stress=0"), Err(BootArgError::BadValue { key: "stress", .. })));
+        assert!(matches!(BootConfig::parse("irq_load_us=9999"), Err(BootArgError::BadValue { .. })));
     }
 
     #[test]

@@ -37,9 +37,9 @@
 //!   every non-IPI interrupt, drains the mailbox if a bit is set and counts
 //!   the messages it rescued.
 //! - `watchdog`: a waiter past the bound reports (once per bound) and, with
-//!   `resend`, issues the IPI again (Linux's csdlock_debug resend); with
-//!   `abort`, gives up with [`XcallError::Stalled`] so a reproduction run
-//!   can count a deadlock instead of hanging.
+//!   `resend`, issues the IPI again (Linux's csdlock_debug resend); at
+//!   `abort_after` reports it gives up with [`XcallError::Stalled`], so a
+//!   reproduction run can count a deadlock instead of hanging.
 
 use core::fmt;
 use core::ptr;
@@ -151,6 +151,10 @@ pub struct CpuState<const N: usize> {
     /// ... and for no-wait calls from interrupt context.
     cfd_irq: [Csd; N],
     pub stats: CpuStats,
+    /// While this CPU waits for a call to complete: 1 + the CPU it waits
+    /// for (0: not waiting). Diagnostics only (watchdog reports show wait
+    /// cycles with it).
+    pub waiting_for: AtomicUsize,
 }
 
 impl<const N: usize> CpuState<N> {
@@ -161,6 +165,7 @@ impl<const N: usize> CpuState<N> {
             cfd: [const { Csd::new() }; N],
             cfd_irq: [const { Csd::new() }; N],
             stats: CpuStats::new(),
+            waiting_for: AtomicUsize::new(0),
         }
     }
 }
@@ -172,7 +177,8 @@ pub struct Policy {
     /// Watchdog bound in cycles; 0 disables it.
     pub watchdog_cycles: AtomicU64,
     pub resend: AtomicBool,
-    pub abort_on_stall: AtomicBool,
+    /// Give up a wait at this many watchdog reports (0: never).
+    pub abort_after: AtomicU64,
     /// Fault injection: let waiting calls run with IPIs masked (the
     /// "spin_lock_irqsave callers" of seed patch 1/3) instead of refusing.
     pub allow_masked_wait: AtomicBool,
@@ -185,7 +191,7 @@ impl Policy {
             poll_in_irq: AtomicBool::new(false),
             watchdog_cycles: AtomicU64::new(0),
             resend: AtomicBool::new(false),
-            abort_on_stall: AtomicBool::new(false),
+            abort_after: AtomicU64::new(0),
             allow_masked_wait: AtomicBool::new(false),
         }
     }
@@ -232,6 +238,8 @@ pub struct StallReport {
     pub target_mailbox: IpiMessage,
     /// Whether the target's call queue was non-empty.
     pub target_queue_pending: bool,
+    /// The CPU the target itself is waiting for, if it is waiting.
+    pub target_waiting_for: Option<usize>,
     pub waited_cycles: u64,
     /// Reports so far for this wait (1 for the first).
     pub nth: u64,
@@ -476,6 +484,14 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
         }
         let start = self.platform.cycles();
         let mut reports = 0u64;
+        let me = self.platform.cpu_id();
+        self.cpus[me].waiting_for.store(target + 1, Ordering::Relaxed);
+        let result = self.wait_loop(csd, target, start, &mut reports);
+        self.cpus[me].waiting_for.store(0, Ordering::Relaxed);
+        result
+    }
+
+    fn wait_loop(&self, csd: &Csd, target: usize, start: u64, reports: &mut u64) -> Result<(), XcallError> {
         while csd.locked() {
             self.platform.relax();
             let bound = self.policy.watchdog_cycles.load(Ordering::Relaxed);
@@ -483,10 +499,10 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
                 continue;
             }
             let waited = self.platform.cycles().wrapping_sub(start);
-            if waited < bound * (reports + 1) {
+            if waited < bound * (*reports + 1) {
                 continue;
             }
-            reports += 1;
+            *reports += 1;
             let me = self.platform.cpu_id();
             self.cpus[me].stats.stalls.fetch_add(1, Ordering::Relaxed);
             let t = &self.cpus[target];
@@ -495,10 +511,12 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
                 target,
                 target_mailbox: t.mailbox.peek(),
                 target_queue_pending: !t.queue.is_empty(),
+                target_waiting_for: t.waiting_for.load(Ordering::Relaxed).checked_sub(1),
                 waited_cycles: waited,
-                nth: reports,
+                nth: *reports,
             });
-            if self.policy.abort_on_stall.load(Ordering::Relaxed) {
+            let abort_after = self.policy.abort_after.load(Ordering::Relaxed);
+            if abort_after != 0 && *reports >= abort_after {
                 return Err(XcallError::Stalled { target });
             }
             if self.policy.resend.load(Ordering::Relaxed) {

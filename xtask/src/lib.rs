@@ -2,6 +2,7 @@
 //! `tests/` can build and boot the kernel with the same code as `cargo xtask`.
 
 pub mod kernel;
+pub mod matrix;
 pub mod qemu;
 pub mod toolchain;
 pub mod util;

@@ -10,6 +10,10 @@ const USAGE: &str = "usage: cargo xtask <command>
   run [--smp N] [--append \"ARGS\"] [--timeout SECS]
                  build, boot on QEMU (default 4 CPUs), run the self-tests, exit with their verdict
   test           host tests, then the QEMU boots in tests/ (everything CI runs)
+  matrix [--per-cpu N] [--smp 2,4] [--out DIR] [--check]
+                 fault x fix matrix, one QEMU boot per cell; writes DIR/matrix.md and .json (default results/)
+  stress [--per-cpu N] [--smp N] [--append \"ARGS\"]
+                 long stress: edge loss injected, all fixes on; zero watchdog reports required
   build          build the kernel ELF and print its path
   toolchain      install packages and build the Alpha toolchain (cached)";
 
@@ -19,6 +23,8 @@ fn main() -> ExitCode {
         Some("run") => run(&args[1..]),
         Some("test") => test(&args[1..]),
         Some("build") => build(&args[1..]),
+        Some("matrix") => matrix(&args[1..]),
+        Some("stress") => stress(&args[1..]),
         Some("toolchain") => toolchain(&args[1..]),
         Some("help" | "-h" | "--help") => {
             println!("{USAGE}");
@@ -113,4 +119,76 @@ fn test(args: &[String]) -> Result<ExitCode> {
         return Err(err("cargo test failed"));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn matrix(args: &[String]) -> Result<ExitCode> {
+    let mut p = xtask::matrix::Params::default();
+    let mut out = repo_root().join("results");
+    let mut check = false;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = |name: &str| it.next().cloned().ok_or_else(|| err(format!("{name} needs a value")));
+        match a.as_str() {
+            "--per-cpu" => {
+                let v = value("--per-cpu")?;
+                p.per_cpu = v.parse().ok().filter(|n| *n > 0).ok_or_else(|| err(format!("--per-cpu {v}: expected a number > 0")))?;
+            }
+            "--smp" => {
+                let v = value("--smp")?;
+                p.smps = v
+                    .split(',')
+                    .map(|s| s.parse::<u32>().map_err(|_| err(format!("--smp {v}: expected numbers like 2,4"))).and_then(|n| qemu::check_smp(n).map(|_| n)))
+                    .collect::<Result<_>>()?;
+            }
+            "--out" => out = value("--out")?.into(),
+            "--check" => check = true,
+            other => return Err(err(format!("unknown option '{other}' for matrix"))),
+        }
+    }
+    let elf = xtask::kernel_elf(false)?;
+    eprintln!("==> fault x fix matrix: {} cells, {}", p.smps.len() * 20, p.common_args());
+    let cells = xtask::matrix::run_all(&elf, &p, |c| println!("{}", xtask::matrix::describe(c)))?;
+    xtask::matrix::write(&out, &cells, &p)?;
+    let wrong = cells.iter().filter(|c| !c.as_predicted()).count();
+    eprintln!("==> wrote {}/matrix.md and matrix.json; {} of {} cells as predicted", out.display(), cells.len() - wrong, cells.len());
+    Ok(if check && wrong > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+fn stress(args: &[String]) -> Result<ExitCode> {
+    let (mut per_cpu, mut smp, mut extra) = (250_000u64, 4u32, String::new());
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = |name: &str| it.next().cloned().ok_or_else(|| err(format!("{name} needs a value")));
+        match a.as_str() {
+            "--per-cpu" => {
+                let v = value("--per-cpu")?;
+                per_cpu = v.parse().ok().filter(|n| *n > 0).ok_or_else(|| err(format!("--per-cpu {v}: expected a number > 0")))?;
+            }
+            "--smp" => {
+                let v = value("--smp")?;
+                smp = v.parse().map_err(|_| err(format!("--smp {v}: not a number")))?;
+                qemu::check_smp(smp)?;
+            }
+            "--append" => extra = value("--append")?,
+            other => return Err(err(format!("unknown option '{other}' for stress"))),
+        }
+    }
+    let elf = xtask::kernel_elf(false)?;
+    let append = format!("stress={per_cpu} inject=edge_loss ipi_lock=on ipi_poll=on watchdog_ms=1000 tick_hz=1000 irq_load_us=100 {extra}");
+    eprintln!("==> stress: {smp} CPUs, {append}");
+    let r = qemu::run(&RunSpec { kernel: &elf, smp, append: append.trim(), timeout: Duration::from_secs(3 * 3600), echo: true })?;
+    let fields = xtask::matrix::parse_result(&r.output).unwrap_or_default();
+    let get = |k: &str| fields.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str()).unwrap_or("-");
+    let ok = get("outcome") == "completed" && get("stalls") == "0";
+    eprintln!(
+        "==> stress {}: {} shootdowns ({} cross-calls) in {} ms, watchdog reports {}, dropped {}, rescued {}",
+        if ok { "PASS" } else { "FAIL" },
+        get("done"),
+        get("done").parse::<u64>().map(|d| (d * u64::from(smp - 1)).to_string()).unwrap_or_default(),
+        get("elapsed_ms"),
+        get("stalls"),
+        get("dropped"),
+        get("rescued_call")
+    );
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

@@ -12,6 +12,9 @@ use crate::{clock, ipi, pal, println, smp};
 /// Interrupts taken, per CPU and type (0..=4).
 pub static COUNTS: [[AtomicU64; 5]; MAX_CPUS] = [const { [const { AtomicU64::new(0) }; 5] }; MAX_CPUS];
 
+/// Extra time each clock interrupt spends at IPL 7 (irq_load_us).
+pub static IRQ_LOAD_NS: AtomicU64 = AtomicU64::new(0);
+
 pub fn dispatch(kind: u64, a1: u64, a2: u64, frame: &mut TrapFrame) {
     let cpu = pal::whami() % MAX_CPUS;
     if let Some(c) = COUNTS[cpu].get(kind as usize) {
@@ -27,6 +30,12 @@ pub fn dispatch(kind: u64, a1: u64, a2: u64, frame: &mut TrapFrame) {
         }
         1 => {
             clock::on_tick();
+            let load = IRQ_LOAD_NS.load(Ordering::Relaxed);
+            if load != 0 {
+                // irq_load_us: emulated handler work at IPL 7, which widens
+                // the window in which an EV7 IPI edge is lost.
+                clock::delay_ns(load);
+            }
             if smp::panicking() {
                 // Fallback stop for a CPU whose CPU_STOP IPI did not arrive.
                 smp::park();

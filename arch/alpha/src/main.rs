@@ -21,6 +21,7 @@ mod percpu;
 mod platform;
 mod selftest;
 mod smp;
+mod stress;
 mod tests;
 mod trap;
 
@@ -110,6 +111,7 @@ pub fn alpha_boot_main(console_pcb_phys: u64) -> ! {
         }
     };
 
+    apply_policy(&cfg);
     clock::set_tick_hz(cfg.tick_hz);
     smp::boot_cpu_online(console_pcb_phys);
     clock::start_tick();
@@ -130,6 +132,9 @@ pub fn alpha_boot_main(console_pcb_phys: u64) -> ! {
     // From here on the boot CPU takes interrupts like every other CPU.
     ipl::set(ipl::ALL_ON);
 
+    if cfg.stress > 0 {
+        stress::run(&cfg);
+    }
     let mut summary = Summary::default();
     selftest::run(tests::ALL, &cfg, &mut summary);
     tests::print_counters();
@@ -138,6 +143,27 @@ pub fn alpha_boot_main(console_pcb_phys: u64) -> ! {
         raise_fault(cfg.fault);
     }
     if summary.failed == 0 { exit::success() } else { exit::failure() }
+}
+
+/// The cross-call fixes, watchdog and fault injection from the command line.
+fn apply_policy(cfg: &BootConfig<'_>) {
+    use core::sync::atomic::Ordering::Relaxed;
+    let p = &platform::SMP.policy;
+    p.serialize.store(cfg.ipi_lock, Relaxed);
+    p.poll_in_irq.store(cfg.ipi_poll, Relaxed);
+    p.resend.store(cfg.resend, Relaxed);
+    p.watchdog_cycles.store(clock::ns_to_cycles(cfg.watchdog_ms * 1_000_000), Relaxed);
+    p.allow_masked_wait.store(cfg.inject.masked_wait, Relaxed);
+    platform::INJECT_EDGE_LOSS.store(cfg.inject.edge_loss, Relaxed);
+    interrupt::IRQ_LOAD_NS.store(cfg.irq_load_us * 1000, Relaxed);
+    println!(
+        "policy: ipi_lock={} ipi_poll={} resend={} watchdog={} ms inject={}",
+        if cfg.ipi_lock { "on" } else { "off" },
+        if cfg.ipi_poll { "on" } else { "off" },
+        if cfg.resend { "on" } else { "off" },
+        cfg.watchdog_ms,
+        cfg.inject.name()
+    );
 }
 
 /// Facts from boot that the self-tests check.

@@ -51,6 +51,9 @@ pub fn whami() -> usize {
 ///
 /// Prefer [`crate::ipl::IplGuard`], which restores the level on drop.
 pub fn swpipl(ipl: u8) -> u8 {
+    // Recorded for diagnostics (watchdog reports show other CPUs' IPL as
+    // last set by software; interrupt entry and rti are not seen here).
+    crate::percpu::CPUS[whami() % crate::percpu::MAX_CPUS].last_ipl.store(ipl & 7, core::sync::atomic::Ordering::Relaxed);
     // SAFETY: swpipl changes only which interrupts are deliverable; the
     // value is masked to the architected 0..=7.
     unsafe { pal_swpipl(u64::from(ipl & 7)) as u8 }

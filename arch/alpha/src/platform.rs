@@ -1,7 +1,7 @@
 //! The Alpha implementation of the portable core's platform seam, and the
 //! kernel's one instance of the SMP core.
 
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use alphasmp::mailbox::IpiMessage;
 use alphasmp::platform::{Platform, TlbOp};
@@ -15,6 +15,9 @@ use crate::{clock, ipl, println, smp};
 /// Clipper under qemu-palcode (Marvel will be a second implementation).
 pub struct AlphaPlatform;
 
+/// Fault injection: drop IPIs aimed at a CPU inside an interrupt handler.
+pub static INJECT_EDGE_LOSS: AtomicBool = AtomicBool::new(false);
+
 /// The kernel's SMP core.
 pub static SMP: Smp<AlphaPlatform, MAX_CPUS> = Smp::new(AlphaPlatform);
 
@@ -25,6 +28,14 @@ impl Platform for AlphaPlatform {
     fn send_ipi(&self, cpu: usize) {
         // The mailbox bits must be visible before the interrupt is taken.
         pal::mb();
+        // Fault injection (inject=edge_loss): EV7/IO7 deliver wripir as an
+        // edge that is lost when the target sits at IPL 7 inside an
+        // interrupt handler (seed patch 2/3). The mailbox bits stay set.
+        let target = &percpu::CPUS[cpu % MAX_CPUS];
+        if INJECT_EDGE_LOSS.load(Ordering::Relaxed) && target.irq_depth.load(Ordering::Acquire) > 0 {
+            target.dropped_ipis.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         pal::wripir(cpu);
     }
     fn raise_ipl(&self, level: u8) -> u8 {
@@ -87,15 +98,28 @@ impl Hooks for AlphaPlatform {
         }
     }
     fn report_stall(&self, r: &StallReport) {
+        let t = &percpu::CPUS[r.target];
+        let mut waits = [0u8; 24];
+        let waits = match r.target_waiting_for {
+            Some(c) => {
+                let s = b"waits for CPU ";
+                waits[..s.len()].copy_from_slice(s);
+                waits[s.len()] = b'0' + c as u8;
+                core::str::from_utf8(&waits[..s.len() + 1]).unwrap_or("?")
+            }
+            None => "not waiting",
+        };
         println!(
-            "watchdog: CPU {} waited {} us for CPU {} (report {}): target mailbox {:?}, queue {}, target IPL {}",
+            "watchdog: CPU {} waited {} us for CPU {} (report {}): target mailbox {:?}, queue {}, IPL {}, {} in interrupt, {}",
             r.waiter,
             clock::cycles_to_ns(r.waited_cycles) / 1000,
             r.target,
             r.nth,
             r.target_mailbox,
             if r.target_queue_pending { "pending" } else { "empty" },
-            percpu::CPUS[r.target].last_ipl.load(Ordering::Relaxed),
+            t.last_ipl.load(Ordering::Relaxed),
+            if t.irq_depth.load(Ordering::Relaxed) > 0 { "" } else { "not" },
+            waits,
         );
     }
 }

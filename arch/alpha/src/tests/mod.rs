@@ -66,6 +66,14 @@ pub fn print_counters() {
             let (s, h) = ipi::counts(cpu, i);
             line.push_str(&alloc::format!(" {name}={s}/{h}"));
         }
+        let st = &crate::platform::SMP.cpu(cpu).stats;
+        line.push_str(&alloc::format!(
+            "; rescued call={} other={}; calls queued={} run={}",
+            st.rescued[IpiMessage::CALL_FUNCTION.index()].load(Relaxed),
+            st.rescued.iter().map(|r| r.load(Relaxed)).sum::<u64>() - st.rescued[IpiMessage::CALL_FUNCTION.index()].load(Relaxed),
+            st.calls_queued.load(Relaxed),
+            st.calls_run.load(Relaxed)
+        ));
         println!("{line}");
     }
 }

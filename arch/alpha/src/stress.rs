@@ -1,0 +1,128 @@
+//! The stress workload behind the fault x fix matrix (`stress=N`): every
+//! online CPU issues N synchronous TLB shootdowns (flush_tlb_page of an
+//! address space active on every CPU) at the same time, under the fault
+//! injection and fixes chosen on the command line. One result line tells the
+//! host what happened; the run then halts (exit 0: the experiment ran).
+//!
+//! A deadlock is *detected*, not waited out: the watchdog's abort threshold
+//! makes a stalled waiter give up with `XcallError::Stalled`, and the time of
+//! the first watchdog report is the time to detection.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use alphasmp::bootargs::BootConfig;
+use alphasmp::mailbox::IpiMessage;
+use alphasmp::tlb::AddressSpace;
+use alphasmp::xcall::XcallError;
+
+use crate::percpu::{self, CPUS, MAX_CPUS};
+use crate::platform::{MMU, SMP};
+use crate::{clock, exit, ipl, mm, println, smp};
+
+static SPACE: AddressSpace<MAX_CPUS> = AddressSpace::new();
+const PAGE: u64 = 7;
+
+static PER_CPU: AtomicU64 = AtomicU64::new(0);
+static MASKED_WAIT: AtomicU64 = AtomicU64::new(0);
+static START_NS: AtomicU64 = AtomicU64::new(0);
+/// When the first waiter gave up (ns since start; u64::MAX: never).
+static FIRST_ABORT_NS: AtomicU64 = AtomicU64::new(u64::MAX);
+static ABORTED: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+static OTHER_ERRORS: AtomicU64 = AtomicU64::new(0);
+
+static READY: AtomicU64 = AtomicU64::new(0);
+
+fn worker(me: usize) -> u64 {
+    MMU.activate(&SPACE);
+    // Start barrier: every CPU has the space active (so every shootdown
+    // really crosses CPUs) and all start flushing together.
+    READY.fetch_add(1, Ordering::AcqRel);
+    let all = percpu::online_count() as u64;
+    let end = clock::now_ns() + 5_000_000_000;
+    while READY.load(Ordering::Acquire) < all && clock::now_ns() < end {
+        core::hint::spin_loop();
+    }
+    let mut done = 0;
+    for _ in 0..PER_CPU.load(Ordering::Relaxed) {
+        let result = if MASKED_WAIT.load(Ordering::Relaxed) != 0 {
+            let _masked = ipl::IplGuard::raise(ipl::HIGH);
+            MMU.flush_tlb_page(&SPACE, mm::va(PAGE), false)
+        } else {
+            MMU.flush_tlb_page(&SPACE, mm::va(PAGE), false)
+        };
+        match result {
+            Ok(()) => done += 1,
+            Err(XcallError::Stalled { target }) => {
+                let at = clock::now_ns().saturating_sub(START_NS.load(Ordering::Relaxed));
+                FIRST_ABORT_NS.fetch_min(at, Ordering::Relaxed);
+                ABORTED[me].store(target as u64 + 1, Ordering::Relaxed);
+                return done;
+            }
+            Err(_) => {
+                OTHER_ERRORS.fetch_add(1, Ordering::Relaxed);
+                return done;
+            }
+        }
+    }
+    done
+}
+
+fn sum(f: impl Fn(usize) -> u64) -> u64 {
+    percpu::online_cpus().map(f).sum()
+}
+
+/// Runs the workload and halts.
+pub fn run(cfg: &BootConfig<'_>) -> ! {
+    let online = percpu::online();
+    mm::set(PAGE, Some(mm::alloc_page()));
+    PER_CPU.store(cfg.stress, Ordering::Relaxed);
+    MASKED_WAIT.store(cfg.inject.masked_wait as u64, Ordering::Relaxed);
+    // A stalled wait gives up at its first report, or at its third when the
+    // watchdog re-sends (two re-sends must have failed to call it deadlock).
+    SMP.policy.abort_after.store(if cfg.resend { 3 } else { 1 }, Ordering::Relaxed);
+    println!(
+        "stress: {} CPU(s), {} shootdowns each, inject={}, ipi_lock={}, ipi_poll={}, resend={}, watchdog {} ms, irq load {} us",
+        online.count(),
+        cfg.stress,
+        cfg.inject.name(),
+        cfg.ipi_lock as u8,
+        cfg.ipi_poll as u8,
+        cfg.resend as u8,
+        cfg.watchdog_ms,
+        cfg.irq_load_us
+    );
+    START_NS.store(clock::now_ns(), Ordering::Relaxed);
+    // Every worker ends: each wait is bounded by the watchdog's abort.
+    let bound_ns = cfg.stress * 50_000_000 + 60_000_000_000;
+    let result = smp::run_on_cpus(online, worker, bound_ns);
+    let elapsed = clock::now_ns() - START_NS.load(Ordering::Relaxed);
+    let done: u64 = match result {
+        Ok(per_cpu) => per_cpu.iter().sum(),
+        Err(cpu) => {
+            println!("stress: CPU {cpu} never finished (no watchdog covered its wait)");
+            0
+        }
+    };
+    let aborted = percpu::online_cpus().filter(|c| ABORTED[*c].load(Ordering::Relaxed) != 0).count();
+    let deadlock = result.is_err() || aborted > 0 || done != cfg.stress * online.count() as u64;
+    let first = FIRST_ABORT_NS.load(Ordering::Relaxed);
+    let rescued: [u64; IpiMessage::COUNT] = core::array::from_fn(|i| sum(|c| SMP.cpu(c).stats.rescued[i].load(Ordering::Relaxed)));
+    println!(
+        "stress-result: outcome={} cpus={} per_cpu={} done={} aborted_cpus={} elapsed_ms={} detect_ms={} stalls={} resends={} dropped={} lock_drains={} rescued_call={} rescued_other={} errors={}",
+        if deadlock { "deadlock" } else { "completed" },
+        online.count(),
+        cfg.stress,
+        done,
+        aborted,
+        elapsed / 1_000_000,
+        if first == u64::MAX { -1 } else { (first / 1_000_000) as i64 },
+        sum(|c| SMP.cpu(c).stats.stalls.load(Ordering::Relaxed)),
+        sum(|c| SMP.cpu(c).stats.resends.load(Ordering::Relaxed)),
+        sum(|c| CPUS[c].dropped_ipis.load(Ordering::Relaxed)),
+        sum(|c| SMP.cpu(c).stats.lock_drains.load(Ordering::Relaxed)),
+        rescued[IpiMessage::CALL_FUNCTION.index()],
+        rescued.iter().sum::<u64>() - rescued[IpiMessage::CALL_FUNCTION.index()],
+        OTHER_ERRORS.load(Ordering::Relaxed),
+    );
+    exit::success()
+}

@@ -1,0 +1,300 @@
+//! The fault x fix matrix: every combination of an injected fault and a set
+//! of fixes, on 2 and 4 CPUs, each in its own QEMU boot running the kernel's
+//! stress workload (`stress=N`), compared with the outcome the protocol
+//! predicts.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::qemu::{self, Ending, RunSpec};
+use crate::util::{Context, Result};
+
+/// Injected faults, as the kernel's `inject=` values.
+pub const FAULTS: &[&str] = &["none", "edge_loss", "masked_wait", "both"];
+
+/// Fix sets: name and boot arguments.
+pub const FIXES: &[(&str, &str)] = &[
+    ("none", "ipi_lock=off ipi_poll=off resend=off"),
+    ("lock+drain", "ipi_lock=on ipi_poll=off resend=off"),
+    ("poll", "ipi_lock=off ipi_poll=on resend=off"),
+    ("resend", "ipi_lock=off ipi_poll=off resend=on"),
+    ("lock+drain+poll", "ipi_lock=on ipi_poll=on resend=off"),
+];
+
+/// What the protocol predicts for a cell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expect {
+    Completes,
+    Deadlocks,
+    /// Depends on where a lost IPI lands; either outcome is explained.
+    Either,
+}
+
+impl Expect {
+    pub fn name(self) -> &'static str {
+        match self {
+            Expect::Completes => "completes",
+            Expect::Deadlocks => "deadlocks",
+            Expect::Either => "either",
+        }
+    }
+}
+
+/// The prediction, from the protocol (the reasoning is in the README):
+///
+/// - With IPIs masked while waiting, only something that runs *in the
+///   waiter's own loop* can help: lock+drain (losers of the lock drain their
+///   mailbox; only the holder waits). Poll needs an interrupt the masked
+///   waiter never takes; a re-sent IPI is latched but not taken either.
+/// - With edge loss and waits at IPL 0, a lost IPI leaves a CALL bit that no
+///   interrupt will announce. Poll rescues it at the target's next interrupt
+///   (its tick), resend at the waiter's watchdog. Lock+drain rescues it only
+///   while the target is itself trying to take the lock: a target that has
+///   finished its work and idles is never drained, so lock+drain alone may
+///   still deadlock at the end of a run.
+pub fn predict(fault: &str, fix: &str) -> Expect {
+    let lock = fix.contains("lock");
+    let poll = fix.contains("poll");
+    let resend = fix == "resend";
+    let edge = fault == "edge_loss" || fault == "both";
+    let masked = fault == "masked_wait" || fault == "both";
+    if masked && !lock {
+        return Expect::Deadlocks;
+    }
+    if edge {
+        if poll || (resend && !masked) {
+            return Expect::Completes;
+        }
+        if lock {
+            return Expect::Either;
+        }
+        return Expect::Deadlocks;
+    }
+    Expect::Completes
+}
+
+/// One cell's measurement.
+#[derive(Clone, Debug)]
+pub struct Cell {
+    pub smp: u32,
+    pub fault: &'static str,
+    pub fix: &'static str,
+    pub expect: Expect,
+    /// completed, deadlock, hang (QEMU killed at the timeout) or error.
+    pub outcome: String,
+    pub fields: Vec<(String, String)>,
+    pub seconds: f64,
+}
+
+impl Cell {
+    pub fn field(&self, key: &str) -> Option<&str> {
+        self.fields.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+    /// Whether the outcome matches the prediction.
+    pub fn as_predicted(&self) -> bool {
+        match self.expect {
+            Expect::Completes => self.outcome == "completed",
+            Expect::Deadlocks => self.outcome == "deadlock",
+            Expect::Either => self.outcome == "completed" || self.outcome == "deadlock",
+        }
+    }
+}
+
+/// Matrix parameters.
+#[derive(Clone, Debug)]
+pub struct Params {
+    pub per_cpu: u64,
+    pub smps: Vec<u32>,
+    pub watchdog_ms: u64,
+    pub tick_hz: u32,
+    pub irq_load_us: u64,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params { per_cpu: 300, smps: vec![2, 4], watchdog_ms: 500, tick_hz: 1000, irq_load_us: 100 }
+    }
+}
+
+impl Params {
+    /// The boot arguments common to every cell.
+    pub fn common_args(&self) -> String {
+        format!("stress={} watchdog_ms={} tick_hz={} irq_load_us={}", self.per_cpu, self.watchdog_ms, self.tick_hz, self.irq_load_us)
+    }
+}
+
+/// Parses the kernel's `stress-result:` line into key/value pairs.
+pub fn parse_result(output: &str) -> Option<Vec<(String, String)>> {
+    let line = output.lines().rev().find_map(|l| l.strip_prefix("stress-result: "))?;
+    Some(line.split_whitespace().filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect())
+}
+
+/// Runs one cell.
+pub fn run_cell(kernel: &Path, p: &Params, smp: u32, fault: &'static str, fix: &'static str, args: &str) -> Result<Cell> {
+    let append = format!("{} inject={fault} {args}", p.common_args());
+    // Generous: a completing cell takes seconds; a deadlocking one about
+    // three watchdog periods; a hang is what the timeout is for.
+    let timeout = Duration::from_secs(60 + p.per_cpu / 5);
+    let r = qemu::run(&RunSpec { kernel, smp, append: &append, timeout, echo: false })?;
+    let fields = parse_result(&r.output).unwrap_or_default();
+    let outcome = match (r.ending, fields.iter().find(|(k, _)| k == "outcome")) {
+        (Ending::TimedOut, _) => "hang".to_string(),
+        (Ending::Exited(0), Some((_, o))) => o.clone(),
+        _ => "error".to_string(),
+    };
+    Ok(Cell { smp, fault, fix, expect: predict(fault, fix), outcome, fields, seconds: r.elapsed.as_secs_f64() })
+}
+
+/// Runs every cell, reporting each as it finishes.
+pub fn run_all(kernel: &Path, p: &Params, mut each: impl FnMut(&Cell)) -> Result<Vec<Cell>> {
+    let mut cells = Vec::new();
+    for &smp in &p.smps {
+        for &fault in FAULTS {
+            for &(fix, args) in FIXES {
+                let cell = run_cell(kernel, p, smp, fault, fix, args)?;
+                each(&cell);
+                cells.push(cell);
+            }
+        }
+    }
+    Ok(cells)
+}
+
+/// A one-line summary of a cell.
+pub fn describe(c: &Cell) -> String {
+    let f = |k: &str| c.field(k).unwrap_or("-").to_string();
+    format!(
+        "smp={} inject={:<11} fix={:<15} -> {:<9} (predicted {:<9}{}) detect_ms={} done={} dropped={} rescued={} resends={} drains={} [{:.1} s]",
+        c.smp,
+        c.fault,
+        c.fix,
+        c.outcome,
+        c.expect.name(),
+        if c.as_predicted() { "" } else { ", MISMATCH" },
+        f("detect_ms"),
+        f("done"),
+        f("dropped"),
+        f("rescued_call"),
+        f("resends"),
+        f("lock_drains"),
+        c.seconds
+    )
+}
+
+/// The matrix as Markdown: one table per CPU count.
+pub fn markdown(cells: &[Cell], p: &Params) -> String {
+    let mut s = String::new();
+    writeln!(s, "Workload: every CPU issues {} synchronous `flush_tlb_page` shootdowns at once; `{}`.", p.per_cpu, p.common_args()).ok();
+    writeln!(s, "Cell: outcome (time to detection for a deadlock; IPIs dropped / rescued by the poll / re-sent / lock drains). `!` marks an outcome the protocol did not predict.").ok();
+    for &smp in &p.smps {
+        writeln!(s, "\n**{smp} CPUs**\n").ok();
+        write!(s, "| fault \\ fix |").ok();
+        for (fix, _) in FIXES {
+            write!(s, " {fix} |").ok();
+        }
+        writeln!(s).ok();
+        write!(s, "|---|").ok();
+        for _ in FIXES {
+            write!(s, "---|").ok();
+        }
+        writeln!(s).ok();
+        for &fault in FAULTS {
+            write!(s, "| {fault} |").ok();
+            for &(fix, _) in FIXES {
+                let Some(c) = cells.iter().find(|c| c.smp == smp && c.fault == fault && c.fix == fix) else {
+                    write!(s, " |").ok();
+                    continue;
+                };
+                let f = |k: &str| c.field(k).unwrap_or("-").to_string();
+                let mark = if c.as_predicted() { "" } else { " !" };
+                let head = match c.outcome.as_str() {
+                    "deadlock" => format!("**deadlock** {} ms", f("detect_ms")),
+                    other => other.to_string(),
+                };
+                write!(s, " {head}{mark} ({}/{}/{}/{}) |", f("dropped"), f("rescued_call"), f("resends"), f("lock_drains")).ok();
+            }
+            writeln!(s).ok();
+        }
+    }
+    s
+}
+
+fn json_str(s: &str) -> String {
+    let mut out = String::from("\"");
+    for ch in s.chars() {
+        match ch {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// The matrix as JSON (numbers where the kernel printed numbers).
+pub fn json(cells: &[Cell], p: &Params) -> String {
+    let mut s = String::from("{\n");
+    writeln!(s, "  \"per_cpu\": {},\n  \"boot_args\": {},\n  \"cells\": [", p.per_cpu, json_str(&p.common_args())).ok();
+    for (i, c) in cells.iter().enumerate() {
+        write!(
+            s,
+            "    {{\"smp\": {}, \"fault\": {}, \"fix\": {}, \"predicted\": {}, \"outcome\": {}, \"as_predicted\": {}, \"seconds\": {:.2}",
+            c.smp,
+            json_str(c.fault),
+            json_str(c.fix),
+            json_str(c.expect.name()),
+            json_str(&c.outcome),
+            c.as_predicted(),
+            c.seconds
+        )
+        .ok();
+        for (k, v) in &c.fields {
+            if k == "outcome" {
+                continue;
+            }
+            let value = if v.parse::<i64>().is_ok() { v.clone() } else { json_str(v) };
+            write!(s, ", {}: {}", json_str(k), value).ok();
+        }
+        writeln!(s, "}}{}", if i + 1 < cells.len() { "," } else { "" }).ok();
+    }
+    s.push_str("  ]\n}\n");
+    s
+}
+
+/// Writes `matrix.md` and `matrix.json` into `dir`.
+pub fn write(dir: &Path, cells: &[Cell], p: &Params) -> Result<()> {
+    std::fs::create_dir_all(dir).context(|| format!("creating {}", dir.display()))?;
+    std::fs::write(dir.join("matrix.md"), markdown(cells, p)).context(|| "writing matrix.md".into())?;
+    std::fs::write(dir.join("matrix.json"), json(cells, p)).context(|| "writing matrix.json".into())?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn predictions_follow_the_protocol() {
+        assert_eq!(predict("none", "none"), Expect::Completes);
+        assert_eq!(predict("edge_loss", "none"), Expect::Deadlocks);
+        assert_eq!(predict("edge_loss", "poll"), Expect::Completes);
+        assert_eq!(predict("edge_loss", "resend"), Expect::Completes);
+        assert_eq!(predict("edge_loss", "lock+drain"), Expect::Either);
+        assert_eq!(predict("masked_wait", "poll"), Expect::Deadlocks);
+        assert_eq!(predict("masked_wait", "lock+drain"), Expect::Completes);
+        assert_eq!(predict("both", "lock+drain+poll"), Expect::Completes);
+        assert_eq!(predict("both", "resend"), Expect::Deadlocks);
+    }
+
+    #[test]
+    fn result_line_is_parsed() {
+        let out = "x\nstress-result: outcome=deadlock cpus=4 detect_ms=512\nmore\n";
+        let f = parse_result(out).unwrap();
+        assert_eq!(f[0], ("outcome".to_string(), "deadlock".to_string()));
+        assert_eq!(f[2], ("detect_ms".to_string(), "512".to_string()));
+        assert!(parse_result("nothing").is_none());
+    }
+}
