@@ -1,0 +1,152 @@
+/*
+ * The synchronous cross-call protocol of src/xcall.rs, for the spin model
+ * checker. Each CPU makes one synchronous call to the next CPU in a ring
+ * (0 -> 1 -> ... -> 0), then idles taking interrupts for ever, as the kernel
+ * does. Compile-time switches select the faults and fixes:
+ *
+ *   NCPU=n     number of CPUs (2 or 3)
+ *   LOSSY      EV7 line: an IPI sent while the target is inside an
+ *              interrupt handler is dropped (else: clipper latch)
+ *   MASKED     the caller waits with interrupts masked (IPL 7)
+ *   LOCK       seed patch 1/3: one lock around the call; a CPU that cannot
+ *              take it drains its own mailbox (interrupts off) and retries
+ *   POLL       seed patch 2/3: every tick handler polls the mailbox
+ *
+ * Modelled faithfully: the CALL bit is set before the IPI, an IPI is sent
+ * only when the target's queue goes from empty to non-empty, the handler
+ * takes the mailbox bit and then the whole queue, and runs every queued
+ * call (completing its caller's wait). Ticks arrive at any time the CPU is
+ * not masked and not already in a handler, for ever (weak fairness makes
+ * each CPU's interrupt process take steps when it can).
+ *
+ * Property (checked with ./pan -a -f): every CPU finishes its call.
+ *   ltl finish { <> (finished == NCPU) }
+ * A violation is a run in which some caller waits for ever: a deadlock.
+ *
+ * A CPU's program steps may interleave with its own interrupt handler's
+ * steps (an over-approximation: it only adds behaviours). Requiring the
+ * program to wait for the handler instead lets an endless stream of ticks
+ * starve the program, which weak fairness cannot exclude, and every
+ * configuration would "deadlock"; real ticks are short and periodic.
+ *
+ * Assumes: one call per CPU (more calls only repeat the same patterns);
+ * the drain loop's take-bit/take-queue steps are separate, a lock drain is
+ * one atomic step (it runs with interrupts off); the watchdog re-send is not
+ * modelled (an adversarial scheduler could always land it in a handler
+ * window, which real timing makes negligible).
+ */
+
+#ifndef NCPU
+#define NCPU 2
+#endif
+
+bool mailbox[NCPU];      /* CALL_FUNCTION bit of each CPU */
+byte queued[NCPU];       /* bit i: caller i's descriptor is in this CPU's queue */
+bool line[NCPU];         /* interrupt request latched for this CPU */
+bool in_handler[NCPU];   /* inside an interrupt handler at IPL 7 */
+bool masked[NCPU];       /* IPIs and ticks held off */
+bool done[NCPU];         /* caller i's call has run (its wait ends) */
+byte lock = 0;           /* 0: free; else 1 + owner */
+byte finished = 0;
+byte lost = 0;           /* IPIs dropped (LOSSY) */
+
+/* Run every call in `c`'s queue: each completes its caller's wait. */
+inline run_queue(c) {
+  atomic {
+    i = 0;
+    do
+    :: i < NCPU ->
+       if
+       :: queued[c] & (1 << i) -> done[i] = 1; printf("MSC: CPU %d runs the call of CPU %d\n", c, i)
+       :: else -> skip
+       fi;
+       i++
+    :: else -> break
+    od;
+    queued[c] = 0
+  }
+}
+
+/* The IPI handler's loop: take the bit, then the queue, until no bit. */
+inline drain(c) {
+  do
+  :: atomic { mailbox[c] -> mailbox[c] = 0 };
+     run_queue(c)
+  :: atomic { !mailbox[c] -> break }
+  od
+}
+
+inline wripir(t) {
+  atomic {
+#ifdef LOSSY
+    if
+    :: in_handler[t] -> lost++; printf("MSC: IPI to CPU %d LOST (in a handler)\n", t)
+    :: else -> line[t] = 1
+    fi
+#else
+    line[t] = 1
+#endif
+  }
+}
+
+proctype interrupts(byte c) {
+  byte i;
+  do
+  :: atomic { !masked[c] && !in_handler[c] && line[c] -> line[c] = 0; in_handler[c] = 1 };
+     drain(c);
+     in_handler[c] = 0
+  /* A clock tick; a pending IPI outranks it (IPIs sit above the clock). */
+  :: atomic { !masked[c] && !in_handler[c] && !line[c] -> in_handler[c] = 1 };
+#ifdef POLL
+     if
+     :: atomic { mailbox[c] -> printf("MSC: tick on CPU %d polls its mailbox\n", c) };
+        drain(c)
+     :: atomic { !mailbox[c] -> skip }
+     fi;
+#endif
+     in_handler[c] = 0
+  od
+}
+
+proctype cpu(byte me) {
+  byte t = (me + 1) % NCPU;
+  byte i;
+  bool was_empty;
+#ifdef LOCK
+  do
+  :: atomic { lock == 0 -> lock = me + 1; break }
+  :: atomic { lock != 0 && mailbox[me] ->
+       mailbox[me] = 0; printf("MSC: CPU %d drains while waiting for the lock\n", me) };
+     run_queue(me)
+  od;
+#endif
+#ifdef MASKED
+  masked[me] = 1;
+#endif
+  /* Queue the call; interrupt only if the queue was empty. */
+  atomic { was_empty = (queued[t] == 0); queued[t] = queued[t] | (1 << me) };
+  if
+  :: was_empty -> mailbox[t] = 1; wripir(t)
+  :: else -> skip
+  fi;
+  /* Wait for the call to run. */
+  atomic { done[me] -> masked[me] = 0 };
+#ifdef LOCK
+  lock = 0;
+#endif
+  finished++
+  /* Then idle: this CPU's interrupts keep being taken. */
+}
+
+init {
+  byte c;
+  atomic {
+    c = 0;
+    do
+    :: c < NCPU -> run interrupts(c); run cpu(c); c++
+    :: else -> break
+    od
+  }
+}
+
+ltl finish { <> (finished == NCPU) }
