@@ -47,20 +47,32 @@ impl Expect {
 ///   waiter's own loop* can help: lock+drain (losers of the lock drain their
 ///   mailbox; only the holder waits). Poll needs an interrupt the masked
 ///   waiter never takes; a re-sent IPI is latched but not taken either.
+///   On 4 CPUs every shootdown waits for all three others, so two waits
+///   overlap at once and the deadlock is certain. On 2 CPUs it needs both
+///   CPUs to send before either handles the other's call; once one CPU
+///   leads, the two fall into a stable alternation (each drops to IPL 0,
+///   and so runs the other's pending call, just before it raises IPL for
+///   its own) and never deadlock. Which happens depends on the start phase,
+///   so on 2 CPUs this is "either" (spin shows the deadlock is reachable).
 /// - With edge loss and waits at IPL 0, a lost IPI leaves a CALL bit that no
 ///   interrupt will announce. Poll rescues it at the target's next interrupt
 ///   (its tick), resend at the waiter's watchdog. Lock+drain rescues it only
 ///   while the target is itself trying to take the lock: a target that has
 ///   finished its work and idles is never drained, so lock+drain alone may
 ///   still deadlock at the end of a run.
-pub fn predict(fault: &str, fix: &str) -> Expect {
+pub fn predict(fault: &str, fix: &str, smp: u32) -> Expect {
     let lock = fix.contains("lock");
     let poll = fix.contains("poll");
     let resend = fix == "resend";
     let edge = fault == "edge_loss" || fault == "both";
     let masked = fault == "masked_wait" || fault == "both";
     if masked && !lock {
-        return Expect::Deadlocks;
+        if smp > 2 || (edge && !poll && !resend) {
+            // (On 2 CPUs an unrescued lost edge deadlocks even if the
+            // masked waits happen to alternate.)
+            return Expect::Deadlocks;
+        }
+        return Expect::Either;
     }
     if edge {
         if poll || (resend && !masked) {
@@ -143,7 +155,7 @@ pub fn run_cell(kernel: &Path, p: &Params, smp: u32, fault: &'static str, fix: &
         (Ending::Exited(0), Some((_, o))) => o.clone(),
         _ => "error".to_string(),
     };
-    Ok(Cell { smp, fault, fix, expect: predict(fault, fix), outcome, fields, seconds: r.elapsed.as_secs_f64() })
+    Ok(Cell { smp, fault, fix, expect: predict(fault, fix, smp), outcome, fields, seconds: r.elapsed.as_secs_f64() })
 }
 
 /// Runs every cell, reporting each as it finishes.
@@ -278,15 +290,18 @@ mod tests {
 
     #[test]
     fn predictions_follow_the_protocol() {
-        assert_eq!(predict("none", "none"), Expect::Completes);
-        assert_eq!(predict("edge_loss", "none"), Expect::Deadlocks);
-        assert_eq!(predict("edge_loss", "poll"), Expect::Completes);
-        assert_eq!(predict("edge_loss", "resend"), Expect::Completes);
-        assert_eq!(predict("edge_loss", "lock+drain"), Expect::Either);
-        assert_eq!(predict("masked_wait", "poll"), Expect::Deadlocks);
-        assert_eq!(predict("masked_wait", "lock+drain"), Expect::Completes);
-        assert_eq!(predict("both", "lock+drain+poll"), Expect::Completes);
-        assert_eq!(predict("both", "resend"), Expect::Deadlocks);
+        assert_eq!(predict("none", "none", 4), Expect::Completes);
+        assert_eq!(predict("edge_loss", "none", 4), Expect::Deadlocks);
+        assert_eq!(predict("edge_loss", "poll", 4), Expect::Completes);
+        assert_eq!(predict("edge_loss", "resend", 4), Expect::Completes);
+        assert_eq!(predict("edge_loss", "lock+drain", 4), Expect::Either);
+        assert_eq!(predict("masked_wait", "poll", 4), Expect::Deadlocks);
+        assert_eq!(predict("masked_wait", "poll", 2), Expect::Either);
+        assert_eq!(predict("masked_wait", "lock+drain", 2), Expect::Completes);
+        assert_eq!(predict("both", "lock+drain+poll", 4), Expect::Completes);
+        assert_eq!(predict("both", "resend", 4), Expect::Deadlocks);
+        assert_eq!(predict("both", "none", 2), Expect::Deadlocks);
+        assert_eq!(predict("both", "poll", 2), Expect::Either);
     }
 
     #[test]
