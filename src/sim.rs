@@ -14,16 +14,28 @@
 //! Interrupt handlers are run the way the kernel runs them: IPL raised to 7,
 //! `in_interrupt` true, then the core's `handle_ipi` (IPIs) or a simulated
 //! clock tick followed by the core's in-interrupt poll.
+//!
+//! Two schedulers:
+//!
+//! - **free**: the CPU threads run at once (real contention on the host's
+//!   atomics; not reproducible);
+//! - **seeded**: a baton scheduler lets exactly one CPU thread run at a
+//!   time; at every scheduling point (each `relax`, each step of a tick
+//!   handler) a generator seeded by the test picks the next CPU. The same
+//!   seed gives the same interleaving, so a failing run is replayed from its
+//!   seed. The cycle counter is then the global step count, which makes the
+//!   watchdog deterministic too.
 
 extern crate std;
 
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::cell::Cell;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::Instant;
 use std::vec::Vec;
 
 use crate::mailbox::IpiMessage;
+use crate::rng::XorShift64;
 use crate::platform::{Platform, TlbOp, ipl};
 use crate::xcall::{Hooks, Smp, StallReport};
 
@@ -67,6 +79,71 @@ pub struct SimPlatform {
     smp: OnceLock<&'static SimSmp>,
     start: Instant,
     pub stalls: AtomicU64,
+    baton: Option<Baton>,
+}
+
+/// The seeded scheduler: whose turn it is, and the generator choosing.
+struct Baton {
+    state: Mutex<BatonState>,
+    turn_changed: Condvar,
+}
+
+struct BatonState {
+    turn: usize,
+    alive: u64,
+    rng: XorShift64,
+    steps: u64,
+}
+
+impl Baton {
+    fn new(seed: u64, cpus: usize) -> Self {
+        Baton {
+            state: Mutex::new(BatonState { turn: 0, alive: (1u64 << cpus) - 1, rng: XorShift64::new(seed), steps: 0 }),
+            turn_changed: Condvar::new(),
+        }
+    }
+    fn lock(&self) -> std::sync::MutexGuard<'_, BatonState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    fn pick(s: &mut BatonState) {
+        let n = s.alive.count_ones() as u64;
+        if n == 0 {
+            return;
+        }
+        let k = s.rng.below(n) as u32;
+        let mut m = s.alive;
+        for _ in 0..k {
+            m &= m - 1;
+        }
+        s.turn = m.trailing_zeros() as usize;
+    }
+    fn wait_turn(&self, me: usize) {
+        let mut s = self.lock();
+        while s.turn != me {
+            s = self.turn_changed.wait(s).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+    /// A scheduling point: the generator picks who runs next.
+    fn pass(&self, me: usize) {
+        let mut s = self.lock();
+        s.steps += 1;
+        Self::pick(&mut s);
+        if s.turn != me {
+            self.turn_changed.notify_all();
+            while s.turn != me {
+                s = self.turn_changed.wait(s).unwrap_or_else(|p| p.into_inner());
+            }
+        }
+    }
+    fn exit(&self, me: usize) {
+        let mut s = self.lock();
+        s.alive &= !(1 << me);
+        Self::pick(&mut s);
+        self.turn_changed.notify_all();
+    }
+    fn steps(&self) -> u64 {
+        self.lock().steps
+    }
 }
 
 std::thread_local! {
@@ -76,6 +153,15 @@ std::thread_local! {
 impl SimPlatform {
     /// Builds a machine and its SMP core, with `online` CPUs marked online.
     pub fn machine(line: Line, tick_every: u64, tick_len: u64, online: usize) -> &'static SimSmp {
+        Self::build(line, tick_every, tick_len, online, None)
+    }
+
+    /// A machine under the seeded scheduler (see the module docs).
+    pub fn seeded(line: Line, tick_every: u64, tick_len: u64, online: usize, seed: u64) -> &'static SimSmp {
+        Self::build(line, tick_every, tick_len, online, Some(Baton::new(seed, online)))
+    }
+
+    fn build(line: Line, tick_every: u64, tick_len: u64, online: usize, baton: Option<Baton>) -> &'static SimSmp {
         let p = SimPlatform {
             cpus: Default::default(),
             line,
@@ -84,6 +170,7 @@ impl SimPlatform {
             smp: OnceLock::new(),
             start: Instant::now(),
             stalls: AtomicU64::new(0),
+            baton,
         };
         let smp: &'static SimSmp = std::boxed::Box::leak(std::boxed::Box::new(Smp::new(p)));
         let _ = smp.platform.smp.set(smp);
@@ -101,6 +188,20 @@ impl SimPlatform {
         &self.cpus[self.cpu_id()]
     }
 
+    /// A scheduling point: under the seeded scheduler the generator picks
+    /// the next CPU to run; otherwise the host thread yields.
+    pub fn schedule(&self) {
+        match &self.baton {
+            Some(b) => b.pass(self.cpu_id()),
+            None => std::thread::yield_now(),
+        }
+    }
+
+    /// Scheduling points so far (seeded scheduler; 0 otherwise).
+    pub fn steps(&self) -> u64 {
+        self.baton.as_ref().map_or(0, Baton::steps)
+    }
+
     /// Takes pending interrupts if the IPL allows (the delivery point).
     pub fn deliver(&self) {
         let cpu = self.me();
@@ -114,7 +215,7 @@ impl SimPlatform {
                     cpu.ticks.fetch_add(1, Ordering::Relaxed);
                     // The handler body: time passes at IPL 7 (the EV7 window).
                     for _ in 0..self.tick_len {
-                        std::thread::yield_now();
+                        self.schedule();
                     }
                     self.smp().poll_in_interrupt();
                 });
@@ -146,6 +247,9 @@ impl SimPlatform {
                 let (work, done) = (work.clone(), done.clone());
                 std::thread::spawn(move || {
                     THIS_CPU.with(|t| t.set(c));
+                    if let Some(b) = &smp.platform.baton {
+                        b.wait_turn(c);
+                    }
                     let r = work(c);
                     done.fetch_add(1, Ordering::AcqRel);
                     // Idle: keep serving interrupts until everyone is done.
@@ -155,6 +259,9 @@ impl SimPlatform {
                     // An IPI posted just before the last CPU finished is
                     // visible now (posted before `done` was incremented).
                     smp.platform.relax();
+                    if let Some(b) = &smp.platform.baton {
+                        b.exit(c);
+                    }
                     r
                 })
             })
@@ -205,14 +312,17 @@ impl Platform for SimPlatform {
         self.me().asn.store(asn, Ordering::Relaxed);
     }
     fn cycles(&self) -> u64 {
-        self.start.elapsed().as_nanos() as u64
+        match &self.baton {
+            Some(b) => b.steps(),
+            None => self.start.elapsed().as_nanos() as u64,
+        }
     }
     fn cycle_freq(&self) -> u64 {
         1_000_000_000
     }
     fn relax(&self) {
         self.deliver();
-        std::thread::yield_now();
+        self.schedule();
     }
 }
 
