@@ -10,7 +10,9 @@ pub mod bootargs;
 pub mod cpumask;
 pub mod mailbox;
 pub mod platform;
+pub mod queue;
 pub mod rng;
+pub mod sync;
 pub mod xcall;
 #[cfg(feature = "sim")]
 pub mod sim;

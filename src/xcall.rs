@@ -42,66 +42,14 @@
 //!   reproduction run can count a deadlock instead of hanging.
 
 use core::fmt;
-use core::ptr;
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use crate::cpumask::CpuMask;
 use crate::mailbox::{IpiMessage, Mailbox};
 use crate::platform::{Platform, ipl};
+use crate::queue::{CallQueue, Csd, LOCK, SYNC};
 
-/// A function run on another CPU, with its argument.
-pub type CallFn = fn(usize);
-
-const LOCK: u32 = 1;
-const SYNC: u32 = 2;
-
-/// A call descriptor (Linux's `call_single_data`).
-#[repr(align(64))]
-pub struct Csd {
-    flags: AtomicU32,
-    func: AtomicUsize,
-    arg: AtomicUsize,
-    next: AtomicPtr<Csd>,
-}
-
-impl Csd {
-    const fn new() -> Self {
-        Csd { flags: AtomicU32::new(0), func: AtomicUsize::new(0), arg: AtomicUsize::new(0), next: AtomicPtr::new(ptr::null_mut()) }
-    }
-    fn locked(&self) -> bool {
-        self.flags.load(Ordering::Acquire) & LOCK != 0
-    }
-}
-
-/// A CPU's queue of pending calls: a Treiber stack that is only ever pushed
-/// (by any CPU) and emptied whole (by its owner), so it has no ABA problem.
-struct CallQueue {
-    head: AtomicPtr<Csd>,
-}
-
-impl CallQueue {
-    const fn new() -> Self {
-        CallQueue { head: AtomicPtr::new(ptr::null_mut()) }
-    }
-    /// Pushes `csd`; returns true if the queue was empty.
-    fn push(&self, csd: &Csd) -> bool {
-        let new = csd as *const Csd as *mut Csd;
-        let mut head = self.head.load(Ordering::Relaxed);
-        loop {
-            csd.next.store(head, Ordering::Relaxed);
-            match self.head.compare_exchange_weak(head, new, Ordering::Release, Ordering::Relaxed) {
-                Ok(_) => return head.is_null(),
-                Err(h) => head = h,
-            }
-        }
-    }
-    fn take_all(&self) -> *mut Csd {
-        self.head.swap(ptr::null_mut(), Ordering::Acquire)
-    }
-    fn is_empty(&self) -> bool {
-        self.head.load(Ordering::Relaxed).is_null()
-    }
-}
+pub use crate::queue::CallFn;
 
 /// Per-CPU counters (Relaxed statistics).
 #[derive(Default)]
@@ -348,37 +296,11 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
     /// Runs every call queued for `me` (FIFO), per the module protocol.
     fn flush_queue(&self, me: usize) {
         let st = &self.cpus[me];
-        // Reverse the LIFO list into arrival order.
-        let mut list = st.queue.take_all();
-        let mut fifo: *mut Csd = ptr::null_mut();
-        while !list.is_null() {
-            // SAFETY: a queued descriptor stays valid and untouched by its
-            // owner until we unlock it (it is locked, and descriptors live in
-            // static per-CPU arrays); we are the only consumer of this queue.
-            let csd = unsafe { &*list };
-            let next = csd.next.load(Ordering::Relaxed);
-            csd.next.store(fifo, Ordering::Relaxed);
-            fifo = list;
-            list = next;
-        }
-        while !fifo.is_null() {
-            // SAFETY: as above; it is still locked, so still ours to read.
-            let csd = unsafe { &*fifo };
-            let next = csd.next.load(Ordering::Relaxed);
-            let func = csd.func.load(Ordering::Relaxed);
-            let arg = csd.arg.load(Ordering::Relaxed);
-            // SAFETY: `func` was stored from a `CallFn` by `queue_call`.
-            let f: CallFn = unsafe { core::mem::transmute::<usize, CallFn>(func) };
-            st.stats.calls_run.fetch_add(1, Ordering::Relaxed);
-            if csd.flags.load(Ordering::Relaxed) & SYNC != 0 {
-                f(arg);
-                csd.flags.store(0, Ordering::Release);
-            } else {
-                csd.flags.store(0, Ordering::Release);
-                f(arg);
-            }
-            fifo = next;
-        }
+        // SAFETY: `me` is the calling CPU (the queue's owner); descriptors
+        // live in the static per-CPU `cfd` arrays and their owners leave
+        // them alone while locked.
+        let ran = unsafe { st.queue.run_all() };
+        st.stats.calls_run.fetch_add(ran as u64, Ordering::Relaxed);
     }
 
     // ---- Calls -------------------------------------------------------------

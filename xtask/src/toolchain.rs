@@ -168,7 +168,8 @@ fn ensure_packages(say: &dyn Fn(&str)) -> Result<()> {
     Ok(())
 }
 
-/// Makes sure the pinned toolchain has rust-src and rustc-dev; returns its sysroot.
+/// Makes sure the pinned toolchain has rust-src, rustc-dev and miri; returns
+/// its sysroot.
 fn ensure_rust_components(channel: &str) -> Result<PathBuf> {
     let sysroot = |ch: &str| -> Result<PathBuf> {
         Ok(PathBuf::from(
@@ -179,12 +180,15 @@ fn ensure_rust_components(channel: &str) -> Result<PathBuf> {
     let have = |s: &Path| cg_gcc_source(s).join("Cargo.toml").exists() && library_source(s).join("core").exists();
     // Installing the toolchain itself happens through the rustup proxy on first use.
     let s = sysroot(channel)?;
-    if have(&s) {
+    // rustup installs rust-toolchain.toml's components only with a new
+    // toolchain, not into one that already exists; so check each here.
+    let have_miri = s.join("bin/cargo-miri").exists();
+    if have(&s) && have_miri {
         return Ok(s);
     }
-    eprintln!("==> adding rustup components rust-src rustc-dev to {channel}");
+    eprintln!("==> adding rustup components rust-src rustc-dev miri to {channel}");
     output(
-        Command::new("rustup").args(["component", "add", "--toolchain", channel, "rust-src", "rustc-dev"]),
+        Command::new("rustup").args(["component", "add", "--toolchain", channel, "rust-src", "rustc-dev", "miri"]),
         "rustup component add",
     )?;
     let s = sysroot(channel)?;
