@@ -10,7 +10,10 @@ use alphasmp::platform::{Platform, ipl};
 use alphasmp::sim::{Line, SimPlatform};
 use alphasmp::xcall::XcallError;
 
-const SEEDS: u64 = 40;
+/// Seeds per configuration (`cargo xtask test --long`: 400).
+fn seeds() -> u64 {
+    if std::env::var_os("ALPHASMP_LONG").is_some() { 400 } else { 40 }
+}
 const CALLS: usize = 12;
 /// Watchdog bound in scheduling steps: far above a normal call's latency.
 const WATCHDOG_STEPS: u64 = 4_000;
@@ -72,7 +75,7 @@ fn run(seed: u64, cpus: usize, line: Line, masked: bool, fixes: Fixes) -> Run {
 /// Runs every seed; returns (deadlocks, runs that dropped an IPI, rescues).
 fn sweep(cpus: usize, line: Line, masked: bool, fixes: Fixes) -> (u64, u64, u64) {
     let (mut deadlocks, mut lossy_runs, mut rescued) = (0, 0, 0);
-    for seed in 0..SEEDS {
+    for seed in 0..seeds() {
         let r = run(seed, cpus, line, masked, fixes);
         deadlocks += r.deadlock as u64;
         lossy_runs += (r.dropped > 0) as u64;
@@ -111,7 +114,7 @@ fn lost_edge_deadlock_appears_without_a_fix() {
         let (d, lossy, _) = sweep(cpus, Line::LossyEdge, false, NONE);
         assert!(lossy > 0, "{cpus} CPUs: no seed ever lost an IPI; the window is not exercised");
         assert!(d > 0, "{cpus} CPUs: IPIs were lost in {lossy} runs but no deadlock was detected");
-        eprintln!("{cpus} CPUs lossy, no fix: {d}/{SEEDS} seeds deadlocked ({lossy} lost an IPI)");
+        eprintln!("{cpus} CPUs lossy, no fix: {d}/{} seeds deadlocked ({lossy} lost an IPI)", seeds());
     }
 }
 
@@ -138,7 +141,7 @@ fn masked_waiters_deadlock_without_the_lock() {
 fn lock_and_drain_cures_masked_waiters() {
     for cpus in [2, 4] {
         let mut drains = 0;
-        for seed in 0..SEEDS {
+        for seed in 0..seeds() {
             let r = run(seed, cpus, Line::Latch, true, LOCK);
             assert!(!r.deadlock, "{cpus} CPUs seed {seed}: deadlock with lock+drain");
             drains += r.drains;

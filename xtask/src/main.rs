@@ -9,7 +9,8 @@ use xtask::util::{Result, err, repo_root};
 const USAGE: &str = "usage: cargo xtask <command>
   run [--smp N] [--append \"ARGS\"] [--timeout SECS]
                  build, boot on QEMU (default 4 CPUs), run the self-tests, exit with their verdict
-  test           host tests, then the QEMU boots in tests/ (everything CI runs)
+  test [--long]  everything CI runs: host/simulator/model tests, QEMU boots and the
+                 fault x fix matrix, loom, Miri (--long: more seeds and rounds)
   matrix [--per-cpu N] [--smp 2,4] [--out DIR] [--check]
                  fault x fix matrix, one QEMU boot per cell; writes DIR/matrix.md and .json (default results/)
   stress [--per-cpu N] [--smp N] [--append \"ARGS\"]
@@ -104,20 +105,37 @@ fn run(args: &[String]) -> Result<ExitCode> {
 }
 
 fn test(args: &[String]) -> Result<ExitCode> {
-    no_args(args)?;
+    let long = match args.first().map(String::as_str) {
+        None => false,
+        Some("--long") if args.len() == 1 => true,
+        Some(a) => return Err(err(format!("unexpected argument '{a}' for test (only --long)"))),
+    };
     let tc = xtask::toolchain::ensure(false)?;
     let elf = xtask::kernel::build(&tc)?;
     eprintln!("==> kernel: {}", elf.display());
-    eprintln!("==> host tests and QEMU boots: cargo test --workspace");
-    let status = Command::new("cargo")
-        .current_dir(repo_root())
-        .env("ALPHASMP_KERNEL", &elf)
-        .args(["test", "--workspace"])
-        .status()
-        .map_err(|e| err(format!("starting cargo test: {e}")))?;
-    if !status.success() {
-        return Err(err("cargo test failed"));
-    }
+    let root = repo_root();
+    let cargo = |what: &str, args: &[&str], envs: &[(&str, &str)]| -> Result<()> {
+        eprintln!("==> {what}: cargo {}", args.join(" "));
+        let mut cmd = Command::new("cargo");
+        cmd.current_dir(&root).env("ALPHASMP_KERNEL", &elf).args(args);
+        if long {
+            cmd.env("ALPHASMP_LONG", "1");
+        }
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let status = cmd.status().map_err(|e| err(format!("starting cargo: {e}")))?;
+        if status.success() { Ok(()) } else { Err(err(format!("{what} failed"))) }
+    };
+    // 1. Host unit tests, simulator, spin models, QEMU boots and the matrix.
+    cargo("host tests, simulator, spin models, QEMU boots", &["test", "--workspace"], &[])?;
+    // 2. loom: the lock-free modules compiled against loom's atomics.
+    let loom_dir = root.join("target/loom");
+    cargo("loom", &["test", "--release", "--test", "loom"], &[("RUSTFLAGS", "--cfg loom"), ("CARGO_TARGET_DIR", &loom_dir.display().to_string())])?;
+    // 3. Miri over the unit tests of src/.
+    let miri_dir = root.join("target/miri");
+    cargo("miri", &["miri", "test", "--lib"], &[("CARGO_TARGET_DIR", &miri_dir.display().to_string())])?;
+    eprintln!("==> all test stages passed{}", if long { " (long mode)" } else { "" });
     Ok(ExitCode::SUCCESS)
 }
 
