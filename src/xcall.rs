@@ -191,6 +191,9 @@ pub struct StallReport {
     pub waited_cycles: u64,
     /// Reports so far for this wait (1 for the first).
     pub nth: u64,
+    /// The call being waited for: its function's address and argument.
+    pub func: usize,
+    pub arg: usize,
 }
 
 /// Hooks the platform provides beyond [`Platform`]: what to do with
@@ -436,6 +439,8 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
                 target_waiting_for: t.waiting_for.load(Ordering::Relaxed).checked_sub(1),
                 waited_cycles: waited,
                 nth: *reports,
+                func: csd.func.load(Ordering::Relaxed),
+                arg: csd.arg.load(Ordering::Relaxed),
             });
             let abort_after = self.policy.abort_after.load(Ordering::Relaxed);
             if abort_after != 0 && *reports >= abort_after {

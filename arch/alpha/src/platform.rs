@@ -110,10 +110,12 @@ impl Hooks for AlphaPlatform {
             None => "not waiting",
         };
         println!(
-            "watchdog: CPU {} waited {} us for CPU {} (report {}): target mailbox {:?}, queue {}, IPL {}, {} in interrupt, {}",
+            "watchdog: CPU {} waited {} us for CPU {} to run call {:#x}({:#x}) (report {}): target mailbox {:?}, queue {}, IPL {}, {} in interrupt, {}",
             r.waiter,
             clock::cycles_to_ns(r.waited_cycles) / 1000,
             r.target,
+            r.func,
+            r.arg,
             r.nth,
             r.target_mailbox,
             if r.target_queue_pending { "pending" } else { "empty" },

@@ -67,12 +67,15 @@ pub fn print_counters() {
             line.push_str(&alloc::format!(" {name}={s}/{h}"));
         }
         let st = &crate::platform::SMP.cpu(cpu).stats;
+        line.push_str("; rescued");
+        for (i, name) in IpiMessage::NAMES.iter().enumerate() {
+            line.push_str(&alloc::format!(" {name}={}", st.rescued[i].load(Relaxed)));
+        }
         line.push_str(&alloc::format!(
-            "; rescued call={} other={}; calls queued={} run={}",
-            st.rescued[IpiMessage::CALL_FUNCTION.index()].load(Relaxed),
-            st.rescued.iter().map(|r| r.load(Relaxed)).sum::<u64>() - st.rescued[IpiMessage::CALL_FUNCTION.index()].load(Relaxed),
+            "; calls queued={} run={}; dropped(injected)={}",
             st.calls_queued.load(Relaxed),
-            st.calls_run.load(Relaxed)
+            st.calls_run.load(Relaxed),
+            crate::percpu::CPUS[cpu].dropped_ipis.load(Relaxed)
         ));
         println!("{line}");
     }
