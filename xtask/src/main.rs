@@ -66,6 +66,18 @@ fn build(args: &[String]) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Parses a `--smp` value: a CPU count the clipper machine can have.
+fn parse_smp(v: &str) -> Result<u32> {
+    let n = v.parse().map_err(|_| err(format!("--smp {v}: not a number (the clipper machine has 1 to {} CPUs)", qemu::MAX_SMP)))?;
+    qemu::check_smp(n)?;
+    Ok(n)
+}
+
+/// Parses a whole number greater than zero for option `name`.
+fn parse_positive(name: &str, v: &str) -> Result<u64> {
+    v.parse().ok().filter(|n| *n > 0).ok_or_else(|| err(format!("{name} {v}: expected a whole number > 0")))
+}
+
 struct RunArgs {
     smp: u32,
     append: String,
@@ -78,16 +90,9 @@ fn parse_run_args(args: &[String]) -> Result<RunArgs> {
     while let Some(a) = it.next() {
         let mut value = |name: &str| it.next().cloned().ok_or_else(|| err(format!("{name} needs a value")));
         match a.as_str() {
-            "--smp" => {
-                let v = value("--smp")?;
-                r.smp = v.parse().map_err(|_| err(format!("--smp {v}: not a number (the clipper machine has 1 to {} CPUs)", qemu::MAX_SMP)))?;
-                qemu::check_smp(r.smp)?;
-            }
+            "--smp" => r.smp = parse_smp(&value("--smp")?)?,
             "--append" => r.append = value("--append")?,
-            "--timeout" => {
-                let v = value("--timeout")?;
-                r.timeout = v.parse().ok().filter(|t| *t > 0).ok_or_else(|| err(format!("--timeout {v}: expected seconds > 0")))?;
-            }
+            "--timeout" => r.timeout = parse_positive("--timeout", &value("--timeout")?)?,
             other => return Err(err(format!("unknown option '{other}' for run\n{USAGE}"))),
         }
     }
@@ -147,17 +152,8 @@ fn matrix(args: &[String]) -> Result<ExitCode> {
     while let Some(a) = it.next() {
         let mut value = |name: &str| it.next().cloned().ok_or_else(|| err(format!("{name} needs a value")));
         match a.as_str() {
-            "--per-cpu" => {
-                let v = value("--per-cpu")?;
-                p.per_cpu = v.parse().ok().filter(|n| *n > 0).ok_or_else(|| err(format!("--per-cpu {v}: expected a number > 0")))?;
-            }
-            "--smp" => {
-                let v = value("--smp")?;
-                p.smps = v
-                    .split(',')
-                    .map(|s| s.parse::<u32>().map_err(|_| err(format!("--smp {v}: expected numbers like 2,4"))).and_then(|n| qemu::check_smp(n).map(|_| n)))
-                    .collect::<Result<_>>()?;
-            }
+            "--per-cpu" => p.per_cpu = parse_positive("--per-cpu", &value("--per-cpu")?)?,
+            "--smp" => p.smps = value("--smp")?.split(',').map(parse_smp).collect::<Result<_>>()?,
             "--out" => out = value("--out")?.into(),
             "--check" => check = true,
             other => return Err(err(format!("unknown option '{other}' for matrix"))),
@@ -178,15 +174,8 @@ fn stress(args: &[String]) -> Result<ExitCode> {
     while let Some(a) = it.next() {
         let mut value = |name: &str| it.next().cloned().ok_or_else(|| err(format!("{name} needs a value")));
         match a.as_str() {
-            "--per-cpu" => {
-                let v = value("--per-cpu")?;
-                per_cpu = v.parse().ok().filter(|n| *n > 0).ok_or_else(|| err(format!("--per-cpu {v}: expected a number > 0")))?;
-            }
-            "--smp" => {
-                let v = value("--smp")?;
-                smp = v.parse().map_err(|_| err(format!("--smp {v}: not a number")))?;
-                qemu::check_smp(smp)?;
-            }
+            "--per-cpu" => per_cpu = parse_positive("--per-cpu", &value("--per-cpu")?)?,
+            "--smp" => smp = parse_smp(&value("--smp")?)?,
             "--append" => extra = value("--append")?,
             other => return Err(err(format!("unknown option '{other}' for stress"))),
         }
