@@ -12,7 +12,7 @@ use core::fmt;
 pub const KEYS: &[(&str, &str)] = &[
     ("tests", "comma-separated self-test name prefixes to run (default: all)"),
     ("force_fail", "yes: add a self-test that fails, to prove failures reach the exit status"),
-    ("fault", "deliberate fault after the self-tests: none|breakpoint|illegal|overflow|unmapped|unaligned|callsys|panic"),
+    ("fault", "deliberate fault after the self-tests: none|breakpoint|illegal|overflow|unmapped|unaligned|callsys|panic|panic_stuck"),
     ("tick_hz", "per-CPU clock tick rate in Hz, 10..=1000 (default 100)"),
     ("verbose", "yes: print per-test detail lines"),
     ("storm_rounds", "synchronous calls per CPU in xcall.concurrent_storm, 1..=10000000 (default 5000)"),
@@ -45,6 +45,9 @@ pub enum Fault {
     Callsys,
     /// A Rust panic on a secondary CPU.
     Panic,
+    /// A panic on a secondary CPU while CPU 0 sits at IPL 7, where the
+    /// stop IPI cannot reach it.
+    PanicStuck,
 }
 
 impl Fault {
@@ -57,6 +60,7 @@ impl Fault {
         ("unaligned", Fault::Unaligned),
         ("callsys", Fault::Callsys),
         ("panic", Fault::Panic),
+        ("panic_stuck", Fault::PanicStuck),
     ];
 
     /// The boot-argument spelling.
@@ -194,7 +198,7 @@ impl<'a> BootConfig<'a> {
                         .iter()
                         .find(|(n, _)| *n == value)
                         .map(|(_, f)| *f)
-                        .ok_or(BootArgError::BadValue { key, value, expected: "none|breakpoint|illegal|overflow|unmapped|unaligned|callsys|panic" })?;
+                        .ok_or(BootArgError::BadValue { key, value, expected: "none|breakpoint|illegal|overflow|unmapped|unaligned|callsys|panic|panic_stuck" })?;
                 }
                 "tick_hz" => {
                     cfg.tick_hz = value

@@ -112,6 +112,16 @@ fn panic_on_a_secondary_stops_every_cpu() {
     assert!(r.lines_with("did not acknowledge CPU_STOP").next().is_none(), "every CPU took the stop IPI");
 }
 
+/// The stop IPI cannot reach a CPU at IPL 7: the panicking CPU names it and
+/// ends the run anyway (the fallback), instead of waiting for it.
+#[test]
+fn panic_reports_a_cpu_the_stop_ipi_cannot_reach() {
+    let r = boot(2, "tests=ipl fault=panic_stuck");
+    assert_eq!(r.ending, Ending::Exited(1), "{}", r.describe());
+    assert!(r.lines_with("PANIC on CPU 1").next().is_some(), "the panic names CPU 1");
+    assert!(r.lines_with("CPU 0 did not acknowledge CPU_STOP").next().is_some(), "CPU 0 is reported");
+}
+
 #[test]
 fn banner_reports_hwrpb_facts() {
     let r = boot(1, "tests=div.u64");

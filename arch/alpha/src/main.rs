@@ -203,11 +203,14 @@ fn raise_fault(fault: Fault) -> ! {
                 fault_load(&raw const word as u64 + 3);
             }
             Fault::Callsys => fault_callsys(),
-            Fault::Panic => {
+            Fault::Panic | Fault::PanicStuck => {
                 let target = percpu::online_cpus().find(|c| *c != pal::whami()).unwrap_or(pal::whami());
                 if target == pal::whami() {
-                    panic!("deliberate panic on CPU {target} (fault=panic)");
+                    panic!("deliberate panic on CPU {target} (fault={})", fault.name());
                 }
+                // panic_stuck: this CPU stays at IPL 7, so the panicking CPU's
+                // stop IPI cannot arrive and must be reported, not waited for.
+                let _stuck = (fault == Fault::PanicStuck).then(|| ipl::IplGuard::raise(ipl::HIGH));
                 smp::IDLE_REQUEST.store(target, core::sync::atomic::Ordering::Release);
                 clock::delay_ns(2_000_000_000);
             }
