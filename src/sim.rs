@@ -210,7 +210,7 @@ impl SimPlatform {
         }
         if self.tick_every != 0 && cpu.ipl.load(Ordering::Relaxed) < 5 {
             let n = cpu.relax_count.fetch_add(1, Ordering::Relaxed) + 1;
-            if n % self.tick_every == 0 {
+            if n.is_multiple_of(self.tick_every) {
                 self.interrupt(|| {
                     cpu.ticks.fetch_add(1, Ordering::Relaxed);
                     // The handler body: time passes at IPL 7 (the EV7 window).
