@@ -13,6 +13,8 @@ const USAGE: &str = "usage: cargo xtask <command>
                  fault x fix matrix, loom, Miri (--long: more seeds and rounds)
   matrix [--per-cpu N] [--smp 2,4] [--out DIR] [--check]
                  fault x fix matrix, one QEMU boot per cell; writes DIR/matrix.md and .json (default results/)
+  bench [--per-cpu N] [--reps N] [--smp 2,4] [--out DIR]
+                 cost of each fix with no fault: time per shootdown, repeated; writes DIR/bench.md and .json
   stress [--per-cpu N] [--smp N] [--append \"ARGS\"]
                  long stress: edge loss injected, all fixes on; zero watchdog reports required
   build          build the kernel ELF and print its path
@@ -26,6 +28,7 @@ fn main() -> ExitCode {
         Some("build") => build(&args[1..]),
         Some("matrix") => matrix(&args[1..]),
         Some("stress") => stress(&args[1..]),
+        Some("bench") => bench(&args[1..]),
         Some("toolchain") => toolchain(&args[1..]),
         Some("help" | "-h" | "--help") => {
             println!("{USAGE}");
@@ -198,4 +201,24 @@ fn stress(args: &[String]) -> Result<ExitCode> {
         get("rescued_call")
     );
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn bench(args: &[String]) -> Result<ExitCode> {
+    let (mut per_cpu, mut reps, mut smps, mut out) = (1000u64, 5usize, vec![2u32, 4], repo_root().join("results"));
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = |name: &str| it.next().cloned().ok_or_else(|| err(format!("{name} needs a value")));
+        match a.as_str() {
+            "--per-cpu" => per_cpu = parse_positive("--per-cpu", &value("--per-cpu")?)?,
+            "--reps" => reps = parse_positive("--reps", &value("--reps")?)? as usize,
+            "--smp" => smps = value("--smp")?.split(',').map(parse_smp).collect::<Result<_>>()?,
+            "--out" => out = value("--out")?.into(),
+            other => return Err(err(format!("unknown option '{other}' for bench"))),
+        }
+    }
+    let elf = xtask::kernel_elf(false)?;
+    let rows = xtask::bench::run(&elf, &smps, per_cpu, reps, |smp, fix, us| println!("smp={smp} fix={fix:<15} {us:.1} us per shootdown"))?;
+    xtask::bench::write(&out, &rows, per_cpu, reps)?;
+    println!("{}", xtask::bench::markdown(&rows, per_cpu, reps));
+    Ok(ExitCode::SUCCESS)
 }
