@@ -43,7 +43,14 @@ fn worker(me: usize) -> u64 {
         core::hint::spin_loop();
     }
     let mut done = 0;
-    for _ in 0..PER_CPU.load(Ordering::Relaxed) {
+    let total = PER_CPU.load(Ordering::Relaxed);
+    let tenth = (total / 10).max(1);
+    for i in 0..total {
+        if me == 0 && i > 0 && i % tenth == 0 && total >= 10_000 {
+            // Progress for long runs (CPU 0's share stands for everyone's).
+            let ms = (clock::now_ns() - START_NS.load(Ordering::Relaxed)) / 1_000_000;
+            println!("stress: {}% after {} ms", i * 100 / total, ms);
+        }
         let result = if MASKED_WAIT.load(Ordering::Relaxed) != 0 {
             let _masked = ipl::IplGuard::raise(ipl::HIGH);
             MMU.flush_tlb_page(&SPACE, mm::va(PAGE), false)
