@@ -32,8 +32,10 @@
  * Assumes: one call per CPU (more calls only repeat the same patterns);
  * the drain loop's take-bit/take-queue steps are separate, a lock drain is
  * one atomic step (it runs with interrupts off); the watchdog re-send is not
- * modelled (an adversarial scheduler could always land it in a handler
- * window, which real timing makes negligible).
+ * modelled: a re-sent IPI can be lost again in a handler window, so it
+ * guarantees completion only with probability 1, not in every run, which
+ * this model (without probabilities) cannot express. The QEMU matrix shows
+ * both outcomes.
  */
 
 #ifndef NCPU

@@ -56,7 +56,11 @@ impl Expect {
 ///   so on 2 CPUs this is "either" (spin shows the deadlock is reachable).
 /// - With edge loss and waits at IPL 0, a lost IPI leaves a CALL bit that no
 ///   interrupt will announce. Poll rescues it at the target's next interrupt
-///   (its tick), resend at the waiter's watchdog. Lock+drain rescues it only
+///   (its tick). Resend retries at the waiter's watchdog, but the re-sent
+///   IPI crosses the same lossy line and is lost again whenever the target
+///   is in a handler; with the watchdog calling it a deadlock after two
+///   failed re-sends, a run with hundreds of stalls can (rarely) hit that, so
+///   resend is "either": a rescue without a time bound. Lock+drain rescues it only
 ///   while the target is itself trying to take the lock: a target that has
 ///   finished its work and idles is never drained, so lock+drain alone may
 ///   still deadlock at the end of a run.
@@ -75,10 +79,10 @@ pub fn predict(fault: &str, fix: &str, smp: u32) -> Expect {
         return Expect::Either;
     }
     if edge {
-        if poll || (resend && !masked) {
+        if poll {
             return Expect::Completes;
         }
-        if lock {
+        if lock || resend {
             return Expect::Either;
         }
         return Expect::Deadlocks;
@@ -293,7 +297,7 @@ mod tests {
         assert_eq!(predict("none", "none", 4), Expect::Completes);
         assert_eq!(predict("edge_loss", "none", 4), Expect::Deadlocks);
         assert_eq!(predict("edge_loss", "poll", 4), Expect::Completes);
-        assert_eq!(predict("edge_loss", "resend", 4), Expect::Completes);
+        assert_eq!(predict("edge_loss", "resend", 4), Expect::Either);
         assert_eq!(predict("edge_loss", "lock+drain", 4), Expect::Either);
         assert_eq!(predict("masked_wait", "poll", 4), Expect::Deadlocks);
         assert_eq!(predict("masked_wait", "poll", 2), Expect::Either);
