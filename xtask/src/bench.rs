@@ -35,14 +35,14 @@ pub fn run(kernel: &Path, smps: &[u32], per_cpu: u64, reps: usize, mut each: imp
                 let r = qemu::run(&RunSpec { kernel, smp, append: &append, timeout: Duration::from_secs(600), echo: false })?;
                 let f = parse_result(&r.output).ok_or_else(|| err(format!("no stress-result line (smp {smp}, {fix}): {}", r.describe())))?;
                 let get = |k: &str| f.iter().find(|(n, _)| n == k).and_then(|(_, v)| v.parse::<f64>().ok());
-                let (Some(ms), Some(done)) = (get("elapsed_ms"), get("done")) else {
+                let (Some(us_total), Some(done)) = (get("elapsed_us"), get("done")) else {
                     return Err(err(format!("incomplete stress-result (smp {smp}, {fix})")));
                 };
                 if f.iter().any(|(k, v)| k == "outcome" && v != "completed") {
                     return Err(err(format!("a no-fault run did not complete (smp {smp}, {fix})")));
                 }
                 // Per CPU: each CPU did done/smp shootdowns in `ms`.
-                let sample = ms * 1000.0 / (done / f64::from(smp)).max(1.0);
+                let sample = us_total / (done / f64::from(smp)).max(1.0);
                 each(smp, fix, sample);
                 us.push(sample);
             }

@@ -115,13 +115,14 @@ pub fn run(cfg: &BootConfig<'_>) -> ! {
     let first = FIRST_ABORT_NS.load(Ordering::Relaxed);
     let rescued: [u64; IpiMessage::COUNT] = core::array::from_fn(|i| sum(|c| SMP.cpu(c).stats.rescued[i].load(Ordering::Relaxed)));
     println!(
-        "stress-result: outcome={} cpus={} per_cpu={} done={} aborted_cpus={} elapsed_ms={} detect_ms={} stalls={} resends={} dropped={} lock_drains={} rescued_call={} rescued_other={} errors={}",
+        "stress-result: outcome={} cpus={} per_cpu={} done={} aborted_cpus={} elapsed_ms={} elapsed_us={} detect_ms={} stalls={} resends={} dropped={} lock_drains={} rescued_call={} rescued_other={} errors={}",
         if deadlock { "deadlock" } else { "completed" },
         online.count(),
         cfg.stress,
         done,
         aborted,
         elapsed / 1_000_000,
+        elapsed / 1_000,
         if first == u64::MAX { -1 } else { (first / 1_000_000) as i64 },
         sum(|c| SMP.cpu(c).stats.stalls.load(Ordering::Relaxed)),
         sum(|c| SMP.cpu(c).stats.resends.load(Ordering::Relaxed)),
