@@ -133,10 +133,28 @@ impl Default for Params {
     }
 }
 
+/// 2-CPU cells run this many times `per_cpu` shootdowns. Under QEMU a
+/// shootdown costs about 5 us on 2 CPUs against several ms on 4 (four
+/// spin-waiting vCPUs share two host cores), so 300 shootdowns last about
+/// 3 ms on 2 CPUs: three ticks, too few for an IPI to land in a handler
+/// window. The factor gives 2-CPU cells comparable interrupt traffic.
+pub const TWO_CPU_FACTOR: u64 = 50;
+
 impl Params {
-    /// The boot arguments common to every cell.
+    /// Shootdowns per CPU for a cell on `smp` CPUs.
+    pub fn per_cpu_for(&self, smp: u32) -> u64 {
+        if smp <= 2 { self.per_cpu * TWO_CPU_FACTOR } else { self.per_cpu }
+    }
+    /// The boot arguments common to every cell (for `smp` CPUs).
+    pub fn common_args_for(&self, smp: u32) -> String {
+        format!("stress={} watchdog_ms={} tick_hz={} irq_load_us={}", self.per_cpu_for(smp), self.watchdog_ms, self.tick_hz, self.irq_load_us)
+    }
+    /// A description of the parameters.
     pub fn common_args(&self) -> String {
-        format!("stress={} watchdog_ms={} tick_hz={} irq_load_us={}", self.per_cpu, self.watchdog_ms, self.tick_hz, self.irq_load_us)
+        format!(
+            "stress={} on 4 CPUs ({}x on 2) watchdog_ms={} tick_hz={} irq_load_us={}",
+            self.per_cpu, TWO_CPU_FACTOR, self.watchdog_ms, self.tick_hz, self.irq_load_us
+        )
     }
 }
 
@@ -148,17 +166,23 @@ pub fn parse_result(output: &str) -> Option<Vec<(String, String)>> {
 
 /// Runs one cell.
 pub fn run_cell(kernel: &Path, p: &Params, smp: u32, fault: &'static str, fix: &'static str, args: &str) -> Result<Cell> {
-    let append = format!("{} inject={fault} {args}", p.common_args());
+    let append = format!("{} inject={fault} {args}", p.common_args_for(smp));
     // Generous: a completing cell takes seconds; a deadlocking one about
-    // three watchdog periods; a hang is what the timeout is for.
-    let timeout = Duration::from_secs(60 + p.per_cpu / 5);
+    // three watchdog periods; a resend cell one watchdog period per lost IPI
+    // (over a minute on 4 CPUs); a hang is what the timeout is for.
+    let timeout = Duration::from_secs(600);
     let r = qemu::run(&RunSpec { kernel, smp, append: &append, timeout, echo: false })?;
-    let fields = parse_result(&r.output).unwrap_or_default();
+    let mut fields = parse_result(&r.output).unwrap_or_default();
     let outcome = match (r.ending, fields.iter().find(|(k, _)| k == "outcome")) {
         (Ending::TimedOut, _) => "hang".to_string(),
         (Ending::Exited(0), Some((_, o))) => o.clone(),
         _ => "error".to_string(),
     };
+    if outcome == "error" || outcome == "hang" {
+        // Keep why: QEMU's ending and the last lines it printed.
+        let tail: Vec<&str> = r.output.lines().rev().take(3).collect();
+        fields.push(("why".into(), format!("{:?}: {}", r.ending, tail.into_iter().rev().collect::<Vec<_>>().join(" | "))));
+    }
     Ok(Cell { smp, fault, fix, expect: predict(fault, fix, smp), outcome, fields, seconds: r.elapsed.as_secs_f64() })
 }
 
@@ -181,7 +205,7 @@ pub fn run_all(kernel: &Path, p: &Params, mut each: impl FnMut(&Cell)) -> Result
 pub fn describe(c: &Cell) -> String {
     let f = |k: &str| c.field(k).unwrap_or("-").to_string();
     format!(
-        "smp={} inject={:<11} fix={:<15} -> {:<9} (predicted {:<9}{}) detect_ms={} done={} dropped={} rescued={} resends={} drains={} [{:.1} s]",
+        "smp={} inject={:<11} fix={:<15} -> {:<9} (predicted {:<9}{}) detect_ms={} done={} dropped={} rescued={} resends={} drains={} [{:.1} s]{}",
         c.smp,
         c.fault,
         c.fix,
@@ -194,7 +218,8 @@ pub fn describe(c: &Cell) -> String {
         f("rescued_call"),
         f("resends"),
         f("lock_drains"),
-        c.seconds
+        c.seconds,
+        c.field("why").map(|w| format!(" why: {w}")).unwrap_or_default()
     )
 }
 
