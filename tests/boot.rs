@@ -21,7 +21,7 @@ fn kernel() -> &'static PathBuf {
 fn boot(smp: u32, append: &str) -> RunResult {
     static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
     let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let spec = RunSpec { kernel: kernel(), smp, append, timeout: Duration::from_secs(120), echo: false };
+    let spec = RunSpec { kernel: kernel(), smp, mem: xtask::qemu::DEFAULT_MEM_MIB, append, timeout: Duration::from_secs(120), echo: false };
     let r = qemu::run(&spec).expect("QEMU starts");
     eprintln!("--- smp={smp} append='{append}': {}\n{}", r.describe(), r.output);
     r

@@ -7,7 +7,7 @@ use xtask::qemu::{self, RunSpec};
 use xtask::util::{Result, err, repo_root};
 
 const USAGE: &str = "usage: cargo xtask <command>
-  run [--smp N] [--append \"ARGS\"] [--timeout SECS]
+  run [--smp N] [--mem MIB] [--append \"ARGS\"] [--timeout SECS]
                  build, boot on QEMU (default 4 CPUs), run the self-tests, exit with their verdict
   test [--long]  everything CI runs: host/simulator/model tests, QEMU boots and the
                  fault x fix matrix, loom, Miri (--long: more seeds and rounds)
@@ -76,6 +76,15 @@ fn parse_smp(v: &str) -> Result<u32> {
     Ok(n)
 }
 
+/// Parses a `--mem` value in MiB.
+fn parse_mem(v: &str) -> Result<u32> {
+    let n = v.parse().map_err(|_| {
+        err(format!("--mem {v}: not a whole number of MiB ({} to {})", qemu::MIN_MEM_MIB, qemu::MAX_MEM_MIB))
+    })?;
+    qemu::check_mem(n)?;
+    Ok(n)
+}
+
 /// Parses a whole number greater than zero for option `name`.
 fn parse_positive(name: &str, v: &str) -> Result<u64> {
     v.parse().ok().filter(|n| *n > 0).ok_or_else(|| err(format!("{name} {v}: expected a whole number > 0")))
@@ -83,17 +92,19 @@ fn parse_positive(name: &str, v: &str) -> Result<u64> {
 
 struct RunArgs {
     smp: u32,
+    mem: u32,
     append: String,
     timeout: u64,
 }
 
 fn parse_run_args(args: &[String]) -> Result<RunArgs> {
-    let mut r = RunArgs { smp: 4, append: String::new(), timeout: 120 };
+    let mut r = RunArgs { smp: 4, mem: qemu::DEFAULT_MEM_MIB, append: String::new(), timeout: 120 };
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut value = |name: &str| it.next().cloned().ok_or_else(|| err(format!("{name} needs a value")));
         match a.as_str() {
             "--smp" => r.smp = parse_smp(&value("--smp")?)?,
+            "--mem" => r.mem = parse_mem(&value("--mem")?)?,
             "--append" => r.append = value("--append")?,
             "--timeout" => r.timeout = parse_positive("--timeout", &value("--timeout")?)?,
             other => return Err(err(format!("unknown option '{other}' for run\n{USAGE}"))),
@@ -107,7 +118,7 @@ fn run(args: &[String]) -> Result<ExitCode> {
     let r = parse_run_args(args)?;
     let elf = xtask::kernel_elf(false)?;
     eprintln!("==> booting {} on qemu-system-alpha -M clipper -smp {} (timeout {} s)", elf.display(), r.smp, r.timeout);
-    let result = qemu::run(&RunSpec { kernel: &elf, smp: r.smp, append: &r.append, timeout: Duration::from_secs(r.timeout), echo: true })?;
+    let result = qemu::run(&RunSpec { kernel: &elf, smp: r.smp, mem: r.mem, append: &r.append, timeout: Duration::from_secs(r.timeout), echo: true })?;
     eprintln!("==> {}", result.describe());
     Ok(if result.passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
@@ -186,7 +197,7 @@ fn stress(args: &[String]) -> Result<ExitCode> {
     let elf = xtask::kernel_elf(false)?;
     let append = format!("stress={per_cpu} inject=edge_loss ipi_lock=on ipi_poll=on watchdog_ms=1000 tick_hz=1000 irq_load_us=100 {extra}");
     eprintln!("==> stress: {smp} CPUs, {append}");
-    let r = qemu::run(&RunSpec { kernel: &elf, smp, append: append.trim(), timeout: Duration::from_secs(3 * 3600), echo: true })?;
+    let r = qemu::run(&RunSpec { kernel: &elf, smp, mem: qemu::DEFAULT_MEM_MIB, append: append.trim(), timeout: Duration::from_secs(3 * 3600), echo: true })?;
     let fields = xtask::matrix::parse_result(&r.output).unwrap_or_default();
     let get = |k: &str| fields.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str()).unwrap_or("-");
     let ok = get("outcome") == "completed" && get("stalls") == "0";

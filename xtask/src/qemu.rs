@@ -14,11 +14,20 @@ use crate::util::{Context, Result, err};
 /// The most CPUs the clipper machine has.
 pub const MAX_SMP: u32 = 4;
 
+/// Guest memory when no `--mem` is given (MiB).
+pub const DEFAULT_MEM_MIB: u32 = 256;
+/// The smallest guest memory the kernel is tested with (MiB).
+pub const MIN_MEM_MIB: u32 = 64;
+/// The largest the kernel is tested with (MiB).
+pub const MAX_MEM_MIB: u32 = 2048;
+
 /// What to boot.
 #[derive(Clone, Debug)]
 pub struct RunSpec<'a> {
     pub kernel: &'a Path,
     pub smp: u32,
+    /// Guest memory in MiB ([`MIN_MEM_MIB`]..=[`MAX_MEM_MIB`]).
+    pub mem: u32,
     pub append: &'a str,
     pub timeout: Duration,
     /// Copy the serial output to stdout while it arrives.
@@ -88,21 +97,42 @@ pub fn check_smp(smp: u32) -> Result<()> {
     }
 }
 
+/// Checks `--mem` before anything is started.
+pub fn check_mem(mib: u32) -> Result<()> {
+    if (MIN_MEM_MIB..=MAX_MEM_MIB).contains(&mib) {
+        Ok(())
+    } else {
+        Err(err(format!("--mem {mib} is out of range: the kernel runs with {MIN_MEM_MIB} to {MAX_MEM_MIB} MiB")))
+    }
+}
+
+/// The QEMU command line for `spec` (without the I/O plumbing); also what
+/// `cargo xtask gdb` starts, so every boot sees the same machine.
+pub fn command(spec: &RunSpec<'_>) -> Command {
+    let mut cmd = Command::new("qemu-system-alpha");
+    cmd.args(["-M", "clipper", "-m", &spec.mem.to_string(), "-nographic", "-monitor", "none", "-no-reboot"])
+        // No VGA card and no NIC: the kernel uses neither, and their option
+        // ROMs (seabios, ipxe-qemu) are only recommended by qemu-system-misc,
+        // so a machine without recommends cannot start them.
+        .args(["-vga", "none", "-nic", "none"])
+        .args(["-smp", &spec.smp.to_string()])
+        .arg("-kernel")
+        .arg(spec.kernel)
+        .args(["-append", spec.append])
+        .args(["-device", "pvpanic-pci", "-action", "panic=exit-failure"])
+        .args(["-rtc", "clock=vm"]);
+    cmd
+}
+
 /// Boots the kernel and waits for the end (or the timeout).
 pub fn run(spec: &RunSpec<'_>) -> Result<RunResult> {
     check_smp(spec.smp)?;
     if spec.append.len() > 255 {
         return Err(err(format!("--append is {} bytes; QEMU passes at most 255", spec.append.len())));
     }
-    let mut cmd = Command::new("qemu-system-alpha");
-    cmd.args(["-M", "clipper", "-m", "256", "-nographic", "-monitor", "none", "-no-reboot"])
-        .args(["-smp", &spec.smp.to_string()])
-        .arg("-kernel")
-        .arg(spec.kernel)
-        .args(["-append", spec.append])
-        .args(["-device", "pvpanic-pci", "-action", "panic=exit-failure"])
-        .args(["-rtc", "clock=vm"])
-        .stdin(Stdio::null())
+    check_mem(spec.mem)?;
+    let mut cmd = command(spec);
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let start = Instant::now();

@@ -36,6 +36,8 @@ pub const PACKAGES: &[&str] = &[
     "xz-utils",
     // The Promela model checker for the cross-call protocol model.
     "spin",
+    // `cargo xtask gdb`: a gdb that knows Alpha.
+    "gdb-multiarch",
 ];
 
 /// Bump to force every stage to rebuild (a change in how stages are built).
