@@ -19,11 +19,15 @@ fn kernel() -> &'static PathBuf {
 }
 
 fn boot(smp: u32, append: &str) -> RunResult {
+    boot_with_mem(smp, qemu::DEFAULT_MEM_MIB, append)
+}
+
+fn boot_with_mem(smp: u32, mem: u32, append: &str) -> RunResult {
     static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
     let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let spec = RunSpec { kernel: kernel(), smp, mem: xtask::qemu::DEFAULT_MEM_MIB, append, timeout: Duration::from_secs(120), echo: false };
+    let spec = RunSpec { kernel: kernel(), smp, mem, append, timeout: Duration::from_secs(120), echo: false };
     let r = qemu::run(&spec).expect("QEMU starts");
-    eprintln!("--- smp={smp} append='{append}': {}\n{}", r.describe(), r.output);
+    eprintln!("--- smp={smp} mem={mem} MiB append='{append}': {}\n{}", r.describe(), r.output);
     r
 }
 
@@ -63,44 +67,46 @@ fn every_cpu_comes_online() {
 
 /// Each deliberate fault reaches its PALcode entry, is reported on one line
 /// with the CPU and PC, and ends the run with the failure status instead of
-/// hanging (the 120 s timeout would show as TimedOut).
-fn assert_fault(fault: &str, smp: u32, report: &str) {
+/// hanging (the 120 s timeout would show as TimedOut). The host names the
+/// code: the report line must carry `<function+0x...` for the faulting PC.
+fn assert_fault(fault: &str, smp: u32, report: &str, function: &str) {
     let r = boot(smp, &format!("tests=ipl fault={fault}"));
     assert_eq!(r.ending, Ending::Exited(1), "fault={fault}: {}", r.describe());
-    assert!(r.lines_with(report).next().is_some(), "fault={fault}: no line with '{report}'");
+    let line = r.lines_with(report).next().unwrap_or_else(|| panic!("fault={fault}: no line with '{report}'"));
+    assert!(line.contains(&format!("<{function}+0x")), "fault={fault}: the report does not name {function}: {line}");
     assert!(r.lines_with("PANIC on CPU").next().is_some(), "fault={fault}: no panic line");
 }
 
 #[test]
 fn breakpoint_reaches_entif() {
-    assert_fault("breakpoint", 1, "FAULT entIF (breakpoint) on CPU 0: pc=");
+    assert_fault("breakpoint", 1, "FAULT entIF (breakpoint) on CPU 0: pc=", "fault_breakpoint");
 }
 
 #[test]
 fn illegal_instruction_reaches_entif() {
-    assert_fault("illegal", 1, "FAULT entIF (illegal instruction) on CPU 0");
+    assert_fault("illegal", 1, "FAULT entIF (illegal instruction) on CPU 0", "fault_illegal");
 }
 
 #[test]
 fn overflow_reaches_entarith() {
-    assert_fault("overflow", 1, "FAULT entArith (arithmetic trap) on CPU 0");
+    assert_fault("overflow", 1, "FAULT entArith (arithmetic trap) on CPU 0", "fault_overflow");
 }
 
 #[test]
 fn unmapped_load_reaches_entmm() {
-    assert_fault("unmapped", 1, "FAULT entMM (memory-management fault) on CPU 0: pc=");
+    assert_fault("unmapped", 1, "FAULT entMM (memory-management fault) on CPU 0: pc=", "fault_load");
 }
 
 #[test]
 fn unaligned_load_reaches_entuna() {
-    assert_fault("unaligned", 1, "FAULT entUna (unaligned access) on CPU 0");
+    assert_fault("unaligned", 1, "FAULT entUna (unaligned access) on CPU 0", "fault_load");
 }
 
 /// qemu-palcode turns callsys from kernel mode into a machine check
 /// (docs: qemu-alpha.md 4), so this one is reported by the entInt path.
 #[test]
 fn callsys_from_kernel_is_reported() {
-    assert_fault("callsys", 1, "FAULT entInt (machine check) on CPU 0");
+    assert_fault("callsys", 1, "FAULT entInt (machine check) on CPU 0", "fault_callsys");
 }
 
 #[test]
@@ -109,6 +115,7 @@ fn panic_on_a_secondary_stops_every_cpu() {
     assert_eq!(r.ending, Ending::Exited(1), "{}", r.describe());
     let line = r.lines_with("PANIC on CPU 1").next().expect("the panic names CPU 1");
     assert!(line.contains("deliberate panic"), "{line}");
+    assert!(line.contains("<kernel::raise_fault+0x"), "the host names the panicking function: {line}");
     assert!(r.lines_with("did not acknowledge CPU_STOP").next().is_none(), "every CPU took the stop IPI");
 }
 
@@ -128,6 +135,18 @@ fn banner_reports_hwrpb_facts() {
     let hw = r.lines_with("hwrpb:").next().expect("banner line");
     assert!(hw.contains("1 CPU(s)") && hw.contains("memory 256 MiB"), "{hw}");
     assert!(r.passed(), "{}", r.describe());
+}
+
+/// The kernel takes its memory size from the HWRPB, not from a constant:
+/// the smallest and the largest supported sizes both run the whole suite.
+#[test]
+fn whole_suite_passes_with_64_mib_and_with_2_gib() {
+    for mem in [qemu::MIN_MEM_MIB, qemu::MAX_MEM_MIB] {
+        let r = boot_with_mem(2, mem, "");
+        let hw = r.lines_with("hwrpb:").next().expect("banner line");
+        assert!(hw.contains(&format!("memory {mem} MiB")), "{hw}");
+        assert!(r.passed(), "{mem} MiB: {}", r.describe());
+    }
 }
 
 #[test]

@@ -20,7 +20,9 @@ fn main() {
         println!("cargo:rerun-if-changed={}", src.display());
         let obj = out.join(src.file_stem().unwrap()).with_extension("o");
         let status = Command::new("alpha-linux-gnu-gcc-12")
-            .args(["-mcpu=ev67", "-c", "-x", "assembler-with-cpp"])
+            // -g: line tables for the assembly too, so reports and gdb name
+            // file:line inside it.
+            .args(["-mcpu=ev67", "-g", "-c", "-x", "assembler-with-cpp"])
             .arg(src)
             .arg("-o")
             .arg(&obj)

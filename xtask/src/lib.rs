@@ -2,9 +2,11 @@
 //! `tests/` can build and boot the kernel with the same code as `cargo xtask`.
 
 pub mod bench;
+pub mod gdb;
 pub mod kernel;
 pub mod matrix;
 pub mod qemu;
+pub mod symbolize;
 pub mod toolchain;
 pub mod util;
 

@@ -9,6 +9,12 @@ use xtask::util::{Result, err, repo_root};
 const USAGE: &str = "usage: cargo xtask <command>
   run [--smp N] [--mem MIB] [--append \"ARGS\"] [--timeout SECS]
                  build, boot on QEMU (default 4 CPUs), run the self-tests, exit with their verdict
+  gdb [--smp N] [--mem MIB] [--append \"ARGS\"] [--ex CMD]...
+                 boot QEMU halted with its gdb stub and attach gdb-multiarch with the kernel's
+                 symbols (each CPU a thread); with --ex, run those gdb commands in batch mode
+  symbolize [FILE]
+                 name the code addresses and panic locations in a captured serial log
+                 (FILE or standard input) against the kernel ELF
   test [--long]  everything CI runs: host/simulator/model tests, QEMU boots and the
                  fault x fix matrix, loom, Miri (--long: more seeds and rounds)
   matrix [--per-cpu N] [--smp 2,4] [--out DIR] [--check]
@@ -24,6 +30,8 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("run") => run(&args[1..]),
+        Some("gdb") => gdb(&args[1..]),
+        Some("symbolize") => symbolize(&args[1..]),
         Some("test") => test(&args[1..]),
         Some("build") => build(&args[1..]),
         Some("matrix") => matrix(&args[1..]),
@@ -95,32 +103,74 @@ struct RunArgs {
     mem: u32,
     append: String,
     timeout: u64,
+    /// gdb commands (`gdb` only).
+    ex: Vec<String>,
 }
 
-fn parse_run_args(args: &[String]) -> Result<RunArgs> {
-    let mut r = RunArgs { smp: 4, mem: qemu::DEFAULT_MEM_MIB, append: String::new(), timeout: 120 };
+/// Checks a boot command line with the kernel's own parser, so a bad
+/// `--append` is refused here, in one line, before QEMU starts.
+fn check_append(append: &str) -> Result<()> {
+    qemu::check_append_len(append)?;
+    alphasmp::bootargs::BootConfig::parse(append).map(|_| ()).map_err(|e| err(format!("--append: {e}")))
+}
+
+/// Options of `run` and `gdb` (`gdb` also takes `--ex`, not `--timeout`).
+fn parse_run_args(command: &str, args: &[String]) -> Result<RunArgs> {
+    let mut r = RunArgs { smp: 4, mem: qemu::DEFAULT_MEM_MIB, append: String::new(), timeout: 120, ex: Vec::new() };
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut value = |name: &str| it.next().cloned().ok_or_else(|| err(format!("{name} needs a value")));
-        match a.as_str() {
-            "--smp" => r.smp = parse_smp(&value("--smp")?)?,
-            "--mem" => r.mem = parse_mem(&value("--mem")?)?,
-            "--append" => r.append = value("--append")?,
-            "--timeout" => r.timeout = parse_positive("--timeout", &value("--timeout")?)?,
-            other => return Err(err(format!("unknown option '{other}' for run\n{USAGE}"))),
+        match (command, a.as_str()) {
+            (_, "--smp") => r.smp = parse_smp(&value("--smp")?)?,
+            (_, "--mem") => r.mem = parse_mem(&value("--mem")?)?,
+            (_, "--append") => r.append = value("--append")?,
+            ("run", "--timeout") => r.timeout = parse_positive("--timeout", &value("--timeout")?)?,
+            ("gdb", "--ex") => r.ex.push(value("--ex")?),
+            (_, other) => return Err(err(format!("unknown option '{other}' for {command}\n{USAGE}"))),
         }
     }
+    check_append(&r.append)?;
     Ok(r)
 }
 
 fn run(args: &[String]) -> Result<ExitCode> {
     // Refuse bad options before any building or booting.
-    let r = parse_run_args(args)?;
+    let r = parse_run_args("run", args)?;
     let elf = xtask::kernel_elf(false)?;
     eprintln!("==> booting {} on qemu-system-alpha -M clipper -smp {} (timeout {} s)", elf.display(), r.smp, r.timeout);
     let result = qemu::run(&RunSpec { kernel: &elf, smp: r.smp, mem: r.mem, append: &r.append, timeout: Duration::from_secs(r.timeout), echo: true })?;
     eprintln!("==> {}", result.describe());
     Ok(if result.passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn gdb(args: &[String]) -> Result<ExitCode> {
+    let r = parse_run_args("gdb", args)?;
+    let elf = xtask::kernel_elf(false)?;
+    let session = xtask::gdb::Session {
+        spec: RunSpec { kernel: &elf, smp: r.smp, mem: r.mem, append: &r.append, timeout: Duration::MAX, echo: false },
+        commands: r.ex,
+        serial_log: repo_root().join("target/gdb-serial.log"),
+    };
+    if session.commands.is_empty() {
+        let code = xtask::gdb::interactive(&session)?;
+        return Ok(if code == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+    }
+    let out = xtask::gdb::batch(&session, Duration::from_secs(300))?;
+    print!("{}", out.gdb_output);
+    eprintln!("==> serial console: {}", session.serial_log.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn symbolize(args: &[String]) -> Result<ExitCode> {
+    let text = match args {
+        [] => std::io::read_to_string(std::io::stdin()).map_err(|e| err(format!("reading standard input: {e}")))?,
+        [file] => std::fs::read_to_string(file).map_err(|e| err(format!("reading {file}: {e}")))?,
+        [_, extra, ..] => return Err(err(format!("unexpected argument '{extra}' for symbolize (one FILE at most)"))),
+    };
+    let elf = xtask::kernel_elf(true)?;
+    let mut s = xtask::symbolize::Symbolizer::new(&elf)?;
+    print!("{}", s.annotate(&text));
+    Ok(ExitCode::SUCCESS)
 }
 
 fn test(args: &[String]) -> Result<ExitCode> {
@@ -232,4 +282,50 @@ fn bench(args: &[String]) -> Result<ExitCode> {
     xtask::bench::write(&out, &rows, per_cpu, reps)?;
     println!("{}", xtask::bench::markdown(&rows, per_cpu, reps));
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refusal(command: &str, args: &[&str]) -> String {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        match parse_run_args(command, &args) {
+            Ok(_) => panic!("{command} {args:?} was accepted"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn bad_run_and_gdb_options_are_refused_in_one_line() {
+        let cases: &[(&str, &[&str], &str)] = &[
+            ("run", &["--smp", "5"], "--smp 5 is impossible"),
+            ("gdb", &["--smp", "0"], "--smp 0 is impossible"),
+            ("run", &["--mem", "32"], "--mem 32 is out of range"),
+            ("gdb", &["--mem", "4096"], "--mem 4096 is out of range"),
+            ("run", &["--mem", "lots"], "--mem lots: not a whole number"),
+            ("run", &["--append", "bogus=1"], "--append: unknown boot argument 'bogus'"),
+            ("gdb", &["--append", "tick_hz=0"], "--append: boot argument tick_hz=0"),
+            ("run", &["--append", "tests"], "--append: boot argument 'tests' is not key=value"),
+            ("run", &["--ex", "info threads"], "unknown option '--ex' for run"),
+            ("gdb", &["--timeout", "5"], "unknown option '--timeout' for gdb"),
+        ];
+        for (command, args, want) in cases {
+            let e = refusal(command, args);
+            let first = e.lines().next().unwrap_or_default();
+            assert!(first.contains(want), "{command} {args:?}: got '{first}', want '{want}'");
+        }
+        let long = "tests=".to_string() + &"a".repeat(300);
+        assert!(refusal("run", &["--append", &long]).contains("at most 255"));
+    }
+
+    #[test]
+    fn good_options_are_taken() {
+        let args: Vec<String> = ["--smp", "2", "--mem", "64", "--append", "tests=smp tick_hz=200", "--ex", "info threads"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let r = parse_run_args("gdb", &args).expect("accepted");
+        assert_eq!((r.smp, r.mem, r.append.as_str(), r.ex.len()), (2, 64, "tests=smp tick_hz=200", 1));
+    }
 }

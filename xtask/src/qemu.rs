@@ -9,6 +9,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use crate::symbolize::Symbolizer;
 use crate::util::{Context, Result, err};
 
 /// The most CPUs the clipper machine has.
@@ -97,6 +98,14 @@ pub fn check_smp(smp: u32) -> Result<()> {
     }
 }
 
+/// QEMU copies at most 255 bytes of `-append` for the kernel.
+pub fn check_append_len(append: &str) -> Result<()> {
+    if append.len() > 255 {
+        return Err(err(format!("--append is {} bytes; QEMU passes at most 255", append.len())));
+    }
+    Ok(())
+}
+
 /// Checks `--mem` before anything is started.
 pub fn check_mem(mib: u32) -> Result<()> {
     if (MIN_MEM_MIB..=MAX_MEM_MIB).contains(&mib) {
@@ -127,9 +136,7 @@ pub fn command(spec: &RunSpec<'_>) -> Command {
 /// Boots the kernel and waits for the end (or the timeout).
 pub fn run(spec: &RunSpec<'_>) -> Result<RunResult> {
     check_smp(spec.smp)?;
-    if spec.append.len() > 255 {
-        return Err(err(format!("--append is {} bytes; QEMU passes at most 255", spec.append.len())));
-    }
+    check_append_len(spec.append)?;
     check_mem(spec.mem)?;
     let mut cmd = command(spec);
     cmd.stdin(Stdio::null())
@@ -157,10 +164,16 @@ pub fn run(spec: &RunSpec<'_>) -> Result<RunResult> {
         }
     });
     let mut output = String::new();
-    let take = |line: String, output: &mut String| {
+    // Fault, panic and watchdog lines get their code addresses named.
+    let mut symbols = Symbolizer::new(spec.kernel).ok();
+    let mut take = |line: String, output: &mut String| {
         if line.starts_with("PCI: ") {
             return; // PALcode's own enumeration messages
         }
+        let line = match symbols.as_mut() {
+            Some(s) if s.wants(&line) => s.annotate_line(&line),
+            _ => line,
+        };
         if spec.echo {
             println!("{line}");
             std::io::stdout().flush().ok();
