@@ -23,6 +23,10 @@ pub const KEYS: &[(&str, &str)] = &[
     ("inject", "none|edge_loss|masked_wait|both: emulate EV7 IPI edge loss and/or waiters at IPL 7 (default none)"),
     ("irq_load_us", "extra time each clock interrupt spends at IPL 7, 0..=5000 (default 0)"),
     ("stress", "run only the stress workload: this many synchronous shootdowns per CPU, then report and halt"),
+    ("machine", "auto|clipper|tsunami|marvel: the machine layer to use (default auto: from the HWRPB)"),
+    ("console", "auto|srm|uart: console output through the SRM callbacks or the 16550 (default auto: the machine's)"),
+    ("clock", "periodic|alarm: the architected periodic tick, or QEMU's private cserve alarm (default periodic)"),
+    ("cpus", "comma-separated physical CPU ids (whami) to bring up, the boot CPU included (default: every present CPU)"),
 ];
 
 /// The deliberate faults the kernel can raise (each must end in a report and
@@ -92,6 +96,60 @@ impl Inject {
     }
 }
 
+/// `machine=`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum MachineArg {
+    #[default]
+    Auto,
+    Clipper,
+    Tsunami,
+    Marvel,
+}
+
+impl MachineArg {
+    pub const NAMES: &'static [(&'static str, MachineArg)] =
+        &[("auto", MachineArg::Auto), ("clipper", MachineArg::Clipper), ("tsunami", MachineArg::Tsunami), ("marvel", MachineArg::Marvel)];
+}
+
+/// `console=`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ConsoleArg {
+    #[default]
+    Auto,
+    /// The SRM Console Callback Routines (PUTS).
+    Srm,
+    /// The 16550 UART at ISA port 0x3f8.
+    Uart,
+}
+
+impl ConsoleArg {
+    pub const NAMES: &'static [(&'static str, ConsoleArg)] = &[("auto", ConsoleArg::Auto), ("srm", ConsoleArg::Srm), ("uart", ConsoleArg::Uart)];
+}
+
+/// `clock=`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ClockArg {
+    /// The periodic type-1 interrupt every real console delivers (RTC
+    /// programmed on Tsunami-class machines), divided down to `tick_hz`.
+    #[default]
+    Periodic,
+    /// QEMU's private per-CPU one-shot alarm (`cserve` 6).
+    Alarm,
+}
+
+impl ClockArg {
+    pub const NAMES: &'static [(&'static str, ClockArg)] = &[("periodic", ClockArg::Periodic), ("alarm", ClockArg::Alarm)];
+}
+
+/// The spelling of `value` in a name table.
+pub fn name_of<T: PartialEq + Copy>(table: &[(&'static str, T)], value: T) -> &'static str {
+    table.iter().find(|(_, v)| *v == value).map(|(n, _)| *n).unwrap_or("?")
+}
+
+fn choice<'a, T: Copy>(table: &[(&'static str, T)], key: &'a str, value: &'a str, expected: &'static str) -> Result<T, BootArgError<'a>> {
+    table.iter().find(|(n, _)| *n == value).map(|(_, v)| *v).ok_or(BootArgError::BadValue { key, value, expected })
+}
+
 /// Maximum number of `tests=` prefixes.
 pub const MAX_TEST_FILTERS: usize = 8;
 
@@ -114,11 +172,16 @@ pub struct BootConfig<'a> {
     pub irq_load_us: u64,
     /// 0: normal self-test run.
     pub stress: u64,
+    pub machine: MachineArg,
+    pub console: ConsoleArg,
+    pub clock: ClockArg,
+    /// `cpus=`: physical CPU ids (bit n = whami n) to bring up; None: all.
+    pub cpus: Option<crate::cpumask::CpuMask>,
 }
 
 impl Default for BootConfig<'_> {
     fn default() -> Self {
-        BootConfig { tests: [""; MAX_TEST_FILTERS], test_count: 0, force_fail: false, fault: Fault::None, tick_hz: 100, verbose: false, storm_rounds: 5000, ipi_lock: false, ipi_poll: true, resend: false, watchdog_ms: 1000, inject: Inject { edge_loss: false, masked_wait: false }, irq_load_us: 0, stress: 0 }
+        BootConfig { tests: [""; MAX_TEST_FILTERS], test_count: 0, force_fail: false, fault: Fault::None, tick_hz: 100, verbose: false, storm_rounds: 5000, ipi_lock: false, ipi_poll: true, resend: false, watchdog_ms: 1000, inject: Inject { edge_loss: false, masked_wait: false }, irq_load_us: 0, stress: 0, machine: MachineArg::Auto, console: ConsoleArg::Auto, clock: ClockArg::Periodic, cpus: None }
     }
 }
 
@@ -221,6 +284,24 @@ impl<'a> BootConfig<'a> {
                         .map(|(_, i)| *i)
                         .ok_or(BootArgError::BadValue { key, value, expected: "none|edge_loss|masked_wait|both" })?;
                 }
+                "machine" => cfg.machine = choice(MachineArg::NAMES, key, value, "auto|clipper|tsunami|marvel")?,
+                "console" => cfg.console = choice(ConsoleArg::NAMES, key, value, "auto|srm|uart")?,
+                "clock" => cfg.clock = choice(ClockArg::NAMES, key, value, "periodic|alarm")?,
+                "cpus" => {
+                    let mut mask = crate::cpumask::CpuMask::EMPTY;
+                    for id in value.split(',') {
+                        let id = id
+                            .parse::<usize>()
+                            .ok()
+                            .filter(|n| *n < 64)
+                            .ok_or(BootArgError::BadValue { key, value, expected: "comma-separated CPU ids from 0 to 63" })?;
+                        if mask.contains(id) {
+                            return Err(BootArgError::BadValue { key, value, expected: "each CPU id once" });
+                        }
+                        mask.insert(id);
+                    }
+                    cfg.cpus = Some(mask);
+                }
                 _ => unreachable!("every key in KEYS is handled"),
             }
         }
@@ -296,6 +377,21 @@ mod tests {
     fn malformed_and_repeated_words_are_refused() {
         assert_eq!(BootConfig::parse("verbose"), Err(BootArgError::NotKeyValue("verbose")));
         assert_eq!(BootConfig::parse("verbose=yes verbose=no"), Err(BootArgError::Repeated("verbose")));
+    }
+
+    #[test]
+    fn machine_console_clock_and_cpus() {
+        let c = BootConfig::parse("machine=marvel console=srm clock=alarm cpus=0,2,3").unwrap();
+        assert_eq!((c.machine, c.console, c.clock), (MachineArg::Marvel, ConsoleArg::Srm, ClockArg::Alarm));
+        assert_eq!(c.cpus, Some(crate::cpumask::CpuMask(0b1101)));
+        let d = BootConfig::parse("cpus=63,12").unwrap();
+        assert_eq!(d.cpus, Some(crate::cpumask::CpuMask((1 << 63) | (1 << 12))));
+        assert_eq!(name_of(ConsoleArg::NAMES, ConsoleArg::Uart), "uart");
+        for bad in ["machine=titan", "console=vga", "clock=rtc", "cpus=", "cpus=64", "cpus=1,1", "cpus=0,x", "cpus=-1"] {
+            let e = BootConfig::parse(bad).unwrap_err();
+            assert!(matches!(e, BootArgError::BadValue { .. }), "{bad}: {e:?}");
+            assert!(!e.to_string().contains('\n'));
+        }
     }
 
     #[test]
