@@ -14,3 +14,4 @@
 pub mod crb;
 pub mod hwrpb;
 pub mod machine;
+pub mod vectors;
