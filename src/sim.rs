@@ -11,6 +11,13 @@
 //!   the target is inside an interrupt handler at IPL 7 is dropped; the
 //!   mailbox bit stays set.
 //!
+//! A machine has `N` CPUs (a const parameter, at most 64: a [`CpuMask`]'s
+//! width); `N` defaults to [`SIM_CPUS`], so `SimPlatform` and `SimSmp`
+//! without a parameter are the 4-CPU machine, and `SimPlatform::<64>` /
+//! `SimSmp<64>` a 64-CPU one. Which of them are online, and which run a
+//! thread, is chosen at run time ([`SimPlatform::machine`], `set_online`,
+//! [`SimPlatform::run_on`]).
+//!
 //! Interrupt handlers are run the way the kernel runs them: IPL raised to 7,
 //! `in_interrupt` true, then the core's `handle_ipi` (IPIs) or a simulated
 //! clock tick followed by the core's in-interrupt poll.
@@ -24,7 +31,9 @@
 //!   handler) a generator seeded by the test picks the next CPU. The same
 //!   seed gives the same interleaving, so a failing run is replayed from its
 //!   seed. The cycle counter is then the global step count, which makes the
-//!   watchdog deterministic too.
+//!   watchdog deterministic too. Each CPU thread sleeps on a condition
+//!   variable of its own, so a hand-over wakes only the chosen thread (64
+//!   CPU threads cost no more per step than 4).
 
 extern crate std;
 
@@ -34,16 +43,21 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::Instant;
 use std::vec::Vec;
 
+use crate::cpumask::CpuMask;
 use crate::mailbox::IpiMessage;
 use crate::rng::XorShift64;
 use crate::platform::{Platform, TlbOp, ipl};
 use crate::xcall::{Hooks, Smp, StallReport};
 
-/// Simulated CPUs at most.
+/// CPUs of the default machine (`SimPlatform` / `SimSmp` without a
+/// parameter).
 pub const SIM_CPUS: usize = 4;
 
-/// The simulated SMP core.
-pub type SimSmp = Smp<SimPlatform, SIM_CPUS>;
+/// The most CPUs a simulated machine can have (a [`CpuMask`]'s width).
+pub const SIM_MAX_CPUS: usize = 64;
+
+/// The simulated SMP core of an `N`-CPU machine.
+pub type SimSmp<const N: usize = SIM_CPUS> = Smp<SimPlatform<N>, N>;
 
 /// How the IPI line behaves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,15 +82,15 @@ pub struct SimCpu {
     pub stopped: AtomicBool,
 }
 
-/// The simulated machine.
-pub struct SimPlatform {
-    pub cpus: [SimCpu; SIM_CPUS],
+/// The simulated machine, with `N` CPUs.
+pub struct SimPlatform<const N: usize = SIM_CPUS> {
+    pub cpus: [SimCpu; N],
     pub line: Line,
     /// Relax calls between clock ticks on each CPU (0: no clock).
     pub tick_every: u64,
     /// Relax-call length of a tick handler (how long it sits at IPL 7).
     pub tick_len: u64,
-    smp: OnceLock<&'static SimSmp>,
+    smp: OnceLock<&'static SimSmp<N>>,
     start: Instant,
     pub stalls: AtomicU64,
     baton: Option<Baton>,
@@ -85,7 +99,8 @@ pub struct SimPlatform {
 /// The seeded scheduler: whose turn it is, and the generator choosing.
 struct Baton {
     state: Mutex<BatonState>,
-    turn_changed: Condvar,
+    /// One per CPU: signalled when the turn passes to that CPU.
+    your_turn: [Condvar; SIM_MAX_CPUS],
 }
 
 struct BatonState {
@@ -96,11 +111,19 @@ struct BatonState {
 }
 
 impl Baton {
-    fn new(seed: u64, cpus: usize) -> Self {
+    fn new(seed: u64) -> Self {
         Baton {
-            state: Mutex::new(BatonState { turn: 0, alive: (1u64 << cpus) - 1, rng: XorShift64::new(seed), steps: 0 }),
-            turn_changed: Condvar::new(),
+            state: Mutex::new(BatonState { turn: 0, alive: 0, rng: XorShift64::new(seed), steps: 0 }),
+            your_turn: [const { Condvar::new() }; SIM_MAX_CPUS],
         }
+    }
+    /// A run starts: the CPUs of `cpus` take turns, the lowest first (no
+    /// draw from the generator, so a seed means the same for any run).
+    fn start(&self, cpus: CpuMask) {
+        let mut s = self.lock();
+        assert!(s.alive == 0, "a seeded machine runs one `run` at a time");
+        s.alive = cpus.0;
+        s.turn = cpus.iter().next().unwrap_or(0);
     }
     fn lock(&self) -> std::sync::MutexGuard<'_, BatonState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
@@ -118,9 +141,20 @@ impl Baton {
         s.turn = m.trailing_zeros() as usize;
     }
     fn wait_turn(&self, me: usize) {
-        let mut s = self.lock();
+        let s = self.lock();
+        drop(self.wait_for(s, me));
+    }
+    /// Sleeps until it is `me`'s turn.
+    fn wait_for<'a>(&'a self, mut s: std::sync::MutexGuard<'a, BatonState>, me: usize) -> std::sync::MutexGuard<'a, BatonState> {
         while s.turn != me {
-            s = self.turn_changed.wait(s).unwrap_or_else(|p| p.into_inner());
+            s = self.your_turn[me].wait(s).unwrap_or_else(|p| p.into_inner());
+        }
+        s
+    }
+    /// Wakes the CPU whose turn it now is.
+    fn hand_over(&self, s: &BatonState) {
+        if s.alive & (1 << s.turn) != 0 {
+            self.your_turn[s.turn].notify_one();
         }
     }
     /// A scheduling point: the generator picks who runs next.
@@ -129,17 +163,15 @@ impl Baton {
         s.steps += 1;
         Self::pick(&mut s);
         if s.turn != me {
-            self.turn_changed.notify_all();
-            while s.turn != me {
-                s = self.turn_changed.wait(s).unwrap_or_else(|p| p.into_inner());
-            }
+            self.hand_over(&s);
+            drop(self.wait_for(s, me));
         }
     }
     fn exit(&self, me: usize) {
         let mut s = self.lock();
         s.alive &= !(1 << me);
         Self::pick(&mut s);
-        self.turn_changed.notify_all();
+        self.hand_over(&s);
     }
     fn steps(&self) -> u64 {
         self.lock().steps
@@ -150,20 +182,26 @@ std::thread_local! {
     static THIS_CPU: Cell<usize> = const { Cell::new(usize::MAX) };
 }
 
-impl SimPlatform {
-    /// Builds a machine and its SMP core, with `online` CPUs marked online.
-    pub fn machine(line: Line, tick_every: u64, tick_len: u64, online: usize) -> &'static SimSmp {
+impl<const N: usize> SimPlatform<N> {
+    /// Builds a machine and its SMP core, with CPUs `0..online` marked
+    /// online (mark others with `set_online`).
+    pub fn machine(line: Line, tick_every: u64, tick_len: u64, online: usize) -> &'static SimSmp<N> {
         Self::build(line, tick_every, tick_len, online, None)
     }
 
     /// A machine under the seeded scheduler (see the module docs).
-    pub fn seeded(line: Line, tick_every: u64, tick_len: u64, online: usize, seed: u64) -> &'static SimSmp {
-        Self::build(line, tick_every, tick_len, online, Some(Baton::new(seed, online)))
+    pub fn seeded(line: Line, tick_every: u64, tick_len: u64, online: usize, seed: u64) -> &'static SimSmp<N> {
+        Self::build(line, tick_every, tick_len, online, Some(Baton::new(seed)))
     }
 
-    fn build(line: Line, tick_every: u64, tick_len: u64, online: usize, baton: Option<Baton>) -> &'static SimSmp {
+    fn build(line: Line, tick_every: u64, tick_len: u64, online: usize, baton: Option<Baton>) -> &'static SimSmp<N> {
+        const {
+            assert!(N != 0, "a simulated machine has at least one CPU");
+            assert!(N <= SIM_MAX_CPUS, "a simulated machine has at most 64 CPUs");
+        }
+        assert!(online <= N, "{online} CPUs online on a {N}-CPU machine");
         let p = SimPlatform {
-            cpus: Default::default(),
+            cpus: std::array::from_fn(|_| SimCpu::default()),
             line,
             tick_every,
             tick_len,
@@ -172,7 +210,7 @@ impl SimPlatform {
             stalls: AtomicU64::new(0),
             baton,
         };
-        let smp: &'static SimSmp = std::boxed::Box::leak(std::boxed::Box::new(Smp::new(p)));
+        let smp: &'static SimSmp<N> = std::boxed::Box::leak(std::boxed::Box::new(Smp::new(p)));
         let _ = smp.platform.smp.set(smp);
         for c in 0..online {
             smp.set_online(c);
@@ -180,7 +218,7 @@ impl SimPlatform {
         smp
     }
 
-    fn smp(&self) -> &'static SimSmp {
+    fn smp(&self) -> &'static SimSmp<N> {
         self.smp.get().expect("machine() sets the core")
     }
 
@@ -237,12 +275,25 @@ impl SimPlatform {
         cpu.ipl.store(old, Ordering::Relaxed);
     }
 
-    /// Runs `work(cpu)` on one thread per CPU (thread `c` is CPU `c`), then
-    /// keeps every CPU taking interrupts until all have finished their work.
-    pub fn run<R: Send + 'static>(smp: &'static SimSmp, cpus: usize, work: impl Fn(usize) -> R + Send + Sync + 'static) -> Vec<R> {
+    /// Runs `work(cpu)` on one thread for each of CPUs `0..cpus` (thread
+    /// `c` is CPU `c`), then keeps every CPU taking interrupts until all have
+    /// finished their work. Returns the results in CPU order.
+    pub fn run<R: Send + 'static>(smp: &'static SimSmp<N>, cpus: usize, work: impl Fn(usize) -> R + Send + Sync + 'static) -> Vec<R> {
+        Self::run_on(smp, CpuMask::first(cpus), work)
+    }
+
+    /// [`run`](Self::run) on the CPUs of `cpus` only (e.g. a sparse set);
+    /// the others have no thread, as if they had not started.
+    pub fn run_on<R: Send + 'static>(smp: &'static SimSmp<N>, cpus: CpuMask, work: impl Fn(usize) -> R + Send + Sync + 'static) -> Vec<R> {
+        assert!(cpus.is_subset_of(CpuMask::first(N)), "{cpus:?}: CPUs beyond N={N}");
+        let total = cpus.count() as u64;
+        if let Some(b) = &smp.platform.baton {
+            b.start(cpus);
+        }
         let work = Arc::new(work);
         let done = Arc::new(AtomicU64::new(0));
-        let handles: Vec<_> = (0..cpus)
+        let handles: Vec<_> = cpus
+            .iter()
             .map(|c| {
                 let (work, done) = (work.clone(), done.clone());
                 std::thread::spawn(move || {
@@ -250,10 +301,19 @@ impl SimPlatform {
                     if let Some(b) = &smp.platform.baton {
                         b.wait_turn(c);
                     }
-                    let r = work(c);
+                    // A CPU whose work panics (a failed assertion) goes on
+                    // serving interrupts below, so the other CPUs can finish
+                    // and the test reports the panic instead of hanging.
+                    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(c)));
+                    if r.is_err() {
+                        // Leave the interrupt handler the panic cut short.
+                        let cpu = &smp.platform.cpus[c];
+                        cpu.in_handler.store(false, Ordering::Release);
+                        cpu.ipl.store(ipl::ALL_ON, Ordering::Relaxed);
+                    }
                     done.fetch_add(1, Ordering::AcqRel);
                     // Idle: keep serving interrupts until everyone is done.
-                    while done.load(Ordering::Acquire) < cpus as u64 {
+                    while done.load(Ordering::Acquire) < total {
                         smp.platform.relax();
                     }
                     // An IPI posted just before the last CPU finished is
@@ -266,14 +326,17 @@ impl SimPlatform {
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().expect("simulated CPU panicked")).collect()
+        // Every thread has finished; the first CPU whose work panicked
+        // passes its panic (and message) on to the caller.
+        let results: Vec<_> = handles.into_iter().map(|h| h.join().expect("simulated CPU panicked outside its work")).collect();
+        results.into_iter().map(|r| r.unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
     }
 }
 
-impl Platform for SimPlatform {
+impl<const N: usize> Platform for SimPlatform<N> {
     fn cpu_id(&self) -> usize {
-        let c = THIS_CPU.with(|t| t.get());
-        assert!(c < SIM_CPUS, "not on a simulated CPU thread");
+        let c = current_cpu();
+        assert!(c < N, "CPU {c} is not on this {N}-CPU machine");
         c
     }
     fn send_ipi(&self, cpu: usize) {
@@ -326,7 +389,7 @@ impl Platform for SimPlatform {
     }
 }
 
-impl Hooks for SimPlatform {
+impl<const N: usize> Hooks for SimPlatform<N> {
     fn on_message(&self, msg: IpiMessage) {
         if msg == IpiMessage::CPU_STOP {
             self.me().stopped.store(true, Ordering::Release);
@@ -340,6 +403,6 @@ impl Hooks for SimPlatform {
 /// The simulated CPU the calling thread is (panics on other threads).
 pub fn current_cpu() -> usize {
     let c = THIS_CPU.with(|t| t.get());
-    assert!(c < SIM_CPUS, "not on a simulated CPU thread");
+    assert!(c < SIM_MAX_CPUS, "not on a simulated CPU thread");
     c
 }

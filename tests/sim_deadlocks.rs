@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use alphasmp::cpumask::CpuMask;
 use alphasmp::platform::{Platform, ipl};
-use alphasmp::sim::{Line, SimPlatform};
+use alphasmp::sim::{Line, SimPlatform, SimSmp};
 use alphasmp::xcall::XcallError;
 
 /// Seeds per configuration (`cargo xtask test --long`: 400).
@@ -38,7 +38,7 @@ fn nothing(_: usize) {}
 fn run(seed: u64, cpus: usize, line: Line, masked: bool, fixes: Fixes) -> Run {
     // A tick every 5 delivery points per CPU, 3 scheduling steps long: the
     // window in which a lossy line drops IPIs.
-    let smp = SimPlatform::seeded(line, 5, 3, cpus, seed);
+    let smp: &SimSmp = SimPlatform::seeded(line, 5, 3, cpus, seed);
     let p = &smp.policy;
     p.serialize.store(fixes.lock, Relaxed);
     p.poll_in_irq.store(fixes.poll, Relaxed);
