@@ -13,18 +13,45 @@
 //!
 //! # Who flushes what
 //!
-//! For a flush of address space S, each CPU is in one of two situations:
-//! - S is **active** there (`active` bit set): it must act now, so it gets a
-//!   cross-call (or, on the calling CPU, a direct call): invalidate the page,
-//!   or take a new ASN;
-//! - S is **not active** there: zeroing `context[cpu]` is enough, because S
-//!   gets a fresh ASN the next time it is activated there. No IPI.
+//! A CPU **may hold entries** of address space S if it ran S since its
+//! context for S was last zeroed, i.e. exactly when `context[cpu]` is
+//! non-zero: contexts are only ever set by that CPU, when it runs S. Entries
+//! tagged with an ASN whose context was zeroed are harmless: that ASN is
+//! never handed out again before the CPU's next rollover, which flushes
+//! them (tbiap). For a flush of S, each other CPU is therefore in one of
+//! three situations, read from its context word alone:
+//! - **0**: it can reach no entry of S. Nothing to do.
+//! - **RUNNING set**: S is its current space, so its ASN for S may be
+//!   loaded: it gets a cross-call (the IPI handler decides locally, with
+//!   the state it finds then: invalidate the pages or take a new ASN if S is
+//!   still current, zero its context if it has left S meanwhile);
+//! - **non-zero, RUNNING clear**: it ran S and left. Zeroing its context is
+//!   enough: S gets a fresh ASN the next time it is activated there. No IPI.
+//!
+//! The decision for each CPU is one atomic step on that CPU's context word
+//! (a compare-and-swap to 0 that fails if RUNNING was set meanwhile), and
+//! activation sets RUNNING with one atomic step on the same word
+//! (`fetch_or`, which also reads the context to reuse). All operations on
+//! one word are totally ordered, so either the flusher's zeroing comes first
+//! and the activating CPU sees 0 and takes a new ASN, or the activation
+//! comes first and the flusher sees RUNNING and interrupts it. No CPU can
+//! fall between the two cases (issue 14 item 1: reading the `active` mask
+//! once to decide whom to zero and again to decide whom to interrupt let a
+//! CPU that left S between the two reads get neither).
+//!
+//! Protocol for `context[cpu]` of a space: **set** only by `cpu` (on
+//! activation, and by its own handler when it takes a new ASN while S is
+//! current); **RUNNING** set and cleared only by `cpu` (activate,
+//! deactivate), with IPIs masked, together with `current[cpu]` and the
+//! loaded hardware ASN, so its IPI handler always sees the three agree;
+//! **zeroed** by `cpu` itself (handler, S not current) or by a flusher
+//! (compare-and-swap, only while RUNNING is clear). While RUNNING is set
+//! only `cpu` writes the word. Every access is SeqCst.
 //!
 //! So a space used only on the calling CPU costs no IPI at all (Linux's
-//! "mm only used here" shortcut, generalised as NetBSD does). The race with
-//! a concurrent activation is closed by ordering: the flusher zeroes
-//! contexts, then reads `active`; the activator sets `active`, then reads its
-//! context; both SeqCst, so at least one of them sees the other.
+//! "mm only used here" shortcut, generalised as NetBSD does). The `active`
+//! mask is kept for diagnostics and tests (who runs S now); no decision
+//! reads it.
 //!
 //! Kernel mappings are global (ASM) and need `tbia` on every CPU
 //! ([`Mmu::flush_tlb_all`]).
@@ -32,7 +59,7 @@
 use core::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 use crate::cpumask::CpuMask;
-use crate::platform::TlbOp;
+use crate::platform::{TlbOp, ipl};
 
 use crate::xcall::{Hooks, Smp, XcallError};
 
@@ -40,6 +67,9 @@ use crate::xcall::{Hooks, Smp, XcallError};
 pub const HW_ASN_BITS: u32 = 8;
 const HW_ASN_MASK: u64 = (1 << HW_ASN_BITS) - 1;
 const ASN_FIRST_VERSION: u64 = 1 << HW_ASN_BITS;
+/// In a context word: the space is that CPU's current space (see the
+/// module docs). Versions never reach this bit (2^55 rollovers).
+const RUNNING: u64 = 1 << 63;
 /// Above this many pages a range flush becomes an address-space flush.
 pub const RANGE_PAGE_LIMIT: u64 = 8;
 /// Alpha page size.
@@ -64,7 +94,10 @@ pub const fn tlb_flush_implies_ipi_broadcast() -> bool {
 
 /// An address space (Linux's `mm_struct`, as far as the TLB cares).
 pub struct AddressSpace<const N: usize> {
+    /// Per CPU: version|ASN (0: none), plus [`RUNNING`] (module docs).
     context: [AtomicU64; N],
+    /// CPUs where the space is current (diagnostics; decisions read the
+    /// context words).
     active: AtomicU64,
 }
 
@@ -78,13 +111,19 @@ impl<const N: usize> AddressSpace<N> {
     pub const fn new() -> Self {
         AddressSpace { context: [const { AtomicU64::new(0) }; N], active: AtomicU64::new(0) }
     }
+    /// `cpu` no longer runs the space: from now on a flusher may zero its
+    /// context instead of interrupting it.
+    fn leave(&self, cpu: usize) {
+        self.context[cpu].fetch_and(!RUNNING, Ordering::SeqCst);
+        self.active.fetch_and(!(1 << cpu), Ordering::SeqCst);
+    }
     /// CPUs where the space is active.
     pub fn active(&self) -> CpuMask {
         CpuMask(self.active.load(Ordering::SeqCst))
     }
     /// The version|ASN the space holds on `cpu` (0: none).
     pub fn context(&self, cpu: usize) -> u64 {
-        self.context[cpu].load(Ordering::SeqCst)
+        self.context[cpu].load(Ordering::SeqCst) & !RUNNING
     }
 }
 
@@ -232,43 +271,56 @@ impl<P: Hooks + 'static, const N: usize> Mmu<P, N> {
         ctx != 0 && (ctx ^ self.last_asn[cpu].load(Ordering::Relaxed)) & !HW_ASN_MASK == 0
     }
 
-    /// Gives `space` a fresh ASN on this CPU and loads it (it is active here).
-    fn load_new_context(&self, cpu: usize, space: &AddressSpace<N>) {
+    /// Gives `space` a fresh ASN on this CPU and loads it (it is current
+    /// here, so its context word keeps RUNNING).
+    fn load_new_context(&self, cpu: usize, space: &AddressSpace<N>) -> u64 {
         let ctx = self.new_context(cpu);
-        space.context[cpu].store(ctx, Ordering::SeqCst);
+        space.context[cpu].store(ctx | RUNNING, Ordering::SeqCst);
         self.p().load_asn(ctx & HW_ASN_MASK);
+        ctx & HW_ASN_MASK
     }
 
     /// Makes `space` the active address space of the calling CPU; returns
     /// the hardware ASN it runs with.
     pub fn activate(&self, space: &'static AddressSpace<N>) -> u64 {
         let cpu = self.p().cpu_id();
-        let prev = self.current[cpu].swap(space as *const _ as usize, Ordering::SeqCst);
-        if prev != 0 && prev != space as *const _ as usize {
+        let addr = space as *const _ as usize;
+        // IPIs masked: the handler must see `current`, RUNNING and the
+        // loaded ASN agree (module docs).
+        let ipl = self.p().raise_ipl(ipl::IPI);
+        let prev = self.current[cpu].swap(addr, Ordering::SeqCst);
+        if prev != 0 && prev != addr {
             // SAFETY: `current` only ever holds addresses of 'static spaces.
             let old = unsafe { &*(prev as *const AddressSpace<N>) };
-            old.active.fetch_and(!(1 << cpu), Ordering::SeqCst);
+            old.leave(cpu);
         }
         space.active.fetch_or(1 << cpu, Ordering::SeqCst);
-        let ctx = space.context[cpu].load(Ordering::SeqCst);
-        if self.is_current_version(cpu, ctx) {
+        // One step: claim RUNNING and read the context to reuse. If a
+        // flusher zeroed the word first, we read 0 and take a new ASN; if we
+        // come first, its compare-and-swap fails on RUNNING and it
+        // interrupts us instead.
+        let ctx = space.context[cpu].fetch_or(RUNNING, Ordering::SeqCst) & !RUNNING;
+        let asn = if self.is_current_version(cpu, ctx) {
             self.p().load_asn(ctx & HW_ASN_MASK);
             ctx & HW_ASN_MASK
         } else {
-            self.load_new_context(cpu, space);
-            space.context[cpu].load(Ordering::SeqCst) & HW_ASN_MASK
-        }
+            self.load_new_context(cpu, space)
+        };
+        self.p().restore_ipl(ipl);
+        asn
     }
 
     /// Leaves the calling CPU with no active address space.
     pub fn deactivate(&self) {
         let cpu = self.p().cpu_id();
+        let ipl = self.p().raise_ipl(ipl::IPI);
         let prev = self.current[cpu].swap(0, Ordering::SeqCst);
         if prev != 0 {
             // SAFETY: as in `activate`.
             let old = unsafe { &*(prev as *const AddressSpace<N>) };
-            old.active.fetch_and(!(1 << cpu), Ordering::SeqCst);
+            old.leave(cpu);
         }
+        self.p().restore_ipl(ipl);
     }
 
     fn is_current(&self, cpu: usize, space: usize) -> bool {
@@ -297,7 +349,11 @@ impl<P: Hooks + 'static, const N: usize> Mmu<P, N> {
             }
             Op::Mm | Op::Icache | Op::PageExec => {
                 let s = space.expect("space-scoped op");
-                if here { self.load_new_context(cpu, s) } else { forget(s) }
+                if here {
+                    self.load_new_context(cpu, s);
+                } else {
+                    forget(s)
+                }
             }
             Op::Page | Op::Range => {
                 let s = space.expect("space-scoped op");
@@ -315,7 +371,11 @@ impl<P: Hooks + 'static, const N: usize> Mmu<P, N> {
                 // Compaction fix semantics: new ASN (or forget), then drop
                 // the page from this CPU's TLB whether or not it is current.
                 let s = space.expect("space-scoped op");
-                if here { self.load_new_context(cpu, s) } else { forget(s) }
+                if here {
+                    self.load_new_context(cpu, s);
+                } else {
+                    forget(s)
+                }
                 self.tlb(cpu, if op == Op::MigrateExec { TlbOp::PageBoth(start) } else { TlbOp::Page(start) });
             }
         }
@@ -333,17 +393,36 @@ impl<P: Hooks + 'static, const N: usize> Mmu<P, N> {
         self.smp.call_many(targets, remote::<P, N>, req as *const Request as usize, true)
     }
 
-    /// Space-scoped flush: CPUs where the space is active act (cross-call),
-    /// the others just forget their context (see the module docs).
+    /// Space-scoped flush: CPUs running the space act (cross-call), those
+    /// that ran it and left forget their context, the others have nothing
+    /// to do. Each CPU's case is decided by one atomic step on its context
+    /// word (see the module docs).
     fn shoot_space(&'static self, op: Op, space: &'static AddressSpace<N>, start: u64, end: u64) -> Result<(), XcallError> {
         let me = self.p().cpu_id();
         let addr = space as *const _ as usize;
+        let mut remote = CpuMask::EMPTY;
         for cpu in self.smp.online().without(me).iter() {
-            if !space.active().contains(cpu) && space.context[cpu].swap(0, Ordering::SeqCst) != 0 {
-                self.stats[cpu].contexts_zeroed.fetch_add(1, Ordering::Relaxed);
+            let word = &space.context[cpu];
+            let mut seen = word.load(Ordering::SeqCst);
+            loop {
+                if seen == 0 {
+                    break;
+                }
+                if seen & RUNNING != 0 {
+                    remote.insert(cpu);
+                    break;
+                }
+                // Fails if `cpu` set RUNNING (or took a new context) since
+                // the load: decide again on what it holds now.
+                match word.compare_exchange(seen, 0, Ordering::SeqCst, Ordering::SeqCst) {
+                    Ok(_) => {
+                        self.stats[cpu].contexts_zeroed.fetch_add(1, Ordering::Relaxed);
+                        break;
+                    }
+                    Err(now) => seen = now,
+                }
             }
         }
-        let remote = space.active().without(me);
         if remote.is_empty() {
             self.stats[me].ipis_avoided.fetch_add(1, Ordering::Relaxed);
             self.apply(op, addr, start, end);

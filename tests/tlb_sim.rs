@@ -3,6 +3,7 @@
 use std::sync::atomic::Ordering::Relaxed;
 
 use alphasmp::cpumask::CpuMask;
+use alphasmp::platform::Platform;
 use alphasmp::sim::{Line, SIM_CPUS, SimPlatform, SimSmp};
 use alphasmp::tlb::{self, AddressSpace, Mmu, PAGE_SIZE, RANGE_PAGE_LIMIT};
 
@@ -160,4 +161,56 @@ fn migrate_flush_changes_asn_and_drops_the_page_everywhere() {
 #[test]
 fn flush_implies_ipi_broadcast() {
     assert!(tlb::tlb_flush_implies_ipi_broadcast());
+}
+
+/// Issue 14, item 1: a CPU that leaves the space while a flush is deciding
+/// what to do about it must still be dealt with. CPU 1 keeps switching
+/// between S and T while CPU 0 flushes S again and again; after each
+/// `flush_tlb_mm(S)` returns, CPU 1's context for S must not be the one it
+/// had before (it was zeroed, or CPU 1 took a new ASN in the IPI handler):
+/// keeping it means CPU 1 reuses that ASN, and every translation of S it
+/// held, the next time it runs S.
+///
+/// Free-running (real concurrency): the window is the flusher's pass over
+/// the other online CPUs, so the machine has 64 online (two with threads)
+/// to make it wide. On the code that read the active mask twice, this
+/// failed within the first few hundred flushes (mostly the first 20), in
+/// 11 of 12 runs of 20,000 flushes; the bound is five times that.
+#[test]
+fn flush_reaches_a_cpu_that_leaves_the_space_meanwhile() {
+    const FLUSHES: u64 = 100_000;
+    let smp = SimPlatform::<64>::machine(Line::Latch, 0, 0, 64);
+    let mmu: &'static Mmu<SimPlatform<64>, 64> = Box::leak(Box::new(Mmu::new(smp)));
+    let s: &'static AddressSpace<64> = Box::leak(Box::new(AddressSpace::new()));
+    let t: &'static AddressSpace<64> = Box::leak(Box::new(AddressSpace::new()));
+    let done: &'static std::sync::atomic::AtomicBool = Box::leak(Box::new(std::sync::atomic::AtomicBool::new(false)));
+    SimPlatform::run_on(smp, CpuMask(0b11), move |me| {
+        if me == 1 {
+            while !done.load(Relaxed) {
+                mmu.activate(s);
+                smp.platform.relax();
+                mmu.activate(t);
+                smp.platform.relax();
+            }
+            return;
+        }
+        let start = std::time::Instant::now();
+        let mut checked = 0u64;
+        while checked < FLUSHES && start.elapsed() < std::time::Duration::from_secs(5) {
+            let before = s.context(1);
+            if before == 0 {
+                smp.platform.relax();
+                continue;
+            }
+            mmu.flush_tlb_mm(s).unwrap();
+            let after = s.context(1);
+            if after == before {
+                done.store(true, Relaxed);
+                panic!("flush {checked}: CPU 1 still holds context {before:#x} for S after flush_tlb_mm returned (neither zeroed nor IPI'd)");
+            }
+            checked += 1;
+        }
+        done.store(true, Relaxed);
+        assert!(checked > 1000, "only {checked} flushes checked");
+    });
 }
