@@ -11,8 +11,8 @@
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::ipl::{self, IplGuard};
-use crate::pal;
-use crate::percpu::MAX_CPUS;
+use crate::percpu::{self, MAX_CPUS};
+use crate::{cpus, pal};
 
 static EXTENDED: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 static CYCLE_FREQ: AtomicU64 = AtomicU64::new(250_000_000);
@@ -31,7 +31,7 @@ pub fn cycle_freq() -> u64 {
 /// This CPU's cycle count since it first read the clock, 64-bit.
 pub fn cycles() -> u64 {
     let _ipl = IplGuard::raise(ipl::HIGH);
-    let slot = &EXTENDED[pal::whami() % MAX_CPUS];
+    let slot = &EXTENDED[cpus::this()];
     let prev = slot.load(Ordering::Relaxed);
     let low = u64::from(pal::rpcc32());
     let mut high = prev & !0xffff_ffff;
@@ -66,53 +66,98 @@ pub fn delay_ns(ns: u64) {
     }
 }
 
-// ---- The periodic per-CPU tick --------------------------------------------
+// ---- The per-CPU tick ------------------------------------------------------
 //
-// Clipper under QEMU: each CPU arms its own one-shot alarm with CALL_PAL
-// cserve (selector 6, absolute deadline on the VM clock, which cserve 7
-// reads); the alarm arrives as entInt type 1 and the handler re-arms it.
-// Deadlines advance by exactly one period from the previous deadline, so
-// interrupt latency does not accumulate into drift. Real hardware (and
-// Marvel) get the tick from PALcode instead; see README.
+// Every SRM console delivers a periodic clock interrupt (entInt type 1) to
+// every CPU at `intr_freq / 4096` Hz: the PALcode's own on Marvel, the
+// MC146818 RTC's on Tsunami-class machines once the kernel programs it
+// (machine/tsunami.rs). The kernel's tick (`tick_hz`, default 100) is that
+// interrupt divided down in software, per CPU, by time: each interrupt
+// compares the cycle counter with the CPU's next tick deadline and makes
+// the ticks that are due, advancing the deadline by whole periods. Counting
+// interrupts instead would lose time whenever they coalesce (a CPU kept
+// from running misses RTC periods: measured under QEMU on a busy 2-core
+// host, 630 interrupts per second of 1024). QEMU's private one-shot alarm
+// (`clock=alarm`, machine/clipper.rs) instead interrupts at each tick.
 
-const CSERVE_SET_ALARM_ABSOLUTE: u64 = 6;
-const CSERVE_VM_TIME_NS: u64 = 7;
+/// The base rate assumed when the HWRPB's is missing or implausible
+/// (NetBSD's rule: intr_freq >> 12 outside 60..=10240 gives 1024).
+pub const FALLBACK_BASE_HZ: u64 = 1024;
 
-static TICK_PERIOD_NS: AtomicU64 = AtomicU64::new(10_000_000);
-
-/// The VM clock in nanoseconds (QEMU's cserve 7).
-pub fn vm_time_ns() -> u64 {
-    pal::cserve(CSERVE_VM_TIME_NS, 0, 0)
+/// How the tick is made (set once by the boot CPU before any tick).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// The periodic interrupt at `base_hz`, divided down.
+    Periodic { base_hz: u64 },
+    /// One interrupt per tick (QEMU's alarm).
+    OneShot,
 }
 
-/// Sets the tick rate (call before any CPU starts its tick).
-pub fn set_tick_hz(hz: u32) {
-    TICK_PERIOD_NS.store(1_000_000_000 / u64::from(hz.max(1)), Ordering::Relaxed);
+static BASE_HZ: AtomicU64 = AtomicU64::new(0);
+static TICK_HZ: AtomicU64 = AtomicU64::new(100);
+
+/// The periodic rate the HWRPB reports, or the fallback.
+pub fn base_hz_from(intr_freq: u64) -> u64 {
+    let hz = intr_freq >> 12;
+    if (60..=10240).contains(&hz) { hz } else { FALLBACK_BASE_HZ }
+}
+
+/// Sets the tick rate and its source (boot CPU, before any CPU takes a
+/// clock interrupt). A rate above a periodic base is lowered to the base.
+pub fn configure(tick_hz: u32, source: Source) -> u64 {
+    let mut hz = u64::from(tick_hz.max(1));
+    match source {
+        Source::Periodic { base_hz } => {
+            hz = hz.min(base_hz);
+            BASE_HZ.store(base_hz, Ordering::Relaxed);
+        }
+        Source::OneShot => BASE_HZ.store(0, Ordering::Relaxed),
+    }
+    TICK_HZ.store(hz, Ordering::Relaxed);
+    hz
 }
 
 pub fn tick_hz() -> u64 {
-    1_000_000_000 / TICK_PERIOD_NS.load(Ordering::Relaxed)
+    TICK_HZ.load(Ordering::Relaxed)
 }
 
-/// Starts the calling CPU's tick (it arrives once the IPL drops below 5).
-pub fn start_tick() {
-    let next = vm_time_ns() + TICK_PERIOD_NS.load(Ordering::Relaxed);
-    crate::percpu::this().next_tick_ns.store(next, Ordering::Relaxed);
-    pal::cserve(CSERVE_SET_ALARM_ABSOLUTE, next, 0);
+/// Nanoseconds between ticks.
+pub fn tick_period_ns() -> u64 {
+    1_000_000_000 / tick_hz()
 }
 
-/// Clock interrupt: counts the tick and arms the next one.
-pub fn on_tick() {
-    let me = crate::percpu::this();
-    me.ticks.fetch_add(1, Ordering::Relaxed);
-    let _ = cycles(); // keeps the 64-bit cycle extension fresh
-    let period = TICK_PERIOD_NS.load(Ordering::Relaxed);
-    let mut next = me.next_tick_ns.load(Ordering::Relaxed) + period;
-    let now = vm_time_ns();
-    if next <= now {
-        // Fell more than a period behind (the CPU sat at a high IPL): skip.
-        next = now + period;
+/// The periodic base rate, 0 with a one-shot source.
+pub fn base_hz() -> u64 {
+    BASE_HZ.load(Ordering::Relaxed)
+}
+
+/// Sets this CPU's first periodic deadline (each CPU, at bring-up).
+pub fn start_periodic_this_cpu() {
+    let period = ns_to_cycles(tick_period_ns());
+    percpu::this().next_tick_cycles.store(cycles() + period, Ordering::Relaxed);
+}
+
+/// Called for each clock interrupt on this CPU: how many kernel ticks it
+/// makes (0 until the deadline; more than 1 after missed interrupts, at
+/// most a second's worth, beyond which the lost time is skipped).
+pub fn on_clock_interrupt() -> u64 {
+    if base_hz() == 0 {
+        return 1;
     }
-    me.next_tick_ns.store(next, Ordering::Relaxed);
-    pal::cserve(CSERVE_SET_ALARM_ABSOLUTE, next, 0);
+    let me = percpu::this();
+    let period = ns_to_cycles(tick_period_ns()).max(1);
+    let now = cycles();
+    let next = me.next_tick_cycles.load(Ordering::Relaxed);
+    if now < next {
+        return 0;
+    }
+    let due = (now - next) / period + 1;
+    let (ticks, next) = if due > tick_hz() { (1, now + period) } else { (due, next + due * period) };
+    me.next_tick_cycles.store(next, Ordering::Relaxed);
+    ticks
+}
+
+/// `n` kernel ticks on this CPU: counts them.
+pub fn on_tick(n: u64) {
+    percpu::this().ticks.fetch_add(n, Ordering::Relaxed);
 }

@@ -1,18 +1,18 @@
-//! The kernel console: a small trait so a platform can supply its own device.
+//! The kernel console: a small trait, one device chosen at boot.
 //!
-//! Clipper has a 16550 UART at ISA port 0x3f8 behind the Typhoon PCI I/O
-//! window; Marvel has no legacy ports and will use the SRM console callback
-//! (CRB) through the same trait (see docs: qemu-alpha.md 5 and 8).
+//! Devices: the 16550 UART at ISA port 0x3f8 (clipper and other
+//! Tsunami-class machines, `machine/tsunami.rs`) and the SRM console
+//! callbacks (`srm.rs`), which every SRM console has and which are the only
+//! choice on Marvel (no legacy ports). The machine layer picks one
+//! (`console=` overrides) and installs it with [`set`] before the banner.
 //!
 //! Output is serialised by a spin lock held at IPL 7, so an interrupt handler
 //! that prints on the same CPU cannot deadlock against the code it
 //! interrupted, and lines from different CPUs never interleave.
 
 use core::fmt::{self, Write};
-use core::ptr::NonNull;
 
 use spin::Mutex;
-use volatile::VolatilePtr;
 
 use crate::ipl::{self, IplGuard};
 
@@ -24,50 +24,6 @@ pub trait Console: Sync {
     fn name(&self) -> &'static str;
 }
 
-/// A 16550-compatible UART, polled.
-pub struct Uart16550 {
-    base: u64,
-}
-
-/// Line status register bit: transmit holding register empty.
-const LSR_THRE: u8 = 0x20;
-
-impl Uart16550 {
-    /// COM1 on clipper: port 0x3f8 in the Pchip0 PCI I/O space (KSEG).
-    pub const CLIPPER_COM1: Uart16550 = Uart16550 { base: 0xfffffd01fc0003f8 };
-
-    fn reg(&self, offset: u64) -> VolatilePtr<'static, u8> {
-        // SAFETY: `base` is the KSEG address of a UART whose registers
-        // 0..=7 are byte-accessible device registers (PALcode configured
-        // the port), valid for the whole run.
-        unsafe { VolatilePtr::new(NonNull::new_unchecked((self.base + offset) as *mut u8)) }
-    }
-
-    fn put(&self, b: u8) {
-        let mut spins = 0u32;
-        // Bounded: a missing UART must not hang the kernel forever.
-        while self.reg(5).read() & LSR_THRE == 0 && spins < 1_000_000 {
-            spins += 1;
-            core::hint::spin_loop();
-        }
-        self.reg(0).write(b);
-    }
-}
-
-impl Console for Uart16550 {
-    fn write_bytes(&self, bytes: &[u8]) {
-        for &b in bytes {
-            if b == b'\n' {
-                self.put(b'\r');
-            }
-            self.put(b);
-        }
-    }
-    fn name(&self) -> &'static str {
-        "uart16550@0x3f8"
-    }
-}
-
 struct Writer(&'static dyn Console);
 
 impl Write for Writer {
@@ -77,18 +33,40 @@ impl Write for Writer {
     }
 }
 
-static COM1: Uart16550 = Uart16550::CLIPPER_COM1;
-static CONSOLE: Mutex<Writer> = Mutex::new(Writer(&COM1));
+/// Output before a device is chosen goes nowhere.
+struct Silent;
+
+impl Console for Silent {
+    fn write_bytes(&self, _: &[u8]) {}
+    fn name(&self) -> &'static str {
+        "none"
+    }
+}
+
+/// The device, chosen once at boot.
+static DEVICE: spin::Once<&'static dyn Console> = spin::Once::new();
+/// Serialises output: held at IPL 7 for one formatted message.
+static LOCK: Mutex<()> = Mutex::new(());
+
+fn device() -> &'static dyn Console {
+    DEVICE.get().copied().unwrap_or(&Silent)
+}
+
+/// Installs the console device (boot CPU, once; a second call is ignored).
+pub fn set(device: &'static dyn Console) {
+    DEVICE.call_once(|| device);
+}
 
 /// The console device in use.
 pub fn device_name() -> &'static str {
-    CONSOLE.lock().0.name()
+    device().name()
 }
 
 #[doc(hidden)]
 pub fn _print(args: fmt::Arguments<'_>) {
     let _ipl = IplGuard::raise(ipl::HIGH);
-    CONSOLE.lock().write_fmt(args).ok();
+    let _held = LOCK.lock();
+    Writer(device()).write_fmt(args).ok();
 }
 
 /// Prints on the panic path: takes the lock if it can within a bounded wait,
@@ -97,13 +75,13 @@ pub fn _print(args: fmt::Arguments<'_>) {
 pub fn print_panic(args: fmt::Arguments<'_>) {
     let _ipl = IplGuard::raise(ipl::HIGH);
     for _ in 0..2_000_000 {
-        if let Some(mut w) = CONSOLE.try_lock() {
-            w.write_fmt(args).ok();
+        if let Some(_held) = LOCK.try_lock() {
+            Writer(device()).write_fmt(args).ok();
             return;
         }
         core::hint::spin_loop();
     }
-    Writer(&COM1).write_fmt(args).ok();
+    Writer(device()).write_fmt(args).ok();
 }
 
 /// Prints to the console.

@@ -6,8 +6,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use crate::ipl::{self, IplGuard};
 use crate::percpu::{self, MAX_CPUS};
 use crate::platform::SMP;
-use crate::trap::TrapFrame;
-use crate::{clock, ipi, pal, println, smp};
+use crate::{clock, cpus, ipi, machine, println};
 
 /// Interrupts taken, per CPU and type (0..=4).
 pub static COUNTS: [[AtomicU64; 5]; MAX_CPUS] = [const { [const { AtomicU64::new(0) }; 5] }; MAX_CPUS];
@@ -15,8 +14,9 @@ pub static COUNTS: [[AtomicU64; 5]; MAX_CPUS] = [const { [const { AtomicU64::new
 /// Extra time each clock interrupt spends at IPL 7 (irq_load_us).
 pub static IRQ_LOAD_NS: AtomicU64 = AtomicU64::new(0);
 
-pub fn dispatch(kind: u64, a1: u64, a2: u64, frame: &mut TrapFrame) {
-    let cpu = pal::whami() % MAX_CPUS;
+/// Handles one interrupt; `pc` is where the interrupted code resumes.
+pub fn dispatch(kind: u64, a1: u64, a2: u64, pc: u64) {
+    let cpu = cpus::this();
     if let Some(c) = COUNTS[cpu].get(kind as usize) {
         c.fetch_add(1, Ordering::Relaxed);
     }
@@ -29,23 +29,24 @@ pub fn dispatch(kind: u64, a1: u64, a2: u64, frame: &mut TrapFrame) {
             ipi::drain_mailbox();
         }
         1 => {
-            clock::on_tick();
-            let load = IRQ_LOAD_NS.load(Ordering::Relaxed);
-            if load != 0 {
-                // irq_load_us: emulated handler work at IPL 7, which widens
-                // the window in which an EV7 IPI edge is lost.
-                clock::delay_ns(load);
+            let ticks = machine::on_clock_interrupt();
+            if ticks > 0 {
+                clock::on_tick(ticks);
+                let load = IRQ_LOAD_NS.load(Ordering::Relaxed);
+                if load != 0 {
+                    // irq_load_us: emulated handler work at IPL 7 once per
+                    // kernel tick, which widens the window in which an EV7
+                    // IPI edge is lost.
+                    clock::delay_ns(load);
+                }
             }
-            if smp::panicking() {
+            if percpu::panicking() {
                 // Fallback stop for a CPU whose CPU_STOP IPI did not arrive.
-                smp::park();
+                machine::park_this_cpu();
             }
         }
-        2 => {
-            println!("FAULT entInt (machine check) on CPU {cpu}: vector={a1:#x} logout={a2:#x} pc={:#018x}", frame.pc);
-            panic!("machine check at pc {:#x}", frame.pc);
-        }
-        3 => println!("note: unexpected device interrupt vector {a1:#x} on CPU {cpu}"),
+        2 => machine::machine_check(a1, a2, pc),
+        3 => machine::device_interrupt(a1),
         4 => {}
         _ => println!("note: unknown interrupt type {kind} on CPU {cpu}"),
     }

@@ -14,7 +14,7 @@
 //! Only [`IplGuard`] changes the level: it raises (never lowers) and restores
 //! the previous level when dropped, so guards nest.
 
-use crate::pal;
+use crate::{pal, percpu};
 
 /// Every interrupt enabled.
 pub const ALL_ON: u8 = 0;
@@ -45,7 +45,7 @@ impl IplGuard {
     pub fn raise(level: u8) -> Self {
         let cur = current();
         if level > cur {
-            pal::swpipl(level);
+            swap(level);
         }
         IplGuard { previous: cur, _not_send: core::marker::PhantomData }
     }
@@ -58,11 +58,18 @@ impl IplGuard {
 
 impl Drop for IplGuard {
     fn drop(&mut self) {
-        pal::swpipl(self.previous);
+        swap(self.previous);
     }
 }
 
 /// Sets the IPL unconditionally (boot code and the idle loop only).
 pub fn set(level: u8) -> u8 {
+    swap(level)
+}
+
+/// swpipl, recording the level for diagnostics (watchdog reports show other
+/// CPUs' IPL as last set by software; interrupt entry and rti are not seen).
+pub fn swap(level: u8) -> u8 {
+    percpu::this().last_ipl.store(level & 7, core::sync::atomic::Ordering::Relaxed);
     pal::swpipl(level)
 }

@@ -9,26 +9,31 @@ extern crate alloc;
 
 mod clock;
 mod console;
-mod exit;
+mod cpus;
 mod heap;
 mod hwrpb;
 mod interrupt;
 mod ipi;
 mod ipl;
+mod machine;
 mod mm;
 mod pal;
 mod percpu;
 mod platform;
 mod selftest;
 mod smp;
+mod srm;
 mod stress;
 mod tests;
 mod trap;
 
-use alphasmp::bootargs::{BootConfig, Fault};
+use alphasmp::bootargs::{BootConfig, Fault, MachineArg};
+use alphasmp_srm::crb;
+use alphasmp_srm::machine::cpu_type;
 
 use crate::hwrpb::{Hwrpb, KSEG};
 use crate::selftest::Summary;
+use crate::srm::{Crb, SrmConsole};
 
 unsafe extern "Rust" {
     static __kernel_start: u8;
@@ -47,8 +52,9 @@ fn kernel_range() -> (u64, u64) {
     (&raw const __kernel_start as u64, &raw const __kernel_end as u64)
 }
 
-/// The boot command line, or None if it is not valid UTF-8.
-fn cmdline() -> Option<&'static str> {
+/// The boot command line QEMU's loader (and an SRM loader imitating
+/// Linux's) leaves below the kernel, or None if it is not valid UTF-8.
+fn cmdline_page() -> Option<&'static str> {
     let (start, _) = kernel_range();
     let phys = (start & !KSEG) - CMDLINE_BELOW_KERNEL;
     let ptr = (KSEG | phys) as *const u8;
@@ -59,76 +65,178 @@ fn cmdline() -> Option<&'static str> {
     core::str::from_utf8(&bytes[..len]).ok()
 }
 
+/// The boot arguments and where they came from: the console's
+/// BOOTED_OSFLAGS (the `boot -flags` string) where GET_ENV answers, else
+/// QEMU's command-line page (qemu-palcode does not implement GET_ENV).
+fn boot_arguments(crb: Option<&Crb>) -> Result<(&'static str, &'static str), &'static str> {
+    if let Some(crb) = crb {
+        let buf: &'static mut [u64; 32] = alloc::boxed::Box::leak(alloc::boxed::Box::new([0u64; 32]));
+        if let Some(flags) = crb.get_env(crb::env::BOOTED_OSFLAGS, buf) {
+            return Ok((flags, "SRM BOOTED_OSFLAGS"));
+        }
+    }
+    cmdline_page().map(|l| (l, "the command-line page")).ok_or("boot command line is not valid UTF-8")
+}
+
+static SRM_CONSOLE: spin::Once<SrmConsole> = spin::Once::new();
+
+/// No HWRPB: this is not an SRM console (nor QEMU's). Nothing is known to
+/// be safe to print to; try the ISA UART, as QEMU has one, then halt.
+fn no_hwrpb(e: alphasmp_srm::hwrpb::HwrpbError) -> ! {
+    if let Ok(c) = machine::console(machine::Machine::Clipper, alphasmp::bootargs::ConsoleArg::Uart, None) {
+        console::set(c);
+    }
+    println!("error: no usable HWRPB at the console's mapping ({e}); cannot continue");
+    machine::end_run(false)
+}
+
 /// Entry from asm/head.S on the boot CPU, at IPL 7 on the boot stack.
 #[unsafe(no_mangle)]
 pub fn alpha_boot_main(console_pcb_phys: u64) -> ! {
     trap::install();
-    let pvpanic = exit::probe();
+    pal::wrmces(7);
     // SAFETY: still on the console's page table, which maps the HWRPB pointer.
-    let Some(hwrpb) = (unsafe { Hwrpb::locate() }) else {
-        println!("error: no HWRPB found at the console's mapping; cannot continue");
-        exit::failure();
+    let hwrpb = match unsafe { hwrpb::locate() } {
+        Ok(h) => hwrpb::set(h),
+        Err(e) => no_hwrpb(e),
     };
     clock::init(hwrpb.cycle_freq());
     let (kstart, kend) = kernel_range();
-    let memory = hwrpb.memory_bytes();
-    let heap_size = HEAP_MAX.min(((KSEG + memory).saturating_sub(kend)) / 2);
-    // SAFETY: [kend, kend + heap_size) is RAM past the image (inside the
-    // reported memory) that nothing else uses; called once.
+    // The heap lies after the image, inside the usable memory cluster that
+    // holds the kernel (console and PAL clusters are never touched).
+    let limit = hwrpb.usable_end_containing(kstart & !KSEG).map_or(kend, |end| KSEG + end);
+    let heap_size = HEAP_MAX.min(limit.saturating_sub(kend) / 2);
+    // SAFETY: [kend, kend + heap_size) is RAM past the image, inside a
+    // usable memory cluster, that nothing else uses; called once.
     unsafe { heap::init(kend, heap_size) };
+
+    let srm = Crb::locate(hwrpb).map(|c| &*SRM_CONSOLE.call_once(|| SrmConsole(c)));
+    let args = boot_arguments(srm.map(|s| &s.0));
+    let parsed = args.map(|(line, from)| (BootConfig::parse(line), line, from));
+    let forced = match &parsed {
+        Ok((Ok(cfg), _, _)) => cfg.machine,
+        _ => MachineArg::Auto,
+    };
+    let (choice, id) = match machine::identify(hwrpb, forced) {
+        Ok(c) => c,
+        Err(e) => {
+            // Unknown machine: the SRM console is the one output that is
+            // architected everywhere.
+            if let Some(s) = srm {
+                console::set(s);
+            }
+            println!("error: {e}");
+            machine::end_run(false);
+        }
+    };
+    let m = choice.machine();
+    let console_arg = match &parsed {
+        Ok((Ok(cfg), _, _)) => cfg.console,
+        _ => alphasmp::bootargs::ConsoleArg::Auto,
+    };
+    let console_error = match machine::console(m, console_arg, srm) {
+        Ok(c) => {
+            console::set(c);
+            None
+        }
+        Err(e) => {
+            if let Ok(c) = machine::console(m, alphasmp::bootargs::ConsoleArg::Auto, srm) {
+                console::set(c);
+            }
+            Some(e)
+        }
+    };
+    machine::probe_devices(m);
 
     let serial = hwrpb.serial();
     let serial = core::str::from_utf8(&serial).unwrap_or("?").trim_end_matches('\0');
+    let usable: u64 = hwrpb.clusters().filter(|c| c.usable()).map(|c| c.pages * hwrpb.page_size()).sum();
     println!("alphasmp kernel: Rust on DEC Alpha");
     println!(
-        "hwrpb: system {} ssn '{}', {} CPU(s), memory {} MiB, cycle {} MHz, interval timer {} Hz, max ASN {}",
+        "hwrpb: system {} member {} ssn '{}', CPU type {} ({}), {} CPU(s), memory {} MiB ({} MiB usable), cycle {} MHz, interval timer {} Hz, max ASN {}",
         hwrpb.sys_type(),
+        hwrpb.sys_member(),
         serial,
+        id.cpu_type,
+        cpu_type::name(id.cpu_type),
         hwrpb.nr_processors(),
-        memory >> 20,
+        hwrpb.memory_bytes() >> 20,
+        usable >> 20,
         hwrpb.cycle_freq() / 1_000_000,
         hwrpb.intr_freq() / 4096,
         hwrpb.max_asn()
     );
+    match choice {
+        machine::Choice::Detected(m) => println!("machine: {} (from the HWRPB)", m.name()),
+        machine::Choice::Forced { machine: m, detected } => {
+            println!("machine: {} (machine=; the HWRPB says {})", m.name(), detected.map_or("an unsupported system", |d| d.name()))
+        }
+    }
     println!(
-        "kernel: {:#x}..{:#x}, heap {} KiB, console {}, exit device {}",
+        "kernel: {:#x}..{:#x}, heap {} KiB, console {}, exit {}",
         kstart,
         kend,
         heap::size() / 1024,
         console::device_name(),
-        if pvpanic.is_some() { "pvpanic" } else { "none (halt only)" }
+        machine::exit_device()
     );
-    let Some(line) = cmdline() else {
-        println!("error: boot command line is not valid UTF-8");
-        exit::failure();
+    if let Some(e) = console_error {
+        println!("error: {e}");
+        smp::finish(false, "bad console= argument");
+    }
+    let (line, from, parsed) = match parsed {
+        Ok((parsed, line, from)) => (line, from, parsed),
+        Err(e) => {
+            println!("error: {e}");
+            smp::finish(false, "unreadable command line");
+        }
     };
-    println!("command line: '{line}'");
-    let cfg = match BootConfig::parse(line) {
+    println!("command line: '{line}' (from {from})");
+    let cfg = match parsed {
         Ok(cfg) => cfg,
         Err(e) => {
             println!("error: {e}");
-            exit::failure();
+            smp::finish(false, "bad boot argument");
         }
     };
 
     apply_policy(&cfg);
-    clock::set_tick_hz(cfg.tick_hz);
+    let source = match machine::start_clock(m, cfg.clock, cfg.tick_hz, hwrpb) {
+        Ok(s) => s,
+        Err(e) => {
+            println!("error: {e}");
+            smp::finish(false, "bad clock= argument");
+        }
+    };
+    let selection = match smp::select_cpus(hwrpb, cfg.cpus) {
+        Ok(s) => s,
+        Err(e) => {
+            println!("error: {e}");
+            smp::finish(false, "bad cpus= argument");
+        }
+    };
     smp::boot_cpu_online(console_pcb_phys);
-    clock::start_tick();
-    let bringup = smp::start_secondaries(&hwrpb, console_pcb_phys);
+    machine::start_clock_this_cpu();
+    let bringup = smp::start_secondaries(hwrpb, console_pcb_phys);
     println!(
-        "smp: {} of {} CPU(s) online (mask {:#x}), tick {} Hz",
-        percpu::online_count(),
-        bringup.reported,
-        percpu::online_mask(),
-        clock::tick_hz()
+        "smp: {} of {} CPU(s) online (logical mask {:#x}; physical ids {:?}, present {:?}), boot CPU physical {}",
+        smp::online_count(),
+        bringup.mapped,
+        smp::online_mask(),
+        selection.chosen.iter().collect::<alloc::vec::Vec<_>>(),
+        selection.present.iter().collect::<alloc::vec::Vec<_>>(),
+        pal::whami(),
     );
+    match source {
+        clock::Source::Periodic { base_hz } => println!("clock: periodic interrupt at {base_hz} Hz, divided to a {} Hz tick", clock::tick_hz()),
+        clock::Source::OneShot => println!("clock: QEMU one-shot alarm, {} Hz tick", clock::tick_hz()),
+    }
     // SAFETY: the console PCB is PAL memory readable through KSEG; offset
     // 0x10 is its page-table base (a PFN).
     let ptbr = unsafe { core::ptr::read_volatile((KSEG | (console_pcb_phys + 0x10)) as *const u64) };
     mm::init(ptbr);
     platform::MMU.set_max_asn(hwrpb.max_asn());
-    BOOT.call_once(|| BootInfo { reported_cpus: bringup.reported, boot_gp: pal::gp() });
+    BOOT.call_once(|| BootInfo { mapped_cpus: bringup.mapped, boot_gp: pal::gp() });
     // From here on the boot CPU takes interrupts like every other CPU.
     ipl::set(ipl::ALL_ON);
 
@@ -142,7 +250,8 @@ pub fn alpha_boot_main(console_pcb_phys: u64) -> ! {
     if cfg.fault != Fault::None {
         raise_fault(cfg.fault);
     }
-    if summary.failed == 0 { exit::success() } else { exit::failure() }
+    let why = alloc::format!("{} passed, {} failed", summary.passed, summary.failed);
+    smp::finish(summary.failed == 0, &why)
 }
 
 /// The cross-call fixes, watchdog and fault injection from the command line.
@@ -168,7 +277,8 @@ fn apply_policy(cfg: &BootConfig<'_>) {
 
 /// Facts from boot that the self-tests check.
 pub struct BootInfo {
-    pub reported_cpus: usize,
+    /// CPUs in the CPU map (chosen to run), the boot CPU included.
+    pub mapped_cpus: usize,
     pub boot_gp: u64,
 }
 
@@ -185,7 +295,7 @@ unsafe extern "Rust" {
 /// Raises the fault asked for with `fault=`; every one must end the run
 /// through the trap report and the panic path, never return.
 fn raise_fault(fault: Fault) -> ! {
-    println!("fault: raising '{}' on CPU {}", fault.name(), pal::whami());
+    println!("fault: raising '{}' on CPU {}", fault.name(), cpus::this());
     let word = [0u64; 2];
     // SAFETY: each routine deliberately traps; the trap handler reports and
     // panics, so none of them returns into a broken state.
@@ -204,8 +314,9 @@ fn raise_fault(fault: Fault) -> ! {
             }
             Fault::Callsys => fault_callsys(),
             Fault::Panic | Fault::PanicStuck => {
-                let target = percpu::online_cpus().find(|c| *c != pal::whami()).unwrap_or(pal::whami());
-                if target == pal::whami() {
+                let me = cpus::this();
+                let target = smp::online_cpus().find(|c| *c != me).unwrap_or(me);
+                if target == me {
                     panic!("deliberate panic on CPU {target} (fault={})", fault.name());
                 }
                 // panic_stuck: this CPU stays at IPL 7, so the panicking CPU's
@@ -217,7 +328,7 @@ fn raise_fault(fault: Fault) -> ! {
         }
     }
     println!("error: fault '{}' did not trap", fault.name());
-    exit::failure()
+    smp::finish(false, "a deliberate fault did not trap")
 }
 
 #[panic_handler]
@@ -226,12 +337,12 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     match info.location() {
         Some(l) => console::print_panic(format_args!(
             "PANIC on CPU {} at {}:{}: {}\n",
-            pal::whami(),
+            cpus::this(),
             l.file(),
             l.line(),
             info.message()
         )),
-        None => console::print_panic(format_args!("PANIC on CPU {}: {}\n", pal::whami(), info.message())),
+        None => console::print_panic(format_args!("PANIC on CPU {}: {}\n", cpus::this(), info.message())),
     }
     smp::stop_all_and_fail()
 }

@@ -41,7 +41,9 @@ pub fn wripir(cpu: usize) {
     unsafe { pal_wripir(cpu as u64) }
 }
 
-/// This CPU's number (CALL_PAL whami).
+/// This CPU's physical number (CALL_PAL whami): the HWRPB slot index, on
+/// EV7 the PID. Kernel data is indexed by the dense logical id instead
+/// (`crate::cpus::this`).
 pub fn whami() -> usize {
     // SAFETY: whami reads a processor register and has no side effects.
     unsafe { pal_whami() as usize }
@@ -49,11 +51,9 @@ pub fn whami() -> usize {
 
 /// Sets the interrupt priority level, returning the previous one.
 ///
-/// Prefer [`crate::ipl::IplGuard`], which restores the level on drop.
+/// Use [`crate::ipl`] instead, which records the level for diagnostics and
+/// whose guard restores it on drop.
 pub fn swpipl(ipl: u8) -> u8 {
-    // Recorded for diagnostics (watchdog reports show other CPUs' IPL as
-    // last set by software; interrupt entry and rti are not seen here).
-    crate::percpu::CPUS[whami() % crate::percpu::MAX_CPUS].last_ipl.store(ipl & 7, core::sync::atomic::Ordering::Relaxed);
     // SAFETY: swpipl changes only which interrupts are deliverable; the
     // value is masked to the architected 0..=7.
     unsafe { pal_swpipl(u64::from(ipl & 7)) as u8 }
@@ -133,7 +133,8 @@ pub fn wtint() {
     }
 }
 
-/// QEMU's console service call (CALL_PAL cserve).
+/// The console service call (CALL_PAL cserve). Its selectors are
+/// platform-private: only QEMU's alarm (machine/clipper.rs) uses it.
 pub fn cserve(selector: u64, a1: u64, a2: u64) -> u64 {
     // SAFETY: the selectors used by this kernel (timer and clock queries)
     // only read or arm per-CPU timer state.

@@ -1,25 +1,25 @@
-//! Per-CPU data, indexed by the CPU number `whami` returns (dense 0..N-1 on
-//! clipper; EV7 PIDs will need a map, see README "Marvel").
+//! Per-CPU data, indexed by the dense logical CPU id (`crate::cpus`).
 //!
 //! Each CPU writes only its own slot's identity fields, once, while coming
-//! online; other CPUs read them after seeing the online bit (Release/Acquire
-//! on `ONLINE`). Counters are Relaxed statistics.
+//! online; other CPUs read them after seeing its online bit in the SMP core
+//! (Release/Acquire). Counters are Relaxed statistics.
 
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize};
 
-use alphasmp::cpumask::CpuMask;
+pub use crate::cpus::MAX_CPUS;
 
-use crate::platform::SMP;
-
-/// CPUs this kernel supports (clipper has at most 4).
-pub const MAX_CPUS: usize = 4;
 /// Kernel stack per CPU.
 pub const STACK_SIZE: usize = 64 * 1024;
 
 /// One CPU's state.
 pub struct PerCpu {
-    /// The number this CPU read from `whami` when it came online.
+    /// The physical number this CPU read from `whami` when it came online.
     pub id_seen: AtomicUsize,
+    /// Top of this CPU's kernel stack (secondaries: allocated at start).
+    pub stack_top: AtomicU64,
+    /// Cycle count at which this CPU's next periodic tick is due (see
+    /// `clock::on_clock_interrupt`). Owned by this CPU.
+    pub next_tick_cycles: AtomicU64,
     /// An address on the stack this CPU came online with.
     pub stack_seen: AtomicU64,
     /// The kernel gp this CPU registered (must equal the boot CPU's).
@@ -45,6 +45,8 @@ impl PerCpu {
     const fn new() -> Self {
         PerCpu {
             id_seen: AtomicUsize::new(usize::MAX),
+            stack_top: AtomicU64::new(0),
+            next_tick_cycles: AtomicU64::new(0),
             stack_seen: AtomicU64::new(0),
             gp_seen: AtomicU64::new(0),
             ticks: AtomicU64::new(0),
@@ -62,47 +64,19 @@ pub static CPUS: [PerCpu; MAX_CPUS] = [const { PerCpu::new() }; MAX_CPUS];
 
 /// The calling CPU's slot.
 pub fn this() -> &'static PerCpu {
-    &CPUS[crate::pal::whami() % MAX_CPUS]
+    &CPUS[crate::cpus::this()]
 }
 
-/// Marks the calling CPU online in the SMP core (Release: its identity
-/// fields are written first).
-pub fn set_online(cpu: usize) {
-    SMP.set_online(cpu);
+/// Set by the first CPU that panics; polled where a stop IPI might not
+/// arrive (the tick handler), so every CPU stops even without it.
+static PANICKING: AtomicBool = AtomicBool::new(false);
+
+/// Marks a panic in progress; true if another CPU marked one first.
+pub fn start_panicking() -> bool {
+    PANICKING.swap(true, core::sync::atomic::Ordering::AcqRel)
 }
 
-/// The online mask.
-pub fn online_mask() -> u64 {
-    SMP.online().0
-}
-
-pub fn is_online(cpu: usize) -> bool {
-    SMP.online().contains(cpu)
-}
-
-pub fn online_count() -> usize {
-    SMP.online().count()
-}
-
-/// Iterates over online CPUs.
-pub fn online_cpus() -> impl Iterator<Item = usize> {
-    SMP.online().iter()
-}
-
-/// The online CPUs as a mask.
-pub fn online() -> CpuMask {
-    SMP.online()
-}
-
-#[repr(C, align(16))]
-pub struct Stack(pub [u8; STACK_SIZE]);
-
-/// Kernel stacks for secondary CPUs (CPU 0 runs on asm/head.S's boot stack).
-pub static mut STACKS: [Stack; MAX_CPUS] = [const { Stack([0; STACK_SIZE]) }; MAX_CPUS];
-
-/// The top (initial $sp) of CPU `cpu`'s stack.
-pub fn stack_top(cpu: usize) -> u64 {
-    // SAFETY: only the address is taken; the memory is handed to that CPU.
-    let base = unsafe { (&raw const STACKS[cpu]) as u64 };
-    base + STACK_SIZE as u64
+/// Whether a panic is in progress.
+pub fn panicking() -> bool {
+    PANICKING.load(core::sync::atomic::Ordering::Relaxed)
 }

@@ -10,9 +10,11 @@ use alphasmp::xcall::{Hooks, Smp, StallReport};
 use crate::hwrpb::KSEG;
 use crate::pal::{self, Tbi};
 use crate::percpu::{self, MAX_CPUS};
-use crate::{clock, ipl, println, smp};
+use crate::{clock, cpus, ipl, machine, println};
 
-/// Clipper under qemu-palcode (Marvel will be a second implementation).
+/// Every Alpha machine: the seam uses only architected PAL calls, with CPU
+/// numbers translated between the core's logical ids and `whami`/`wripir`'s
+/// physical ones.
 pub struct AlphaPlatform;
 
 /// Fault injection: drop IPIs aimed at a CPU inside an interrupt handler.
@@ -23,7 +25,7 @@ pub static SMP: Smp<AlphaPlatform, MAX_CPUS> = Smp::new(AlphaPlatform);
 
 impl Platform for AlphaPlatform {
     fn cpu_id(&self) -> usize {
-        pal::whami()
+        cpus::this()
     }
     fn send_ipi(&self, cpu: usize) {
         // The mailbox bits must be visible before the interrupt is taken.
@@ -31,22 +33,25 @@ impl Platform for AlphaPlatform {
         // Fault injection (inject=edge_loss): EV7/IO7 deliver wripir as an
         // edge that is lost when the target sits at IPL 7 inside an
         // interrupt handler (seed patch 2/3). The mailbox bits stay set.
-        let target = &percpu::CPUS[cpu % MAX_CPUS];
+        let (Some(target), Some(phys)) = (percpu::CPUS.get(cpu), cpus::physical(cpu)) else {
+            // The core range-checks against its online mask first.
+            panic!("IPI to CPU {cpu}, which is not in the CPU map");
+        };
         if INJECT_EDGE_LOSS.load(Ordering::Relaxed) && target.irq_depth.load(Ordering::Acquire) > 0 {
             target.dropped_ipis.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        pal::wripir(cpu);
+        pal::wripir(phys);
     }
     fn raise_ipl(&self, level: u8) -> u8 {
         let cur = ipl::current();
         if level > cur {
-            pal::swpipl(level);
+            ipl::swap(level);
         }
         cur
     }
     fn restore_ipl(&self, previous: u8) {
-        pal::swpipl(previous);
+        ipl::swap(previous);
     }
     fn ipl(&self) -> u8 {
         ipl::current()
@@ -94,21 +99,12 @@ impl Platform for AlphaPlatform {
 impl Hooks for AlphaPlatform {
     fn on_message(&self, msg: IpiMessage) {
         if msg == IpiMessage::CPU_STOP {
-            smp::park();
+            machine::park_this_cpu();
         }
     }
     fn report_stall(&self, r: &StallReport) {
         let t = &percpu::CPUS[r.target];
-        let mut waits = [0u8; 24];
-        let waits = match r.target_waiting_for {
-            Some(c) => {
-                let s = b"waits for CPU ";
-                waits[..s.len()].copy_from_slice(s);
-                waits[s.len()] = b'0' + c as u8;
-                core::str::from_utf8(&waits[..s.len() + 1]).unwrap_or("?")
-            }
-            None => "not waiting",
-        };
+        let waits = WaitsFor(r.target_waiting_for);
         println!(
             "watchdog: CPU {} waited {} us for CPU {} to run call {:#x}({:#x}) (report {}): target mailbox {:?}, queue {}, IPL {}, {} in interrupt, {}",
             r.waiter,
@@ -128,3 +124,15 @@ impl Hooks for AlphaPlatform {
 
 /// The kernel's MMU state (ASNs per CPU, shootdown requests).
 pub static MMU: alphasmp::tlb::Mmu<AlphaPlatform, MAX_CPUS> = alphasmp::tlb::Mmu::new(&SMP);
+
+/// "waits for CPU n" / "not waiting", for any CPU number.
+struct WaitsFor(Option<usize>);
+
+impl core::fmt::Display for WaitsFor {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self.0 {
+            Some(c) => write!(f, "waits for CPU {c}"),
+            None => write!(f, "not waiting"),
+        }
+    }
+}

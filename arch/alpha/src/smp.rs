@@ -1,31 +1,108 @@
-//! Starting the secondary CPUs and stopping every CPU on panic.
+//! CPU numbering, starting the secondary CPUs, and stopping every CPU at
+//! the end of a run or on panic.
 //!
-//! Bring-up follows the SRM console protocol (docs: qemu-alpha.md 2.3):
-//! fill the CPU's HWRPB slot (hardware PCB with its own stack), point
-//! CPU_restart at `secondary_start`, post "START" in its IPC buffer and set
-//! its bit in `rxrdy`. qemu-palcode clears *all* of rxrdy when one CPU takes
-//! its message, so CPUs are started strictly one at a time: the next starts
-//! only after the previous acknowledged (slot flag BIP) and reported online.
+//! Bring-up follows the SRM console protocol (docs: srm-hardware.md 2.5,
+//! qemu-alpha.md 2.3): fill the CPU's HWRPB slot (hardware PCB with its own
+//! stack), point CPU_restart at `secondary_start` (checksum updated), set
+//! CV|RC and clear BIP, wait until the console's `txrdy` bit for the CPU is
+//! clear, post "START" in its IPC buffer and set its bit in `rxrdy`; the
+//! console acknowledges with BIP. qemu-palcode clears *all* of rxrdy when
+//! one CPU takes its message, so CPUs are started strictly one at a time:
+//! the next starts only after the previous reported online.
+//!
+//! Slots, `rxrdy`/`txrdy` bits and `wripir` use physical CPU ids; all kernel
+//! data uses the logical ids of `crate::cpus`.
 
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicUsize, Ordering};
 
+use alloc::alloc::{Layout, alloc};
+use alphasmp::cpumask::CpuMask;
 use alphasmp::mailbox::IpiMessage;
 
-use crate::hwrpb::{CpuSlot, Hwrpb, KSEG};
-use crate::percpu::{self, CPUS, MAX_CPUS};
+use crate::hwrpb::{self, Hwrpb};
+use crate::percpu::{self, CPUS, MAX_CPUS, STACK_SIZE};
 use crate::platform::SMP;
-use crate::{clock, exit, ipl, ipi, pal, println, trap};
+use crate::{clock, cpus, ipi, ipl, machine, pal, println, trap};
 
 unsafe extern "Rust" {
     fn secondary_start();
 }
 
-/// How long the boot CPU waits for each step of a CPU's start.
-const START_TIMEOUT_NS: u64 = 2_000_000_000;
+/// How long the boot CPU waits for each step of a CPU's start (Linux
+/// gives the console 10 s to acknowledge; QEMU needs about 1 ms).
+const START_TIMEOUT_NS: u64 = 10_000_000_000;
+
+// ---- Which CPUs ---------------------------------------------------------------
+
+/// The CPUs this run uses, from the HWRPB's slots and `cpus=`.
+pub struct Selection {
+    /// Physical ids of present slots (PP set).
+    pub present: CpuMask,
+    /// Physical ids brought up: present ∩ `cpus=` (all present without it).
+    pub chosen: CpuMask,
+}
+
+/// Picks the CPUs and builds the CPU map (boot CPU, before any secondary
+/// starts). Errors are one line for the console.
+pub fn select_cpus(h: &Hwrpb, wanted: Option<CpuMask>) -> Result<Selection, alloc::string::String> {
+    let boot = pal::whami();
+    if boot >= MAX_CPUS {
+        return Err(alloc::format!("the boot CPU's whami is {boot}; this kernel numbers CPUs below {MAX_CPUS}"));
+    }
+    let mut present = CpuMask::EMPTY;
+    for slot in h.slots().filter(|s| s.present()) {
+        match usize::try_from(slot.index()) {
+            Ok(i) if i < MAX_CPUS => present.insert(i),
+            _ => println!("smp: HWRPB slot {} is beyond this kernel's {MAX_CPUS} CPUs; it stays in the console", slot.index()),
+        }
+    }
+    // qemu-palcode marks every slot present; a console that marks none (or
+    // not the boot CPU's) still has the boot CPU running this code.
+    present.insert(boot);
+    let chosen = match wanted {
+        None => present,
+        Some(w) => {
+            if !w.contains(boot) {
+                return Err(alloc::format!("cpus= must include the boot CPU {boot}"));
+            }
+            let missing = CpuMask(w.0 & !present.0);
+            if !missing.is_empty() {
+                return Err(alloc::format!("cpus= names CPU(s) {:?} that the HWRPB does not report present (present: {:?})", missing.iter().collect::<alloc::vec::Vec<_>>(), present.iter().collect::<alloc::vec::Vec<_>>()));
+            }
+            w
+        }
+    };
+    cpus::MAP.build(chosen.iter(), boot).map_err(|e| alloc::format!("{e}"))?;
+    Ok(Selection { present, chosen })
+}
+
+/// The online CPUs (logical ids).
+pub fn online() -> CpuMask {
+    SMP.online()
+}
+
+pub fn online_mask() -> u64 {
+    SMP.online().0
+}
+
+pub fn is_online(cpu: usize) -> bool {
+    SMP.online().contains(cpu)
+}
+
+pub fn online_count() -> usize {
+    SMP.online().count()
+}
+
+pub fn online_cpus() -> impl Iterator<Item = usize> {
+    SMP.online().iter()
+}
+
+// ---- Bring-up -------------------------------------------------------------------
 
 /// Result of bringing up the secondaries.
 pub struct Bringup {
-    pub reported: usize,
+    /// CPUs in the map (the boot CPU included).
+    pub mapped: usize,
     pub started: usize,
 }
 
@@ -40,53 +117,67 @@ fn record_identity(cpu: usize) {
 
 /// The boot CPU's own online step.
 pub fn boot_cpu_online(pcb_phys: u64) {
-    let cpu = pal::whami();
+    let cpu = cpus::this();
     CPUS[cpu].pcb_phys.store(pcb_phys, Ordering::Relaxed);
     record_identity(cpu);
-    percpu::set_online(cpu);
+    SMP.set_online(cpu);
 }
 
-/// Starts every CPU the HWRPB reports, one at a time.
-pub fn start_secondaries(hwrpb: &Hwrpb, console_pcb_phys: u64) -> Bringup {
-    let reported = hwrpb.nr_processors() as usize;
-    let me = pal::whami();
-    if reported > MAX_CPUS {
-        println!("smp: HWRPB reports {reported} CPUs; this kernel supports {MAX_CPUS}, the rest stay in the console");
-    }
+/// A kernel stack for a secondary, from the heap (never freed): its top.
+fn alloc_stack() -> Option<u64> {
+    let layout = Layout::from_size_align(STACK_SIZE, 16).ok()?;
+    // SAFETY: the layout has non-zero size.
+    let p = unsafe { alloc(layout) };
+    (!p.is_null()).then(|| p as u64 + STACK_SIZE as u64)
+}
+
+/// Starts every mapped CPU other than this one, one at a time.
+pub fn start_secondaries(h: &Hwrpb, console_pcb_phys: u64) -> Bringup {
     // The console's page table (its PCB's PTBR, a PFN) maps the HWRPB
     // pointer; secondaries run on it too.
     // SAFETY: the console PCB is in PAL memory, readable through KSEG;
     // offset 0x10 is its PTBR field.
-    let ptbr = unsafe { core::ptr::read_volatile((KSEG | (console_pcb_phys + 0x10)) as *const u64) };
+    let ptbr = unsafe { core::ptr::read_volatile((hwrpb::KSEG | (console_pcb_phys + 0x10)) as *const u64) };
     let entry = secondary_start as usize as u64;
+    let mapped = cpus::MAP.count();
     let mut started = 0;
-    for cpu in (0..reported.min(MAX_CPUS)).filter(|c| *c != me) {
-        let slot = hwrpb.slot(cpu);
-        if slot.flags() & CpuSlot::FLAGS_PRESENT != CpuSlot::FLAGS_PRESENT {
-            println!("smp: CPU {cpu} not available (slot flags {:#x})", slot.flags());
+    for cpu in 1..mapped {
+        let Some(phys) = cpus::physical(cpu) else { continue };
+        let slot = h.slot(phys as u64);
+        if !slot.startable() {
+            println!("smp: CPU {cpu} (physical {phys}) is present but not startable (slot flags {:#x}); it stays in the console", slot.flags());
             continue;
         }
+        let Some(top) = alloc_stack() else {
+            println!("smp: no memory for CPU {cpu}'s stack");
+            break;
+        };
+        CPUS[cpu].stack_top.store(top, Ordering::Relaxed);
         let t0 = clock::now_ns();
-        slot.set_hwpcb(percpu::stack_top(cpu), ptbr);
-        hwrpb.set_cpu_restart(entry, entry);
-        hwrpb.update_checksum();
-        slot.set_flags((slot.flags() | 0x22) & !CpuSlot::FLAG_BIP);
+        slot.set_hwpcb(top, ptbr);
+        h.set_cpu_restart(entry, entry);
+        slot.set_flags((slot.flags() | 0x22) & !alphasmp_srm::hwrpb::flags::BIP);
+        // The console may still be answering an earlier message.
+        if !wait_ns(START_TIMEOUT_NS, || h.txrdy() & (1 << phys) == 0) {
+            println!("smp: CPU {cpu} (physical {phys}): console txrdy bit stuck; not started");
+            continue;
+        }
         slot.set_message(b"START\r\n");
         pal::mb();
-        hwrpb.post_rxrdy(1 << cpu);
-        let acked = wait_ns(START_TIMEOUT_NS, || slot.flags() & CpuSlot::FLAG_BIP != 0);
-        let alive = acked && wait_ns(START_TIMEOUT_NS, || percpu::is_online(cpu));
+        hwrpb::post_rxrdy(h, 1 << phys);
+        let acked = wait_ns(START_TIMEOUT_NS, || slot.flags() & alphasmp_srm::hwrpb::flags::BIP != 0);
+        let alive = acked && wait_ns(START_TIMEOUT_NS, || is_online(cpu));
         let us = (clock::now_ns() - t0) / 1000;
         if alive {
             started += 1;
-            println!("smp: CPU {cpu} online after {us} us");
+            println!("smp: CPU {cpu} (physical {phys}) online after {us} us");
         } else if acked {
-            println!("smp: CPU {cpu} took the START message but did not report online within {} ms", START_TIMEOUT_NS / 1_000_000);
+            println!("smp: CPU {cpu} (physical {phys}) took the START message but did not report online within {} ms", START_TIMEOUT_NS / 1_000_000);
         } else {
-            println!("smp: CPU {cpu} did not acknowledge START within {} ms (rxrdy {:#x})", START_TIMEOUT_NS / 1_000_000, hwrpb.rxrdy());
+            println!("smp: CPU {cpu} (physical {phys}) did not acknowledge START within {} ms (rxrdy {:#x})", START_TIMEOUT_NS / 1_000_000, h.rxrdy());
         }
     }
-    Bringup { reported, started }
+    Bringup { mapped, started }
 }
 
 fn wait_ns(ns: u64, mut done: impl FnMut() -> bool) -> bool {
@@ -108,17 +199,17 @@ pub static IDLE_REQUEST: AtomicUsize = AtomicUsize::new(usize::MAX);
 pub fn alpha_secondary_main(pcb_phys: u64) -> ! {
     trap::install();
     pal::wrmces(7);
-    let cpu = pal::whami();
-    if cpu >= MAX_CPUS {
-        // Started by mistake: stay quiet and out of the way.
+    let Some(cpu) = cpus::MAP.logical(pal::whami()) else {
+        // Started by mistake (not in the map): stay quiet and out of the
+        // way, touching no per-CPU data.
         loop {
             pal::wtint();
         }
-    }
+    };
     record_identity(cpu);
     CPUS[cpu].pcb_phys.store(pcb_phys, Ordering::Relaxed);
-    clock::start_tick();
-    percpu::set_online(cpu);
+    machine::start_clock_this_cpu();
+    SMP.set_online(cpu);
     ipl::set(ipl::ALL_ON);
     idle_loop(cpu)
 }
@@ -142,49 +233,48 @@ fn idle_loop(cpu: usize) -> ! {
 
 // ---- Stopping every CPU ---------------------------------------------------
 
-/// Set by the first CPU that panics; later panics on other CPUs just park.
-static PANICKING: AtomicBool = AtomicBool::new(false);
-
-/// Parks this CPU for good after acknowledging the stop.
-pub fn park() -> ! {
-    let _ipl = ipl::IplGuard::raise(ipl::HIGH);
-    percpu::this().stopped.store(true, Ordering::Release);
-    loop {
-        core::hint::spin_loop();
+/// Sends CPU_STOP to every other online CPU and waits for them to park;
+/// names each that does not (its IPIs are not arriving: it sits at a high
+/// IPL, or the IPI was lost). Those still stop from their tick handler
+/// once `percpu::panicking` is set, or stay behind at the console.
+fn stop_others(panic_path: bool) {
+    let me = cpus::this();
+    let others = online().without(me);
+    for cpu in others.iter() {
+        if panic_path {
+            // The panic path must not panic again on a refused send.
+            SMP.send_message(cpu, IpiMessage::CPU_STOP).ok();
+        } else {
+            ipi::send(cpu, IpiMessage::CPU_STOP);
+        }
     }
-}
-
-/// Stops every other CPU and ends the run with a failure status. Called by
-/// the panic handler after it printed the message.
-///
-/// Other CPUs get a CPU_STOP IPI; a CPU that does not acknowledge within the
-/// timeout (its IPIs are not arriving: it sits at a high IPL, or the IPI was
-/// lost) is reported by number. Those CPUs still see `PANICKING` from their
-/// tick handler and idle loop, and the failure exit ends the machine anyway.
-pub fn stop_all_and_fail() -> ! {
-    let me = pal::whami();
-    if PANICKING.swap(true, Ordering::AcqRel) {
-        // Another CPU is already reporting a panic: let it finish.
-        park();
-    }
-    let others: u64 = percpu::online_mask() & !(1 << me);
-    for cpu in (0..MAX_CPUS).filter(|c| others & (1 << c) != 0) {
-        ipi::send(cpu, IpiMessage::CPU_STOP);
-    }
-    let all_stopped = wait_ns(200_000_000, || {
-        (0..MAX_CPUS).filter(|c| others & (1 << c) != 0).all(|c| CPUS[c].stopped.load(Ordering::Acquire))
-    });
-    if !all_stopped {
-        for cpu in (0..MAX_CPUS).filter(|c| others & (1 << c) != 0 && !CPUS[*c].stopped.load(Ordering::Acquire)) {
+    let all = wait_ns(200_000_000, || others.iter().all(|c| CPUS[c].stopped.load(Ordering::Acquire)));
+    if !all {
+        for cpu in others.iter().filter(|c| !CPUS[*c].stopped.load(Ordering::Acquire)) {
             crate::console::print_panic(format_args!("panic: CPU {cpu} did not acknowledge CPU_STOP (IPIs not arriving)\n"));
         }
     }
-    exit::failure()
 }
 
-/// Whether a panic is in progress (polled where IPIs might not arrive).
-pub fn panicking() -> bool {
-    PANICKING.load(Ordering::Relaxed)
+/// Ends the run with its verdict: prints the verdict line (the contract
+/// with a person at a real console, see README), stops every other CPU and
+/// halts through the machine layer.
+pub fn finish(pass: bool, why: &str) -> ! {
+    println!("alphasmp: {} ({why})", if pass { "PASS" } else { "FAIL" });
+    stop_others(false);
+    machine::end_run(pass)
+}
+
+/// Stops every other CPU and ends the run with a failure. Called by the
+/// panic handler after it printed the message.
+pub fn stop_all_and_fail() -> ! {
+    if percpu::start_panicking() {
+        // Another CPU is already reporting a panic: let it finish.
+        machine::park_this_cpu();
+    }
+    stop_others(true);
+    crate::console::print_panic(format_args!("alphasmp: FAIL (panic)\n"));
+    machine::end_run(false)
 }
 
 // ---- Running work on every CPU in task context ------------------------------
@@ -213,8 +303,8 @@ fn run_posted_work(cpu: usize) {
 /// Runs `f(cpu)` on every CPU of `mask` at once (this one included, if in
 /// it) and returns the results, or the first CPU that did not finish within
 /// `timeout_ns`.
-pub fn run_on_cpus(mask: alphasmp::cpumask::CpuMask, f: Work, timeout_ns: u64) -> Result<[u64; MAX_CPUS], usize> {
-    let me = pal::whami();
+pub fn run_on_cpus(mask: CpuMask, f: Work, timeout_ns: u64) -> Result<[u64; MAX_CPUS], usize> {
+    let me = cpus::this();
     for cpu in mask.without(me).iter() {
         WORK[cpu].store(f as usize, Ordering::Release);
         ipi::send(cpu, IpiMessage::PING);

@@ -80,7 +80,7 @@ pub fn alpha_trap(frame: *mut TrapFrame) {
     let frame = unsafe { &mut *frame };
     let (a0, a1, a2) = frame.args();
     if frame.entry() == 0 {
-        interrupt::dispatch(a0, a1, a2, frame);
+        interrupt::dispatch(a0, a1, a2, frame.pc);
         return;
     }
     let what = match (frame.entry(), a0) {
@@ -98,7 +98,7 @@ pub fn alpha_trap(frame: *mut TrapFrame) {
     println!(
         "FAULT {} ({what}) on CPU {}: pc={:#018x} a0={a0:#x} a1={a1:#x} a2={a2:#x} ra={:#018x}",
         entry_name(frame.entry()),
-        pal::whami(),
+        crate::cpus::this(),
         frame.pc,
         frame.regs[26]
     );

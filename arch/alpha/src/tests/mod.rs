@@ -13,7 +13,7 @@ use alphasmp::bootargs::BootConfig;
 use alphasmp::mailbox::IpiMessage;
 
 use crate::selftest::{Outcome, Test};
-use crate::{check, interrupt, ipi, percpu, println};
+use crate::{check, interrupt, ipi, percpu, println, smp};
 
 /// Every self-test. Names are `area.what`, selectable by prefix (`tests=`).
 pub const ALL: &[Test] = &[
@@ -53,7 +53,7 @@ fn forced_failure(cfg: &BootConfig<'_>) -> Outcome {
 /// Prints the per-CPU interrupt and IPI counters (the run summary).
 pub fn print_counters() {
     use core::sync::atomic::Ordering::Relaxed;
-    for cpu in percpu::online_cpus() {
+    for cpu in smp::online_cpus() {
         let c = &interrupt::COUNTS[cpu];
         let mut line = alloc::format!(
             "counters: CPU {cpu}: interrupts ipi={} clock={} mchk={} dev={}; ipi sent/handled",

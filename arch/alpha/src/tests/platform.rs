@@ -8,13 +8,13 @@ use alphasmp::mailbox::IpiMessage;
 
 use crate::percpu::{self, CPUS, MAX_CPUS, STACK_SIZE};
 use crate::selftest::Outcome;
-use crate::{BOOT, check, check_eq, clock, ipi, ipl};
+use crate::{BOOT, check, check_eq, clock, cpus, ipi, ipl, smp};
 
 pub fn all_cpus_online(_: &BootConfig<'_>) -> Outcome {
     let boot = BOOT.get().expect("boot info");
-    let expected = boot.reported_cpus.min(MAX_CPUS);
-    check_eq!(percpu::online_count(), expected, "CPUs online vs CPUs the HWRPB reports");
-    check_eq!(percpu::online_mask(), (1u64 << expected) - 1, "online mask");
+    let expected = boot.mapped_cpus;
+    check_eq!(smp::online_count(), expected, "CPUs online vs CPUs chosen (HWRPB slots present, cpus=)");
+    check_eq!(smp::online_mask(), (1u64 << expected) - 1, "online mask");
     Ok(())
 }
 
@@ -23,19 +23,19 @@ pub fn all_cpus_online(_: &BootConfig<'_>) -> Outcome {
 pub fn per_cpu_identity(_: &BootConfig<'_>) -> Outcome {
     let boot = BOOT.get().expect("boot info");
     let mut stacks = [0u64; MAX_CPUS];
-    for cpu in percpu::online_cpus() {
+    for cpu in smp::online_cpus() {
         let me = &CPUS[cpu];
-        check_eq!(me.id_seen.load(Ordering::Relaxed), cpu, "whami recorded by CPU {cpu}");
+        check_eq!(Some(me.id_seen.load(Ordering::Relaxed)), cpus::physical(cpu), "whami recorded by CPU {cpu} (its physical id)");
         check_eq!(me.gp_seen.load(Ordering::Relaxed), boot.boot_gp, "kernel gp on CPU {cpu}");
         let sp = me.stack_seen.load(Ordering::Relaxed);
         if cpu != 0 {
-            let top = percpu::stack_top(cpu);
+            let top = me.stack_top.load(Ordering::Relaxed);
             check!(sp < top && sp >= top - STACK_SIZE as u64, "CPU {cpu} runs on its own stack: sp {sp:#x}, stack top {top:#x}");
         }
         stacks[cpu] = sp;
     }
-    for a in percpu::online_cpus() {
-        for b in percpu::online_cpus().filter(|b| *b > a) {
+    for a in smp::online_cpus() {
+        for b in smp::online_cpus().filter(|b| *b > a) {
             check!(stacks[a].abs_diff(stacks[b]) >= STACK_SIZE as u64 / 2, "CPUs {a} and {b} share a stack");
         }
     }
@@ -66,13 +66,14 @@ const WINDOW_NS: u64 = 500_000_000;
 
 /// The tick arrives on every online CPU at the configured rate.
 ///
-/// Tolerance: the alarm and the cycle counter both run on QEMU's virtual
-/// clock, and each deadline is the previous one plus a period, so lateness
-/// does not accumulate. A window then holds rate x window ticks up to +-1
-/// from where the window's ends fall between ticks, plus the occasional tick
-/// QEMU delivers late across the window's end when its vCPU threads compete
-/// for 2 host cores. +-10% (at least 2 ticks) covers both, and still fails
-/// for a wrong rate, a missing CPU or a tick that stops being re-armed.
+/// Tolerance: with the periodic source the tick is divided from the clock
+/// interrupt by the cycle counter (deadlines advance by whole periods), and
+/// with `clock=alarm` each deadline is the previous one plus a period, so in
+/// both cases lateness does not accumulate. A window then holds rate x
+/// window ticks up to +-1 from where its ends fall, plus the occasional tick
+/// made late across the window's end when QEMU's vCPU threads compete for 2
+/// host cores. +-10% (at least 2 ticks) covers both, and still fails for a
+/// wrong rate, a wrong divider, a missing CPU or a tick that stops.
 pub fn tick_rate(_: &BootConfig<'_>) -> Outcome {
     let before: [u64; MAX_CPUS] = core::array::from_fn(|c| CPUS[c].ticks.load(Ordering::Relaxed));
     let t0 = clock::now_ns();
@@ -80,7 +81,7 @@ pub fn tick_rate(_: &BootConfig<'_>) -> Outcome {
     let elapsed = clock::now_ns() - t0;
     let expected = clock::tick_hz() * elapsed / 1_000_000_000;
     let slack = (expected / 10).max(2);
-    for cpu in percpu::online_cpus() {
+    for cpu in smp::online_cpus() {
         let got = CPUS[cpu].ticks.load(Ordering::Relaxed) - before[cpu];
         check!(got.abs_diff(expected) <= slack, "CPU {cpu}: {got} ticks in {} ms, expected {expected} +- {slack}", elapsed / 1_000_000);
     }
@@ -89,9 +90,9 @@ pub fn tick_rate(_: &BootConfig<'_>) -> Outcome {
 
 /// A PING to every other CPU is handled exactly once there.
 pub fn ipi_ping(_: &BootConfig<'_>) -> Outcome {
-    let me = crate::pal::whami();
+    let me = crate::cpus::this();
     let idx = IpiMessage::PING.index();
-    for cpu in percpu::online_cpus().filter(|c| *c != me) {
+    for cpu in smp::online_cpus().filter(|c| *c != me) {
         for round in 0..100u64 {
             let (_, handled) = ipi::counts(cpu, idx);
             ipi::send(cpu, IpiMessage::PING);

@@ -13,7 +13,7 @@ use alphasmp::tlb::AddressSpace;
 use crate::percpu::{self, MAX_CPUS};
 use crate::platform::MMU;
 use crate::selftest::{Failure, Outcome};
-use crate::{check, check_eq, mm, pal, smp};
+use crate::{check, check_eq, cpus, mm, smp};
 
 /// The address space the test window belongs to.
 static SPACE: AddressSpace<MAX_CPUS> = AddressSpace::new();
@@ -46,14 +46,14 @@ fn read(_: usize) -> u64 {
 }
 
 fn every_cpu_reads() -> Result<[u64; MAX_CPUS], Failure> {
-    smp::run_on_cpus(percpu::online(), read, 5_000_000_000).map_err(|c| Failure(alloc::format!("CPU {c} did not read")))
+    smp::run_on_cpus(smp::online(), read, 5_000_000_000).map_err(|c| Failure(alloc::format!("CPU {c} did not read")))
 }
 
 /// Maps frame A, makes every CPU hold the translation, returns.
 fn prime() -> Outcome {
     mm::set(PAGE, Some(frame(0)));
-    let seen = smp::run_on_cpus(percpu::online(), activate_and_read, 5_000_000_000).map_err(|c| Failure(alloc::format!("CPU {c} did not activate")))?;
-    for c in percpu::online_cpus() {
+    let seen = smp::run_on_cpus(smp::online(), activate_and_read, 5_000_000_000).map_err(|c| Failure(alloc::format!("CPU {c} did not activate")))?;
+    for c in smp::online_cpus() {
         check_eq!(seen[c], MARKERS[0], "CPU {c} reads frame A after mapping");
     }
     Ok(())
@@ -64,7 +64,7 @@ fn repoint_and_check(to: usize, what: &str, flush: impl FnOnce() -> Result<(), a
     mm::set(PAGE, Some(frame(to)));
     flush().map_err(|e| Failure(alloc::format!("{what}: {e}")))?;
     let seen = every_cpu_reads()?;
-    for c in percpu::online_cpus() {
+    for c in smp::online_cpus() {
         check_eq!(seen[c], MARKERS[to], "CPU {c} after {what}");
     }
     Ok(())
@@ -87,19 +87,19 @@ pub fn stale_without_flush(_: &BootConfig<'_>) -> Outcome {
     prime()?;
     mm::set(PAGE, Some(frame(1)));
     let seen = every_cpu_reads()?;
-    let stale = percpu::online_cpus().filter(|c| seen[*c] == MARKERS[0]).count();
-    check!(stale == percpu::online_count(), "without a flush every CPU should still read frame A; {stale} did ({seen:x?})");
+    let stale = smp::online_cpus().filter(|c| seen[*c] == MARKERS[0]).count();
+    check!(stale == smp::online_count(), "without a flush every CPU should still read frame A; {stale} did ({seen:x?})");
     // Restore coherence for whoever runs next.
     MMU.flush_tlb_page(&SPACE, mm::va(PAGE), false).map_err(|e| Failure(alloc::format!("{e}")))?;
     let seen = every_cpu_reads()?;
-    check!(percpu::online_cpus().all(|c| seen[c] == MARKERS[1]), "after the flush every CPU reads frame B ({seen:x?})");
+    check!(smp::online_cpus().all(|c| seen[c] == MARKERS[1]), "after the flush every CPU reads frame B ({seen:x?})");
     Ok(())
 }
 
 /// Allocating past the 255 hardware ASNs starts a new version (with a
 /// tbiap + imb), and a space from the old version gets a fresh ASN.
 pub fn asn_rollover(_: &BootConfig<'_>) -> Outcome {
-    let me = pal::whami();
+    let me = cpus::this();
     let stats = &MMU.stats[me];
     let rollovers = stats.rollovers.load(Ordering::Relaxed);
     let first: &'static AddressSpace<MAX_CPUS> = Box::leak(Box::new(AddressSpace::new()));

@@ -10,12 +10,12 @@ use alphasmp::xcall::XcallError;
 use crate::percpu::{self, MAX_CPUS};
 use crate::platform::SMP;
 use crate::selftest::Outcome;
-use crate::{check, check_eq, clock, ipl, pal, smp};
+use crate::{check, check_eq, clock, cpus, ipl, smp};
 
 static HITS: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 
 fn hit(_: usize) {
-    HITS[pal::whami()].fetch_add(1, Ordering::Relaxed);
+    HITS[cpus::this()].fetch_add(1, Ordering::Relaxed);
 }
 
 fn hits() -> [u64; MAX_CPUS] {
@@ -39,8 +39,8 @@ fn plus(mut base: [u64; MAX_CPUS], mask: CpuMask) -> [u64; MAX_CPUS] {
 }
 
 pub fn every_variant_exactly_once(_: &BootConfig<'_>) -> Outcome {
-    let me = pal::whami();
-    let online = percpu::online();
+    let me = cpus::this();
+    let online = smp::online();
     for t in online.iter() {
         for wait in [true, false] {
             let before = hits();
@@ -78,7 +78,7 @@ fn fail(e: XcallError) -> crate::selftest::Failure {
 static STORM_ROUNDS: AtomicU64 = AtomicU64::new(0);
 
 fn storm(me: usize) -> u64 {
-    let online = percpu::online();
+    let online = smp::online();
     let n = online.count();
     let mut done = 0;
     for round in 0..STORM_ROUNDS.load(Ordering::Relaxed) {
@@ -95,7 +95,7 @@ fn storm(me: usize) -> u64 {
 /// exactly once: total hits = total calls, and queued = run everywhere.
 pub fn concurrent_storm(cfg: &BootConfig<'_>) -> Outcome {
     STORM_ROUNDS.store(cfg.storm_rounds, Ordering::Relaxed);
-    let online = percpu::online();
+    let online = smp::online();
     if online.count() < 2 {
         return Ok(()); // nothing to storm with one CPU
     }
@@ -121,8 +121,8 @@ fn wait_from_interrupt(_: usize) {
 }
 
 pub fn misuse_is_refused(_: &BootConfig<'_>) -> Outcome {
-    check_eq!(SMP.call_single(9, hit, 0, true), Err(XcallError::NoSuchCpu(9)), "CPU 9");
-    let offline = (0..MAX_CPUS).find(|c| !percpu::is_online(*c));
+    check_eq!(SMP.call_single(MAX_CPUS, hit, 0, true), Err(XcallError::NoSuchCpu(MAX_CPUS)), "CPU {MAX_CPUS}");
+    let offline = (0..MAX_CPUS).find(|c| !smp::is_online(*c));
     if let Some(c) = offline {
         check_eq!(SMP.call_single(c, hit, 0, false), Err(XcallError::Offline(c)), "offline CPU {c}");
     }
@@ -130,7 +130,7 @@ pub fn misuse_is_refused(_: &BootConfig<'_>) -> Outcome {
         let _g = ipl::IplGuard::raise(ipl::HIGH);
         check_eq!(SMP.on_each_cpu(hit, 0, true), Err(XcallError::WaitWithIpisMasked), "wait at IPL 7");
     }
-    if let Some(other) = percpu::online_cpus().find(|c| *c != pal::whami()) {
+    if let Some(other) = smp::online_cpus().find(|c| *c != cpus::this()) {
         NESTED.store(0, Ordering::Relaxed);
         SMP.call_single(other, wait_from_interrupt, 0, false).map_err(fail)?;
         let end = clock::now_ns() + 100_000_000;
@@ -146,7 +146,7 @@ pub fn misuse_is_refused(_: &BootConfig<'_>) -> Outcome {
 /// The books balance: every call queued anywhere was run exactly once.
 pub fn counters_agree(_: &BootConfig<'_>) -> Outcome {
     let (mut queued, mut run) = (0, 0);
-    for c in percpu::online_cpus() {
+    for c in smp::online_cpus() {
         queued += SMP.cpu(c).stats.calls_queued.load(Ordering::Relaxed);
         run += SMP.cpu(c).stats.calls_run.load(Ordering::Relaxed);
     }

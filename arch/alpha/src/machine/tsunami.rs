@@ -1,0 +1,117 @@
+//! Tsunami/Typhoon AlphaServers (DS10, DS20, ES40), and the parts of them
+//! QEMU's clipper emulates: the 16550 UART at ISA port 0x3f8 and the
+//! MC146818 RTC at ports 0x70/0x71, reached through the Pchip0 PCI I/O
+//! window in KSEG (docs: srm-hardware.md 6, qemu-alpha.md 5 and 7).
+
+use core::ptr::NonNull;
+
+use volatile::VolatilePtr;
+
+use crate::console::Console;
+
+/// KSEG address of ISA/PCI I/O port 0 behind Pchip0.
+const PCI_IO: u64 = 0xfffffd01fc000000;
+
+fn port(p: u64) -> VolatilePtr<'static, u8> {
+    // SAFETY: ports 0..0x10000 of Pchip0's I/O window are byte-accessible
+    // device registers on every Tsunami-class machine, mapped through KSEG
+    // for the whole run; unassigned ports read 0 (qemu-alpha.md 3.3).
+    unsafe { VolatilePtr::new(NonNull::new_unchecked((PCI_IO + p) as *mut u8)) }
+}
+
+/// A 16550-compatible UART, polled, at an ISA port.
+pub struct Uart16550 {
+    port: u64,
+}
+
+/// Line status register bit: transmit holding register empty.
+const LSR_THRE: u8 = 0x20;
+
+impl Uart16550 {
+    /// COM1, ISA port 0x3f8 (on real machines SRM may own it as its own
+    /// console, which is why `console=auto` picks SRM there).
+    pub const COM1: Uart16550 = Uart16550 { port: 0x3f8 };
+
+    fn reg(&self, offset: u64) -> VolatilePtr<'static, u8> {
+        port(self.port + offset)
+    }
+
+    fn put(&self, b: u8) {
+        let mut spins = 0u32;
+        // Bounded: a missing UART must not hang the kernel forever.
+        while self.reg(5).read() & LSR_THRE == 0 && spins < 1_000_000 {
+            spins += 1;
+            core::hint::spin_loop();
+        }
+        self.reg(0).write(b);
+    }
+}
+
+impl Console for Uart16550 {
+    fn write_bytes(&self, bytes: &[u8]) {
+        for &b in bytes {
+            if b == b'\n' {
+                self.put(b'\r');
+            }
+            self.put(b);
+        }
+    }
+    fn name(&self) -> &'static str {
+        "uart16550@0x3f8"
+    }
+}
+
+
+/// COM1 as the console device.
+pub static COM1: Uart16550 = Uart16550::COM1;
+
+// ---- The MC146818 RTC as the periodic tick ---------------------------------
+
+const RTC_INDEX: u64 = 0x70;
+const RTC_DATA: u64 = 0x71;
+const RTC_A: u8 = 0x0a;
+const RTC_B: u8 = 0x0b;
+const RTC_C: u8 = 0x0c;
+/// Register A: 32.768 kHz time base, 1024 Hz periodic rate.
+const A_1024HZ: u8 = 0x26;
+/// Rates Linux accepts as already programmed (`common_init_rtc`).
+const A_ACCEPTED: [u8; 4] = [0x26, 0x25, 0x19, 0x06];
+const B_PIE: u8 = 0x40;
+const B_AIE: u8 = 0x20;
+const B_UIE: u8 = 0x10;
+const B_SQWE: u8 = 0x08;
+
+fn rtc_read(reg: u8) -> u8 {
+    port(RTC_INDEX).write(reg);
+    port(RTC_DATA).read()
+}
+
+fn rtc_write(reg: u8, v: u8) {
+    port(RTC_INDEX).write(reg);
+    port(RTC_DATA).write(v);
+}
+
+/// Turns on the RTC's periodic interrupt (boot CPU, once), which reaches
+/// every CPU as entInt type 1: register A to 1024 Hz unless it already
+/// holds a rate Linux accepts, periodic (PIE) and square-wave (SQWE)
+/// enables on, alarm and update interrupts off, register C read once.
+/// Neither Linux nor NetBSD acknowledges per tick (PALcode or the board
+/// does; doc 6 [I]); QEMU needs nothing more (qemu-alpha.md 7).
+/// Returns the rate register A selects, in Hz.
+pub fn start_rtc_tick() -> u64 {
+    let a = rtc_read(RTC_A) & 0x7f;
+    let a = if A_ACCEPTED.contains(&(a & 0x3f)) {
+        a
+    } else {
+        rtc_write(RTC_A, A_1024HZ);
+        A_1024HZ
+    };
+    let b = rtc_read(RTC_B);
+    rtc_write(RTC_B, (b | B_PIE | B_SQWE) & !(B_AIE | B_UIE));
+    let _ = rtc_read(RTC_C);
+    // Rate select n (3..=15) gives 32768 >> (n - 1) Hz.
+    match a & 0x0f {
+        n @ 3..=15 => 32768 >> (n - 1),
+        _ => crate::clock::FALLBACK_BASE_HZ,
+    }
+}

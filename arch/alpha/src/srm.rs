@@ -1,0 +1,109 @@
+//! The SRM console through its Console Callback Routines (CRB): PUTS for
+//! output and GET_ENV for the boot arguments (docs: srm-hardware.md 3).
+//!
+//! Every SRM console has them, QEMU's PALcode included (its PUTS writes
+//! COM1), so this is the console that works on every machine; Marvel has no
+//! other. The call goes through `asm/crb.S` (OpenVMS calling convention);
+//! what to pass and what a result means is `alphasmp_srm::crb`, host-tested.
+//!
+//! Rules kept here:
+//! - Calls are serialised by one lock taken at IPL 7 (Linux's srmcons
+//!   spinlock with IRQs off; NetBSD's IPL_HIGH mutex). Any CPU may call: no
+//!   "boot CPU only" rule is documented (doc 3, [I]).
+//! - Buffers are 8-byte aligned (aboot: some SRMs fail otherwise).
+//! - Buffers are KSEG addresses, as Linux passes them. NetBSD instead
+//!   copies to a 32-bit console VA ("Prom only takes 32 bit addresses");
+//!   which consoles need that is open (doc 8). If a real console refuses
+//!   KSEG buffers, PUTS returns an error status and output falls back to
+//!   nothing rather than hanging; `console=uart` remains on Tsunami.
+//! - The kernel keeps running on the console's page tables (it adds its own
+//!   L2/L3 under an unused L1 slot, `mm.rs`), so the console's mappings of
+//!   its dispatch code stay valid and FIXUP is never needed.
+
+use alphasmp_srm::crb::{self, Aligned, Status};
+use spin::Mutex;
+
+use crate::console::Console;
+use crate::hwrpb::{self, Hwrpb};
+use crate::ipl::{self, IplGuard};
+
+unsafe extern "Rust" {
+    fn crb_dispatch(desc: u64, code: u64, a1: u64, a2: u64, a3: u64, nargs: u64) -> u64;
+}
+
+/// The console's callback dispatcher.
+pub struct Crb {
+    /// VA of the dispatch routine's procedure descriptor.
+    desc: u64,
+    /// Serialises calls into the console.
+    lock: Mutex<()>,
+}
+
+impl Crb {
+    /// Finds the dispatcher through the HWRPB's CRB, if it has one.
+    pub fn locate(h: &Hwrpb) -> Option<Crb> {
+        let crb = hwrpb::base(h) + h.crb_offset();
+        if h.crb_offset() == 0 {
+            return None;
+        }
+        // SAFETY: the CRB lies inside the HWRPB block, mapped through KSEG.
+        let desc = unsafe { core::ptr::read_volatile((crb + crb::off::DISPATCH_VA) as *const u64) };
+        (desc != 0).then(|| Crb { desc, lock: Mutex::new(()) })
+    }
+
+    fn call(&self, code: u64, a1: u64, a2: u64, a3: u64, nargs: u64) -> Status {
+        let _ipl = IplGuard::raise(ipl::HIGH);
+        let _one = self.lock.lock();
+        // SAFETY: `desc` is the console's own dispatch descriptor from the
+        // CRB, mapped by the console page table this kernel runs on; the
+        // stub follows the console's calling convention; buffers passed in
+        // a1..a3 are live for the call (callers) and the lock keeps calls
+        // from two CPUs apart.
+        Status(unsafe { crb_dispatch(self.desc, code, a1, a2, a3, nargs) })
+    }
+
+    /// Writes `bytes` to console unit 0, continuing partial writes.
+    pub fn puts(&self, bytes: &[u8]) -> Result<(), crb::PutsError> {
+        crb::puts_all(bytes, |buf: &Aligned, n| self.call(crb::code::PUTS, 0, buf.0.as_ptr() as u64, n as u64, 4))
+    }
+
+    /// GET_ENV `id` into `buf` (quadwords, so 8-byte aligned); the text,
+    /// trimmed, or None if the console does not support it (QEMU) or fails.
+    pub fn get_env<'b>(&self, id: u64, buf: &'b mut [u64]) -> Option<&'b str> {
+        let len = buf.len() * 8;
+        let s = self.call(crb::code::GET_ENV, id, buf.as_mut_ptr() as u64, len as u64, 3);
+        // SAFETY: any u64 slice is also a valid, initialised byte slice of
+        // 8x the length; the borrow keeps `buf` exclusively ours.
+        let bytes = unsafe { core::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), len) };
+        crb::env_text(bytes, s)
+    }
+}
+
+/// The console device over PUTS: `\n` goes out as `\r\n`, in chunks.
+pub struct SrmConsole(pub Crb);
+
+impl Console for SrmConsole {
+    fn write_bytes(&self, bytes: &[u8]) {
+        let mut chunk = [0u8; crb::CHUNK];
+        let mut n = 0;
+        for &b in bytes {
+            if b == b'\n' {
+                chunk[n] = b'\r';
+                n += 1;
+            }
+            chunk[n] = b;
+            n += 1;
+            if n >= crb::CHUNK - 1 {
+                self.0.puts(&chunk[..n]).ok();
+                n = 0;
+            }
+        }
+        if n > 0 {
+            // An error has nowhere to be reported but this console.
+            self.0.puts(&chunk[..n]).ok();
+        }
+    }
+    fn name(&self) -> &'static str {
+        "srm (CRB PUTS)"
+    }
+}
