@@ -30,6 +30,9 @@ pub struct Symbolizer {
     cache: HashMap<String, Option<String>>,
 }
 
+/// Markers of the lines that report a fault, a panic or a stalled call.
+const REPORTS: &[&str] = &["FAULT ", "PANIC ", "panic", "watchdog:"];
+
 /// What to look up.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Query {
@@ -60,9 +63,14 @@ impl Symbolizer {
     }
 
     /// The queries one line asks for, with the byte offset after which each
-    /// answer goes.
+    /// answer goes. Only reports are annotated: fault, panic and watchdog
+    /// lines (other lines print addresses that are not code positions,
+    /// such as the kernel's own bounds).
     fn queries(&self, line: &str) -> Vec<(usize, Query)> {
         let mut out = Vec::new();
+        if !REPORTS.iter().any(|r| line.contains(r)) {
+            return out;
+        }
         let mut rest = 0;
         while let Some(i) = line[rest..].find("0x") {
             let start = rest + i + 2;
@@ -119,7 +127,8 @@ impl Symbolizer {
         log.lines().map(|l| self.annotate_line(l) + "\n").collect()
     }
 
-    /// One gdb run for all of `qs`; an answer per query (None: unknown).
+    /// One gdb run for all of `qs`, then one addr2line run for the inline
+    /// chains; an answer per query (None: unknown).
     fn ask_gdb(&self, qs: &[Query]) -> Vec<Option<String>> {
         const MARK: &str = "@@alphasmp-end@@";
         let mut cmd = Command::new("gdb-multiarch");
@@ -132,9 +141,78 @@ impl Symbolizer {
         // gdb writes "No line number information..." to stdout, errors to
         // stderr; each answer ends at its marker.
         let text = String::from_utf8_lossy(&out.stdout);
-        let mut answers: Vec<Option<String>> = text.split(MARK).map(parse_info_line).collect();
-        answers.resize(qs.len(), None);
-        answers
+        let mut found: Vec<Option<InfoLine>> = text.split(MARK).map(parse_info_line).collect();
+        found.resize(qs.len(), None);
+        let addrs: Vec<u64> = found.iter().flatten().map(|f| f.addr).collect();
+        let mut chains = self.inline_chains(&addrs).into_iter();
+        found
+            .into_iter()
+            .map(|f| {
+                let f = f?;
+                Some(describe(&f, &chains.next().unwrap_or_default()))
+            })
+            .collect()
+    }
+
+    /// For each address, the functions that contain it from the innermost
+    /// inlined one outwards, each with its file:line (addr2line -i), paths
+    /// relative to the repository.
+    fn inline_chains(&self, addrs: &[u64]) -> Vec<Vec<(String, String)>> {
+        if addrs.is_empty() {
+            return Vec::new();
+        }
+        let mut cmd = Command::new("alpha-linux-gnu-addr2line");
+        cmd.args(["-f", "-i", "-C", "-a", "-e"]).arg(&self.elf);
+        for a in addrs {
+            cmd.arg(format!("{a:#x}"));
+        }
+        let Ok(out) = cmd.output() else { return vec![Vec::new(); addrs.len()] };
+        let text = String::from_utf8_lossy(&out.stdout);
+        let root = crate::util::repo_root().display().to_string() + "/";
+        // -a prints each address on its own line, then name/place pairs.
+        let mut chains: Vec<Vec<(String, String)>> = Vec::new();
+        let mut lines = text.lines().peekable();
+        while let Some(l) = lines.next() {
+            if l.starts_with("0x") {
+                chains.push(Vec::new());
+                continue;
+            }
+            let place = lines.next().unwrap_or_default().replace(&root, "");
+            let place = place.split(" (discriminator").next().unwrap_or_default().to_string();
+            if let Some(c) = chains.last_mut()
+                && l != "??"
+            {
+                c.push((l.to_string(), place));
+            }
+        }
+        chains.resize(addrs.len(), Vec::new());
+        chains
+    }
+}
+
+/// What gdb said about one address or location.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct InfoLine {
+    addr: u64,
+    /// The ELF symbol containing it, demangled, and the offset into it.
+    sym: String,
+    off: u64,
+    /// gdb's `file:line`, if it has line information.
+    place: Option<String>,
+}
+
+/// `function+0xoff (file:line)`, or for code inlined into another function
+/// `inner (file:line) inlined in outer+0xoff`.
+fn describe(f: &InfoLine, chain: &[(String, String)]) -> String {
+    match chain {
+        [inner, _, ..] => format!("{} ({}) inlined in {}+{:#x}", strip_hash(&inner.0), inner.1, f.sym, f.off),
+        // addr2line demangles Rust v0 names that gdb's symbol table prints
+        // raw (`_RNv...`), so its name wins.
+        [only] if !only.1.starts_with("??") => format!("{}+{:#x} ({})", strip_hash(&only.0), f.off, only.1),
+        _ => match &f.place {
+            Some(p) => format!("{}+{:#x} ({p})", f.sym, f.off),
+            None => format!("{}+{:#x}", f.sym, f.off),
+        },
     }
 }
 
@@ -147,14 +225,15 @@ fn panic_location(line: &str) -> Option<String> {
     (!file.is_empty() && !digits.is_empty() && !file.contains(' ')).then(|| format!("{file}:{digits}"))
 }
 
-/// Turns gdb's answer to `info line` into `function+0xoff (file:line)`.
-///
-/// The shapes it prints:
+/// Reads gdb's answer to `info line`. The shapes it prints:
 /// - `Line 225 of "src/main.rs" starts at address 0x... <sym+64> and ends at 0x...`
 /// - `Line 225 of "src/main.rs" is at address 0x... <sym+64> but contains no code.`
 /// - `No line number information available for address 0x... <sym+4>`
-fn parse_info_line(answer: &str) -> Option<String> {
+fn parse_info_line(answer: &str) -> Option<InfoLine> {
     let text = answer.trim();
+    let at = text.find("address 0x")? + "address ".len();
+    let hex: String = text[at + 2..].chars().take_while(char::is_ascii_hexdigit).collect();
+    let addr = u64::from_str_radix(&hex, 16).ok()?;
     let open = text.find('<')?;
     let close = open + text[open..].find('>')?;
     let sym = &text[open + 1..close];
@@ -162,16 +241,12 @@ fn parse_info_line(answer: &str) -> Option<String> {
         Some((f, o)) => (f, o.parse::<u64>().ok()?),
         None => (sym, 0),
     };
-    let func = strip_hash(func);
     let place = text.strip_prefix("Line ").and_then(|t| {
         let (line, rest) = t.split_once(" of \"")?;
         let (file, _) = rest.split_once('"')?;
         Some(format!("{file}:{line}"))
     });
-    Some(match place {
-        Some(p) => format!("{func}+{off:#x} ({p})"),
-        None => format!("{func}+{off:#x}"),
-    })
+    Some(InfoLine { addr, sym: strip_hash(func).to_string(), off, place })
 }
 
 /// Drops a legacy Rust mangling hash (`::h0123456789abcdef`).
@@ -223,19 +298,29 @@ mod tests {
         let p = "PANIC on CPU 1 at src/main.rs:225: deliberate panic on CPU 1 (fault=panic)";
         assert_eq!(s.queries(p).into_iter().map(|(_, q)| q).collect::<Vec<_>>(), vec![Query::Location("src/main.rs:225".into())]);
         assert!(!s.wants("test ipl.guard_nests ... ok (3 us)"));
+        assert!(!s.wants("kernel: 0x1000..0x1800, heap 32768 KiB"), "not a report");
+        assert!(s.wants("watchdog: CPU 1 waited 1000 us for CPU 2 to run call 0x1100(0x0)"));
     }
 
     #[test]
     fn gdb_answers_are_parsed() {
-        assert_eq!(
-            parse_info_line("Line 225 of \"src/main.rs\" starts at address 0xfffffc0000312340 <kernel::raise_fault::h0123456789abcdef+64> and ends at 0xfffffc0000312350 <kernel::raise_fault+80>."),
-            Some("kernel::raise_fault+0x40 (src/main.rs:225)".into())
-        );
-        assert_eq!(
-            parse_info_line("No line number information available for address 0xfffffc0000310104 <fault_breakpoint+4>"),
-            Some("fault_breakpoint+0x4".into())
-        );
+        let f = parse_info_line("Line 225 of \"src/main.rs\" starts at address 0xfffffc0000312340 <kernel::raise_fault::h0123456789abcdef+64> and ends at 0xfffffc0000312350 <kernel::raise_fault+80>.").unwrap();
+        assert_eq!(f, InfoLine { addr: 0xfffffc0000312340, sym: "kernel::raise_fault".into(), off: 64, place: Some("src/main.rs:225".into()) });
+        assert_eq!(describe(&f, &[]), "kernel::raise_fault+0x40 (src/main.rs:225)");
+        let g = parse_info_line("No line number information available for address 0xfffffc0000310104 <fault_breakpoint+4>").unwrap();
+        assert_eq!(describe(&g, &[]), "fault_breakpoint+0x4");
         assert_eq!(parse_info_line("No symbol table is loaded."), None);
+    }
+
+    #[test]
+    fn inlined_code_names_both_functions() {
+        let f = InfoLine { addr: 0x10, sym: "alpha_secondary_main".into(), off: 0x1c8, place: Some("src/smp.rs:228".into()) };
+        let chain = vec![("kernel::smp::idle_loop".to_string(), "arch/alpha/src/smp.rs:228".to_string()), ("alpha_secondary_main".to_string(), "arch/alpha/src/smp.rs:214".to_string())];
+        assert_eq!(describe(&f, &chain), "kernel::smp::idle_loop (arch/alpha/src/smp.rs:228) inlined in alpha_secondary_main+0x1c8");
+        assert_eq!(describe(&f, &chain[1..]), "alpha_secondary_main+0x1c8 (arch/alpha/src/smp.rs:214)");
+        let raw = InfoLine { addr: 0x10, sym: "_RNvNtCs1_6kernel7machine13machine_check".into(), off: 0x1b0, place: None };
+        let demangled = [("kernel::machine::machine_check".to_string(), "arch/alpha/src/machine/mod.rs:148".to_string())];
+        assert_eq!(describe(&raw, &demangled), "kernel::machine::machine_check+0x1b0 (arch/alpha/src/machine/mod.rs:148)");
     }
 
     #[test]
@@ -243,6 +328,6 @@ mod tests {
         let mut s = with_code(0x1000..0x2000);
         s.cache.insert("info line *0x1234".into(), Some("f+0x4 (a.rs:1)".into()));
         s.cache.insert("info line *0x1ff0".into(), None);
-        assert_eq!(s.annotate_line("pc=0x1234 ra=0x1ff0 x"), "pc=0x1234 <f+0x4 (a.rs:1)> ra=0x1ff0 x");
+        assert_eq!(s.annotate_line("FAULT pc=0x1234 ra=0x1ff0 x"), "FAULT pc=0x1234 <f+0x4 (a.rs:1)> ra=0x1ff0 x");
     }
 }
