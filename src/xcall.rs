@@ -4,19 +4,32 @@
 //!
 //! Each CPU owns a **call queue** (a lock-free stack of call descriptors,
 //! [`Csd`]) and a **mailbox** ([`crate::mailbox`]). A caller on CPU `s` that
-//! wants `f(arg)` to run on CPU `t`:
+//! wants `f(arg)` to run on the CPUs `T`:
 //!
-//! 1. **locks** its descriptor for `t` (`cfd[s][t]`): waits until the flag
-//!    word is 0 (the previous use finished, Acquire), then stores LOCK
-//!    (and SYNC for a waiting call);
-//! 2. fills in `f` and `arg` and **queues** the descriptor on `t`'s queue
-//!    (compare-and-swap of the head, Release: publishes the fields);
-//! 3. **interrupts** `t` only if the queue was empty before the push: posts
+//! 1. **reserves** its descriptor for each `t` in `T` (`cfd[s][t]`): waits
+//!    until the flag word is 0 (the previous use finished, Acquire), then
+//!    stores LOCK; from interrupt context it only tries once
+//!    (compare-and-swap) and refuses with [`XcallError::Busy`] instead of
+//!    spinning;
+//! 2. fills in `f` and `arg` (and SYNC for a waiting call) and **queues**
+//!    each descriptor on its target's queue (compare-and-swap of the head,
+//!    Release: publishes the fields);
+//! 3. **interrupts** each `t` whose queue was empty before the push: posts
 //!    CALL_FUNCTION in `t`'s mailbox and issues the IPI. A non-empty queue
 //!    means an IPI is already on its way, so Linux sends none (this is what
 //!    turns one lost IPI into a stall of every later caller to that CPU:
 //!    the fault-injection work reproduces exactly that);
-//! 4. for a waiting call, **spins** until `t` clears the flag word.
+//! 4. for a waiting call, **spins** until each target clears the flag word.
+//!
+//! Only steps 1 and 4 can fail (Busy, or the watchdog's
+//! [`XcallError::Stalled`]). A failure in step 1 releases the descriptors
+//! reserved so far, none of which was queued; steps 2 and 3 cannot fail, so
+//! every push that found a queue empty is followed by its IPI. Hence the
+//! invariant behind "send only if empty" holds on every exit: **a non-empty
+//! queue always has an interrupt owed to it** (issue 14 item 2: queueing on
+//! an earlier target and then failing on a later one, before the IPIs went
+//! out, left a queue nothing would ever look at; tests/loom.rs checks
+//! every exit).
 //!
 //! The target, on the IPI (or on any drain of its mailbox), takes the whole
 //! queue at once (swap with null, Acquire), restores FIFO order and runs each
@@ -26,8 +39,11 @@
 //! `next` before unlocking it and never touches it afterwards: from that
 //! moment the owner may reuse it.
 //!
-//! Descriptors live in per-CPU arrays (never on a stack), so a caller that
-//! gives up on a stalled call (watchdog abort) leaves nothing dangling.
+//! Descriptors live in per-CPU arrays (never on a stack). A waiter that
+//! gives up in step 4 leaves its descriptors queued, locked and announced:
+//! the target runs and unlocks them when it gets to them, and the next use
+//! of such a descriptor waits for that in step 1. (Whatever `arg` points to
+//! must stay valid until then; see `crate::tlb` for how its requests do.)
 //!
 //! # The fixes for lossy IPIs (seed patches 1/3 and 2/3), as policy
 //!
@@ -42,7 +58,8 @@
 //!   reproduction run can count a deadlock instead of hanging.
 
 use core::fmt;
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+// From `crate::sync`, so tests/loom.rs can compile this file against loom.
+use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use crate::cpumask::CpuMask;
 use crate::mailbox::{IpiMessage, Mailbox};
@@ -106,6 +123,12 @@ pub struct CpuState<const N: usize> {
 }
 
 impl<const N: usize> CpuState<N> {
+    /// Whether calls sit in this CPU's queue, not yet taken by it
+    /// (diagnostics; the tests' "no call stranded" checks).
+    pub fn call_pending(&self) -> bool {
+        !self.queue.is_empty()
+    }
+
     const fn new() -> Self {
         CpuState {
             mailbox: Mailbox::new(),
@@ -251,13 +274,19 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
         if cpu >= N {
             return Err(XcallError::NoSuchCpu(cpu));
         }
+        self.post(cpu, msg);
+        Ok(())
+    }
+
+    /// [`send_message`](Self::send_message) for a CPU number known to be
+    /// below `N`: cannot fail.
+    fn post(&self, cpu: usize, msg: IpiMessage) {
         let target = &self.cpus[cpu];
         target.mailbox.post(msg);
         for m in msg.each() {
             target.stats.ipi_sent[m.index()].fetch_add(1, Ordering::Relaxed);
         }
         self.platform.send_ipi(cpu);
-        Ok(())
     }
 
     /// The IPI handler: drains this CPU's mailbox until empty, running the
@@ -342,20 +371,36 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
         };
         let st = &self.cpus[me];
         let slots = if in_irq { &st.cfd_irq } else { &st.cfd };
-        // Queue everywhere first, then interrupt. An interrupt handler on
-        // this CPU that makes a call meanwhile uses the separate `cfd_irq`
-        // descriptors, so it cannot disturb the ones being filled here.
+        // An interrupt handler on this CPU that makes a call meanwhile uses
+        // the separate `cfd_irq` descriptors, so it cannot disturb the ones
+        // reserved here.
+        // Step 1: reserve every descriptor. Nothing is queued yet, so an
+        // exit here releases the reserved ones and leaves nothing behind.
+        let mut reserved = CpuMask::EMPTY;
+        for t in remote.iter() {
+            let csd = &slots[t];
+            let got = if in_irq {
+                csd.flags.compare_exchange(0, LOCK, Ordering::Acquire, Ordering::Relaxed).map(drop).map_err(|_| XcallError::Busy { target: t })
+            } else {
+                // Only this CPU's task context sets this flag word, and
+                // nothing interrupts that between the wait and the store
+                // with a use of the same word, so a plain store reserves it.
+                self.wait_unlocked(csd, t).map(|()| csd.flags.store(LOCK, Ordering::Relaxed))
+            };
+            if let Err(e) = got {
+                for r in reserved.iter() {
+                    // Never queued and never filled: no target has seen it.
+                    slots[r].flags.store(0, Ordering::Relaxed);
+                }
+                return Err(e);
+            }
+            reserved.insert(t);
+        }
+        // Steps 2 and 3 cannot fail: every push that found a queue empty is
+        // followed by its IPI.
         let mut ipis = CpuMask::EMPTY;
         for t in remote.iter() {
             let csd = &slots[t];
-            if in_irq {
-                if csd.flags.compare_exchange(0, LOCK, Ordering::Acquire, Ordering::Relaxed).is_err() {
-                    return Err(XcallError::Busy { target: t });
-                }
-            } else {
-                self.wait_unlocked(csd, t)?;
-                csd.flags.store(LOCK, Ordering::Relaxed);
-            }
             if wait {
                 csd.flags.store(LOCK | SYNC, Ordering::Relaxed);
             }
@@ -369,7 +414,7 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
             }
         }
         for t in ipis.iter() {
-            self.send_message(t, IpiMessage::CALL_FUNCTION)?;
+            self.post(t, IpiMessage::CALL_FUNCTION);
         }
         if mask.contains(me) {
             let prev = self.platform.raise_ipl(ipl::IPI);
@@ -448,7 +493,7 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
             }
             if self.policy.resend.load(Ordering::Relaxed) {
                 self.cpus[me].stats.resends.fetch_add(1, Ordering::Relaxed);
-                self.send_message(target, IpiMessage::CALL_FUNCTION)?;
+                self.post(target, IpiMessage::CALL_FUNCTION);
             }
         }
         Ok(())

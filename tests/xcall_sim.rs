@@ -121,3 +121,57 @@ fn waiting_call_from_interrupt_context_is_refused() {
     });
     assert_eq!(NESTED.load(Ordering::Relaxed), 1, "the nested waiting call got WaitInInterrupt");
 }
+
+/// Issue 14, item 2: a `call_many` that gives up (here: the watchdog aborts
+/// its wait for the descriptor of a later target) must not leave a call on
+/// an earlier target's queue with no IPI sent. If it does, that queue is
+/// non-empty with no mailbox bit, nothing ever looks at it, and every later
+/// call to that CPU piggybacks on it (no IPI: "one is already on its way")
+/// and hangs. Seeded scheduler, watchdog abort after one report.
+#[test]
+fn an_aborted_call_many_strands_no_call() {
+    for seed in 0..8 {
+        let smp: &SimSmp = SimPlatform::seeded(Line::Latch, 0, 0, 4, seed);
+        smp.policy.watchdog_cycles.store(2_000, Ordering::Relaxed);
+        smp.policy.abort_after.store(1, Ordering::Relaxed);
+        let h = hits();
+        let stage: &'static AtomicU64 = Box::leak(Box::new(AtomicU64::new(0)));
+        let wait_for = move |n: u64| {
+            while stage.load(Ordering::Acquire) < n {
+                smp.platform.relax();
+            }
+        };
+        SimPlatform::run(smp, 4, move |me| {
+            let arg = h as *const Hits as usize;
+            match me {
+                // CPU 2 sits at IPL 7 until the others are done: a call to it
+                // stays in flight.
+                2 => {
+                    let prev = smp.platform.raise_ipl(ipl::HIGH);
+                    stage.store(1, Ordering::Release);
+                    wait_for(3);
+                    smp.platform.restore_ipl(prev);
+                }
+                0 => {
+                    wait_for(1);
+                    smp.call_single(2, record, arg, false).unwrap();
+                    // CPU 0's descriptor for CPU 2 is still in flight, so this
+                    // waits for it (after queueing on CPU 1, on the old code)
+                    // until the watchdog gives up.
+                    assert_eq!(smp.call_many(CpuMask(0b0110), record, arg, true), Err(XcallError::Stalled { target: 2 }), "seed {seed}");
+                    stage.store(2, Ordering::Release);
+                }
+                3 => {
+                    wait_for(2);
+                    let r = smp.call_single(1, record, arg, true);
+                    stage.store(3, Ordering::Release);
+                    assert_eq!(r, Ok(()), "seed {seed}: a call to CPU 1 after CPU 0's aborted call_many");
+                }
+                _ => {}
+            }
+        });
+        for c in 0..4 {
+            assert!(!smp.cpu(c).call_pending(), "seed {seed}: CPU {c} has a call queued");
+        }
+    }
+}
