@@ -74,6 +74,9 @@ pub struct SimCpu {
     pub in_handler: AtomicBool,
     pub dropped_ipis: AtomicU64,
     pub tlb_ops: AtomicU64,
+    /// Of `tlb_ops`, single-page invalidations of both streams (tbis,
+    /// [`TlbOp::PageBoth`]): the only single-page ones that reach the ITB.
+    pub tbis_both: AtomicU64,
     pub imbs: AtomicU64,
     pub asn: AtomicU64,
     pub ticks: AtomicU64,
@@ -365,8 +368,11 @@ impl<const N: usize> Platform for SimPlatform<N> {
     fn in_interrupt(&self) -> bool {
         self.me().in_handler.load(Ordering::Relaxed)
     }
-    fn invalidate_tlb(&self, _op: TlbOp) {
+    fn invalidate_tlb(&self, op: TlbOp) {
         self.me().tlb_ops.fetch_add(1, Ordering::Relaxed);
+        if let TlbOp::PageBoth(_) = op {
+            self.me().tbis_both.fetch_add(1, Ordering::Relaxed);
+        }
     }
     fn imb(&self) {
         self.me().imbs.fetch_add(1, Ordering::Relaxed);

@@ -452,12 +452,17 @@ impl<P: Hooks + 'static, const N: usize> Mmu<P, N> {
 
     /// `[start, end)` of `space`: per page up to [`RANGE_PAGE_LIMIT`] pages,
     /// a whole-space flush beyond (Linux always flushes the whole space).
-    pub fn flush_tlb_range(&'static self, space: &'static AddressSpace<N>, start: u64, end: u64) -> Result<(), XcallError> {
+    /// `exec` (the range maps, or mapped, executable pages) also drops it
+    /// from the instruction stream: a new ASN where the space runs, which
+    /// retires its ITB entries and its icache lines (ASN-tagged) at once,
+    /// as `flush_tlb_page(exec)` and Linux's whole-space flush do; the
+    /// other CPUs forget their context as for any flush.
+    pub fn flush_tlb_range(&'static self, space: &'static AddressSpace<N>, start: u64, end: u64, exec: bool) -> Result<(), XcallError> {
         let start = start & !(PAGE_SIZE - 1);
         if end <= start {
             return Ok(());
         }
-        if (end - start).div_ceil(PAGE_SIZE) > RANGE_PAGE_LIMIT {
+        if exec || (end - start).div_ceil(PAGE_SIZE) > RANGE_PAGE_LIMIT {
             return self.flush_tlb_mm(space);
         }
         self.shoot_space(Op::Range, space, start, end)

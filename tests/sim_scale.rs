@@ -271,7 +271,7 @@ fn shootdowns<const N: usize>(online: CpuMask, seed: u64, rounds: u64) {
             for round in 0..rounds {
                 let va = 0x100_0000 + (me as u64 * 64 + round) * 4 * PAGE_SIZE;
                 mmu.flush_tlb_page(s, va, false).unwrap_or_else(|e| fail("flush_tlb_page", e));
-                mmu.flush_tlb_range(s, va, va + RANGE_PAGES * PAGE_SIZE).unwrap_or_else(|e| fail("flush_tlb_range", e));
+                mmu.flush_tlb_range(s, va, va + RANGE_PAGES * PAGE_SIZE, false).unwrap_or_else(|e| fail("flush_tlb_range", e));
                 mmu.flush_tlb_mm(s).unwrap_or_else(|e| fail("flush_tlb_mm", e));
                 mmu.flush_icache_user_page(s, true).unwrap_or_else(|e| fail("flush_icache_user_page", e));
                 mmu.flush_tlb_all().unwrap_or_else(|e| fail("flush_tlb_all", e));

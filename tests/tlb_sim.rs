@@ -1,5 +1,6 @@
 //! TLB shootdown and ASN handling (src/tlb.rs) on the simulated machine.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 
 use alphasmp::cpumask::CpuMask;
@@ -125,12 +126,44 @@ fn flush_all_and_imb_reach_every_cpu() {
 fn range_flush_is_per_page_up_to_the_limit() {
     let (smp, mmu) = setup();
     all_active_then(smp, mmu, space(), |mmu, s| {
-        mmu.flush_tlb_range(s, 0x10000, 0x10000 + 3 * PAGE_SIZE).unwrap();
-        mmu.flush_tlb_range(s, 0x10000, 0x10000 + (RANGE_PAGE_LIMIT + 1) * PAGE_SIZE).unwrap();
+        mmu.flush_tlb_range(s, 0x10000, 0x10000 + 3 * PAGE_SIZE, false).unwrap();
+        mmu.flush_tlb_range(s, 0x10000, 0x10000 + (RANGE_PAGE_LIMIT + 1) * PAGE_SIZE, false).unwrap();
     });
     for c in 0..SIM_CPUS {
         assert_eq!(stat(mmu, c, |s| &s.tbis), 3, "CPU {c}: three pages");
         assert_eq!(stat(mmu, c, |s| &s.new_asn), 2, "CPU {c}: activation + whole-space flush");
+    }
+}
+
+/// Issue 14, item 3: a range flush of an executable mapping must reach the
+/// instruction stream (ITB, and the ASN-tagged icache) on every CPU running
+/// the space: either a new ASN there, or each page invalidated in both
+/// streams plus an imb. Data-stream invalidates alone leave the old
+/// instructions reachable.
+#[test]
+fn exec_range_flush_reaches_the_instruction_stream() {
+    let (smp, mmu) = setup();
+    const PAGES: u64 = 3;
+    let s = space();
+    let asns: &'static [AtomicU64; SIM_CPUS] = Box::leak(Box::new([const { AtomicU64::new(0) }; SIM_CPUS]));
+    SimPlatform::run(smp, SIM_CPUS, move |me| {
+        asns[me].store(mmu.activate(s), Relaxed);
+        if me == 0 {
+            while s.active() != CpuMask::first(SIM_CPUS) {
+                smp.platform.relax();
+            }
+            mmu.flush_tlb_range(s, 0x10000, 0x10000 + PAGES * PAGE_SIZE, true).unwrap();
+        }
+    });
+    for c in 0..SIM_CPUS {
+        let hw = &smp.platform.cpus[c];
+        let new_asn = hw.asn.load(Relaxed) != asns[c].load(Relaxed);
+        let both = hw.tbis_both.load(Relaxed);
+        let imbs = hw.imbs.load(Relaxed);
+        assert!(
+            new_asn || (both >= PAGES && imbs >= 1),
+            "CPU {c}: executable range flushed in the data stream only (ASN unchanged, {both} both-stream page invalidations, {imbs} imb)"
+        );
     }
 }
 
