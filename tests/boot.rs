@@ -249,3 +249,29 @@ fn bad_boot_value_is_refused() {
     assert_eq!(r.ending, Ending::Exited(1), "{}", r.describe());
     assert!(r.lines_with("error: boot argument tick_hz=0").next().is_some());
 }
+
+/// `cargo xtask gdb`: QEMU halted with its stub, gdb-multiarch attached with
+/// the kernel's symbols: a breakpoint on a Rust function is hit, stepping
+/// moves to the next line, and every vCPU is a thread.
+#[test]
+fn gdb_session_breaks_steps_and_sees_every_cpu() {
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let commands = ["break alpha_boot_main", "continue", "next", "info threads", "rbreak-rust kernel::smp::finish", "continue", "bt 2"];
+    let session = xtask::gdb::Session {
+        spec: RunSpec { kernel: kernel(), smp: 4, mem: qemu::DEFAULT_MEM_MIB, append: "tests=ipl", timeout: Duration::MAX, echo: false },
+        commands: commands.iter().map(|c| c.to_string()).collect(),
+        serial_log: std::env::temp_dir().join(format!("alphasmp-gdb-test-{}.log", std::process::id())),
+    };
+    let out = xtask::gdb::batch(&session, Duration::from_secs(120)).expect("gdb session runs");
+    let g = &out.gdb_output;
+    eprintln!("{g}\n--- serial\n{}", out.serial);
+    assert!(g.contains("hit Breakpoint 1, alpha_boot_main"), "breakpoint on alpha_boot_main");
+    assert!(g.contains("src/main.rs"), "source lines are known");
+    for cpu in 0..4 {
+        assert!(g.contains(&format!("(CPU#{cpu} [")), "CPU {cpu} is a thread");
+    }
+    assert!(g.contains("hit Breakpoint 2, _RNvNtC") && g.contains("smp6finish"), "breakpoint on a mangled Rust path");
+    assert!(g.contains("in alpha_boot_main"), "backtrace reaches the caller");
+    assert!(out.serial.contains("1 passed, 0 failed"), "the kernel ran up to the verdict under gdb");
+}

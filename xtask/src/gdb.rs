@@ -111,6 +111,8 @@ fn gdb_command(kernel: &Path, port: u16) -> Command {
     gdb.arg("-q")
         .args(["-ex", "set pagination off"])
         .arg("-ex")
+        .arg(format!("source {}", crate::util::repo_root().join("xtask/gdb/rust.py").display()))
+        .arg("-ex")
         .arg(format!("target remote 127.0.0.1:{port}"))
         .arg(kernel);
     gdb
@@ -122,7 +124,7 @@ pub fn interactive(s: &Session<'_>) -> Result<i32> {
     let (guest, copier) = start_guest(s, port)?;
     eprintln!("==> QEMU is stopped before the first instruction; gdb stub on 127.0.0.1:{port}, {} vCPU(s) as threads", s.spec.smp);
     eprintln!("==> serial console: {} (follow it with: tail -f {})", s.serial_log.display(), s.serial_log.display());
-    eprintln!("==> try: break alpha_boot_main, continue, info threads, next; Ctrl-C stops the guest, quit ends the session");
+    eprintln!("==> try: break alpha_boot_main, rbreak-rust kernel::smp::finish, continue, info threads, next; Ctrl-C stops the guest, quit ends the session");
     let _sigint = IgnoreSigint::new();
     let status = gdb_command(s.spec.kernel, port).status().context(|| "starting gdb-multiarch".into())?;
     drop(guest);
