@@ -36,6 +36,10 @@ fn main() {
     println!("cargo:rerun-if-env-changed=ALPHASMP_LIBGCC");
     println!("cargo:rustc-link-arg=-T{}", linker_script.display());
     println!("cargo:rustc-link-arg=-nostdlib");
+    // One loadable segment holds text and data: the kernel runs in KSEG,
+    // which the MMU does not translate, so segment permissions would have
+    // no effect anyway, and a single segment is what an SRM raw image is.
+    println!("cargo:rustc-link-arg=--no-warn-rwx-segments");
     for obj in &objects {
         println!("cargo:rustc-link-arg={}", obj.display());
     }

@@ -34,6 +34,11 @@ pub fn build(tc: &Toolchain) -> Result<PathBuf> {
         eprintln!("{}", stderr.trim_end());
         return Err(Error { message: "kernel build failed".into(), log: Some(log) });
     }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if stderr.contains("warning") {
+        // Warnings are the compiler telling us something: never hide them.
+        eprintln!("{}", stderr.trim_end());
+    }
     let elf = target_dir.join("alpha-unknown-none/release/kernel");
     if !elf.exists() {
         return Err(err(format!("kernel build succeeded but {} is missing", elf.display())));

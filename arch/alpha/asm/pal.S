@@ -96,21 +96,6 @@ LEAF(cpu_gp)
 	ret	$31, ($26), 1
 END(cpu_gp)
 
-# 64-bit MMIO accessors: the Cchip only accepts quadword accesses, and an
-# explicit ldq/stq here cannot be split or merged by the compiler.
-LEAF(mmio_read64)
-	ldq	$0, 0($16)
-	mb
-	ret	$31, ($26), 1
-END(mmio_read64)
-
-LEAF(mmio_write64)
-	mb
-	stq	$17, 0($16)
-	mb
-	ret	$31, ($26), 1
-END(mmio_write64)
-
 # Deliberate faults for the fault-entry self-tests (each reaches one PALcode
 # entry point; the kernel must report it and end with a failure status).
 LEAF(fault_breakpoint)			# entIF, a0 = 0 (bpt)

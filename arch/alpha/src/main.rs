@@ -31,7 +31,7 @@ use alphasmp::bootargs::{BootConfig, Fault, MachineArg};
 use alphasmp_srm::crb;
 use alphasmp_srm::machine::cpu_type;
 
-use crate::hwrpb::{Hwrpb, KSEG};
+use crate::hwrpb::KSEG;
 use crate::selftest::Summary;
 use crate::srm::{Crb, SrmConsole};
 

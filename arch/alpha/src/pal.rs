@@ -21,8 +21,6 @@ unsafe extern "Rust" {
     fn cpu_mb();
     fn cpu_rpcc() -> u64;
     fn cpu_gp() -> u64;
-    fn mmio_read64(addr: u64) -> u64;
-    fn mmio_write64(addr: u64, value: u64);
 }
 
 /// Stops the whole machine. Under QEMU this ends the emulator with exit status
@@ -95,8 +93,6 @@ pub enum Tbi {
     All,
     /// Every entry without the ASM (global) bit (tbiap).
     AllProcess,
-    /// One instruction-stream entry (tbisi).
-    Instruction(u64),
     /// One data-stream entry (tbisd).
     Data(u64),
     /// One entry in both streams (tbis).
@@ -108,7 +104,6 @@ pub fn tbi(kind: Tbi) {
     let (code, va) = match kind {
         Tbi::All => (-2, 0),
         Tbi::AllProcess => (-1, 0),
-        Tbi::Instruction(va) => (1, va),
         Tbi::Data(va) => (2, va),
         Tbi::Both(va) => (3, va),
     };
@@ -165,26 +160,6 @@ pub fn rpcc32() -> u32 {
 pub fn gp() -> u64 {
     // SAFETY: reads $29, no side effects.
     unsafe { cpu_gp() }
-}
-
-/// Reads a 64-bit device register with a single `ldq`.
-///
-/// # Safety
-/// `addr` must be a mapped, 8-byte aligned device register for which a read
-/// has no unwanted side effects.
-pub unsafe fn read64(addr: u64) -> u64 {
-    // SAFETY: guaranteed by the caller.
-    unsafe { mmio_read64(addr) }
-}
-
-/// Writes a 64-bit device register with a single `stq`.
-///
-/// # Safety
-/// `addr` must be a mapped, 8-byte aligned device register and the write
-/// must be one the device expects.
-pub unsafe fn write64(addr: u64, value: u64) {
-    // SAFETY: guaranteed by the caller.
-    unsafe { mmio_write64(addr, value) }
 }
 
 /// Switches to the hardware context at physical address `pcb_phys`

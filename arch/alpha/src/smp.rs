@@ -103,7 +103,6 @@ pub fn online_cpus() -> impl Iterator<Item = usize> {
 pub struct Bringup {
     /// CPUs in the map (the boot CPU included).
     pub mapped: usize,
-    pub started: usize,
 }
 
 /// Identity checks every CPU does for itself when it comes online.
@@ -138,9 +137,8 @@ pub fn start_secondaries(h: &Hwrpb, console_pcb_phys: u64) -> Bringup {
     // SAFETY: the console PCB is in PAL memory, readable through KSEG;
     // offset 0x10 is its PTBR field.
     let ptbr = unsafe { core::ptr::read_volatile((hwrpb::KSEG | (console_pcb_phys + 0x10)) as *const u64) };
-    let entry = secondary_start as usize as u64;
+    let entry = secondary_start as *const () as u64;
     let mapped = cpus::MAP.count();
-    let mut started = 0;
     for cpu in 1..mapped {
         let Some(phys) = cpus::physical(cpu) else { continue };
         let slot = h.slot(phys as u64);
@@ -169,7 +167,6 @@ pub fn start_secondaries(h: &Hwrpb, console_pcb_phys: u64) -> Bringup {
         let alive = acked && wait_ns(START_TIMEOUT_NS, || is_online(cpu));
         let us = (clock::now_ns() - t0) / 1000;
         if alive {
-            started += 1;
             println!("smp: CPU {cpu} (physical {phys}) online after {us} us");
         } else if acked {
             println!("smp: CPU {cpu} (physical {phys}) took the START message but did not report online within {} ms", START_TIMEOUT_NS / 1_000_000);
@@ -177,7 +174,7 @@ pub fn start_secondaries(h: &Hwrpb, console_pcb_phys: u64) -> Bringup {
             println!("smp: CPU {cpu} (physical {phys}) did not acknowledge START within {} ms (rxrdy {:#x})", START_TIMEOUT_NS / 1_000_000, h.rxrdy());
         }
     }
-    Bringup { mapped, started }
+    Bringup { mapped }
 }
 
 fn wait_ns(ns: u64, mut done: impl FnMut() -> bool) -> bool {

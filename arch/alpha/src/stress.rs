@@ -15,9 +15,9 @@ use alphasmp::mailbox::IpiMessage;
 use alphasmp::tlb::AddressSpace;
 use alphasmp::xcall::XcallError;
 
-use crate::percpu::{self, CPUS, MAX_CPUS};
+use crate::percpu::{CPUS, MAX_CPUS};
 use crate::platform::{MMU, SMP};
-use crate::{clock, cpus, ipl, mm, println, smp};
+use crate::{clock, ipl, mm, println, smp};
 
 static SPACE: AddressSpace<MAX_CPUS> = AddressSpace::new();
 const PAGE: u64 = 7;

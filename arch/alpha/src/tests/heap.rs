@@ -31,8 +31,9 @@ pub fn vec_box_string(_: &BootConfig<'_>) -> Outcome {
     }
     check!(s.starts_with("0,1,2,") && s.ends_with("98,99,"), "formatted string: {s}");
     check_eq!(s.len(), 290, "formatted string length");
-    let aligned = Box::new(Aligned([1; 8]));
+    let aligned = Box::new(Aligned(core::array::from_fn(|i| i as u64)));
     check!((&*aligned as *const Aligned as usize) % 4096 == 0, "4096-byte aligned box");
+    check_eq!(aligned.0[7], 7, "the aligned box holds its contents");
     Ok(())
 }
 

@@ -13,7 +13,7 @@ use alphasmp::bootargs::BootConfig;
 use alphasmp::mailbox::IpiMessage;
 
 use crate::selftest::{Outcome, Test};
-use crate::{check, interrupt, ipi, percpu, println, smp};
+use crate::{check, interrupt, ipi, println, smp};
 
 /// Every self-test. Names are `area.what`, selectable by prefix (`tests=`).
 pub const ALL: &[Test] = &[

@@ -6,7 +6,7 @@ use core::sync::atomic::Ordering;
 use alphasmp::bootargs::BootConfig;
 use alphasmp::mailbox::IpiMessage;
 
-use crate::percpu::{self, CPUS, MAX_CPUS, STACK_SIZE};
+use crate::percpu::{CPUS, MAX_CPUS, STACK_SIZE};
 use crate::selftest::Outcome;
 use crate::{BOOT, check, check_eq, clock, cpus, ipi, ipl, smp};
 

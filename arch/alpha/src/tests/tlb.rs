@@ -10,7 +10,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use alphasmp::bootargs::BootConfig;
 use alphasmp::tlb::AddressSpace;
 
-use crate::percpu::{self, MAX_CPUS};
+use crate::percpu::MAX_CPUS;
 use crate::platform::MMU;
 use crate::selftest::{Failure, Outcome};
 use crate::{check, check_eq, cpus, mm, smp};
@@ -73,7 +73,7 @@ fn repoint_and_check(to: usize, what: &str, flush: impl FnOnce() -> Result<(), a
 pub fn page_flush_is_observed_everywhere(_: &BootConfig<'_>) -> Outcome {
     prime()?;
     repoint_and_check(1, "flush_tlb_page", || MMU.flush_tlb_page(&SPACE, mm::va(PAGE), false))?;
-    repoint_and_check(2, "flush_tlb_range", || MMU.flush_tlb_range(&SPACE, mm::va(PAGE - 1), mm::va(PAGE + 2)))?;
+    repoint_and_check(2, "flush_tlb_range", || MMU.flush_tlb_range(&SPACE, mm::va(PAGE - 1), mm::va(PAGE + 2), false))?;
     repoint_and_check(0, "flush_tlb_mm", || MMU.flush_tlb_mm(&SPACE))?;
     repoint_and_check(1, "migrate_flush_tlb_page", || MMU.migrate_flush_tlb_page(&SPACE, mm::va(PAGE), false))?;
     repoint_and_check(2, "flush_tlb_all", || MMU.flush_tlb_all())?;

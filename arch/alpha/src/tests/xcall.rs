@@ -7,7 +7,7 @@ use alphasmp::bootargs::BootConfig;
 use alphasmp::cpumask::CpuMask;
 use alphasmp::xcall::XcallError;
 
-use crate::percpu::{self, MAX_CPUS};
+use crate::percpu::MAX_CPUS;
 use crate::platform::SMP;
 use crate::selftest::Outcome;
 use crate::{check, check_eq, clock, cpus, ipl, smp};
