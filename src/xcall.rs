@@ -8,9 +8,14 @@
 //!
 //! 1. **reserves** its descriptor for each `t` in `T` (`cfd[s][t]`): waits
 //!    until the flag word is 0 (the previous use finished, Acquire), then
-//!    stores LOCK; from interrupt context it only tries once
+//!    stores LOCK. A caller that must not block only tries once
 //!    (compare-and-swap) and refuses with [`XcallError::Busy`] instead of
-//!    spinning;
+//!    spinning: one in interrupt context ([`Smp::in_interrupt`]: an
+//!    interrupt handler, or a function run by any drain of the mailbox),
+//!    and one with IPIs masked making a no-wait call. Spinning there could
+//!    wait for a target that itself waits, masked, for this CPU (issue 14
+//!    item 4). Waiting calls from either are refused outright, as Linux
+//!    refuses any cross-call with interrupts off;
 //! 2. fills in `f` and `arg` (and SYNC for a waiting call) and **queues**
 //!    each descriptor on its target's queue (compare-and-swap of the head,
 //!    Release: publishes the fields);
@@ -120,6 +125,10 @@ pub struct CpuState<const N: usize> {
     /// for (0: not waiting). Diagnostics only (watchdog reports show wait
     /// cycles with it).
     pub waiting_for: AtomicUsize,
+    /// How many mailbox drains (`handle_ipi`) this CPU is inside: what they
+    /// run is interrupt context, whether or not the platform's interrupt
+    /// handler called them. Only this CPU reads or writes it (Relaxed).
+    drain_depth: AtomicUsize,
 }
 
 impl<const N: usize> CpuState<N> {
@@ -137,6 +146,7 @@ impl<const N: usize> CpuState<N> {
             cfd_irq: [const { Csd::new() }; N],
             stats: CpuStats::new(),
             waiting_for: AtomicUsize::new(0),
+            drain_depth: AtomicUsize::new(0),
         }
     }
 }
@@ -180,8 +190,9 @@ pub enum XcallError {
     WaitInInterrupt,
     /// A waiting call with IPIs masked (same deadlock, Linux's rule).
     WaitWithIpisMasked,
-    /// A no-wait call from interrupt context found its descriptor for that
-    /// target still in flight.
+    /// A no-wait call that must not block (interrupt context, a drained
+    /// function, or IPIs masked) found its descriptor for that target still
+    /// in flight.
     Busy { target: usize },
     /// The watchdog gave up waiting for `target` (abort policy).
     Stalled { target: usize },
@@ -194,7 +205,7 @@ impl fmt::Display for XcallError {
             XcallError::Offline(c) => write!(f, "cross-call to CPU {c}: CPU is offline"),
             XcallError::WaitInInterrupt => write!(f, "waiting cross-call from interrupt context refused"),
             XcallError::WaitWithIpisMasked => write!(f, "waiting cross-call with IPIs masked (IPL >= 6) refused"),
-            XcallError::Busy { target } => write!(f, "cross-call to CPU {target} from interrupt context: previous call still in flight"),
+            XcallError::Busy { target } => write!(f, "no-wait cross-call to CPU {target} that must not block (interrupt context or IPIs masked): previous call still in flight"),
             XcallError::Stalled { target } => write!(f, "cross-call to CPU {target} stalled past the watchdog bound"),
         }
     }
@@ -226,6 +237,23 @@ pub trait Hooks: Platform {
     fn on_message(&self, _msg: IpiMessage) {}
     /// The watchdog fired (print it; the core has no console).
     fn report_stall(&self, _report: &StallReport) {}
+}
+
+/// Marks this CPU as inside a drain for as long as it lives (also when a
+/// called function unwinds, as the simulator's panicking CPUs do).
+struct DrainMark<'a>(&'a AtomicUsize);
+
+impl<'a> DrainMark<'a> {
+    fn enter(depth: &'a AtomicUsize) -> Self {
+        depth.fetch_add(1, Ordering::Relaxed);
+        DrainMark(depth)
+    }
+}
+
+impl Drop for DrainMark<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// The SMP core for `N` possible CPUs on platform `P`.
@@ -292,10 +320,14 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
     /// The IPI handler: drains this CPU's mailbox until empty, running the
     /// call queue for CALL_FUNCTION and passing other messages to the
     /// platform. Must run with IPIs masked (IPL >= 6). Returns the number of
-    /// mailbox batches taken.
+    /// mailbox batches taken. Whoever calls it (the IPI handler, the poll,
+    /// the serialization lock's wait loop, a platform's idle loop), what it
+    /// runs is interrupt context: [`in_interrupt`](Self::in_interrupt) is
+    /// true meanwhile.
     pub fn handle_ipi(&self) -> usize {
         let me = self.platform.cpu_id();
         let st = &self.cpus[me];
+        let _drain = DrainMark::enter(&st.drain_depth);
         st.mailbox.drain(|msgs| {
             for m in msgs.each() {
                 st.stats.ipi_handled[m.index()].fetch_add(1, Ordering::Relaxed);
@@ -306,6 +338,13 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
                 }
             }
         })
+    }
+
+    /// Whether the calling CPU runs in interrupt context as the core sees
+    /// it: in the platform's interrupt handler, or inside a drain of its
+    /// mailbox ([`handle_ipi`](Self::handle_ipi)) from anywhere.
+    pub fn in_interrupt(&self) -> bool {
+        self.platform.in_interrupt() || self.cpus[self.platform.cpu_id()].drain_depth.load(Ordering::Relaxed) != 0
     }
 
     /// Seed patch 2/3: after a non-IPI interrupt, handle anything left in the
@@ -355,13 +394,18 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
         for cpu in mask.iter() {
             self.check_target(cpu)?;
         }
-        let in_irq = self.platform.in_interrupt();
+        let in_irq = self.in_interrupt();
         if wait && in_irq {
             return Err(XcallError::WaitInInterrupt);
         }
-        if wait && self.platform.ipl() >= ipl::IPI && !self.policy.allow_masked_wait.load(Ordering::Relaxed) {
+        let masked = self.platform.ipl() >= ipl::IPI;
+        let masked_wait = wait && masked && self.policy.allow_masked_wait.load(Ordering::Relaxed);
+        if wait && masked && !masked_wait {
             return Err(XcallError::WaitWithIpisMasked);
         }
+        // Must not spin for a descriptor (module docs, step 1). Only the
+        // masked-wait fault injection still spins, as it is meant to.
+        let nonblocking = in_irq || (masked && !masked_wait);
         let me = self.platform.cpu_id();
         let remote = mask.without(me);
         let _serial = if wait && !remote.is_empty() && self.policy.serialize.load(Ordering::Relaxed) {
@@ -379,12 +423,16 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
         let mut reserved = CpuMask::EMPTY;
         for t in remote.iter() {
             let csd = &slots[t];
-            let got = if in_irq {
+            let got = if nonblocking {
+                // One compare-and-swap claims it: in interrupt context the
+                // slot is in `cfd_irq`, which nested interrupts on this CPU
+                // share.
                 csd.flags.compare_exchange(0, LOCK, Ordering::Acquire, Ordering::Relaxed).map(drop).map_err(|_| XcallError::Busy { target: t })
             } else {
                 // Only this CPU's task context sets this flag word, and
                 // nothing interrupts that between the wait and the store
-                // with a use of the same word, so a plain store reserves it.
+                // with a use of the same word (interrupts and drains use
+                // `cfd_irq`), so a plain store reserves it.
                 self.wait_unlocked(csd, t).map(|()| csd.flags.store(LOCK, Ordering::Relaxed))
             };
             if let Err(e) = got {

@@ -175,3 +175,77 @@ fn an_aborted_call_many_strands_no_call() {
         }
     }
 }
+
+/// Issue 14, item 4: a no-wait call made with IPIs masked must not spin on
+/// its descriptor. CPUs 0 and 1 each sit at IPL 7 (task context) and send
+/// the other two no-wait calls: the second finds its descriptor still in
+/// flight (the target cannot take the first until it lowers its IPL). If it
+/// waits for it, both CPUs wait for each other for ever (here the watchdog
+/// gives up with Stalled). It must not block: Ok or Busy, and once the IPLs
+/// drop, every call that was accepted runs.
+#[test]
+fn no_wait_calls_with_ipis_masked_do_not_block() {
+    for seed in 0..8 {
+        let smp: &SimSmp = SimPlatform::seeded(Line::Latch, 0, 0, 2, seed);
+        smp.policy.watchdog_cycles.store(2_000, Ordering::Relaxed);
+        smp.policy.abort_after.store(1, Ordering::Relaxed);
+        let h = hits();
+        let accepted: &'static [AtomicU64; 2] = Box::leak(Box::new([const { AtomicU64::new(0) }; 2]));
+        SimPlatform::run(smp, 2, move |me| {
+            let other = 1 - me;
+            let prev = smp.platform.raise_ipl(ipl::HIGH);
+            for _ in 0..2 {
+                match smp.call_single(other, record, h as *const Hits as usize, false) {
+                    Ok(()) => {
+                        accepted[other].fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(XcallError::Busy { target }) => assert_eq!(target, other),
+                    Err(e) => panic!("seed {seed}: CPU {me}: a no-wait call at IPL 7 returned {e:?}"),
+                }
+            }
+            smp.platform.restore_ipl(prev);
+        });
+        let want: [u64; 2] = std::array::from_fn(|c| accepted[c].load(Ordering::Relaxed));
+        assert_eq!(snapshot(h)[..2], want, "seed {seed}: every accepted call ran once");
+    }
+}
+
+/// What the calls made by `calls_from_a_drain` returned (waiting, no-wait).
+static DRAINED: std::sync::Mutex<Vec<Result<(), XcallError>>> = std::sync::Mutex::new(Vec::new());
+
+fn calls_from_a_drain(arg: usize) {
+    // SAFETY: the argument is the address of the leaked, 'static core.
+    let smp = unsafe { &*(arg as *const SimSmp) };
+    let wait = smp.call_single(0, nothing, 0, true);
+    let nowait = smp.call_single(0, nothing, 0, false);
+    DRAINED.lock().unwrap().extend([wait, nowait]);
+}
+
+/// Issue 14, item 4: a function run by a drain of the mailbox outside an
+/// interrupt handler (the kernel's idle loop drains with IPIs masked, the
+/// serialization lock's wait loop at IPL 7) runs as interrupt context, as
+/// it would from the IPI: a waiting call from it is refused with
+/// WaitInInterrupt, like one from the handler, even with the masked-wait
+/// fault injection on (which lets *task* code wait at a masked IPL), and a
+/// no-wait call is accepted without blocking.
+#[test]
+fn functions_run_by_a_drain_are_interrupt_context() {
+    let smp = machine(2);
+    smp.policy.allow_masked_wait.store(true, Ordering::Relaxed);
+    SimPlatform::run(smp, 2, move |me| {
+        if me == 0 {
+            smp.call_single(1, calls_from_a_drain, smp as *const SimSmp as usize, false).unwrap();
+        } else {
+            // CPU 1 drains its mailbox from task context, as the idle loop
+            // does, instead of taking the IPI.
+            let prev = smp.platform.raise_ipl(ipl::IPI);
+            while !smp.cpu(1).mailbox.peek().contains(alphasmp::mailbox::IpiMessage::CALL_FUNCTION) {
+                std::thread::yield_now();
+            }
+            assert!(!smp.platform.in_interrupt());
+            smp.handle_ipi();
+            smp.platform.restore_ipl(prev);
+        }
+    });
+    assert_eq!(*DRAINED.lock().unwrap(), [Err(XcallError::WaitInInterrupt), Ok(())], "a drained function's waiting and no-wait calls");
+}
