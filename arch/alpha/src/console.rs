@@ -84,15 +84,9 @@ pub fn print_panic(args: fmt::Arguments<'_>) {
     Writer(device()).write_fmt(args).ok();
 }
 
-/// Prints to the console.
-#[macro_export]
-macro_rules! print {
-    ($($arg:tt)*) => { $crate::console::_print(format_args!($($arg)*)) };
-}
-
-/// Prints a line to the console.
-#[macro_export]
+/// Prints a line to the console (`use crate::console::println`).
 macro_rules! println {
-    () => { $crate::print!("\n") };
+    () => { $crate::console::_print(format_args!("\n")) };
     ($($arg:tt)*) => { $crate::console::_print(format_args!("{}\n", format_args!($($arg)*))) };
 }
+pub(crate) use println;

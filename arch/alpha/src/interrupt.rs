@@ -6,7 +6,8 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use crate::ipl::{self, IplGuard};
 use crate::percpu::{self, MAX_CPUS};
 use crate::platform::SMP;
-use crate::{clock, cpus, ipi, machine, println};
+use crate::{clock, cpus, ipi, machine};
+use crate::console::println;
 
 /// Interrupts taken, per CPU and type (0..=4).
 pub static COUNTS: [[AtomicU64; 5]; MAX_CPUS] = [const { [const { AtomicU64::new(0) }; 5] }; MAX_CPUS];

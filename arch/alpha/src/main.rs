@@ -31,6 +31,7 @@ use alphasmp::bootargs::{BootConfig, Fault, MachineArg};
 use alphasmp_srm::crb;
 use alphasmp_srm::machine::cpu_type;
 
+use crate::console::println;
 use crate::hwrpb::KSEG;
 use crate::selftest::Summary;
 use crate::srm::{Crb, SrmConsole};
@@ -236,7 +237,7 @@ pub fn alpha_boot_main(console_pcb_phys: u64) -> ! {
     let ptbr = unsafe { core::ptr::read_volatile((KSEG | (console_pcb_phys + 0x10)) as *const u64) };
     mm::init(ptbr);
     platform::MMU.set_max_asn(hwrpb.max_asn());
-    BOOT.call_once(|| BootInfo { mapped_cpus: bringup.mapped, boot_gp: pal::gp() });
+    smp::BOOT.call_once(|| smp::BootInfo { mapped_cpus: bringup.mapped, boot_gp: pal::gp() });
     // From here on the boot CPU takes interrupts like every other CPU.
     ipl::set(ipl::ALL_ON);
 
@@ -275,14 +276,7 @@ fn apply_policy(cfg: &BootConfig<'_>) {
     );
 }
 
-/// Facts from boot that the self-tests check.
-pub struct BootInfo {
-    /// CPUs in the CPU map (chosen to run), the boot CPU included.
-    pub mapped_cpus: usize,
-    pub boot_gp: u64,
-}
 
-pub static BOOT: spin::Once<BootInfo> = spin::Once::new();
 
 unsafe extern "Rust" {
     fn fault_breakpoint();

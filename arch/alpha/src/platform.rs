@@ -10,7 +10,8 @@ use alphasmp::xcall::{Hooks, Smp, StallReport};
 use crate::hwrpb::KSEG;
 use crate::pal::{self, Tbi};
 use crate::percpu::{self, MAX_CPUS};
-use crate::{clock, cpus, ipl, machine, println};
+use crate::{clock, cpus, ipl, machine};
+use crate::console::println;
 
 /// Every Alpha machine: the seam uses only architected PAL calls, with CPU
 /// numbers translated between the core's logical ids and `whami`/`wripir`'s

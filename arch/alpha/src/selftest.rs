@@ -9,7 +9,7 @@ use alloc::string::String;
 
 use alphasmp::bootargs::BootConfig;
 
-use crate::println;
+use crate::console::println;
 
 /// What a failing test observed.
 pub struct Failure(pub String);
@@ -23,7 +23,6 @@ pub struct Test {
 }
 
 /// Fails the test with a formatted message unless `cond` holds.
-#[macro_export]
 macro_rules! check {
     ($cond:expr, $($fmt:tt)+) => {
         if !$cond {
@@ -33,7 +32,6 @@ macro_rules! check {
 }
 
 /// Fails the test unless the two values are equal, showing both.
-#[macro_export]
 macro_rules! check_eq {
     ($left:expr, $right:expr, $($fmt:tt)+) => {{
         let (l, r) = (&$left, &$right);
@@ -43,6 +41,8 @@ macro_rules! check_eq {
         }
     }};
 }
+
+pub(crate) use {check, check_eq};
 
 /// Totals of a run.
 #[derive(Default, Clone, Copy)]

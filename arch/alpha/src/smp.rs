@@ -22,7 +22,8 @@ use alphasmp::mailbox::IpiMessage;
 use crate::hwrpb::{self, Hwrpb};
 use crate::percpu::{self, CPUS, MAX_CPUS, STACK_SIZE};
 use crate::platform::SMP;
-use crate::{clock, cpus, ipi, ipl, machine, pal, println, trap};
+use crate::{clock, cpus, ipi, ipl, machine, pal, trap};
+use crate::console::println;
 
 unsafe extern "Rust" {
     fn secondary_start();
@@ -96,6 +97,15 @@ pub fn online_count() -> usize {
 pub fn online_cpus() -> impl Iterator<Item = usize> {
     SMP.online().iter()
 }
+
+/// Facts from boot that the self-tests check.
+pub struct BootInfo {
+    /// CPUs in the CPU map (chosen to run), the boot CPU included.
+    pub mapped_cpus: usize,
+    pub boot_gp: u64,
+}
+
+pub static BOOT: spin::Once<BootInfo> = spin::Once::new();
 
 // ---- Bring-up -------------------------------------------------------------------
 

@@ -17,7 +17,8 @@ use alphasmp::xcall::XcallError;
 
 use crate::percpu::{CPUS, MAX_CPUS};
 use crate::platform::{MMU, SMP};
-use crate::{clock, ipl, mm, println, smp};
+use crate::{clock, ipl, mm, smp};
+use crate::console::println;
 
 static SPACE: AddressSpace<MAX_CPUS> = AddressSpace::new();
 const PAGE: u64 = 7;

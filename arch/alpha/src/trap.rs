@@ -7,7 +7,8 @@
 //! never become a silent hang.
 
 use crate::pal::{self, Entry};
-use crate::{interrupt, println};
+use crate::interrupt;
+use crate::console::println;
 
 /// The register state saved by `asm/entry.S` followed by PALcode's frame.
 #[repr(C)]

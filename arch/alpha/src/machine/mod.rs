@@ -27,7 +27,8 @@ pub use alphasmp_srm::machine::{Choice, Identity, Machine, Unsupported};
 use crate::console::Console;
 use crate::hwrpb::Hwrpb;
 use crate::srm::SrmConsole;
-use crate::{clock, cpus, hwrpb, ipl, pal, percpu, println};
+use crate::{clock, cpus, hwrpb, ipl, pal, percpu};
+use crate::console::println;
 
 static CURRENT: spin::Once<Machine> = spin::Once::new();
 /// The HWRPB says QEMU: CALL_PAL halt on any CPU ends the whole VM.

@@ -8,7 +8,8 @@ use core::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering::Se
 use alphasmp::bootargs::BootConfig;
 
 use crate::selftest::Outcome;
-use crate::{check, check_eq};
+use crate::selftest::check;
+use crate::selftest::check_eq;
 
 macro_rules! exercise {
     ($atomic:ty, $int:ty, $name:literal) => {{

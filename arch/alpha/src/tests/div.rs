@@ -10,7 +10,8 @@ use alphasmp::bootargs::BootConfig;
 use alphasmp::rng::XorShift64;
 
 use crate::selftest::Outcome;
-use crate::{check, check_eq};
+use crate::selftest::check;
+use crate::selftest::check_eq;
 
 pub fn u64_edges(_: &BootConfig<'_>) -> Outcome {
     const M: u64 = u64::MAX;

@@ -9,7 +9,9 @@ use core::fmt::Write;
 use alphasmp::bootargs::BootConfig;
 
 use crate::selftest::Outcome;
-use crate::{check, check_eq, heap};
+use crate::heap;
+use crate::selftest::check;
+use crate::selftest::check_eq;
 
 pub fn vec_box_string(_: &BootConfig<'_>) -> Outcome {
     let mut v: Vec<u64> = Vec::new();

@@ -9,7 +9,8 @@ use alphasmp::bootargs::BootConfig;
 use alphasmp::rng::XorShift64;
 
 use crate::selftest::Outcome;
-use crate::{check, check_eq};
+use crate::selftest::check;
+use crate::selftest::check_eq;
 
 unsafe extern "Rust" {
     fn memcpy(dst: *mut u8, src: *const u8, n: usize) -> *mut u8;

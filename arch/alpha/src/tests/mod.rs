@@ -13,7 +13,9 @@ use alphasmp::bootargs::BootConfig;
 use alphasmp::mailbox::IpiMessage;
 
 use crate::selftest::{Outcome, Test};
-use crate::{check, interrupt, ipi, println, smp};
+use crate::{interrupt, ipi, smp};
+use crate::selftest::check;
+use crate::console::println;
 
 /// Every self-test. Names are `area.what`, selectable by prefix (`tests=`).
 pub const ALL: &[Test] = &[

@@ -8,7 +8,10 @@ use alphasmp::mailbox::IpiMessage;
 
 use crate::percpu::{CPUS, MAX_CPUS, STACK_SIZE};
 use crate::selftest::Outcome;
-use crate::{BOOT, check, check_eq, clock, cpus, ipi, ipl, smp};
+use crate::{clock, cpus, ipi, ipl, smp};
+use crate::smp::BOOT;
+use crate::selftest::check;
+use crate::selftest::check_eq;
 
 pub fn all_cpus_online(_: &BootConfig<'_>) -> Outcome {
     let boot = BOOT.get().expect("boot info");

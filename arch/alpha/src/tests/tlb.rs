@@ -13,7 +13,9 @@ use alphasmp::tlb::AddressSpace;
 use crate::percpu::MAX_CPUS;
 use crate::platform::MMU;
 use crate::selftest::{Failure, Outcome};
-use crate::{check, check_eq, cpus, mm, smp};
+use crate::{cpus, mm, smp};
+use crate::selftest::check;
+use crate::selftest::check_eq;
 
 /// The address space the test window belongs to.
 static SPACE: AddressSpace<MAX_CPUS> = AddressSpace::new();

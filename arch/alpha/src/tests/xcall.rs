@@ -10,7 +10,9 @@ use alphasmp::xcall::XcallError;
 use crate::percpu::MAX_CPUS;
 use crate::platform::SMP;
 use crate::selftest::Outcome;
-use crate::{check, check_eq, clock, cpus, ipl, smp};
+use crate::{clock, cpus, ipl, smp};
+use crate::selftest::check;
+use crate::selftest::check_eq;
 
 static HITS: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 
