@@ -59,7 +59,7 @@ fn selftests_pass_on_4_cpus() {
 fn every_cpu_comes_online() {
     for smp in [1, 2, 4] {
         let r = boot(smp, "tests=smp");
-        let line = r.lines_with("smp: ").find(|l| l.contains("online (mask")).expect("bring-up summary");
+        let line = r.lines_with("smp: ").find(|l| l.contains("online (logical mask")).expect("bring-up summary");
         assert!(line.contains(&format!("{smp} of {smp} CPU(s) online")), "{line}");
         assert!(r.passed(), "{}", r.describe());
     }
