@@ -243,6 +243,18 @@ fn unknown_boot_argument_is_refused() {
     assert_eq!(r.summary(), None, "no tests ran");
 }
 
+/// A `tests=` selection that matches no self-test is a bad boot argument,
+/// not an empty pass: a person at a console or anything reading the exit
+/// status must not see success.
+#[test]
+fn test_selection_matching_nothing_is_refused() {
+    let r = boot(1, "tests=nosuchtest");
+    assert_eq!(r.ending, Ending::Exited(1), "{}", r.describe());
+    assert!(r.lines_with("error: boot argument tests=nosuchtest selects no self-test").next().is_some(), "{}", r.output);
+    assert!(r.lines_with("alphasmp: FAIL").next().is_some());
+    assert_eq!(r.summary(), None, "no tests ran");
+}
+
 #[test]
 fn bad_boot_value_is_refused() {
     let r = boot(1, "tick_hz=0");

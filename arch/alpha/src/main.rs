@@ -201,6 +201,12 @@ pub fn alpha_boot_main(console_pcb_phys: u64) -> ! {
         }
     };
 
+    if let Some(prefix) = cfg.tests[..cfg.test_count].iter().find(|p| !tests::ALL.iter().any(|t| t.name.starts_with(**p))) {
+        // A selection that runs nothing would end as an empty pass.
+        let value = cfg.tests[..cfg.test_count].join(",");
+        println!("error: boot argument tests={value} selects no self-test with the prefix '{prefix}' (names look like smp.all_cpus_online, xcall.concurrent_storm)");
+        smp::finish(false, "bad boot argument");
+    }
     apply_policy(&cfg);
     let source = match machine::start_clock(m, cfg.clock, cfg.tick_hz, hwrpb) {
         Ok(s) => s,
