@@ -6,7 +6,9 @@
 # q-suffixed routines work on 64-bit values, l-suffixed on 32-bit ones
 # (result sign-extended to 64 bits, as Alpha keeps 32-bit values).
 # Division by zero raises GENTRAP with a0 = -2 (GEN_INTDIV), which reaches
-# entIF; Rust code checks for zero before dividing, so it means a bug.
+# entIF; Rust code checks for zero before dividing, so it means a bug and the
+# kernel panics. Should a handler resume, $16 comes back intact and the
+# result is quotient 0, remainder the dividend.
 #
 # The core is restoring shift-and-subtract division, one quotient bit per
 # step, with the remainder's carry-out handled so divisors >= 2^63 work.
@@ -15,7 +17,8 @@
 	.set noat
 	.text
 
-# Scratch: $0-$5 saved on the stack (64-byte frame, slot 48 spare).
+# Scratch: $0-$5 saved on the stack (64-byte frame; slot 48 is the signed
+# 32-bit routines' sign, slot 56 keeps $16 across a divide-by-zero trap).
 #   $1 = n (shifted out), $2 = d, $3 = q, $4 = r, $5 = step count, $0, $28 tmp
 	.macro PROLOGUE
 	lda	$sp, -64($sp)
@@ -39,10 +42,19 @@
 	.endm
 
 	# q = $1 / $2, r = $1 % $2 (unsigned 64-bit) into $3, $4.
+	# A zero divisor raises GENTRAP GEN_INTDIV, which must carry -2 in $16;
+	# PALcode's frame then holds that -2, not the caller's $16, so $16 is
+	# kept in frame slot 56 around the trap. If a handler resumes, the
+	# result is defined: quotient 0, remainder the dividend.
 	.macro UDIV
 	bne	$2, 1f
-	lda	$16, -2($31)		# GEN_INTDIV (the frame keeps the real $16)
+	stq	$16, 56($sp)
+	lda	$16, -2($31)		# GEN_INTDIV
 	call_pal 0xaa			# gentrap
+	ldq	$16, 56($sp)
+	mov	$31, $3
+	mov	$1, $4
+	br	$31, 4f
 1:	mov	$31, $3
 	mov	$31, $4
 	lda	$5, 64($31)
@@ -59,6 +71,7 @@
 	or	$3, 1, $3
 3:	subq	$5, 1, $5
 	bne	$5, 2b
+4:
 	.endm
 
 	# Signed 64-bit: divide the magnitudes, then fix the sign from the
@@ -174,3 +187,24 @@ LEAF(__reml)
 	addl	$4, 0, $27
 	EPILOGUE
 END(__reml)
+
+# Test harness for the divide-by-zero path (self-test div.zero_divisor):
+#   divqu_probe(n: u64, d: u64, sentinel: u64, quotient: *mut u64) -> u64
+# calls __divqu(n, d) with $16 = sentinel, stores the quotient and returns
+# what $16 holds afterwards (the routine must preserve it).
+LEAF(divqu_probe)
+	lda	$sp, -16($sp)
+	stq	$26, 0($sp)
+	stq	$19, 8($sp)
+	mov	$16, $24
+	mov	$17, $25
+	mov	$18, $16
+	lda	$27, __divqu
+	jsr	$23, ($27)
+	ldq	$19, 8($sp)
+	stq	$27, 0($19)
+	mov	$16, $0
+	ldq	$26, 0($sp)
+	lda	$sp, 16($sp)
+	ret	$31, ($26), 1
+END(divqu_probe)

@@ -6,6 +6,8 @@
 //! access, system call) prints one diagnostic line and panics: a fault must
 //! never become a silent hang.
 
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
 use crate::pal::{self, Entry};
 use crate::interrupt;
 use crate::console::println;
@@ -73,6 +75,15 @@ fn entry_name(n: u64) -> &'static str {
     }
 }
 
+/// GENTRAP's code for an integer divide by zero (`$16` at the trap).
+const GEN_INTDIV: u64 = -2i64 as u64;
+
+/// How many divide-by-zero GENTRAPs may return to the dividing code instead
+/// of panicking (set by the `div.zero_divisor` self-test, which checks what
+/// the division routine does after its trap returns), and how many did.
+pub static RESUME_INTDIV: AtomicU32 = AtomicU32::new(0);
+pub static INTDIV_RESUMED: AtomicU64 = AtomicU64::new(0);
+
 /// Called by `asm/entry.S` for every exception and interrupt.
 #[unsafe(no_mangle)]
 pub fn alpha_trap(frame: *mut TrapFrame) {
@@ -82,6 +93,15 @@ pub fn alpha_trap(frame: *mut TrapFrame) {
     let (a0, a1, a2) = frame.args();
     if frame.entry() == 0 {
         interrupt::dispatch(a0, a1, a2, frame.pc);
+        return;
+    }
+    if frame.entry() == 3
+        && a0 == 2
+        && frame.saved_a[0] == GEN_INTDIV
+        && RESUME_INTDIV.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1)).is_ok()
+    {
+        // The PC already points past the gentrap.
+        INTDIV_RESUMED.fetch_add(1, Ordering::Relaxed);
         return;
     }
     let what = match (frame.entry(), a0) {

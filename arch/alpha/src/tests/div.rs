@@ -128,3 +128,29 @@ pub fn random_pairs(_: &BootConfig<'_>) -> Outcome {
     }
     Ok(())
 }
+
+unsafe extern "Rust" {
+    fn divqu_probe(n: u64, d: u64, sentinel: u64, quotient: *mut u64) -> u64;
+}
+
+/// When a divide-by-zero GENTRAP returns (a handler that resumes), the
+/// routine must give the caller back its `$16` and a defined result
+/// (quotient 0), not the trap code -2 and a quotient from dividing by zero.
+pub fn zero_divisor(_: &BootConfig<'_>) -> Outcome {
+    use core::sync::atomic::Ordering;
+    use crate::trap::{INTDIV_RESUMED, RESUME_INTDIV};
+    let before = INTDIV_RESUMED.load(Ordering::Relaxed);
+    RESUME_INTDIV.store(1, Ordering::Release);
+    let mut q = 0xdead_beef;
+    // SAFETY: the probe calls __divqu with GCC's convention and writes the
+    // quotient through a pointer to a live local.
+    let a0 = unsafe { divqu_probe(bb(7), bb(0), 0xfeed, &mut q) };
+    RESUME_INTDIV.store(0, Ordering::Release);
+    check_eq!(INTDIV_RESUMED.load(Ordering::Relaxed) - before, 1, "divide-by-zero traps taken and resumed");
+    check_eq!(a0, 0xfeed, "$16 after the trap returned");
+    check_eq!(q, 0, "quotient of 7 / 0 after the trap returned");
+    // SAFETY: as above, with a non-zero divisor (no trap).
+    let a0 = unsafe { divqu_probe(bb(7), bb(2), 0xbeef, &mut q) };
+    check_eq!((a0, q), (0xbeef, 3), "the probe itself: 7 / 2 keeps $16");
+    Ok(())
+}

@@ -34,6 +34,7 @@ pub const ALL: &[Test] = &[
     Test { name: "div.i64_edges", run: div::i64_edges },
     Test { name: "div.u32_i32_edges", run: div::narrow_edges },
     Test { name: "div.random_pairs", run: div::random_pairs },
+    Test { name: "div.zero_divisor", run: div::zero_divisor },
     Test { name: "mem.copy_set_cmp_all_lengths_alignments", run: mem::all_lengths_alignments },
     Test { name: "mem.move_overlap", run: mem::move_overlap },
     Test { name: "mem.strlen", run: mem::strlen_every_length },
