@@ -287,20 +287,34 @@ pub fn stop_all_and_fail() -> ! {
 // ---- Running work on every CPU in task context ------------------------------
 //
 // Self-tests need all CPUs to run code at IPL 0 outside interrupt handlers
-// (where waiting cross-calls are allowed), not inside an IPI handler. The
-// boot CPU posts a function in each target's `WORK` slot (Release) and PINGs
-// it; the target's idle loop takes it (Acquire), runs it, stores the result
-// and clears the slot (Release), which the poster waits for (Acquire).
+// (where waiting cross-calls are allowed), not inside an IPI handler.
+//
+// Protocol of a CPU's `WORK` slot (0 = free, TAKEN = running, else a
+// posted `Work` pointer):
+// - the poster waits until the slot is free, stores the function
+//   (Release) and PINGs the CPU;
+// - the CPU's idle loop claims it with a compare-exchange function -> TAKEN
+//   (Acquire), runs it, stores the result (Relaxed) and frees the slot
+//   (Release);
+// - the poster waits for the slot to be free again (Acquire) and reads the
+//   result. On a timeout it withdraws the post with a compare-exchange
+//   function -> 0, which fails only if the CPU already claimed it; then
+//   the function runs to its end and frees the slot, and the next poster
+//   waits for that before posting. So a result read is always the one of
+//   the function its reader posted, and a withdrawn function never runs.
 
 type Work = fn(usize) -> u64;
+
+const TAKEN: usize = 1;
 
 static WORK: [AtomicUsize; MAX_CPUS] = [const { AtomicUsize::new(0) }; MAX_CPUS];
 static WORK_RESULT: [core::sync::atomic::AtomicU64; MAX_CPUS] = [const { core::sync::atomic::AtomicU64::new(0) }; MAX_CPUS];
 
 fn run_posted_work(cpu: usize) {
-    let w = WORK[cpu].load(Ordering::Acquire);
-    if w != 0 {
-        // SAFETY: only `run_on_cpus` stores here, and only `Work` pointers.
+    let w = WORK[cpu].load(Ordering::Relaxed);
+    if w > TAKEN && WORK[cpu].compare_exchange(w, TAKEN, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+        // SAFETY: only `run_on_cpus` stores values above TAKEN here, and
+        // only `Work` pointers (never 0 or 1: functions are aligned).
         let f: Work = unsafe { core::mem::transmute::<usize, Work>(w) };
         WORK_RESULT[cpu].store(f(cpu), Ordering::Relaxed);
         WORK[cpu].store(0, Ordering::Release);
@@ -308,23 +322,37 @@ fn run_posted_work(cpu: usize) {
 }
 
 /// Runs `f(cpu)` on every CPU of `mask` at once (this one included, if in
-/// it) and returns the results, or the first CPU that did not finish within
+/// it) and returns the results, or the first CPU that did not finish (or
+/// whose slot was still busy with an earlier timed-out call) within
 /// `timeout_ns`.
 pub fn run_on_cpus(mask: CpuMask, f: Work, timeout_ns: u64) -> Result<[u64; MAX_CPUS], usize> {
     let me = cpus::this();
+    let end = clock::now_ns() + timeout_ns;
+    let left = || end.saturating_sub(clock::now_ns());
+    let mut posted = CpuMask::EMPTY;
+    let mut failed = None;
     for cpu in mask.without(me).iter() {
+        if !wait_ns(left(), || WORK[cpu].load(Ordering::Acquire) == 0) {
+            failed = Some(cpu);
+            break;
+        }
         WORK[cpu].store(f as usize, Ordering::Release);
+        posted.insert(cpu);
         ipi::send(cpu, IpiMessage::PING);
     }
     let mut out = [0u64; MAX_CPUS];
-    if mask.contains(me) {
+    if failed.is_none() && mask.contains(me) {
         out[me] = f(me);
     }
-    for cpu in mask.without(me).iter() {
-        if !wait_ns(timeout_ns, || WORK[cpu].load(Ordering::Acquire) == 0) {
-            return Err(cpu);
+    for cpu in posted.iter() {
+        if failed.is_none() && wait_ns(left(), || WORK[cpu].load(Ordering::Acquire) == 0) {
+            out[cpu] = WORK_RESULT[cpu].load(Ordering::Relaxed);
+            continue;
         }
-        out[cpu] = WORK_RESULT[cpu].load(Ordering::Relaxed);
+        // Withdraw what was not claimed; a claimed function finishes and
+        // frees the slot by itself.
+        let _ = WORK[cpu].compare_exchange(f as usize, 0, Ordering::AcqRel, Ordering::Relaxed);
+        failed.get_or_insert(cpu);
     }
-    Ok(out)
+    failed.map_or(Ok(out), Err)
 }

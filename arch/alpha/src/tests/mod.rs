@@ -21,6 +21,7 @@ use crate::console::println;
 pub const ALL: &[Test] = &[
     Test { name: "smp.all_cpus_online", run: platform::all_cpus_online },
     Test { name: "smp.per_cpu_identity", run: platform::per_cpu_identity },
+    Test { name: "smp.run_on_cpus_timeout_is_clean", run: platform::run_on_cpus_timeout_is_clean },
     Test { name: "ipl.guard_nests", run: platform::ipl_guard_nests },
     Test { name: "clock.tick_rate", run: platform::tick_rate },
     Test { name: "ipi.ping", run: platform::ipi_ping },

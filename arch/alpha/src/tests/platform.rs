@@ -109,3 +109,37 @@ pub fn ipi_ping(_: &BootConfig<'_>) -> Outcome {
     }
     Ok(())
 }
+
+static SLOW_RUNS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+static FAST_RUNS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+fn slow(_: usize) -> u64 {
+    clock::delay_ns(50_000_000);
+    SLOW_RUNS.fetch_add(1, Ordering::Relaxed);
+    1
+}
+
+fn fast(_: usize) -> u64 {
+    FAST_RUNS.fetch_add(1, Ordering::Relaxed);
+    42
+}
+
+/// Work posted with `run_on_cpus` that times out must not be taken for the
+/// next caller's: the next call's result is its own function's, and its
+/// function runs.
+pub fn run_on_cpus_timeout_is_clean(_: &BootConfig<'_>) -> Outcome {
+    let me = cpus::this();
+    let Some(t) = smp::online_cpus().find(|c| *c != me) else {
+        // One CPU: run_on_cpus posts nothing to another CPU; nothing to check.
+        return Ok(());
+    };
+    let (slow0, fast0) = (SLOW_RUNS.load(Ordering::Relaxed), FAST_RUNS.load(Ordering::Relaxed));
+    let r = smp::run_on_cpus(alphasmp::cpumask::CpuMask::single(t), slow, 1_000_000);
+    check_eq!(r.map(|_| ()), Err(t), "a 50 ms function with a 1 ms timeout times out on CPU {t}");
+    let r = smp::run_on_cpus(alphasmp::cpumask::CpuMask::single(t), fast, 2_000_000_000);
+    check!(r.is_ok(), "the next call on CPU {t} completes: {:?}", r.map(|_| ()));
+    check_eq!(r.map(|o| o[t]).unwrap_or(0), 42, "the next call's result is its own");
+    check_eq!(FAST_RUNS.load(Ordering::Relaxed) - fast0, 1, "the next call's function ran once");
+    check!(SLOW_RUNS.load(Ordering::Relaxed) - slow0 <= 1, "the timed-out function ran at most once");
+    Ok(())
+}
