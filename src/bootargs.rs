@@ -27,6 +27,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("console", "auto|srm|uart: console output through the SRM callbacks or the 16550 (default auto: the machine's)"),
     ("clock", "periodic|alarm: the architected periodic tick, or QEMU's private cserve alarm (default periodic)"),
     ("cpus", "comma-separated physical CPU ids (whami) to bring up, the boot CPU included (default: every present CPU)"),
+    ("clock_skew_us", "fault injection: logical CPU k's cycle-derived clock runs k x this many us behind CPU 0's, as unsynchronised counters do on real SMP machines, 0..=10000000 (default 0)"),
 ];
 
 /// The deliberate faults the kernel can raise (each must end in a report and
@@ -177,11 +178,12 @@ pub struct BootConfig<'a> {
     pub clock: ClockArg,
     /// `cpus=`: physical CPU ids (bit n = whami n) to bring up; None: all.
     pub cpus: Option<crate::cpumask::CpuMask>,
+    pub clock_skew_us: u64,
 }
 
 impl Default for BootConfig<'_> {
     fn default() -> Self {
-        BootConfig { tests: [""; MAX_TEST_FILTERS], test_count: 0, force_fail: false, fault: Fault::None, tick_hz: 100, verbose: false, storm_rounds: 5000, ipi_lock: false, ipi_poll: true, resend: false, watchdog_ms: 1000, inject: Inject { edge_loss: false, masked_wait: false }, irq_load_us: 0, stress: 0, machine: MachineArg::Auto, console: ConsoleArg::Auto, clock: ClockArg::Periodic, cpus: None }
+        BootConfig { tests: [""; MAX_TEST_FILTERS], test_count: 0, force_fail: false, fault: Fault::None, tick_hz: 100, verbose: false, storm_rounds: 5000, ipi_lock: false, ipi_poll: true, resend: false, watchdog_ms: 1000, inject: Inject { edge_loss: false, masked_wait: false }, irq_load_us: 0, stress: 0, machine: MachineArg::Auto, console: ConsoleArg::Auto, clock: ClockArg::Periodic, cpus: None, clock_skew_us: 0 }
     }
 }
 
@@ -284,6 +286,7 @@ impl<'a> BootConfig<'a> {
                         .map(|(_, i)| *i)
                         .ok_or(BootArgError::BadValue { key, value, expected: "none|edge_loss|masked_wait|both" })?;
                 }
+                "clock_skew_us" => cfg.clock_skew_us = number(key, value, 0, 10_000_000)?,
                 "machine" => cfg.machine = choice(MachineArg::NAMES, key, value, "auto|clipper|tsunami|marvel")?,
                 "console" => cfg.console = choice(ConsoleArg::NAMES, key, value, "auto|srm|uart")?,
                 "clock" => cfg.clock = choice(ClockArg::NAMES, key, value, "periodic|alarm")?,
@@ -381,7 +384,8 @@ mod tests {
 
     #[test]
     fn machine_console_clock_and_cpus() {
-        let c = BootConfig::parse("machine=marvel console=srm clock=alarm cpus=0,2,3").unwrap();
+        let c = BootConfig::parse("machine=marvel console=srm clock=alarm cpus=0,2,3 clock_skew_us=2500").unwrap();
+        assert_eq!(c.clock_skew_us, 2500);
         assert_eq!((c.machine, c.console, c.clock), (MachineArg::Marvel, ConsoleArg::Srm, ClockArg::Alarm));
         assert_eq!(c.cpus, Some(crate::cpumask::CpuMask(0b1101)));
         let d = BootConfig::parse("cpus=63,12").unwrap();

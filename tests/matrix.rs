@@ -53,3 +53,25 @@ fn every_cell_ends_as_predicted() {
     assert_eq!(json.matches("\"smp\":").count(), cells.len());
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Detection time is measured on each CPU's own clock: with the CPUs'
+/// counters deliberately unsynchronised (3 s apart), a deadlocking cell
+/// still reports a time between one and a few watchdog periods.
+#[test]
+fn detection_time_survives_unsynchronised_clocks() {
+    let append = "stress=150 inject=edge_loss ipi_lock=off ipi_poll=off resend=off watchdog_ms=500 tick_hz=1000 irq_load_us=100 clock_skew_us=3000000";
+    let r = xtask::qemu::run(&xtask::qemu::RunSpec {
+        kernel: kernel(),
+        smp: 4,
+        mem: xtask::qemu::DEFAULT_MEM_MIB,
+        append,
+        timeout: std::time::Duration::from_secs(300),
+        echo: false,
+    })
+    .expect("QEMU runs");
+    let fields = matrix::parse_result(&r.output).unwrap_or_else(|| panic!("no stress-result line:\n{}", r.output));
+    let get = |k: &str| fields.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap_or_default();
+    assert_eq!(get("outcome"), "deadlock", "{}", r.output);
+    let ms: i64 = get("detect_ms").parse().unwrap_or(-1);
+    assert!((500..5000).contains(&ms), "detection after {ms} ms with a 500 ms watchdog:\n{}", r.output);
+}

@@ -28,8 +28,27 @@ pub fn cycle_freq() -> u64 {
     CYCLE_FREQ.load(Ordering::Relaxed)
 }
 
-/// This CPU's cycle count since it first read the clock, 64-bit.
+/// Fault injection (`clock_skew_us`): CPU k's clock runs k x this many
+/// cycles behind CPU 0's, so code that compares clocks across CPUs shows it.
+static SKEW_CYCLES: AtomicU64 = AtomicU64::new(0);
+/// Every CPU's clock starts this far ahead, so a skewed clock never wraps
+/// below zero (64 CPUs x 10 s at up to 2 GHz fits easily).
+const SKEW_BASE_CPUS: u64 = 64;
+
+/// Sets the injected skew (boot CPU, before the secondaries start).
+pub fn set_skew_us(us: u64) {
+    SKEW_CYCLES.store(ns_to_cycles(us * 1000), Ordering::Relaxed);
+}
+
+/// This CPU's cycle count, 64-bit (plus the injected skew, if any).
 pub fn cycles() -> u64 {
+    let skew = SKEW_CYCLES.load(Ordering::Relaxed);
+    let raw = raw_cycles();
+    if skew == 0 { raw } else { raw + (SKEW_BASE_CPUS - cpus::this() as u64) * skew }
+}
+
+/// This CPU's cycle count since it first read the clock, 64-bit.
+fn raw_cycles() -> u64 {
     let _ipl = IplGuard::raise(ipl::HIGH);
     let slot = &EXTENDED[cpus::this()];
     let prev = slot.load(Ordering::Relaxed);

@@ -207,6 +207,7 @@ pub fn alpha_boot_main(console_pcb_phys: u64) -> ! {
         println!("error: boot argument tests={value} selects no self-test with the prefix '{prefix}' (names look like smp.all_cpus_online, xcall.concurrent_storm)");
         smp::finish(false, "bad boot argument");
     }
+    clock::set_skew_us(cfg.clock_skew_us);
     apply_policy(&cfg);
     let source = match machine::start_clock(m, cfg.clock, cfg.tick_hz, hwrpb) {
         Ok(s) => s,

@@ -26,7 +26,8 @@ const PAGE: u64 = 7;
 static PER_CPU: AtomicU64 = AtomicU64::new(0);
 static MASKED_WAIT: AtomicU64 = AtomicU64::new(0);
 static START_NS: AtomicU64 = AtomicU64::new(0);
-/// When the first waiter gave up (ns since start; u64::MAX: never).
+/// When the first waiter gave up (ns since the start barrier, each CPU on
+/// its own clock; u64::MAX: never).
 static FIRST_ABORT_NS: AtomicU64 = AtomicU64::new(u64::MAX);
 static ABORTED: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 static OTHER_ERRORS: AtomicU64 = AtomicU64::new(0);
@@ -43,6 +44,10 @@ fn worker(me: usize) -> u64 {
     while READY.load(Ordering::Acquire) < all && clock::now_ns() < end {
         core::hint::spin_loop();
     }
+    // Each CPU times its own wait on its own clock: cycle counters of
+    // different CPUs are not synchronised on real machines, so a start time
+    // read on one CPU means nothing on another.
+    let my_start = clock::now_ns();
     let mut done = 0;
     let total = PER_CPU.load(Ordering::Relaxed);
     let tenth = (total / 10).max(1);
@@ -61,7 +66,7 @@ fn worker(me: usize) -> u64 {
         match result {
             Ok(()) => done += 1,
             Err(XcallError::Stalled { target }) => {
-                let at = clock::now_ns().saturating_sub(START_NS.load(Ordering::Relaxed));
+                let at = clock::now_ns() - my_start;
                 FIRST_ABORT_NS.fetch_min(at, Ordering::Relaxed);
                 ABORTED[me].store(target as u64 + 1, Ordering::Relaxed);
                 return done;
@@ -112,12 +117,23 @@ pub fn run(cfg: &BootConfig<'_>) -> ! {
         }
     };
     let aborted = smp::online_cpus().filter(|c| ABORTED[*c].load(Ordering::Relaxed) != 0).count();
-    let deadlock = result.is_err() || aborted > 0 || done != cfg.stress * online.count() as u64;
+    let errors = OTHER_ERRORS.load(Ordering::Relaxed);
+    // Only a waiter that gave up (Stalled) or never finished is a deadlock;
+    // any other refusal is an error of the run, reported as such.
+    let outcome = if result.is_err() || aborted > 0 {
+        "deadlock"
+    } else if errors > 0 {
+        "error"
+    } else if done != cfg.stress * online.count() as u64 {
+        "incomplete"
+    } else {
+        "completed"
+    };
     let first = FIRST_ABORT_NS.load(Ordering::Relaxed);
     let rescued: [u64; IpiMessage::COUNT] = core::array::from_fn(|i| sum(|c| SMP.cpu(c).stats.rescued[i].load(Ordering::Relaxed)));
     println!(
         "stress-result: outcome={} cpus={} per_cpu={} done={} aborted_cpus={} elapsed_ms={} elapsed_us={} detect_ms={} stalls={} resends={} dropped={} lock_drains={} rescued_call={} rescued_other={} errors={}",
-        if deadlock { "deadlock" } else { "completed" },
+        outcome,
         online.count(),
         cfg.stress,
         done,
@@ -131,7 +147,7 @@ pub fn run(cfg: &BootConfig<'_>) -> ! {
         sum(|c| SMP.cpu(c).stats.lock_drains.load(Ordering::Relaxed)),
         rescued[IpiMessage::CALL_FUNCTION.index()],
         rescued.iter().sum::<u64>() - rescued[IpiMessage::CALL_FUNCTION.index()],
-        OTHER_ERRORS.load(Ordering::Relaxed),
+        errors,
     );
     // The verdict is the stress-result line, which the host reads.
     smp::finish(true, "stress run reported")
