@@ -96,6 +96,8 @@ pub struct SimPlatform<const N: usize = SIM_CPUS> {
     smp: OnceLock<&'static SimSmp<N>>,
     start: Instant,
     pub stalls: AtomicU64,
+    /// Corruption reports ([`Hooks::report_corruption`]).
+    pub corruptions: AtomicU64,
     baton: Option<Baton>,
 }
 
@@ -211,6 +213,7 @@ impl<const N: usize> SimPlatform<N> {
             smp: OnceLock::new(),
             start: Instant::now(),
             stalls: AtomicU64::new(0),
+            corruptions: AtomicU64::new(0),
             baton,
         };
         let smp: &'static SimSmp<N> = std::boxed::Box::leak(std::boxed::Box::new(Smp::new(p)));
@@ -403,6 +406,9 @@ impl<const N: usize> Hooks for SimPlatform<N> {
     }
     fn report_stall(&self, _report: &StallReport) {
         self.stalls.fetch_add(1, Ordering::Relaxed);
+    }
+    fn report_corruption(&self, _what: &'static str, _value: u64) {
+        self.corruptions.fetch_add(1, Ordering::Relaxed);
     }
 }
 

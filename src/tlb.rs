@@ -139,6 +139,9 @@ pub struct TlbStats {
     pub contexts_zeroed: AtomicU64,
     /// Flushes that needed no IPI (space active nowhere else).
     pub ipis_avoided: AtomicU64,
+    /// Flush requests this CPU found corrupted (reported through
+    /// [`Hooks::report_corruption`]; it flushed everything instead).
+    pub corrupt_requests: AtomicU64,
 }
 
 impl TlbStats {
@@ -152,6 +155,7 @@ impl TlbStats {
             rollovers: AtomicU64::new(0),
             contexts_zeroed: AtomicU64::new(0),
             ipis_avoided: AtomicU64::new(0),
+            corrupt_requests: AtomicU64::new(0),
         }
     }
 }
@@ -172,8 +176,10 @@ enum Op {
 }
 
 impl Op {
-    fn from_u8(v: u8) -> Op {
-        match v {
+    /// The op stored as `v`, or `None` for a value no op has (corruption:
+    /// never guess one).
+    fn from_u8(v: u8) -> Option<Op> {
+        Some(match v {
             0 => Op::All,
             1 => Op::Mm,
             2 => Op::Page,
@@ -182,16 +188,34 @@ impl Op {
             5 => Op::Icache,
             6 => Op::Imb,
             7 => Op::Migrate,
-            _ => Op::MigrateExec,
-        }
+            8 => Op::MigrateExec,
+            _ => return None,
+        })
     }
 }
 
-/// A flush request. Each CPU owns one and issues one synchronous flush at a
-/// time (flushes wait, and waiting calls are refused in interrupt context),
-/// so its fields are written only by the owner before the cross-call and
-/// read by the targets during it (published by the call queue's Release).
+/// Flush requests per CPU. A request is owned by its flush until every CPU
+/// it was sent to has read it; a flush whose wait the watchdog aborted
+/// keeps its request until the CPUs it stalled on run it, and those hold
+/// at most one request each (a later flush to such a CPU waits for its
+/// descriptor first, and when that fails nothing was sent). So a CPU can
+/// run out only with this many CPUs stalled on its aborted flushes at once,
+/// and then its next flush is refused (see `Mmu::shoot`).
+const REQUESTS: usize = 4;
+
+/// A flush request: what the targets of one flush read in their IPI body.
+///
+/// Protocol: `unread` is the set of CPUs (bits) that were sent the request
+/// and have not read it yet; 0 means free. The **owner** (one CPU) fills
+/// the fields and then sets `unread` only while it reads 0 (Acquire), and
+/// publishes both to the targets through the call queue (push Release,
+/// take Acquire) or, for itself, program order. Each **reader** loads the
+/// fields, then clears its own bit (Release). So a rewrite never overlaps a
+/// read (issue 14 item 5: with one request per CPU, the flush after an
+/// aborted one rewrote the request its stalled target had still to read:
+/// that flush never happened there, and a torn read could mix two).
 struct Request {
+    unread: AtomicU64,
     mmu: AtomicUsize,
     op: AtomicU8,
     space: AtomicUsize,
@@ -201,7 +225,14 @@ struct Request {
 
 impl Request {
     const fn new() -> Self {
-        Request { mmu: AtomicUsize::new(0), op: AtomicU8::new(0), space: AtomicUsize::new(0), start: AtomicU64::new(0), end: AtomicU64::new(0) }
+        Request {
+            unread: AtomicU64::new(0),
+            mmu: AtomicUsize::new(0),
+            op: AtomicU8::new(0),
+            space: AtomicUsize::new(0),
+            start: AtomicU64::new(0),
+            end: AtomicU64::new(0),
+        }
     }
 }
 
@@ -212,7 +243,8 @@ pub struct Mmu<P: 'static, const N: usize> {
     /// Address of the space active on each CPU (0: none).
     current: [AtomicUsize; N],
     max_asn: AtomicU64,
-    requests: [Request; N],
+    /// Each CPU's flush requests (see [`Request`]).
+    requests: [[Request; REQUESTS]; N],
     pub stats: [TlbStats; N],
 }
 
@@ -223,7 +255,7 @@ impl<P: Hooks + 'static, const N: usize> Mmu<P, N> {
             last_asn: [const { AtomicU64::new(ASN_FIRST_VERSION) }; N],
             current: [const { AtomicUsize::new(0) }; N],
             max_asn: AtomicU64::new(HW_ASN_MASK),
-            requests: [const { Request::new() }; N],
+            requests: [const { [const { Request::new() }; REQUESTS] }; N],
             stats: [const { TlbStats::new() }; N],
         }
     }
@@ -348,7 +380,7 @@ impl<P: Hooks + 'static, const N: usize> Mmu<P, N> {
                 self.stats[cpu].imb.fetch_add(1, Ordering::Relaxed);
             }
             Op::Mm | Op::Icache | Op::PageExec => {
-                let s = space.expect("space-scoped op");
+                let Some(s) = space else { return self.corrupt_request("flush request without a space", op as u64) };
                 if here {
                     self.load_new_context(cpu, s);
                 } else {
@@ -356,7 +388,7 @@ impl<P: Hooks + 'static, const N: usize> Mmu<P, N> {
                 }
             }
             Op::Page | Op::Range => {
-                let s = space.expect("space-scoped op");
+                let Some(s) = space else { return self.corrupt_request("flush request without a space", op as u64) };
                 if here {
                     let mut va = start;
                     while va < end {
@@ -370,7 +402,7 @@ impl<P: Hooks + 'static, const N: usize> Mmu<P, N> {
             Op::Migrate | Op::MigrateExec => {
                 // Compaction fix semantics: new ASN (or forget), then drop
                 // the page from this CPU's TLB whether or not it is current.
-                let s = space.expect("space-scoped op");
+                let Some(s) = space else { return self.corrupt_request("flush request without a space", op as u64) };
                 if here {
                     self.load_new_context(cpu, s);
                 } else {
@@ -381,16 +413,47 @@ impl<P: Hooks + 'static, const N: usize> Mmu<P, N> {
         }
     }
 
-    /// Issues `op` on the calling CPU and on `targets` (synchronously).
+    /// A request this CPU cannot act on: report it and do what covers
+    /// every op, drop every translation and icache line this CPU holds.
+    fn corrupt_request(&self, what: &'static str, value: u64) {
+        let cpu = self.p().cpu_id();
+        self.stats[cpu].corrupt_requests.fetch_add(1, Ordering::Relaxed);
+        self.p().report_corruption(what, value);
+        self.tlb(cpu, TlbOp::All);
+        self.p().imb();
+        self.stats[cpu].imb.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Issues `op` on the calling CPU and on `targets` (synchronously), in
+    /// a request of its own (see [`Request`]). If every request of this CPU
+    /// is still held by an aborted flush, refuses with `Stalled` naming a
+    /// CPU that has still to run one of them.
     fn shoot(&'static self, op: Op, space: usize, start: u64, end: u64, targets: CpuMask) -> Result<(), XcallError> {
         let me = self.p().cpu_id();
-        let req = &self.requests[me];
+        let mine = &self.requests[me];
+        // Acquire: pairs with the readers' clearing, so their reads of the
+        // fields are done before we rewrite them.
+        let Some(req) = mine.iter().find(|r| r.unread.load(Ordering::Acquire) == 0) else {
+            let held = mine.iter().fold(0, |m, r| m | r.unread.load(Ordering::Relaxed));
+            return Err(XcallError::Stalled { target: held.trailing_zeros() as usize });
+        };
         req.mmu.store(self as *const Self as usize, Ordering::Relaxed);
         req.op.store(op as u8, Ordering::Relaxed);
         req.space.store(space, Ordering::Relaxed);
         req.start.store(start, Ordering::Relaxed);
         req.end.store(end, Ordering::Relaxed);
-        self.smp.call_many(targets, remote::<P, N>, req as *const Request as usize, true)
+        req.unread.store(targets.0, Ordering::Relaxed);
+        match self.smp.call_many_tracked(targets, remote::<P, N>, req as *const Request as usize, true) {
+            Ok(()) => Ok(()),
+            Err(failed) => {
+                if !failed.sent {
+                    // Nobody was sent it, nobody will read it: free again.
+                    req.unread.store(0, Ordering::Relaxed);
+                }
+                // Else the CPUs still owing a read keep it until they run it.
+                Err(failed.error)
+            }
+        }
     }
 
     /// Space-scoped flush: CPUs running the space act (cross-call), those
@@ -492,19 +555,28 @@ impl<P: Hooks + 'static, const N: usize> Mmu<P, N> {
     }
 }
 
-/// The cross-call body: `arg` is the caller's [`Request`].
+/// The cross-call body: `arg` is one of the caller's [`Request`]s, owned by
+/// its flush until this CPU (and the others sent it) has read it.
 fn remote<P: Hooks + 'static, const N: usize>(arg: usize) {
-    // SAFETY: `shoot` passes its CPU's request slot, which lives in a
-    // 'static Mmu and stays filled until the synchronous call completes.
+    // SAFETY: `shoot` passes one of its CPU's request slots, which live in
+    // a 'static Mmu.
     let req = unsafe { &*(arg as *const Request) };
-    // SAFETY: the slot's `mmu` is the 'static Mmu that filled it.
+    // SAFETY: the slot's `mmu` is the 'static Mmu that filled it (set before
+    // the call went out, and not rewritten until this CPU's bit in
+    // `unread` is cleared below).
     let mmu = unsafe { &*(req.mmu.load(Ordering::Relaxed) as *const Mmu<P, N>) };
-    mmu.apply(
-        Op::from_u8(req.op.load(Ordering::Relaxed)),
-        req.space.load(Ordering::Relaxed),
-        req.start.load(Ordering::Relaxed),
-        req.end.load(Ordering::Relaxed),
-    );
+    let cpu = mmu.p().cpu_id();
+    let op = req.op.load(Ordering::Relaxed);
+    let space = req.space.load(Ordering::Relaxed);
+    let start = req.start.load(Ordering::Relaxed);
+    let end = req.end.load(Ordering::Relaxed);
+    // Done reading (Release: the owner that sees the bit clear, Acquire,
+    // may rewrite the slot after our loads).
+    req.unread.fetch_and(!(1 << cpu), Ordering::Release);
+    match Op::from_u8(op) {
+        Some(op) => mmu.apply(op, space, start, end),
+        None => mmu.corrupt_request("flush request with an unknown op", u64::from(op)),
+    }
 }
 
 /// The hardware ASN of a context value.
@@ -515,4 +587,52 @@ pub const fn hw_asn(ctx: u64) -> u64 {
 /// The version of a context value.
 pub const fn asn_version(ctx: u64) -> u64 {
     ctx >> HW_ASN_BITS
+}
+
+#[cfg(all(test, feature = "sim"))]
+mod tests {
+    use super::*;
+    extern crate std;
+    use std::boxed::Box;
+
+    use crate::sim::{Line, SimPlatform};
+
+    type SimMmu = Mmu<SimPlatform<2>, 2>;
+
+    /// The IPI body given a request it cannot make sense of (an op byte no
+    /// `Op` has, or a space-scoped op without a space: what a torn read of
+    /// a request being rewritten looks like) must not guess an op or panic
+    /// in the handler: it reports the corruption and flushes everything
+    /// this CPU holds (tbia + imb covers every op).
+    #[test]
+    fn a_corrupt_request_is_reported_not_guessed() {
+        let smp = SimPlatform::<2>::machine(Line::Latch, 0, 0, 2);
+        let mmu: &'static SimMmu = Box::leak(Box::new(Mmu::new(smp)));
+        SimPlatform::run(smp, 1, move |_| {
+            let space: &'static AddressSpace<2> = Box::leak(Box::new(AddressSpace::new()));
+            for (op, space) in [(200u8, space as *const _ as usize), (Op::Page as u8, 0)] {
+                let req: &'static Request = Box::leak(Box::new(Request::new()));
+                req.mmu.store(mmu as *const SimMmu as usize, Ordering::Relaxed);
+                req.op.store(op, Ordering::Relaxed);
+                req.space.store(space, Ordering::Relaxed);
+                let tbia = mmu.stats[0].tbia.load(Ordering::Relaxed);
+                let reports = smp.platform.corruptions.load(Ordering::Relaxed);
+                remote::<SimPlatform<2>, 2>(req as *const Request as usize);
+                assert_eq!(mmu.stats[0].tbia.load(Ordering::Relaxed), tbia + 1, "op {op} space {space:#x}: full flush");
+                assert_eq!(smp.platform.corruptions.load(Ordering::Relaxed), reports + 1, "op {op} space {space:#x}: reported");
+            }
+            assert_eq!(mmu.stats[0].corrupt_requests.load(Ordering::Relaxed), 2);
+        });
+    }
+
+    #[test]
+    fn op_bytes_decode_to_exactly_the_ops() {
+        let ops = [Op::All, Op::Mm, Op::Page, Op::PageExec, Op::Range, Op::Icache, Op::Imb, Op::Migrate, Op::MigrateExec];
+        for op in ops {
+            assert_eq!(Op::from_u8(op as u8), Some(op));
+        }
+        for v in ops.len() as u8..=u8::MAX {
+            assert_eq!(Op::from_u8(v), None, "byte {v}");
+        }
+    }
 }

@@ -211,6 +211,14 @@ impl fmt::Display for XcallError {
     }
 }
 
+/// A failed [`Smp::call_many_tracked`].
+pub(crate) struct CallFailed {
+    pub(crate) error: XcallError,
+    /// The call went out before the failure (only a wait that gave up):
+    /// targets may still run it and read its argument.
+    pub(crate) sent: bool,
+}
+
 /// What the watchdog saw when a wait exceeded its bound.
 #[derive(Clone, Copy, Debug)]
 pub struct StallReport {
@@ -237,6 +245,11 @@ pub trait Hooks: Platform {
     fn on_message(&self, _msg: IpiMessage) {}
     /// The watchdog fired (print it; the core has no console).
     fn report_stall(&self, _report: &StallReport) {}
+    /// The core found corrupted state and did not act on it (`what` names
+    /// it, `value` is the offending value). Something overwrote memory
+    /// that only the core writes: print it; the core has already done the
+    /// safe thing (for a shootdown request: flushed everything locally).
+    fn report_corruption(&self, _what: &'static str, _value: u64) {}
 }
 
 /// Marks this CPU as inside a drain for as long as it lives (also when a
@@ -391,17 +404,26 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
     /// locally while the others run theirs). With `wait`, returns after all
     /// ran; without, returns once queued and `f` still runs everywhere.
     pub fn call_many(&self, mask: CpuMask, f: CallFn, arg: usize, wait: bool) -> Result<(), XcallError> {
+        self.call_many_tracked(mask, f, arg, wait).map_err(|e| e.error)
+    }
+
+    /// [`call_many`](Self::call_many), telling on failure whether the call
+    /// went out: if not, nothing will ever run `f` or read `arg` (the
+    /// caller may reuse what `arg` points to at once); if so, the targets
+    /// not yet done will still run `f(arg)` (a wait that gave up).
+    pub(crate) fn call_many_tracked(&self, mask: CpuMask, f: CallFn, arg: usize, wait: bool) -> Result<(), CallFailed> {
+        let early = |error| CallFailed { error, sent: false };
         for cpu in mask.iter() {
-            self.check_target(cpu)?;
+            self.check_target(cpu).map_err(early)?;
         }
         let in_irq = self.in_interrupt();
         if wait && in_irq {
-            return Err(XcallError::WaitInInterrupt);
+            return Err(early(XcallError::WaitInInterrupt));
         }
         let masked = self.platform.ipl() >= ipl::IPI;
         let masked_wait = wait && masked && self.policy.allow_masked_wait.load(Ordering::Relaxed);
         if wait && masked && !masked_wait {
-            return Err(XcallError::WaitWithIpisMasked);
+            return Err(early(XcallError::WaitWithIpisMasked));
         }
         // Must not spin for a descriptor (module docs, step 1). Only the
         // masked-wait fault injection still spins, as it is meant to.
@@ -440,7 +462,7 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
                     // Never queued and never filled: no target has seen it.
                     slots[r].flags.store(0, Ordering::Relaxed);
                 }
-                return Err(e);
+                return Err(early(e));
             }
             reserved.insert(t);
         }
@@ -471,7 +493,7 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
         }
         if wait {
             for t in remote.iter() {
-                self.wait_unlocked(&slots[t], t)?;
+                self.wait_unlocked(&slots[t], t).map_err(|error| CallFailed { error, sent: true })?;
             }
         }
         Ok(())

@@ -247,3 +247,109 @@ fn flush_reaches_a_cpu_that_leaves_the_space_meanwhile() {
         assert!(checked > 1000, "only {checked} flushes checked");
     });
 }
+
+/// Issue 14, item 5: a flush whose wait the watchdog aborted is still owed
+/// to the CPU it stalled on, and that CPU must do *that* flush when it gets
+/// to it, whatever its caller has issued since. CPU 1 runs S at IPL 7;
+/// CPU 0's flush_tlb_mm(S) stalls on it and is aborted; CPU 0 then flushes
+/// a page of S2 (run by CPU 2 only), which rewrote CPU 0's one request slot
+/// while the aborted call still pointed at it. When CPU 1 lowers its IPL and
+/// runs the aborted call, it must take a new ASN for S.
+#[test]
+fn an_aborted_flush_still_happens_as_issued() {
+    for seed in 0..4 {
+        let smp: &'static SimSmp = SimPlatform::seeded(Line::Latch, 0, 0, SIM_CPUS, seed);
+        smp.policy.watchdog_cycles.store(2_000, Relaxed);
+        smp.policy.abort_after.store(1, Relaxed);
+        let mmu: &'static SimMmu = Box::leak(Box::new(Mmu::new(smp)));
+        let (s, s2) = (space(), space());
+        let stage: &'static AtomicU64 = Box::leak(Box::new(AtomicU64::new(0)));
+        let wait_for = move |n: u64| {
+            while stage.load(Relaxed) < n {
+                smp.platform.relax();
+            }
+        };
+        SimPlatform::run(smp, 3, move |me| match me {
+            1 => {
+                mmu.activate(s);
+                let prev = smp.platform.raise_ipl(alphasmp::platform::ipl::HIGH);
+                stage.fetch_add(1, Relaxed);
+                wait_for(3);
+                let before = s.context(1);
+                // Takes the aborted call now.
+                smp.platform.restore_ipl(prev);
+                assert_ne!(s.context(1), before, "seed {seed}: CPU 1 ran the aborted flush_tlb_mm(S) but kept its ASN for S");
+            }
+            2 => {
+                mmu.activate(s2);
+                stage.fetch_add(1, Relaxed);
+            }
+            _ => {
+                wait_for(2);
+                assert_eq!(mmu.flush_tlb_mm(s), Err(alphasmp::xcall::XcallError::Stalled { target: 1 }), "seed {seed}");
+                mmu.flush_tlb_page(s2, 0x8000, false).unwrap();
+                stage.store(3, Relaxed);
+            }
+        });
+    }
+}
+
+/// A CPU's flush requests held by aborted flushes are refused, not reused,
+/// until the CPUs they stalled on have run them. CPUs 1 to 5 each run a
+/// space of their own at IPL 7; CPU 0 flushes each (every flush stalls and
+/// is aborted, keeping its request); with all of CPU 0's requests held (one
+/// per stalled CPU, at most), its next flush is refused naming one of
+/// those CPUs. Once they lower their IPL and run the aborted flushes, each
+/// took its new ASN and CPU 0 can flush again.
+#[test]
+fn requests_held_by_aborted_flushes_are_not_reused() {
+    const N: usize = 8;
+    let smp: &'static SimSmp<N> = SimPlatform::seeded(Line::Latch, 0, 0, N, 3);
+    smp.policy.watchdog_cycles.store(2_000, Relaxed);
+    smp.policy.abort_after.store(1, Relaxed);
+    let mmu: &'static Mmu<SimPlatform<N>, N> = Box::leak(Box::new(Mmu::new(smp)));
+    let spaces: &'static [AddressSpace<N>; N] = Box::leak(Box::new([const { AddressSpace::new() }; N]));
+    let stage: &'static AtomicU64 = Box::leak(Box::new(AtomicU64::new(0)));
+    let wait_for = move |n: u64| {
+        while stage.load(Relaxed) < n {
+            smp.platform.relax();
+        }
+    };
+    // The flush that was refused (0: none yet).
+    let refused_at: &'static AtomicU64 = Box::leak(Box::new(AtomicU64::new(0)));
+    SimPlatform::run(smp, 6, move |me| {
+        if me != 0 {
+            mmu.activate(&spaces[me]);
+            let prev = smp.platform.raise_ipl(alphasmp::platform::ipl::HIGH);
+            stage.fetch_add(1, Relaxed);
+            wait_for(100);
+            let before = spaces[me].context(me);
+            smp.platform.restore_ipl(prev);
+            let after = spaces[me].context(me);
+            stage.fetch_add(1, Relaxed);
+            if (me as u64) < refused_at.load(Relaxed) {
+                assert_ne!(after, before, "CPU {me} ran its aborted flush");
+            }
+            return;
+        }
+        wait_for(5);
+        let mut refused = None;
+        for cpu in 1..=5 {
+            match mmu.flush_tlb_mm(&spaces[cpu]) {
+                Err(alphasmp::xcall::XcallError::Stalled { target }) if target == cpu => {}
+                Err(alphasmp::xcall::XcallError::Stalled { target }) => {
+                    refused = Some((cpu, target));
+                    break;
+                }
+                r => panic!("flush of CPU {cpu}'s space: {r:?}"),
+            }
+        }
+        let (at, holder) = refused.unwrap_or((6, 0));
+        refused_at.store(at as u64, Relaxed);
+        stage.store(100, Relaxed);
+        assert!(at <= 5, "CPU 0 never ran out of requests");
+        assert!((1..at).contains(&holder), "refused flush {at} names CPU {holder}, which holds a request");
+        wait_for(105);
+        mmu.flush_tlb_mm(&spaces[at]).unwrap();
+    });
+}
