@@ -5,12 +5,18 @@
 //! per-CPU simulated IPL and IPI line. Everything in `xcall` and `tlb` goes
 //! through this trait and nothing else, so both run the same protocol code.
 
-/// Interrupt priority levels the core uses (Alpha numbering).
+/// Interrupt priority levels (Alpha numbering). The level at which IPIs
+/// are masked is the platform's ([`Platform::ipi_ipl`]); the two known
+/// values are here for implementations to name.
 pub mod ipl {
     /// Everything enabled.
     pub const ALL_ON: u8 = 0;
-    /// IPIs (and everything below) masked.
-    pub const IPI: u8 = 6;
+    /// IPIs masked from this IPL on under qemu-palcode (it takes an IPI
+    /// only at IPL <= 5; docs: qemu-alpha.md 3.2).
+    pub const IPI_QEMU_PALCODE: u8 = 6;
+    /// IPIs masked from this IPL on under EV6/EV7 OSF PALcode, where they
+    /// share the clock's level (Linux's IPL_TIMER; smp-anchors.md 2.2).
+    pub const IPI_OSF_PALCODE: u8 = 5;
     /// Everything masked.
     pub const HIGH: u8 = 7;
 }
@@ -42,6 +48,13 @@ pub trait Platform: Sync {
     fn restore_ipl(&self, previous: u8);
     /// This CPU's current IPL.
     fn ipl(&self) -> u8;
+    /// The lowest IPL at which this machine's IPIs are masked: at
+    /// `ipl() >= ipi_ipl()` an IPI stays pending. The core raises to it to
+    /// hold IPIs off, and treats a caller at or above it as unable to take
+    /// IPIs (see `crate::xcall`). Depends on the PALcode and the machine
+    /// ([`ipl::IPI_QEMU_PALCODE`], [`ipl::IPI_OSF_PALCODE`]), so the core
+    /// has no constant for it.
+    fn ipi_ipl(&self) -> u8;
     /// Whether the caller runs in an interrupt handler.
     fn in_interrupt(&self) -> bool;
     /// Invalidates translation-buffer entries on this CPU.

@@ -2,8 +2,9 @@
 //!
 //! Each simulated CPU is a host thread with its own IPL and IPI line. An IPI
 //! is delivered only at explicit points (every `relax`, every IPL restore,
-//! and the idle loop) and only when the CPU's IPL is below 6, exactly as on
-//! Alpha. Two line models:
+//! and the idle loop) and only when the CPU's IPL is below the machine's
+//! IPI level (`ipi_ipl`: 6 as on qemu-palcode unless a test sets 5, as on
+//! EV6/EV7 OSF PALcode), exactly as on Alpha. Two line models:
 //!
 //! - [`Line::Latch`] (clipper): a masked IPI stays pending until the IPL
 //!   drops;
@@ -93,6 +94,10 @@ pub struct SimPlatform<const N: usize = SIM_CPUS> {
     pub tick_every: u64,
     /// Relax-call length of a tick handler (how long it sits at IPL 7).
     pub tick_len: u64,
+    /// The IPL from which this machine's IPIs are masked: 6 on
+    /// qemu-palcode (the default), 5 on EV6/EV7 OSF PALcode (where IPIs
+    /// share the clock's level). Set it before a run.
+    pub ipi_ipl: AtomicU8,
     smp: OnceLock<&'static SimSmp<N>>,
     start: Instant,
     pub stalls: AtomicU64,
@@ -210,6 +215,7 @@ impl<const N: usize> SimPlatform<N> {
             line,
             tick_every,
             tick_len,
+            ipi_ipl: AtomicU8::new(ipl::IPI_QEMU_PALCODE),
             smp: OnceLock::new(),
             start: Instant::now(),
             stalls: AtomicU64::new(0),
@@ -265,7 +271,7 @@ impl<const N: usize> SimPlatform<N> {
                 });
             }
         }
-        if cpu.ipl.load(Ordering::Relaxed) < ipl::IPI && cpu.ipi_pending.swap(false, Ordering::AcqRel) {
+        if cpu.ipl.load(Ordering::Relaxed) < self.ipi_ipl() && cpu.ipi_pending.swap(false, Ordering::AcqRel) {
             self.interrupt(|| {
                 self.smp().handle_ipi();
             });
@@ -367,6 +373,9 @@ impl<const N: usize> Platform for SimPlatform<N> {
     }
     fn ipl(&self) -> u8 {
         self.me().ipl.load(Ordering::Relaxed)
+    }
+    fn ipi_ipl(&self) -> u8 {
+        self.ipi_ipl.load(Ordering::Relaxed)
     }
     fn in_interrupt(&self) -> bool {
         self.me().in_handler.load(Ordering::Relaxed)

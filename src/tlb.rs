@@ -59,7 +59,7 @@
 use core::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 use crate::cpumask::CpuMask;
-use crate::platform::{TlbOp, ipl};
+use crate::platform::TlbOp;
 
 use crate::xcall::{Hooks, Smp, XcallError};
 
@@ -319,7 +319,7 @@ impl<P: Hooks + 'static, const N: usize> Mmu<P, N> {
         let addr = space as *const _ as usize;
         // IPIs masked: the handler must see `current`, RUNNING and the
         // loaded ASN agree (module docs).
-        let ipl = self.p().raise_ipl(ipl::IPI);
+        let ipl = self.p().raise_ipl(self.p().ipi_ipl());
         let prev = self.current[cpu].swap(addr, Ordering::SeqCst);
         if prev != 0 && prev != addr {
             // SAFETY: `current` only ever holds addresses of 'static spaces.
@@ -345,7 +345,7 @@ impl<P: Hooks + 'static, const N: usize> Mmu<P, N> {
     /// Leaves the calling CPU with no active address space.
     pub fn deactivate(&self) {
         let cpu = self.p().cpu_id();
-        let ipl = self.p().raise_ipl(ipl::IPI);
+        let ipl = self.p().raise_ipl(self.p().ipi_ipl());
         let prev = self.current[cpu].swap(0, Ordering::SeqCst);
         if prev != 0 {
             // SAFETY: as in `activate`.

@@ -204,7 +204,7 @@ impl fmt::Display for XcallError {
             XcallError::NoSuchCpu(c) => write!(f, "cross-call to CPU {c}: no such CPU"),
             XcallError::Offline(c) => write!(f, "cross-call to CPU {c}: CPU is offline"),
             XcallError::WaitInInterrupt => write!(f, "waiting cross-call from interrupt context refused"),
-            XcallError::WaitWithIpisMasked => write!(f, "waiting cross-call with IPIs masked (IPL >= 6) refused"),
+            XcallError::WaitWithIpisMasked => write!(f, "waiting cross-call with IPIs masked (IPL at or above the IPI level) refused"),
             XcallError::Busy { target } => write!(f, "no-wait cross-call to CPU {target} that must not block (interrupt context or IPIs masked): previous call still in flight"),
             XcallError::Stalled { target } => write!(f, "cross-call to CPU {target} stalled past the watchdog bound"),
         }
@@ -332,7 +332,8 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
 
     /// The IPI handler: drains this CPU's mailbox until empty, running the
     /// call queue for CALL_FUNCTION and passing other messages to the
-    /// platform. Must run with IPIs masked (IPL >= 6). Returns the number of
+    /// platform. Must run with IPIs masked (IPL >= the platform's
+    /// [`ipi_ipl`](Platform::ipi_ipl)). Returns the number of
     /// mailbox batches taken. Whoever calls it (the IPI handler, the poll,
     /// the serialization lock's wait loop, a platform's idle loop), what it
     /// runs is interrupt context: [`in_interrupt`](Self::in_interrupt) is
@@ -420,7 +421,7 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
         if wait && in_irq {
             return Err(early(XcallError::WaitInInterrupt));
         }
-        let masked = self.platform.ipl() >= ipl::IPI;
+        let masked = self.platform.ipl() >= self.platform.ipi_ipl();
         let masked_wait = wait && masked && self.policy.allow_masked_wait.load(Ordering::Relaxed);
         if wait && masked && !masked_wait {
             return Err(early(XcallError::WaitWithIpisMasked));
@@ -487,7 +488,7 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
             self.post(t, IpiMessage::CALL_FUNCTION);
         }
         if mask.contains(me) {
-            let prev = self.platform.raise_ipl(ipl::IPI);
+            let prev = self.platform.raise_ipl(self.platform.ipi_ipl());
             f(arg);
             self.platform.restore_ipl(prev);
         }

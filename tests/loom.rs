@@ -313,6 +313,9 @@ impl platform::Platform for LoomPlatform {
     fn ipl(&self) -> u8 {
         IPL.with(|i| i.get())
     }
+    fn ipi_ipl(&self) -> u8 {
+        platform::ipl::IPI_QEMU_PALCODE
+    }
     fn in_interrupt(&self) -> bool {
         IN_IRQ.with(|i| i.get())
     }

@@ -238,7 +238,7 @@ fn functions_run_by_a_drain_are_interrupt_context() {
         } else {
             // CPU 1 drains its mailbox from task context, as the idle loop
             // does, instead of taking the IPI.
-            let prev = smp.platform.raise_ipl(ipl::IPI);
+            let prev = smp.platform.raise_ipl(smp.platform.ipi_ipl());
             while !smp.cpu(1).mailbox.peek().contains(alphasmp::mailbox::IpiMessage::CALL_FUNCTION) {
                 std::thread::yield_now();
             }
@@ -248,4 +248,50 @@ fn functions_run_by_a_drain_are_interrupt_context() {
         }
     });
     assert_eq!(*DRAINED.lock().unwrap(), [Err(XcallError::WaitInInterrupt), Ok(())], "a drained function's waiting and no-wait calls");
+}
+
+/// A 2-CPU machine whose IPIs are masked from IPL 5 (EV6/EV7 OSF PALcode:
+/// IPIs share the clock's level), seeded, with the watchdog's abort.
+fn ipl5_machine(seed: u64) -> &'static SimSmp {
+    let smp: &SimSmp = SimPlatform::seeded(Line::Latch, 0, 0, 2, seed);
+    smp.platform.ipi_ipl.store(5, Ordering::Relaxed);
+    smp.policy.watchdog_cycles.store(2_000, Ordering::Relaxed);
+    smp.policy.abort_after.store(1, Ordering::Relaxed);
+    smp
+}
+
+/// Issue 14, item 6: the core must take "IPIs masked" from the platform.
+/// On a machine that masks IPIs from IPL 5, a waiting call at IPL 5 is a
+/// waiting call with IPIs masked and is refused (the core's old constant
+/// 6 let it through).
+#[test]
+fn waiting_at_the_platforms_ipi_level_is_refused() {
+    let smp = ipl5_machine(0);
+    SimPlatform::run(smp, 2, move |me| {
+        if me == 0 {
+            let prev = smp.platform.raise_ipl(5);
+            let r = smp.call_single(1, nothing, 0, true);
+            smp.platform.restore_ipl(prev);
+            assert_eq!(r, Err(XcallError::WaitWithIpisMasked), "a waiting call at IPL 5 on a machine that masks IPIs from 5");
+        }
+    });
+}
+
+/// Issue 14, item 6, with item 4's deadlock: at IPL 5 on that machine,
+/// two CPUs sending each other no-wait calls must not block (Ok or Busy).
+#[test]
+fn no_wait_calls_at_the_platforms_ipi_level_do_not_block() {
+    for seed in 0..8 {
+        let smp = ipl5_machine(seed);
+        SimPlatform::run(smp, 2, move |me| {
+            let prev = smp.platform.raise_ipl(5);
+            for _ in 0..2 {
+                match smp.call_single(1 - me, nothing, 0, false) {
+                    Ok(()) | Err(XcallError::Busy { .. }) => {}
+                    Err(e) => panic!("seed {seed}: CPU {me}: a no-wait call at IPL 5 returned {e:?}"),
+                }
+            }
+            smp.platform.restore_ipl(prev);
+        });
+    }
 }
