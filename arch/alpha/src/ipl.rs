@@ -11,6 +11,10 @@
 //! | 6 | interprocessor interrupts as well ([`IPI`]) |
 //! | 7 | everything asynchronous, machine checks included ([`HIGH`]) |
 //!
+//! On real EV6/EV7 consoles IPIs share the clock's level 5, so there they
+//! are already masked at 5; the level below which IPIs can arrive is the
+//! machine's (`machine::ipi_ipl`). Raising to [`IPI`] masks them on both.
+//!
 //! Only [`IplGuard`] changes the level: it raises (never lowers) and restores
 //! the previous level when dropped, so guards nest.
 
@@ -22,7 +26,7 @@ pub const ALL_ON: u8 = 0;
 pub const DEVICE: u8 = 4;
 /// Clock and device interrupts masked.
 pub const CLOCK: u8 = 5;
-/// IPIs, clock and devices masked.
+/// IPIs, clock and devices masked (on every PALcode this kernel knows).
 pub const IPI: u8 = 6;
 /// All asynchronous interrupts masked.
 pub const HIGH: u8 = 7;

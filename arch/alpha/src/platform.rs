@@ -57,6 +57,9 @@ impl Platform for AlphaPlatform {
     fn ipl(&self) -> u8 {
         ipl::current()
     }
+    fn ipi_ipl(&self) -> u8 {
+        machine::ipi_ipl()
+    }
     fn in_interrupt(&self) -> bool {
         percpu::this().irq_depth.load(Ordering::Relaxed) > 0
     }

@@ -51,6 +51,17 @@ pub fn identify(h: &Hwrpb, forced: MachineArg) -> Result<(Choice, Identity), Uns
     Ok((choice, id))
 }
 
+/// The lowest IPL at which IPIs are masked. It is the PALcode's choice:
+/// qemu-palcode takes IPIs only at IPL <= 5 (masked from 6), while the
+/// EV6/EV7 OSF PALcode of real consoles puts them at the clock's level 5
+/// (Linux's IPL_TIMER; smp-anchors.md 2.2). Before the HWRPB is read the
+/// lower, real-hardware value is assumed: it counts more callers as
+/// masked, which is the safe side.
+pub fn ipi_ipl() -> u8 {
+    use alphasmp::platform::ipl::{IPI_OSF_PALCODE, IPI_QEMU_PALCODE};
+    if QEMU.load(Ordering::Relaxed) { IPI_QEMU_PALCODE } else { IPI_OSF_PALCODE }
+}
+
 /// The machine chosen at boot (clipper's rules before that).
 pub fn current() -> Machine {
     CURRENT.get().copied().unwrap_or(Machine::Clipper)
