@@ -79,7 +79,7 @@ fn assert_fault(fault: &str, smp: u32, report: &str, function: &str) {
 
 #[test]
 fn breakpoint_reaches_entif() {
-    assert_fault("breakpoint", 1, "FAULT entIF (breakpoint) on CPU 0: pc=", "fault_breakpoint");
+    assert_fault("breakpoint", 1, "FAULT entIF (breakpoint) on CPU 0: at=", "fault_breakpoint");
 }
 
 #[test]
@@ -94,7 +94,7 @@ fn overflow_reaches_entarith() {
 
 #[test]
 fn unmapped_load_reaches_entmm() {
-    assert_fault("unmapped", 1, "FAULT entMM (memory-management fault) on CPU 0: pc=", "fault_load");
+    assert_fault("unmapped", 1, "FAULT entMM (memory-management fault) on CPU 0: at=", "fault_load");
 }
 
 #[test]
@@ -215,7 +215,7 @@ fn run_ends_with_verdict_and_halt_request() {
 fn bad_cpus_and_console_choices_are_refused() {
     for (smp, append, needle) in [
         (2, "cpus=1", "error: cpus= must include the boot CPU 0"),
-        (4, "cpus=0,7", "error: cpus= names CPU(s) [7] that the HWRPB does not report present"),
+        (4, "cpus=0,7", "error: cpus= names CPU(s) [7] that the HWRPB does not report present and startable"),
         (1, "machine=marvel console=uart", "error: console=uart: Marvel has no legacy UART"),
     ] {
         let r = boot(smp, append);

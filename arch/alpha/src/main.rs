@@ -66,14 +66,34 @@ fn cmdline_page() -> Option<&'static str> {
     core::str::from_utf8(&bytes[..len]).ok()
 }
 
+/// GET_ENV's answer: a static, 8-byte aligned buffer (no heap needed, so
+/// it works even if the heap could not be placed).
+static OSFLAGS: spin::Mutex<[u64; 32]> = spin::Mutex::new([0; 32]);
+/// The boot arguments kept from BOOTED_OSFLAGS (its key=value words).
+static ARGS: spin::Once<alloc::string::String> = spin::Once::new();
+
 /// The boot arguments and where they came from: the console's
 /// BOOTED_OSFLAGS (the `boot -flags` string) where GET_ENV answers, else
 /// QEMU's command-line page (qemu-palcode does not implement GET_ENV).
+///
+/// A real console's BOOTED_OSFLAGS often holds an operating system's flag
+/// word (`A` for Tru64, `0,0` for OpenVMS) when `boot` had no `-flags`:
+/// words without `=` from the console are named in a note and dropped,
+/// not refused (words given with `-flags` are key=value like QEMU's).
 fn boot_arguments(crb: Option<&Crb>) -> Result<(&'static str, &'static str), &'static str> {
     if let Some(crb) = crb {
-        let buf: &'static mut [u64; 32] = alloc::boxed::Box::leak(alloc::boxed::Box::new([0u64; 32]));
-        if let Some(flags) = crb.get_env(crb::env::BOOTED_OSFLAGS, buf) {
-            return Ok((flags, "SRM BOOTED_OSFLAGS"));
+        let mut buf = OSFLAGS.lock();
+        if let Some(flags) = crb.get_env(crb::env::BOOTED_OSFLAGS, &mut buf[..]) {
+            let mut kept = alloc::string::String::new();
+            for w in flags.split_whitespace() {
+                if w.contains('=') {
+                    kept.push_str(w);
+                    kept.push(' ');
+                } else {
+                    println!("note: ignoring '{w}' in BOOTED_OSFLAGS (an OS flag word, not key=value)");
+                }
+            }
+            return Ok((ARGS.call_once(|| kept).trim_end(), "SRM BOOTED_OSFLAGS"));
         }
     }
     cmdline_page().map(|l| (l, "the command-line page")).ok_or("boot command line is not valid UTF-8")
@@ -82,12 +102,11 @@ fn boot_arguments(crb: Option<&Crb>) -> Result<(&'static str, &'static str), &'s
 static SRM_CONSOLE: spin::Once<SrmConsole> = spin::Once::new();
 
 /// No HWRPB: this is not an SRM console (nor QEMU's). Nothing is known to
-/// be safe to print to; try the ISA UART, as QEMU has one, then halt.
+/// be safe to print to; the machine layer tries its last resort, then halt.
 fn no_hwrpb(e: alphasmp_srm::hwrpb::HwrpbError) -> ! {
-    if let Ok(c) = machine::console(machine::Machine::Clipper, alphasmp::bootargs::ConsoleArg::Uart, None) {
-        console::set(c);
-    }
+    machine::last_resort_console();
     println!("error: no usable HWRPB at the console's mapping ({e}); cannot continue");
+    println!("alphasmp: FAIL (no HWRPB)");
     machine::end_run(false)
 }
 
@@ -105,10 +124,14 @@ pub fn alpha_boot_main(console_pcb_phys: u64) -> ! {
     let (kstart, kend) = kernel_range();
     // The heap lies after the image, inside the usable memory cluster that
     // holds the kernel (console and PAL clusters are never touched).
-    let limit = hwrpb.usable_end_containing(kstart & !KSEG).map_or(kend, |end| KSEG + end);
+    // If no usable cluster holds the image (a console that reports it
+    // oddly), fall back to half of what lies past the image in all memory.
+    let cluster_end = hwrpb.usable_end_containing(kstart & !KSEG);
+    let limit = cluster_end.unwrap_or(hwrpb.memory_bytes()) + KSEG;
     let heap_size = HEAP_MAX.min(limit.saturating_sub(kend) / 2);
-    // SAFETY: [kend, kend + heap_size) is RAM past the image, inside a
-    // usable memory cluster, that nothing else uses; called once.
+    // SAFETY: [kend, kend + heap_size) is RAM past the image, inside the
+    // usable memory cluster that holds it (or inside reported memory), that
+    // nothing else uses; called once.
     unsafe { heap::init(kend, heap_size) };
 
     let srm = Crb::locate(hwrpb).map(|c| &*SRM_CONSOLE.call_once(|| SrmConsole(c)));
@@ -127,6 +150,7 @@ pub fn alpha_boot_main(console_pcb_phys: u64) -> ! {
                 console::set(s);
             }
             println!("error: {e}");
+            println!("alphasmp: FAIL (unsupported machine)");
             machine::end_run(false);
         }
     };
@@ -242,7 +266,10 @@ pub fn alpha_boot_main(console_pcb_phys: u64) -> ! {
     // SAFETY: the console PCB is PAL memory readable through KSEG; offset
     // 0x10 is its page-table base (a PFN).
     let ptbr = unsafe { core::ptr::read_volatile((KSEG | (console_pcb_phys + 0x10)) as *const u64) };
-    mm::init(ptbr);
+    if let Err(e) = mm::init(ptbr, hwrpb.vptb()) {
+        println!("error: {e}");
+        smp::finish(false, "no room for the test page tables");
+    }
     platform::MMU.set_max_asn(hwrpb.max_asn());
     smp::BOOT.call_once(|| smp::BootInfo { mapped_cpus: bringup.mapped, boot_gp: pal::gp() });
     // From here on the boot CPU takes interrupts like every other CPU.

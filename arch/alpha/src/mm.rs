@@ -2,9 +2,13 @@
 //! shootdown against real translations.
 //!
 //! Every CPU runs on the console's page table (PTBR from its PCB). Its L1
-//! maps the HWRPB pointer at VA 0x10000000 (L1 slot 0) and itself at slot
-//! 1023 (the VPTB self-map). We hang our own L2/L3 tables off L1 slot 1, so
-//! user VAs from 0x2_0000_0000 map to frames we choose, on every CPU.
+//! maps the HWRPB pointer at VA 0x10000000 (L1 slot 0) and itself at the
+//! VPTB's slot: 1023 under qemu-palcode (VPTB 0xfffffffe00000000), but 1
+//! on a real SRM console (VPTB 0x200000000, srm-hardware.md 1d). We hang our
+//! own L2/L3 tables off the first L1 slot that is empty and is not the
+//! self-map's, so a window of user VAs maps to frames we choose, on every
+//! CPU; `release` empties the slot again before the machine returns to the
+//! console, so SRM gets its page table back as it left it.
 //!
 //! Alpha: 8 KB pages, 43-bit VAs, 10 bits per level; a PTE holds the PFN in
 //! bits 63:32 and permission bits below (docs: qemu-alpha.md 1.3).
@@ -15,8 +19,7 @@ use crate::hwrpb::KSEG;
 use crate::pal;
 
 pub const PAGE: u64 = 8192;
-/// First VA of the test window (L1 slot 1).
-pub const USER_BASE: u64 = 1 << 33;
+use alphasmp_srm::pagetable::{self, L1_SPAN};
 /// Pages in the window (one L3 table).
 pub const USER_PAGES: u64 = 1024;
 
@@ -24,7 +27,15 @@ const PTE_VALID: u64 = 1 << 0;
 const PTE_KRE: u64 = 1 << 8;
 const PTE_KWE: u64 = 1 << 12;
 
-static L3: spin::Once<u64> = spin::Once::new();
+/// The window: the L1 entry we filled (its KSEG address), the window's
+/// first VA and its L3 table.
+struct Window {
+    l1_entry: u64,
+    base: u64,
+    l3: u64,
+}
+
+static WINDOW: spin::Once<Window> = spin::Once::new();
 
 /// A zeroed, page-aligned page from the heap (never freed): its KSEG VA.
 pub fn alloc_page() -> u64 {
@@ -45,30 +56,50 @@ fn pte(pfn: u64, flags: u64) -> u64 {
 }
 
 /// Builds the L2/L3 tables for the window, once (boot CPU, before tests).
-pub fn init(console_ptbr_pfn: u64) {
-    L3.call_once(|| {
-        let l1 = KSEG | (console_ptbr_pfn << 13);
+/// `vptb` is the HWRPB's: its L1 slot is the self-map and is never taken.
+/// Returns the window's first VA.
+pub fn init(console_ptbr_pfn: u64, vptb: u64) -> Result<u64, &'static str> {
+    let l1 = KSEG | (console_ptbr_pfn << 13);
+    let slot = pagetable::free_slot(vptb, |s| {
+        // SAFETY: reading an L1 entry (s < 1024) of the live console page
+        // table, a page in KSEG.
+        unsafe { core::ptr::read_volatile((l1 + 8 * s) as *const u64) }
+    });
+    let Some(slot) = slot else { return Err("no free L1 slot in the console's page table") };
+    let w = WINDOW.call_once(|| {
         let l2 = alloc_page();
         let l3 = alloc_page();
-        // SAFETY: l2 and l1 are page-table pages in KSEG; slot 0 of the new
-        // L2 and slot 1 of L1 are unused (the console maps only slots 0 and
-        // 1023 of L1).
+        let entry = l1 + 8 * slot;
+        // SAFETY: l2 is a fresh page-table page; `entry` is an L1 slot the
+        // console left empty and that is not its self-map.
         unsafe {
             core::ptr::write_volatile(l2 as *mut u64, pte(pfn(l3), PTE_VALID | PTE_KRE | PTE_KWE));
-            let slot1 = (l1 + 8) as *mut u64;
-            assert_eq!(core::ptr::read_volatile(slot1), 0, "L1 slot 1 already in use");
-            core::ptr::write_volatile(slot1, pte(pfn(l2), PTE_VALID | PTE_KRE | PTE_KWE));
+            core::ptr::write_volatile(entry as *mut u64, pte(pfn(l2), PTE_VALID | PTE_KRE | PTE_KWE));
         }
         pal::mb();
-        l3
+        Window { l1_entry: entry, base: slot * L1_SPAN, l3 }
     });
+    Ok(w.base)
+}
+
+/// Empties the L1 slot the window took (the CPU that ends the run, before
+/// it halts to the console; the other CPUs are stopped by then) and drops
+/// its translations.
+pub fn release() {
+    if let Some(w) = WINDOW.get() {
+        // SAFETY: the entry is the one `init` filled; nothing runs in the
+        // window any more.
+        unsafe { core::ptr::write_volatile(w.l1_entry as *mut u64, 0) };
+        pal::mb();
+        pal::tbi(pal::Tbi::All);
+    }
 }
 
 /// Points window page `index` at the frame `frame_kseg` (or unmaps it).
 /// No TLB flush: that is the caller's job, which is what the tests test.
 pub fn set(index: u64, frame_kseg: Option<u64>) {
     assert!(index < USER_PAGES, "window page {index} out of range");
-    let l3 = *L3.get().expect("mm::init ran");
+    let l3 = WINDOW.get().expect("mm::init ran").l3;
     let value = frame_kseg.map_or(0, |f| pte(pfn(f), PTE_VALID | PTE_KRE | PTE_KWE));
     // SAFETY: `index` is within the L3 page built by `init`.
     unsafe { core::ptr::write_volatile((l3 + 8 * index) as *mut u64, value) };
@@ -77,7 +108,7 @@ pub fn set(index: u64, frame_kseg: Option<u64>) {
 
 /// The VA of window page `index`.
 pub fn va(index: u64) -> u64 {
-    USER_BASE + index * PAGE
+    WINDOW.get().expect("mm::init ran").base + index * PAGE
 }
 
 /// Reads the first quadword of window page `index` through the TLB.

@@ -35,6 +35,8 @@ pub struct PerCpu {
     pub last_ipl: AtomicU8,
     /// Physical address of the PCB this CPU runs on (for swpctx).
     pub pcb_phys: AtomicU64,
+    /// What `$18` held when this secondary entered (qemu-palcode: its PCB).
+    pub entry_a2: AtomicU64,
     /// IPIs to this CPU dropped by the edge-loss fault injection.
     pub dropped_ipis: AtomicU64,
     /// This CPU acknowledged a stop request and is parked.
@@ -54,6 +56,7 @@ impl PerCpu {
             irq_depth: AtomicU32::new(0),
             last_ipl: AtomicU8::new(7),
             pcb_phys: AtomicU64::new(0),
+            entry_a2: AtomicU64::new(0),
             dropped_ipis: AtomicU64::new(0),
             stopped: AtomicBool::new(false),
         }

@@ -39,8 +39,13 @@ const START_TIMEOUT_NS: u64 = 10_000_000_000;
 pub struct Selection {
     /// Physical ids of present slots (PP set).
     pub present: CpuMask,
-    /// Physical ids brought up: present ∩ `cpus=` (all present without it).
+    /// Physical ids brought up: the startable slots (Linux's test: PA, PP,
+    /// PV, PMV and PL set), narrowed by `cpus=`.
     pub chosen: CpuMask,
+}
+
+fn ids(m: CpuMask) -> alloc::vec::Vec<usize> {
+    m.iter().collect()
 }
 
 /// Picks the CPUs and builds the CPU map (boot CPU, before any secondary
@@ -50,25 +55,35 @@ pub fn select_cpus(h: &Hwrpb, wanted: Option<CpuMask>) -> Result<Selection, allo
     if boot >= MAX_CPUS {
         return Err(alloc::format!("the boot CPU's whami is {boot}; this kernel numbers CPUs below {MAX_CPUS}"));
     }
-    let mut present = CpuMask::EMPTY;
+    let (mut present, mut startable) = (CpuMask::EMPTY, CpuMask::EMPTY);
     for slot in h.slots().filter(|s| s.present()) {
         match usize::try_from(slot.index()) {
-            Ok(i) if i < MAX_CPUS => present.insert(i),
+            Ok(i) if i < MAX_CPUS => {
+                present.insert(i);
+                if slot.startable() {
+                    startable.insert(i);
+                }
+            }
             _ => println!("smp: HWRPB slot {} is beyond this kernel's {MAX_CPUS} CPUs; it stays in the console", slot.index()),
         }
     }
-    // qemu-palcode marks every slot present; a console that marks none (or
-    // not the boot CPU's) still has the boot CPU running this code.
+    // A console that does not mark the boot CPU's slot still has it
+    // running this code.
     present.insert(boot);
+    startable.insert(boot);
+    let unstartable = CpuMask(present.0 & !startable.0);
+    if !unstartable.is_empty() {
+        println!("smp: CPU(s) {:?} are present without valid PALcode (slot flags lack PA|PP|PV|PMV|PL); they stay in the console", ids(unstartable));
+    }
     let chosen = match wanted {
-        None => present,
+        None => startable,
         Some(w) => {
             if !w.contains(boot) {
                 return Err(alloc::format!("cpus= must include the boot CPU {boot}"));
             }
-            let missing = CpuMask(w.0 & !present.0);
+            let missing = CpuMask(w.0 & !startable.0);
             if !missing.is_empty() {
-                return Err(alloc::format!("cpus= names CPU(s) {:?} that the HWRPB does not report present (present: {:?})", missing.iter().collect::<alloc::vec::Vec<_>>(), present.iter().collect::<alloc::vec::Vec<_>>()));
+                return Err(alloc::format!("cpus= names CPU(s) {:?} that the HWRPB does not report present and startable (startable: {:?})", ids(missing), ids(startable)));
             }
             w
         }
@@ -149,13 +164,10 @@ pub fn start_secondaries(h: &Hwrpb, console_pcb_phys: u64) -> Bringup {
     let ptbr = unsafe { core::ptr::read_volatile((hwrpb::KSEG | (console_pcb_phys + 0x10)) as *const u64) };
     let entry = secondary_start as *const () as u64;
     let mapped = cpus::MAP.count();
+    let boot_phys = pal::whami() as u64;
     for cpu in 1..mapped {
         let Some(phys) = cpus::physical(cpu) else { continue };
         let slot = h.slot(phys as u64);
-        if !slot.startable() {
-            println!("smp: CPU {cpu} (physical {phys}) is present but not startable (slot flags {:#x}); it stays in the console", slot.flags());
-            continue;
-        }
         let Some(top) = alloc_stack() else {
             println!("smp: no memory for CPU {cpu}'s stack");
             break;
@@ -163,6 +175,7 @@ pub fn start_secondaries(h: &Hwrpb, console_pcb_phys: u64) -> Bringup {
         CPUS[cpu].stack_top.store(top, Ordering::Relaxed);
         let t0 = clock::now_ns();
         slot.set_hwpcb(top, ptbr);
+        slot.set_pal_revision(h.slot(boot_phys).pal_revision());
         h.set_cpu_restart(entry, entry);
         slot.set_flags((slot.flags() | 0x22) & !alphasmp_srm::hwrpb::flags::BIP);
         // The console may still be answering an earlier message.
@@ -214,7 +227,13 @@ pub fn alpha_secondary_main(pcb_phys: u64) -> ! {
         }
     };
     record_identity(cpu);
-    CPUS[cpu].pcb_phys.store(pcb_phys, Ordering::Relaxed);
+    // The architected way to our PCB is the HWRPB slot (srm-hardware.md
+    // 2.5: the console loads the slot's hwpcb before jumping here); $18 at
+    // entry is only what qemu-palcode happens to pass. The self-test
+    // smp.per_cpu_identity checks the two agree where both exist.
+    let slot_pcb = hwrpb::get().map(|h| h.phys_addr() + h.slot_offset(pal::whami() as u64));
+    CPUS[cpu].entry_a2.store(pcb_phys, Ordering::Relaxed);
+    CPUS[cpu].pcb_phys.store(slot_pcb.unwrap_or(pcb_phys), Ordering::Relaxed);
     machine::start_clock_this_cpu();
     SMP.set_online(cpu);
     ipl::set(ipl::ALL_ON);
@@ -279,8 +298,8 @@ pub fn stop_all_and_fail() -> ! {
         // Another CPU is already reporting a panic: let it finish.
         machine::park_this_cpu();
     }
-    stop_others(true);
     crate::console::print_panic(format_args!("alphasmp: FAIL (panic)\n"));
+    stop_others(true);
     machine::end_run(false)
 }
 

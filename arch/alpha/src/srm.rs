@@ -13,9 +13,9 @@
 //! - Buffers are 8-byte aligned (aboot: some SRMs fail otherwise).
 //! - Buffers are KSEG addresses, as Linux passes them. NetBSD instead
 //!   copies to a 32-bit console VA ("Prom only takes 32 bit addresses");
-//!   which consoles need that is open (doc 8). If a real console refuses
-//!   KSEG buffers, PUTS returns an error status and output falls back to
-//!   nothing rather than hanging; `console=uart` remains on Tsunami.
+//!   which consoles need that is open (doc 8), and nothing documents what
+//!   a console that refuses a 64-bit buffer does. Output would then be
+//!   missing on such a console; `console=uart` remains on Tsunami.
 //! - The kernel keeps running on the console's page tables (it adds its own
 //!   L2/L3 under an unused L1 slot, `mm.rs`), so the console's mappings of
 //!   its dispatch code stay valid and FIXUP is never needed.
@@ -53,7 +53,19 @@ impl Crb {
 
     fn call(&self, code: u64, a1: u64, a2: u64, a3: u64, nargs: u64) -> Status {
         let _ipl = IplGuard::raise(ipl::HIGH);
-        let _one = self.lock.lock();
+        // On the panic path the holder may be a stopped CPU: wait a bounded
+        // time, then call anyway rather than hang without a report.
+        let _one = if crate::percpu::panicking() {
+            (0..2_000_000).find_map(|_| {
+                let g = self.lock.try_lock();
+                if g.is_none() {
+                    core::hint::spin_loop();
+                }
+                g
+            })
+        } else {
+            Some(self.lock.lock())
+        };
         // SAFETY: `desc` is the console's own dispatch descriptor from the
         // CRB, mapped by the console page table this kernel runs on; the
         // stub follows the console's calling convention; buffers passed in
@@ -71,7 +83,9 @@ impl Crb {
     /// trimmed, or None if the console does not support it (QEMU) or fails.
     pub fn get_env<'b>(&self, id: u64, buf: &'b mut [u64]) -> Option<&'b str> {
         let len = buf.len() * 8;
-        let s = self.call(crb::code::GET_ENV, id, buf.as_mut_ptr() as u64, len as u64, 3);
+        // Four arguments counted with the function code, as for PUTS
+        // (Linux's callback_srm.S passes the same count for both).
+        let s = self.call(crb::code::GET_ENV, id, buf.as_mut_ptr() as u64, len as u64, 4);
         // SAFETY: any u64 slice is also a valid, initialised byte slice of
         // 8x the length; the borrow keeps `buf` exclusively ours.
         let bytes = unsafe { core::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), len) };

@@ -10,7 +10,6 @@ use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use crate::pal::{self, Entry};
 use crate::interrupt;
-use crate::console::println;
 
 /// The register state saved by `asm/entry.S` followed by PALcode's frame.
 #[repr(C)]
@@ -116,12 +115,18 @@ pub fn alpha_trap(frame: *mut TrapFrame) {
         (4, _) => "unaligned access",
         _ => "system call from kernel mode",
     };
-    println!(
-        "FAULT {} ({what}) on CPU {}: pc={:#018x} a0={a0:#x} a1={a1:#x} a2={a2:#x} ra={:#018x}",
+    // The faulting instruction: PALcode reports the PC after it for
+    // instruction faults, unaligned accesses and machine checks, and the
+    // instruction itself for memory-management faults (which restart).
+    let at = if frame.entry() == 2 { frame.pc } else { frame.pc.wrapping_sub(4) };
+    // print_panic: the fault may have hit this CPU while it held the
+    // console lock (inside a console write), where println would wait.
+    crate::console::print_panic(format_args!(
+        "FAULT {} ({what}) on CPU {}: at={at:#018x} pc={:#018x} a0={a0:#x} a1={a1:#x} a2={a2:#x} ra={:#018x}\n",
         entry_name(frame.entry()),
         crate::cpus::this(),
         frame.pc,
         frame.regs[26]
-    );
-    panic!("unhandled {what} at pc {:#x}", frame.pc);
+    ));
+    panic!("unhandled {what} at {at:#x}");
 }

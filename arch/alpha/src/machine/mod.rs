@@ -89,6 +89,13 @@ pub fn console(m: Machine, arg: ConsoleArg, srm: Option<&'static SrmConsole>) ->
     Ok(&tsunami::COM1)
 }
 
+/// A console when nothing is known (no HWRPB): the ISA UART, which QEMU
+/// and Tsunami-class machines have; elsewhere output is lost, and the run
+/// halts anyway.
+pub fn last_resort_console() {
+    crate::console::set(&tsunami::COM1);
+}
+
 /// Probes the devices the machine may have (boot CPU, once): pvpanic on
 /// Tsunami-class PCI (QEMU adds it; a real machine has none). Marvel has
 /// no Typhoon PCI window to scan.
@@ -156,8 +163,16 @@ pub fn machine_check(vector: u64, logout: u64, pc: u64) {
         pal::wrmces(7);
         return;
     }
-    println!("FAULT entInt ({}) on CPU {}: vector={vector:#x} logout={logout:#x} pc={pc:#018x}", kind.name(), cpus::this());
-    panic!("{} at pc {pc:#x}", kind.name());
+    // A synchronous machine check reports the PC after the access; the
+    // access is the instruction before it. print_panic: the check may have
+    // hit this CPU inside a console write, holding the console lock.
+    let at = pc.wrapping_sub(4);
+    crate::console::print_panic(format_args!(
+        "FAULT entInt ({}) on CPU {}: vector={vector:#x} logout={logout:#x} at={at:#018x} pc={pc:#018x}\n",
+        kind.name(),
+        cpus::this()
+    ));
+    panic!("{} at {at:#x}", kind.name());
 }
 
 /// Stops the calling CPU for good (a stop request from the CPU that ends
@@ -189,6 +204,7 @@ fn request_halt_here() {
 /// CALL_PAL halt (QEMU: exit status 0; a real machine: the `>>>` prompt).
 pub fn end_run(pass: bool) -> ! {
     let _ipl = ipl::IplGuard::raise(ipl::HIGH);
+    crate::mm::release();
     request_halt_here();
     if let Some(h) = hwrpb::get() {
         let f = h.slot(pal::whami() as u64).flags();

@@ -349,6 +349,12 @@ impl<M: Quads> Slot<'_, M> {
     pub fn pal_revision(&self) -> u64 {
         self.q(slot_off::PAL_REVISION)
     }
+    /// Records which PALcode the CPU should run: Linux copies the boot CPU's
+    /// `pal_revision` (OSF after SWPPAL) into every slot it starts
+    /// (`setup_smp`), presumably how SRM knows to start it in OSF PALcode.
+    pub fn set_pal_revision(&self, v: u64) {
+        self.set(slot_off::PAL_REVISION, v)
+    }
     pub fn halt_reason(&self) -> u64 {
         self.q(slot_off::HALT_REASON)
     }

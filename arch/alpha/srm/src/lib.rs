@@ -14,4 +14,5 @@
 pub mod crb;
 pub mod hwrpb;
 pub mod machine;
+pub mod pagetable;
 pub mod vectors;
