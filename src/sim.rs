@@ -19,6 +19,13 @@
 //! thread, is chosen at run time ([`SimPlatform::machine`], `set_online`,
 //! [`SimPlatform::run_on`]).
 //!
+//! Each CPU has a **TLB model** ([`TlbModel`]): ASN-tagged DTB, ITB and
+//! icache entries that persist across ASN loads and are removed only by what
+//! the platform is asked to do (tbia, tbiap, tbis, tbisd, imb). Tests read
+//! and fetch through it ([`SimPlatform::read`], [`SimPlatform::fetch`])
+//! with a page table of their own ([`PageTable`]), so a missing flush
+//! shows up as a stale translation, as it would on hardware.
+//!
 //! Interrupt handlers are run the way the kernel runs them: IPL raised to 7,
 //! `in_interrupt` true, then the core's `handle_ipi` (IPIs) or a simulated
 //! clock tick followed by the core's in-interrupt poll.
@@ -40,7 +47,8 @@ extern crate std;
 
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::cell::Cell;
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::collections::HashMap;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 use std::vec::Vec;
 
@@ -48,6 +56,7 @@ use crate::cpumask::CpuMask;
 use crate::mailbox::IpiMessage;
 use crate::rng::XorShift64;
 use crate::platform::{Platform, TlbOp, ipl};
+use crate::tlb::PAGE_SIZE;
 use crate::xcall::{Hooks, Smp, StallReport};
 
 /// CPUs of the default machine (`SimPlatform` / `SimSmp` without a
@@ -80,10 +89,107 @@ pub struct SimCpu {
     pub tbis_both: AtomicU64,
     pub imbs: AtomicU64,
     pub asn: AtomicU64,
+    /// Translation buffers and icache (written by this CPU's thread only;
+    /// tests may inspect them after a run).
+    pub tlb: Mutex<TlbModel>,
     pub ticks: AtomicU64,
     /// Simulated clock: a tick handler runs every `tick_every` relax calls.
     relax_count: AtomicU64,
     pub stopped: AtomicBool,
+}
+
+/// A virtual-to-physical map for the TLB model: virtual page -> frame
+/// number. The test owns one per address space and repoints entries in it,
+/// as a kernel edits PTEs, before it flushes.
+#[derive(Default)]
+pub struct PageTable {
+    map: Mutex<HashMap<u64, u64>>,
+}
+
+impl PageTable {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Maps the page holding `va` to `frame`.
+    pub fn map(&self, va: u64, frame: u64) {
+        self.lock().insert(va / PAGE_SIZE, frame);
+    }
+    pub fn unmap(&self, va: u64) {
+        self.lock().remove(&(va / PAGE_SIZE));
+    }
+    /// The frame the page holding `va` maps to now (what a TLB miss loads).
+    pub fn lookup(&self, va: u64) -> Option<u64> {
+        self.lock().get(&(va / PAGE_SIZE)).copied()
+    }
+    fn lock(&self) -> MutexGuard<'_, HashMap<u64, u64>> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Whose a TB entry is: one ASN's, or global (ASM, kernel mappings).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Tag {
+    Asn(u64),
+    Global,
+}
+
+/// One CPU's translation buffers and icache, with Alpha's rules:
+///
+/// - DTB and ITB entries map (tag, virtual page) to a frame; a lookup
+///   matches an entry of the loaded ASN or a global one. Loading another
+///   ASN removes nothing: entries of the old one stay, and match again if
+///   that ASN is loaded again (what a stale context would do).
+/// - icache lines are (ASN, virtual page) -> the instruction word fetched,
+///   virtually indexed and ASN-tagged as on EV6: a new ASN retires them,
+///   and so does imb (every line).
+/// - tbia removes every DTB and ITB entry; tbiap every non-global one;
+///   tbisd ([`TlbOp::Page`]) the page's DTB entries of the loaded ASN and
+///   global ones; tbis ([`TlbOp::PageBoth`]) the same in the DTB and the
+///   ITB. The architecture guarantees no more than that for a single-page
+///   invalidate (hardware may remove more), so the model removes no more:
+///   a protocol that relied on more would pass here only by accident.
+#[derive(Debug, Default)]
+pub struct TlbModel {
+    /// The loaded hardware ASN.
+    pub asn: u64,
+    pub dtb: HashMap<(Tag, u64), u64>,
+    pub itb: HashMap<(Tag, u64), u64>,
+    pub icache: HashMap<(u64, u64), u64>,
+}
+
+impl TlbModel {
+    fn hit(&self, tb: &HashMap<(Tag, u64), u64>, page: u64) -> Option<u64> {
+        tb.get(&(Tag::Asn(self.asn), page)).or_else(|| tb.get(&(Tag::Global, page))).copied()
+    }
+
+    fn drop_page(asn: u64, tb: &mut HashMap<(Tag, u64), u64>, page: u64) {
+        tb.remove(&(Tag::Asn(asn), page));
+        tb.remove(&(Tag::Global, page));
+    }
+
+    fn invalidate(&mut self, op: TlbOp) {
+        match op {
+            TlbOp::All => {
+                self.dtb.clear();
+                self.itb.clear();
+            }
+            TlbOp::AllProcess => {
+                self.dtb.retain(|(t, _), _| *t == Tag::Global);
+                self.itb.retain(|(t, _), _| *t == Tag::Global);
+            }
+            TlbOp::Page(va) => Self::drop_page(self.asn, &mut self.dtb, va / PAGE_SIZE),
+            TlbOp::PageBoth(va) => {
+                Self::drop_page(self.asn, &mut self.dtb, va / PAGE_SIZE);
+                Self::drop_page(self.asn, &mut self.itb, va / PAGE_SIZE);
+            }
+        }
+    }
+
+    /// Entries of any tag for the page holding `va` (diagnostics).
+    pub fn entries_for(&self, va: u64) -> usize {
+        let page = va / PAGE_SIZE;
+        self.dtb.keys().chain(self.itb.keys()).filter(|(_, p)| *p == page).count() + self.icache.keys().filter(|(_, p)| *p == page).count()
+    }
 }
 
 /// The simulated machine, with `N` CPUs.
@@ -101,6 +207,9 @@ pub struct SimPlatform<const N: usize = SIM_CPUS> {
     smp: OnceLock<&'static SimSmp<N>>,
     start: Instant,
     pub stalls: AtomicU64,
+    /// Physical memory for instruction fetches through the TLB model: frame
+    /// -> the word it holds (0 if never written).
+    memory: Mutex<HashMap<u64, u64>>,
     /// Corruption reports ([`Hooks::report_corruption`]).
     pub corruptions: AtomicU64,
     baton: Option<Baton>,
@@ -219,6 +328,7 @@ impl<const N: usize> SimPlatform<N> {
             smp: OnceLock::new(),
             start: Instant::now(),
             stalls: AtomicU64::new(0),
+            memory: Mutex::new(HashMap::new()),
             corruptions: AtomicU64::new(0),
             baton,
         };
@@ -245,6 +355,74 @@ impl<const N: usize> SimPlatform<N> {
             Some(b) => b.pass(self.cpu_id()),
             None => std::thread::yield_now(),
         }
+    }
+
+    /// This CPU's TLB model.
+    fn tlb(&self) -> MutexGuard<'_, TlbModel> {
+        self.me().tlb.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A data read of `va` on this CPU, through its DTB: the frame it
+    /// reaches (a hit of the loaded ASN or a global entry, else a fill from
+    /// `pt` tagged with the loaded ASN); `None` if unmapped.
+    pub fn read(&self, pt: &PageTable, va: u64) -> Option<u64> {
+        let mut tlb = self.tlb();
+        let page = va / PAGE_SIZE;
+        if let Some(frame) = tlb.hit(&tlb.dtb, page) {
+            return Some(frame);
+        }
+        let frame = pt.lookup(va)?;
+        let tag = Tag::Asn(tlb.asn);
+        tlb.dtb.insert((tag, page), frame);
+        Some(frame)
+    }
+
+    /// A data read of a global (ASM, kernel) mapping: as [`read`](Self::read),
+    /// but a fill makes a global entry.
+    pub fn read_global(&self, pt: &PageTable, va: u64) -> Option<u64> {
+        let mut tlb = self.tlb();
+        let page = va / PAGE_SIZE;
+        if let Some(frame) = tlb.hit(&tlb.dtb, page) {
+            return Some(frame);
+        }
+        let frame = pt.lookup(va)?;
+        tlb.dtb.insert((Tag::Global, page), frame);
+        Some(frame)
+    }
+
+    /// An instruction fetch from `va` on this CPU: the word it executes,
+    /// from the icache line of the loaded ASN if there is one, else through
+    /// the ITB (hit or fill from `pt`) from memory, filling the line;
+    /// `None` if unmapped.
+    pub fn fetch(&self, pt: &PageTable, va: u64) -> Option<u64> {
+        let mut tlb = self.tlb();
+        let page = va / PAGE_SIZE;
+        let line = (tlb.asn, page);
+        if let Some(word) = tlb.icache.get(&line) {
+            return Some(*word);
+        }
+        let frame = match tlb.hit(&tlb.itb, page) {
+            Some(f) => f,
+            None => {
+                let f = pt.lookup(va)?;
+                let tag = Tag::Asn(tlb.asn);
+                tlb.itb.insert((tag, page), f);
+                f
+            }
+        };
+        let word = self.frame_word(frame);
+        tlb.icache.insert(line, word);
+        Some(word)
+    }
+
+    /// Stores `word` in `frame` (new instructions, for [`fetch`](Self::fetch)).
+    pub fn write_frame(&self, frame: u64, word: u64) {
+        self.memory.lock().unwrap_or_else(|p| p.into_inner()).insert(frame, word);
+    }
+
+    /// The word `frame` holds.
+    pub fn frame_word(&self, frame: u64) -> u64 {
+        self.memory.lock().unwrap_or_else(|p| p.into_inner()).get(&frame).copied().unwrap_or(0)
     }
 
     /// Scheduling points so far (seeded scheduler; 0 otherwise).
@@ -385,12 +563,15 @@ impl<const N: usize> Platform for SimPlatform<N> {
         if let TlbOp::PageBoth(_) = op {
             self.me().tbis_both.fetch_add(1, Ordering::Relaxed);
         }
+        self.tlb().invalidate(op);
     }
     fn imb(&self) {
         self.me().imbs.fetch_add(1, Ordering::Relaxed);
+        self.tlb().icache.clear();
     }
     fn load_asn(&self, asn: u64) {
         self.me().asn.store(asn, Ordering::Relaxed);
+        self.tlb().asn = asn;
     }
     fn cycles(&self) -> u64 {
         match &self.baton {

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use alphasmp::cpumask::CpuMask;
 use alphasmp::platform::Platform;
-use alphasmp::sim::{Line, SIM_CPUS, SimPlatform, SimSmp};
+use alphasmp::sim::{Line, PageTable, SIM_CPUS, SimPlatform, SimSmp};
 use alphasmp::tlb::{self, AddressSpace, Mmu, PAGE_SIZE, RANGE_PAGE_LIMIT};
 
 type SimMmu = Mmu<SimPlatform, SIM_CPUS>;
@@ -19,6 +19,14 @@ fn setup() -> (&'static SimSmp, &'static SimMmu) {
 fn space() -> &'static AddressSpace<SIM_CPUS> {
     Box::leak(Box::new(AddressSpace::new()))
 }
+
+/// The page the TLB-model tests use, and its frames: F1 holds the old
+/// instructions, F2 the new ones.
+const VA: u64 = 0x2_0000_4000;
+const F1: u64 = 0x100;
+const F2: u64 = 0x200;
+const OLD_CODE: u64 = 0xaaaa;
+const NEW_CODE: u64 = 0xbbbb;
 
 fn stat(mmu: &SimMmu, cpu: usize, f: fn(&tlb::TlbStats) -> &std::sync::atomic::AtomicU64) -> u64 {
     f(&mmu.stats[cpu]).load(Relaxed)
@@ -37,28 +45,56 @@ fn all_active_then(smp: &'static SimSmp, mmu: &'static SimMmu, s: &'static Addre
     });
 }
 
+/// ASN rollover, seen through the TLB model. With 63 hardware ASNs, CPU 0
+/// runs space A (ASN x) and reads and executes a page of it, then takes
+/// new ASNs until the hardware ASNs wrap and a space B of the new version
+/// gets ASN x again. B maps the same virtual page elsewhere: reading and
+/// executing it in B must reach B's frame, not A's entries still tagged x
+/// (the rollover's tbiap and imb remove them). Every hardware ASN handed
+/// out is within the maximum and unique within its version, A's context
+/// is stale after the rollover and reactivating A allocates anew.
 #[test]
-fn asn_rollover_starts_a_new_version_and_flushes() {
+fn asn_rollover_leaves_no_stale_translation_behind() {
+    const MAX: u64 = 63;
     let (smp, mmu) = setup();
-    mmu.set_max_asn(255);
-    let first = space();
+    mmu.set_max_asn(MAX);
+    let a = space();
     SimPlatform::run(smp, 1, move |_| {
-        let a0 = mmu.activate(first);
-        let v0 = tlb::asn_version(first.context(0));
-        for _ in 0..300 {
-            let asn = mmu.activate(space());
-            assert!(asn <= 255, "hardware ASN {asn} out of range");
-        }
-        assert_eq!(stat(mmu, 0, |s| &s.rollovers), 1, "300 allocations past 255 wrap once");
-        assert_eq!(stat(mmu, 0, |s| &s.tbiap), 1, "a rollover flushes per-process entries");
-        assert_eq!(stat(mmu, 0, |s| &s.imb), 1, "and the icache");
-        // The first space's context is from the old version: reactivating
-        // it must allocate, not reuse the old (possibly reassigned) ASN.
+        let (pa, pb) = (PageTable::new(), PageTable::new());
+        pa.map(VA, F1);
+        pb.map(VA, F2);
+        smp.platform.write_frame(F1, OLD_CODE);
+        smp.platform.write_frame(F2, NEW_CODE);
+        let x = mmu.activate(a);
+        assert_eq!((smp.platform.read(&pa, VA), smp.platform.fetch(&pa, VA)), (Some(F1), Some(OLD_CODE)));
+        // Hardware ASNs of the current version so far.
+        let mut version = std::collections::HashSet::from([x]);
+        let mut rolled = false;
+        let b = loop {
+            let s = space();
+            let asn = mmu.activate(s);
+            assert!(asn <= MAX, "hardware ASN {asn} above the maximum {MAX}");
+            if !rolled && stat(mmu, 0, |s| &s.rollovers) == 1 {
+                rolled = true;
+                version.clear();
+            }
+            assert!(version.insert(asn), "hardware ASN {asn} handed out twice in one version");
+            if rolled && asn == x {
+                break s;
+            }
+            assert!(version.len() <= MAX as usize + 1, "{} ASNs in one version", version.len());
+        };
+        assert_eq!(stat(mmu, 0, |s| &s.rollovers), 1);
+        assert_eq!(smp.platform.read(&pb, VA), Some(F2), "B (ASN {x} again, new version) reads A's stale translation");
+        assert_eq!(smp.platform.fetch(&pb, VA), Some(NEW_CODE), "B executes A's stale instructions");
+        let _ = b;
+        // A's context is from the old version: reactivating it must allocate,
+        // not reuse ASN x (which B now has).
         let before = stat(mmu, 0, |s| &s.new_asn);
-        mmu.activate(first);
-        assert_eq!(stat(mmu, 0, |s| &s.new_asn), before + 1);
-        assert!(tlb::asn_version(first.context(0)) > v0);
-        let _ = a0;
+        let asn = mmu.activate(a);
+        assert_eq!(stat(mmu, 0, |s| &s.new_asn), before + 1, "A got a new context");
+        assert_ne!(asn, x, "A and B share an ASN in one version");
+        assert_eq!(smp.platform.read(&pa, VA), Some(F1));
     });
 }
 
@@ -286,9 +322,10 @@ fn an_aborted_flush_still_happens_as_issued() {
             }
             _ => {
                 wait_for(2);
+                // CPU 1 goes on even if this CPU's checks fail.
+                let _done = Stage(stage, 3);
                 assert_eq!(mmu.flush_tlb_mm(s), Err(alphasmp::xcall::XcallError::Stalled { target: 1 }), "seed {seed}");
                 mmu.flush_tlb_page(s2, 0x8000, false).unwrap();
-                stage.store(3, Relaxed);
             }
         });
     }
@@ -333,6 +370,8 @@ fn requests_held_by_aborted_flushes_are_not_reused() {
             return;
         }
         wait_for(5);
+        // The others go on even if this CPU's checks fail.
+        let release = Stage(stage, 100);
         let mut refused = None;
         for cpu in 1..=5 {
             match mmu.flush_tlb_mm(&spaces[cpu]) {
@@ -346,10 +385,252 @@ fn requests_held_by_aborted_flushes_are_not_reused() {
         }
         let (at, holder) = refused.unwrap_or((6, 0));
         refused_at.store(at as u64, Relaxed);
-        stage.store(100, Relaxed);
+        drop(release);
         assert!(at <= 5, "CPU 0 never ran out of requests");
         assert!((1..at).contains(&holder), "refused flush {at} names CPU {holder}, which holds a request");
         wait_for(105);
         mmu.flush_tlb_mm(&spaces[at]).unwrap();
     });
+}
+
+// ---- Stale translations through the simulator's TLB model -------------------
+
+/// A change to the page at VA of space S and the flush that goes with it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Change {
+    /// Repoint to F2, flush_tlb_page(exec = false / true).
+    Page,
+    PageExec,
+    /// Repoint to F2, flush_tlb_range over three pages around it.
+    Range,
+    RangeExec,
+    /// Repoint to F2, flush_tlb_mm.
+    Mm,
+    /// Repoint to F2, migrate_flush_tlb_page(exec = false / true).
+    Migrate,
+    MigrateExec,
+    /// New instructions written into F1 itself, flush_icache_user_page.
+    Icache,
+    /// Repoint without any flush (the negative control).
+    NoFlush,
+}
+
+const CHANGES: [Change; 8] = [Change::Page, Change::PageExec, Change::Range, Change::RangeExec, Change::Mm, Change::Migrate, Change::MigrateExec, Change::Icache];
+
+impl Change {
+    fn exec(self) -> bool {
+        matches!(self, Change::PageExec | Change::RangeExec | Change::MigrateExec | Change::Icache)
+    }
+    /// Edits the mapping or the frame, then flushes, on the calling CPU.
+    fn apply(self, smp: &SimSmp, mmu: &'static SimMmu, s: &'static AddressSpace<SIM_CPUS>, pt: &PageTable) {
+        if self == Change::Icache {
+            smp.platform.write_frame(F1, NEW_CODE);
+        } else {
+            pt.map(VA, F2);
+        }
+        let r = match self {
+            Change::Page | Change::PageExec => mmu.flush_tlb_page(s, VA, self.exec()),
+            Change::Range | Change::RangeExec => mmu.flush_tlb_range(s, VA - PAGE_SIZE, VA + 2 * PAGE_SIZE, self.exec()),
+            Change::Mm => mmu.flush_tlb_mm(s),
+            Change::Migrate | Change::MigrateExec => mmu.migrate_flush_tlb_page(s, VA, self.exec()),
+            Change::Icache => mmu.flush_icache_user_page(s, true),
+            Change::NoFlush => Ok(()),
+        };
+        r.unwrap_or_else(|e| panic!("{self:?}: {e}"));
+    }
+    /// What a CPU running S must see afterwards: the data frame, and for an
+    /// executable page the instruction.
+    fn fresh(self) -> (u64, Option<u64>) {
+        let frame = if self == Change::Icache { F1 } else { F2 };
+        (frame, self.exec().then_some(NEW_CODE))
+    }
+}
+
+/// Loads the page at VA into this CPU's DTB (and for an executable page its
+/// ITB and icache) under S's ASN.
+fn prime(smp: &SimSmp, pt: &PageTable, exec: bool) {
+    assert_eq!(smp.platform.read(pt, VA), Some(F1), "priming");
+    if exec {
+        assert_eq!(smp.platform.fetch(pt, VA), Some(OLD_CODE), "priming");
+    }
+}
+
+/// What this CPU sees at VA now: the frame it reads, and for an executable
+/// page the word it executes.
+fn seen(smp: &SimSmp, pt: &PageTable, exec: bool) -> (u64, Option<u64>) {
+    (smp.platform.read(pt, VA).unwrap(), exec.then(|| smp.platform.fetch(pt, VA).unwrap()))
+}
+
+/// Where CPU 1 is while CPU 0 flushes S.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Where {
+    /// Still running S.
+    Running,
+    /// Ran S (its entries are in its TLB under S's ASN) and moved to T
+    /// before the flush: the path where the flusher only zeroes its
+    /// context, no IPI.
+    Left,
+    /// Running S when the flush looks at it (so it is sent an IPI), but it
+    /// moves to T before it takes the IPI: the handler finds S no longer
+    /// current and only zeroes its context.
+    Leaving,
+}
+
+/// CPU 1 primes S's page at VA, is `place`d, CPU 0 (running S too, or not)
+/// makes `change`; then CPU 1 runs S again and reports what it sees, as
+/// does CPU 0 if it runs S.
+fn stale_check(change: Change, place: Where, flusher_runs_s: bool, seed: u64) -> [(u64, Option<u64>); 2] {
+    // Two CPUs online, both running (migrate flushes go to every online CPU).
+    let smp: &'static SimSmp = SimPlatform::seeded(Line::Latch, 0, 0, 2, seed);
+    smp.policy.watchdog_cycles.store(20_000, Relaxed);
+    smp.policy.abort_after.store(1, Relaxed);
+    let mmu: &'static SimMmu = Box::leak(Box::new(Mmu::new(smp)));
+    let (s, t) = (space(), space());
+    let pt: &'static PageTable = Box::leak(Box::new(PageTable::new()));
+    let other: &'static PageTable = Box::leak(Box::new(PageTable::new()));
+    pt.map(VA, F1);
+    other.map(VA, 0x999);
+    smp.platform.write_frame(F1, OLD_CODE);
+    smp.platform.write_frame(F2, NEW_CODE);
+    let stage: &'static AtomicU64 = Box::leak(Box::new(AtomicU64::new(0)));
+    let wait_for = move |n: u64| {
+        while stage.load(Relaxed) < n {
+            smp.platform.relax();
+        }
+    };
+    let out = SimPlatform::run(smp, 2, move |me| {
+        if me == 1 {
+            mmu.activate(s);
+            prime(smp, pt, change.exec());
+            match place {
+                Where::Running => {
+                    stage.store(1, Relaxed);
+                    wait_for(2);
+                }
+                Where::Left => {
+                    mmu.activate(t);
+                    // Something of T's own under the same virtual page.
+                    assert_eq!(smp.platform.read(other, VA), Some(0x999));
+                    stage.store(1, Relaxed);
+                    wait_for(2);
+                    mmu.activate(s);
+                }
+                Where::Leaving => {
+                    let prev = smp.platform.raise_ipl(alphasmp::platform::ipl::HIGH);
+                    stage.store(1, Relaxed);
+                    // The flush's call is queued for us, the IPI pending (or,
+                    // if the flush sent us none, it is over).
+                    while !smp.cpu(1).mailbox.peek().contains(alphasmp::mailbox::IpiMessage::CALL_FUNCTION) && stage.load(Relaxed) < 2 {
+                        smp.platform.relax();
+                    }
+                    mmu.activate(t);
+                    smp.platform.restore_ipl(prev);
+                    wait_for(2);
+                    mmu.activate(s);
+                }
+            }
+            seen(smp, pt, change.exec())
+        } else {
+            if flusher_runs_s {
+                mmu.activate(s);
+                prime(smp, pt, change.exec());
+            }
+            wait_for(1);
+            // Let CPU 1 go on even if the flush fails (panics).
+            let _done = Stage(stage, 2);
+            change.apply(smp, mmu, s, pt);
+            if flusher_runs_s { seen(smp, pt, change.exec()) } else { (0, None) }
+        }
+    });
+    [out[0], out[1]]
+}
+
+/// Sets a stage counter when dropped (also when unwinding).
+struct Stage(&'static AtomicU64, u64);
+
+impl Drop for Stage {
+    fn drop(&mut self) {
+        self.0.store(self.1, Relaxed);
+    }
+}
+
+fn assert_fresh(change: Change, place: Where, flusher_runs_s: bool) {
+    for seed in 0..3 {
+        let [cpu0, cpu1] = stale_check(change, place, flusher_runs_s, seed);
+        let want = change.fresh();
+        assert_eq!(cpu1, want, "seed {seed}: {change:?}, CPU 1 {place:?}: CPU 1 sees (frame, instruction) {cpu1:x?} after the flush");
+        if flusher_runs_s {
+            assert_eq!(cpu0, want, "seed {seed}: {change:?}: the flushing CPU itself sees {cpu0:x?}");
+        }
+    }
+}
+
+/// The model can see a stale translation: without a flush, a CPU that ran
+/// S, left and came back (its context kept) still reads the old frame, as
+/// does one that kept running S. (So the tests below can fail.)
+#[test]
+fn without_a_flush_the_model_shows_stale_translations() {
+    for place in [Where::Running, Where::Left] {
+        let [_, cpu1] = stale_check(Change::NoFlush, place, false, 0);
+        assert_eq!(cpu1, (F1, None), "{place:?}");
+    }
+}
+
+/// The inactive-CPU path: CPU 1 ran S and left before the flush; the flush
+/// only zeroes its context (no IPI). When it runs S again it must not reach
+/// its old entries (still in its TLB, tagged with S's old ASN).
+#[test]
+fn a_cpu_that_left_the_space_sees_no_stale_translation() {
+    for change in CHANGES {
+        assert_fresh(change, Where::Left, false);
+    }
+}
+
+/// The going-inactive path: CPU 1 runs S when the flush looks at it, and
+/// leaves S before it takes the IPI; its handler only zeroes its context.
+#[test]
+fn a_cpu_leaving_the_space_during_the_flush_sees_no_stale_translation() {
+    for change in CHANGES {
+        assert_fresh(change, Where::Leaving, false);
+    }
+}
+
+/// The active path: CPU 1, and the flushing CPU 0, run S throughout.
+#[test]
+fn cpus_running_the_space_see_no_stale_translation() {
+    for change in CHANGES {
+        assert_fresh(change, Where::Running, true);
+    }
+}
+
+/// Global (kernel) translations: flush_tlb_all removes them everywhere;
+/// without it every CPU still reads the old frame.
+#[test]
+fn flush_all_removes_global_translations_everywhere() {
+    let (smp, mmu) = setup();
+    let kpt: &'static PageTable = Box::leak(Box::new(PageTable::new()));
+    kpt.map(VA, F1);
+    let stage: &'static AtomicU64 = Box::leak(Box::new(AtomicU64::new(0)));
+    let out = SimPlatform::run(smp, SIM_CPUS, move |me| {
+        assert_eq!(smp.platform.read_global(kpt, VA), Some(F1));
+        stage.fetch_add(1, Relaxed);
+        if me == 0 {
+            while stage.load(Relaxed) < SIM_CPUS as u64 {
+                smp.platform.relax();
+            }
+            kpt.map(VA, F2);
+            // A new ASN does not help global entries.
+            mmu.activate(space());
+            let stale = smp.platform.read_global(kpt, VA);
+            mmu.flush_tlb_all().unwrap();
+            stage.store(100, Relaxed);
+            assert_eq!(stale, Some(F1), "the model keeps global entries across ASNs");
+        } else {
+            while stage.load(Relaxed) < 100 {
+                smp.platform.relax();
+            }
+        }
+        smp.platform.read_global(kpt, VA)
+    });
+    assert_eq!(out, vec![Some(F2); SIM_CPUS]);
 }
