@@ -41,6 +41,9 @@ pub struct BatchResult {
     pub gdb_output: String,
     /// The kernel's serial output up to the end of the session.
     pub serial: String,
+    /// gdb exited with status 0 (a failing command in batch mode makes it
+    /// exit non-zero) and was not killed at the timeout.
+    pub success: bool,
 }
 
 /// A free TCP port on loopback for the gdb stub.
@@ -155,14 +158,14 @@ pub fn batch(s: &Session<'_>, timeout: Duration) -> Result<BatchResult> {
         s
     });
     let start = Instant::now();
-    let timed_out = loop {
-        if child.try_wait().context(|| "waiting for gdb".into())?.is_some() {
-            break false;
+    let (timed_out, status_ok) = loop {
+        if let Some(st) = child.try_wait().context(|| "waiting for gdb".into())? {
+            break (false, st.success());
         }
         if start.elapsed() > timeout {
             child.kill().ok();
             child.wait().ok();
-            break true;
+            break (true, false);
         }
         std::thread::sleep(Duration::from_millis(50));
     };
@@ -173,7 +176,7 @@ pub fn batch(s: &Session<'_>, timeout: Duration) -> Result<BatchResult> {
         gdb_output.push_str(&format!("\n(gdb session killed after {} s)\n", timeout.as_secs()));
     }
     let serial = copier.join().unwrap_or_default();
-    Ok(BatchResult { gdb_output, serial })
+    Ok(BatchResult { gdb_output, serial, success: status_ok && !timed_out })
 }
 
 /// Ignores SIGINT in this process while alive (gdb, its child, installs its

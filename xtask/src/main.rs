@@ -12,9 +12,10 @@ const USAGE: &str = "usage: cargo xtask <command>
   gdb [--smp N] [--mem MIB] [--append \"ARGS\"] [--ex CMD]...
                  boot QEMU halted with its gdb stub and attach gdb-multiarch with the kernel's
                  symbols (each CPU a thread); with --ex, run those gdb commands in batch mode
-  symbolize [FILE]
+  symbolize [--elf KERNEL] [FILE]
                  name the code addresses and panic locations in a captured serial log
-                 (FILE or standard input) against the kernel ELF
+                 (FILE or standard input) against the kernel ELF (default: build the current one;
+                 give the ELF the log came from when it is an older build)
   test [--long]  everything CI runs: host/simulator/model tests, QEMU boots and the
                  fault x fix matrix, loom, Miri (--long: more seeds and rounds)
   matrix [--per-cpu N] [--smp 2,4] [--out DIR] [--check]
@@ -158,16 +159,24 @@ fn gdb(args: &[String]) -> Result<ExitCode> {
     let out = xtask::gdb::batch(&session, Duration::from_secs(300))?;
     print!("{}", out.gdb_output);
     eprintln!("==> serial console: {}", session.serial_log.display());
-    Ok(ExitCode::SUCCESS)
+    Ok(if out.success { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 fn symbolize(args: &[String]) -> Result<ExitCode> {
-    let text = match args {
+    let (elf, rest) = match args {
+        [flag, path, rest @ ..] if flag == "--elf" => (Some(std::path::PathBuf::from(path)), rest),
+        [flag] if flag == "--elf" => return Err(err("--elf needs a value")),
+        rest => (None, rest),
+    };
+    let text = match rest {
         [] => std::io::read_to_string(std::io::stdin()).map_err(|e| err(format!("reading standard input: {e}")))?,
         [file] => std::fs::read_to_string(file).map_err(|e| err(format!("reading {file}: {e}")))?,
         [_, extra, ..] => return Err(err(format!("unexpected argument '{extra}' for symbolize (one FILE at most)"))),
     };
-    let elf = xtask::kernel_elf(true)?;
+    let elf = match elf {
+        Some(e) => e,
+        None => xtask::kernel_elf(true)?,
+    };
     let mut s = xtask::symbolize::Symbolizer::new(&elf)?;
     print!("{}", s.annotate(&text));
     Ok(ExitCode::SUCCESS)

@@ -96,7 +96,11 @@ pub fn delay_ns(ns: u64) {
 // the ticks that are due, advancing the deadline by whole periods. Counting
 // interrupts instead would lose time whenever they coalesce (a CPU kept
 // from running misses RTC periods: measured under QEMU on a busy 2-core
-// host, 630 interrupts per second of 1024). QEMU's private one-shot alarm
+// host, 630 interrupts per second of 1024). The divider trusts the cycle
+// counter to keep running while a CPU waits in wtint; srm-hardware.md 6
+// warns that RPCC may slow or stop there on some machines, which would make
+// an idle CPU's ticks lag (its interrupts still arrive; clock.tick_rate
+// checks both). QEMU's private one-shot alarm
 // (`clock=alarm`, machine/clipper.rs) instead interrupts at each tick.
 
 /// The base rate assumed when the HWRPB's is missing or implausible

@@ -191,6 +191,12 @@ pub fn alpha_boot_main(console_pcb_phys: u64) -> ! {
         hwrpb.intr_freq() / 4096,
         hwrpb.max_asn()
     );
+    if !hwrpb.checksum_ok() {
+        println!("note: the HWRPB checksum does not match its contents (the console's; continuing)");
+    }
+    if let Some(note) = machine::cpu_type_note(m, id.cpu_type) {
+        println!("note: {note}");
+    }
     match choice {
         machine::Choice::Detected(m) => println!("machine: {} (from the HWRPB)", m.name()),
         machine::Choice::Forced { machine: m, detected } => {

@@ -110,10 +110,12 @@ impl Hooks for AlphaPlatform {
         let t = &percpu::CPUS[r.target];
         let waits = WaitsFor(r.target_waiting_for);
         println!(
-            "watchdog: CPU {} waited {} us for CPU {} to run call {:#x}({:#x}) (report {}): target mailbox {:?}, queue {}, IPL {}, {} in interrupt, {}",
+            "watchdog: CPU {} (physical {}) waited {} us for CPU {} (physical {}) to run call {:#x}({:#x}) (report {}): target mailbox {:?}, queue {}, IPL {}, {} in interrupt, {}",
             r.waiter,
+            Phys(r.waiter),
             clock::cycles_to_ns(r.waited_cycles) / 1000,
             r.target,
+            Phys(r.target),
             r.func,
             r.arg,
             r.nth,
@@ -128,6 +130,18 @@ impl Hooks for AlphaPlatform {
 
 /// The kernel's MMU state (ASNs per CPU, shootdown requests).
 pub static MMU: alphasmp::tlb::Mmu<AlphaPlatform, MAX_CPUS> = alphasmp::tlb::Mmu::new(&SMP);
+
+/// A logical CPU's physical id, or `?` if it has none.
+struct Phys(usize);
+
+impl core::fmt::Display for Phys {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match cpus::physical(self.0) {
+            Some(p) => write!(f, "{p}"),
+            None => write!(f, "?"),
+        }
+    }
+}
 
 /// "waits for CPU n" / "not waiting", for any CPU number.
 struct WaitsFor(Option<usize>);

@@ -277,7 +277,10 @@ fn stop_others(panic_path: bool) {
     let all = wait_ns(200_000_000, || others.iter().all(|c| CPUS[c].stopped.load(Ordering::Acquire)));
     if !all {
         for cpu in others.iter().filter(|c| !CPUS[*c].stopped.load(Ordering::Acquire)) {
-            crate::console::print_panic(format_args!("panic: CPU {cpu} did not acknowledge CPU_STOP (IPIs not arriving)\n"));
+            crate::console::print_panic(format_args!(
+                "panic: CPU {cpu} (physical {}) did not acknowledge CPU_STOP (IPIs not arriving)\n",
+                cpus::physical(cpu).unwrap_or(usize::MAX)
+            ));
         }
     }
 }

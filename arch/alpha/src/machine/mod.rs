@@ -67,6 +67,17 @@ pub fn current() -> Machine {
     CURRENT.get().copied().unwrap_or(Machine::Clipper)
 }
 
+/// A remark when the boot CPU's type is not one the machine is built with
+/// (EV6/EV67/EV68 on Tsunami-class machines, EV7/EV79 on Marvel).
+pub fn cpu_type_note(m: Machine, cpu_type: u32) -> Option<&'static str> {
+    use alphasmp_srm::machine::cpu_type::*;
+    let expected = match m {
+        Machine::Clipper | Machine::Tsunami => matches!(cpu_type, EV6 | EV67 | EV68CB | EV68AL | EV68CX | EV69),
+        Machine::Marvel => matches!(cpu_type, EV7 | EV79),
+    };
+    (!expected).then_some("the boot CPU's type is not one this machine is built with; continuing with the chosen machine layer")
+}
+
 fn tsunami_class(m: Machine) -> bool {
     matches!(m, Machine::Clipper | Machine::Tsunami)
 }
@@ -101,6 +112,7 @@ pub fn last_resort_console() {
 /// no Typhoon PCI window to scan.
 pub fn probe_devices(m: Machine) {
     if tsunami_class(m) {
+        tsunami::mask_device_interrupts();
         PVPANIC.store(clipper::probe_pvpanic(), Ordering::Relaxed);
     }
 }
@@ -147,10 +159,24 @@ pub fn on_clock_interrupt() -> u64 {
     clock::on_clock_interrupt()
 }
 
-/// A device interrupt (entInt type 3): this kernel enables none, so each is
-/// reported, decoded for the machine, and otherwise ignored.
+/// Unexpected device interrupts a CPU reports before it gives up.
+const DEVICE_STORM: u64 = 1000;
+
+/// A device interrupt (entInt type 3): this kernel enables none (and masks
+/// what it can at boot), so each is reported, decoded for the machine, and
+/// otherwise ignored. A source that keeps firing (a level-triggered line
+/// left enabled by the console, which the kernel cannot silence) would keep
+/// the CPU from making progress: after [`DEVICE_STORM`] of them the CPU
+/// panics with the report rather than spin unseen.
 pub fn device_interrupt(vector: u64) {
-    println!("note: unexpected device interrupt on CPU {}: {}", cpus::this(), Device::decode(current(), vector));
+    let n = crate::interrupt::COUNTS[cpus::this()][3].load(Ordering::Relaxed);
+    let what = Device::decode(current(), vector);
+    if n <= 10 {
+        println!("note: unexpected device interrupt on CPU {}: {what}", cpus::this());
+    }
+    if n >= DEVICE_STORM {
+        panic!("{n} unexpected device interrupts on this CPU (last: {what}); cannot mask the source");
+    }
 }
 
 /// A machine check (entInt type 2). Correctable errors and system events

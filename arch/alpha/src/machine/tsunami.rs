@@ -62,6 +62,25 @@ impl Console for Uart16550 {
 }
 
 
+// ---- Device interrupts --------------------------------------------------------
+
+/// The Cchip's device interrupt mask registers DIM0..DIM3 (one per CPU), in
+/// KSEG (`core_tsunami.h`: Cchip at 0x801a0000000, DIM0/1 at +0x200/+0x240,
+/// DIM2/3 at +0x600/+0x640; registers take quadword accesses only).
+const DIM: [u64; 4] = [0xfffffd01a0000200, 0xfffffd01a0000240, 0xfffffd01a0000600, 0xfffffd01a0000640];
+
+/// Masks every device interrupt at the Cchip (boot CPU, once): this kernel
+/// drives no device by interrupt. The clock (RTC) and IPIs do not go
+/// through DIM (qemu-alpha.md 7; Linux sends IPIs only with wripir).
+pub fn mask_device_interrupts() {
+    for reg in DIM {
+        // SAFETY: the DIM registers are Cchip CSRs on every Tsunami/Typhoon
+        // machine, mapped through KSEG; a quadword store of 0 masks all of
+        // that CPU's device interrupt sources and has no other effect.
+        unsafe { core::ptr::write_volatile(reg as *mut u64, 0) };
+    }
+}
+
 /// COM1 as the console device.
 pub static COM1: Uart16550 = Uart16550::COM1;
 

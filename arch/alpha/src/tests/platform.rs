@@ -81,6 +81,7 @@ const WINDOW_NS: u64 = 500_000_000;
 /// wrong rate, a wrong divider, a missing CPU or a tick that stops.
 pub fn tick_rate(_: &BootConfig<'_>) -> Outcome {
     let before: [u64; MAX_CPUS] = core::array::from_fn(|c| CPUS[c].ticks.load(Ordering::Relaxed));
+    let irqs_before: [u64; MAX_CPUS] = core::array::from_fn(|c| crate::interrupt::COUNTS[c][1].load(Ordering::Relaxed));
     let t0 = clock::now_ns();
     clock::delay_ns(WINDOW_NS);
     let elapsed = clock::now_ns() - t0;
@@ -89,6 +90,14 @@ pub fn tick_rate(_: &BootConfig<'_>) -> Outcome {
     for cpu in smp::online_cpus() {
         let got = CPUS[cpu].ticks.load(Ordering::Relaxed) - before[cpu];
         check!(got.abs_diff(expected) <= slack, "CPU {cpu}: {got} ticks in {} ms, expected {expected} +- {slack}", elapsed / 1_000_000);
+        // The divider makes up ticks from the cycle counter, so the tick
+        // count alone cannot tell a clock interrupt that arrives far too
+        // seldom. With a periodic base at least twice the tick rate, every
+        // tick must have had its own interrupt.
+        let irqs = crate::interrupt::COUNTS[cpu][1].load(Ordering::Relaxed) - irqs_before[cpu];
+        if clock::base_hz() >= 2 * clock::tick_hz() {
+            check!(irqs >= got, "CPU {cpu}: {irqs} clock interrupts for {got} ticks (base {} Hz)", clock::base_hz());
+        }
     }
     Ok(())
 }

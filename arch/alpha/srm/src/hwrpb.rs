@@ -149,8 +149,9 @@ impl fmt::Display for HwrpbError {
 /// up, DEC 3000 to a multiple of 128, so always step by `processor_size`).
 pub const MIN_SLOT_SIZE: u64 = 0x270;
 
-/// Most memory clusters read (real consoles report a handful).
-pub const MAX_CLUSTERS: usize = 16;
+/// Most memory clusters read (a console reports one or a few per memory
+/// node; a 64-CPU GS1280 has up to 64 nodes).
+pub const MAX_CLUSTERS: usize = 128;
 
 /// An HWRPB in memory `M`.
 pub struct Hwrpb<M> {
