@@ -589,15 +589,64 @@ pub const fn asn_version(ctx: u64) -> u64 {
     ctx >> HW_ASN_BITS
 }
 
-#[cfg(all(test, feature = "sim"))]
+#[cfg(test)]
 mod tests {
     use super::*;
-    extern crate std;
-    use std::boxed::Box;
+    use crate::platform::Platform;
 
-    use crate::sim::{Line, SimPlatform};
+    /// A one-CPU platform that records what it is asked to do; static, so
+    /// the test leaks nothing (Miri runs it).
+    struct Recorder {
+        tbia: AtomicU64,
+        imb: AtomicU64,
+        reports: AtomicU64,
+    }
 
-    type SimMmu = Mmu<SimPlatform<2>, 2>;
+    impl Platform for Recorder {
+        fn cpu_id(&self) -> usize {
+            0
+        }
+        fn send_ipi(&self, _cpu: usize) {}
+        fn raise_ipl(&self, _level: u8) -> u8 {
+            0
+        }
+        fn restore_ipl(&self, _previous: u8) {}
+        fn ipl(&self) -> u8 {
+            0
+        }
+        fn ipi_ipl(&self) -> u8 {
+            crate::platform::ipl::IPI_QEMU_PALCODE
+        }
+        fn in_interrupt(&self) -> bool {
+            true
+        }
+        fn invalidate_tlb(&self, op: TlbOp) {
+            if op == TlbOp::All {
+                self.tbia.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        fn imb(&self) {
+            self.imb.fetch_add(1, Ordering::Relaxed);
+        }
+        fn load_asn(&self, _asn: u64) {}
+        fn cycles(&self) -> u64 {
+            0
+        }
+        fn cycle_freq(&self) -> u64 {
+            1
+        }
+    }
+
+    impl Hooks for Recorder {
+        fn report_corruption(&self, _what: &'static str, _value: u64) {
+            self.reports.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    static SMP: Smp<Recorder, 1> = Smp::new(Recorder { tbia: AtomicU64::new(0), imb: AtomicU64::new(0), reports: AtomicU64::new(0) });
+    static MMU: Mmu<Recorder, 1> = Mmu::new(&SMP);
+    static SPACE: AddressSpace<1> = AddressSpace::new();
+    static REQUEST: Request = Request::new();
 
     /// The IPI body given a request it cannot make sense of (an op byte no
     /// `Op` has, or a space-scoped op without a space: what a torn read of
@@ -606,23 +655,18 @@ mod tests {
     /// this CPU holds (tbia + imb covers every op).
     #[test]
     fn a_corrupt_request_is_reported_not_guessed() {
-        let smp = SimPlatform::<2>::machine(Line::Latch, 0, 0, 2);
-        let mmu: &'static SimMmu = Box::leak(Box::new(Mmu::new(smp)));
-        SimPlatform::run(smp, 1, move |_| {
-            let space: &'static AddressSpace<2> = Box::leak(Box::new(AddressSpace::new()));
-            for (op, space) in [(200u8, space as *const _ as usize), (Op::Page as u8, 0)] {
-                let req: &'static Request = Box::leak(Box::new(Request::new()));
-                req.mmu.store(mmu as *const SimMmu as usize, Ordering::Relaxed);
-                req.op.store(op, Ordering::Relaxed);
-                req.space.store(space, Ordering::Relaxed);
-                let tbia = mmu.stats[0].tbia.load(Ordering::Relaxed);
-                let reports = smp.platform.corruptions.load(Ordering::Relaxed);
-                remote::<SimPlatform<2>, 2>(req as *const Request as usize);
-                assert_eq!(mmu.stats[0].tbia.load(Ordering::Relaxed), tbia + 1, "op {op} space {space:#x}: full flush");
-                assert_eq!(smp.platform.corruptions.load(Ordering::Relaxed), reports + 1, "op {op} space {space:#x}: reported");
-            }
-            assert_eq!(mmu.stats[0].corrupt_requests.load(Ordering::Relaxed), 2);
-        });
+        let p = &SMP.platform;
+        for (n, (op, space)) in [(200u8, &SPACE as *const _ as usize), (Op::Page as u8, 0)].into_iter().enumerate() {
+            REQUEST.mmu.store(&MMU as *const Mmu<Recorder, 1> as usize, Ordering::Relaxed);
+            REQUEST.op.store(op, Ordering::Relaxed);
+            REQUEST.space.store(space, Ordering::Relaxed);
+            REQUEST.unread.store(1, Ordering::Relaxed);
+            remote::<Recorder, 1>(&REQUEST as *const Request as usize);
+            let n = n as u64 + 1;
+            let seen = [&p.tbia, &p.imb, &p.reports, &MMU.stats[0].corrupt_requests].map(|a| a.load(Ordering::Relaxed));
+            assert_eq!(seen, [n; 4], "op {op} space {space:#x}: [tbia, imb, reports, corrupt_requests]");
+            assert_eq!(REQUEST.unread.load(Ordering::Relaxed), 0, "the request was read");
+        }
     }
 
     #[test]
