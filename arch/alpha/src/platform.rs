@@ -106,6 +106,9 @@ impl Hooks for AlphaPlatform {
             machine::park_this_cpu();
         }
     }
+    fn report_corruption(&self, what: &'static str, value: u64) {
+        println!("error: corrupt {what} ({value:#x}) on CPU {}; flushed everything locally instead", cpus::this());
+    }
     fn report_stall(&self, r: &StallReport) {
         let t = &percpu::CPUS[r.target];
         let waits = WaitsFor(r.target_waiting_for);

@@ -30,6 +30,7 @@ pub const ALL: &[Test] = &[
     Test { name: "xcall.misuse_is_refused", run: xcall::misuse_is_refused },
     Test { name: "tlb.page_flush_is_observed_everywhere", run: tlb::page_flush_is_observed_everywhere },
     Test { name: "tlb.stale_without_flush", run: tlb::stale_without_flush },
+    Test { name: "tlb.inactive_cpu_forgets_its_context", run: tlb::inactive_cpu_forgets_its_context },
     Test { name: "tlb.asn_rollover", run: tlb::asn_rollover },
     Test { name: "div.u64_edges", run: div::u64_edges },
     Test { name: "div.i64_edges", run: div::i64_edges },
