@@ -127,7 +127,7 @@ fn panic_reports_a_cpu_the_stop_ipi_cannot_reach() {
     let r = boot(2, "tests=ipl fault=panic_stuck");
     assert_eq!(r.ending, Ending::Exited(1), "{}", r.describe());
     assert!(r.lines_with("PANIC on CPU 1").next().is_some(), "the panic names CPU 1");
-    assert!(r.lines_with("CPU 0 did not acknowledge CPU_STOP").next().is_some(), "CPU 0 is reported");
+    assert!(r.lines_with("CPU 0 (physical 0) did not acknowledge CPU_STOP").next().is_some(), "CPU 0 is reported");
 }
 
 #[test]

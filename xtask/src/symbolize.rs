@@ -31,7 +31,7 @@ pub struct Symbolizer {
 }
 
 /// Markers of the lines that report a fault, a panic or a stalled call.
-const REPORTS: &[&str] = &["FAULT ", "PANIC ", "panic", "watchdog:"];
+const REPORTS: &[&str] = &["FAULT ", "PANIC on CPU ", "panic: ", "watchdog: "];
 
 /// What to look up.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -298,7 +298,7 @@ mod tests {
         let p = "PANIC on CPU 1 at src/main.rs:225: deliberate panic on CPU 1 (fault=panic)";
         assert_eq!(s.queries(p).into_iter().map(|(_, q)| q).collect::<Vec<_>>(), vec![Query::Location("src/main.rs:225".into())]);
         assert!(!s.wants("test ipl.guard_nests ... ok (3 us)"));
-        assert!(!s.wants("kernel: 0x1000..0x1800, heap 32768 KiB"), "not a report");
+        assert!(!s.wants("kernel: 0x1000..0x1800, heap 32768 KiB, exit pvpanic (failure)"), "not a report");
         assert!(s.wants("watchdog: CPU 1 waited 1000 us for CPU 2 to run call 0x1100(0x0)"));
     }
 
