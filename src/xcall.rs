@@ -82,6 +82,9 @@ pub struct CpuStats {
     pub ipi_handled: [AtomicU64; IpiMessage::COUNT],
     /// Messages found by the in-interrupt poll, per type.
     pub rescued: [AtomicU64; IpiMessage::COUNT],
+    /// Messages found by the idle loop's poll, per type: a separate kind of
+    /// rescue (seed patch 2/3 polls only in interrupts).
+    pub idle_rescued: [AtomicU64; IpiMessage::COUNT],
     /// Calls this CPU queued for another CPU.
     pub calls_queued: AtomicU64,
     /// Calls whose queueing found the target's queue non-empty (no IPI).
@@ -102,6 +105,7 @@ impl CpuStats {
             ipi_sent: [const { AtomicU64::new(0) }; IpiMessage::COUNT],
             ipi_handled: [const { AtomicU64::new(0) }; IpiMessage::COUNT],
             rescued: [const { AtomicU64::new(0) }; IpiMessage::COUNT],
+            idle_rescued: [const { AtomicU64::new(0) }; IpiMessage::COUNT],
             calls_queued: AtomicU64::new(0),
             calls_piggybacked: AtomicU64::new(0),
             calls_run: AtomicU64::new(0),
@@ -374,6 +378,26 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
         }
         for m in pending.each() {
             st.stats.rescued[m.index()].fetch_add(1, Ordering::Relaxed);
+        }
+        self.handle_ipi()
+    }
+
+    /// The idle loop's poll (policy-gated like the in-interrupt one): after
+    /// a wait for interrupts, handle what the mailbox holds, counting it as
+    /// an idle rescue. An IPI that was delivered has been handled by its
+    /// interrupt before the idle loop runs again, so what this finds is a
+    /// message whose interrupt was lost or has not arrived yet.
+    pub fn poll_when_idle(&self) -> usize {
+        if !self.policy.poll_in_irq.load(Ordering::Relaxed) {
+            return 0;
+        }
+        let st = &self.cpus[self.platform.cpu_id()];
+        let pending = st.mailbox.peek();
+        if pending.is_empty() {
+            return 0;
+        }
+        for m in pending.each() {
+            st.stats.idle_rescued[m.index()].fetch_add(1, Ordering::Relaxed);
         }
         self.handle_ipi()
     }

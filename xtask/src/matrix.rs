@@ -205,7 +205,7 @@ pub fn run_all(kernel: &Path, p: &Params, mut each: impl FnMut(&Cell)) -> Result
 pub fn describe(c: &Cell) -> String {
     let f = |k: &str| c.field(k).unwrap_or("-").to_string();
     format!(
-        "smp={} inject={:<11} fix={:<15} -> {:<9} (predicted {:<9}{}) detect_ms={} done={} dropped={} rescued={} resends={} drains={} [{:.1} s]{}",
+        "smp={} inject={:<11} fix={:<15} -> {:<9} (predicted {:<9}{}) detect_ms={} done={} dropped={} rescued={}+{} resends={} drains={} [{:.1} s]{}",
         c.smp,
         c.fault,
         c.fix,
@@ -216,6 +216,7 @@ pub fn describe(c: &Cell) -> String {
         f("done"),
         f("dropped"),
         f("rescued_call"),
+        f("idle_rescued_call"),
         f("resends"),
         f("lock_drains"),
         c.seconds,
@@ -227,7 +228,7 @@ pub fn describe(c: &Cell) -> String {
 pub fn markdown(cells: &[Cell], p: &Params) -> String {
     let mut s = String::new();
     writeln!(s, "Workload: every CPU issues {} synchronous `flush_tlb_page` shootdowns at once; `{}`.", p.per_cpu, p.common_args()).ok();
-    writeln!(s, "Cell: outcome (time to detection for a deadlock; IPIs dropped / rescued by the poll / re-sent / lock drains). `!` marks an outcome the protocol did not predict.").ok();
+    writeln!(s, "Cell: outcome (time to detection for a deadlock; IPIs dropped / CALL messages rescued by the poll in interrupts + by the idle loop's poll / re-sent / lock drains). The `poll` fix is both polls: seed patch 2/3 polls only inside interrupts; this kernel's idle loop polls too, and its rescues are counted apart. `!` marks an outcome the protocol did not predict.").ok();
     for &smp in &p.smps {
         writeln!(s, "\n**{smp} CPUs**\n").ok();
         write!(s, "| fault \\ fix |").ok();
@@ -253,7 +254,7 @@ pub fn markdown(cells: &[Cell], p: &Params) -> String {
                     "deadlock" => format!("**deadlock** {} ms", f("detect_ms")),
                     other => other.to_string(),
                 };
-                write!(s, " {head}{mark} ({}/{}/{}/{}) |", f("dropped"), f("rescued_call"), f("resends"), f("lock_drains")).ok();
+                write!(s, " {head}{mark} ({}/{}+{}/{}/{}) |", f("dropped"), f("rescued_call"), f("idle_rescued_call"), f("resends"), f("lock_drains")).ok();
             }
             writeln!(s).ok();
         }

@@ -21,6 +21,13 @@ pub fn drain_mailbox() -> usize {
     SMP.handle_ipi()
 }
 
+/// The idle loop's poll (policy-gated), at IPL 6 like `drain_mailbox`;
+/// what it finds is counted as an idle rescue.
+pub fn poll_when_idle() -> usize {
+    let _ipl = IplGuard::raise(ipl::IPI);
+    SMP.poll_when_idle()
+}
+
 /// Sent and handled counts of `cpu` for message type `index`.
 pub fn counts(cpu: usize, index: usize) -> (u64, u64) {
     use core::sync::atomic::Ordering::Relaxed;

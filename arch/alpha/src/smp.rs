@@ -247,9 +247,7 @@ fn idle_loop(cpu: usize) -> ! {
         // mailbox (the portable rule for lossy IPIs, smp-anchors.md 8);
         // with it off, a lost IPI stays lost here, as on Linux.
         pal::wtint();
-        if SMP.policy.poll_in_irq.load(Ordering::Relaxed) {
-            ipi::drain_mailbox();
-        }
+        ipi::poll_when_idle();
         if IDLE_REQUEST.load(Ordering::Acquire) == cpu {
             panic!("deliberate panic on CPU {cpu} (fault=panic)");
         }

@@ -132,7 +132,7 @@ pub fn run(cfg: &BootConfig<'_>) -> ! {
     let first = FIRST_ABORT_NS.load(Ordering::Relaxed);
     let rescued: [u64; IpiMessage::COUNT] = core::array::from_fn(|i| sum(|c| SMP.cpu(c).stats.rescued[i].load(Ordering::Relaxed)));
     println!(
-        "stress-result: outcome={} cpus={} per_cpu={} done={} aborted_cpus={} elapsed_ms={} elapsed_us={} detect_ms={} stalls={} resends={} dropped={} lock_drains={} rescued_call={} rescued_other={} errors={}",
+        "stress-result: outcome={} cpus={} per_cpu={} done={} aborted_cpus={} elapsed_ms={} elapsed_us={} detect_ms={} stalls={} resends={} dropped={} lock_drains={} rescued_call={} idle_rescued_call={} rescued_other={} errors={}",
         outcome,
         online.count(),
         cfg.stress,
@@ -146,6 +146,7 @@ pub fn run(cfg: &BootConfig<'_>) -> ! {
         sum(|c| CPUS[c].dropped_ipis.load(Ordering::Relaxed)),
         sum(|c| SMP.cpu(c).stats.lock_drains.load(Ordering::Relaxed)),
         rescued[IpiMessage::CALL_FUNCTION.index()],
+        sum(|c| SMP.cpu(c).stats.idle_rescued[IpiMessage::CALL_FUNCTION.index()].load(Ordering::Relaxed)),
         rescued.iter().sum::<u64>() - rescued[IpiMessage::CALL_FUNCTION.index()],
         errors,
     );

@@ -72,9 +72,13 @@ pub fn print_counters() {
             line.push_str(&alloc::format!(" {name}={s}/{h}"));
         }
         let st = &crate::platform::SMP.cpu(cpu).stats;
-        line.push_str("; rescued");
+        line.push_str("; rescued in interrupts");
         for (i, name) in IpiMessage::NAMES.iter().enumerate() {
             line.push_str(&alloc::format!(" {name}={}", st.rescued[i].load(Relaxed)));
+        }
+        line.push_str("; rescued idle");
+        for (i, name) in IpiMessage::NAMES.iter().enumerate() {
+            line.push_str(&alloc::format!(" {name}={}", st.idle_rescued[i].load(Relaxed)));
         }
         line.push_str(&alloc::format!(
             "; calls queued={} run={}; dropped(injected)={}",

@@ -40,9 +40,14 @@ fn plus(mut base: [u64; MAX_CPUS], mask: CpuMask) -> [u64; MAX_CPUS] {
     base
 }
 
+/// Every variant runs its function exactly once on exactly its CPUs, and
+/// the calls reach the other CPUs by interrupt: their IPI interrupt counts
+/// must grow (an idle CPU's tick-time poll would otherwise run the calls
+/// without any IPI, so the hit counts alone prove no delivery).
 pub fn every_variant_exactly_once(_: &BootConfig<'_>) -> Outcome {
     let me = cpus::this();
     let online = smp::online();
+    let irqs_before: [u64; MAX_CPUS] = core::array::from_fn(|c| crate::interrupt::COUNTS[c][0].load(Ordering::Relaxed));
     for t in online.iter() {
         for wait in [true, false] {
             let before = hits();
@@ -68,6 +73,13 @@ pub fn every_variant_exactly_once(_: &BootConfig<'_>) -> Outcome {
         SMP.on_each_cpu(hit, 0, wait).map_err(fail)?;
         let want = plus(before, online);
         check_eq!(settle(want), want, "on_each_cpu wait={wait}");
+    }
+    for c in online.without(me).iter() {
+        // Each remote CPU was the target of 2 call_single, 2 or 4 call_many
+        // and 2 on_each_cpu calls; some may piggyback on a queue an earlier
+        // interrupt is already draining, or be found by a tick's poll.
+        let irqs = crate::interrupt::COUNTS[c][0].load(Ordering::Relaxed) - irqs_before[c];
+        check!(irqs >= 2, "CPU {c} took {irqs} IPI interrupts for its calls: they were not delivered by interrupt");
     }
     Ok(())
 }
