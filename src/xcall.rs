@@ -368,18 +368,7 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
     /// Seed patch 2/3: after a non-IPI interrupt, handle anything left in the
     /// mailbox (its interrupt may have been lost). Counts what it rescued.
     pub fn poll_in_interrupt(&self) -> usize {
-        if !self.policy.poll_in_irq.load(Ordering::Relaxed) {
-            return 0;
-        }
-        let st = &self.cpus[self.platform.cpu_id()];
-        let pending = st.mailbox.peek();
-        if pending.is_empty() {
-            return 0;
-        }
-        for m in pending.each() {
-            st.stats.rescued[m.index()].fetch_add(1, Ordering::Relaxed);
-        }
-        self.handle_ipi()
+        self.poll(|s| &s.rescued)
     }
 
     /// The idle loop's poll (policy-gated like the in-interrupt one): after
@@ -388,6 +377,12 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
     /// interrupt before the idle loop runs again, so what this finds is a
     /// message whose interrupt was lost or has not arrived yet.
     pub fn poll_when_idle(&self) -> usize {
+        self.poll(|s| &s.idle_rescued)
+    }
+
+    /// Handles what the mailbox holds if the poll policy is on, counting
+    /// each message found in the counters `kind` picks.
+    fn poll(&self, kind: impl Fn(&CpuStats) -> &[AtomicU64; IpiMessage::COUNT]) -> usize {
         if !self.policy.poll_in_irq.load(Ordering::Relaxed) {
             return 0;
         }
@@ -397,7 +392,7 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
             return 0;
         }
         for m in pending.each() {
-            st.stats.idle_rescued[m.index()].fetch_add(1, Ordering::Relaxed);
+            kind(&st.stats)[m.index()].fetch_add(1, Ordering::Relaxed);
         }
         self.handle_ipi()
     }
