@@ -135,6 +135,28 @@ mod tests {
         assert!(m.peek().is_empty());
     }
 
+    /// `drain` reports how many batches it took: one per take that found
+    /// bits, including messages posted while a batch was being handled.
+    #[test]
+    fn drain_counts_its_batches() {
+        let m = Mailbox::default();
+        assert_eq!(m.drain(|_| panic!("nothing posted")), 0);
+        m.post(IpiMessage::PING);
+        m.post(IpiMessage::CALL_FUNCTION);
+        let mut seen = Vec::new();
+        assert_eq!(m.drain(|b| seen.push(b)), 1, "two posts before the drain are one batch");
+        assert_eq!(seen, [IpiMessage::PING | IpiMessage::CALL_FUNCTION]);
+        m.post(IpiMessage::PING);
+        let mut first = true;
+        let batches = m.drain(|_| {
+            if core::mem::take(&mut first) {
+                m.post(IpiMessage::CPU_STOP); // arrives during the handling
+            }
+        });
+        assert_eq!(batches, 2, "a post during handling makes a second batch");
+        assert!(m.peek().is_empty());
+    }
+
     #[test]
     fn each_lists_single_bits_in_order() {
         let all = IpiMessage::all();

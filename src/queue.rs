@@ -128,3 +128,27 @@ impl CallQueue {
         ran
     }
 }
+
+// Not under loom: tests/loom.rs compiles this file with loom's atomics,
+// which only work inside a loom model.
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    /// `is_empty` (the watchdog report's "queue pending", and
+    /// `CpuState::call_pending`) follows pushes and takes, and only the push
+    /// that finds the queue empty owes an interrupt.
+    #[test]
+    fn emptiness_follows_push_and_take() {
+        let q = CallQueue::new();
+        let (a, b) = (Csd::new(), Csd::new());
+        assert!(q.is_empty());
+        assert!(q.push(&a), "the first push owes the interrupt");
+        assert!(!q.is_empty());
+        assert!(!q.push(&b), "a push onto a non-empty queue piggybacks");
+        let head = q.take_all();
+        assert_eq!(head, &b as *const Csd as *mut Csd, "newest first");
+        assert!(q.is_empty(), "taken");
+        assert!(q.push(&a), "empty again: the next push owes an interrupt");
+    }
+}

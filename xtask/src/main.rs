@@ -24,6 +24,10 @@ const USAGE: &str = "usage: cargo xtask <command>
                  cost of each fix with no fault: time per shootdown, repeated; writes DIR/bench.md and .json
   stress [--per-cpu N] [--smp N] [--append \"ARGS\"]
                  long stress: edge loss injected, all fixes on; zero watchdog reports required
+  mutants [--file src/F.rs]... [--out DIR]
+                 cargo-mutants over the portable core (src/) against its host tests (unit,
+                 simulator, model); installs cargo-mutants if missing; hours for all of src/,
+                 so shard it by file
   build          build the kernel ELF and print its path
   toolchain      install packages and build the Alpha toolchain (cached)";
 
@@ -39,6 +43,7 @@ fn main() -> ExitCode {
         Some("stress") => stress(&args[1..]),
         Some("bench") => bench(&args[1..]),
         Some("toolchain") => toolchain(&args[1..]),
+        Some("mutants") => mutants(&args[1..]),
         Some("help" | "-h" | "--help") => {
             println!("{USAGE}");
             Ok(ExitCode::SUCCESS)
@@ -271,6 +276,50 @@ fn stress(args: &[String]) -> Result<ExitCode> {
         get("rescued_call")
     );
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// The host tests a mutant of src/ must fail (everything but the QEMU
+/// boots, which test the kernel, and loom, which needs its own cfg).
+const MUTANT_TESTS: &[&str] = &["--lib", "--test", "xcall_sim", "--test", "tlb_sim", "--test", "sim_deadlocks", "--test", "sim_scale", "--test", "model"];
+
+fn mutants(args: &[String]) -> Result<ExitCode> {
+    let mut files = Vec::new();
+    let mut out = repo_root().join("target/mutants");
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = |name: &str| it.next().cloned().ok_or_else(|| err(format!("{name} needs a value")));
+        match a.as_str() {
+            "--file" => {
+                let f = value("--file")?;
+                if !repo_root().join(&f).is_file() || !f.starts_with("src/") {
+                    return Err(err(format!("--file {f}: not a file of the portable core (src/...)")));
+                }
+                files.push(f);
+            }
+            "--out" => out = value("--out")?.into(),
+            other => return Err(err(format!("unknown option '{other}' for mutants"))),
+        }
+    }
+    xtask::toolchain::ensure(false)?; // the pinned nightly, spin for the model test
+    let have = Command::new("cargo").args(["mutants", "--version"]).current_dir(repo_root()).output().is_ok_and(|o| o.status.success());
+    if !have {
+        eprintln!("==> installing cargo-mutants (cargo install --locked)");
+        let st = Command::new("cargo").args(["install", "--locked", "cargo-mutants"]).status().map_err(|e| err(format!("cargo install: {e}")))?;
+        if !st.success() {
+            return Err(err("cargo install cargo-mutants failed"));
+        }
+    }
+    let mut cmd = Command::new("cargo");
+    cmd.current_dir(repo_root()).args(["mutants", "-p", "alphasmp", "--timeout", "300", "--output"]).arg(&out);
+    for f in &files {
+        cmd.args(["--file", f]);
+    }
+    cmd.arg("--").args(MUTANT_TESTS);
+    eprintln!("==> cargo mutants over {} against: cargo test {}", if files.is_empty() { "src/".to_string() } else { files.join(" ") }, MUTANT_TESTS.join(" "));
+    let st = cmd.status().map_err(|e| err(format!("starting cargo mutants: {e}")))?;
+    eprintln!("==> results in {}/mutants.out (missed.txt lists the surviving mutants)", out.display());
+    // cargo-mutants exits 2 when mutants were missed, 0 when all were caught.
+    Ok(if st.success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 fn bench(args: &[String]) -> Result<ExitCode> {
