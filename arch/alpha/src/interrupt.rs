@@ -18,9 +18,7 @@ pub static IRQ_LOAD_NS: AtomicU64 = AtomicU64::new(0);
 /// Handles one interrupt; `pc` is where the interrupted code resumes.
 pub fn dispatch(kind: u64, a1: u64, a2: u64, pc: u64) {
     let cpu = cpus::this();
-    if let Some(c) = COUNTS[cpu].get(kind as usize) {
-        c.fetch_add(1, Ordering::Relaxed);
-    }
+    let taken = COUNTS[cpu].get(kind as usize).map_or(0, |c| c.fetch_add(1, Ordering::Relaxed) + 1);
     // Like Linux's do_entInt: handlers run with everything masked.
     let _ipl = IplGuard::raise(ipl::HIGH);
     let me = percpu::this();
@@ -47,7 +45,7 @@ pub fn dispatch(kind: u64, a1: u64, a2: u64, pc: u64) {
             }
         }
         2 => machine::machine_check(a1, a2, pc),
-        3 => machine::device_interrupt(a1),
+        3 => machine::device_interrupt(a1, taken),
         4 => {}
         _ => println!("note: unknown interrupt type {kind} on CPU {cpu}"),
     }

@@ -168,8 +168,9 @@ const DEVICE_STORM: u64 = 1000;
 /// left enabled by the console, which the kernel cannot silence) would keep
 /// the CPU from making progress: after [`DEVICE_STORM`] of them the CPU
 /// panics with the report rather than spin unseen.
-pub fn device_interrupt(vector: u64) {
-    let n = crate::interrupt::COUNTS[cpus::this()][3].load(Ordering::Relaxed);
+///
+/// `n` is how many device interrupts this CPU has taken, this one included.
+pub fn device_interrupt(vector: u64, n: u64) {
     let what = Device::decode(current(), vector);
     if n <= 10 {
         println!("note: unexpected device interrupt on CPU {}: {what}", cpus::this());
