@@ -25,7 +25,7 @@ fn boot(smp: u32, append: &str) -> RunResult {
 fn boot_with_mem(smp: u32, mem: u32, append: &str) -> RunResult {
     static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
     let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let spec = RunSpec { kernel: kernel(), smp, mem, append, timeout: Duration::from_secs(120), echo: false };
+    let spec = RunSpec { kernel: kernel(), smp, mem, append, timeout: Duration::from_secs(120), echo: false, image: None };
     let r = qemu::run(&spec).expect("QEMU starts");
     eprintln!("--- smp={smp} mem={mem} MiB append='{append}': {}\n{}", r.describe(), r.output);
     r
@@ -271,7 +271,7 @@ fn gdb_session_breaks_steps_and_sees_every_cpu() {
     let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let commands = ["break alpha_boot_main", "continue", "next", "info threads", "rbreak-rust kernel::smp::finish", "continue", "bt 2"];
     let session = xtask::gdb::Session {
-        spec: RunSpec { kernel: kernel(), smp: 4, mem: qemu::DEFAULT_MEM_MIB, append: "tests=ipl", timeout: Duration::MAX, echo: false },
+        spec: RunSpec { kernel: kernel(), smp: 4, mem: qemu::DEFAULT_MEM_MIB, append: "tests=ipl", timeout: Duration::MAX, echo: false, image: None },
         commands: commands.iter().map(|c| c.to_string()).collect(),
         serial_log: std::env::temp_dir().join(format!("alphasmp-gdb-test-{}.log", std::process::id())),
     };

@@ -69,6 +69,7 @@ fn detection_time_survives_unsynchronised_clocks() {
         append,
         timeout: std::time::Duration::from_secs(300),
         echo: false,
+        image: None,
     })
     .expect("QEMU runs");
     let fields = matrix::parse_result(&r.output).unwrap_or_else(|| panic!("no stress-result line:\n{}", r.output));

@@ -32,7 +32,7 @@ pub fn run(kernel: &Path, smps: &[u32], per_cpu: u64, reps: usize, mut each: imp
             let mut us = Vec::new();
             for _ in 0..reps {
                 let append = format!("stress={per_cpu} inject=none watchdog_ms=5000 {args}");
-                let r = qemu::run(&RunSpec { kernel, smp, mem: qemu::DEFAULT_MEM_MIB, append: &append, timeout: Duration::from_secs(600), echo: false })?;
+                let r = qemu::run(&RunSpec { kernel, smp, mem: qemu::DEFAULT_MEM_MIB, append: &append, timeout: Duration::from_secs(600), echo: false, image: None })?;
                 let f = parse_result(&r.output).ok_or_else(|| err(format!("no stress-result line (smp {smp}, {fix}): {}", r.describe())))?;
                 let get = |k: &str| f.iter().find(|(n, _)| n == k).and_then(|(_, v)| v.parse::<f64>().ok());
                 let (Some(us_total), Some(done)) = (get("elapsed_us"), get("done")) else {

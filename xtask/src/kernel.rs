@@ -18,7 +18,7 @@ pub fn build(tc: &Toolchain) -> Result<PathBuf> {
         .env_remove("RUSTFLAGS")
         .env_remove("CARGO_TARGET_DIR")
         .env_remove("CARGO_BUILD_TARGET")
-        .args(["build", "--release", "-Zjson-target-spec", "--manifest-path"])
+        .args(["build", "--release", "--workspace", "-Zjson-target-spec", "--manifest-path"])
         .arg(root.join("arch/alpha/Cargo.toml"))
         .arg("--target")
         .arg(&tc.target_json)

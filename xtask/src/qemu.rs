@@ -33,6 +33,30 @@ pub struct RunSpec<'a> {
     pub timeout: Duration,
     /// Copy the serial output to stdout while it arrives.
     pub echo: bool,
+    /// Boot a raw SRM image through the SRM-entry emulation instead of
+    /// handing QEMU the kernel ELF (`kernel` still names the kernel, for
+    /// symbols).
+    pub image: Option<ImageBoot<'a>>,
+}
+
+/// How an SRM image is booted under QEMU: the emulation of SRM's entry
+/// state as `-kernel`, the image as `-initrd`, and `-append "DEVICE ARGS"`.
+#[derive(Clone, Copy, Debug)]
+pub struct ImageBoot<'a> {
+    pub emulation: &'a Path,
+    pub image: &'a Path,
+    /// `dka0` (a disk image with its boot block) or `ewa0` (a BOOTP file).
+    pub device: &'a str,
+}
+
+impl RunSpec<'_> {
+    /// What QEMU's `-append` carries.
+    pub fn append_line(&self) -> String {
+        match &self.image {
+            Some(i) => format!("{} {}", i.device, self.append),
+            None => self.append.to_string(),
+        }
+    }
 }
 
 /// How the emulator ended.
@@ -125,9 +149,12 @@ pub fn command(spec: &RunSpec<'_>) -> Command {
         // so a machine without recommends cannot start them.
         .args(["-vga", "none", "-nic", "none"])
         .args(["-smp", &spec.smp.to_string()])
-        .arg("-kernel")
-        .arg(spec.kernel)
-        .args(["-append", spec.append])
+        .args(["-append", &spec.append_line()]);
+    match &spec.image {
+        Some(i) => cmd.arg("-kernel").arg(i.emulation).arg("-initrd").arg(i.image),
+        None => cmd.arg("-kernel").arg(spec.kernel),
+    };
+    cmd
         .args(["-device", "pvpanic-pci", "-action", "panic=exit-failure"])
         .args(["-rtc", "clock=vm"]);
     cmd
@@ -136,7 +163,7 @@ pub fn command(spec: &RunSpec<'_>) -> Command {
 /// Boots the kernel and waits for the end (or the timeout).
 pub fn run(spec: &RunSpec<'_>) -> Result<RunResult> {
     check_smp(spec.smp)?;
-    check_append_len(spec.append)?;
+    check_append_len(&spec.append_line())?;
     check_mem(spec.mem)?;
     let mut cmd = command(spec);
     cmd.stdin(Stdio::null())

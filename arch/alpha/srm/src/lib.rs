@@ -13,6 +13,7 @@
 
 pub mod crb;
 pub mod hwrpb;
+pub mod image;
 pub mod machine;
 pub mod pagetable;
 pub mod vectors;
