@@ -186,13 +186,14 @@ pub fn check(bytes: &[u8], kernel_elf: &Path) -> Result<Report> {
         return Err(err(format!("{kind}: kernel load address {:#x} is below {:#x}, which real machines need", h.load_phys, image::MIN_KERNEL_PHYS)));
     }
     let k = load_segment(kernel_elf)?;
-    let want = (k.vaddr.wrapping_sub(KSEG), k.entry, k.mem_len, k.bytes.len() as u64);
-    let have = (h.load_phys, h.entry, h.mem_len, h.payload_len);
-    if want != have {
-        return Err(err(format!(
-            "{kind} does not carry {}: (load, entry, memory, bytes) are {have:#x?} in the image and {want:#x?} in the ELF",
-            kernel_elf.display()
-        )));
+    let fields = [
+        ("kernel load address", h.load_phys, k.vaddr.wrapping_sub(KSEG)),
+        ("entry", h.entry, k.entry),
+        ("memory size", h.mem_len, k.mem_len),
+        ("payload size", h.payload_len, k.bytes.len() as u64),
+    ];
+    if let Some((name, have, want)) = fields.iter().find(|(_, have, want)| have != want) {
+        return Err(err(format!("{kind} does not carry {}: its {name} is {have:#x}, the ELF's is {want:#x}", kernel_elf.display())));
     }
     if payload != k.bytes.as_slice() {
         let at = payload.iter().zip(&k.bytes).position(|(a, b)| a != b).unwrap_or(0);

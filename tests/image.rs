@@ -1,0 +1,196 @@
+//! The SRM images: `cargo xtask image --check` over good and damaged
+//! images, and boots of the images on QEMU through the emulation of SRM's
+//! entry state (arch/alpha/boot/src/bin/srmemu.rs): the whole self-test
+//! suite must pass through the disk image and the BOOTP image, and damaged
+//! images must stop with one clear line before the kernel runs.
+//!
+//! The binaries come from `cargo xtask test` (ALPHASMP_KERNEL; the loader
+//! and the emulation are built beside the kernel) or are built here.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use alphasmp_srm::image::{self, HEADER_OFFSET};
+use xtask::qemu::{self, ImageBoot, RunResult, RunSpec};
+
+fn images() -> &'static xtask::Images {
+    static I: OnceLock<xtask::Images> = OnceLock::new();
+    I.get_or_init(|| xtask::images(true).unwrap_or_else(|e| panic!("cannot build the images: {e}")))
+}
+
+fn read(p: &Path) -> Vec<u8> {
+    std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+fn check(bytes: &[u8]) -> Result<String, String> {
+    xtask::image::check(bytes, &images().kernel).map(|r| r.kind.to_string()).map_err(|e| e.to_string())
+}
+
+fn one_line(e: &str) {
+    assert!(!e.is_empty() && !e.contains('\n'), "not one line: {e:?}");
+}
+
+/// Writes `bytes` to a scratch file under target/ and returns its path.
+fn scratch(name: &str, bytes: &[u8]) -> PathBuf {
+    let dir = xtask::util::repo_root().join("target/image-tests");
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(name);
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+#[test]
+fn built_images_pass_the_check() {
+    let w = &images().written;
+    assert_eq!(check(&read(&w.disk)), Ok("disk image".into()));
+    assert_eq!(check(&read(&w.bootp)), Ok("BOOTP image".into()));
+    assert!(w.header.load_phys >= image::MIN_KERNEL_PHYS, "kernel linked for {:#x}", w.header.load_phys);
+}
+
+#[test]
+fn corrupted_boot_block_checksum_is_refused() {
+    let mut d = read(&images().written.disk);
+    d[504] ^= 0x01;
+    let e = check(&d).unwrap_err();
+    one_line(&e);
+    assert!(e.contains("boot block checksum"), "{e}");
+    // A changed count without a new sum is caught the same way.
+    let mut d = read(&images().written.disk);
+    d[480] ^= 0x10;
+    assert!(check(&d).unwrap_err().contains("boot block checksum"));
+}
+
+#[test]
+fn truncated_images_are_refused() {
+    let d = read(&images().written.disk);
+    let e = check(&d[..d.len() - 512]).unwrap_err();
+    one_line(&e);
+    assert!(e.contains("truncated"), "{e}");
+    let b = read(&images().written.bootp);
+    let e = check(&b[..b.len() / 2]).unwrap_err();
+    one_line(&e);
+    assert!(e.contains("truncated"), "{e}");
+    let e = check(&b[..100]).unwrap_err();
+    one_line(&e);
+}
+
+#[test]
+fn damaged_payload_or_header_is_refused() {
+    let b = read(&images().written.bootp);
+    let h = images().written.header;
+    let mut p = b.clone();
+    p[h.payload_offset as usize + 1000] ^= 0x80;
+    let e = check(&p).unwrap_err();
+    one_line(&e);
+    assert!(e.contains("payload checksum"), "{e}");
+    // Another load address: the header no longer matches the kernel ELF.
+    let e = check(&with_load_address(&b, h.load_phys + 0x10_0000)).unwrap_err();
+    one_line(&e);
+    assert!(e.contains("does not carry"), "{e}");
+    // Below what real machines need.
+    let e = check(&with_load_address(&b, 0x30_0000)).unwrap_err();
+    assert!(e.contains("below 0x1000000"), "{e}");
+    let mut p = b.clone();
+    p[HEADER_OFFSET] ^= 1;
+    let e = check(&p).unwrap_err();
+    one_line(&e);
+    assert!(e.contains("not an alphasmp image"), "{e}");
+}
+
+/// The BOOTP image with its header's kernel load address changed (the
+/// payload and its sum untouched).
+fn with_load_address(bootp: &[u8], load: u64) -> Vec<u8> {
+    let mut p = bootp.to_vec();
+    let at = HEADER_OFFSET + 5 * 8;
+    p[at..at + 8].copy_from_slice(&load.to_le_bytes());
+    p
+}
+
+fn boot_image(smp: u32, device: &str, image: &Path, append: &str) -> RunResult {
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let i = images();
+    let spec = RunSpec {
+        kernel: &i.kernel,
+        smp,
+        mem: qemu::DEFAULT_MEM_MIB,
+        append,
+        timeout: Duration::from_secs(180),
+        echo: false,
+        image: Some(ImageBoot { emulation: &i.emulation, image, device }),
+    };
+    let r = qemu::run(&spec).expect("QEMU starts");
+    eprintln!("--- {device} {} smp={smp} append='{append}': {}\n{}", image.display(), r.describe(), r.output);
+    r
+}
+
+fn assert_suite_passes_through(r: &RunResult) {
+    assert!(r.passed(), "self-tests through the image did not pass: {}", r.describe());
+    assert!(r.lines_with("FAILED").next().is_none());
+    let (passed, _) = r.summary().unwrap();
+    assert_eq!(r.lines_with(" ... ok").count() as u32, passed);
+    // The loader ran, switched PALcode and staged its copy; the kernel got
+    // its arguments from the (emulated) console's GET_ENV.
+    assert!(r.lines_with("alphasmp loader: kernel ").next().is_some(), "loader did not report the copy");
+    assert!(r.lines_with("alphasmp loader: OSF/1 PALcode running").next().is_some());
+    assert!(r.lines_with("(from SRM BOOTED_OSFLAGS)").next().is_some(), "kernel did not take BOOTED_OSFLAGS");
+    assert!(r.output.contains("alphasmp: PASS"));
+}
+
+#[test]
+fn suite_passes_through_the_disk_image_on_1_cpu() {
+    let r = boot_image(1, "dka0", &images().written.disk, "watchdog_ms=1000");
+    assert_suite_passes_through(&r);
+    assert!(r.lines_with("srm-emu: dka0: boot block OK").next().is_some());
+}
+
+#[test]
+fn suite_passes_through_the_bootp_image_on_4_cpus() {
+    let r = boot_image(4, "ewa0", &images().written.bootp, "watchdog_ms=1000");
+    assert_suite_passes_through(&r);
+    assert!(r.lines_with("smp: 4 of 4 CPU(s) online").next().is_some());
+}
+
+/// Nothing of the kernel ran, and the run is not a pass.
+fn assert_stopped_before_kernel(r: &RunResult, line: &str) {
+    assert!(!r.passed(), "{}", r.describe());
+    assert!(r.lines_with("alphasmp kernel:").next().is_none(), "the kernel ran:\n{}", r.output);
+    let l = r.lines_with(line).next().unwrap_or_else(|| panic!("no line containing {line:?}:\n{}", r.output));
+    assert!(l.contains("FAIL") || l.contains("failure"), "{l}");
+}
+
+#[test]
+fn bad_boot_block_checksum_does_not_boot() {
+    let mut d = read(&images().written.disk);
+    d[504] ^= 0x01;
+    let r = boot_image(1, "dka0", &scratch("bad-checksum.img", &d), "");
+    assert_stopped_before_kernel(&r, "srm-emu: bootstrap failure: dka0: boot block checksum");
+    assert!(r.lines_with("alphasmp loader").next().is_none(), "the loader ran");
+}
+
+#[test]
+fn truncated_disk_does_not_boot() {
+    let d = read(&images().written.disk);
+    let r = boot_image(1, "dka0", &scratch("truncated.img", &d[..d.len() / 2]), "");
+    assert_stopped_before_kernel(&r, "srm-emu: bootstrap failure: dka0: the boot block names blocks");
+}
+
+#[test]
+fn kernel_address_in_console_memory_is_refused_by_the_loader() {
+    // 0x10000 is inside the PALcode's reserved cluster: the loader must
+    // refuse before copying anything.
+    let b = with_load_address(&read(&images().written.bootp), 0x1_0000);
+    let r = boot_image(1, "ewa0", &scratch("wrong-address.bootp", &b), "");
+    assert_stopped_before_kernel(&r, "alphasmp loader: FAIL: kernel range 0xa000..");
+    assert!(r.lines_with("not all in usable memory").next().is_some());
+}
+
+#[test]
+fn corrupted_payload_is_refused_by_the_loader() {
+    let mut b = read(&images().written.bootp);
+    let at = images().written.header.payload_offset as usize + 4096;
+    b[at] ^= 0x20;
+    let r = boot_image(1, "ewa0", &scratch("bad-payload.bootp", &b), "");
+    assert_stopped_before_kernel(&r, "alphasmp loader: FAIL: kernel payload checksum");
+}
