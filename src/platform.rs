@@ -74,4 +74,16 @@ pub trait Platform: Sync {
     fn relax(&self) {
         core::hint::spin_loop();
     }
+    /// Waits for an interrupt without running (Alpha: CALL_PAL wtint).
+    /// Called with every interrupt masked (IPL 7); returns when one is
+    /// pending, delivered or not: an IPI, or at the latest the next clock
+    /// interrupt, which bounds every nap. The caller then lowers the IPL
+    /// and the pending interrupt is taken. The default only relaxes.
+    fn nap(&self) {
+        self.relax();
+    }
+    /// Interrupts `cpu` to end its nap: an IPI without a message.
+    fn wake(&self, cpu: usize) {
+        self.send_ipi(cpu);
+    }
 }

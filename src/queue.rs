@@ -22,11 +22,13 @@ pub struct Csd {
     pub func: AtomicUsize,
     pub arg: AtomicUsize,
     pub next: AtomicPtr<Csd>,
+    /// The CPU that queued it (whom to wake when a SYNC call is done).
+    pub owner: AtomicUsize,
 }
 
 impl Csd {
     pub const fn new() -> Self {
-        Csd { flags: AtomicU32::new(0), func: AtomicUsize::new(0), arg: AtomicUsize::new(0), next: AtomicPtr::new(ptr::null_mut()) }
+        Csd { flags: AtomicU32::new(0), func: AtomicUsize::new(0), arg: AtomicUsize::new(0), next: AtomicPtr::new(ptr::null_mut()), owner: AtomicUsize::new(0) }
     }
     /// Whether the descriptor is still in use (Acquire: a waiter that sees
     /// it unlocked sees everything the function did).
@@ -91,6 +93,17 @@ impl CallQueue {
     /// otherwise outliving storage, and their owners do not touch a locked
     /// descriptor).
     pub unsafe fn run_all(&self) -> usize {
+        // SAFETY: the caller's contract is this function's.
+        unsafe { self.run_all_then(|_| {}) }
+    }
+
+    /// [`run_all`](Self::run_all), calling `done(owner)` after each SYNC
+    /// descriptor is unlocked (its waiter may be napping: the caller wakes
+    /// it). `owner` is read before the unlock, like `next`.
+    ///
+    /// # Safety
+    /// As for [`run_all`](Self::run_all).
+    pub unsafe fn run_all_then(&self, mut done: impl FnMut(usize)) -> usize {
         // Reverse the LIFO list into arrival order.
         let mut list = self.take_all();
         let mut fifo: *mut Csd = ptr::null_mut();
@@ -117,8 +130,10 @@ impl CallQueue {
             let f: CallFn = unsafe { core::mem::transmute::<usize, CallFn>(func) };
             ran += 1;
             if csd.flags.load(Ordering::Relaxed) & SYNC != 0 {
+                let owner = csd.owner.load(Ordering::Relaxed);
                 f(arg);
                 csd.flags.store(0, Ordering::Release);
+                done(owner);
             } else {
                 csd.flags.store(0, Ordering::Release);
                 f(arg);

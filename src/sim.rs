@@ -96,6 +96,12 @@ pub struct SimCpu {
     /// Simulated clock: a tick handler runs every `tick_every` relax calls.
     relax_count: AtomicU64,
     pub stopped: AtomicBool,
+    /// Naps ended by an IPI (a wake or a call) / by the clock tick that
+    /// bounds every nap.
+    pub naps_woken: AtomicU64,
+    pub naps_timed_out: AtomicU64,
+    /// Wake IPIs to this CPU dropped by [`SimPlatform::drop_wakes`].
+    pub dropped_wakes: AtomicU64,
 }
 
 /// A virtual-to-physical map for the TLB model: virtual page -> frame
@@ -207,11 +213,15 @@ pub struct SimPlatform<const N: usize = SIM_CPUS> {
     smp: OnceLock<&'static SimSmp<N>>,
     start: Instant,
     pub stalls: AtomicU64,
+    /// The latest watchdog report ([`Hooks::report_stall`]).
+    pub last_stall: Mutex<Option<StallReport>>,
     /// Physical memory for instruction fetches through the TLB model: frame
     /// -> the word it holds (0 if never written).
     memory: Mutex<HashMap<u64, u64>>,
     /// Corruption reports ([`Hooks::report_corruption`]).
     pub corruptions: AtomicU64,
+    /// Fault injection: every wake IPI ([`Platform::wake`]) is lost.
+    pub drop_wakes: AtomicBool,
     baton: Option<Baton>,
 }
 
@@ -328,8 +338,10 @@ impl<const N: usize> SimPlatform<N> {
             smp: OnceLock::new(),
             start: Instant::now(),
             stalls: AtomicU64::new(0),
+            last_stall: Mutex::new(None),
             memory: Mutex::new(HashMap::new()),
             corruptions: AtomicU64::new(0),
+            drop_wakes: AtomicBool::new(false),
             baton,
         };
         let smp: &'static SimSmp<N> = std::boxed::Box::leak(std::boxed::Box::new(Smp::new(p)));
@@ -586,6 +598,38 @@ impl<const N: usize> Platform for SimPlatform<N> {
         self.deliver();
         self.schedule();
     }
+    /// wtint as QEMU runs it: the CPU stops until an interrupt is pending,
+    /// whatever its IPL: an IPI, or the clock, whose next tick (after
+    /// `tick_every` steps, as for a running CPU) ends every nap and is
+    /// taken when the caller lowers the IPL. Without a clock a nap lasts
+    /// 1000 steps at most.
+    fn nap(&self) {
+        let cpu = self.me();
+        let bound = if self.tick_every == 0 { 1000 } else { self.tick_every };
+        for _ in 0..bound {
+            // Time passes in every step of a nap, also one that ends at
+            // once (a masked pending IPI makes wtint a busy loop).
+            self.schedule();
+            if cpu.ipi_pending.load(Ordering::Acquire) {
+                cpu.naps_woken.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        }
+        cpu.naps_timed_out.fetch_add(1, Ordering::Relaxed);
+        if self.tick_every != 0 {
+            // The tick that ended the nap is pending: the next delivery
+            // point runs it.
+            let n = cpu.relax_count.load(Ordering::Relaxed);
+            cpu.relax_count.store(n - n % self.tick_every + self.tick_every - 1, Ordering::Relaxed);
+        }
+    }
+    fn wake(&self, cpu: usize) {
+        if self.drop_wakes.load(Ordering::Relaxed) {
+            self.cpus[cpu].dropped_wakes.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.send_ipi(cpu);
+    }
 }
 
 impl<const N: usize> Hooks for SimPlatform<N> {
@@ -594,8 +638,9 @@ impl<const N: usize> Hooks for SimPlatform<N> {
             self.me().stopped.store(true, Ordering::Release);
         }
     }
-    fn report_stall(&self, _report: &StallReport) {
+    fn report_stall(&self, report: &StallReport) {
         self.stalls.fetch_add(1, Ordering::Relaxed);
+        *self.last_stall.lock().unwrap_or_else(|p| p.into_inner()) = Some(*report);
     }
     fn report_corruption(&self, _what: &'static str, _value: u64) {
         self.corruptions.fetch_add(1, Ordering::Relaxed);

@@ -61,10 +61,35 @@
 //!   `resend`, issues the IPI again (Linux's csdlock_debug resend); at
 //!   `abort_after` reports it gives up with [`XcallError::Stalled`], so a
 //!   reproduction run can count a deadlock instead of hanging.
+//!
+//! # Napping waiters (`nap` policy, boot argument `wait=nap`)
+//!
+//! A waiter (step 4, step 1's wait for a descriptor, the serialization
+//! lock) may wait in the platform's [`nap`](Platform::nap) (Alpha: wtint)
+//! instead of spinning, so a waiting CPU gives its host time to the CPU it
+//! waits for. Protocol, per waiting CPU `w`:
+//!
+//! - `w` raises its IPL to 7, sets its `napping` flag, issues a SeqCst
+//!   fence, and checks the condition (descriptor unlocked, lock free); only
+//!   if it still holds it naps, then clears `napping` and lowers the IPL
+//!   (the interrupt that ended the nap is taken then);
+//! - a CPU that ends the wait (runs a SYNC call and unlocks its descriptor,
+//!   or releases the serialization lock) issues a SeqCst fence after its
+//!   Release store and, if `w` is napping, wakes it with an IPI carrying no
+//!   message ([`Platform::wake`]).
+//!
+//! The two fences order each side's store before its load, so either the
+//! waiter sees the condition met and does not nap, or the waker sees
+//! `napping` and sends the wake. A wake that is lost anyway (an edge lost
+//! on EV7, like any IPI) costs at most one clock period: the periodic clock
+//! interrupt ends every nap, and the waiter re-checks its condition after
+//! each one (tests/sim_nap.rs drops every wake and checks that). The watchdog,
+//! the in-interrupt poll and the lock's drain run exactly as when spinning:
+//! a nap is one iteration of the same loops.
 
 use core::fmt;
 // From `crate::sync`, so tests/loom.rs can compile this file against loom.
-use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
 
 use crate::cpumask::CpuMask;
 use crate::mailbox::{IpiMessage, Mailbox};
@@ -97,6 +122,10 @@ pub struct CpuStats {
     pub stalls: AtomicU64,
     /// IPIs re-sent by the watchdog.
     pub resends: AtomicU64,
+    /// Naps taken while waiting (`nap` policy).
+    pub naps: AtomicU64,
+    /// Wake IPIs this CPU sent to napping waiters.
+    pub wakes_sent: AtomicU64,
 }
 
 impl CpuStats {
@@ -112,6 +141,8 @@ impl CpuStats {
             lock_drains: AtomicU64::new(0),
             stalls: AtomicU64::new(0),
             resends: AtomicU64::new(0),
+            naps: AtomicU64::new(0),
+            wakes_sent: AtomicU64::new(0),
         }
     }
 }
@@ -133,6 +164,9 @@ pub struct CpuState<const N: usize> {
     /// run is interrupt context, whether or not the platform's interrupt
     /// handler called them. Only this CPU reads or writes it (Relaxed).
     drain_depth: AtomicUsize,
+    /// Set (SeqCst) while this CPU naps in a wait, so whoever ends the
+    /// wait wakes it (module docs, "Napping waiters").
+    napping: AtomicBool,
 }
 
 impl<const N: usize> CpuState<N> {
@@ -151,6 +185,7 @@ impl<const N: usize> CpuState<N> {
             stats: CpuStats::new(),
             waiting_for: AtomicUsize::new(0),
             drain_depth: AtomicUsize::new(0),
+            napping: AtomicBool::new(false),
         }
     }
 }
@@ -167,6 +202,8 @@ pub struct Policy {
     /// Fault injection: let waiting calls run with IPIs masked (the
     /// "spin_lock_irqsave callers" of seed patch 1/3) instead of refusing.
     pub allow_masked_wait: AtomicBool,
+    /// Waiters nap ([`Platform::nap`]) instead of spinning.
+    pub nap: AtomicBool,
 }
 
 impl Policy {
@@ -178,6 +215,7 @@ impl Policy {
             resend: AtomicBool::new(false),
             abort_after: AtomicU64::new(0),
             allow_masked_wait: AtomicBool::new(false),
+            nap: AtomicBool::new(false),
         }
     }
 }
@@ -279,13 +317,15 @@ pub struct Smp<P, const N: usize> {
     cpus: [CpuState<N>; N],
     online: AtomicU64,
     serial: spin::Mutex<()>,
+    /// CPUs napping while they wait for `serial` (bit per CPU).
+    serial_nappers: AtomicU64,
     pub policy: Policy,
 }
 
 impl<P: Hooks, const N: usize> Smp<P, N> {
     pub const fn new(platform: P) -> Self {
         assert!(N <= 64, "CpuMask holds 64 CPUs");
-        Smp { platform, cpus: [const { CpuState::new() }; N], online: AtomicU64::new(0), serial: spin::Mutex::new(()), policy: Policy::new() }
+        Smp { platform, cpus: [const { CpuState::new() }; N], online: AtomicU64::new(0), serial: spin::Mutex::new(()), serial_nappers: AtomicU64::new(0), policy: Policy::new() }
     }
 
     /// Marks `cpu` online (called by that CPU when it is ready for IPIs).
@@ -403,7 +443,7 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
         // SAFETY: `me` is the calling CPU (the queue's owner); descriptors
         // live in the static per-CPU `cfd` arrays and their owners leave
         // them alone while locked.
-        let ran = unsafe { st.queue.run_all() };
+        let ran = unsafe { st.queue.run_all_then(|owner| self.wake_if_napping(owner)) };
         st.stats.calls_run.fetch_add(ran as u64, Ordering::Relaxed);
     }
 
@@ -496,6 +536,7 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
             }
             csd.func.store(f as usize, Ordering::Relaxed);
             csd.arg.store(arg, Ordering::Relaxed);
+            csd.owner.store(me, Ordering::Relaxed);
             st.stats.calls_queued.fetch_add(1, Ordering::Relaxed);
             if self.cpus[t].queue.push(csd) {
                 ipis.insert(t);
@@ -520,20 +561,61 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
     }
 
     /// Seed patch 1/3's loop: try the global lock; on failure drain this
-    /// CPU's mailbox with interrupts off (the review's ordering) and retry.
-    fn lock_serialized(&self) -> spin::MutexGuard<'_, ()> {
+    /// CPU's mailbox with interrupts off (the review's ordering) and retry;
+    /// under the `nap` policy, nap between tries (the releaser wakes it).
+    fn lock_serialized(&self) -> SerialGuard<'_, P, N> {
+        let me = self.platform.cpu_id();
         loop {
             if let Some(g) = self.serial.try_lock() {
-                return g;
+                return SerialGuard { smp: self, guard: Some(g) };
             }
             let prev = self.platform.raise_ipl(ipl::HIGH);
-            let me = self.platform.cpu_id();
             if !self.cpus[me].mailbox.peek().is_empty() {
                 self.cpus[me].stats.lock_drains.fetch_add(1, Ordering::Relaxed);
                 self.handle_ipi();
             }
-            self.platform.restore_ipl(prev);
+            if self.policy.nap.load(Ordering::Relaxed) {
+                self.serial_nappers.fetch_or(1 << me, Ordering::SeqCst);
+                self.nap_unless(|| !self.serial.is_locked());
+                self.serial_nappers.fetch_and(!(1 << me), Ordering::Relaxed);
+                self.platform.restore_ipl(prev);
+            } else {
+                self.platform.restore_ipl(prev);
+                self.platform.relax();
+            }
+        }
+    }
+
+    /// At IPL 7: marks this CPU napping, and naps unless `done()` already
+    /// holds (module docs, "Napping waiters").
+    fn nap_unless(&self, done: impl Fn() -> bool) {
+        let st = &self.cpus[self.platform.cpu_id()];
+        st.napping.store(true, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        if !done() {
+            st.stats.naps.fetch_add(1, Ordering::Relaxed);
+            self.platform.nap();
+        }
+        st.napping.store(false, Ordering::Relaxed);
+    }
+
+    /// One iteration of a wait: spin, or nap under the policy.
+    fn pause(&self, done: impl Fn() -> bool) {
+        if !self.policy.nap.load(Ordering::Relaxed) {
             self.platform.relax();
+            return;
+        }
+        let prev = self.platform.raise_ipl(ipl::HIGH);
+        self.nap_unless(done);
+        self.platform.restore_ipl(prev);
+    }
+
+    /// The waker's side: after the Release store that ends `cpu`'s wait.
+    fn wake_if_napping(&self, cpu: usize) {
+        fence(Ordering::SeqCst);
+        if cpu < N && self.cpus[cpu].napping.load(Ordering::Relaxed) {
+            self.cpus[self.platform.cpu_id()].stats.wakes_sent.fetch_add(1, Ordering::Relaxed);
+            self.platform.wake(cpu);
         }
     }
 
@@ -553,7 +635,7 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
 
     fn wait_loop(&self, csd: &Csd, target: usize, start: u64, reports: &mut u64) -> Result<(), XcallError> {
         while csd.locked() {
-            self.platform.relax();
+            self.pause(|| !csd.locked());
             let bound = self.policy.watchdog_cycles.load(Ordering::Relaxed);
             if bound == 0 {
                 continue;
@@ -587,5 +669,22 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
             }
         }
         Ok(())
+    }
+}
+
+/// The serialization lock, held: releasing it wakes the CPUs napping for it.
+struct SerialGuard<'a, P: Hooks, const N: usize> {
+    smp: &'a Smp<P, N>,
+    guard: Option<spin::MutexGuard<'a, ()>>,
+}
+
+impl<P: Hooks, const N: usize> Drop for SerialGuard<'_, P, N> {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        fence(Ordering::SeqCst);
+        let nappers = CpuMask(self.smp.serial_nappers.load(Ordering::Relaxed));
+        for cpu in nappers.iter() {
+            self.smp.wake_if_napping(cpu);
+        }
     }
 }

@@ -17,7 +17,7 @@
 mod sync {
     use std::sync::OnceLock;
 
-    pub use loom::sync::atomic::Ordering;
+    pub use loom::sync::atomic::{Ordering, fence};
 
     macro_rules! shim {
         ($name:ident, $t:ty, $($gen:tt)*) => {
