@@ -27,6 +27,8 @@ pub const KEYS: &[(&str, &str)] = &[
     ("console", "auto|srm|uart: console output through the SRM callbacks or the 16550 (default auto: the machine's)"),
     ("clock", "periodic|alarm: the architected periodic tick, or QEMU's private cserve alarm (default periodic)"),
     ("cpus", "comma-separated physical CPU ids (whami) to bring up, the boot CPU included (default: every present CPU)"),
+    ("wait", "spin|nap: waiters for a cross-call, the serialization lock or posted work spin, or nap in wtint until woken (default nap: faster on QEMU, see README)"),
+    ("bench", "run only the benchmark suite, this many samples per measurement (1000..=100000), then report and halt"),
     ("clock_skew_us", "fault injection: logical CPU k's cycle-derived clock runs k x this many us behind CPU 0's, as unsynchronised counters do on real SMP machines, 0..=10000000 (default 0)"),
 ];
 
@@ -142,6 +144,21 @@ impl ClockArg {
     pub const NAMES: &'static [(&'static str, ClockArg)] = &[("periodic", ClockArg::Periodic), ("alarm", ClockArg::Alarm)];
 }
 
+/// `wait=`: how a CPU waits for another.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum WaitArg {
+    /// Spin, re-checking (Linux's csd_lock_wait).
+    Spin,
+    /// Nap in wtint at IPL 7 until an interrupt; whoever ends the wait
+    /// wakes the napper with an IPI, and the clock bounds every nap.
+    #[default]
+    Nap,
+}
+
+impl WaitArg {
+    pub const NAMES: &'static [(&'static str, WaitArg)] = &[("spin", WaitArg::Spin), ("nap", WaitArg::Nap)];
+}
+
 /// The spelling of `value` in a name table.
 pub fn name_of<T: PartialEq + Copy>(table: &[(&'static str, T)], value: T) -> &'static str {
     table.iter().find(|(_, v)| *v == value).map(|(n, _)| *n).unwrap_or("?")
@@ -179,11 +196,14 @@ pub struct BootConfig<'a> {
     /// `cpus=`: physical CPU ids (bit n = whami n) to bring up; None: all.
     pub cpus: Option<crate::cpumask::CpuMask>,
     pub clock_skew_us: u64,
+    pub wait: WaitArg,
+    /// Samples per benchmark measurement; 0: no benchmark run.
+    pub bench: u64,
 }
 
 impl Default for BootConfig<'_> {
     fn default() -> Self {
-        BootConfig { tests: [""; MAX_TEST_FILTERS], test_count: 0, force_fail: false, fault: Fault::None, tick_hz: 100, verbose: false, storm_rounds: 5000, ipi_lock: false, ipi_poll: true, resend: false, watchdog_ms: 1000, inject: Inject { edge_loss: false, masked_wait: false }, irq_load_us: 0, stress: 0, machine: MachineArg::Auto, console: ConsoleArg::Auto, clock: ClockArg::Periodic, cpus: None, clock_skew_us: 0 }
+        BootConfig { tests: [""; MAX_TEST_FILTERS], test_count: 0, force_fail: false, fault: Fault::None, tick_hz: 100, verbose: false, storm_rounds: 5000, ipi_lock: false, ipi_poll: true, resend: false, watchdog_ms: 1000, inject: Inject { edge_loss: false, masked_wait: false }, irq_load_us: 0, stress: 0, machine: MachineArg::Auto, console: ConsoleArg::Auto, clock: ClockArg::Periodic, cpus: None, clock_skew_us: 0, wait: WaitArg::Nap, bench: 0 }
     }
 }
 
@@ -290,6 +310,8 @@ impl<'a> BootConfig<'a> {
                 "machine" => cfg.machine = choice(MachineArg::NAMES, key, value, "auto|clipper|tsunami|marvel")?,
                 "console" => cfg.console = choice(ConsoleArg::NAMES, key, value, "auto|srm|uart")?,
                 "clock" => cfg.clock = choice(ClockArg::NAMES, key, value, "periodic|alarm")?,
+                "wait" => cfg.wait = choice(WaitArg::NAMES, key, value, "spin|nap")?,
+                "bench" => cfg.bench = number(key, value, 1000, 100_000)?,
                 "cpus" => {
                     let mut mask = crate::cpumask::CpuMask::EMPTY;
                     for id in value.split(',') {
@@ -349,6 +371,11 @@ mod tests {
         assert_eq!(c.inject.name(), "both");
         assert!(matches!(BootConfig::parse("inject=sometimes"), Err(BootArgError::BadValue { key: "inject", .. })));
         assert!(matches!(BootConfig::parse("stress=0"), Err(BootArgError::BadValue { key: "stress", .. })));
+        assert_eq!(BootConfig::parse("").unwrap().wait, WaitArg::Nap);
+        assert_eq!(BootConfig::parse("wait=spin").unwrap().wait, WaitArg::Spin);
+        assert!(matches!(BootConfig::parse("wait=doze"), Err(BootArgError::BadValue { key: "wait", .. })));
+        assert_eq!(BootConfig::parse("bench=2000").unwrap().bench, 2000);
+        assert!(matches!(BootConfig::parse("bench=10"), Err(BootArgError::BadValue { key: "bench", .. })), "fewer than 1000 samples");
         assert!(matches!(BootConfig::parse("irq_load_us=9999"), Err(BootArgError::BadValue { .. })));
     }
 

@@ -599,8 +599,11 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
         st.napping.store(false, Ordering::Relaxed);
     }
 
-    /// One iteration of a wait: spin, or nap under the policy.
-    fn pause(&self, done: impl Fn() -> bool) {
+    /// One iteration of a wait for `done()`: spin, or nap under the
+    /// policy (then whoever makes `done()` true must call
+    /// [`wake_if_napping`](Self::wake_if_napping) for this CPU after its
+    /// Release store). Also for the platform's own waits.
+    pub fn pause(&self, done: impl Fn() -> bool) {
         if !self.policy.nap.load(Ordering::Relaxed) {
             self.platform.relax();
             return;
@@ -611,7 +614,7 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
     }
 
     /// The waker's side: after the Release store that ends `cpu`'s wait.
-    fn wake_if_napping(&self, cpu: usize) {
+    pub fn wake_if_napping(&self, cpu: usize) {
         fence(Ordering::SeqCst);
         if cpu < N && self.cpus[cpu].napping.load(Ordering::Relaxed) {
             self.cpus[self.platform.cpu_id()].stats.wakes_sent.fetch_add(1, Ordering::Relaxed);

@@ -304,15 +304,17 @@ fn apply_policy(cfg: &BootConfig<'_>) {
     p.resend.store(cfg.resend, Relaxed);
     p.watchdog_cycles.store(clock::ns_to_cycles(cfg.watchdog_ms * 1_000_000), Relaxed);
     p.allow_masked_wait.store(cfg.inject.masked_wait, Relaxed);
+    p.nap.store(cfg.wait == alphasmp::bootargs::WaitArg::Nap, Relaxed);
     platform::INJECT_EDGE_LOSS.store(cfg.inject.edge_loss, Relaxed);
     interrupt::IRQ_LOAD_NS.store(cfg.irq_load_us * 1000, Relaxed);
     println!(
-        "policy: ipi_lock={} ipi_poll={} resend={} watchdog={} ms inject={}",
+        "policy: ipi_lock={} ipi_poll={} resend={} watchdog={} ms inject={} wait={}",
         if cfg.ipi_lock { "on" } else { "off" },
         if cfg.ipi_poll { "on" } else { "off" },
         if cfg.resend { "on" } else { "off" },
         cfg.watchdog_ms,
-        cfg.inject.name()
+        cfg.inject.name(),
+        alphasmp::bootargs::name_of(alphasmp::bootargs::WaitArg::NAMES, cfg.wait)
     );
 }
 

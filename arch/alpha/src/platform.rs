@@ -44,6 +44,14 @@ impl Platform for AlphaPlatform {
         }
         pal::wripir(phys);
     }
+    fn nap(&self) {
+        // At IPL 7 (the core's caller): wtint returns once any interrupt is
+        // pending, masked or not (qemu-alpha.md 3; Linux's idle loop relies
+        // on the same), and the clock's is at most one period away.
+        pal::wtint();
+    }
+    // wake: the default, an IPI with no message, subject to the same
+    // edge-loss injection as any IPI.
     fn raise_ipl(&self, level: u8) -> u8 {
         let cur = ipl::current();
         if level > cur {

@@ -200,13 +200,28 @@ pub fn start_secondaries(h: &Hwrpb, console_pcb_phys: u64) -> Bringup {
     Bringup { mapped }
 }
 
-fn wait_ns(ns: u64, mut done: impl FnMut() -> bool) -> bool {
+fn wait_ns(ns: u64, done: impl Fn() -> bool) -> bool {
     let end = clock::now_ns() + ns;
     while !done() {
         if clock::now_ns() > end {
             return false;
         }
         core::hint::spin_loop();
+    }
+    true
+}
+
+/// [`wait_ns`] for a condition another CPU makes true and then wakes this
+/// one (`SMP.wake_if_napping`): spins or naps per the wait= policy. Only
+/// where interrupts are on, so the clock ends every nap (never on the
+/// panic or bring-up paths).
+fn wait_ns_woken(ns: u64, done: impl Fn() -> bool) -> bool {
+    let end = clock::now_ns() + ns;
+    while !done() {
+        if clock::now_ns() > end {
+            return false;
+        }
+        SMP.pause(&done);
     }
     true
 }
@@ -329,6 +344,8 @@ const TAKEN: usize = 1;
 
 static WORK: [AtomicUsize; MAX_CPUS] = [const { AtomicUsize::new(0) }; MAX_CPUS];
 static WORK_RESULT: [core::sync::atomic::AtomicU64; MAX_CPUS] = [const { core::sync::atomic::AtomicU64::new(0) }; MAX_CPUS];
+/// Who posted the work in a CPU's slot: woken when the slot is freed.
+static WORK_POSTER: [AtomicUsize; MAX_CPUS] = [const { AtomicUsize::new(0) }; MAX_CPUS];
 
 fn run_posted_work(cpu: usize) {
     let w = WORK[cpu].load(Ordering::Relaxed);
@@ -338,6 +355,8 @@ fn run_posted_work(cpu: usize) {
         let f: Work = unsafe { core::mem::transmute::<usize, Work>(w) };
         WORK_RESULT[cpu].store(f(cpu), Ordering::Relaxed);
         WORK[cpu].store(0, Ordering::Release);
+        // The poster may nap waiting for this (wait=nap).
+        SMP.wake_if_napping(WORK_POSTER[cpu].load(Ordering::Relaxed));
     }
 }
 
@@ -352,10 +371,11 @@ pub fn run_on_cpus(mask: CpuMask, f: Work, timeout_ns: u64) -> Result<[u64; MAX_
     let mut posted = CpuMask::EMPTY;
     let mut failed = None;
     for cpu in mask.without(me).iter() {
-        if !wait_ns(left(), || WORK[cpu].load(Ordering::Acquire) == 0) {
+        if !wait_ns_woken(left(), || WORK[cpu].load(Ordering::Acquire) == 0) {
             failed = Some(cpu);
             break;
         }
+        WORK_POSTER[cpu].store(me, Ordering::Relaxed);
         WORK[cpu].store(f as usize, Ordering::Release);
         posted.insert(cpu);
         ipi::send(cpu, IpiMessage::PING);
@@ -365,7 +385,7 @@ pub fn run_on_cpus(mask: CpuMask, f: Work, timeout_ns: u64) -> Result<[u64; MAX_
         out[me] = f(me);
     }
     for cpu in posted.iter() {
-        if failed.is_none() && wait_ns(left(), || WORK[cpu].load(Ordering::Acquire) == 0) {
+        if failed.is_none() && wait_ns_woken(left(), || WORK[cpu].load(Ordering::Acquire) == 0) {
             out[cpu] = WORK_RESULT[cpu].load(Ordering::Relaxed);
             continue;
         }
