@@ -125,3 +125,13 @@ LEAF(fault_callsys)			# callsys from kernel mode
 	call_pal 0x83
 	ret	$31, ($26), 1
 END(fault_callsys)
+
+# abort(): what the compiler calls for core::intrinsics::abort (core's sort
+# checks, for one). Report it like a panic instead of running off: set up
+# gp for this point and go to the Rust side (main.rs), which never returns.
+LEAF(abort)
+	br	$27, 1f
+1:	ldgp	$29, 0($27)
+	jsr	$26, kernel_abort
+	call_pal 0x00
+END(abort)

@@ -7,6 +7,7 @@
 
 extern crate alloc;
 
+mod bench;
 mod clock;
 mod console;
 mod cpus;
@@ -284,6 +285,9 @@ pub fn alpha_boot_main(console_pcb_phys: u64) -> ! {
     if cfg.stress > 0 {
         stress::run(&cfg);
     }
+    if cfg.bench > 0 {
+        bench::run(&cfg);
+    }
     let mut summary = Summary::default();
     selftest::run(tests::ALL, &cfg, &mut summary);
     tests::print_counters();
@@ -365,6 +369,12 @@ fn raise_fault(fault: Fault) -> ! {
     }
     println!("error: fault '{}' did not trap", fault.name());
     smp::finish(false, "a deliberate fault did not trap")
+}
+
+/// `abort()` from asm/pal.S: the compiler's abort intrinsic ends up here.
+#[unsafe(no_mangle)]
+pub fn kernel_abort() -> ! {
+    panic!("abort() called (core::intrinsics::abort)")
 }
 
 #[panic_handler]

@@ -1,0 +1,267 @@
+//! The benchmark suite (`bench=N`): what a bare IPI, a cross-call and each
+//! TLB/icache flush cost on this machine, measured inside the kernel with
+//! the issuing CPU's cycle counter (start and end on the same CPU), N
+//! samples each. One `bench-result:` line per measurement (median, p90,
+//! p99 in ns); `cargo xtask bench` boots it per CPU count, fix set and
+//! wait policy and writes results/bench.*. Numbers are reported, never
+//! asserted: the run's verdict only says the suite ran.
+//!
+//! Targets are "idle" (in the idle loop's wtint, as a real idle CPU) or
+//! "busy" (spinning at IPL 0 in task context through `run_on_cpus`).
+
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use alphasmp::bootargs::BootConfig;
+use alphasmp::cpumask::CpuMask;
+use alphasmp::mailbox::IpiMessage;
+use alphasmp::tlb::AddressSpace;
+use alphasmp::xcall::XcallError;
+
+use crate::console::println;
+use crate::percpu::MAX_CPUS;
+use crate::platform::{MMU, SMP};
+use crate::{clock, mm, smp};
+
+static SPACE: AddressSpace<MAX_CPUS> = AddressSpace::new();
+const PAGE: u64 = 9;
+
+/// Samples per measurement.
+static SAMPLES: AtomicU64 = AtomicU64::new(1000);
+/// Which measurement the CPUs of a `run_on_cpus` round take part in.
+static WHICH: AtomicU64 = AtomicU64::new(0);
+/// Set by the measuring CPU when it is done: busy targets stop spinning.
+static DONE: AtomicBool = AtomicBool::new(false);
+/// Set by a no-wait call's function: the call has run.
+static RAN: AtomicBool = AtomicBool::new(false);
+/// The CPU that measures in a round.
+static MEASURER: AtomicU64 = AtomicU64::new(0);
+/// Where the measuring CPU leaves its samples (ns).
+static SAMPLES_NS: spin::Mutex<Vec<u64>> = spin::Mutex::new(Vec::new());
+/// Throughput round: shootdowns each issuer makes.
+static PER_ISSUER: AtomicU64 = AtomicU64::new(0);
+static READY: AtomicU64 = AtomicU64::new(0);
+static ERRORS: AtomicU64 = AtomicU64::new(0);
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[repr(u64)]
+enum Op {
+    IpiRtt,
+    CallSingleWait,
+    CallSingleNoWait,
+    OnEachCpuWait,
+    FlushTlbAll,
+    FlushTlbMm,
+    FlushTlbPage,
+    FlushIcache,
+}
+
+impl Op {
+    const ALL: [Op; 8] =
+        [Op::IpiRtt, Op::CallSingleWait, Op::CallSingleNoWait, Op::OnEachCpuWait, Op::FlushTlbAll, Op::FlushTlbMm, Op::FlushTlbPage, Op::FlushIcache];
+    fn name(self) -> &'static str {
+        match self {
+            Op::IpiRtt => "ipi_rtt",
+            Op::CallSingleWait => "call_single_wait",
+            Op::CallSingleNoWait => "call_single_nowait",
+            Op::OnEachCpuWait => "on_each_cpu_wait",
+            Op::FlushTlbAll => "flush_tlb_all",
+            Op::FlushTlbMm => "flush_tlb_mm",
+            Op::FlushTlbPage => "flush_tlb_page",
+            Op::FlushIcache => "flush_icache",
+        }
+    }
+    /// Measured against one other CPU (else against all).
+    fn single_target(self) -> bool {
+        matches!(self, Op::IpiRtt | Op::CallSingleWait | Op::CallSingleNoWait)
+    }
+}
+
+fn noop(_: usize) {}
+
+fn mark_ran(_: usize) {
+    RAN.store(true, Ordering::Release);
+}
+
+/// One sample of `op` from this CPU against `target` (ns).
+fn sample(op: Op, target: usize) -> Result<u64, XcallError> {
+    let start = clock::cycles();
+    match op {
+        Op::IpiRtt => {
+            // PING is handled by the target's IPI handler, which counts it:
+            // the count moving is the acknowledgement.
+            let handled = &SMP.cpu(target).stats.ipi_handled[IpiMessage::PING.index()];
+            let before = handled.load(Ordering::Acquire);
+            SMP.send_message(target, IpiMessage::PING)?;
+            while handled.load(Ordering::Acquire) == before {
+                core::hint::spin_loop();
+            }
+        }
+        Op::CallSingleWait => SMP.call_single(target, noop, 0, true)?,
+        Op::CallSingleNoWait => {
+            RAN.store(false, Ordering::Relaxed);
+            SMP.call_single(target, mark_ran, 0, false)?;
+            while !RAN.load(Ordering::Acquire) {
+                core::hint::spin_loop();
+            }
+        }
+        Op::OnEachCpuWait => SMP.on_each_cpu(noop, 0, true)?,
+        Op::FlushTlbAll => MMU.flush_tlb_all()?,
+        Op::FlushTlbMm => MMU.flush_tlb_mm(&SPACE)?,
+        Op::FlushTlbPage => MMU.flush_tlb_page(&SPACE, mm::va(PAGE), false)?,
+        Op::FlushIcache => MMU.flush_icache_user_page(&SPACE, true)?,
+    }
+    Ok(clock::cycles_to_ns(clock::cycles() - start))
+}
+
+/// A `run_on_cpus` round: the measurer samples, the others spin (busy
+/// targets) until it is done.
+fn round(me: usize) -> u64 {
+    if me as u64 != MEASURER.load(Ordering::Relaxed) {
+        while !DONE.load(Ordering::Acquire) {
+            core::hint::spin_loop();
+        }
+        return 0;
+    }
+    let op = Op::ALL[WHICH.load(Ordering::Relaxed) as usize];
+    let target = next_cpu(me);
+    let n = SAMPLES.load(Ordering::Relaxed) as usize;
+    let mut v = Vec::with_capacity(n);
+    for _ in 0..n {
+        match sample(op, target) {
+            Ok(ns) => v.push(ns),
+            Err(_) => {
+                ERRORS.fetch_add(1, Ordering::Relaxed);
+                break;
+            }
+        }
+    }
+    *SAMPLES_NS.lock() = v;
+    DONE.store(true, Ordering::Release);
+    0
+}
+
+fn next_cpu(me: usize) -> usize {
+    smp::online_cpus().find(|c| *c > me).or_else(|| smp::online_cpus().find(|c| *c != me)).unwrap_or(me)
+}
+
+fn percentile(sorted: &[u64], p: usize) -> u64 {
+    sorted[(sorted.len() * p / 100).min(sorted.len() - 1)]
+}
+
+/// Measures `op` with its targets idle or busy and prints the result line.
+fn measure(op: Op, busy: bool) {
+    let me = crate::cpus::this();
+    let online = smp::online();
+    let target = next_cpu(me);
+    WHICH.store(Op::ALL.iter().position(|o| *o == op).unwrap() as u64, Ordering::Relaxed);
+    MEASURER.store(me as u64, Ordering::Relaxed);
+    DONE.store(false, Ordering::Relaxed);
+    let mask = match (busy, op.single_target()) {
+        (false, _) => CpuMask::single(me),
+        (true, true) => CpuMask(CpuMask::single(me).0 | CpuMask::single(target).0),
+        (true, false) => online,
+    };
+    if smp::run_on_cpus(mask, round, 600_000_000_000).is_err() {
+        println!("bench: {} did not finish", op.name());
+        ERRORS.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    let mut v = core::mem::take(&mut *SAMPLES_NS.lock());
+    if v.is_empty() {
+        return;
+    }
+    v.sort_unstable();
+    println!(
+        "bench-result: name={} target={} cpus={} n={} median_ns={} p90_ns={} p99_ns={} min_ns={} max_ns={}",
+        op.name(),
+        if busy { "busy" } else { "idle" },
+        online.count(),
+        v.len(),
+        percentile(&v, 50),
+        percentile(&v, 90),
+        percentile(&v, 99),
+        v[0],
+        v[v.len() - 1]
+    );
+}
+
+/// Throughput: `k` CPUs issue shootdowns at once.
+fn issuer(_me: usize) -> u64 {
+    READY.fetch_add(1, Ordering::AcqRel);
+    let want = WHICH.load(Ordering::Relaxed);
+    while READY.load(Ordering::Acquire) < want {
+        core::hint::spin_loop();
+    }
+    // Each issuer times itself on its own clock (clocks of different CPUs
+    // are not synchronised on real machines).
+    let start = clock::now_ns();
+    for _ in 0..PER_ISSUER.load(Ordering::Relaxed) {
+        if MMU.flush_tlb_page(&SPACE, mm::va(PAGE), false).is_err() {
+            ERRORS.fetch_add(1, Ordering::Relaxed);
+            break;
+        }
+    }
+    clock::now_ns() - start
+}
+
+fn throughput(k: usize) {
+    let mut mask = CpuMask::EMPTY;
+    for c in smp::online().iter().take(k) {
+        mask.insert(c);
+    }
+    let per = PER_ISSUER.load(Ordering::Relaxed);
+    READY.store(0, Ordering::Relaxed);
+    WHICH.store(k as u64, Ordering::Relaxed);
+    match smp::run_on_cpus(mask, issuer, 600_000_000_000) {
+        Ok(ns) => {
+            let longest = mask.iter().map(|c| ns[c]).max().unwrap_or(1).max(1);
+            let total = per * k as u64;
+            println!(
+                "bench-result: name=shootdown_throughput issuers={} cpus={} n={} elapsed_ns={} per_s={}",
+                k,
+                smp::online_count(),
+                total,
+                longest,
+                total * 1_000_000_000 / longest
+            );
+        }
+        Err(cpu) => {
+            println!("bench: throughput with {k} issuers: CPU {cpu} did not finish");
+            ERRORS.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+fn activate(_: usize) -> u64 {
+    MMU.activate(&SPACE);
+    0
+}
+
+/// Runs the suite and halts.
+pub fn run(cfg: &BootConfig<'_>) -> ! {
+    let n = smp::online_count();
+    SAMPLES.store(cfg.bench, Ordering::Relaxed);
+    PER_ISSUER.store((cfg.bench / 2).max(1), Ordering::Relaxed);
+    mm::set(PAGE, Some(mm::alloc_page()));
+    // The address space is live on every CPU, so every flush crosses CPUs.
+    if smp::run_on_cpus(smp::online(), activate, 10_000_000_000).is_err() {
+        smp::finish(false, "bench: a CPU did not activate the address space");
+    }
+    println!("bench: {} CPU(s), {} samples per measurement", n, cfg.bench);
+    if n < 2 {
+        smp::finish(false, "bench needs 2 or more CPUs");
+    }
+    for op in Op::ALL {
+        measure(op, false);
+        measure(op, true);
+    }
+    for k in 1..=n {
+        throughput(k);
+    }
+    let errors = ERRORS.load(Ordering::Relaxed);
+    if errors > 0 {
+        smp::finish(false, "bench: some measurements failed");
+    }
+    smp::finish(true, "benchmark reported")
+}
