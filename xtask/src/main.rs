@@ -25,8 +25,9 @@ const USAGE: &str = "usage: cargo xtask <command>
                  fault x fix matrix, loom, Miri (--long: more seeds and rounds)
   matrix [--per-cpu N] [--smp 2,4] [--out DIR] [--check]
                  fault x fix matrix, one QEMU boot per cell; writes DIR/matrix.md and .json (default results/)
-  bench [--per-cpu N] [--reps N] [--smp 2,4] [--out DIR]
-                 cost of each fix with no fault: time per shootdown, repeated; writes DIR/bench.md and .json
+  bench [--samples N] [--smp 2,3,4] [--fixes all|F,...] [--wait spin,nap] [--out DIR]
+                 the benchmark suite (IPI, calls, flushes, throughput; median/p90/p99) per CPU
+                 count, fix set and wait policy; writes DIR/bench.md, .json and .svg (default results/)
   stress [--per-cpu N] [--smp N] [--append \"ARGS\"]
                  long stress: edge loss injected, all fixes on; zero watchdog reports required
   mutants [--file src/F.rs]... [--out DIR]
@@ -419,23 +420,55 @@ fn mutants(args: &[String]) -> Result<ExitCode> {
 }
 
 fn bench(args: &[String]) -> Result<ExitCode> {
-    let (mut per_cpu, mut reps, mut smps, mut out) = (1000u64, 5usize, vec![2u32, 4], repo_root().join("results"));
+    let mut cfg = xtask::bench::Config { samples: 1000, smps: vec![2, 3, 4], fixes: xtask::bench::fixes("all")?, waits: vec!["nap", "spin"] };
+    let mut out = repo_root().join("results");
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut value = |name: &str| it.next().cloned().ok_or_else(|| err(format!("{name} needs a value")));
         match a.as_str() {
-            "--per-cpu" => per_cpu = parse_positive("--per-cpu", &value("--per-cpu")?)?,
-            "--reps" => reps = parse_positive("--reps", &value("--reps")?)? as usize,
-            "--smp" => smps = value("--smp")?.split(',').map(parse_smp).collect::<Result<_>>()?,
+            "--samples" => {
+                let v = value("--samples")?;
+                cfg.samples = alphasmp::bootargs::BootConfig::parse(&format!("bench={v}")).map_err(|e| err(format!("--samples: {e}")))?.bench;
+            }
+            "--smp" => {
+                cfg.smps = value("--smp")?.split(',').map(parse_smp).collect::<Result<_>>()?;
+                if cfg.smps.contains(&1) {
+                    return Err(err("--smp 1: the benchmarks need 2 or more CPUs"));
+                }
+            }
+            "--fixes" => cfg.fixes = xtask::bench::fixes(&value("--fixes")?)?,
+            "--wait" => {
+                cfg.waits = value("--wait")?
+                    .split(',')
+                    .map(|w| match w {
+                        "nap" => Ok("nap"),
+                        "spin" => Ok("spin"),
+                        other => Err(err(format!("--wait {other}: expected spin, nap or both (spin,nap)"))),
+                    })
+                    .collect::<Result<_>>()?
+            }
             "--out" => out = value("--out")?.into(),
             other => return Err(err(format!("unknown option '{other}' for bench"))),
         }
     }
     let elf = xtask::kernel_elf(false)?;
-    let rows = xtask::bench::run(&elf, &smps, per_cpu, reps, |smp, fix, us| println!("smp={smp} fix={fix:<15} {us:.1} us per shootdown"))?;
-    xtask::bench::write(&out, &rows, per_cpu, reps)?;
-    println!("{}", xtask::bench::markdown(&rows, per_cpu, reps));
+    let host = host_description();
+    eprintln!("==> {} benchmark boots ({} samples per measurement) on {host}", cfg.boots(), cfg.samples);
+    let ms = xtask::bench::run(&elf, &cfg, |line| eprintln!("==> {line}"))?;
+    xtask::bench::write(&out, &ms, &cfg, &host)?;
+    println!("{}", xtask::bench::markdown(&ms, &cfg, &host));
+    eprintln!("==> wrote {0}/bench.md, {0}/bench.json and {0}/bench.svg", out.display());
     Ok(ExitCode::SUCCESS)
+}
+
+/// "N-core host (CPU model)", for the results' header.
+fn host_description() -> String {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| c.lines().find_map(|l| l.strip_prefix("model name").and_then(|r| r.split_once(':')).map(|(_, m)| m.trim().to_string())))
+        .unwrap_or_else(|| "unknown CPU".into());
+    format!("a {cores}-core host ({model}), qemu-system-alpha -M clipper")
 }
 
 #[cfg(test)]
