@@ -265,7 +265,9 @@ fn flush_reaches_a_cpu_that_leaves_the_space_meanwhile() {
         }
         let start = std::time::Instant::now();
         let mut checked = 0u64;
-        while checked < FLUSHES && start.elapsed() < std::time::Duration::from_secs(5) {
+        // At least 1000 flushes however slow the host is (a loaded machine
+        // must not fail the test), then as many as 5 s allow.
+        while checked < FLUSHES && (checked < 1000 || start.elapsed() < std::time::Duration::from_secs(5)) {
             let before = s.context(1);
             if before == 0 {
                 smp.platform.relax();
@@ -280,7 +282,7 @@ fn flush_reaches_a_cpu_that_leaves_the_space_meanwhile() {
             checked += 1;
         }
         done.store(true, Relaxed);
-        assert!(checked > 1000, "only {checked} flushes checked");
+        assert!(checked >= 1000, "only {checked} flushes checked");
     });
 }
 

@@ -295,3 +295,169 @@ fn no_wait_calls_at_the_platforms_ipi_level_do_not_block() {
         });
     }
 }
+
+/// `send_message` posts the message and interrupts the target (here
+/// CPU_STOP, which the simulator's `on_message` records), and refuses a CPU
+/// number beyond the machine.
+#[test]
+fn send_message_reaches_its_target_and_refuses_no_such_cpu() {
+    use alphasmp::mailbox::IpiMessage;
+    let smp = machine(2);
+    SimPlatform::run(smp, 2, move |me| {
+        if me == 0 {
+            assert_eq!(smp.send_message(SIM_CPUS, IpiMessage::PING), Err(XcallError::NoSuchCpu(SIM_CPUS)));
+            assert_eq!(smp.send_message(1, IpiMessage::CPU_STOP), Ok(()));
+        }
+    });
+    assert!(smp.platform.cpus[1].stopped.load(Ordering::Acquire), "CPU 1 handled the CPU_STOP it was sent");
+    assert!(!smp.platform.cpus[0].stopped.load(Ordering::Acquire), "CPU 0 was sent none");
+    assert_eq!(smp.cpu(1).stats.ipi_sent[IpiMessage::CPU_STOP.index()].load(Ordering::Relaxed), 1);
+}
+
+/// The idle loop's poll (`poll_when_idle`): with the poll policy off it
+/// leaves the mailbox alone; with it on, a CPU whose IPI has not been taken
+/// (here: it sits at IPL 7 in task context) runs the queued call from the
+/// poll, which returns the one batch it took and counts an idle rescue (not
+/// an in-interrupt one); with nothing pending it returns 0. `call_pending`
+/// sees the call while it waits in the queue.
+#[test]
+fn the_idle_poll_runs_what_the_mailbox_holds() {
+    use alphasmp::mailbox::IpiMessage;
+    let smp = machine(2);
+    let h = hits();
+    let stage: &'static AtomicU64 = Box::leak(Box::new(AtomicU64::new(0)));
+    let wait_for = move |n: u64| {
+        while stage.load(Ordering::Acquire) < n {
+            std::thread::yield_now();
+        }
+    };
+    SimPlatform::run(smp, 2, move |me| {
+        if me == 0 {
+            wait_for(1);
+            smp.call_single(1, record, h as *const Hits as usize, false).unwrap();
+            stage.store(2, Ordering::Release);
+            return;
+        }
+        let prev = smp.platform.raise_ipl(ipl::HIGH);
+        stage.store(1, Ordering::Release);
+        wait_for(2);
+        assert!(smp.cpu(1).call_pending(), "the call waits in CPU 1's queue");
+        assert_eq!(smp.poll_when_idle(), 0, "poll policy off: the idle poll does nothing");
+        assert_eq!(snapshot(h)[..2], [0, 0]);
+        smp.policy.poll_in_irq.store(true, Ordering::Relaxed);
+        assert_eq!(smp.poll_when_idle(), 1, "one mailbox batch taken");
+        assert_eq!(snapshot(h)[..2], [0, 1], "the idle poll ran the call");
+        assert!(!smp.cpu(1).call_pending());
+        let call = IpiMessage::CALL_FUNCTION.index();
+        assert_eq!(smp.cpu(1).stats.idle_rescued[call].load(Ordering::Relaxed), 1);
+        assert_eq!(smp.cpu(1).stats.rescued[call].load(Ordering::Relaxed), 0, "an idle rescue, not an in-interrupt one");
+        assert_eq!(smp.poll_when_idle(), 0, "nothing pending");
+        smp.platform.restore_ipl(prev);
+    });
+    assert_eq!(snapshot(h)[..2], [0, 1], "the call ran once");
+}
+
+/// A task-context no-wait call whose descriptor for the target is still in
+/// flight waits for it (it may block; only interrupt context and masked
+/// IPLs must not), and while it waits, the waiter's `waiting_for` names the
+/// target (1 + its number; 0 when not waiting): what watchdog reports show
+/// wait cycles with. CPU 1 sits at IPL 7 until it sees CPU 0 waiting for it.
+#[test]
+fn a_task_no_wait_call_waits_for_its_busy_descriptor() {
+    let smp = machine(2);
+    let h = hits();
+    let stage: &'static AtomicU64 = Box::leak(Box::new(AtomicU64::new(0)));
+    let seen_waiting: &'static AtomicU64 = Box::leak(Box::new(AtomicU64::new(u64::MAX)));
+    SimPlatform::run(smp, 2, move |me| {
+        let arg = h as *const Hits as usize;
+        if me == 0 {
+            while stage.load(Ordering::Acquire) < 1 {
+                std::thread::yield_now();
+            }
+            assert_eq!(smp.cpu(0).waiting_for.load(Ordering::Relaxed), 0, "not waiting yet");
+            smp.call_single(1, record, arg, false).unwrap();
+            // The same descriptor, still queued on CPU 1: wait for it.
+            let r = smp.call_single(1, record, arg, false);
+            stage.store(2, Ordering::Release);
+            assert_eq!(r, Ok(()), "a task-context no-wait call waits for its descriptor");
+            assert_eq!(smp.cpu(0).waiting_for.load(Ordering::Relaxed), 0, "done waiting");
+        } else {
+            let prev = smp.platform.raise_ipl(ipl::HIGH);
+            stage.store(1, Ordering::Release);
+            loop {
+                let w = smp.cpu(0).waiting_for.load(Ordering::Relaxed);
+                if w != 0 || stage.load(Ordering::Acquire) >= 2 {
+                    seen_waiting.store(w as u64, Ordering::Relaxed);
+                    break;
+                }
+                std::thread::yield_now();
+            }
+            smp.platform.restore_ipl(prev);
+        }
+    });
+    assert_eq!(seen_waiting.load(Ordering::Relaxed), 2, "CPU 0's waiting_for while it waited for CPU 1 (1 + 1)");
+    assert_eq!(snapshot(h)[..2], [0, 2], "both calls ran on CPU 1");
+}
+
+/// The watchdog reports once per bound and gives up at `abort_after`
+/// reports: with a bound of B cycles and abort after 3, a wait for a CPU
+/// that never takes the call ends in Stalled at the third report, when the
+/// wait reaches exactly 3 B cycles (only CPU 0 runs, seeded, so a cycle is
+/// one step of its wait loop and the count is exact). CPU 1 is online but
+/// never runs.
+#[test]
+fn the_watchdog_reports_once_per_bound_then_gives_up() {
+    const B: u64 = 500;
+    let smp: &SimSmp = SimPlatform::seeded(Line::Latch, 0, 0, 2, 0);
+    smp.policy.watchdog_cycles.store(B, Ordering::Relaxed);
+    smp.policy.abort_after.store(3, Ordering::Relaxed);
+    let waited = SimPlatform::run_on(smp, CpuMask::single(0), move |_| {
+        let before = smp.platform.cycles();
+        assert_eq!(smp.call_single(1, nothing, 0, true), Err(XcallError::Stalled { target: 1 }));
+        smp.platform.cycles() - before
+    })[0];
+    assert_eq!(smp.platform.stalls.load(Ordering::Relaxed), 3, "one report per bound, up to abort_after");
+    assert_eq!(smp.cpu(0).stats.stalls.load(Ordering::Relaxed), 3);
+    assert_eq!(waited, 3 * B, "gave up after {waited} cycles: the k-th report comes when the wait reaches k bounds");
+    // The last report describes the stalled wait as it stood.
+    let r = smp.platform.last_stall.lock().unwrap().expect("a report");
+    assert_eq!((r.waiter, r.target, r.nth, r.waited_cycles), (0, 1, 3, 3 * B));
+    assert!(r.target_queue_pending, "the call still sits in CPU 1's queue");
+    assert_eq!(r.target_mailbox, alphasmp::mailbox::IpiMessage::CALL_FUNCTION);
+    assert_eq!(r.target_waiting_for, None, "CPU 1 waits for nobody");
+    assert_eq!((r.func, r.arg), (nothing as fn(usize) as usize, 0));
+}
+
+/// Without `abort_after` the watchdog only reports: a wait that lasts past
+/// two bounds (CPU 1 sits at IPL 7 until it has seen two reports) still
+/// completes, after exactly two reports and at least two bounds.
+#[test]
+fn without_abort_the_watchdog_only_reports() {
+    const B: u64 = 500;
+    for seed in 0..4 {
+        let smp: &SimSmp = SimPlatform::seeded(Line::Latch, 0, 0, 2, seed);
+        smp.policy.watchdog_cycles.store(B, Ordering::Relaxed);
+        let h = hits();
+        let returned: &'static AtomicU64 = Box::leak(Box::new(AtomicU64::new(0)));
+        let waited = SimPlatform::run(smp, 2, move |me| {
+            if me == 0 {
+                let before = smp.platform.cycles();
+                let r = smp.call_single(1, record, h as *const Hits as usize, true);
+                returned.store(1, Ordering::Release);
+                assert_eq!(r, Ok(()), "seed {seed}: a wait without abort_after completes");
+                smp.platform.cycles() - before
+            } else {
+                let prev = smp.platform.raise_ipl(ipl::HIGH);
+                // (Or until the call gave up, on a broken watchdog.)
+                while smp.platform.stalls.load(Ordering::Relaxed) < 2 && returned.load(Ordering::Acquire) == 0 {
+                    smp.platform.relax();
+                }
+                smp.platform.restore_ipl(prev);
+                0
+            }
+        })[0];
+        assert_eq!(smp.platform.stalls.load(Ordering::Relaxed), 2, "seed {seed}: one report per bound");
+        assert!(waited >= 2 * B, "seed {seed}: the second report came after {waited} cycles, before two bounds");
+        assert_eq!(snapshot(h)[..2], [0, 1], "seed {seed}");
+    }
+}
