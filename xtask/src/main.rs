@@ -369,7 +369,7 @@ fn stress(args: &[String]) -> Result<ExitCode> {
 /// boots, which test the kernel, loom, which needs its own cfg, and the
 /// spin model test, which checks tests/model/xcall.pml and reads nothing of
 /// src/, so no mutant can change its result; it would add 27 s to each).
-const MUTANT_TESTS: &[&str] = &["--lib", "--test", "xcall_sim", "--test", "tlb_sim", "--test", "sim_deadlocks", "--test", "sim_scale"];
+const MUTANT_TESTS: &[&str] = &["--lib", "--test", "xcall_sim", "--test", "tlb_sim", "--test", "sim_deadlocks", "--test", "sim_scale", "--test", "sim_nap"];
 
 /// Seconds a mutant's build or test may take before cargo-mutants counts it
 /// as a hang (caught by timeout): about 8 times the unmutated test run
