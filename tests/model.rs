@@ -112,3 +112,31 @@ fn lossy_deadlock_trail_matches_the_fixture() {
     assert_eq!(events, want, "the counterexample's events changed; replay:\n{replay}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+// ---- Napping waiters (NAP) ----------------------------------------------
+
+/// The nap protocol alone (no clock bound) never loses a wake on a
+/// latching line: flag, re-check, nap against unlock, check flag, wake.
+#[test]
+fn napping_waiters_are_always_woken_on_a_latching_line() {
+    expect(2, &["NAP", "NOTICK"], false);
+    expect(3, &["NAP"], false);
+}
+
+/// On EV7's lossy line a wake can be lost like any IPI: without the clock
+/// bound a napping waiter would sleep for ever even with the poll fix;
+/// with it (the kernel's nap, bounded by the periodic interrupt) the poll
+/// cures every run, and without a fix the deadlock is still there.
+#[test]
+fn a_lost_wake_needs_the_clock_bound() {
+    expect(2, &["LOSSY", "POLL", "NAP", "NOTICK"], true);
+    expect(2, &["LOSSY", "POLL", "NAP"], false);
+    expect(2, &["LOSSY", "NAP"], true);
+}
+
+/// Napping changes neither masked-wait outcome.
+#[test]
+fn masked_napping_waiters_as_before() {
+    expect(2, &["MASKED", "NAP"], true);
+    expect(2, &["MASKED", "LOCK", "NAP"], false);
+}

@@ -11,6 +11,13 @@
  *   LOCK       seed patch 1/3: one lock around the call; a CPU that cannot
  *              take it drains its own mailbox (interrupts off) and retries
  *   POLL       seed patch 2/3: every tick handler polls the mailbox
+ *   NAP        waiters nap (wait=nap, src/xcall.rs "Napping waiters"): at
+ *              IPL 7 a waiter sets its napping flag, re-checks, and waits
+ *              until an interrupt is pending; whoever completes its call
+ *              wakes it with an IPI (lost like any IPI under LOSSY); the
+ *              clock's next interrupt also ends the nap
+ *   NOTICK     with NAP: no clock bound, only an IPI ends a nap (what a
+ *              wtint without a periodic interrupt would do)
  *
  * Modelled faithfully: the CALL bit is set before the IPI, an IPI is sent
  * only when the target's queue goes from empty to non-empty, the handler
@@ -48,9 +55,24 @@ bool line[NCPU];         /* interrupt request latched for this CPU */
 bool in_handler[NCPU];   /* inside an interrupt handler at IPL 7 */
 bool masked[NCPU];       /* IPIs and ticks held off */
 bool done[NCPU];         /* caller i's call has run (its wait ends) */
+bool napping[NCPU];      /* caller i naps in its wait (NAP) */
+bool clock[NCPU];        /* a clock interrupt is pending (it ended a nap) */
 byte lock = 0;           /* 0: free; else 1 + owner */
 byte finished = 0;
 byte lost = 0;           /* IPIs dropped (LOSSY) */
+
+inline wripir(t) {
+  atomic {
+#ifdef LOSSY
+    if
+    :: in_handler[t] -> lost++; printf("MSC: IPI to CPU %d LOST (in a handler)\n", t)
+    :: else -> line[t] = 1
+    fi
+#else
+    line[t] = 1
+#endif
+  }
+}
 
 /* Run every call in `c`'s queue: each completes its caller's wait. */
 inline run_queue(c) {
@@ -59,7 +81,13 @@ inline run_queue(c) {
     do
     :: i < NCPU ->
        if
-       :: queued[c] & (1 << i) -> done[i] = 1; printf("MSC: CPU %d runs the call of CPU %d\n", c, i)
+       :: queued[c] & (1 << i) -> done[i] = 1; printf("MSC: CPU %d runs the call of CPU %d\n", c, i);
+#ifdef NAP
+          if
+          :: napping[i] -> wripir(i); printf("MSC: CPU %d wakes CPU %d\n", c, i)
+          :: else -> skip
+          fi
+#endif
        :: else -> skip
        fi;
        i++
@@ -78,19 +106,6 @@ inline drain(c) {
   od
 }
 
-inline wripir(t) {
-  atomic {
-#ifdef LOSSY
-    if
-    :: in_handler[t] -> lost++; printf("MSC: IPI to CPU %d LOST (in a handler)\n", t)
-    :: else -> line[t] = 1
-    fi
-#else
-    line[t] = 1
-#endif
-  }
-}
-
 proctype interrupts(byte c) {
   byte i;
   do
@@ -98,7 +113,7 @@ proctype interrupts(byte c) {
      drain(c);
      in_handler[c] = 0
   /* A clock tick; a pending IPI outranks it (IPIs sit above the clock). */
-  :: atomic { !masked[c] && !in_handler[c] && !line[c] -> in_handler[c] = 1 };
+  :: atomic { !masked[c] && !in_handler[c] && !line[c] -> in_handler[c] = 1; clock[c] = 0 };
 #ifdef POLL
      if
      :: atomic { mailbox[c] -> printf("MSC: tick on CPU %d polls its mailbox\n", c) };
@@ -132,7 +147,40 @@ proctype cpu(byte me) {
   :: else -> skip
   fi;
   /* Wait for the call to run. */
+#ifdef NAP
+  do
+  :: atomic { done[me] -> break }
+  :: atomic { !done[me] -> masked[me] = 1 };
+     napping[me] = 1;                  /* then the SeqCst fence */
+     if
+     :: atomic { done[me] -> skip }     /* the re-check after the fence */
+     :: atomic { !done[me] -> printf("MSC: CPU %d naps\n", me) };
+#ifdef NOTICK
+        line[me]                       /* only a pending IPI ends it */
+#else
+        if
+        :: line[me] -> skip            /* an IPI is pending */
+        :: clock[me] = 1               /* the clock's interrupt is pending */
+        fi
+#endif
+     fi;
+     atomic {
+       napping[me] = 0;
+#ifndef MASKED
+       masked[me] = 0
+#endif
+     };
+#ifndef MASKED
+     /* Lowering the IPL takes a pending interrupt at once, before the
+        waiter goes on (without this the model could re-mask for ever
+        first and never take it). */
+     (!line[me] && !clock[me]);
+#endif
+  od;
+  masked[me] = 0;
+#else
   atomic { done[me] -> masked[me] = 0 };
+#endif
 #ifdef LOCK
   lock = 0;
 #endif
