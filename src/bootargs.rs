@@ -28,6 +28,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("clock", "periodic|alarm: the architected periodic tick, or QEMU's private cserve alarm (default periodic)"),
     ("cpus", "comma-separated physical CPU ids (whami) to bring up, the boot CPU included (default: every present CPU)"),
     ("wait", "spin|nap: waiters for a cross-call, the serialization lock or posted work spin, or nap in wtint until woken (default nap: faster on QEMU, see README)"),
+    ("nap_after_us", "with wait=nap, spin this long before the first nap of a wait, 0..=10000 (default 0: nap at once)"),
     ("bench", "run only the benchmark suite, this many samples per measurement (1000..=100000), then report and halt"),
     ("clock_skew_us", "fault injection: logical CPU k's cycle-derived clock runs k x this many us behind CPU 0's, as unsynchronised counters do on real SMP machines, 0..=10000000 (default 0)"),
 ];
@@ -197,13 +198,14 @@ pub struct BootConfig<'a> {
     pub cpus: Option<crate::cpumask::CpuMask>,
     pub clock_skew_us: u64,
     pub wait: WaitArg,
+    pub nap_after_us: u64,
     /// Samples per benchmark measurement; 0: no benchmark run.
     pub bench: u64,
 }
 
 impl Default for BootConfig<'_> {
     fn default() -> Self {
-        BootConfig { tests: [""; MAX_TEST_FILTERS], test_count: 0, force_fail: false, fault: Fault::None, tick_hz: 100, verbose: false, storm_rounds: 5000, ipi_lock: false, ipi_poll: true, resend: false, watchdog_ms: 1000, inject: Inject { edge_loss: false, masked_wait: false }, irq_load_us: 0, stress: 0, machine: MachineArg::Auto, console: ConsoleArg::Auto, clock: ClockArg::Periodic, cpus: None, clock_skew_us: 0, wait: WaitArg::Nap, bench: 0 }
+        BootConfig { tests: [""; MAX_TEST_FILTERS], test_count: 0, force_fail: false, fault: Fault::None, tick_hz: 100, verbose: false, storm_rounds: 5000, ipi_lock: false, ipi_poll: true, resend: false, watchdog_ms: 1000, inject: Inject { edge_loss: false, masked_wait: false }, irq_load_us: 0, stress: 0, machine: MachineArg::Auto, console: ConsoleArg::Auto, clock: ClockArg::Periodic, cpus: None, clock_skew_us: 0, wait: WaitArg::Nap, nap_after_us: 0, bench: 0 }
     }
 }
 
@@ -312,6 +314,7 @@ impl<'a> BootConfig<'a> {
                 "clock" => cfg.clock = choice(ClockArg::NAMES, key, value, "periodic|alarm")?,
                 "wait" => cfg.wait = choice(WaitArg::NAMES, key, value, "spin|nap")?,
                 "bench" => cfg.bench = number(key, value, 1000, 100_000)?,
+                "nap_after_us" => cfg.nap_after_us = number(key, value, 0, 10_000)?,
                 "cpus" => {
                     let mut mask = crate::cpumask::CpuMask::EMPTY;
                     for id in value.split(',') {

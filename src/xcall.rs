@@ -204,6 +204,9 @@ pub struct Policy {
     pub allow_masked_wait: AtomicBool,
     /// Waiters nap ([`Platform::nap`]) instead of spinning.
     pub nap: AtomicBool,
+    /// Under `nap`: spin this many cycles of a wait before the first nap
+    /// (a call that completes within it costs no wake IPI).
+    pub spin_before_nap: AtomicU64,
 }
 
 impl Policy {
@@ -216,6 +219,7 @@ impl Policy {
             abort_after: AtomicU64::new(0),
             allow_masked_wait: AtomicBool::new(false),
             nap: AtomicBool::new(false),
+            spin_before_nap: AtomicU64::new(0),
         }
     }
 }
@@ -565,6 +569,7 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
     /// under the `nap` policy, nap between tries (the releaser wakes it).
     fn lock_serialized(&self) -> SerialGuard<'_, P, N> {
         let me = self.platform.cpu_id();
+        let since = self.platform.cycles();
         loop {
             if let Some(g) = self.serial.try_lock() {
                 return SerialGuard { smp: self, guard: Some(g) };
@@ -574,7 +579,8 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
                 self.cpus[me].stats.lock_drains.fetch_add(1, Ordering::Relaxed);
                 self.handle_ipi();
             }
-            if self.policy.nap.load(Ordering::Relaxed) {
+            let spin_first = self.policy.spin_before_nap.load(Ordering::Relaxed);
+            if self.policy.nap.load(Ordering::Relaxed) && self.platform.cycles().wrapping_sub(since) >= spin_first {
                 self.serial_nappers.fetch_or(1 << me, Ordering::SeqCst);
                 self.nap_unless(|| !self.serial.is_locked());
                 self.serial_nappers.fetch_and(!(1 << me), Ordering::Relaxed);
@@ -599,12 +605,14 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
         st.napping.store(false, Ordering::Relaxed);
     }
 
-    /// One iteration of a wait for `done()`: spin, or nap under the
-    /// policy (then whoever makes `done()` true must call
+    /// One iteration of a wait for `done()` that began at cycle `since`:
+    /// spin, or nap under the policy once the wait is older than
+    /// `spin_before_nap` (then whoever makes `done()` true must call
     /// [`wake_if_napping`](Self::wake_if_napping) for this CPU after its
     /// Release store). Also for the platform's own waits.
-    pub fn pause(&self, done: impl Fn() -> bool) {
-        if !self.policy.nap.load(Ordering::Relaxed) {
+    pub fn pause(&self, since: u64, done: impl Fn() -> bool) {
+        let spin_first = self.policy.spin_before_nap.load(Ordering::Relaxed);
+        if !self.policy.nap.load(Ordering::Relaxed) || (spin_first != 0 && self.platform.cycles().wrapping_sub(since) < spin_first) {
             self.platform.relax();
             return;
         }
@@ -638,7 +646,7 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
 
     fn wait_loop(&self, csd: &Csd, target: usize, start: u64, reports: &mut u64) -> Result<(), XcallError> {
         while csd.locked() {
-            self.pause(|| !csd.locked());
+            self.pause(start, || !csd.locked());
             let bound = self.policy.watchdog_cycles.load(Ordering::Relaxed);
             if bound == 0 {
                 continue;

@@ -309,6 +309,7 @@ fn apply_policy(cfg: &BootConfig<'_>) {
     p.watchdog_cycles.store(clock::ns_to_cycles(cfg.watchdog_ms * 1_000_000), Relaxed);
     p.allow_masked_wait.store(cfg.inject.masked_wait, Relaxed);
     p.nap.store(cfg.wait == alphasmp::bootargs::WaitArg::Nap, Relaxed);
+    p.spin_before_nap.store(clock::ns_to_cycles(cfg.nap_after_us * 1000), Relaxed);
     platform::INJECT_EDGE_LOSS.store(cfg.inject.edge_loss, Relaxed);
     interrupt::IRQ_LOAD_NS.store(cfg.irq_load_us * 1000, Relaxed);
     println!(

@@ -216,12 +216,13 @@ fn wait_ns(ns: u64, done: impl Fn() -> bool) -> bool {
 /// where interrupts are on, so the clock ends every nap (never on the
 /// panic or bring-up paths).
 fn wait_ns_woken(ns: u64, done: impl Fn() -> bool) -> bool {
+    let since = clock::cycles();
     let end = clock::now_ns() + ns;
     while !done() {
         if clock::now_ns() > end {
             return false;
         }
-        SMP.pause(&done);
+        SMP.pause(since, &done);
     }
     true
 }
