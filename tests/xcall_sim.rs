@@ -461,3 +461,43 @@ fn without_abort_the_watchdog_only_reports() {
         assert_eq!(snapshot(h)[..2], [0, 1], "seed {seed}");
     }
 }
+
+/// Napping for the serialization lock (`nap` and `serialize` policies): a
+/// CPU that finds the lock taken naps, and the CPU that releases it wakes
+/// it; it does not sleep on until its nap times out at the clock tick.
+/// CPU 0 takes the lock and waits for a call on CPU 2, which sits at IPL 7
+/// until CPU 1 has napped for the lock. Ticks are 100,000 steps apart, so
+/// a nap that ends by timing out is plain.
+#[test]
+fn a_cpu_napping_for_the_serialization_lock_is_woken_by_its_release() {
+    for seed in 0..4 {
+        let smp: &SimSmp = SimPlatform::seeded(Line::Latch, 100_000, 1, 3, seed);
+        smp.policy.nap.store(true, Ordering::Relaxed);
+        smp.policy.serialize.store(true, Ordering::Relaxed);
+        let h = hits();
+        SimPlatform::run(smp, 3, move |me| {
+            let arg = h as *const Hits as usize;
+            match me {
+                0 => smp.call_single(2, record, arg, true).unwrap(),
+                1 => {
+                    // Until CPU 0 holds the lock (it waits for CPU 2).
+                    while smp.cpu(0).waiting_for.load(Ordering::Relaxed) != 3 {
+                        smp.platform.relax();
+                    }
+                    smp.call_single(2, record, arg, true).unwrap();
+                }
+                _ => {
+                    let prev = smp.platform.raise_ipl(ipl::HIGH);
+                    while smp.cpu(1).stats.naps.load(Ordering::Relaxed) == 0 {
+                        smp.platform.relax();
+                    }
+                    smp.platform.restore_ipl(prev);
+                }
+            }
+        });
+        assert_eq!(snapshot(h)[..3], [0, 0, 2], "seed {seed}: both calls ran");
+        let cpu1 = &smp.platform.cpus[1];
+        let (woken, timed_out) = (cpu1.naps_woken.load(Ordering::Relaxed), cpu1.naps_timed_out.load(Ordering::Relaxed));
+        assert!(woken >= 1 && timed_out == 0, "seed {seed}: CPU 1's naps: {woken} woken, {timed_out} timed out");
+    }
+}
