@@ -354,13 +354,18 @@ mod tests {
     fn concurrent_readers_see_nothing_or_the_whole_map() {
         static MAP: CpuMap = CpuMap::new();
         let pids = [8usize, 9, 12, 13, 40, 41, 44, 45];
+        // Set once both builds returned: a reader that then still finds the
+        // map unbuilt fails instead of waiting for ever.
+        let builds_done = std::sync::atomic::AtomicBool::new(false);
         std::thread::scope(|s| {
             let readers: Vec<_> = (0..2)
                 .map(|_| {
                     s.spawn(|| {
                         let mut seen_built = false;
                         while !seen_built {
+                            let late = builds_done.load(Ordering::Acquire);
                             seen_built = MAP.is_built();
+                            assert!(seen_built || !late, "both builds returned and the map is not built");
                             if seen_built {
                                 // Built means complete: every entry there.
                                 assert_eq!(MAP.count(), pids.len());
@@ -378,6 +383,7 @@ mod tests {
             let b1 = s.spawn(|| MAP.build(pids, 12));
             let b2 = s.spawn(|| MAP.build(pids, 12));
             let r = [b1.join().unwrap(), b2.join().unwrap()];
+            builds_done.store(true, Ordering::Release);
             assert!(r.contains(&Ok(())) && r.contains(&Err(CpuMapError::AlreadyBuilt)), "{r:?}");
             for t in readers {
                 t.join().unwrap();
