@@ -47,10 +47,12 @@ pub fn cycles() -> u64 {
     if skew == 0 { raw } else { raw + (SKEW_BASE_CPUS - cpus::this() as u64) * skew }
 }
 
-/// This CPU's cycle count since it first read the clock, 64-bit.
+/// This CPU's cycle count since it first read the clock, 64-bit, plus the
+/// correction the periodic interrupt made (below).
 fn raw_cycles() -> u64 {
     let _ipl = IplGuard::raise(ipl::HIGH);
-    let slot = &EXTENDED[cpus::this()];
+    let cpu = cpus::this();
+    let slot = &EXTENDED[cpu];
     let prev = slot.load(Ordering::Relaxed);
     let low = u64::from(pal::rpcc32());
     let mut high = prev & !0xffff_ffff;
@@ -59,7 +61,57 @@ fn raw_cycles() -> u64 {
     }
     let now = high | low;
     slot.store(now, Ordering::Relaxed);
-    now
+    now + CORRECTION[cpu].load(Ordering::Relaxed)
+}
+
+// ---- Time when the cycle counter stops ---------------------------------
+//
+// srm-hardware.md 6: RPCC "may shift to a lower frequency, or stop" while a
+// CPU waits in wtint, which the idle loop and napping waiters (wait=nap)
+// do. The periodic clock interrupt is the reference that keeps running:
+// each one proves that at least one base period has passed since the
+// previous one. Per CPU, FLOOR is the time those interrupts vouch for
+// (the clock at the first one, plus one period per interrupt since); when
+// the clock has fallen behind it, CORRECTION grows by the difference, so
+// time never lags the interrupts and stays monotonic. Interrupts that
+// coalesce (QEMU on a busy host delivers fewer than the base rate) make
+// the floor lag instead, which never moves the clock. Only this CPU
+// writes its slots, at IPL 7 (in its clock interrupt).
+static FLOOR: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+static CORRECTION: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+
+/// One periodic interrupt's worth of vouched-for time on this CPU.
+fn floor_step() {
+    let base = base_hz();
+    if base == 0 {
+        return;
+    }
+    let cpu = cpus::this();
+    let now = raw_cycles();
+    let floor = FLOOR[cpu].load(Ordering::Relaxed);
+    if floor == 0 {
+        FLOOR[cpu].store(now, Ordering::Relaxed);
+        return;
+    }
+    let floor = floor + cycle_freq() / base;
+    FLOOR[cpu].store(floor, Ordering::Relaxed);
+    if now < floor {
+        CORRECTION[cpu].fetch_add(floor - now, Ordering::Relaxed);
+    }
+}
+
+/// Self-test hook: `n` periodic interrupts arrive while the counter does
+/// not move (as RPCC stopped in wtint would look); returns the cycles the
+/// clock was corrected by.
+pub fn simulate_stopped_counter(n: u64) -> u64 {
+    let _ipl = IplGuard::raise(ipl::HIGH);
+    let cpu = cpus::this();
+    let before = CORRECTION[cpu].load(Ordering::Relaxed);
+    FLOOR[cpu].store(raw_cycles(), Ordering::Relaxed);
+    for _ in 0..n {
+        floor_step();
+    }
+    CORRECTION[cpu].load(Ordering::Relaxed) - before
 }
 
 /// Converts cycles to nanoseconds.
@@ -167,6 +219,7 @@ pub fn on_clock_interrupt() -> u64 {
     if base_hz() == 0 {
         return 1;
     }
+    floor_step();
     let me = percpu::this();
     let period = ns_to_cycles(tick_period_ns()).max(1);
     let now = cycles();

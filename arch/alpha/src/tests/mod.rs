@@ -24,6 +24,7 @@ pub const ALL: &[Test] = &[
     Test { name: "smp.run_on_cpus_timeout_is_clean", run: platform::run_on_cpus_timeout_is_clean },
     Test { name: "ipl.guard_nests", run: platform::ipl_guard_nests },
     Test { name: "clock.tick_rate", run: platform::tick_rate },
+    Test { name: "clock.interrupts_bound_time", run: platform::interrupts_bound_time },
     Test { name: "ipi.ping", run: platform::ipi_ping },
     Test { name: "xcall.every_variant_exactly_once", run: xcall::every_variant_exactly_once },
     Test { name: "xcall.concurrent_storm", run: xcall::concurrent_storm },

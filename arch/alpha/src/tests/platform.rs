@@ -102,6 +102,25 @@ pub fn tick_rate(_: &BootConfig<'_>) -> Outcome {
     Ok(())
 }
 
+/// Time stays right when the cycle counter stops (srm-hardware.md 6
+/// warns RPCC may stop in wtint, where napping waiters sit): periodic
+/// interrupts that arrive while the counter stands still move the clock
+/// by a base period each. QEMU's counter never stops, so the hook plays
+/// three interrupts with no time between them.
+pub fn interrupts_bound_time(_: &BootConfig<'_>) -> Outcome {
+    let base = clock::base_hz();
+    if base == 0 {
+        return Ok(()); // clock=alarm: no periodic reference (nothing to check)
+    }
+    let period = clock::cycle_freq() / base;
+    let t0 = clock::cycles();
+    let corrected = clock::simulate_stopped_counter(3);
+    let t1 = clock::cycles();
+    check!(corrected >= 2 * period, "3 interrupts with the counter stopped corrected the clock by {corrected} cycles, period {period}");
+    check!(t1 - t0 >= 3 * period, "the clock moved {} cycles across 3 stopped-counter interrupts (period {period})", t1 - t0);
+    Ok(())
+}
+
 /// A PING to every other CPU is handled exactly once there, and arrives by
 /// interrupt: the target's IPI interrupt count must grow with the pings (an
 /// idle CPU also polls its mailbox at each tick, which would hand it a PING
