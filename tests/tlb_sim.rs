@@ -227,6 +227,25 @@ fn migrate_flush_changes_asn_and_drops_the_page_everywhere() {
     assert_eq!(stat(mmu, 3, |s| &s.contexts_zeroed), 1, "CPU 3 (inactive) forgot the context");
 }
 
+/// A space activated again on a CPU whose ASN version has not moved on
+/// reuses its context: the same hardware ASN is loaded and returned, and no
+/// new one is allocated.
+#[test]
+fn reactivating_a_space_reuses_its_asn() {
+    let (smp, mmu) = setup();
+    let (a, b) = (space(), space());
+    SimPlatform::run(smp, 1, move |_| {
+        let x = mmu.activate(a);
+        let y = mmu.activate(b);
+        assert_ne!(x, y);
+        let allocated = stat(mmu, 0, |s| &s.new_asn);
+        assert_eq!(mmu.activate(a), x, "A's ASN on its return");
+        assert_eq!(smp.platform.cpus[0].asn.load(Relaxed), x, "the ASN loaded");
+        assert_eq!(stat(mmu, 0, |s| &s.new_asn), allocated, "no new ASN");
+        assert_eq!(tlb::hw_asn(a.context(0)), x);
+    });
+}
+
 #[test]
 fn flush_implies_ipi_broadcast() {
     assert!(tlb::tlb_flush_implies_ipi_broadcast());

@@ -80,6 +80,8 @@ fn concurrent_synchronous_calls_are_neither_lost_nor_duplicated() {
     let queued: u64 = (0..4).map(|c| smp.cpu(c).stats.calls_queued.load(Ordering::Relaxed)).sum();
     let run: u64 = (0..4).map(|c| smp.cpu(c).stats.calls_run.load(Ordering::Relaxed)).sum();
     assert_eq!((queued, run), (4 * ROUNDS, 4 * ROUNDS));
+    let wakes: u64 = (0..4).map(|c| smp.cpu(c).stats.wakes_sent.load(Ordering::Relaxed)).sum();
+    assert_eq!(wakes, 0, "nap policy off: nobody naps, so no wake IPIs");
 }
 
 fn nothing(_: usize) {}
