@@ -3,34 +3,20 @@
 //! come from `cargo xtask build` through ALPHASMP_LIBGCC.
 
 use std::path::PathBuf;
-use std::process::Command;
+
+include!("assemble.rs");
 
 fn main() {
     let dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap());
     let asm = dir.join("asm");
-    let mut objects = Vec::new();
     let mut sources: Vec<PathBuf> = std::fs::read_dir(&asm)
         .expect("arch/alpha/asm")
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|e| e == "S"))
         .collect();
     sources.sort();
-    for src in &sources {
-        println!("cargo:rerun-if-changed={}", src.display());
-        let obj = out.join(src.file_stem().unwrap()).with_extension("o");
-        let status = Command::new("alpha-linux-gnu-gcc-12")
-            // -g: line tables for the assembly too, so reports and gdb name
-            // file:line inside it.
-            .args(["-mcpu=ev67", "-g", "-c", "-x", "assembler-with-cpp"])
-            .arg(src)
-            .arg("-o")
-            .arg(&obj)
-            .status()
-            .expect("cannot run alpha-linux-gnu-gcc-12 (cargo xtask installs it)");
-        assert!(status.success(), "assembling {} failed", src.display());
-        objects.push(obj);
-    }
+    let objects: Vec<PathBuf> = sources.iter().map(|src| assemble(src, &out)).collect();
     let linker_script = dir.join("../../linker.ld");
     println!("cargo:rerun-if-changed={}", linker_script.display());
     println!("cargo:rerun-if-env-changed=ALPHASMP_LIBGCC");

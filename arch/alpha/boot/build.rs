@@ -5,22 +5,9 @@
 //! emulation in KSEG like the kernel. ALPHASMP_LIBGCC comes from
 //! `cargo xtask build`.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 
-fn assemble(src: &Path, out: &Path) -> PathBuf {
-    println!("cargo:rerun-if-changed={}", src.display());
-    let obj = out.join(format!("{}.o", src.file_stem().unwrap().to_string_lossy()));
-    let status = Command::new("alpha-linux-gnu-gcc-12")
-        .args(["-mcpu=ev67", "-g", "-c", "-x", "assembler-with-cpp"])
-        .arg(src)
-        .arg("-o")
-        .arg(&obj)
-        .status()
-        .expect("cannot run alpha-linux-gnu-gcc-12 (cargo xtask installs it)");
-    assert!(status.success(), "assembling {} failed", src.display());
-    obj
-}
+include!("../assemble.rs");
 
 fn main() {
     let dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
