@@ -506,3 +506,48 @@ fn a_cpu_napping_for_the_serialization_lock_is_woken_by_its_release() {
         assert!(woken >= 1 && timed_out == 0, "seed {seed}: CPU 1's naps: {woken} woken, {timed_out} timed out");
     }
 }
+
+/// Two CPUs napping for the serialization lock are both woken by its
+/// release, also after one of them was woken early (by a PING) and went
+/// back to its nap: a napper leaving its nap clears only its own mark.
+/// CPU 0 holds the lock waiting for a call on CPU 2, which sits at IPL 7
+/// until CPUs 1 and 3 nap for the lock and CPU 1 has napped again.
+#[test]
+fn every_cpu_napping_for_the_serialization_lock_is_woken() {
+    use alphasmp::mailbox::IpiMessage;
+    for seed in 0..4 {
+        let smp: &SimSmp = SimPlatform::seeded(Line::Latch, 100_000, 1, 4, seed);
+        smp.policy.nap.store(true, Ordering::Relaxed);
+        smp.policy.serialize.store(true, Ordering::Relaxed);
+        let h = hits();
+        let naps = |c: usize| smp.cpu(c).stats.naps.load(Ordering::Relaxed);
+        SimPlatform::run(smp, 4, move |me| {
+            let arg = h as *const Hits as usize;
+            match me {
+                0 => smp.call_single(2, record, arg, true).unwrap(),
+                2 => {
+                    let prev = smp.platform.raise_ipl(ipl::HIGH);
+                    while naps(1) == 0 || naps(3) == 0 {
+                        smp.platform.relax();
+                    }
+                    smp.send_message(1, IpiMessage::PING).unwrap();
+                    while naps(1) < 2 {
+                        smp.platform.relax();
+                    }
+                    smp.platform.restore_ipl(prev);
+                }
+                _ => {
+                    while smp.cpu(0).waiting_for.load(Ordering::Relaxed) != 3 {
+                        smp.platform.relax();
+                    }
+                    smp.call_single(2, record, arg, true).unwrap();
+                }
+            }
+        });
+        assert_eq!(snapshot(h), [0, 0, 3, 0], "seed {seed}: every call ran");
+        for c in [1, 3] {
+            let timed_out = smp.platform.cpus[c].naps_timed_out.load(Ordering::Relaxed);
+            assert_eq!(timed_out, 0, "seed {seed}: CPU {c} slept until its nap timed out");
+        }
+    }
+}
