@@ -220,6 +220,7 @@ fn migrate_flush_changes_asn_and_drops_the_page_everywhere() {
     });
     for c in 0..SIM_CPUS {
         assert_eq!(stat(mmu, c, |s| &s.tbis), 1, "CPU {c} dropped the page");
+        assert_eq!(smp.platform.cpus[c].tbis_both.load(Relaxed), 1, "CPU {c}: an executable page leaves both streams (tbis)");
     }
     for c in 0..3 {
         assert_eq!(stat(mmu, c, |s| &s.new_asn), 2, "CPU {c}: activation + new ASN");
