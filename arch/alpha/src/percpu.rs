@@ -9,7 +9,7 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize
 pub use crate::cpus::MAX_CPUS;
 
 /// Kernel stack per CPU.
-pub const STACK_SIZE: usize = 64 * 1024;
+pub const STACK_SIZE: usize = crate::cpus::STACK_SIZE as usize;
 
 /// One CPU's state.
 pub struct PerCpu {

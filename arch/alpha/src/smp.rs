@@ -173,6 +173,7 @@ pub fn start_secondaries(h: &Hwrpb, console_pcb_phys: u64) -> Bringup {
             break;
         };
         CPUS[cpu].stack_top.store(top, Ordering::Relaxed);
+        cpus::set_stack_top(cpu, top);
         let t0 = clock::now_ns();
         slot.set_hwpcb(top, ptbr);
         slot.set_pal_revision(h.slot(boot_phys).pal_revision());

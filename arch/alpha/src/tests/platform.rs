@@ -44,6 +44,23 @@ pub fn per_cpu_identity(_: &BootConfig<'_>) -> Outcome {
             check!(stacks[a].abs_diff(stacks[b]) >= STACK_SIZE as u64 / 2, "CPUs {a} and {b} share a stack");
         }
     }
+    // cpus::this() names a CPU by its stack; whami must agree, in task
+    // context and inside an IPI handler.
+    fn agrees(cpu: usize) -> u64 {
+        (cpus::this() == cpu && cpus::from_whami() == cpu) as u64
+    }
+    let r = smp::run_on_cpus(smp::online(), agrees, 5_000_000_000);
+    for cpu in smp::online_cpus() {
+        check!(r.is_ok_and(|r| r[cpu] == 1), "CPU {cpu}: cpus::this() and whami disagree in task context ({r:?})");
+    }
+    static DISAGREE: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+    fn in_handler(_: usize) {
+        if cpus::this() != cpus::from_whami() {
+            DISAGREE.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    check!(crate::platform::SMP.on_each_cpu(in_handler, 0, true).is_ok(), "on_each_cpu failed");
+    check_eq!(DISAGREE.load(Ordering::Relaxed), 0, "CPUs where cpus::this() and whami disagree in an IPI handler");
     Ok(())
 }
 
