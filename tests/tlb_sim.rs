@@ -228,6 +228,25 @@ fn migrate_flush_changes_asn_and_drops_the_page_everywhere() {
     assert_eq!(stat(mmu, 3, |s| &s.contexts_zeroed), 1, "CPU 3 (inactive) forgot the context");
 }
 
+/// `flush_tlb_page` at an address inside a page drops that page: the
+/// address is rounded down to its page. The page at 0x6000 has bit 13 set,
+/// which a wrong rounding mask clears (landing in the page before).
+#[test]
+fn a_page_flush_at_an_address_inside_the_page_drops_that_page() {
+    let (smp, mmu) = setup();
+    let s = space();
+    SimPlatform::run(smp, 1, move |_| {
+        const PAGE: u64 = 0x2_0000_6000;
+        let pt = PageTable::new();
+        pt.map(PAGE, F1);
+        mmu.activate(s);
+        assert_eq!(smp.platform.read(&pt, PAGE + 0x123), Some(F1));
+        pt.map(PAGE, F2);
+        mmu.flush_tlb_page(s, PAGE + 0x123, false).unwrap();
+        assert_eq!(smp.platform.read(&pt, PAGE + 0x123), Some(F2), "the stale translation of the page survived its flush");
+    });
+}
+
 /// A space activated again on a CPU whose ASN version has not moved on
 /// reuses its context: the same hardware ASN is loaded and returned, and no
 /// new one is allocated.
