@@ -247,6 +247,40 @@ fn a_page_flush_at_an_address_inside_the_page_drops_that_page() {
     });
 }
 
+/// The same rounding for the other flushes that take addresses: a range
+/// from inside one page to inside the next drops both pages (also the
+/// second, whose offset is below the start's), and a migration flush at an
+/// address inside a page drops that page's global entry too.
+#[test]
+fn range_and_migrate_flushes_round_addresses_down_to_their_pages() {
+    // One CPU online: the migration flush goes to every online CPU.
+    let smp = SimPlatform::machine(Line::Latch, 0, 0, 1);
+    let mmu: &'static SimMmu = Box::leak(Box::new(Mmu::new(smp)));
+    let s = space();
+    SimPlatform::run(smp, 1, move |_| {
+        const PAGE: u64 = 0x2_0000_6000;
+        const NEXT: u64 = PAGE + PAGE_SIZE;
+        let pt = PageTable::new();
+        pt.map(PAGE, F1);
+        pt.map(NEXT, F1);
+        mmu.activate(s);
+        assert_eq!((smp.platform.read(&pt, PAGE), smp.platform.read(&pt, NEXT)), (Some(F1), Some(F1)));
+        pt.map(PAGE, F2);
+        pt.map(NEXT, F2);
+        mmu.flush_tlb_range(s, PAGE + 0x100, NEXT + 0x80, false).unwrap();
+        assert_eq!((smp.platform.read(&pt, PAGE), smp.platform.read(&pt, NEXT)), (Some(F2), Some(F2)), "a page of the range kept its stale translation");
+        // A global (kernel) entry for a page (bit 13 set too), then the page
+        // migrates.
+        const KPAGE: u64 = 0x2_0000_a000;
+        let kernel = PageTable::new();
+        kernel.map(KPAGE, F1);
+        assert_eq!(smp.platform.read_global(&kernel, KPAGE), Some(F1));
+        kernel.map(KPAGE, F2);
+        mmu.migrate_flush_tlb_page(s, KPAGE + 0x123, false).unwrap();
+        assert_eq!(smp.platform.read_global(&kernel, KPAGE), Some(F2), "the migrated page's global entry survived");
+    });
+}
+
 /// A space activated again on a CPU whose ASN version has not moved on
 /// reuses its context: the same hardware ASN is loaded and returned, and no
 /// new one is allocated.
