@@ -163,10 +163,12 @@ fn range_flush_is_per_page_up_to_the_limit() {
     let (smp, mmu) = setup();
     all_active_then(smp, mmu, space(), |mmu, s| {
         mmu.flush_tlb_range(s, 0x10000, 0x10000 + 3 * PAGE_SIZE, false).unwrap();
+        // Exactly the limit: still per page.
+        mmu.flush_tlb_range(s, 0x10000, 0x10000 + RANGE_PAGE_LIMIT * PAGE_SIZE, false).unwrap();
         mmu.flush_tlb_range(s, 0x10000, 0x10000 + (RANGE_PAGE_LIMIT + 1) * PAGE_SIZE, false).unwrap();
     });
     for c in 0..SIM_CPUS {
-        assert_eq!(stat(mmu, c, |s| &s.tbis), 3, "CPU {c}: three pages");
+        assert_eq!(stat(mmu, c, |s| &s.tbis), 3 + RANGE_PAGE_LIMIT, "CPU {c}: three pages, then the limit's");
         assert_eq!(stat(mmu, c, |s| &s.new_asn), 2, "CPU {c}: activation + whole-space flush");
     }
 }
