@@ -670,6 +670,13 @@ mod tests {
     }
 
     #[test]
+    fn a_context_splits_into_version_and_hardware_asn() {
+        let ctx = (5 << HW_ASN_BITS) | 0x2a;
+        assert_eq!((asn_version(ctx), hw_asn(ctx)), (5, 0x2a));
+        assert_eq!((asn_version(ASN_FIRST_VERSION), hw_asn(ASN_FIRST_VERSION)), (1, 0));
+    }
+
+    #[test]
     fn op_bytes_decode_to_exactly_the_ops() {
         let ops = [Op::All, Op::Mm, Op::Page, Op::PageExec, Op::Range, Op::Icache, Op::Imb, Op::Migrate, Op::MigrateExec];
         for op in ops {
