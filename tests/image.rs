@@ -83,14 +83,26 @@ fn damaged_payload_or_header_is_refused() {
     p[h.payload_offset as usize + 1000] ^= 0x80;
     let e = check(&p).unwrap_err();
     one_line(&e);
-    assert!(e.contains("payload checksum"), "{e}");
-    // Another load address: the header no longer matches the kernel ELF.
-    let e = check(&with_load_address(&b, h.load_phys + 0x10_0000)).unwrap_err();
+    assert!(e.contains("image checksum"), "{e}");
+    // Another load address: the checksum covers it.
+    let e = check(&with_load_address(&b, h.load_phys + 0x10_0000, false)).unwrap_err();
     one_line(&e);
-    assert!(e.contains("does not carry"), "{e}");
+    assert!(e.contains("image checksum"), "{e}");
+    // Re-summed: then the header no longer matches the kernel ELF.
+    let e = check(&with_load_address(&b, h.load_phys + 0x10_0000, true)).unwrap_err();
+    one_line(&e);
+    assert!(e.contains("does not carry") && e.contains("load address"), "{e}");
     // Below what real machines need.
-    let e = check(&with_load_address(&b, 0x30_0000)).unwrap_err();
+    let e = check(&with_load_address(&b, 0x30_0000, true)).unwrap_err();
     assert!(e.contains("below 0x1000000"), "{e}");
+    // A boot block whose numbers overflow is refused, not a panic.
+    let mut d = read(&images().written.disk);
+    d[480..488].copy_from_slice(&(u64::MAX / 2).to_le_bytes());
+    let sum = image::boot_block_sum(d[..512].try_into().unwrap());
+    d[504..512].copy_from_slice(&sum.to_le_bytes());
+    let e = check(&d).unwrap_err();
+    one_line(&e);
+    assert!(e.contains("truncated"), "{e}");
     let mut p = b.clone();
     p[HEADER_OFFSET] ^= 1;
     let e = check(&p).unwrap_err();
@@ -98,12 +110,21 @@ fn damaged_payload_or_header_is_refused() {
     assert!(e.contains("not an alphasmp image"), "{e}");
 }
 
-/// The BOOTP image with its header's kernel load address changed (the
-/// payload and its sum untouched).
-fn with_load_address(bootp: &[u8], load: u64) -> Vec<u8> {
+/// The BOOTP image with its header's kernel load address (and entry, by
+/// the same distance) changed; with `resum`, the checksum is recomputed
+/// too, as a build linked for that address would have it.
+fn with_load_address(bootp: &[u8], load: u64, resum: bool) -> Vec<u8> {
     let mut p = bootp.to_vec();
-    let at = HEADER_OFFSET + 5 * 8;
-    p[at..at + 8].copy_from_slice(&load.to_le_bytes());
+    let q = |p: &[u8], i: usize| u64::from_le_bytes(p[HEADER_OFFSET + 8 * i..HEADER_OFFSET + 8 * i + 8].try_into().unwrap());
+    let mut h = image::Header::from_quads(|i| q(&p, i)).unwrap();
+    h.entry = h.entry - h.load_phys + load;
+    h.load_phys = load;
+    if resum {
+        h.sum = h.sum_of(&p[h.payload_offset as usize..(h.payload_offset + h.payload_len) as usize]);
+    }
+    for (i, v) in h.to_quads().iter().enumerate() {
+        p[HEADER_OFFSET + 8 * i..HEADER_OFFSET + 8 * i + 8].copy_from_slice(&v.to_le_bytes());
+    }
     p
 }
 
@@ -179,11 +200,30 @@ fn truncated_disk_does_not_boot() {
 #[test]
 fn kernel_address_in_console_memory_is_refused_by_the_loader() {
     // 0x10000 is inside the PALcode's reserved cluster: the loader must
-    // refuse before copying anything.
-    let b = with_load_address(&read(&images().written.bootp), 0x1_0000);
+    // refuse before copying anything (the header re-summed, as an image
+    // linked there would be).
+    let b = with_load_address(&read(&images().written.bootp), 0x1_0000, true);
     let r = boot_image(1, "ewa0", &scratch("wrong-address.bootp", &b), "");
     assert_stopped_before_kernel(&r, "alphasmp loader: FAIL: kernel range 0xa000..");
     assert!(r.lines_with("not all in usable memory").next().is_some());
+}
+
+#[test]
+fn a_changed_load_address_is_refused_by_the_loader() {
+    // Usable memory, but not where the kernel was linked: the checksum
+    // over the header catches the edit before anything is copied.
+    let h = images().written.header;
+    let b = with_load_address(&read(&images().written.bootp), h.load_phys + 0x10_0000, false);
+    let r = boot_image(1, "ewa0", &scratch("moved.bootp", &b), "");
+    assert_stopped_before_kernel(&r, "alphasmp loader: FAIL: image checksum");
+}
+
+#[test]
+fn an_image_loaded_at_another_address_is_refused_by_the_loader() {
+    // A console that maps the image at 0x30000000: the loader's first
+    // instructions see it and say so (through the callbacks) and halt.
+    let r = boot_image(1, "ewa0@0x30000000", &images().written.bootp, "");
+    assert_stopped_before_kernel(&r, "alphasmp loader: FAIL: not running at virtual 0x20000000");
 }
 
 #[test]
@@ -192,5 +232,5 @@ fn corrupted_payload_is_refused_by_the_loader() {
     let at = images().written.header.payload_offset as usize + 4096;
     b[at] ^= 0x20;
     let r = boot_image(1, "ewa0", &scratch("bad-payload.bootp", &b), "");
-    assert_stopped_before_kernel(&r, "alphasmp loader: FAIL: kernel payload checksum");
+    assert_stopped_before_kernel(&r, "alphasmp loader: FAIL: image checksum");
 }

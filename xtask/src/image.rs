@@ -14,7 +14,7 @@ use alphasmp_srm::image::{self, BLOCK, Header, ImageError, round_up};
 
 use crate::util::{Result, err};
 
-const KSEG: u64 = 0xfffffc00_0000_0000;
+use alphasmp_srm::image::KSEG;
 const LABEL: &[u8] = b"alphasmp boot block";
 
 /// The single loadable segment of an ELF64 (Alpha) file.
@@ -88,15 +88,16 @@ pub fn bootp_bytes(loader: &Segment, kernel: &Segment) -> Result<Vec<u8>> {
     }
     out.extend_from_slice(&kernel.bytes);
     out.resize(round_up(out.len() as u64, BLOCK) as usize, 0);
-    let h = Header {
+    let mut h = Header {
         image_len: out.len() as u64,
         payload_offset,
         payload_len: kernel.bytes.len() as u64,
         load_phys,
         entry: kernel.entry,
         mem_len: kernel.mem_len,
-        payload_sum: image::fnv1a(&kernel.bytes),
+        sum: 0,
     };
+    h.sum = h.sum_of(&kernel.bytes);
     h.validate().map_err(|e| err(e.to_string()))?;
     for (i, q) in h.to_quads().iter().enumerate() {
         out[at + 8 * i..at + 8 * i + 8].copy_from_slice(&q.to_le_bytes());
@@ -157,16 +158,16 @@ pub fn check(bytes: &[u8], kernel_elf: &Path) -> Result<Report> {
             Err(e) if magic_at(512) => return Err(err(format!("disk image: {e}"))),
             Err(e) => return Err(err(format!("not an alphasmp image: no loader header at byte {} and no valid boot block ({e})", image::HEADER_OFFSET))),
         };
-        let (from, to) = ((bb.start_lbn * BLOCK) as usize, ((bb.start_lbn + bb.count) * BLOCK) as usize);
-        if to > bytes.len() {
+        let end = bb.start_lbn.checked_add(bb.count).and_then(|e| e.checked_mul(BLOCK)).filter(|e| *e <= bytes.len() as u64);
+        let Some(end) = end else {
             return Err(err(format!(
                 "disk image is truncated: the boot block names blocks {}..{} but the file has {} blocks",
                 bb.start_lbn,
-                bb.start_lbn + bb.count,
+                bb.start_lbn.saturating_add(bb.count),
                 bytes.len() as u64 / BLOCK
             )));
-        }
-        ("disk image", &bytes[from..to])
+        };
+        ("disk image", &bytes[(bb.start_lbn * BLOCK) as usize..end as usize])
     } else {
         return Err(err(format!("not an alphasmp image: {} bytes, no loader header and no boot block", bytes.len())));
     };
@@ -178,9 +179,9 @@ pub fn check(bytes: &[u8], kernel_elf: &Path) -> Result<Report> {
         return Err(err(format!("disk image: the boot block names {} bytes, the loader header {}", bootstrap.len(), h.image_len)));
     }
     let payload = &bootstrap[h.payload_offset as usize..(h.payload_offset + h.payload_len) as usize];
-    let sum = image::fnv1a(payload);
-    if sum != h.payload_sum {
-        return Err(err(format!("{kind}: {}", ImageError::PayloadSum { stored: h.payload_sum, computed: sum })));
+    let sum = h.sum_of(payload);
+    if sum != h.sum {
+        return Err(err(format!("{kind}: {}", ImageError::Sum { stored: h.sum, computed: sum })));
     }
     if h.load_phys < image::MIN_KERNEL_PHYS {
         return Err(err(format!("{kind}: kernel load address {:#x} is below {:#x}, which real machines need", h.load_phys, image::MIN_KERNEL_PHYS)));

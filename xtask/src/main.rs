@@ -208,7 +208,7 @@ fn image(args: &[String]) -> Result<ExitCode> {
         let r = xtask::image::check(&bytes, &elf).map_err(|e| err(format!("{}: {e}", file.display())))?;
         let h = r.header;
         println!(
-            "{}: OK: {}, {} bytes; kernel {} bytes (+{} bss) for physical {:#x}, entry {:#x}, payload sum {:#018x}; matches {}",
+            "{}: OK: {}, {} bytes; kernel {} bytes (+{} bss) for physical {:#x}, entry {:#x}, checksum {:#018x}; matches {}",
             file.display(),
             r.kind,
             h.image_len,
@@ -216,7 +216,7 @@ fn image(args: &[String]) -> Result<ExitCode> {
             h.mem_len - h.payload_len,
             h.load_phys,
             h.entry,
-            h.payload_sum,
+            h.sum,
             elf.display()
         );
         return Ok(ExitCode::SUCCESS);

@@ -72,7 +72,8 @@ wrong_msg_end:
 
 # loader_swppal(pcb: *mut Pcb, pcb_pa: u64, vptb: u64) -> u64
 # SWPPAL to OSF/1 PALcode (variant 2) with a1 = the continuation below,
-# a2 = the PCB's physical address, a3 = the VPTB. The PCB's ksp is this
+# a2 = the PCB's physical address, a3 = the VPTB, a4 = the kernel stack
+# pointer (Linux's switch_to_osf_pal passes it there too). The PCB's ksp is this
 # stack pointer, so the new PALcode resumes on the same stack. Registers are
 # not trusted across the switch (Linux and aboot save theirs): everything
 # callee-saved goes to the stack and comes back at the continuation.
@@ -90,6 +91,7 @@ LEAF(loader_swppal)
 	stq	$14, 56($30)
 	stq	$15, 64($30)
 	stq	$30, 0($16)			# pcb.ksp = this sp
+	mov	$30, $20			# a4 = KSP (as Linux passes it)
 	mov	$18, $19			# a3 = VPTB
 	mov	$17, $18			# a2 = PCB physical address
 	br	$17, 3f				# a1 = the next instruction, the continuation

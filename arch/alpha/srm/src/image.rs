@@ -29,6 +29,8 @@ pub const HEADER_OFFSET: usize = 8;
 /// "ASMPBOOT", little-endian.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"ASMPBOOT");
 pub const VERSION: u64 = 1;
+/// KSEG: physical address + this = a kernel virtual address.
+pub const KSEG: u64 = 0xfffffc00_0000_0000;
 /// Quadwords in the header.
 pub const HEADER_QUADS: usize = 9;
 /// Linux's `KERNEL_START_PHYS` floor, "required: Wildfire/Titan/Marvel"
@@ -59,13 +61,14 @@ pub struct Header {
     pub entry: u64,
     /// Bytes the kernel occupies once running (payload plus bss).
     pub mem_len: u64,
-    /// [`fnv1a`] of the payload.
-    pub payload_sum: u64,
+    /// [`Header::sum_of`]: FNV-1a over the fields above and the payload,
+    /// so a changed load address or entry is caught like a changed byte.
+    pub sum: u64,
 }
 
 impl Header {
     pub fn to_quads(&self) -> [u64; HEADER_QUADS] {
-        [MAGIC, VERSION, self.image_len, self.payload_offset, self.payload_len, self.load_phys, self.entry, self.mem_len, self.payload_sum]
+        [MAGIC, VERSION, self.image_len, self.payload_offset, self.payload_len, self.load_phys, self.entry, self.mem_len, self.sum]
     }
 
     /// Reads a header from its quadwords (`q(i)` is quadword `i`).
@@ -83,10 +86,21 @@ impl Header {
             load_phys: q(5),
             entry: q(6),
             mem_len: q(7),
-            payload_sum: q(8),
+            sum: q(8),
         };
         h.validate()?;
         Ok(h)
+    }
+
+    /// The checksum of this header's fields (all but the sum itself) and
+    /// `payload`.
+    pub fn sum_of(&self, payload: &[u8]) -> u64 {
+        let mut f = Fnv::new();
+        for q in [self.image_len, self.payload_offset, self.payload_len, self.load_phys, self.entry, self.mem_len] {
+            f.update(&q.to_le_bytes());
+        }
+        f.update(payload);
+        f.0
     }
 
     /// Internal consistency (not whether the payload matches its sum).
@@ -103,6 +117,11 @@ impl Header {
         }
         if self.mem_len < self.payload_len {
             return Err(ImageError::Layout("memory size is below the payload size"));
+        }
+        // The entry is a KSEG address inside the payload's code.
+        let entry_phys = self.entry.wrapping_sub(KSEG);
+        if self.entry & KSEG != KSEG || entry_phys < self.load_phys || entry_phys >= self.load_phys + self.payload_len {
+            return Err(ImageError::Entry { entry: self.entry, load: self.load_phys });
         }
         Ok(())
     }
@@ -121,8 +140,10 @@ pub enum ImageError {
     Version(u64),
     Layout(&'static str),
     LoadAddress(u64),
-    /// The payload's sum is not the header's.
-    PayloadSum { stored: u64, computed: u64 },
+    /// The entry is not a KSEG address inside the payload.
+    Entry { entry: u64, load: u64 },
+    /// The header's and payload's sum is not the one recorded.
+    Sum { stored: u64, computed: u64 },
     /// Part of the kernel's range is not in a usable memory cluster.
     NotUsable { start: u64, end: u64 },
     /// No free physical range for the staging copy.
@@ -136,8 +157,9 @@ impl fmt::Display for ImageError {
             ImageError::Version(v) => write!(f, "loader header version {v}, expected {VERSION}"),
             ImageError::Layout(why) => write!(f, "loader header: {why}"),
             ImageError::LoadAddress(a) => write!(f, "kernel load address {a:#x} is not page-aligned or lies below the parameter page"),
-            ImageError::PayloadSum { stored, computed } => {
-                write!(f, "kernel payload checksum is {computed:#018x}, the header says {stored:#018x} (corrupted or truncated image)")
+            ImageError::Entry { entry, load } => write!(f, "kernel entry {entry:#x} is not a KSEG address inside the payload loaded at physical {load:#x}"),
+            ImageError::Sum { stored, computed } => {
+                write!(f, "image checksum is {computed:#018x}, the header says {stored:#018x} (header or payload changed, or image truncated)")
             }
             ImageError::NotUsable { start, end } => {
                 write!(f, "kernel range {start:#x}..{end:#x} is not all in usable memory (console-reserved or absent); relink the kernel elsewhere")
@@ -308,7 +330,7 @@ mod tests {
             load_phys: load,
             entry: 0xfffffc00_0000_0000 | load,
             mem_len: mem,
-            payload_sum: 0,
+            sum: 0,
         }
     }
 
@@ -332,6 +354,18 @@ mod tests {
         let mut bad = q;
         bad[7] = 1; // bss smaller than the payload
         assert!(matches!(Header::from_quads(|i| bad[i]), Err(ImageError::Layout(_))));
+        // An entry outside the payload, or not in KSEG.
+        for entry in [KSEG | (0x101_0000 + 700_000), KSEG | 0x100_0000, 0x101_0000] {
+            let mut bad = q;
+            bad[6] = entry;
+            assert!(matches!(Header::from_quads(|i| bad[i]), Err(ImageError::Entry { .. })), "{entry:#x}");
+        }
+        // The sum covers the fields: a moved load address changes it.
+        let mut moved = h;
+        moved.load_phys += 0x10_0000;
+        moved.entry += 0x10_0000;
+        assert_ne!(h.sum_of(b"kernel"), moved.sum_of(b"kernel"));
+        assert_ne!(h.sum_of(b"kernel"), h.sum_of(b"kerneL"));
     }
 
     #[test]
@@ -440,7 +474,8 @@ mod tests {
             ImageError::Version(3),
             ImageError::Layout("x"),
             ImageError::LoadAddress(1),
-            ImageError::PayloadSum { stored: 1, computed: 2 },
+            ImageError::Sum { stored: 1, computed: 2 },
+            ImageError::Entry { entry: 1, load: 2 },
             ImageError::NotUsable { start: 1, end: 2 },
             ImageError::NoStaging { bytes: 3 },
         ];

@@ -125,9 +125,9 @@ pub fn loader_main() -> ! {
     // SAFETY: the console loaded `image_len` bytes at LOAD_VA (the header
     // was validated so the payload lies inside them).
     let payload = unsafe { core::slice::from_raw_parts((LOAD_VA + hdr.payload_offset) as *const u8, hdr.payload_len as usize) };
-    let sum = image::fnv1a(payload);
-    if sum != hdr.payload_sum {
-        fail(format_args!("{}", image::ImageError::PayloadSum { stored: hdr.payload_sum, computed: sum }));
+    let sum = hdr.sum_of(payload);
+    if sum != hdr.sum {
+        fail(format_args!("{}", image::ImageError::Sum { stored: hdr.sum, computed: sum }));
     }
 
     let mut flags = [0u64; 32];

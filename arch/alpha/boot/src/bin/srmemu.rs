@@ -4,8 +4,10 @@
 //! QEMU loads this with `-kernel`, the image with `-initrd`, and gives
 //! `-append "DEVICE FLAGS..."`: DEVICE is `dka0` (the image is a disk:
 //! check the boot block at LBN 0 as SRM does, then load the blocks it
-//! names) or `ewa0` (the image is a BOOTP file, loaded whole); the rest is
-//! what `boot -flags` would put in BOOTED_OSFLAGS. Then, as a console would:
+//! names) or `ewa0` (the image is a BOOTP file, loaded whole), optionally
+//! `@0xVA` to load it at another address than 0x20000000 (a test of the
+//! loader's refusal); the rest is what `boot -flags` would put in
+//! BOOTED_OSFLAGS. Then, as a console would:
 //! - the image goes to virtual 0x20000000 on the console's page tables,
 //!   backed by physical pages in reverse order with a gap between each and
 //!   inside the range the kernel is linked for (the worst a console may do:
@@ -109,7 +111,16 @@ pub fn srmemu_main(console_pcb: u64) -> ! {
         Err(e) => fail(format_args!("{e}")),
     };
     let line = cmdline();
-    let (device, flags) = line.split_once(' ').unwrap_or((line, ""));
+    let (word, flags) = line.split_once(' ').unwrap_or((line, ""));
+    // `DEVICE@VA`: a console that loads the image somewhere else (to show
+    // that the loader refuses to run there).
+    let (device, load_va) = match word.split_once('@') {
+        Some((d, va)) => match va.strip_prefix("0x").and_then(|h| u64::from_str_radix(h, 16).ok()).filter(|v| v % PAGE == 0 && *v >= 0x2000_0000 && *v < 0x1_0000_0000) {
+            Some(va) => (d, va),
+            None => fail(format_args!("'{word}': the load address must be a page-aligned hex VA from 0x20000000 below 0x100000000")),
+        },
+        None => (word, LOAD_VA),
+    };
     let file = initrd();
     let image: &[u8] = match device {
         "dka0" => {
@@ -118,10 +129,11 @@ pub fn srmemu_main(console_pcb: u64) -> ! {
                 Ok(bb) => bb,
                 Err(e) => fail(format_args!("dka0: {e}")),
             };
-            let (from, to) = (bb.start_lbn * 512, (bb.start_lbn + bb.count) * 512);
-            if to > file.len() as u64 {
-                fail(format_args!("dka0: the boot block names blocks {}..{} but the disk has {}", bb.start_lbn, bb.start_lbn + bb.count, file.len() / 512));
-            }
+            let end = bb.start_lbn.checked_add(bb.count).and_then(|e| e.checked_mul(512)).filter(|e| *e <= file.len() as u64);
+            let Some(to) = end else {
+                fail(format_args!("dka0: the boot block names blocks {}..{} but the disk has {}", bb.start_lbn, bb.start_lbn.saturating_add(bb.count), file.len() / 512))
+            };
+            let from = bb.start_lbn * 512;
             println!("srm-emu: dka0: boot block OK, {} blocks from LBN {}", bb.count, bb.start_lbn);
             &file[from as usize..to as usize]
         }
@@ -166,14 +178,20 @@ pub fn srmemu_main(console_pcb: u64) -> ! {
     let l2 = Va(KSEG | ((l2_pte >> 32) << 13));
     let tables = &raw mut TABLES;
     for i in 0..total {
-        let va = LOAD_VA + i * PAGE;
+        let va = load_va + i * PAGE;
         let (l2i, l3i) = ((va >> 23) & 1023, (va >> 13) & 1023);
-        let t = (i as usize + ((LOAD_VA >> 13) & 1023) as usize) / 1024;
+        let t = (i as usize + ((load_va >> 13) & 1023) as usize) / 1024;
+        if t >= MAX_L3 {
+            fail(format_args!("image of {} bytes at {load_va:#x} is too large for this emulation", image.len()));
+        }
         // SAFETY: TABLES is this program's own memory; only this loop
         // writes it, before anything can use the new mappings.
         let table = unsafe { &raw mut (*tables).0[t] };
-        if l2.read(l2i * 8) == 0 {
-            l2.write(l2i * 8, (kseg_phys(table as u64) >> 13 << 32) | PTE_KRW);
+        let want = (kseg_phys(table as u64) >> 13 << 32) | PTE_KRW;
+        match l2.read(l2i * 8) {
+            0 => l2.write(l2i * 8, want),
+            e if e == want => {}
+            e => fail(format_args!("L2 entry {l2i} for {va:#x} is already in use by qemu-palcode ({e:#x})")),
         }
         // SAFETY: as above.
         unsafe { (*table)[l3i as usize] = ((backing(i) >> 13) << 32) | PTE_KRW };
@@ -195,7 +213,9 @@ pub fn srmemu_main(console_pcb: u64) -> ! {
     unsafe { emu_tbia() };
 
     // This program is console memory from now on: extend the first
-    // (PALcode) cluster over it and start the next one after it.
+    // (PALcode) cluster over it and start the next one after it. (The
+    // MDDT's own checksum, tested counts and bitmaps are left as
+    // qemu-palcode set them: nothing here or in the kernel reads them.)
     let emu_end_pfn = kseg_phys(&raw const __emu_end as u64) / PAGE;
     let mddt = h.mem().read(hwrpb::off::MDDT_OFFSET);
     let at = |i: u64| mddt + 24 + 56 * i;
@@ -225,12 +245,12 @@ pub fn srmemu_main(console_pcb: u64) -> ! {
     Va(crb_va).write(crb::off::DISPATCH_PA, kseg_phys(desc));
 
     println!(
-        "srm-emu: {pages} image pages at {LOAD_VA:#x} backed by physical {:#x}, {:#x}, ... (descending, one page apart), {STACK_PAGES} stack pages after them; VPTB {SRM_VPTB:#x}; BOOTED_OSFLAGS \"{flags}\"; jumping to {LOAD_VA:#x}",
+        "srm-emu: {pages} image pages at {load_va:#x} backed by physical {:#x}, {:#x}, ... (descending, one page apart), {STACK_PAGES} stack pages after them; VPTB {SRM_VPTB:#x}; BOOTED_OSFLAGS \"{flags}\"; jumping to {load_va:#x}",
         backing(0),
         backing(1)
     );
-    let sp = LOAD_VA + total * PAGE - 64;
-    // SAFETY: the image and its stack are mapped at LOAD_VA on the page
+    let sp = load_va + total * PAGE - 64;
+    // SAFETY: the image and its stack are mapped at `load_va` on the page
     // tables in use; this is the jump a console makes.
-    unsafe { emu_enter(sp, LOAD_VA) }
+    unsafe { emu_enter(sp, load_va) }
 }
