@@ -74,11 +74,24 @@ fn raw_cycles() -> u64 {
 // (the clock at the first one, plus one period per interrupt since); when
 // the clock has fallen behind it, CORRECTION grows by the difference, so
 // time never lags the interrupts and stays monotonic. Interrupts that
-// coalesce (QEMU on a busy host delivers fewer than the base rate) make
-// the floor lag instead, which never moves the clock. Only this CPU
-// writes its slots, at IPL 7 (in its clock interrupt).
+// coalesce make the floor lag instead, which never moves the clock; the
+// floor starts one period before the first interrupt seen, because that
+// one may have been delivered late. Only this CPU writes its slots, at
+// IPL 7 (in its clock interrupt).
+//
+// Off under QEMU (`set_floor_enabled`): its counter never stops, and its
+// RTC and counter follow different host clocks, so on a busy host a floor
+// could move the clock for no reason (seen: clock.tick_rate counted fewer
+// interrupts than ticks). The self-test drives the same code through
+// `simulate_stopped_counter`.
 static FLOOR: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 static CORRECTION: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+static FLOOR_ENABLED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Turns the interrupt floor on (real machines) or off (QEMU).
+pub fn set_floor_enabled(on: bool) {
+    FLOOR_ENABLED.store(on, Ordering::Relaxed);
+}
 
 /// One periodic interrupt's worth of vouched-for time on this CPU.
 fn floor_step() {
@@ -90,7 +103,7 @@ fn floor_step() {
     let now = raw_cycles();
     let floor = FLOOR[cpu].load(Ordering::Relaxed);
     if floor == 0 {
-        FLOOR[cpu].store(now, Ordering::Relaxed);
+        FLOOR[cpu].store(now.saturating_sub(cycle_freq() / base).max(1), Ordering::Relaxed);
         return;
     }
     let floor = floor + cycle_freq() / base;
@@ -107,10 +120,13 @@ pub fn simulate_stopped_counter(n: u64) -> u64 {
     let _ipl = IplGuard::raise(ipl::HIGH);
     let cpu = cpus::this();
     let before = CORRECTION[cpu].load(Ordering::Relaxed);
+    let saved = FLOOR[cpu].load(Ordering::Relaxed);
     FLOOR[cpu].store(raw_cycles(), Ordering::Relaxed);
     for _ in 0..n {
         floor_step();
     }
+    // Leave the floor as the real interrupts had it (0 under QEMU).
+    FLOOR[cpu].store(saved, Ordering::Relaxed);
     CORRECTION[cpu].load(Ordering::Relaxed) - before
 }
 
@@ -219,7 +235,9 @@ pub fn on_clock_interrupt() -> u64 {
     if base_hz() == 0 {
         return 1;
     }
-    floor_step();
+    if FLOOR_ENABLED.load(Ordering::Relaxed) {
+        floor_step();
+    }
     let me = percpu::this();
     let period = ns_to_cycles(tick_period_ns()).max(1);
     let now = cycles();

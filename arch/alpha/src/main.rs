@@ -122,6 +122,7 @@ pub fn alpha_boot_main(console_pcb_phys: u64) -> ! {
         Err(e) => no_hwrpb(e),
     };
     clock::init(hwrpb.cycle_freq());
+    clock::set_floor_enabled(!hwrpb.is_qemu());
     let (kstart, kend) = kernel_range();
     // The heap lies after the image, inside the usable memory cluster that
     // holds the kernel (console and PAL clusters are never touched).

@@ -127,26 +127,35 @@ pub fn tick_rate(_: &BootConfig<'_>) -> Outcome {
 pub fn interrupts_bound_time(_: &BootConfig<'_>) -> Outcome {
     let base = clock::base_hz();
     if base == 0 {
-        return Ok(()); // clock=alarm: no periodic reference (nothing to check)
+        // clock=alarm: no periodic reference, so no floor may move time.
+        check_eq!(clock::simulate_stopped_counter(3), 0, "correction without a periodic interrupt");
+        return Ok(());
     }
     let period = clock::cycle_freq() / base;
     let t0 = clock::cycles();
     let corrected = clock::simulate_stopped_counter(3);
     let t1 = clock::cycles();
+    // The floor starts where the hook puts it and each of the three
+    // interrupts vouches for one period; this CPU's clock stays that much
+    // ahead afterwards (about 3 ms; nothing compares clocks across CPUs).
     check!(corrected >= 2 * period, "3 interrupts with the counter stopped corrected the clock by {corrected} cycles, period {period}");
-    check!(t1 - t0 >= 3 * period, "the clock moved {} cycles across 3 stopped-counter interrupts (period {period})", t1 - t0);
+    check!(t1 - t0 >= 2 * period, "the clock moved {} cycles across 3 stopped-counter interrupts (period {period})", t1 - t0);
     Ok(())
 }
 
 /// A PING to every other CPU is handled exactly once there, and arrives by
-/// interrupt: the target's IPI interrupt count must grow with the pings (an
-/// idle CPU also polls its mailbox at each tick, which would hand it a PING
-/// whose interrupt never came, so "handled" alone proves no delivery).
+/// interrupt: the target must take IPI interrupts and most PINGs must not
+/// be found by a poll (an idle CPU also polls its mailbox at each tick,
+/// which would hand it a PING whose interrupt never came, so "handled"
+/// alone proves no delivery).
 pub fn ipi_ping(_: &BootConfig<'_>) -> Outcome {
     let me = crate::cpus::this();
     let idx = IpiMessage::PING.index();
     for cpu in smp::online_cpus().filter(|c| *c != me) {
         let irqs_before = crate::interrupt::COUNTS[cpu][0].load(Ordering::Relaxed);
+        let st = &crate::platform::SMP.cpu(cpu).stats;
+        let polled = || st.rescued[idx].load(Ordering::Relaxed) + st.idle_rescued[idx].load(Ordering::Relaxed);
+        let polled_before = polled();
         for round in 0..100u64 {
             let (_, handled) = ipi::counts(cpu, idx);
             ipi::send(cpu, IpiMessage::PING);
@@ -157,11 +166,14 @@ pub fn ipi_ping(_: &BootConfig<'_>) -> Outcome {
             }
             check_eq!(ipi::counts(cpu, idx).1, handled + 1, "CPU {cpu} handled PING round {round} once");
         }
-        // A PING can be found by a tick's poll just before its interrupt
-        // lands (then the interrupt finds an empty mailbox and still
-        // counts), so allow that, but most must come by interrupt.
+        // Delivery by interrupt: the PINGs must be handled inside IPI
+        // interrupts, not found by a poll (the idle loop's or a tick's). One
+        // interrupt may handle many: its drain loop takes the next PING if
+        // it is posted before the loop ends. A tick's poll may find one
+        // just before its interrupt lands, so allow some, not most.
         let irqs = crate::interrupt::COUNTS[cpu][0].load(Ordering::Relaxed) - irqs_before;
-        check!(irqs >= 50, "CPU {cpu} took {irqs} IPI interrupts for 100 PINGs: they were not delivered by interrupt");
+        let by_poll = polled() - polled_before;
+        check!(irqs >= 1 && by_poll <= 50, "CPU {cpu}: {by_poll} of 100 PINGs found by a poll, {irqs} IPI interrupts: they were not delivered by interrupt");
     }
     Ok(())
 }
