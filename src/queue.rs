@@ -97,9 +97,10 @@ impl CallQueue {
         unsafe { self.run_all_then(|_| {}) }
     }
 
-    /// [`run_all`](Self::run_all), calling `done(owner)` after each SYNC
-    /// descriptor is unlocked (its waiter may be napping: the caller wakes
-    /// it). `owner` is read before the unlock, like `next`.
+    /// [`run_all`](Self::run_all), calling `done(owner)` after each
+    /// descriptor is unlocked (a SYNC call's waiter, or an owner waiting to
+    /// reuse an async descriptor, may be napping: the caller wakes it).
+    /// `owner` is read before the unlock, like `next`.
     ///
     /// # Safety
     /// As for [`run_all`](Self::run_all).
@@ -129,13 +130,16 @@ impl CallQueue {
             // queued the descriptor.
             let f: CallFn = unsafe { core::mem::transmute::<usize, CallFn>(func) };
             ran += 1;
+            let owner = csd.owner.load(Ordering::Relaxed);
             if csd.flags.load(Ordering::Relaxed) & SYNC != 0 {
-                let owner = csd.owner.load(Ordering::Relaxed);
                 f(arg);
                 csd.flags.store(0, Ordering::Release);
                 done(owner);
             } else {
                 csd.flags.store(0, Ordering::Release);
+                // The owner may be napping until this descriptor is free
+                // (its next call to this CPU waits for it).
+                done(owner);
                 f(arg);
             }
             fifo = next;

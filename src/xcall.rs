@@ -73,10 +73,11 @@
 //!   fence, and checks the condition (descriptor unlocked, lock free); only
 //!   if it still holds it naps, then clears `napping` and lowers the IPL
 //!   (the interrupt that ended the nap is taken then);
-//! - a CPU that ends the wait (runs a SYNC call and unlocks its descriptor,
-//!   or releases the serialization lock) issues a SeqCst fence after its
-//!   Release store and, if `w` is napping, wakes it with an IPI carrying no
-//!   message ([`Platform::wake`]).
+//! - a CPU that ends the wait (unlocks a descriptor, after a SYNC call or
+//!   before an async one, whose owner may be waiting to reuse it; releases
+//!   the serialization lock; frees a work slot, in the kernel) issues a
+//!   SeqCst fence after its Release store and, if `w` is napping, wakes it
+//!   with an IPI carrying no message ([`Platform::wake`]).
 //!
 //! The two fences order each side's store before its load, so either the
 //! waiter sees the condition met and does not nap, or the waker sees

@@ -161,3 +161,28 @@ fn napping_does_not_hide_the_masked_wait_deadlock() {
         assert!(!storm(seed, Line::Latch, true, false, false, true, 400 * TICK_STEPS).stalled, "seed {seed}: the lock's drain did not cure it");
     }
 }
+
+fn nothing(_: usize) {}
+
+#[test]
+fn a_caller_reusing_an_async_descriptor_is_woken_not_timed_out() {
+    // Back-to-back no-wait calls to one target reuse one descriptor: each
+    // waits (napping) until the target has taken the previous one. The
+    // target unlocks it and must wake the owner; no nap may need the tick.
+    let mut all_naps = 0;
+    for seed in 0..seeds() {
+        let smp: &SimSmp = SimPlatform::seeded(Line::Latch, 1000, 3, 2, seed);
+        smp.policy.nap.store(true, Relaxed);
+        SimPlatform::run(smp, 2, move |me| {
+            if me == 0 {
+                for _ in 0..20 {
+                    smp.call_single(1, nothing, 0, false).expect("no-wait call");
+                }
+            }
+        });
+        let (naps, timed_out) = (smp.cpu(0).stats.naps.load(Relaxed), smp.platform.cpus[0].naps_timed_out.load(Relaxed));
+        assert_eq!(timed_out, 0, "seed {seed}: {timed_out} of {naps} naps of the caller ended only at the tick");
+        all_naps += naps;
+    }
+    assert!(all_naps > 0, "the caller never napped: nothing was tested");
+}

@@ -339,6 +339,10 @@ pub fn stop_all_and_fail() -> ! {
 //   the function runs to its end and frees the slot, and the next poster
 //   waits for that before posting. So a result read is always the one of
 //   the function its reader posted, and a withdrawn function never runs.
+// - waiting (for a free slot, or for the result) a CPU sets its bit in the
+//   slot's WORK_WAITERS (SeqCst) and may nap (wait=nap); the CPU that frees
+//   the slot fences after its Release store and wakes every listed CPU
+//   that is napping (the core's nap protocol, src/xcall.rs).
 
 type Work = fn(usize) -> u64;
 
@@ -346,8 +350,9 @@ const TAKEN: usize = 1;
 
 static WORK: [AtomicUsize; MAX_CPUS] = [const { AtomicUsize::new(0) }; MAX_CPUS];
 static WORK_RESULT: [core::sync::atomic::AtomicU64; MAX_CPUS] = [const { core::sync::atomic::AtomicU64::new(0) }; MAX_CPUS];
-/// Who posted the work in a CPU's slot: woken when the slot is freed.
-static WORK_POSTER: [AtomicUsize; MAX_CPUS] = [const { AtomicUsize::new(0) }; MAX_CPUS];
+/// CPUs waiting for a slot to be freed (its poster, and posters waiting
+/// to post): each is woken when it is (wait=nap).
+static WORK_WAITERS: [core::sync::atomic::AtomicU64; MAX_CPUS] = [const { core::sync::atomic::AtomicU64::new(0) }; MAX_CPUS];
 
 fn run_posted_work(cpu: usize) {
     let w = WORK[cpu].load(Ordering::Relaxed);
@@ -357,9 +362,21 @@ fn run_posted_work(cpu: usize) {
         let f: Work = unsafe { core::mem::transmute::<usize, Work>(w) };
         WORK_RESULT[cpu].store(f(cpu), Ordering::Relaxed);
         WORK[cpu].store(0, Ordering::Release);
-        // The poster may nap waiting for this (wait=nap).
-        SMP.wake_if_napping(WORK_POSTER[cpu].load(Ordering::Relaxed));
+        // Whoever waits for the slot may nap (wait=nap): wake them.
+        core::sync::atomic::fence(Ordering::SeqCst);
+        for waiter in CpuMask(WORK_WAITERS[cpu].load(Ordering::Relaxed)).iter() {
+            SMP.wake_if_napping(waiter);
+        }
     }
+}
+
+/// Waits (spinning or napping) until `cpu`'s work slot is free, listed
+/// among the slot's waiters so the CPU that frees it wakes this one.
+fn wait_slot_free(cpu: usize, me: usize, ns: u64) -> bool {
+    WORK_WAITERS[cpu].fetch_or(1 << me, Ordering::SeqCst);
+    let free = wait_ns_woken(ns, || WORK[cpu].load(Ordering::Acquire) == 0);
+    WORK_WAITERS[cpu].fetch_and(!(1 << me), Ordering::Relaxed);
+    free
 }
 
 /// Runs `f(cpu)` on every CPU of `mask` at once (this one included, if in
@@ -373,11 +390,10 @@ pub fn run_on_cpus(mask: CpuMask, f: Work, timeout_ns: u64) -> Result<[u64; MAX_
     let mut posted = CpuMask::EMPTY;
     let mut failed = None;
     for cpu in mask.without(me).iter() {
-        if !wait_ns_woken(left(), || WORK[cpu].load(Ordering::Acquire) == 0) {
+        if !wait_slot_free(cpu, me, left()) {
             failed = Some(cpu);
             break;
         }
-        WORK_POSTER[cpu].store(me, Ordering::Relaxed);
         WORK[cpu].store(f as usize, Ordering::Release);
         posted.insert(cpu);
         ipi::send(cpu, IpiMessage::PING);
@@ -387,7 +403,7 @@ pub fn run_on_cpus(mask: CpuMask, f: Work, timeout_ns: u64) -> Result<[u64; MAX_
         out[me] = f(me);
     }
     for cpu in posted.iter() {
-        if failed.is_none() && wait_ns_woken(left(), || WORK[cpu].load(Ordering::Acquire) == 0) {
+        if failed.is_none() && wait_slot_free(cpu, me, left()) {
             out[cpu] = WORK_RESULT[cpu].load(Ordering::Relaxed);
             continue;
         }
