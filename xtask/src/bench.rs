@@ -97,7 +97,9 @@ pub fn run(kernel: &Path, cfg: &Config, mut progress: impl FnMut(&str)) -> Resul
                 let t = Instant::now();
                 let r = qemu::run(&RunSpec { kernel, smp, mem: qemu::DEFAULT_MEM_MIB, append: &append, timeout: Duration::from_secs(900), echo: false, image: None })?;
                 if !r.output.contains("alphasmp: PASS (benchmark reported)") {
-                    return Err(err(format!("benchmark boot failed (smp {smp}, {fix}, wait={wait}): {}\n{}", r.describe(), r.output)));
+                    let log = crate::util::repo_root().join("target/bench-failed.log");
+                    std::fs::write(&log, &r.output).ok();
+                    return Err(crate::util::Error { message: format!("benchmark boot failed (smp {smp}, {fix}, wait={wait}): {}", r.describe()), log: Some(log) });
                 }
                 let ms = parse(&r.output, smp, fix, wait);
                 progress(&format!(

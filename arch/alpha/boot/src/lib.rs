@@ -18,19 +18,30 @@ unsafe extern "Rust" {
 /// KSEG base: physical address + this = a kernel virtual address.
 pub const KSEG: u64 = 0xfffffc00_0000_0000;
 
-/// Memory holding an HWRPB (or any quadword table) at a virtual address.
+/// Quadword tables at a virtual address (the HWRPB, the CRB, page tables
+/// through the VPTB or KSEG, QEMU's parameter page), read and written
+/// with volatile accesses.
 #[derive(Clone, Copy)]
-pub struct Va(pub u64);
+pub struct Va(u64);
+
+impl Va {
+    /// # Safety
+    /// Every offset later read or written must be mapped, 8-byte aligned
+    /// memory that this program may access that way for as long as the
+    /// `Va` is used (console tables stay mapped on the console's page
+    /// tables and through KSEG).
+    pub const unsafe fn new(va: u64) -> Va {
+        Va(va)
+    }
+}
 
 impl Quads for Va {
     fn read(&self, offset: u64) -> u64 {
-        // SAFETY: `Va` is only built over the console's HWRPB mapping or
-        // KSEG addresses of tables the console set up; both stay mapped.
+        // SAFETY: `Va::new`'s contract: the table is mapped and readable.
         unsafe { core::ptr::read_volatile((self.0 + offset) as *const u64) }
     }
     fn write(&self, offset: u64, value: u64) {
-        // SAFETY: as for `read`; the fields written are the ones the
-        // console interface lets a bootstrap change.
+        // SAFETY: `Va::new`'s contract: the table is mapped and writable.
         unsafe { core::ptr::write_volatile((self.0 + offset) as *mut u64, value) }
     }
 }
@@ -44,7 +55,9 @@ pub fn console_init(hwrpb: u64, crb_offset: u64) -> bool {
     if crb_offset == 0 {
         return false;
     }
-    let desc = Va(hwrpb + crb_offset).read(crb::off::DISPATCH_VA);
+    // SAFETY: the CRB lies inside the HWRPB, which the console maps at
+    // `hwrpb` (callers pass its console VA or its KSEG address).
+    let desc = unsafe { Va::new(hwrpb + crb_offset) }.read(crb::off::DISPATCH_VA);
     CRB_DESC.store(desc, Ordering::Relaxed);
     desc != 0
 }

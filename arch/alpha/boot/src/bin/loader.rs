@@ -4,8 +4,10 @@
 //! Entered from `asm/loader.S` at virtual 0x20000000 on the console's page
 //! tables, under the console's OpenVMS PALcode, on a stack inside the image.
 //! In order:
-//! 1. under the console's PALcode (no OSF/1 PAL call is reachable: they are
-//!    methods of [`Osf`], which only a successful switch returns): read the
+//! 1. under the console's PALcode (no OSF/1 PAL call runs: they are methods
+//!    of [`Osf`], a token this file makes in one place, right after a
+//!    successful SWPPAL; a convention of this file, not something the
+//!    compiler enforces): read the
 //!    HWRPB at its VA, check the payload against the header's sum, read
 //!    the boot flags with GET_ENV(BOOTED_OSFLAGS), find the physical page
 //!    behind every page of the image through the VPTB, and SWPPAL to OSF/1;
@@ -66,7 +68,8 @@ const MAX_PAGES: usize = 4096;
 /// initrd words at 0x100/0x108, the PCB at ZERO_PAGE_PCB).
 const PARAM_BYTES: usize = 0x400;
 
-/// Proof that OSF/1 PALcode runs: only [`swppal`] makes one.
+/// Proof that OSF/1 PALcode runs: made only in [`loader_main`], after
+/// `loader_swppal` succeeded.
 struct Osf(());
 
 impl Osf {
@@ -88,7 +91,10 @@ impl Osf {
 /// The physical address behind virtual `va` on the console's page tables,
 /// read through the VPTB (its linear view of the L3 entries).
 fn phys_of(vptb: u64, va: u64) -> u64 {
-    let pte = Va(vptb).read((va >> 13) * 8);
+    // SAFETY: the VPTB maps every L3 entry of the console's page tables
+    // (its self-map), and `va` lies in the image or its stack, which are
+    // mapped.
+    let pte = unsafe { Va::new(vptb) }.read((va >> 13) * 8);
     if pte & 1 == 0 {
         fail(format_args!("virtual {va:#x} is not mapped by the console (PTE {pte:#x})"));
     }
@@ -100,13 +106,15 @@ fn phys_of(vptb: u64, va: u64) -> u64 {
 fn l1_pfn(vptb: u64) -> u64 {
     let slot = alphasmp_srm::pagetable::self_map_slot(vptb);
     let l1_va = vptb | (slot << 23) | (slot << 13);
-    Va(l1_va).read(slot * 8) >> 32
+    // SAFETY: the self-map makes the L1 page visible at `l1_va`.
+    unsafe { Va::new(l1_va) }.read(slot * 8) >> 32
 }
 
 #[unsafe(no_mangle)]
 pub fn loader_main() -> ! {
     alphasmp_boot::set_identity(&ME);
-    let hwrpb = Va(HWRPB_VA);
+    // SAFETY: SRM maps the HWRPB at this VA for a bootstrap (srm-hardware.md 1d).
+    let hwrpb = unsafe { Va::new(HWRPB_VA) };
     if !alphasmp_boot::console_init(HWRPB_VA, hwrpb.read(alphasmp_srm::hwrpb::off::CRB_OFFSET)) {
         halt(); // no console callbacks: nowhere to say anything
     }

@@ -92,7 +92,9 @@ fn cmdline() -> &'static str {
 /// The `-initrd` file as QEMU placed it (parameter page +0x100/+0x108).
 fn initrd() -> &'static [u8] {
     let page = KSEG | (kseg_phys(&raw const __emu_start as u64) - image::ZERO_PAGE_BELOW);
-    let (start, len) = (Va(page).read(0x100), Va(page).read(0x108));
+    // SAFETY: QEMU's parameter page, RAM below this program.
+    let p = unsafe { Va::new(page) };
+    let (start, len) = (p.read(0x100), p.read(0x108));
     if start == 0 || len == 0 {
         fail(format_args!("no image: give it with -initrd"));
     }
@@ -103,8 +105,11 @@ fn initrd() -> &'static [u8] {
 #[unsafe(no_mangle)]
 pub fn srmemu_main(console_pcb: u64) -> ! {
     alphasmp_boot::set_identity(&ME);
-    let hw_phys = Va(HWRPB_VA).read(0);
-    let mem = Va(KSEG | hw_phys);
+    // SAFETY: qemu-palcode maps the HWRPB at its architected VA; its first
+    // quadword is its physical address, and KSEG reaches all of it.
+    let hw_phys = unsafe { Va::new(HWRPB_VA) }.read(0);
+    // SAFETY: as above.
+    let mem = unsafe { Va::new(KSEG | hw_phys) };
     alphasmp_boot::console_init(KSEG | hw_phys, mem.read(hwrpb::off::CRB_OFFSET));
     let h = match Hwrpb::new(mem) {
         Ok(h) => h,
@@ -169,13 +174,17 @@ pub fn srmemu_main(console_pcb: u64) -> ! {
 
     // The console's page tables: L1 from qemu-palcode's PCB, its slot 0
     // L2 (which maps the HWRPB), new L3 tables for 0x20000000 onward.
-    let l1_pfn = Va(KSEG | console_pcb).read(0x10);
-    let l1 = Va(KSEG | (l1_pfn << 13));
+    // SAFETY: qemu-palcode's PCB (physical, from $18) and the L1 page its
+    // PTBR names are PALcode memory, reachable through KSEG.
+    let l1_pfn = unsafe { Va::new(KSEG | console_pcb) }.read(0x10);
+    // SAFETY: as above.
+    let l1 = unsafe { Va::new(KSEG | (l1_pfn << 13)) };
     let l2_pte = l1.read(0);
     if l2_pte & 1 == 0 {
         fail(format_args!("qemu-palcode's L1 slot 0 is empty"));
     }
-    let l2 = Va(KSEG | ((l2_pte >> 32) << 13));
+    // SAFETY: a valid L1 entry names an L2 page of the console's tables.
+    let l2 = unsafe { Va::new(KSEG | ((l2_pte >> 32) << 13)) };
     let tables = &raw mut TABLES;
     for i in 0..total {
         let va = load_va + i * PAGE;
@@ -231,18 +240,19 @@ pub fn srmemu_main(console_pcb: u64) -> ! {
     }
 
     // GET_ENV through this program's dispatcher.
-    let crb_va = KSEG | (hw_phys + h.crb_offset());
+    // SAFETY: the CRB lies inside the HWRPB, reached through KSEG.
+    let crb_table = unsafe { Va::new(KSEG | (hw_phys + h.crb_offset())) };
     let n = flags.len().min(255);
     // SAFETY: the emulation's own data words in asm/srmemu.S, written once
     // here before anything calls the dispatcher.
     unsafe {
         core::ptr::copy_nonoverlapping(flags.as_ptr(), (&raw mut emu_env) as *mut u8, n);
         *(&raw mut emu_env_len) = n as u64;
-        *(&raw mut emu_crb_next) = Va(crb_va).read(crb::off::DISPATCH_VA);
+        *(&raw mut emu_crb_next) = crb_table.read(crb::off::DISPATCH_VA);
     }
     let desc = &raw const emu_crb_desc as u64;
-    Va(crb_va).write(crb::off::DISPATCH_VA, desc);
-    Va(crb_va).write(crb::off::DISPATCH_PA, kseg_phys(desc));
+    crb_table.write(crb::off::DISPATCH_VA, desc);
+    crb_table.write(crb::off::DISPATCH_PA, kseg_phys(desc));
 
     println!(
         "srm-emu: {pages} image pages at {load_va:#x} backed by physical {:#x}, {:#x}, ... (descending, one page apart), {STACK_PAGES} stack pages after them; VPTB {SRM_VPTB:#x}; BOOTED_OSFLAGS \"{flags}\"; jumping to {load_va:#x}",
