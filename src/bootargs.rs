@@ -377,6 +377,8 @@ mod tests {
         assert_eq!(BootConfig::parse("").unwrap().wait, WaitArg::Nap);
         assert_eq!(BootConfig::parse("wait=spin").unwrap().wait, WaitArg::Spin);
         assert!(matches!(BootConfig::parse("wait=doze"), Err(BootArgError::BadValue { key: "wait", .. })));
+        assert_eq!(BootConfig::parse("nap_after_us=250").unwrap().nap_after_us, 250);
+        assert!(matches!(BootConfig::parse("nap_after_us=10001"), Err(BootArgError::BadValue { key: "nap_after_us", .. })));
         assert_eq!(BootConfig::parse("bench=2000").unwrap().bench, 2000);
         assert!(matches!(BootConfig::parse("bench=10"), Err(BootArgError::BadValue { key: "bench", .. })), "fewer than 1000 samples");
         assert!(matches!(BootConfig::parse("irq_load_us=9999"), Err(BootArgError::BadValue { .. })));
