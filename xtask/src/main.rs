@@ -30,9 +30,9 @@ const USAGE: &str = "usage: cargo xtask <command>
                  count, fix set and wait policy; writes DIR/bench.md, .json and .svg (default results/)
   stress [--per-cpu N] [--smp N] [--append \"ARGS\"]
                  long stress: edge loss injected, all fixes on; zero watchdog reports required
-  mutants [--file src/F.rs]... [--out DIR]
+  mutants [--file src/F.rs]... [--jobs N] [--out DIR]
                  cargo-mutants over the portable core (src/) against its host tests (unit,
-                 simulator, model); installs cargo-mutants if missing; hours for all of src/,
+                 simulator); installs cargo-mutants if missing; hours for all of src/,
                  so shard it by file
   build          build the kernel ELF and print its path
   toolchain      install packages and build the Alpha toolchain (cached)";
