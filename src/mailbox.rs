@@ -1,8 +1,8 @@
 //! Per-CPU IPI mailboxes.
 //!
 //! Alpha's `wripir` carries no payload and QEMU coalesces IPIs that arrive
-//! before PALcode acknowledges the first (docs: qemu-alpha.md 3.2), while
-//! EV7 may lose them outright (smp-anchors.md 1.2). So the reason for an IPI
+//! before PALcode acknowledges the first (docs/qemu.md §3.2), while
+//! EV7 may lose them outright (docs/cross-calls.md §1.2). So the reason for an IPI
 //! travels in memory, as a word of message bits per CPU, and the interrupt
 //! is only a hint to look.
 //!

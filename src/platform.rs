@@ -12,10 +12,10 @@ pub mod ipl {
     /// Everything enabled.
     pub const ALL_ON: u8 = 0;
     /// IPIs masked from this IPL on under qemu-palcode (it takes an IPI
-    /// only at IPL <= 5; docs: qemu-alpha.md 3.2).
+    /// only at IPL <= 5; docs/qemu.md §3.2).
     pub const IPI_QEMU_PALCODE: u8 = 6;
     /// IPIs masked from this IPL on under EV6/EV7 OSF PALcode, where they
-    /// share the clock's level (Linux's IPL_TIMER; smp-anchors.md 2.2).
+    /// share the clock's level (Linux's IPL_TIMER; docs/hardware.md §9).
     pub const IPI_OSF_PALCODE: u8 = 5;
     /// Everything masked.
     pub const HIGH: u8 = 7;

@@ -8,7 +8,7 @@
 //!
 //! - [`Line::Latch`] (clipper): a masked IPI stays pending until the IPL
 //!   drops;
-//! - [`Line::LossyEdge`] (EV7 per seed patch 2/3): an IPI that arrives while
+//! - [`Line::LossyEdge`] (EV7, per the series' in-interrupt poll patch, docs/cross-calls.md §1.2): an IPI that arrives while
 //!   the target is inside an interrupt handler at IPL 7 is dropped; the
 //!   mailbox bit stays set.
 //!

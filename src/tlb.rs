@@ -35,8 +35,8 @@
 //! one word are totally ordered, so either the flusher's zeroing comes first
 //! and the activating CPU sees 0 and takes a new ASN, or the activation
 //! comes first and the flusher sees RUNNING and interrupts it. No CPU can
-//! fall between the two cases (issue 14 item 1: reading the `active` mask
-//! once to decide whom to zero and again to decide whom to interrupt let a
+//! fall between the two cases (an earlier version, reading the `active` mask
+//! once to decide whom to zero and again to decide whom to interrupt, let a
 //! CPU that left S between the two reads get neither).
 //!
 //! Protocol for `context[cpu]` of a space: **set** only by `cpu` (on
@@ -87,7 +87,7 @@ pub const PAGE_SIZE: u64 = 8192;
 /// active), but on Alpha there is nothing to skip: Alpha has no GUP-fast
 /// (no `HAVE_GUP_FAST`) and no RCU page-table freeing
 /// (`MMU_GATHER_RCU_TABLE_FREE`), so `tlb_remove_table_sync_one()` is empty
-/// there (smp-anchors.md 4.5).
+/// there (docs/cross-calls.md §4.5).
 pub const fn tlb_flush_implies_ipi_broadcast() -> bool {
     true
 }
@@ -211,7 +211,7 @@ const REQUESTS: usize = 4;
 /// publishes both to the targets through the call queue (push Release,
 /// take Acquire) or, for itself, program order. Each **reader** loads the
 /// fields, then clears its own bit (Release). So a rewrite never overlaps a
-/// read (issue 14 item 5: with one request per CPU, the flush after an
+/// read (in an earlier version with one request per CPU, the flush after an
 /// aborted one rewrote the request its stalled target had still to read:
 /// that flush never happened there, and a torn read could mix two).
 struct Request {

@@ -13,8 +13,8 @@
 //!    spinning: one in interrupt context ([`Smp::in_interrupt`]: an
 //!    interrupt handler, or a function run by any drain of the mailbox),
 //!    and one with IPIs masked making a no-wait call. Spinning there could
-//!    wait for a target that itself waits, masked, for this CPU (issue 14
-//!    item 4). Waiting calls from either are refused outright, as Linux
+//!    wait for a target that itself waits, masked, for this CPU (a mutual
+//!    deadlock). Waiting calls from either are refused outright, as Linux
 //!    refuses any cross-call with interrupts off;
 //! 2. fills in `f` and `arg` (and SYNC for a waiting call) and **queues**
 //!    each descriptor on its target's queue (compare-and-swap of the head,
@@ -31,7 +31,7 @@
 //! reserved so far, none of which was queued; steps 2 and 3 cannot fail, so
 //! every push that found a queue empty is followed by its IPI. Hence the
 //! invariant behind "send only if empty" holds on every exit: **a non-empty
-//! queue always has an interrupt owed to it** (issue 14 item 2: queueing on
+//! queue always has an interrupt owed to it** (an earlier version broke it: queueing on
 //! an earlier target and then failing on a later one, before the IPIs went
 //! out, left a queue nothing would ever look at; tests/loom.rs checks
 //! every exit).
@@ -50,7 +50,7 @@
 //! of such a descriptor waits for that in step 1. (Whatever `arg` points to
 //! must stay valid until then; see `crate::tlb` for how its requests do.)
 //!
-//! # The fixes for lossy IPIs (seed patches 1/3 and 2/3), as policy
+//! # The fixes for lossy IPIs (the series' lock with drain and in-interrupt poll, docs/cross-calls.md §5), as policy
 //!
 //! - `serialize`: every waiting call takes one global lock; a CPU that
 //!   cannot take it drains its own mailbox with interrupts off and retries.
@@ -109,7 +109,7 @@ pub struct CpuStats {
     /// Messages found by the in-interrupt poll, per type.
     pub rescued: [AtomicU64; IpiMessage::COUNT],
     /// Messages found by the idle loop's poll, per type: a separate kind of
-    /// rescue (seed patch 2/3 polls only in interrupts).
+    /// rescue (the series' poll runs only in interrupts).
     pub idle_rescued: [AtomicU64; IpiMessage::COUNT],
     /// Calls this CPU queued for another CPU.
     pub calls_queued: AtomicU64,
@@ -201,7 +201,7 @@ pub struct Policy {
     /// Give up a wait at this many watchdog reports (0: never).
     pub abort_after: AtomicU64,
     /// Fault injection: let waiting calls run with IPIs masked (the
-    /// "spin_lock_irqsave callers" of seed patch 1/3) instead of refusing.
+    /// "spin_lock_irqsave callers" of the series' lock-and-drain patch) instead of refusing.
     pub allow_masked_wait: AtomicBool,
     /// Waiters nap ([`Platform::nap`]) instead of spinning.
     pub nap: AtomicBool,
@@ -410,7 +410,7 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
         self.platform.in_interrupt() || self.cpus[self.platform.cpu_id()].drain_depth.load(Ordering::Relaxed) != 0
     }
 
-    /// Seed patch 2/3: after a non-IPI interrupt, handle anything left in the
+    /// The in-interrupt poll: after a non-IPI interrupt, handle anything left in the
     /// mailbox (its interrupt may have been lost). Counts what it rescued.
     pub fn poll_in_interrupt(&self) -> usize {
         self.poll(|s| &s.rescued)
@@ -565,8 +565,8 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
         Ok(())
     }
 
-    /// Seed patch 1/3's loop: try the global lock; on failure drain this
-    /// CPU's mailbox with interrupts off (the review's ordering) and retry;
+    /// The serialization lock with drain: try the global lock; on failure drain this
+    /// CPU's mailbox with interrupts off before reading it (the order the series' public review asked for, docs/cross-calls.md §1.4) and retry;
     /// under the `nap` policy, nap between tries (the releaser wakes it).
     fn lock_serialized(&self) -> SerialGuard<'_, P, N> {
         let me = self.platform.cpu_id();

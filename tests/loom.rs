@@ -168,7 +168,7 @@ fn mark(arg: usize) {
 ///
 /// The producers here are a hand-written copy of "push, then interrupt if
 /// it was empty", which always sends what it owes; whether the real
-/// `call_many` does so on every exit (it did not: issue 14 item 2) is
+/// `call_many` does so on every exit (an earlier version did not) is
 /// checked by the `call_many_*_exit_strands_nothing` tests below, which run
 /// it.
 #[test]
@@ -381,7 +381,7 @@ fn called(arg: usize) {
 /// up on that descriptor). Whatever it returned, once every interrupt owed
 /// has been taken no call may be left queued: a queue that is non-empty
 /// with no interrupt owed is never looked at again, and every later caller
-/// to that CPU piggybacks on it and hangs (issue 14 item 2). A call that
+/// to that CPU piggybacks on it and hangs. A call that
 /// returned Ok ran exactly once; one that failed ran nowhere.
 fn call_many_exits(in_irq: bool) {
     let mut b = loom::model::Builder::new();

@@ -173,7 +173,7 @@ fn range_flush_is_per_page_up_to_the_limit() {
     }
 }
 
-/// Issue 14, item 3: a range flush of an executable mapping must reach the
+/// A range flush of an executable mapping must reach the
 /// instruction stream (ITB, and the ASN-tagged icache) on every CPU running
 /// the space: either a new ASN there, or each page invalidated in both
 /// streams plus an imb. Data-stream invalidates alone leave the old
@@ -307,7 +307,7 @@ fn flush_implies_ipi_broadcast() {
     assert!(tlb::tlb_flush_implies_ipi_broadcast());
 }
 
-/// Issue 14, item 1: a CPU that leaves the space while a flush is deciding
+/// A CPU that leaves the space while a flush is deciding
 /// what to do about it must still be dealt with. CPU 1 keeps switching
 /// between S and T while CPU 0 flushes S again and again; after each
 /// `flush_tlb_mm(S)` returns, CPU 1's context for S must not be the one it
@@ -361,7 +361,7 @@ fn flush_reaches_a_cpu_that_leaves_the_space_meanwhile() {
     });
 }
 
-/// Issue 14, item 5: a flush whose wait the watchdog aborted is still owed
+/// A flush whose wait the watchdog aborted is still owed
 /// to the CPU it stalled on, and that CPU must do *that* flush when it gets
 /// to it, whatever its caller has issued since. CPU 1 runs S at IPL 7;
 /// CPU 0's flush_tlb_mm(S) stalls on it and is aborted; CPU 0 then flushes

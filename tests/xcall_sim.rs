@@ -124,7 +124,7 @@ fn waiting_call_from_interrupt_context_is_refused() {
     assert_eq!(NESTED.load(Ordering::Relaxed), 1, "the nested waiting call got WaitInInterrupt");
 }
 
-/// Issue 14, item 2: a `call_many` that gives up (here: the watchdog aborts
+/// A `call_many` that gives up (here: the watchdog aborts
 /// its wait for the descriptor of a later target) must not leave a call on
 /// an earlier target's queue with no IPI sent. If it does, that queue is
 /// non-empty with no mailbox bit, nothing ever looks at it, and every later
@@ -178,7 +178,7 @@ fn an_aborted_call_many_strands_no_call() {
     }
 }
 
-/// Issue 14, item 4: a no-wait call made with IPIs masked must not spin on
+/// A no-wait call made with IPIs masked must not spin on
 /// its descriptor. CPUs 0 and 1 each sit at IPL 7 (task context) and send
 /// the other two no-wait calls: the second finds its descriptor still in
 /// flight (the target cannot take the first until it lowers its IPL). If it
@@ -223,7 +223,7 @@ fn calls_from_a_drain(arg: usize) {
     DRAINED.lock().unwrap().extend([wait, nowait]);
 }
 
-/// Issue 14, item 4: a function run by a drain of the mailbox outside an
+/// A function run by a drain of the mailbox outside an
 /// interrupt handler (the kernel's idle loop drains with IPIs masked, the
 /// serialization lock's wait loop at IPL 7) runs as interrupt context, as
 /// it would from the IPI: a waiting call from it is refused with
@@ -262,7 +262,7 @@ fn ipl5_machine(seed: u64) -> &'static SimSmp {
     smp
 }
 
-/// Issue 14, item 6: the core must take "IPIs masked" from the platform.
+/// The core must take "IPIs masked" from the platform.
 /// On a machine that masks IPIs from IPL 5, a waiting call at IPL 5 is a
 /// waiting call with IPIs masked and is refused (the core's old constant
 /// 6 let it through).
@@ -279,7 +279,7 @@ fn waiting_at_the_platforms_ipi_level_is_refused() {
     });
 }
 
-/// Issue 14, item 6, with item 4's deadlock: at IPL 5 on that machine,
+/// The platform's IPI level, with the masked no-wait deadlock above: at IPL 5 on that machine,
 /// two CPUs sending each other no-wait calls must not block (Ok or Busy).
 #[test]
 fn no_wait_calls_at_the_platforms_ipi_level_do_not_block() {

@@ -8,9 +8,9 @@
  *   LOSSY      EV7 line: an IPI sent while the target is inside an
  *              interrupt handler is dropped (else: clipper latch)
  *   MASKED     the caller waits with interrupts masked (IPL 7)
- *   LOCK       seed patch 1/3: one lock around the call; a CPU that cannot
+ *   LOCK       the series' lock-and-drain fix: one lock around the call; a CPU that cannot
  *              take it drains its own mailbox (interrupts off) and retries
- *   POLL       seed patch 2/3: every tick handler polls the mailbox
+ *   POLL       the series' in-interrupt poll: every tick handler polls the mailbox
  *   NAP        waiters nap (wait=nap, src/xcall.rs "Napping waiters"): at
  *              IPL 7 a waiter sets its napping flag, re-checks, and waits
  *              until an interrupt is pending; whoever completes its call

@@ -3,7 +3,7 @@
 #   crb_dispatch(desc: u64, code: u64, a1: u64, a2: u64, a3: u64, nargs: u64) -> u64
 #
 # The console's dispatch routine follows the OpenVMS calling standard
-# (docs: srm-hardware.md 3): $27 = VA of its procedure descriptor, whose
+# (docs/hardware.md §3): $27 = VA of its procedure descriptor, whose
 # second quadword is the code address; $16 = function code; $17.. = the
 # arguments; $25 = the argument count; result in $0. It preserves $2-$15 and
 # $30 and may clobber $0, $1, $16-$28 and gp, so this stub saves the return

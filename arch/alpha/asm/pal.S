@@ -1,7 +1,7 @@
 # Thin wrappers around CALL_PAL functions and a few privileged instructions,
 # each a leaf function in the Alpha C convention (arguments $16-$21, result $0).
 # Rust declares them `extern "Rust"` in arch/alpha/src/pal.rs.
-# Codes: OSF/1 PALcode, see docs: qemu-alpha.md section 4.
+# Codes: OSF/1 PALcode, see docs/qemu.md §4.
 
 	.set noreorder
 	.set noat

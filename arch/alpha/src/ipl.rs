@@ -1,7 +1,7 @@
 //! Interrupt priority levels (IPL) as a small safe API.
 //!
 //! Alpha masks interrupts by level: at IPL n, every source at level <= n is
-//! held off. Under OSF/1 PALcode on clipper (see docs: qemu-alpha.md 3.2):
+//! held off. Under OSF/1 PALcode on clipper (see docs/qemu.md §3.2):
 //!
 //! | IPL | masks |
 //! |---|---|

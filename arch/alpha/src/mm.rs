@@ -4,14 +4,14 @@
 //! Every CPU runs on the console's page table (PTBR from its PCB). Its L1
 //! maps the HWRPB pointer at VA 0x10000000 (L1 slot 0) and itself at the
 //! VPTB's slot: 1023 under qemu-palcode (VPTB 0xfffffffe00000000), but 1
-//! on a real SRM console (VPTB 0x200000000, srm-hardware.md 1d). We hang our
+//! on a real SRM console (VPTB 0x200000000, docs/hardware.md §1d). We hang our
 //! own L2/L3 tables off the first L1 slot that is empty and is not the
 //! self-map's, so a window of user VAs maps to frames we choose, on every
 //! CPU; `release` empties the slot again before the machine returns to the
 //! console, so SRM gets its page table back as it left it.
 //!
 //! Alpha: 8 KB pages, 43-bit VAs, 10 bits per level; a PTE holds the PFN in
-//! bits 63:32 and permission bits below (docs: qemu-alpha.md 1.3).
+//! bits 63:32 and permission bits below (docs/qemu.md §1.3).
 
 use alloc::alloc::{Layout, alloc_zeroed};
 

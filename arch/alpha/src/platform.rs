@@ -33,7 +33,7 @@ impl Platform for AlphaPlatform {
         pal::mb();
         // Fault injection (inject=edge_loss): EV7/IO7 deliver wripir as an
         // edge that is lost when the target sits at IPL 7 inside an
-        // interrupt handler (seed patch 2/3). The mailbox bits stay set.
+        // interrupt handler (docs/cross-calls.md §1.2). The mailbox bits stay set.
         let (Some(target), Some(phys)) = (percpu::CPUS.get(cpu), cpus::physical(cpu)) else {
             // The core range-checks against its online mask first.
             panic!("IPI to CPU {cpu}, which is not in the CPU map");
@@ -46,7 +46,7 @@ impl Platform for AlphaPlatform {
     }
     fn nap(&self) {
         // At IPL 7 (the core's caller): wtint returns once any interrupt is
-        // pending, masked or not (qemu-alpha.md 3; Linux's idle loop relies
+        // pending, masked or not (docs/qemu.md §3.2; Linux's idle loop relies
         // on the same), and the clock's is at most one period away.
         pal::wtint();
     }

@@ -1,5 +1,5 @@
 //! The SRM console through its Console Callback Routines (CRB): PUTS for
-//! output and GET_ENV for the boot arguments (docs: srm-hardware.md 3).
+//! output and GET_ENV for the boot arguments (docs/hardware.md §3).
 //!
 //! Every SRM console has them, QEMU's PALcode included (its PUTS writes
 //! COM1), so this is the console that works on every machine; Marvel has no
@@ -9,11 +9,11 @@
 //! Rules kept here:
 //! - Calls are serialised by one lock taken at IPL 7 (Linux's srmcons
 //!   spinlock with IRQs off; NetBSD's IPL_HIGH mutex). Any CPU may call: no
-//!   "boot CPU only" rule is documented (doc 3, [I]).
+//!   "boot CPU only" rule is documented (docs/hardware.md §3, [I]).
 //! - Buffers are 8-byte aligned (aboot: some SRMs fail otherwise).
 //! - Buffers are KSEG addresses, as Linux passes them. NetBSD instead
 //!   copies to a 32-bit console VA ("Prom only takes 32 bit addresses");
-//!   which consoles need that is open (doc 8), and nothing documents what
+//!   which consoles need that is open (docs/hardware.md §8), and nothing documents what
 //!   a console that refuses a 64-bit buffer does. Output would then be
 //!   missing on such a console; `console=uart` remains on Tsunami.
 //! - The kernel keeps running on the console's page tables (it adds its own

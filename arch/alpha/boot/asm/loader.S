@@ -1,5 +1,5 @@
-# Stage-0 loader: the first bytes of the raw SRM image (docs:
-# srm-hardware.md 1d, 1e, 7).
+# Stage-0 loader: the first bytes of the raw SRM image (docs/hardware.md
+# §1d, §1e, §7).
 #
 # SRM maps the image at virtual 0x20000000 on its own page tables and
 # jumps to byte 0 under its OpenVMS-flavoured PALcode, with nothing known

@@ -1,7 +1,7 @@
 //! QEMU's `-M clipper`: a Typhoon (see `tsunami.rs`) plus what only QEMU
 //! has: the `pvpanic-pci` device that gives a failing run a non-zero exit
-//! status, and the per-CPU one-shot alarm of `cserve` 5-7 (docs:
-//! qemu-alpha.md 6 and 7). Nothing here exists on a real machine.
+//! status, and the per-CPU one-shot alarm of `cserve` 5-7 (docs/qemu.md
+//! §4, §6 and §7). Nothing here exists on a real machine.
 
 use core::sync::atomic::{AtomicU64, Ordering};
 

@@ -1,4 +1,4 @@
-//! EV7/Marvel AlphaServers (ES47, ES80, GS1280) (docs: srm-hardware.md 4).
+//! EV7/Marvel AlphaServers (ES47, ES80, GS1280) (docs/hardware.md §4).
 //!
 //! What the kernel does differently there, all of it through architected
 //! interfaces:
@@ -16,7 +16,7 @@
 //! checks with vector 0), and the decoding is host-tested in
 //! `alphasmp_srm::vectors`.
 
-/// The EV7 PALcode's tick rate is only known from the HWRPB (doc 4.3: "the
+/// The EV7 PALcode's tick rate is only known from the HWRPB (docs/hardware.md §4.3: "the
 /// EV7 SRM rate is unknown; read intr_freq"); implausible values fall back
 /// to 1024 Hz (NetBSD's rule), see `clock::base_hz_from`.
 pub fn tick_base_hz(intr_freq: u64) -> u64 {

@@ -1,6 +1,6 @@
 //! The raw boot images an SRM console loads, as data: the image header the
 //! stage-0 loader carries, the disk boot block, and where the loader may
-//! copy the kernel (docs: srm-hardware.md 1a-1e, 2.4, 7).
+//! copy the kernel (docs/hardware.md §1a-§1e, §2.4, §7).
 //!
 //! SRM cannot load an ELF. It places one raw image at virtual
 //! [`LOAD_VA`] on its own page tables (the physical pages behind it need not
@@ -34,7 +34,7 @@ pub const KSEG: u64 = 0xfffffc00_0000_0000;
 /// Quadwords in the header.
 pub const HEADER_QUADS: usize = 9;
 /// Linux's `KERNEL_START_PHYS` floor, "required: Wildfire/Titan/Marvel"
-/// (srm-hardware.md 1e): the kernel is linked at or above it.
+/// (docs/hardware.md §1e): the kernel is linked at or above it.
 pub const MIN_KERNEL_PHYS: u64 = 0x100_0000;
 /// The boot parameter page (command line, initrd) lies this far below the
 /// kernel's first byte, as QEMU and Linux's loaders place it.
@@ -201,7 +201,7 @@ pub fn fnv1a(bytes: &[u8]) -> u64 {
     f.0
 }
 
-/// The disk boot block at LBN 0 (srm-hardware.md 1c): bytes 480..512 are
+/// The disk boot block at LBN 0 (docs/hardware.md §1c): bytes 480..512 are
 /// the bootstrap's block count, its starting LBN, flags (0) and the sum of
 /// quadwords 0..63.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -6,7 +6,7 @@
 //! | `tsunami` | system type 34 | DS10/DS20/ES40: same chipset, no pvpanic, halt to SRM |
 //! | `marvel` | system type 39 | ES47/ES80/GS1280 (EV7): no legacy ports, CRB console, PAL tick, EV7 vectors |
 //!
-//! (docs: srm-hardware.md 2.2 and 7 item 13.)
+//! (docs/hardware.md §2.2 and §7, step 13.)
 
 use core::fmt;
 

@@ -1,5 +1,5 @@
 //! What the `a1` vector of a device or machine-check interrupt means, per
-//! machine (docs: srm-hardware.md 4.2 and 6; qemu-alpha.md 3.3).
+//! machine (docs/hardware.md §4.2, §6 and §9; docs/qemu.md §3.3).
 //!
 //! Machine checks arrive as entInt type 2 with the SRM vector in `a1` and
 //! the logout frame's address in `a2`; device interrupts as type 3.
