@@ -12,12 +12,12 @@ use core::fmt;
 pub const KEYS: &[(&str, &str)] = &[
     ("tests", "comma-separated self-test name prefixes to run (default: all)"),
     ("force_fail", "yes: add a self-test that fails, to prove failures reach the exit status"),
-    ("fault", "deliberate fault after the self-tests: none|breakpoint|illegal|overflow|unmapped|unaligned|callsys|panic|panic_stuck"),
+    ("fault", "deliberate fault after the self-tests: none|breakpoint|illegal|overflow|unmapped|unaligned|callsys|panic|panic_stuck|ending"),
     ("tick_hz", "per-CPU clock tick rate in Hz, 10..=1000 (default 100)"),
     ("verbose", "yes: print per-test detail lines"),
     ("storm_rounds", "synchronous calls per CPU in xcall.concurrent_storm, 1..=10000000 (default 5000)"),
-    ("ipi_lock", "on|off: serialize waiting cross-calls with the lock-and-drain loop (seed patch 1/3; default off)"),
-    ("ipi_poll", "on|off: poll the IPI mailbox after every non-IPI interrupt and when idle (seed patch 2/3; default on)"),
+    ("ipi_lock", "on|off: serialize waiting cross-calls with the lock-and-drain loop (the series' lock-and-drain fix; default off)"),
+    ("ipi_poll", "on|off: poll the IPI mailbox after every non-IPI interrupt and when idle (the series' in-interrupt poll; default on)"),
     ("resend", "on|off: the watchdog re-sends the IPI of a stalled call (Linux csdlock_debug; default off)"),
     ("watchdog_ms", "report a cross-call waiter stalled this long, 0 = off (default 1000)"),
     ("inject", "none|edge_loss|masked_wait|both: emulate EV7 IPI edge loss and/or waiters at IPL 7 (default none)"),
@@ -30,6 +30,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("wait", "spin|nap: waiters for a cross-call, the serialization lock or posted work spin, or nap in wtint until woken (default nap: faster on QEMU, see README)"),
     ("nap_after_us", "with wait=nap, spin this long before the first nap of a wait, 0..=10000 (default 0: nap at once)"),
     ("bench", "run only the benchmark suite, this many samples per measurement (1000..=100000), then report and halt"),
+    ("wtint", "waits|returns: returns makes every wait-for-interrupt return at once without calling the PALcode, as DEC's EV6 OSF PALcode does, so the idle loop and naps spin (default waits)"),
     ("clock_skew_us", "fault injection: logical CPU k's cycle-derived clock runs k x this many us behind CPU 0's, as unsynchronised counters do on real SMP machines, 0..=10000000 (default 0)"),
 ];
 
@@ -56,6 +57,9 @@ pub enum Fault {
     /// A panic on a secondary CPU while CPU 0 sits at IPL 7, where the
     /// stop IPI cannot reach it.
     PanicStuck,
+    /// A panic whose way out faults again: the illegal instruction is
+    /// raised a second time while the panicking CPU stops the others.
+    FaultWhileEnding,
 }
 
 impl Fault {
@@ -69,6 +73,7 @@ impl Fault {
         ("callsys", Fault::Callsys),
         ("panic", Fault::Panic),
         ("panic_stuck", Fault::PanicStuck),
+        ("ending", Fault::FaultWhileEnding),
     ];
 
     /// The boot-argument spelling.
@@ -201,11 +206,13 @@ pub struct BootConfig<'a> {
     pub nap_after_us: u64,
     /// Samples per benchmark measurement; 0: no benchmark run.
     pub bench: u64,
+    /// `wtint=returns`: wait-for-interrupt returns at once.
+    pub wtint_returns: bool,
 }
 
 impl Default for BootConfig<'_> {
     fn default() -> Self {
-        BootConfig { tests: [""; MAX_TEST_FILTERS], test_count: 0, force_fail: false, fault: Fault::None, tick_hz: 100, verbose: false, storm_rounds: 5000, ipi_lock: false, ipi_poll: true, resend: false, watchdog_ms: 1000, inject: Inject { edge_loss: false, masked_wait: false }, irq_load_us: 0, stress: 0, machine: MachineArg::Auto, console: ConsoleArg::Auto, clock: ClockArg::Periodic, cpus: None, clock_skew_us: 0, wait: WaitArg::Nap, nap_after_us: 0, bench: 0 }
+        BootConfig { tests: [""; MAX_TEST_FILTERS], test_count: 0, force_fail: false, fault: Fault::None, tick_hz: 100, verbose: false, storm_rounds: 5000, ipi_lock: false, ipi_poll: true, resend: false, watchdog_ms: 1000, inject: Inject { edge_loss: false, masked_wait: false }, irq_load_us: 0, stress: 0, machine: MachineArg::Auto, console: ConsoleArg::Auto, clock: ClockArg::Periodic, cpus: None, clock_skew_us: 0, wait: WaitArg::Nap, nap_after_us: 0, bench: 0, wtint_returns: false }
     }
 }
 
@@ -285,7 +292,7 @@ impl<'a> BootConfig<'a> {
                         .iter()
                         .find(|(n, _)| *n == value)
                         .map(|(_, f)| *f)
-                        .ok_or(BootArgError::BadValue { key, value, expected: "none|breakpoint|illegal|overflow|unmapped|unaligned|callsys|panic|panic_stuck" })?;
+                        .ok_or(BootArgError::BadValue { key, value, expected: "none|breakpoint|illegal|overflow|unmapped|unaligned|callsys|panic|panic_stuck|ending" })?;
                 }
                 "tick_hz" => {
                     cfg.tick_hz = value
@@ -315,6 +322,7 @@ impl<'a> BootConfig<'a> {
                 "wait" => cfg.wait = choice(WaitArg::NAMES, key, value, "spin|nap")?,
                 "bench" => cfg.bench = number(key, value, 1000, 100_000)?,
                 "nap_after_us" => cfg.nap_after_us = number(key, value, 0, 10_000)?,
+                "wtint" => cfg.wtint_returns = choice(&[("waits", false), ("returns", true)], key, value, "waits|returns")?,
                 "cpus" => {
                     let mut mask = crate::cpumask::CpuMask::EMPTY;
                     for id in value.split(',') {
@@ -382,6 +390,10 @@ mod tests {
         assert_eq!(BootConfig::parse("bench=2000").unwrap().bench, 2000);
         assert!(matches!(BootConfig::parse("bench=10"), Err(BootArgError::BadValue { key: "bench", .. })), "fewer than 1000 samples");
         assert!(matches!(BootConfig::parse("irq_load_us=9999"), Err(BootArgError::BadValue { .. })));
+        assert!(!BootConfig::parse("").unwrap().wtint_returns);
+        assert!(BootConfig::parse("wtint=returns").unwrap().wtint_returns);
+        assert!(!BootConfig::parse("wtint=waits").unwrap().wtint_returns);
+        assert!(matches!(BootConfig::parse("wtint=sleeps"), Err(BootArgError::BadValue { key: "wtint", .. })));
     }
 
     #[test]

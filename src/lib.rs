@@ -14,6 +14,7 @@ pub mod platform;
 pub mod queue;
 pub mod rng;
 pub mod sync;
+pub mod timefloor;
 pub mod xcall;
 #[cfg(feature = "sim")]
 pub mod sim;

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-use xtask::qemu::{self, Ending, RunResult, RunSpec};
+use xtask::qemu::{self, CpuModel, Ending, RunResult, RunSpec};
 
 fn kernel() -> &'static PathBuf {
     static ELF: OnceLock<PathBuf> = OnceLock::new();
@@ -22,12 +22,19 @@ fn boot(smp: u32, append: &str) -> RunResult {
     boot_with_mem(smp, qemu::DEFAULT_MEM_MIB, append)
 }
 
+/// Every QEMU boot of this file (the gdb session's too) holds this: the
+/// boots run one at a time.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
 fn boot_with_mem(smp: u32, mem: u32, append: &str) -> RunResult {
-    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    boot_on(CpuModel::default(), smp, mem, append)
+}
+
+fn boot_on(cpu: CpuModel, smp: u32, mem: u32, append: &str) -> RunResult {
     let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let spec = RunSpec { kernel: kernel(), smp, mem, append, timeout: Duration::from_secs(120), echo: false, image: None };
+    let spec = RunSpec { kernel: kernel(), smp, mem, append, timeout: Duration::from_secs(120), echo: false, image: None, cpu };
     let r = qemu::run(&spec).expect("QEMU starts");
-    eprintln!("--- smp={smp} mem={mem} MiB append='{append}': {}\n{}", r.describe(), r.output);
+    eprintln!("--- smp={smp} mem={mem} MiB cpu={cpu:?} append='{append}': {}\n{}", r.describe(), r.output);
     r
 }
 
@@ -53,6 +60,24 @@ fn selftests_pass_on_2_cpus() {
 #[test]
 fn selftests_pass_on_4_cpus() {
     assert_all_pass(4);
+}
+
+/// The whole suite on QEMU's EV6 (21264): no count extension (CIX), so a
+/// kernel built for EV67 dies here with an illegal instruction.
+#[test]
+fn selftests_pass_on_2_ev6_cpus() {
+    let r = boot_on(CpuModel::EV6, 2, qemu::DEFAULT_MEM_MIB, "");
+    assert!(r.passed(), "self-tests on 2 EV6 CPUs did not pass: {}", r.describe());
+    assert!(r.lines_with("FAULT").next().is_none(), "a fault on EV6");
+}
+
+/// DEC's EV6 OSF PALcode returns from `wtint` at once: the idle loop and
+/// every nap spin. The suite must not depend on a real sleep.
+#[test]
+fn selftests_pass_when_wtint_returns_at_once() {
+    let r = boot(4, "wtint=returns");
+    assert!(r.passed(), "self-tests with wtint=returns did not pass: {}", r.describe());
+    assert!(r.lines_with("policy: ").any(|l| l.contains("wtint=returns")), "the policy line names the setting");
 }
 
 #[test]
@@ -103,7 +128,7 @@ fn unaligned_load_reaches_entuna() {
 }
 
 /// qemu-palcode turns callsys from kernel mode into a machine check
-/// (docs: qemu-alpha.md 4), so this one is reported by the entInt path.
+/// (docs/qemu.md §4), so this one is reported by the entInt path.
 #[test]
 fn callsys_from_kernel_is_reported() {
     assert_fault("callsys", 1, "FAULT entInt (machine check) on CPU 0", "fault_callsys");
@@ -118,6 +143,18 @@ fn panic_on_a_secondary_stops_every_cpu() {
     // The idle loop raises it (inlined into the secondary's entry).
     assert!(line.contains("<kernel::smp::idle_loop (arch/alpha/src/smp.rs:"), "the host names the panicking function: {line}");
     assert!(r.lines_with("did not acknowledge CPU_STOP").next().is_none(), "every CPU took the stop IPI");
+}
+
+/// A fault on the panic's own way out (the stop of the other CPUs faults
+/// again, as a missing instruction would on a CPU without it) still ends
+/// the run with the failure status instead of waiting for itself.
+#[test]
+fn a_fault_while_ending_still_ends_the_run() {
+    let r = boot(2, "tests=ipl fault=ending");
+    assert_eq!(r.ending, Ending::Exited(1), "{}", r.describe());
+    assert_eq!(r.lines_with("FAULT entIF (illegal instruction) on CPU 0").count(), 2, "the fault and the second one on the way out");
+    assert_eq!(r.lines_with("alphasmp: FAIL (panic)").count(), 1, "one verdict");
+    assert!(r.lines_with("alphasmp: the panic path faulted").next().is_some(), "{}", r.output);
 }
 
 /// The stop IPI cannot reach a CPU at IPL 7: the panicking CPU names it and
@@ -267,11 +304,10 @@ fn bad_boot_value_is_refused() {
 /// moves to the next line, and every vCPU is a thread.
 #[test]
 fn gdb_session_breaks_steps_and_sees_every_cpu() {
-    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
     let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let commands = ["break alpha_boot_main", "continue", "next", "info threads", "rbreak-rust kernel::smp::finish", "continue", "bt 2"];
     let session = xtask::gdb::Session {
-        spec: RunSpec { kernel: kernel(), smp: 4, mem: qemu::DEFAULT_MEM_MIB, append: "tests=ipl", timeout: Duration::MAX, echo: false, image: None },
+        spec: RunSpec { kernel: kernel(), smp: 4, mem: qemu::DEFAULT_MEM_MIB, append: "tests=ipl", timeout: Duration::MAX, echo: false, image: None, cpu: Default::default() },
         commands: commands.iter().map(|c| c.to_string()).collect(),
         serial_log: std::env::temp_dir().join(format!("alphasmp-gdb-test-{}.log", std::process::id())),
     };

@@ -92,6 +92,7 @@ fn detection_time_survives_unsynchronised_clocks() {
         timeout: std::time::Duration::from_secs(300),
         echo: false,
         image: None,
+        cpu: Default::default(),
     })
     .expect("QEMU runs");
     let fields = matrix::parse_result(&r.output).unwrap_or_else(|| panic!("no stress-result line:\n{}", r.output));

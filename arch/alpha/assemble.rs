@@ -6,9 +6,11 @@ fn assemble(src: &std::path::Path, out: &std::path::Path) -> std::path::PathBuf 
     println!("cargo:rerun-if-changed={}", src.display());
     let obj = out.join(src.file_stem().unwrap()).with_extension("o");
     let status = std::process::Command::new("alpha-linux-gnu-gcc-12")
-        // -g: line tables for the assembly too, so reports and gdb name
-        // file:line inside it.
-        .args(["-mcpu=ev67", "-g", "-c", "-x", "assembler-with-cpp"])
+        // -mcpu=ev6: the oldest CPU the kernel claims (xtask's
+        // toolchain::CPU); the assembler then refuses EV67-only
+        // instructions. -g: line tables for the assembly too, so reports
+        // and gdb name file:line inside it.
+        .args(["-mcpu=ev6", "-g", "-c", "-x", "assembler-with-cpp"])
         .arg(src)
         .arg("-o")
         .arg(&obj)

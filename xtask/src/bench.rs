@@ -95,7 +95,7 @@ pub fn run(kernel: &Path, cfg: &Config, mut progress: impl FnMut(&str)) -> Resul
                 i += 1;
                 let append = format!("bench={} watchdog_ms=0 wait={wait} {args}", cfg.samples);
                 let t = Instant::now();
-                let r = qemu::run(&RunSpec { kernel, smp, mem: qemu::DEFAULT_MEM_MIB, append: &append, timeout: Duration::from_secs(900), echo: false, image: None })?;
+                let r = qemu::run(&RunSpec { kernel, smp, mem: qemu::DEFAULT_MEM_MIB, append: &append, timeout: Duration::from_secs(900), echo: false, image: None, cpu: Default::default() })?;
                 if !r.output.contains("alphasmp: PASS (benchmark reported)") {
                     let log = crate::util::repo_root().join("target/bench-failed.log");
                     std::fs::write(&log, &r.output).ok();

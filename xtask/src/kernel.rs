@@ -1,6 +1,6 @@
 //! Building the kernel ELF with the project's Alpha toolchain.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::toolchain::Toolchain;
@@ -43,5 +43,84 @@ pub fn build(tc: &Toolchain) -> Result<PathBuf> {
     if !elf.exists() {
         return Err(err(format!("kernel build succeeded but {} is missing", elf.display())));
     }
+    // The kernel and the boot binaries built beside it must run on EV6.
+    for name in ["kernel", "loader", "srmemu"] {
+        let bin = target_dir.join("alpha-unknown-none/release").join(name);
+        if bin.exists() {
+            check_no_cix(&bin)?;
+        }
+    }
     Ok(elf)
+}
+
+/// The count-extension (CIX) mnemonics: EV67 and later have them, EV6
+/// traps on them as illegal instructions.
+pub const CIX_MNEMONICS: &[&str] = &["ctpop", "ctlz", "cttz"];
+
+/// The CIX instructions in an `objdump -d` listing, as `(function,
+/// instruction line)` pairs in listing order.
+pub fn cix_instructions(listing: &str) -> Vec<(String, String)> {
+    let mut function = String::new();
+    let mut found = Vec::new();
+    for line in listing.lines() {
+        // `0000000001010000 <name>:` opens a function.
+        if let Some(name) = line.strip_suffix(">:").and_then(|l| l.split_once(" <")).map(|(_, n)| n) {
+            function = name.to_string();
+            continue;
+        }
+        // `    1010004:\t20 00 e0 73 \tcttz\tt0,t1`: the mnemonic is the
+        // third tab-separated field.
+        let mnemonic = line.split('\t').nth(2).map(str::trim).unwrap_or("");
+        if CIX_MNEMONICS.contains(&mnemonic) {
+            found.push((function.clone(), line.trim().to_string()));
+        }
+    }
+    found
+}
+
+/// Refuses an ELF that holds CIX instructions, which an EV6 CPU (DS10,
+/// DS20, early ES40) cannot run ([`crate::toolchain::CPU`]).
+pub fn check_no_cix(elf: &Path) -> Result<()> {
+    let out = Command::new("alpha-linux-gnu-objdump")
+        .arg("-d")
+        .arg(elf)
+        .output()
+        .context(|| "starting alpha-linux-gnu-objdump (binutils-alpha-linux-gnu)".into())?;
+    if !out.status.success() {
+        return Err(err(format!("alpha-linux-gnu-objdump -d {} failed", elf.display())));
+    }
+    let found = cix_instructions(&String::from_utf8_lossy(&out.stdout));
+    if let Some((function, line)) = found.first() {
+        return Err(err(format!(
+            "{} holds {} CIX instruction(s), which EV6 CPUs cannot run (first in {function}: {line}); build with -mcpu={}",
+            elf.display(),
+            found.len(),
+            crate::toolchain::CPU
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cix_instructions_are_found_by_mnemonic_and_function() {
+        let listing = "\n\
+0000000001010000 <_RNvNtCs1_6kernel3smp4boot>:\n\
+ 1010000:\t00 00 fe 2f \tunop\t\n\
+ 1010004:\t20 06 e1 73 \tcttz\tt0,t1\n\
+\n\
+0000000001010010 <other>:\n\
+ 1010010:\t20 06 e1 73 \tctpop\tt0,t1\n\
+ 1010014:\t01 04 e1 47 \tmov\tt0,t0\n\
+ 1010018:\t00 00 00 00 \thalt\t# the name cttz in a comment\n";
+        let found = cix_instructions(listing);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert_eq!(found[0].0, "_RNvNtCs1_6kernel3smp4boot");
+        assert!(found[0].1.contains("cttz"));
+        assert_eq!(found[1].0, "other");
+        assert!(cix_instructions("").is_empty());
+    }
 }

@@ -7,14 +7,16 @@ use xtask::qemu::{self, RunSpec};
 use xtask::util::{Result, err, repo_root};
 
 const USAGE: &str = "usage: cargo xtask <command>
-  run [--smp N] [--mem MIB] [--append \"ARGS\"] [--timeout SECS] [--boot disk|bootp [--image FILE]]
+  run [--smp N] [--mem MIB] [--append \"ARGS\"] [--timeout SECS] [--cpu ev6|ev67|ev68] [--icount]
+      [--boot disk|bootp [--image FILE]]
                  build, boot on QEMU (default 4 CPUs), run the self-tests, exit with their verdict;
-                 --boot: boot the SRM image (default: the one just built) through the emulation of
-                 SRM's entry state instead of giving QEMU the ELF
+                 --cpu: QEMU's CPU model (default ev67); --icount: guest time counts instructions
+                 and the vCPUs run one at a time; --boot: boot the SRM image (default: the one
+                 just built) through the emulation of SRM's entry state instead of giving QEMU the ELF
   image [--out DIR] | image --check FILE [--elf KERNEL]
                  write the SRM images alphasmp.bootp (BOOTP) and alphasmp.img (disk) (default
                  target/image/), or check an image against the kernel ELF it should carry
-  gdb [--smp N] [--mem MIB] [--append \"ARGS\"] [--ex CMD]...
+  gdb [--smp N] [--mem MIB] [--append \"ARGS\"] [--cpu ev6|ev67|ev68] [--icount] [--ex CMD]...
                  boot QEMU halted with its gdb stub and attach gdb-multiarch with the kernel's
                  symbols (each CPU a thread); with --ex, run those gdb commands in batch mode
   symbolize [--elf KERNEL] [FILE]
@@ -122,6 +124,8 @@ struct RunArgs {
     boot: Option<&'static str>,
     /// `run --image`: an image file instead of the one just built.
     image: Option<std::path::PathBuf>,
+    /// `--cpu`, `--icount`.
+    cpu: qemu::CpuModel,
 }
 
 /// Checks a boot command line with the kernel's own parser, so a bad
@@ -133,7 +137,7 @@ fn check_append(append: &str) -> Result<()> {
 
 /// Options of `run` and `gdb` (`gdb` also takes `--ex`, not `--timeout`).
 fn parse_run_args(command: &str, args: &[String]) -> Result<RunArgs> {
-    let mut r = RunArgs { smp: 4, mem: qemu::DEFAULT_MEM_MIB, append: String::new(), timeout: 120, ex: Vec::new(), boot: None, image: None };
+    let mut r = RunArgs { smp: 4, mem: qemu::DEFAULT_MEM_MIB, append: String::new(), timeout: 120, ex: Vec::new(), boot: None, image: None, cpu: Default::default() };
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut value = |name: &str| it.next().cloned().ok_or_else(|| err(format!("{name} needs a value")));
@@ -141,6 +145,8 @@ fn parse_run_args(command: &str, args: &[String]) -> Result<RunArgs> {
             (_, "--smp") => r.smp = parse_smp(&value("--smp")?)?,
             (_, "--mem") => r.mem = parse_mem(&value("--mem")?)?,
             (_, "--append") => r.append = value("--append")?,
+            (_, "--cpu") => r.cpu.name = Some(qemu::CpuModel::parse(&value("--cpu")?)?),
+            (_, "--icount") => r.cpu.icount = true,
             ("run", "--timeout") => r.timeout = parse_positive("--timeout", &value("--timeout")?)?,
             ("gdb", "--ex") => r.ex.push(value("--ex")?),
             ("run", "--boot") => {
@@ -167,7 +173,7 @@ fn run(args: &[String]) -> Result<ExitCode> {
     let Some(device) = r.boot else {
         let elf = xtask::kernel_elf(false)?;
         eprintln!("==> booting {} on qemu-system-alpha -M clipper -smp {} (timeout {} s)", elf.display(), r.smp, r.timeout);
-        let result = qemu::run(&RunSpec { kernel: &elf, smp: r.smp, mem: r.mem, append: &r.append, timeout: Duration::from_secs(r.timeout), echo: true, image: None })?;
+        let result = qemu::run(&RunSpec { kernel: &elf, smp: r.smp, mem: r.mem, append: &r.append, timeout: Duration::from_secs(r.timeout), echo: true, image: None, cpu: r.cpu })?;
         eprintln!("==> {}", result.describe());
         return Ok(if result.passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE });
     };
@@ -181,7 +187,7 @@ fn run(args: &[String]) -> Result<ExitCode> {
         r.timeout
     );
     let boot = qemu::ImageBoot { emulation: &images.emulation, image, device };
-    let spec = RunSpec { kernel: &images.kernel, smp: r.smp, mem: r.mem, append: &r.append, timeout: Duration::from_secs(r.timeout), echo: true, image: Some(boot) };
+    let spec = RunSpec { kernel: &images.kernel, smp: r.smp, mem: r.mem, append: &r.append, timeout: Duration::from_secs(r.timeout), echo: true, image: Some(boot), cpu: r.cpu };
     let result = qemu::run(&spec)?;
     eprintln!("==> {}", result.describe());
     Ok(if result.passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
@@ -240,7 +246,7 @@ fn gdb(args: &[String]) -> Result<ExitCode> {
     let r = parse_run_args("gdb", args)?;
     let elf = xtask::kernel_elf(false)?;
     let session = xtask::gdb::Session {
-        spec: RunSpec { kernel: &elf, smp: r.smp, mem: r.mem, append: &r.append, timeout: Duration::MAX, echo: false, image: None },
+        spec: RunSpec { kernel: &elf, smp: r.smp, mem: r.mem, append: &r.append, timeout: Duration::MAX, echo: false, image: None, cpu: r.cpu },
         commands: r.ex,
         serial_log: repo_root().join("target/gdb-serial.log"),
     };
@@ -348,7 +354,7 @@ fn stress(args: &[String]) -> Result<ExitCode> {
     let elf = xtask::kernel_elf(false)?;
     let append = format!("stress={per_cpu} inject=edge_loss ipi_lock=on ipi_poll=on watchdog_ms=1000 tick_hz=1000 irq_load_us=100 {extra}");
     eprintln!("==> stress: {smp} CPUs, {append}");
-    let r = qemu::run(&RunSpec { kernel: &elf, smp, mem: qemu::DEFAULT_MEM_MIB, append: append.trim(), timeout: Duration::from_secs(3 * 3600), echo: true, image: None })?;
+    let r = qemu::run(&RunSpec { kernel: &elf, smp, mem: qemu::DEFAULT_MEM_MIB, append: append.trim(), timeout: Duration::from_secs(3 * 3600), echo: true, image: None, cpu: Default::default() })?;
     let fields = xtask::matrix::parse_result(&r.output).unwrap_or_default();
     let get = |k: &str| fields.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str()).unwrap_or("-");
     let ok = get("outcome") == "completed" && get("stalls") == "0";
@@ -494,6 +500,8 @@ mod tests {
             ("run", &["--append", "bogus=1"], "--append: unknown boot argument 'bogus'"),
             ("gdb", &["--append", "tick_hz=0"], "--append: boot argument tick_hz=0"),
             ("run", &["--append", "tests"], "--append: boot argument 'tests' is not key=value"),
+            ("run", &["--cpu", "ev5"], "--cpu ev5: expected one of ev6, ev67, ev68"),
+            ("gdb", &["--cpu"], "--cpu needs a value"),
             ("run", &["--ex", "info threads"], "unknown option '--ex' for run"),
             ("gdb", &["--timeout", "5"], "unknown option '--timeout' for gdb"),
         ];

@@ -190,7 +190,7 @@ pub fn run_cell(kernel: &Path, p: &Params, smp: u32, fault: &'static str, fix: &
     // three watchdog periods; a resend cell one watchdog period per lost IPI
     // (over a minute on 4 CPUs); a hang is what the timeout is for.
     let timeout = Duration::from_secs(600);
-    let r = qemu::run(&RunSpec { kernel, smp, mem: qemu::DEFAULT_MEM_MIB, append: &append, timeout, echo: false, image: None })?;
+    let r = qemu::run(&RunSpec { kernel, smp, mem: qemu::DEFAULT_MEM_MIB, append: &append, timeout, echo: false, image: None, cpu: Default::default() })?;
     let mut fields = parse_result(&r.output).unwrap_or_default();
     let outcome = match (r.ending, fields.iter().find(|(k, _)| k == "outcome")) {
         (Ending::TimedOut, _) => "hang".to_string(),

@@ -37,6 +37,38 @@ pub struct RunSpec<'a> {
     /// handing QEMU the kernel ELF (`kernel` still names the kernel, for
     /// symbols).
     pub image: Option<ImageBoot<'a>>,
+    /// The emulated CPU and schedule.
+    pub cpu: CpuModel,
+}
+
+/// Which Alpha CPU QEMU emulates, and how it schedules the vCPUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CpuModel {
+    /// `-cpu NAME`; None: QEMU's default (`ev67`).
+    pub name: Option<&'static str>,
+    /// `-icount shift=auto`: guest time counts instructions and QEMU runs
+    /// the vCPUs one at a time, round robin, so a CPU may use up a bound
+    /// in guest time before another runs at all (a legal schedule that
+    /// parallel vCPUs rarely show).
+    pub icount: bool,
+}
+
+/// The CPU models `--cpu` takes: the three generations the kernel claims
+/// (21264, 21264A, 21264B; QEMU has no EV7, whose core is the EV68's).
+pub const CPU_MODELS: &[&str] = &["ev6", "ev67", "ev68"];
+
+impl CpuModel {
+    /// The EV6 (21264) without the count extension: DS10, DS20, early ES40.
+    pub const EV6: CpuModel = CpuModel { name: Some("ev6"), icount: false };
+
+    /// Parses a `--cpu` value.
+    pub fn parse(name: &str) -> Result<&'static str> {
+        CPU_MODELS
+            .iter()
+            .find(|m| **m == name)
+            .copied()
+            .ok_or_else(|| err(format!("--cpu {name}: expected one of {}", CPU_MODELS.join(", "))))
+    }
 }
 
 /// How an SRM image is booted under QEMU: the emulation of SRM's entry
@@ -148,7 +180,14 @@ pub fn command(spec: &RunSpec<'_>) -> Command {
         // ROMs (seabios, ipxe-qemu) are only recommended by qemu-system-misc,
         // so a machine without recommends cannot start them.
         .args(["-vga", "none", "-nic", "none"])
-        .args(["-smp", &spec.smp.to_string()])
+        .args(["-smp", &spec.smp.to_string()]);
+    if let Some(cpu) = spec.cpu.name {
+        cmd.args(["-cpu", cpu]);
+    }
+    if spec.cpu.icount {
+        cmd.args(["-icount", "shift=auto"]);
+    }
+    cmd
         .args(["-append", &spec.append_line()]);
     match &spec.image {
         Some(i) => cmd.arg("-kernel").arg(i.emulation).arg("-initrd").arg(i.image),
@@ -239,6 +278,20 @@ mod tests {
         assert_eq!(parse_summary("3 passed, 2 failed\r"), Some((3, 2)));
         assert_eq!(parse_summary("test x ... ok"), None);
         assert_eq!(parse_summary("a passed, 0 failed"), None);
+    }
+
+    #[test]
+    fn cpu_model_and_icount_reach_the_command_line() {
+        let kernel = Path::new("kernel");
+        let spec = |cpu| RunSpec { kernel, smp: 2, mem: DEFAULT_MEM_MIB, append: "", timeout: Duration::from_secs(1), echo: false, image: None, cpu };
+        let args = |cpu| command(&spec(cpu)).get_args().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>().join(" ");
+        let default = args(CpuModel::default());
+        assert!(!default.contains("-cpu") && !default.contains("-icount"), "{default}");
+        assert!(args(CpuModel::EV6).contains("-cpu ev6"));
+        let both = args(CpuModel { name: Some("ev68"), icount: true });
+        assert!(both.contains("-cpu ev68") && both.contains("-icount shift=auto"), "{both}");
+        assert_eq!(CpuModel::parse("ev6").unwrap(), "ev6");
+        assert!(CpuModel::parse("ev5").unwrap_err().to_string().contains("ev6, ev67, ev68"));
     }
 
     #[test]

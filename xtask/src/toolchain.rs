@@ -7,7 +7,7 @@
 //! |---|---|---|
 //! | `libgccjit` | GCC source package version and tarball, `patches/gcc/*`, configure flags | `libgccjit.so` for `--target=alpha-linux-gnu` |
 //! | `backend` | `rustc -vV`, `patches/backend/*` | `librustc_codegen_gcc.so`, built from the rustc-dev component |
-//! | `sysroot` | `rustc -vV`, `patches/library/*`, the target JSON, the two keys above | `core`, `compiler_builtins`, `alloc` rlibs plus libgccjit where the backend looks for it |
+//! | `sysroot` | `rustc -vV`, `patches/library/*`, the target JSON, [`CPU`], the two keys above | `core`, `compiler_builtins`, `alloc` rlibs plus libgccjit where the backend looks for it |
 //!
 //! A stage is complete when its `DONE` file exists; it is built in a scratch
 //! directory and renamed into place, so an interrupted build never looks done.
@@ -39,6 +39,16 @@ pub const PACKAGES: &[&str] = &[
     // `cargo xtask gdb`: a gdb that knows Alpha.
     "gdb-multiarch",
 ];
+
+/// The CPU the kernel, the loader and the sysroot are compiled for: the
+/// 21264 (EV6), the oldest CPU of the machines the kernel claims (DS10,
+/// DS20, early ES40). EV6 lacks the count extension (CIX: `ctpop`, `ctlz`,
+/// `cttz`) that EV67, EV68 and EV7 have, and traps on it as an illegal
+/// instruction, so code built for EV67 dies on those machines; code built
+/// for EV6 runs on all of them (docs/hardware.md, "CPU generations").
+/// `cargo xtask build` checks the ELFs for CIX instructions
+/// ([`crate::kernel::check_no_cix`]).
+pub const CPU: &str = "ev6";
 
 /// Bump to force every stage to rebuild (a change in how stages are built).
 const RECIPE: &str = "1";
@@ -80,7 +90,7 @@ impl Toolchain {
             "--sysroot".into(),
             self.sysroot.display().to_string(),
             format!("-Zcodegen-backend={}", self.backend.display()),
-            "-Cllvm-args=-mcpu=ev67".into(),
+            format!("-Cllvm-args=-mcpu={CPU}"),
             "-Cpanic=abort".into(),
         ]
     }
@@ -405,6 +415,7 @@ fn sysroot(
     key.add("rustc", rustc_version.as_bytes());
     key.add("libgccjit", gcc_key.as_bytes());
     key.add("backend", backend_key.as_bytes());
+    key.add("cpu", CPU.as_bytes());
     key.add_file(target_json)?;
     for p in &lib_patches {
         key.add_file(p)?;
@@ -460,7 +471,8 @@ fn sysroot(
                 .arg(src)
                 .arg("--target")
                 .arg(target_json)
-                .args(["-Zunstable-options", "-Zforce-unstable-if-unmarked", "-Copt-level=3", "-Cpanic=abort", "-Cllvm-args=-mcpu=ev67"])
+                .args(["-Zunstable-options", "-Zforce-unstable-if-unmarked", "-Copt-level=3", "-Cpanic=abort"])
+                .arg(format!("-Cllvm-args=-mcpu={CPU}"))
                 .arg(format!("-Zcodegen-backend={}", backend.display()))
                 .arg("--sysroot")
                 .arg(&out)

@@ -2,7 +2,7 @@
 #
 # _start: the boot CPU, entered from PALcode's SWPPAL at PS=IPL 7 with
 #   $27 = entry address, $18 = physical address of the console's PCB and
-#   $sp on the PALcode's own 8 KB stack (see docs: qemu-alpha.md 1.3).
+#   $sp on the PALcode's own 8 KB stack (see docs/qemu.md §1.3).
 # secondary_start: every other CPU, entered from the HWRPB CPU_restart
 #   address with $27 = CPU_restart_data (we store this same address there)
 #   and $sp = the hwpcb.ksp the boot CPU prepared for it.
@@ -55,7 +55,9 @@ secondary_start:
 	.size secondary_start, . - secondary_start
 
 	.section .bss
-	.align 4
+	# Aligned to its size (2^16): cpus::this() finds the guard word at the
+	# base of whatever kernel stack it runs on by clearing the low bits.
+	.align 16
 	.globl boot_stack
 boot_stack:
 	.skip	65536

@@ -52,6 +52,15 @@ pub fn cycles() -> u64 {
 fn raw_cycles() -> u64 {
     let _ipl = IplGuard::raise(ipl::HIGH);
     let cpu = cpus::this();
+    let correction = CORRECTION[cpu].load(Ordering::Relaxed);
+    match STOPPED_AT[cpu].load(Ordering::Relaxed) {
+        0 => extended_counter(cpu) + correction,
+        stopped => stopped + correction,
+    }
+}
+
+/// The counter extended to 64 bits (at IPL 7, on `cpu` itself).
+fn extended_counter(cpu: usize) -> u64 {
     let slot = &EXTENDED[cpu];
     let prev = slot.load(Ordering::Relaxed);
     let low = u64::from(pal::rpcc32());
@@ -61,32 +70,34 @@ fn raw_cycles() -> u64 {
     }
     let now = high | low;
     slot.store(now, Ordering::Relaxed);
-    now + CORRECTION[cpu].load(Ordering::Relaxed)
+    now
 }
 
 // ---- Time when the cycle counter stops ---------------------------------
 //
-// srm-hardware.md 6: RPCC "may shift to a lower frequency, or stop" while a
-// CPU waits in wtint, which the idle loop and napping waiters (wait=nap)
-// do. The periodic clock interrupt is the reference that keeps running:
-// each one proves that at least one base period has passed since the
-// previous one. Per CPU, FLOOR is the time those interrupts vouch for
-// (the clock at the first one, plus one period per interrupt since); when
-// the clock has fallen behind it, CORRECTION grows by the difference, so
-// time never lags the interrupts and stays monotonic. Interrupts that
-// coalesce make the floor lag instead, which never moves the clock; the
-// floor starts one period before the first interrupt seen, because that
-// one may have been delivered late. Only this CPU writes its slots, at
-// IPL 7 (in its clock interrupt).
+// The Alpha architecture lets RPCC "shift to a lower frequency, or stop"
+// while a CPU waits in wtint (docs/hardware.md §6), which the idle loop and
+// napping waiters (wait=nap) do. The periodic clock interrupt is the
+// reference that keeps running: per CPU, a floor (`alphasmp::timefloor`)
+// bounds the time of each interrupt from below, from the previous
+// interrupt's edge plus one period and from the clock when the previous
+// one was taken; when the clock has fallen behind it, CORRECTION grows by
+// the difference, so time never lags the interrupts and stays monotonic.
+// Only this CPU writes its slots, at IPL 7 (in its clock interrupt).
 //
 // Off under QEMU (`set_floor_enabled`): its counter never stops, and its
 // RTC and counter follow different host clocks, so on a busy host a floor
 // could move the clock for no reason (seen: clock.tick_rate counted fewer
-// interrupts than ticks). The self-test drives the same code through
-// `simulate_stopped_counter`.
-static FLOOR: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+// interrupts than ticks). The self-test clock.interrupts_bound_time turns
+// it on for its own CPU while it stops that CPU's counter
+// (`stop_counter`), so the real interrupt path is what it checks.
+static FLOOR_EDGE: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+static FLOOR_LAST: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 static CORRECTION: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 static FLOOR_ENABLED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+/// Self-test: the counter value this CPU's clock stands at (0: running);
+/// while set, the floor is on for this CPU.
+static STOPPED_AT: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 
 /// Turns the interrupt floor on (real machines) or off (QEMU).
 pub fn set_floor_enabled(on: bool) {
@@ -101,33 +112,63 @@ fn floor_step() {
     }
     let cpu = cpus::this();
     let now = raw_cycles();
-    let floor = FLOOR[cpu].load(Ordering::Relaxed);
-    if floor == 0 {
-        FLOOR[cpu].store(now.saturating_sub(cycle_freq() / base).max(1), Ordering::Relaxed);
-        return;
-    }
-    let floor = floor + cycle_freq() / base;
-    FLOOR[cpu].store(floor, Ordering::Relaxed);
-    if now < floor {
-        CORRECTION[cpu].fetch_add(floor - now, Ordering::Relaxed);
+    let floor = alphasmp::timefloor::Floor { edge: FLOOR_EDGE[cpu].load(Ordering::Relaxed), last: FLOOR_LAST[cpu].load(Ordering::Relaxed) };
+    let (floor, correction) = floor.step(now, cycle_freq() / base);
+    FLOOR_EDGE[cpu].store(floor.edge, Ordering::Relaxed);
+    FLOOR_LAST[cpu].store(floor.last, Ordering::Relaxed);
+    if correction != 0 {
+        CORRECTION[cpu].fetch_add(correction, Ordering::Relaxed);
     }
 }
 
-/// Self-test hook: `n` periodic interrupts arrive while the counter does
-/// not move (as RPCC stopped in wtint would look); returns the cycles the
-/// clock was corrected by.
-pub fn simulate_stopped_counter(n: u64) -> u64 {
+/// How many cycles ago, on `cpu`'s own clock, that CPU last read its
+/// counter (called on `cpu` itself; for the self-tests: every clock
+/// interrupt must read it, or wraps go unseen).
+pub fn since_last_read() -> u64 {
     let _ipl = IplGuard::raise(ipl::HIGH);
     let cpu = cpus::this();
-    let before = CORRECTION[cpu].load(Ordering::Relaxed);
-    let saved = FLOOR[cpu].load(Ordering::Relaxed);
-    FLOOR[cpu].store(raw_cycles(), Ordering::Relaxed);
-    for _ in 0..n {
-        floor_step();
-    }
-    // Leave the floor as the real interrupts had it (0 under QEMU).
-    FLOOR[cpu].store(saved, Ordering::Relaxed);
-    CORRECTION[cpu].load(Ordering::Relaxed) - before
+    let before = EXTENDED[cpu].load(Ordering::Relaxed);
+    extended_counter(cpu).wrapping_sub(before)
+}
+
+/// Keeps this CPU's counter extension current from a long spin at IPL 7
+/// (no clock interrupt reads it meanwhile).
+pub fn keep_counting() {
+    let _ = raw_cycles();
+}
+
+/// What [`stop_counter`] saved, for [`resume_counter`].
+pub struct StoppedCounter {
+    floor: (u64, u64),
+    correction: u64,
+}
+
+/// Self-test hook: this CPU's clock sees its counter stand still (as RPCC
+/// stopped in wtint would look) and its floor is on, until
+/// [`resume_counter`]. Only the periodic interrupts move its clock then.
+pub fn stop_counter() -> StoppedCounter {
+    let _ipl = IplGuard::raise(ipl::HIGH);
+    let cpu = cpus::this();
+    let saved = StoppedCounter {
+        floor: (FLOOR_EDGE[cpu].load(Ordering::Relaxed), FLOOR_LAST[cpu].load(Ordering::Relaxed)),
+        correction: CORRECTION[cpu].load(Ordering::Relaxed),
+    };
+    STOPPED_AT[cpu].store(extended_counter(cpu).max(1), Ordering::Relaxed);
+    saved
+}
+
+/// Ends [`stop_counter`]: the counter runs again, the floor is as it was,
+/// and the clock stays monotonic (it keeps the time the interrupts moved
+/// it to until the running counter has caught up).
+pub fn resume_counter(saved: StoppedCounter) {
+    let _ipl = IplGuard::raise(ipl::HIGH);
+    let cpu = cpus::this();
+    let seen = raw_cycles();
+    STOPPED_AT[cpu].store(0, Ordering::Relaxed);
+    let running = extended_counter(cpu);
+    FLOOR_EDGE[cpu].store(saved.floor.0, Ordering::Relaxed);
+    FLOOR_LAST[cpu].store(saved.floor.1, Ordering::Relaxed);
+    CORRECTION[cpu].store(saved.correction.max(seen.saturating_sub(running)), Ordering::Relaxed);
 }
 
 /// Converts cycles to nanoseconds.
@@ -165,7 +206,7 @@ pub fn delay_ns(ns: u64) {
 // interrupts instead would lose time whenever they coalesce (a CPU kept
 // from running misses RTC periods: measured under QEMU on a busy 2-core
 // host, 630 interrupts per second of 1024). The divider trusts the cycle
-// counter to keep running while a CPU waits in wtint; srm-hardware.md 6
+// counter to keep running while a CPU waits in wtint; docs/hardware.md §6
 // warns that RPCC may slow or stop there on some machines, which would make
 // an idle CPU's ticks lag (its interrupts still arrive; clock.tick_rate
 // checks both). QEMU's private one-shot alarm
@@ -232,15 +273,20 @@ pub fn start_periodic_this_cpu() {
 /// makes (0 until the deadline; more than 1 after missed interrupts, at
 /// most a second's worth, beyond which the lost time is skipped).
 pub fn on_clock_interrupt() -> u64 {
+    // Every clock interrupt reads the counter, whatever makes the tick:
+    // the 32-bit counter is extended in software (raw_cycles) and a CPU
+    // that reads it less often than it wraps (17 s at 250 MHz, 3.7 s on a
+    // 1.15 GHz EV7) would lose 2^32 cycles unseen.
+    let now = cycles();
     if base_hz() == 0 {
         return 1;
     }
-    if FLOOR_ENABLED.load(Ordering::Relaxed) {
+    if FLOOR_ENABLED.load(Ordering::Relaxed) || STOPPED_AT[cpus::this()].load(Ordering::Relaxed) != 0 {
         floor_step();
     }
     let me = percpu::this();
     let period = ns_to_cycles(tick_period_ns()).max(1);
-    let now = cycles();
+    let now = now.max(cycles());
     let next = me.next_tick_cycles.load(Ordering::Relaxed);
     if now < next {
         return 0;

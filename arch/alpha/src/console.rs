@@ -65,8 +65,26 @@ pub fn device_name() -> &'static str {
 #[doc(hidden)]
 pub fn _print(args: fmt::Arguments<'_>) {
     let _ipl = IplGuard::raise(ipl::HIGH);
-    let _held = LOCK.lock();
+    let _held = lock();
     Writer(device()).write_fmt(args).ok();
+}
+
+/// Takes the output lock. A CPU may wait here at IPL 7 for as long as the
+/// other CPUs' lines take at 9600 baud (about 1 ms a character), so no
+/// clock interrupt reads its cycle counter meanwhile: the wait reads it
+/// itself, so the counter's 32-bit wrap is never missed.
+fn lock() -> spin::MutexGuard<'static, ()> {
+    let mut spins = 0u32;
+    loop {
+        if let Some(held) = LOCK.try_lock() {
+            return held;
+        }
+        spins = spins.wrapping_add(1);
+        if spins % 4096 == 0 {
+            crate::clock::keep_counting();
+        }
+        core::hint::spin_loop();
+    }
 }
 
 /// Prints on the panic path: takes the lock if it can within a bounded wait,

@@ -19,48 +19,63 @@ pub use alphasmp::cpuid::MAX_CPUS;
 pub static MAP: CpuMap = CpuMap::new();
 
 unsafe extern "Rust" {
-    // asm/head.S: the boot CPU's stack.
+    // asm/head.S: the boot CPU's stack, STACK_SIZE long and aligned.
     static boot_stack: u8;
-    static boot_stack_top: u8;
 }
 
-/// Bytes of every secondary's kernel stack.
+/// Bytes of every kernel stack, the boot CPU's included. Every kernel
+/// stack is also aligned to this size, so the base of the stack a CPU runs
+/// on is its stack pointer with the low bits cleared.
 pub const STACK_SIZE: u64 = 64 * 1024;
 
-/// Top of each secondary's kernel stack (0: none yet). Written once by the
-/// boot CPU before that CPU starts (Release), read by any CPU.
-static STACK_TOPS: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+/// The guard word at the base (lowest address) of every kernel stack: this
+/// pattern in bits 63..8 and the owner's logical id in bits 7..0. A stack
+/// that overflows writes over it first.
+const GUARD: u64 = 0x5354_4b47_5541_5200; // "STKGUAR" and the id
+const GUARD_MASK: u64 = !0xff;
 
-/// Records logical CPU `cpu`'s stack (boot CPU, before starting it).
-pub fn set_stack_top(cpu: usize, top: u64) {
-    STACK_TOPS[cpu].store(top, Ordering::Release);
+/// Writes the guard at the base of a kernel stack of `STACK_SIZE` bytes
+/// starting at `base` (aligned), naming logical CPU `cpu`.
+///
+/// # Safety
+/// `base` is the lowest address of a STACK_SIZE-aligned kernel stack,
+/// writable, that no CPU runs on yet (or the caller's own, at its start).
+pub unsafe fn set_stack_guard(base: u64, cpu: usize) {
+    debug_assert_eq!(base % STACK_SIZE, 0);
+    // SAFETY: per the contract, the word is the stack's own lowest
+    // quadword, which no frame uses while the stack is in bounds.
+    unsafe { core::ptr::write_volatile(base as *mut u64, GUARD | cpu as u64) };
 }
 
-/// The calling CPU's logical id.
-///
-/// Every CPU runs kernel code (interrupt handlers too: PALcode pushes
-/// their frames on the current kernel stack) on its own stack, so the
-/// stack pointer names the CPU without a PAL call; `whami` (CALL_PAL, a
-/// trip through PALcode that costs QEMU far more than this loop) is the
-/// fallback for a stack not recorded here. Before the map is built only
-/// the boot CPU runs kernel code, and it will be logical 0. Afterwards only
-/// CPUs in the map run it: a CPU started by mistake stops in
-/// `smp::alpha_secondary_main` before it touches per-CPU data, so the
-/// fallback to 0 is never taken by one.
+/// Writes the boot CPU's guard (the boot CPU, first thing in Rust).
+pub fn init_boot_stack() {
+    // SAFETY: asm/head.S aligns the boot stack to STACK_SIZE; the boot CPU
+    // runs near its top, far from the guard word.
+    unsafe { set_stack_guard(&raw const boot_stack as u64, 0) };
+}
+
+/// Kernel stacks whose guard was found broken (an overflow): `this()`
+/// fell back to `whami` for them. Checked by the self-tests.
+pub static GUARD_MISSES: AtomicU64 = AtomicU64::new(0);
+
+/// The calling CPU's logical id, in O(1): the guard word at the base of
+/// the stack it runs on (every CPU runs kernel code, interrupt handlers
+/// included, on its own aligned stack; PALcode pushes interrupt frames on
+/// the current kernel stack). One load and a compare, no PAL call and no
+/// barrier. A broken guard (a stack overflow, or a stack the kernel did not
+/// give out) falls back to `whami` (CALL_PAL), so an overflow never gives a
+/// CPU another CPU's identity.
 #[inline]
 pub fn this() -> usize {
     let marker = 0u8;
-    let sp = &raw const marker as u64;
-    let (lo, hi) = (&raw const boot_stack as u64, &raw const boot_stack_top as u64);
-    if lo <= sp && sp < hi {
-        return 0;
+    let base = (&raw const marker as u64) & !(STACK_SIZE - 1);
+    // SAFETY: the running stack lies in mapped kernel memory and is
+    // STACK_SIZE-aligned, so `base` is its first quadword, which is mapped.
+    let word = unsafe { core::ptr::read_volatile(base as *const u64) };
+    if word & GUARD_MASK == GUARD {
+        return (word & 0xff) as usize;
     }
-    for (cpu, top) in STACK_TOPS.iter().enumerate().take(MAP.count()).skip(1) {
-        let top = top.load(Ordering::Acquire);
-        if top != 0 && top - STACK_SIZE <= sp && sp < top {
-            return cpu;
-        }
-    }
+    GUARD_MISSES.fetch_add(1, Ordering::Relaxed);
     from_whami()
 }
 

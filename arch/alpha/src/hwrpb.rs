@@ -56,6 +56,29 @@ pub fn post_rxrdy(h: &Hwrpb, bits: u64) {
     unsafe { (*p).fetch_or(bits, core::sync::atomic::Ordering::SeqCst) };
 }
 
+/// Lines taken from secondary consoles (for the exit line).
+pub static SECONDARY_LINES: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// Takes the lines secondary consoles posted (their `txrdy` bits), prints
+/// each as `console CPU n: text`, and clears exactly those bits so each
+/// console can go on (Linux and NetBSD clear them in the IPI handler too).
+/// The boot CPU calls it from its IPI interrupt and before the run ends.
+pub fn drain_secondary_consoles(h: &Hwrpb) -> u64 {
+    let taken = h.take_secondary_lines(|cpu, text| {
+        let text = core::str::from_utf8(text).unwrap_or("(not text)").trim_end_matches(['\r', '\n', '\0']);
+        crate::console::print_panic(format_args!("console CPU {cpu}: {text}\n"));
+        SECONDARY_LINES.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+    });
+    if taken != 0 {
+        let p = (base(h) + layout::off::TXRDY) as *const core::sync::atomic::AtomicU64;
+        // SAFETY: txrdy is an aligned quadword of the HWRPB, mapped for the
+        // run; consoles set their own bits concurrently, so only the bits
+        // taken are cleared, atomically.
+        unsafe { (*p).fetch_and(!taken, core::sync::atomic::Ordering::SeqCst) };
+    }
+    taken
+}
+
 /// The HWRPB found at boot.
 static FOUND: spin::Once<Hwrpb> = spin::Once::new();
 

@@ -26,6 +26,13 @@ pub fn dispatch(kind: u64, a1: u64, a2: u64, pc: u64) {
     match kind {
         0 => {
             ipi::drain_mailbox();
+            // A secondary console interrupts the primary when it posts a
+            // line (its txrdy bit); take it so that console can go on.
+            if let Some(h) = crate::hwrpb::get()
+                && h.txrdy() != 0
+            {
+                crate::hwrpb::drain_secondary_consoles(h);
+            }
         }
         1 => {
             let ticks = machine::on_clock_interrupt();
@@ -50,7 +57,7 @@ pub fn dispatch(kind: u64, a1: u64, a2: u64, pc: u64) {
         _ => println!("note: unknown interrupt type {kind} on CPU {cpu}"),
     }
     if kind != 0 {
-        // Seed patch 2/3: an IPI that arrived during this handler may have
+        // The in-interrupt poll: an IPI that arrived during this handler may have
         // been lost (EV7); handle what the mailbox holds (policy-gated).
         SMP.poll_in_interrupt();
     }

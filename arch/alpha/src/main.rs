@@ -114,6 +114,7 @@ fn no_hwrpb(e: alphasmp_srm::hwrpb::HwrpbError) -> ! {
 /// Entry from asm/head.S on the boot CPU, at IPL 7 on the boot stack.
 #[unsafe(no_mangle)]
 pub fn alpha_boot_main(console_pcb_phys: u64) -> ! {
+    cpus::init_boot_stack();
     trap::install();
     pal::wrmces(7);
     // SAFETY: still on the console's page table, which maps the HWRPB pointer.
@@ -173,7 +174,7 @@ pub fn alpha_boot_main(console_pcb_phys: u64) -> ! {
             Some(e)
         }
     };
-    machine::probe_devices(m);
+    machine::probe_devices(m, hwrpb);
 
     let serial = hwrpb.serial();
     let serial = core::str::from_utf8(&serial).unwrap_or("?").trim_end_matches('\0');
@@ -312,15 +313,17 @@ fn apply_policy(cfg: &BootConfig<'_>) {
     p.nap.store(cfg.wait == alphasmp::bootargs::WaitArg::Nap, Relaxed);
     p.spin_before_nap.store(clock::ns_to_cycles(cfg.nap_after_us * 1000), Relaxed);
     platform::INJECT_EDGE_LOSS.store(cfg.inject.edge_loss, Relaxed);
+    pal::WTINT_RETURNS.store(cfg.wtint_returns, Relaxed);
     interrupt::IRQ_LOAD_NS.store(cfg.irq_load_us * 1000, Relaxed);
     println!(
-        "policy: ipi_lock={} ipi_poll={} resend={} watchdog={} ms inject={} wait={}",
+        "policy: ipi_lock={} ipi_poll={} resend={} watchdog={} ms inject={} wait={}{}",
         if cfg.ipi_lock { "on" } else { "off" },
         if cfg.ipi_poll { "on" } else { "off" },
         if cfg.resend { "on" } else { "off" },
         cfg.watchdog_ms,
         cfg.inject.name(),
-        alphasmp::bootargs::name_of(alphasmp::bootargs::WaitArg::NAMES, cfg.wait)
+        alphasmp::bootargs::name_of(alphasmp::bootargs::WaitArg::NAMES, cfg.wait),
+        if cfg.wtint_returns { " wtint=returns" } else { "" }
     );
 }
 
@@ -328,7 +331,7 @@ fn apply_policy(cfg: &BootConfig<'_>) {
 
 unsafe extern "Rust" {
     fn fault_breakpoint();
-    fn fault_illegal();
+    pub(crate) fn fault_illegal();
     fn fault_overflow();
     fn fault_load(addr: u64) -> u64;
     fn fault_callsys();
@@ -355,6 +358,10 @@ fn raise_fault(fault: Fault) -> ! {
                 fault_load(&raw const word as u64 + 3);
             }
             Fault::Callsys => fault_callsys(),
+            Fault::FaultWhileEnding => {
+                smp::FAULT_WHILE_ENDING.store(true, core::sync::atomic::Ordering::Relaxed);
+                fault_illegal()
+            }
             Fault::Panic | Fault::PanicStuck => {
                 let me = cpus::this();
                 let target = smp::online_cpus().find(|c| *c != me).unwrap_or(me);
@@ -382,6 +389,14 @@ pub fn kernel_abort() -> ! {
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     let _ipl = ipl::IplGuard::raise(ipl::HIGH);
+    let role = percpu::start_panicking();
+    if let percpu::PanicRole::Reentered(n) = role
+        && n > 1
+    {
+        // Even the short way out faulted: not one more instruction that
+        // could fault again, only the failure signal and the halt.
+        machine::end_run_now()
+    }
     match info.location() {
         Some(l) => console::print_panic(format_args!(
             "PANIC on CPU {} at {}:{}: {}\n",
@@ -392,5 +407,5 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
         )),
         None => console::print_panic(format_args!("PANIC on CPU {}: {}\n", cpus::this(), info.message())),
     }
-    smp::stop_all_and_fail()
+    smp::stop_all_and_fail(role)
 }

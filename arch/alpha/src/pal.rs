@@ -120,11 +120,30 @@ pub fn imb() {
 }
 
 /// Waits for any interrupt (CALL_PAL wtint). Returns at once if one is
-/// pending, whatever the IPL, so callers loop on their condition.
+/// pending, whatever the IPL, so callers loop on their condition. It may
+/// also return at once with nothing pending: DEC's EV6 OSF PALcode does
+/// for a skip count of 0 (docs/hardware.md, "wtint on DEC's EV6
+/// PALcode"), and `wtint=returns` makes every call do so; so no caller may
+/// rely on a real sleep.
 pub fn wtint() {
+    if WTINT_RETURNS.load(core::sync::atomic::Ordering::Relaxed) {
+        cpu_relax();
+        return;
+    }
     // SAFETY: wtint only idles the processor until an interrupt is pending.
     unsafe {
         pal_wtint(0);
+    }
+}
+
+/// `wtint=returns`: [`wtint`] returns at once without calling the PALcode
+/// (set by the boot CPU before the secondaries start).
+pub static WTINT_RETURNS: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// A short pause of a spinning wait.
+fn cpu_relax() {
+    for _ in 0..64 {
+        core::hint::spin_loop();
     }
 }
 

@@ -70,16 +70,40 @@ pub fn this() -> &'static PerCpu {
     &CPUS[crate::cpus::this()]
 }
 
-/// Set by the first CPU that panics; polled where a stop IPI might not
-/// arrive (the tick handler), so every CPU stops even without it.
-static PANICKING: AtomicBool = AtomicBool::new(false);
+/// Set by the first CPU that panics, to its physical id (`whami`) + 1;
+/// polled where a stop IPI might not arrive (the tick handler), so every
+/// CPU stops even without it. Never cleared: the run is ending.
+static PANICKING: AtomicUsize = AtomicUsize::new(0);
+/// How often the panicking CPU entered the panic path again (a fault on
+/// its way out). Only that CPU writes it.
+static PANIC_REENTRIES: AtomicU32 = AtomicU32::new(0);
 
-/// Marks a panic in progress; true if another CPU marked one first.
-pub fn start_panicking() -> bool {
-    PANICKING.swap(true, core::sync::atomic::Ordering::AcqRel)
+/// Who a CPU entering the panic path is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PanicRole {
+    /// The first CPU to panic: it reports, stops the others, ends the run.
+    First,
+    /// Another CPU panicked first: this one parks.
+    Other,
+    /// The panicking CPU itself, again (n = 1 for the first re-entry): its
+    /// way out faulted, so it must end the run by a shorter way.
+    Reentered(u32),
+}
+
+/// Marks a panic in progress and says who the caller is. Uses `whami`
+/// rather than the logical id, so that it still works when the fault came
+/// from the logical-id machinery.
+pub fn start_panicking() -> PanicRole {
+    use core::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed};
+    let me = crate::pal::whami() + 1;
+    match PANICKING.compare_exchange(0, me, AcqRel, Acquire) {
+        Ok(_) => PanicRole::First,
+        Err(owner) if owner == me => PanicRole::Reentered(PANIC_REENTRIES.fetch_add(1, Relaxed) + 1),
+        Err(_) => PanicRole::Other,
+    }
 }
 
 /// Whether a panic is in progress.
 pub fn panicking() -> bool {
-    PANICKING.load(core::sync::atomic::Ordering::Relaxed)
+    PANICKING.load(core::sync::atomic::Ordering::Relaxed) != 0
 }

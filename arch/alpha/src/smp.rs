@@ -1,8 +1,8 @@
 //! CPU numbering, starting the secondary CPUs, and stopping every CPU at
 //! the end of a run or on panic.
 //!
-//! Bring-up follows the SRM console protocol (docs: srm-hardware.md 2.5,
-//! qemu-alpha.md 2.3): fill the CPU's HWRPB slot (hardware PCB with its own
+//! Bring-up follows the SRM console protocol (docs/hardware.md §2.5,
+//! docs/qemu.md §2.3): fill the CPU's HWRPB slot (hardware PCB with its own
 //! stack), point CPU_restart at `secondary_start` (checksum updated), set
 //! CV|RC and clear BIP, wait until the console's `txrdy` bit for the CPU is
 //! clear, post "START" in its IPC buffer and set its bit in `rxrdy`; the
@@ -13,11 +13,12 @@
 //! Slots, `rxrdy`/`txrdy` bits and `wripir` use physical CPU ids; all kernel
 //! data uses the logical ids of `crate::cpus`.
 
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use alloc::alloc::{Layout, alloc};
 use alphasmp::cpumask::CpuMask;
 use alphasmp::mailbox::IpiMessage;
+use alphasmp_srm::start;
 
 use crate::hwrpb::{self, Hwrpb};
 use crate::percpu::{self, CPUS, MAX_CPUS, STACK_SIZE};
@@ -28,10 +29,6 @@ use crate::console::println;
 unsafe extern "Rust" {
     fn secondary_start();
 }
-
-/// How long the boot CPU waits for each step of a CPU's start (Linux
-/// gives the console 10 s to acknowledge; QEMU needs about 1 ms).
-const START_TIMEOUT_NS: u64 = 10_000_000_000;
 
 // ---- Which CPUs ---------------------------------------------------------------
 
@@ -147,12 +144,20 @@ pub fn boot_cpu_online(pcb_phys: u64) {
     SMP.set_online(cpu);
 }
 
-/// A kernel stack for a secondary, from the heap (never freed): its top.
-fn alloc_stack() -> Option<u64> {
-    let layout = Layout::from_size_align(STACK_SIZE, 16).ok()?;
+/// A kernel stack for logical CPU `cpu`, from the heap (never freed),
+/// aligned to its size and with the CPU's guard at its base
+/// (`cpus::this`): its top.
+fn alloc_stack(cpu: usize) -> Option<u64> {
+    let layout = Layout::from_size_align(STACK_SIZE, STACK_SIZE).ok()?;
     // SAFETY: the layout has non-zero size.
     let p = unsafe { alloc(layout) };
-    (!p.is_null()).then(|| p as u64 + STACK_SIZE as u64)
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: `p` is a fresh STACK_SIZE-aligned block of STACK_SIZE bytes
+    // that no CPU runs on yet.
+    unsafe { cpus::set_stack_guard(p as u64, cpu) };
+    Some(p as u64 + STACK_SIZE as u64)
 }
 
 /// Starts every mapped CPU other than this one, one at a time.
@@ -165,37 +170,71 @@ pub fn start_secondaries(h: &Hwrpb, console_pcb_phys: u64) -> Bringup {
     let entry = secondary_start as *const () as u64;
     let mapped = cpus::MAP.count();
     let boot_phys = pal::whami() as u64;
+    let high: alloc::vec::Vec<usize> = (1..mapped).filter_map(cpus::physical).filter(|p| *p as u64 >= start::HIGH_ID).collect();
+    if !high.is_empty() {
+        println!(
+            "smp: CPU id(s) {high:?} are {} or above, which DEC's console may never start (its START handling uses a 32-bit 1 << id); each gets {} ms per step, and none after one fails",
+            start::HIGH_ID,
+            start::HIGH_STEP_NS / 1_000_000
+        );
+    }
+    let mut budget = start::Budget::new();
     for cpu in 1..mapped {
         let Some(phys) = cpus::physical(cpu) else { continue };
+        let step_ns = match budget.plan(phys as u64) {
+            start::Plan::Start { step_ns } => step_ns,
+            start::Plan::Skip(why) => {
+                let why = match why {
+                    start::Skip::BudgetSpent => "the bring-up's time is spent",
+                    start::Skip::HighIdsRefused => "an earlier CPU with a high id did not start",
+                };
+                println!("smp: CPU {cpu} (physical {phys}) not started: {why}");
+                continue;
+            }
+        };
         let slot = h.slot(phys as u64);
-        let Some(top) = alloc_stack() else {
+        let Some(top) = alloc_stack(cpu) else {
             println!("smp: no memory for CPU {cpu}'s stack");
             break;
         };
         CPUS[cpu].stack_top.store(top, Ordering::Relaxed);
-        cpus::set_stack_top(cpu, top);
         let t0 = clock::now_ns();
         slot.set_hwpcb(top, ptbr);
         slot.set_pal_revision(h.slot(boot_phys).pal_revision());
         h.set_cpu_restart(entry, entry);
         slot.set_flags((slot.flags() | 0x22) & !alphasmp_srm::hwrpb::flags::BIP);
-        // The console may still be answering an earlier message.
-        if !wait_ns(START_TIMEOUT_NS, || h.txrdy() & (1 << phys) == 0) {
+        // The console may still be answering an earlier message; lines the
+        // secondary consoles post meanwhile are taken so they can go on.
+        let drained = || {
+            if h.txrdy() != 0 {
+                hwrpb::drain_secondary_consoles(h);
+            }
+        };
+        if !wait_ns(step_ns, || h.txrdy() & (1 << phys) == 0) {
             println!("smp: CPU {cpu} (physical {phys}): console txrdy bit stuck; not started");
+            budget.record(phys as u64, clock::now_ns() - t0, false);
             continue;
         }
         slot.set_message(b"START\r\n");
         pal::mb();
         hwrpb::post_rxrdy(h, 1 << phys);
-        let acked = wait_ns(START_TIMEOUT_NS, || slot.flags() & alphasmp_srm::hwrpb::flags::BIP != 0);
-        let alive = acked && wait_ns(START_TIMEOUT_NS, || is_online(cpu));
+        let acked = wait_ns(step_ns, || {
+            drained();
+            slot.flags() & alphasmp_srm::hwrpb::flags::BIP != 0
+        });
+        let alive = acked
+            && wait_ns(step_ns, || {
+                drained();
+                is_online(cpu)
+            });
         let us = (clock::now_ns() - t0) / 1000;
+        budget.record(phys as u64, us * 1000, alive);
         if alive {
             println!("smp: CPU {cpu} (physical {phys}) online after {us} us");
         } else if acked {
-            println!("smp: CPU {cpu} (physical {phys}) took the START message but did not report online within {} ms", START_TIMEOUT_NS / 1_000_000);
+            println!("smp: CPU {cpu} (physical {phys}) took the START message but did not report online within {} ms", step_ns / 1_000_000);
         } else {
-            println!("smp: CPU {cpu} (physical {phys}) did not acknowledge START within {} ms (rxrdy {:#x})", START_TIMEOUT_NS / 1_000_000, h.rxrdy());
+            println!("smp: CPU {cpu} (physical {phys}) did not acknowledge START within {} ms (rxrdy {:#x})", step_ns / 1_000_000, h.rxrdy());
         }
     }
     Bringup { mapped }
@@ -244,8 +283,8 @@ pub fn alpha_secondary_main(pcb_phys: u64) -> ! {
         }
     };
     record_identity(cpu);
-    // The architected way to our PCB is the HWRPB slot (srm-hardware.md
-    // 2.5: the console loads the slot's hwpcb before jumping here); $18 at
+    // The architected way to our PCB is the HWRPB slot (docs/hardware.md
+    // §2.5: the console loads the slot's hwpcb before jumping here); $18 at
     // entry is only what qemu-palcode happens to pass. The self-test
     // smp.per_cpu_identity checks the two agree where both exist.
     let slot_pcb = hwrpb::get().map(|h| h.phys_addr() + h.slot_offset(pal::whami() as u64));
@@ -259,16 +298,82 @@ pub fn alpha_secondary_main(pcb_phys: u64) -> ! {
 
 fn idle_loop(cpu: usize) -> ! {
     loop {
-        // Interrupts (ticks, IPIs) wake wtint; handlers ran by the time it
-        // returns. With the poll fix on, the idle loop also drains the
-        // mailbox (the portable rule for lossy IPIs, smp-anchors.md 8);
-        // with it off, a lost IPI stays lost here, as on Linux.
-        pal::wtint();
+        // Check for work and sleep with every interrupt held off, as
+        // Linux's idle loop does: a PING that arrives between the check and
+        // wtint stays pending, so wtint returns at once instead of sleeping
+        // until the next clock interrupt with work posted. Back at IPL 0
+        // the interrupts that ended the wait (ticks, IPIs) are taken.
+        {
+            let _off = ipl::IplGuard::raise(ipl::HIGH);
+            if !idle_work_pending(cpu) {
+                IDLE_WINDOW.pause(cpu);
+                pal::wtint();
+            }
+        }
+        // With the poll fix on, the idle loop also drains the mailbox (the
+        // portable rule for lossy IPIs, docs/cross-calls.md §5); with it off,
+        // a lost IPI stays lost here, as on Linux.
         ipi::poll_when_idle();
         if IDLE_REQUEST.load(Ordering::Acquire) == cpu {
             panic!("deliberate panic on CPU {cpu} (fault=panic)");
         }
         run_posted_work(cpu);
+    }
+}
+
+/// Work the idle loop must run rather than sleep: a posted work item or a
+/// deliberate panic request for this CPU.
+fn idle_work_pending(cpu: usize) -> bool {
+    WORK[cpu].load(Ordering::Relaxed) > TAKEN || IDLE_REQUEST.load(Ordering::Relaxed) == cpu
+}
+
+/// Self-test hook: widens the idle loop's window between its check for
+/// work and its wtint, so a test can post work inside it (smp.idle_wakes).
+pub struct IdleWindow {
+    /// The CPU whose idle loop pauses (usize::MAX: none).
+    cpu: AtomicUsize,
+    /// Set by that CPU while it is inside the window.
+    inside: AtomicBool,
+    /// Clock interrupts that CPU had taken when it left the window.
+    clock_at_exit: core::sync::atomic::AtomicU64,
+}
+
+pub static IDLE_WINDOW: IdleWindow =
+    IdleWindow { cpu: AtomicUsize::new(usize::MAX), inside: AtomicBool::new(false), clock_at_exit: core::sync::atomic::AtomicU64::new(0) };
+
+impl IdleWindow {
+    /// Pauses `cpu`'s idle loop between its check and its wtint, once,
+    /// when a test armed it for that CPU: until work is posted to it (at
+    /// most 1 s), then 200 us more, so the PING that follows the post
+    /// arrives inside the window.
+    fn pause(&self, cpu: usize) {
+        if self.cpu.load(Ordering::Relaxed) != cpu || self.cpu.compare_exchange(cpu, usize::MAX, Ordering::AcqRel, Ordering::Relaxed).is_err() {
+            return;
+        }
+        self.inside.store(true, Ordering::Release);
+        wait_ns(1_000_000_000, || WORK[cpu].load(Ordering::Relaxed) != 0);
+        clock::delay_ns(200_000);
+        self.clock_at_exit.store(crate::interrupt::COUNTS[cpu][1].load(Ordering::Relaxed), Ordering::Relaxed);
+        self.inside.store(false, Ordering::Release);
+    }
+
+    /// Arms the window for `cpu` and waits (bounded) until its idle loop is
+    /// inside it; false if it never got there.
+    pub fn enter(&self, cpu: usize) -> bool {
+        self.inside.store(false, Ordering::Relaxed);
+        self.cpu.store(cpu, Ordering::Release);
+        // The CPU may be asleep in wtint: a PING ends that and it loops.
+        SMP.send_message(cpu, IpiMessage::PING).ok();
+        let ok = wait_ns(1_000_000_000, || self.inside.load(Ordering::Acquire));
+        if !ok {
+            self.cpu.store(usize::MAX, Ordering::Relaxed);
+        }
+        ok
+    }
+
+    /// Clock interrupts the CPU had taken when it left the window.
+    pub fn clock_at_exit(&self) -> u64 {
+        self.clock_at_exit.load(Ordering::Relaxed)
     }
 }
 
@@ -309,14 +414,34 @@ pub fn finish(pass: bool, why: &str) -> ! {
     machine::end_run(pass)
 }
 
+/// Set by `fault=ending`: the panic path faults once more while it stops
+/// the other CPUs, as a missing instruction would (the test of the
+/// re-entered panic below).
+pub static FAULT_WHILE_ENDING: AtomicBool = AtomicBool::new(false);
+
 /// Stops every other CPU and ends the run with a failure. Called by the
-/// panic handler after it printed the message.
-pub fn stop_all_and_fail() -> ! {
-    if percpu::start_panicking() {
-        // Another CPU is already reporting a panic: let it finish.
-        machine::park_this_cpu();
+/// panic handler after it printed the message, with the caller's role.
+///
+/// A fault on this way out (the stop IPIs, the console) re-enters the
+/// panic handler on the same CPU: the verdict line is already out, so the
+/// re-entered path skips stopping the others and ends the run at once; a
+/// third entry ends it without printing (`machine::end_run_now`). Either
+/// way the run ends instead of waiting for itself.
+pub fn stop_all_and_fail(role: percpu::PanicRole) -> ! {
+    match role {
+        percpu::PanicRole::Other => machine::park_this_cpu(),
+        percpu::PanicRole::Reentered(_) => {
+            crate::console::print_panic(format_args!("alphasmp: the panic path faulted; ending without stopping the other CPUs\n"));
+            machine::end_run(false)
+        }
+        percpu::PanicRole::First => {}
     }
     crate::console::print_panic(format_args!("alphasmp: FAIL (panic)\n"));
+    if FAULT_WHILE_ENDING.swap(false, Ordering::Relaxed) {
+        // SAFETY: a deliberate OPCDEC; the trap handler reports it and
+        // re-enters the panic path, which must end the run.
+        unsafe { crate::fault_illegal() };
+    }
     stop_others(true);
     machine::end_run(false)
 }

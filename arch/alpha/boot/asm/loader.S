@@ -46,8 +46,18 @@ image_header:
 # Not at 0x20000000: every absolute address (gp's GOT) is wrong, so print
 # a fixed message with the console's PUTS, found from the HWRPB at its
 # architected VA, using only PC-relative addresses; then halt to the console.
+# The PUTS rule of arch/alpha/srm/src/crb.rs, by hand: a partial write goes
+# on from where it stopped, status 100 ("terminal not ready", nothing
+# written) is asked again, any other error ends it, and so does a bound on
+# the number of calls. $9-$12 survive the calls (OpenVMS convention).
 wrong_place:
 	mov	$27, $9				# the actual address of label 2
+	lda	$10, wrong_msg-2b($9)		# next byte to write
+	lda	$11, wrong_msg_end-wrong_msg($31)	# bytes left
+	ldah	$12, 0x10($31)			# calls left: 2^20
+6:	beq	$11, 8f
+	beq	$12, 8f
+	subq	$12, 1, $12
 	ldah	$1, 0x1000($31)			# HWRPB at VA 0x10000000
 	ldq	$2, 0xc0($1)			# crb_offset
 	addq	$1, $2, $2
@@ -55,12 +65,23 @@ wrong_place:
 	ldq	$3, 8($27)			# its code address
 	lda	$16, 2($31)			# PUTS
 	mov	$31, $17			# unit 0
-	lda	$18, wrong_msg-2b($9)
-	lda	$19, wrong_msg_end-wrong_msg($31)
+	mov	$10, $18
+	mov	$11, $19
 	lda	$25, 4($31)
 	jsr	$26, ($3)
-	call_pal 0x00
-	br	$31, wrong_place
+	srl	$0, 61, $1			# status, bits 63:61
+	cmpeq	$1, 4, $2			# 100: not ready, ask again
+	bne	$2, 6b
+	srl	$0, 63, $2			# any other error: give up
+	bne	$2, 8f
+	zapnot	$0, 0x0f, $4			# count, bits 31:0
+	cmpult	$11, $4, $2			# never more than was left
+	cmovne	$2, $11, $4
+	addq	$10, $4, $10
+	subq	$11, $4, $11
+	br	$31, 6b
+8:	call_pal 0x00
+	br	$31, 8b
 	.align 3
 wrong_msg:
 	.ascii	"\r\nalphasmp loader: FAIL: not running at virtual 0x20000000 (the console must load this image there); halting\r\n"

@@ -1,7 +1,7 @@
 # The SRM-entry emulation (src/bin/srmemu.rs): QEMU's -kernel, entered
 # from qemu-palcode like the kernel (OSF/1 PALcode, IPL 7, $18 = the
 # console PCB's physical address). It rebuilds the state an SRM console
-# leaves for a bootstrap and jumps into the image (docs: srm-hardware.md 1d).
+# leaves for a bootstrap and jumps into the image (docs/hardware.md §1d).
 
 	.set noreorder
 	.set noat
@@ -82,8 +82,8 @@ END(emu_halt)
 
 # The console's callback dispatcher as this emulation extends it: GET_ENV
 # (0x22) of BOOTED_OSFLAGS (8) answers with the flags given to `boot`,
-# which qemu-palcode cannot; every other call goes on to qemu-palcode's
-# own dispatcher. OpenVMS calling standard (srm-hardware.md 3): $27 = our
+# which qemu-palcode cannot; every other PUTS is refused as "not ready";
+# every other call goes on to qemu-palcode's own dispatcher. OpenVMS calling standard (docs/hardware.md §3): $27 = our
 # descriptor, $16 = code, $17.. = arguments; result in $0; $2-$15 and $30
 # preserved, so only $0, $1, $16-$25, $27 and $28 are used here. Data is
 # reached PC-relative through local labels (a global symbol's difference
@@ -92,7 +92,20 @@ END(emu_halt)
 	.globl emu_crb
 emu_crb:
 	br	$1, 1f
-1:	cmpeq	$16, 0x22, $0
+	# PUTS (0x02): every other call answers status 100, "terminal not
+	# ready, nothing written", as a console whose PUTS writes straight to
+	# a busy UART does; the caller must ask again.
+1:	cmpeq	$16, 0x02, $0
+	beq	$0, 6f
+	lda	$22, .Ltnr-1b($1)
+	ldq	$23, 0($22)
+	xor	$23, 1, $23
+	stq	$23, 0($22)
+	beq	$23, 6f
+	lda	$0, 1($31)
+	sll	$0, 63, $0			# status 100, count 0
+	ret	$31, ($26), 1
+6:	cmpeq	$16, 0x22, $0
 	bne	$0, 2f
 	lda	$27, .Lnext-1b($1)
 	ldq	$27, 0($27)			# qemu-palcode's descriptor
@@ -125,6 +138,8 @@ emu_crb_desc:
 	.globl emu_crb_next
 emu_crb_next:
 .Lnext:
+	.quad	0
+.Ltnr:
 	.quad	0
 	.globl emu_env_len
 emu_env_len:

@@ -6,19 +6,79 @@
 //! - no RTC to program: the PALcode delivers the periodic type-1 interrupt
 //!   at `intr_freq / 4096` Hz, taken as it comes;
 //! - machine checks arrive with vectors 0x620..0x680 and an EV7 logout frame;
-//!   each is decoded and reported, and `wrmces(7)` releases the frame;
+//!   each is reported with the frame's sub-packets decoded
+//!   (`alphasmp_srm::ev7_logout`), and `wrmces(7)` releases the frame;
+//! - the IO7s' interrupt lines are disabled at boot, their error sources
+//!   sent to the boot CPU (`alphasmp_srm::io7`, the GCT lists the IO7s);
 //! - device vectors name the IO7 (by PID) and its LSI/MSI number.
 //! CPU numbers are EV7 PIDs (sparse, boot CPU any), which `crate::cpus`
 //! maps to dense logical ids for every machine alike.
 //!
 //! None of this has run on a Marvel; it runs on QEMU with `machine=marvel`
 //! (which takes the same paths except that QEMU's PALcode reports machine
-//! checks with vector 0), and the decoding is host-tested in
-//! `alphasmp_srm::vectors`.
+//! checks with vector 0 and there is no GCT), and the decoding, the GCT
+//! walk and the IO7 writes are host-tested in `alphasmp_srm`.
 
 /// The EV7 PALcode's tick rate is only known from the HWRPB (docs/hardware.md §4.3: "the
 /// EV7 SRM rate is unknown; read intr_freq"); implausible values fall back
 /// to 1024 Hz (NetBSD's rule), see `clock::base_hz_from`.
 pub fn tick_base_hz(intr_freq: u64) -> u64 {
     crate::clock::base_hz_from(intr_freq)
+}
+
+use alphasmp_srm::hwrpb::Quads;
+use alphasmp_srm::{ev7_logout, io7};
+
+use crate::console::println;
+use crate::hwrpb::{self, Hwrpb, KSEG};
+
+/// A quadword load from KSEG.
+fn load(addr: u64) -> u64 {
+    // SAFETY: callers pass KSEG addresses of console memory (the HWRPB and
+    // its GCT, a logout frame) or of an IO7's CSRs that the GCT reported.
+    unsafe { core::ptr::read_volatile(addr as *const u64) }
+}
+
+/// Quiesces every IO7 the console's GCT lists (boot CPU, once): error and
+/// hot-plug sources to the boot CPU, every LSI and MSI line disabled, as
+/// Linux's `init_io7_irqs` does (docs/hardware.md §4). A line the console
+/// left enabled would otherwise storm CPU 0 into the device-interrupt
+/// panic. Without a GCT (QEMU) nothing is touched, and the banner says so.
+pub fn quiesce_io7s(h: &Hwrpb) {
+    let frut = h.mem().read(io7::hwrpb_off::FRUT_OFFSET);
+    let size = h.mem().read(io7::hwrpb_off::SIZE);
+    if frut == 0 || frut >= size {
+        println!("io7: no configuration tree (GCT) in the HWRPB; IO7 interrupt lines left as the console set them");
+        return;
+    }
+    let gct = hwrpb::base(h) + frut;
+    let boot_pid = crate::pal::whami() as u64;
+    let store = |addr: u64, value: u64| {
+        // SAFETY: an IO7 control register of an IO7 the GCT reported,
+        // reached through KSEG; these writes only retarget or disable
+        // interrupt lines (Linux's init_io7_irqs makes the same ones).
+        unsafe { core::ptr::write_volatile(addr as *mut u64, value) };
+        crate::pal::mb();
+    };
+    let walked = io7::gct_io7_pes(|o| load(gct + o), size - frut, |pe| match io7::quiesce_io7(pe, boot_pid, load, store) {
+        Ok(n) => println!("io7: PE {pe}: {n} interrupt controls written: LSI and MSI lines off, error sources to PID {boot_pid}"),
+        Err(e) => println!("io7: PE {pe}: {e}"),
+    });
+    if let Err(e) = walked {
+        println!("io7: {e}");
+    }
+}
+
+/// Prints the EV7 logout frame at KSEG address `logout`, one line per
+/// sub-packet, bounded by the CPU's logout area from its HWRPB slot.
+pub fn report_logout(h: &Hwrpb, logout: u64) {
+    if logout == 0 {
+        return;
+    }
+    let (area_pa, area_len) = h.slot(crate::pal::whami() as u64).logout_area();
+    let area = KSEG | area_pa;
+    let max = if area_len != 0 && (area..area + area_len).contains(&logout) { area + area_len - logout } else { ev7_logout::MAX_FRAME };
+    for step in ev7_logout::subpackets(|o| load(logout + o), max) {
+        crate::console::print_panic(format_args!("mchk: {step}\n"));
+    }
 }

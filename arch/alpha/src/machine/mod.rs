@@ -54,12 +54,17 @@ pub fn identify(h: &Hwrpb, forced: MachineArg) -> Result<(Choice, Identity), Uns
 /// The lowest IPL at which IPIs are masked. It is the PALcode's choice:
 /// qemu-palcode takes IPIs only at IPL <= 5 (masked from 6), while the
 /// EV6/EV7 OSF PALcode of real consoles puts them at the clock's level 5
-/// (Linux's IPL_TIMER; smp-anchors.md 2.2). Before the HWRPB is read the
+/// (Linux's IPL_TIMER; docs/hardware.md §9). Before the HWRPB is read the
 /// lower, real-hardware value is assumed: it counts more callers as
 /// masked, which is the safe side.
 pub fn ipi_ipl() -> u8 {
     use alphasmp::platform::ipl::{IPI_OSF_PALCODE, IPI_QEMU_PALCODE};
     if QEMU.load(Ordering::Relaxed) { IPI_QEMU_PALCODE } else { IPI_OSF_PALCODE }
+}
+
+/// Whether the HWRPB says QEMU (qemu-palcode is the console).
+pub fn is_qemu() -> bool {
+    QEMU.load(Ordering::Relaxed)
 }
 
 /// The machine chosen at boot (clipper's rules before that).
@@ -107,13 +112,18 @@ pub fn last_resort_console() {
     crate::console::set(&tsunami::COM1);
 }
 
-/// Probes the devices the machine may have (boot CPU, once): pvpanic on
-/// Tsunami-class PCI (QEMU adds it; a real machine has none). Marvel has
-/// no Typhoon PCI window to scan.
-pub fn probe_devices(m: Machine) {
+/// Probes and quiesces the devices the machine may have (boot CPU, once):
+/// device interrupts masked at the Cchip and pvpanic on Tsunami-class PCI
+/// (QEMU adds it; a real machine has none); on Marvel, which has no Typhoon
+/// PCI window to scan, every IO7's interrupt lines disabled.
+pub fn probe_devices(m: Machine, h: &Hwrpb) {
     if tsunami_class(m) {
-        tsunami::mask_device_interrupts();
+        let present = h.slots().filter(|s| s.present() && s.index() < 64).fold(1u64 << (pal::whami() % 64), |mask, s| mask | 1 << s.index());
+        tsunami::mask_device_interrupts(present);
         PVPANIC.store(clipper::probe_pvpanic(), Ordering::Relaxed);
+    }
+    if m == Machine::Marvel {
+        marvel::quiesce_io7s(h);
     }
 }
 
@@ -185,6 +195,12 @@ pub fn device_interrupt(vector: u64, n: u64) {
 /// else is reported as a fault and panics (never a hang).
 pub fn machine_check(vector: u64, logout: u64, pc: u64) {
     let kind = MachineCheck::from_vector(vector);
+    if current() == Machine::Marvel
+        && !is_qemu()
+        && let Some(h) = hwrpb::get()
+    {
+        marvel::report_logout(h, logout);
+    }
     if kind.recoverable() {
         println!("note: {} on CPU {} (vector {vector:#x}, logout {logout:#x}); continuing", kind.name(), cpus::this());
         pal::wrmces(7);
@@ -204,7 +220,7 @@ pub fn machine_check(vector: u64, logout: u64, pc: u64) {
 
 /// Stops the calling CPU for good (a stop request from the CPU that ends
 /// the run) after marking it stopped. On a real machine it asks the console
-/// to keep it halted (request 4, RC cleared, doc 5) and halts; under QEMU a
+/// to keep it halted (request 4, RC cleared, docs/hardware.md §5) and halts; under QEMU a
 /// halt would end the whole VM before the ending CPU reports its verdict,
 /// so it spins at IPL 7 instead.
 pub fn park_this_cpu() -> ! {
@@ -232,6 +248,11 @@ fn request_halt_here() {
 pub fn end_run(pass: bool) -> ! {
     let _ipl = ipl::IplGuard::raise(ipl::HIGH);
     crate::mm::release();
+    if let Some(h) = hwrpb::get() {
+        // Lines the secondary consoles posted since the last IPI: printed
+        // now, before the verdict's exit line, and their consoles released.
+        hwrpb::drain_secondary_consoles(h);
+    }
     request_halt_here();
     if let Some(h) = hwrpb::get() {
         let f = h.slot(pal::whami() as u64).flags();
@@ -245,5 +266,14 @@ pub fn end_run(pass: bool) -> ! {
     if !pass {
         clipper::pvpanic_failure();
     }
+    pal::halt()
+}
+
+/// Ends a failed run with nothing that could fault again: the panic path
+/// re-entered twice (a fault on every way out) comes here, at IPL 7
+/// already. No console output, no halt request: only the failure signal
+/// where a probe found one, then CALL_PAL halt.
+pub fn end_run_now() -> ! {
+    clipper::pvpanic_failure();
     pal::halt()
 }

@@ -1,7 +1,7 @@
 //! Tsunami/Typhoon AlphaServers (DS10, DS20, ES40), and the parts of them
 //! QEMU's clipper emulates: the 16550 UART at ISA port 0x3f8 and the
 //! MC146818 RTC at ports 0x70/0x71, reached through the Pchip0 PCI I/O
-//! window in KSEG (docs: srm-hardware.md 6, qemu-alpha.md 5 and 7).
+//! window in KSEG (docs/hardware.md §6, docs/qemu.md §5 and §7).
 
 use core::ptr::NonNull;
 
@@ -15,7 +15,7 @@ const PCI_IO: u64 = 0xfffffd01fc000000;
 fn port(p: u64) -> VolatilePtr<'static, u8> {
     // SAFETY: ports 0..0x10000 of Pchip0's I/O window are byte-accessible
     // device registers on every Tsunami-class machine, mapped through KSEG
-    // for the whole run; unassigned ports read 0 (qemu-alpha.md 3.3).
+    // for the whole run; unassigned ports read 0 (docs/qemu.md §3.3).
     unsafe { VolatilePtr::new(NonNull::new_unchecked((PCI_IO + p) as *mut u8)) }
 }
 
@@ -64,21 +64,19 @@ impl Console for Uart16550 {
 
 // ---- Device interrupts --------------------------------------------------------
 
-/// The Cchip's device interrupt mask registers DIM0..DIM3 (one per CPU), in
-/// KSEG (`core_tsunami.h`: Cchip at 0x801a0000000, DIM0/1 at +0x200/+0x240,
-/// DIM2/3 at +0x600/+0x640; registers take quadword accesses only).
-const DIM: [u64; 4] = [0xfffffd01a0000200, 0xfffffd01a0000240, 0xfffffd01a0000600, 0xfffffd01a0000640];
-
 /// Masks every device interrupt at the Cchip (boot CPU, once): this kernel
 /// drives no device by interrupt. The clock (RTC) and IPIs do not go
-/// through DIM (qemu-alpha.md 7; Linux sends IPIs only with wripir).
-pub fn mask_device_interrupts() {
-    for reg in DIM {
-        // SAFETY: the DIM registers are Cchip CSRs on every Tsunami/Typhoon
-        // machine, mapped through KSEG; a quadword store of 0 masks all of
-        // that CPU's device interrupt sources and has no other effect.
-        unsafe { core::ptr::write_volatile(reg as *mut u64, 0) };
-    }
+/// through DIM (docs/qemu.md §7, docs/hardware.md §6; Linux sends IPIs only with wripir). Only the
+/// DIMs of CPUs the HWRPB reports present are written: a 2-CPU Cchip has
+/// no DIM2/DIM3 (`alphasmp_srm::cchip`).
+pub fn mask_device_interrupts(present: u64) {
+    alphasmp_srm::cchip::mask_device_interrupts(present, |reg, value| {
+        // SAFETY: `reg` is the DIM register of a present CPU, a Cchip CSR
+        // on every Tsunami/Typhoon machine, mapped through KSEG; a
+        // quadword store of 0 masks all of that CPU's device interrupt
+        // sources and has no other effect.
+        unsafe { core::ptr::write_volatile(reg as *mut u64, value) };
+    });
 }
 
 /// COM1 as the console device.
@@ -115,7 +113,7 @@ fn rtc_write(reg: u8, v: u8) {
 /// holds a rate Linux accepts, periodic (PIE) and square-wave (SQWE)
 /// enables on, alarm and update interrupts off, register C read once.
 /// Neither Linux nor NetBSD acknowledges per tick (PALcode or the board
-/// does; doc 6 [I]); QEMU needs nothing more (qemu-alpha.md 7).
+/// does; docs/hardware.md §6); QEMU needs nothing more (docs/qemu.md §7).
 /// Returns the rate register A selects, in Hz.
 pub fn start_rtc_tick() -> u64 {
     let a = rtc_read(RTC_A) & 0x7f;

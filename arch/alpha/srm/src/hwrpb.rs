@@ -1,5 +1,5 @@
 //! The Hardware Restart Parameter Block: header, per-CPU slots, memory
-//! clusters (docs: srm-hardware.md 2.1, 2.3, 2.4; Linux `asm/hwrpb.h` and
+//! clusters (docs/hardware.md §2.1, §2.3, §2.4; Linux `asm/hwrpb.h` and
 //! NetBSD `rpb.h` agree on every offset used here).
 
 use core::fmt;
@@ -48,10 +48,17 @@ pub mod slot_off {
     pub const PAL_REVISION: u64 = 0xa8;
     pub const TYPE: u64 = 0xb0;
     pub const HALT_REASON: u64 = 0x118;
+    /// The console's inter-processor communication buffer: `rxlen` (u32)
+    /// at +0, `txlen` (u32) at +4, `rxbuf[80]` at +8 (OS to the slot's
+    /// console), `txbuf[80]` at +0x58 (the slot's console to the OS).
     pub const IPC_BUFFER: u64 = 0x128;
+    pub const IPC_RXBUF: u64 = IPC_BUFFER + 0x08;
+    pub const IPC_TXBUF: u64 = IPC_BUFFER + 0x58;
+    /// Bytes in each IPC text buffer.
+    pub const IPC_TEXT: usize = 80;
 }
 
-/// Slot `flags` bits (docs: srm-hardware.md 2.3).
+/// Slot `flags` bits (docs/hardware.md §2.3).
 pub mod flags {
     /// Bootstrap in progress; the console sets it to acknowledge START.
     pub const BIP: u64 = 0x1;
@@ -95,7 +102,7 @@ pub enum HaltRequest {
 /// restart-capable (RC) and bootstrap-in-progress cleared, so the console
 /// neither restarts the OS through CPU_restart nor waits for a bootstrap
 /// (Linux `common_shutdown_1` clears 0x00ff0001, NetBSD `prom_halt` clears
-/// RC and the request; RC cleared first is the safe reading of both, doc 5).
+/// RC and the request; RC cleared first is the safe reading of both, docs/hardware.md §5).
 pub const fn halt_flags(current: u64, request: HaltRequest) -> u64 {
     (current & !(flags::HALT_REQUEST_MASK | flags::RC | flags::BIP)) | ((request as u64) << flags::HALT_REQUEST_SHIFT)
 }
@@ -303,6 +310,26 @@ impl<M: Quads> Hwrpb<M> {
     pub fn txrdy(&self) -> u64 {
         self.q(off::TXRDY)
     }
+
+    /// Takes the lines that secondary consoles posted for the OS: each
+    /// CPU's console (a shell on its slot's IPC buffer) writes a line into
+    /// `txbuf`, sets its bit in `txrdy`, interrupts the primary and waits
+    /// until the OS clears the bit before it writes again (docs/hardware.md,
+    /// "Secondary consoles"). Hands each pending line to `each(cpu, text)`
+    /// and returns the bits taken; the caller clears exactly those bits in
+    /// `txrdy` (atomically where another CPU may post meanwhile), which
+    /// lets each of those consoles go on.
+    pub fn take_secondary_lines(&self, mut each: impl FnMut(u64, &[u8])) -> u64 {
+        let pending = self.txrdy();
+        let mut taken = 0;
+        for cpu in (0..self.nr_processors().min(64)).filter(|c| pending & (1 << c) != 0) {
+            let mut text = [0u8; slot_off::IPC_TEXT];
+            let n = self.slot(cpu).tx_text(&mut text);
+            each(cpu, &text[..n]);
+            taken |= 1 << cpu;
+        }
+        taken
+    }
 }
 
 /// One per-CPU slot.
@@ -375,16 +402,36 @@ impl<M: Quads> Slot<'_, M> {
         self.set(p + 0x28, 1); // flags: FEN
     }
     /// Writes a console message ("START\r\n") into the IPC buffer: its
-    /// length in the first quadword, the text after it.
+    /// length in `rxlen` (the low half of the first quadword; `txlen`, the
+    /// high half, belongs to the slot's console and is kept), the text in
+    /// `rxbuf`.
     pub fn set_message(&self, msg: &[u8]) {
-        self.set(slot_off::IPC_BUFFER, msg.len() as u64);
+        let first = self.q(slot_off::IPC_BUFFER);
+        self.set(slot_off::IPC_BUFFER, (first & !0xffff_ffff) | msg.len().min(32) as u64);
         let mut words = [0u64; 4];
         for (i, b) in msg.iter().take(32).enumerate() {
             words[i / 8] |= u64::from(*b) << (8 * (i % 8));
         }
         for (i, w) in words.iter().enumerate() {
-            self.set(slot_off::IPC_BUFFER + 8 + 8 * i as u64, *w);
+            self.set(slot_off::IPC_RXBUF + 8 * i as u64, *w);
         }
+    }
+
+    /// The slot's machine-check logout area: (physical address, bytes).
+    pub fn logout_area(&self) -> (u64, u64) {
+        (self.q(crate::ev7_logout::slot_off::LOGOUT_AREA_PA), self.q(crate::ev7_logout::slot_off::LOGOUT_AREA_LEN))
+    }
+
+    /// The text the slot's console posted for the OS (`txlen` bytes of
+    /// `txbuf`, at most 80), copied into `out`; returns its length.
+    pub fn tx_text(&self, out: &mut [u8; slot_off::IPC_TEXT]) -> usize {
+        let len = ((self.q(slot_off::IPC_BUFFER) >> 32) as usize).min(slot_off::IPC_TEXT);
+        for i in 0..len.div_ceil(8) {
+            let word = self.q(slot_off::IPC_TXBUF + 8 * i as u64).to_le_bytes();
+            let n = (len - 8 * i).min(8);
+            out[8 * i..8 * i + n].copy_from_slice(&word[..n]);
+        }
+        len
     }
 }
 
@@ -578,6 +625,86 @@ mod tests {
         let hw = Hwrpb::new(&mem).unwrap();
         hw.slot(2).request_halt(HaltRequest::StayHalted);
         assert_eq!(hw.slot(2).flags(), P | (4 << 16));
+    }
+
+    /// A model of a DEC secondary console's output side: a shell whose
+    /// terminal is its slot's IPC buffer. It may write a line only while
+    /// its TXRDY bit is clear; it then writes `txlen` and `txbuf`, sets
+    /// the bit (and would interrupt the primary) and waits.
+    struct SecondaryConsole {
+        cpu: u64,
+        lines: std::collections::VecDeque<&'static [u8]>,
+    }
+
+    impl SecondaryConsole {
+        /// One step: posts the next line if the OS took the previous one.
+        /// Returns false when it is blocked on a line not yet taken.
+        fn step(&mut self, h: &Hwrpb<&fake::Mem>) -> bool {
+            let base = h.slot(self.cpu).offset();
+            if h.txrdy() & (1 << self.cpu) != 0 {
+                return self.lines.is_empty();
+            }
+            let Some(line) = self.lines.pop_front() else { return true };
+            let m = h.mem();
+            let first = m.read(base + slot_off::IPC_BUFFER);
+            m.write(base + slot_off::IPC_BUFFER, (first & 0xffff_ffff) | (line.len() as u64) << 32);
+            let mut text = [0u8; 80];
+            text[..line.len()].copy_from_slice(line);
+            for (i, w) in text.chunks(8).enumerate() {
+                m.write(base + slot_off::IPC_TXBUF + 8 * i as u64, u64::from_le_bytes(w.try_into().unwrap()));
+            }
+            m.write(off::TXRDY, h.txrdy() | 1 << self.cpu);
+            true
+        }
+    }
+
+    #[test]
+    fn secondary_console_lines_are_taken_in_order_and_release_the_console() {
+        let mem = marvel_like();
+        let h = Hwrpb::new(&mem).unwrap();
+        let mut consoles = [
+            SecondaryConsole { cpu: 2, lines: [&b"START\r\n"[..], b"P02>>>", b"warning -- a long line of console output\r\n"].into() },
+            SecondaryConsole { cpu: 5, lines: [&b"P05>>>"[..], b"halted CPU 5\r\n"].into() },
+        ];
+        let mut seen: std::vec::Vec<(u64, std::vec::Vec<u8>)> = std::vec::Vec::new();
+        for _ in 0..10 {
+            for c in consoles.iter_mut() {
+                c.step(&h);
+            }
+            // The OS's IPI handler on the primary.
+            let taken = h.take_secondary_lines(|cpu, text| seen.push((cpu, text.to_vec())));
+            h.mem().write(off::TXRDY, h.txrdy() & !taken);
+        }
+        assert!(consoles.iter().all(|c| c.lines.is_empty()), "a console is still blocked");
+        let of = |cpu| seen.iter().filter(|(c, _)| *c == cpu).map(|(_, t)| std::string::String::from_utf8_lossy(t).into_owned()).collect::<std::vec::Vec<_>>();
+        assert_eq!(of(2), ["START\r\n", "P02>>>", "warning -- a long line of console output\r\n"]);
+        assert_eq!(of(5), ["P05>>>", "halted CPU 5\r\n"]);
+        assert_eq!(h.txrdy(), 0);
+    }
+
+    #[test]
+    fn without_a_drain_a_secondary_console_blocks() {
+        let mem = marvel_like();
+        let h = Hwrpb::new(&mem).unwrap();
+        let mut c = SecondaryConsole { cpu: 2, lines: [&b"one\r\n"[..], b"two\r\n"].into() };
+        assert!(c.step(&h));
+        assert!(!c.step(&h), "the second line waits for the OS to clear TXRDY");
+        assert_eq!(h.txrdy(), 1 << 2);
+    }
+
+    /// The OS's START goes into `rxlen`/`rxbuf` while the slot's console
+    /// may have a line of its own pending in `txlen`/`txbuf`: writing the
+    /// START must not cut that line off.
+    #[test]
+    fn start_message_keeps_the_consoles_pending_line() {
+        let mem = marvel_like();
+        let h = Hwrpb::new(&mem).unwrap();
+        let mut c = SecondaryConsole { cpu: 2, lines: [&b"P02>>>"[..]].into() };
+        c.step(&h);
+        h.slot(2).set_message(b"START\r\n");
+        let mut lines = std::vec::Vec::new();
+        h.take_secondary_lines(|cpu, text| lines.push((cpu, text.to_vec())));
+        assert_eq!(lines, [(2, b"P02>>>".to_vec())]);
     }
 
     #[test]

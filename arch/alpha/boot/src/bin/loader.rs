@@ -1,5 +1,5 @@
-//! Stage-0 loader: the first bytes of the raw images SRM boots (docs:
-//! srm-hardware.md 1d, 1e, 7; README "Booting on a real AlphaServer").
+//! Stage-0 loader: the first bytes of the raw images SRM boots (docs/hardware.md
+//! §1d, §1e, §7; README "Booting on a real AlphaServer").
 //!
 //! Entered from `asm/loader.S` at virtual 0x20000000 on the console's page
 //! tables, under the console's OpenVMS PALcode, on a stack inside the image.
@@ -102,7 +102,7 @@ fn phys_of(vptb: u64, va: u64) -> u64 {
 }
 
 /// The PFN of the console's L1 table: the VPTB's self-map entry, read
-/// through the VPTB itself (srm-hardware.md 1d).
+/// through the VPTB itself (docs/hardware.md §1d).
 fn l1_pfn(vptb: u64) -> u64 {
     let slot = alphasmp_srm::pagetable::self_map_slot(vptb);
     let l1_va = vptb | (slot << 23) | (slot << 13);
@@ -113,7 +113,7 @@ fn l1_pfn(vptb: u64) -> u64 {
 #[unsafe(no_mangle)]
 pub fn loader_main() -> ! {
     alphasmp_boot::set_identity(&ME);
-    // SAFETY: SRM maps the HWRPB at this VA for a bootstrap (srm-hardware.md 1d).
+    // SAFETY: SRM maps the HWRPB at this VA for a bootstrap (docs/hardware.md §1d).
     let hwrpb = unsafe { Va::new(HWRPB_VA) };
     if !alphasmp_boot::console_init(HWRPB_VA, hwrpb.read(alphasmp_srm::hwrpb::off::CRB_OFFSET)) {
         halt(); // no console callbacks: nowhere to say anything
@@ -152,6 +152,9 @@ pub fn loader_main() -> ! {
     }
 
     let vptb = h.vptb();
+    if let Err(e) = alphasmp_srm::pagetable::check_three_level(vptb) {
+        fail(format_args!("{e}"));
+    }
     let pages = (image::round_up(hdr.image_len, PAGE) / PAGE) as usize;
     if pages > MAX_PAGES {
         fail(format_args!("image of {} bytes exceeds the loader's {} pages", hdr.image_len, MAX_PAGES));
@@ -185,7 +188,7 @@ fn after_switch(osf: &Osf, h: &Hwrpb<Va>, hdr: &Header, sources: &[u64], cmdline
     osf.swpipl(7);
     // Tell the console (and the kernel's secondaries, which copy it) which
     // PALcode now runs: palcode_avail[2], the OSF/1 variant, in the boot
-    // CPU's slot (srm-hardware.md 1e; Linux writes slot 0's).
+    // CPU's slot (docs/hardware.md §1e; Linux writes slot 0's).
     let slot = h.slot(h.boot_cpu());
     let osf_rev = h.mem().read(slot.offset() + 0x1d0 + 2 * 8);
     if osf_rev != 0 {

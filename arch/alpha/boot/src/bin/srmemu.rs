@@ -1,12 +1,13 @@
 //! An emulation of the state SRM leaves for a bootstrap, so that the raw
-//! images run under QEMU, which cannot run SRM (docs: srm-hardware.md 1b-1d).
+//! images run under QEMU, which cannot run SRM (docs/hardware.md §1b-§1d).
 //!
 //! QEMU loads this with `-kernel`, the image with `-initrd`, and gives
 //! `-append "DEVICE FLAGS..."`: DEVICE is `dka0` (the image is a disk:
 //! check the boot block at LBN 0 as SRM does, then load the blocks it
 //! names) or `ewa0` (the image is a BOOTP file, loaded whole), optionally
-//! `@0xVA` to load it at another address than 0x20000000 (a test of the
-//! loader's refusal); the rest is what `boot -flags` would put in
+//! `@0xVA` to load it at another address than 0x20000000, or `+levels4`
+//! to report the VPTB of 4-level page tables (tests of the loader's
+//! refusals); the rest is what `boot -flags` would put in
 //! BOOTED_OSFLAGS. Then, as a console would:
 //! - the image goes to virtual 0x20000000 on the console's page tables,
 //!   backed by physical pages in reverse order with a gap between each and
@@ -117,6 +118,13 @@ pub fn srmemu_main(console_pcb: u64) -> ! {
     };
     let line = cmdline();
     let (word, flags) = line.split_once(' ').unwrap_or((line, ""));
+    // `DEVICE+levels4`: the HWRPB reports the VPTB of a console whose
+    // `page_table_levels` is 4 (1 << 43), to show that the loader refuses
+    // it before it walks anything (the tables stay 3-level underneath).
+    let (word, levels4) = match word.strip_suffix("+levels4") {
+        Some(w) => (w, true),
+        None => (word, false),
+    };
     // `DEVICE@VA`: a console that loads the image somewhere else (to show
     // that the loader refuses to run there).
     let (device, load_va) = match word.split_once('@') {
@@ -215,7 +223,7 @@ pub fn srmemu_main(console_pcb: u64) -> ! {
         emu_wrvptptr(SRM_VPTB);
         emu_tbia();
     }
-    h.mem().write(hwrpb::off::VPTB, SRM_VPTB);
+    h.mem().write(hwrpb::off::VPTB, if levels4 { 1 << 43 } else { SRM_VPTB });
     h.update_checksum();
     l1.write(8 * 1023, 0);
     // SAFETY: nothing uses the old VPTB any more.
