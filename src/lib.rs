@@ -6,7 +6,6 @@
 
 #![cfg_attr(not(test), no_std)]
 
-pub mod bootargs;
 pub mod cpuid;
 pub mod cpumask;
 pub mod mailbox;

@@ -1,5 +1,5 @@
 //! `cargo xtask bench`: boots the kernel's benchmark suite (`bench=N`,
-//! arch/alpha/src/bench.rs) once per CPU count, fix set and wait policy,
+//! arch/alpha/src/run/bench.rs) once per CPU count, fix set and wait policy,
 //! collects its `bench-result:` lines and writes results/bench.md (tables),
 //! results/bench.json and results/bench.svg (latency against CPU count,
 //! throughput against issuers). Numbers are reported, never asserted: they

@@ -132,7 +132,7 @@ struct RunArgs {
 /// `--append` is refused here, in one line, before QEMU starts.
 fn check_append(append: &str) -> Result<()> {
     qemu::check_append_len(append)?;
-    alphasmp::bootargs::BootConfig::parse(append).map(|_| ()).map_err(|e| err(format!("--append: {e}")))
+    alphasmp_bootargs::BootConfig::parse(append).map(|_| ()).map_err(|e| err(format!("--append: {e}")))
 }
 
 /// Options of `run` and `gdb` (`gdb` also takes `--ex`, not `--timeout`).
@@ -434,7 +434,7 @@ fn bench(args: &[String]) -> Result<ExitCode> {
         match a.as_str() {
             "--samples" => {
                 let v = value("--samples")?;
-                cfg.samples = alphasmp::bootargs::BootConfig::parse(&format!("bench={v}")).map_err(|e| err(format!("--samples: {e}")))?.bench;
+                cfg.samples = alphasmp_bootargs::BootConfig::parse(&format!("bench={v}")).map_err(|e| err(format!("--samples: {e}")))?.bench;
             }
             "--smp" => {
                 cfg.smps = value("--smp")?.split(',').map(parse_smp).collect::<Result<_>>()?;

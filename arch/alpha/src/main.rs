@@ -7,7 +7,6 @@
 
 extern crate alloc;
 
-mod bench;
 mod clock;
 mod console;
 mod cpus;
@@ -21,20 +20,17 @@ mod mm;
 mod pal;
 mod percpu;
 mod platform;
-mod selftest;
+mod run;
 mod smp;
 mod srm;
-mod stress;
-mod tests;
 mod trap;
 
-use alphasmp::bootargs::{BootConfig, Fault, MachineArg};
+use alphasmp_bootargs::BootConfig;
 use alphasmp_srm::crb;
 use alphasmp_srm::machine::cpu_type;
 
 use crate::console::println;
 use crate::hwrpb::KSEG;
-use crate::selftest::Summary;
 use crate::srm::{Crb, SrmConsole};
 
 unsafe extern "Rust" {
@@ -142,7 +138,7 @@ pub fn alpha_boot_main(console_pcb_phys: u64) -> ! {
     let parsed = args.map(|(line, from)| (BootConfig::parse(line), line, from));
     let forced = match &parsed {
         Ok((Ok(cfg), _, _)) => cfg.machine,
-        _ => MachineArg::Auto,
+        _ => None,
     };
     let (choice, id) = match machine::identify(hwrpb, forced) {
         Ok(c) => c,
@@ -153,14 +149,14 @@ pub fn alpha_boot_main(console_pcb_phys: u64) -> ! {
                 console::set(s);
             }
             println!("error: {e}");
-            println!("alphasmp: FAIL (unsupported machine)");
+            println!("alphasmp: FAIL (no machine layer)");
             machine::end_run(false);
         }
     };
     let m = choice.machine();
     let console_arg = match &parsed {
         Ok((Ok(cfg), _, _)) => cfg.console,
-        _ => alphasmp::bootargs::ConsoleArg::Auto,
+        _ => alphasmp_bootargs::ConsoleArg::Auto,
     };
     let console_error = match machine::console(m, console_arg, srm) {
         Ok(c) => {
@@ -168,7 +164,7 @@ pub fn alpha_boot_main(console_pcb_phys: u64) -> ! {
             None
         }
         Err(e) => {
-            if let Ok(c) = machine::console(m, alphasmp::bootargs::ConsoleArg::Auto, srm) {
+            if let Ok(c) = machine::console(m, alphasmp_bootargs::ConsoleArg::Auto, srm) {
                 console::set(c);
             }
             Some(e)
@@ -201,9 +197,9 @@ pub fn alpha_boot_main(console_pcb_phys: u64) -> ! {
         println!("note: {note}");
     }
     match choice {
-        machine::Choice::Detected(m) => println!("machine: {} (from the HWRPB)", m.name()),
+        machine::Choice::Detected(m) => println!("machine: {} (from the HWRPB)", m.name),
         machine::Choice::Forced { machine: m, detected } => {
-            println!("machine: {} (machine=; the HWRPB says {})", m.name(), detected.map_or("an unsupported system", |d| d.name()))
+            println!("machine: {} (machine=; the HWRPB says {})", m.name, detected.map_or("an unsupported system", |d| d.name))
         }
     }
     println!(
@@ -234,7 +230,7 @@ pub fn alpha_boot_main(console_pcb_phys: u64) -> ! {
         }
     };
 
-    if let Some(prefix) = cfg.tests[..cfg.test_count].iter().find(|p| !tests::ALL.iter().any(|t| t.name.starts_with(**p))) {
+    if let Some(prefix) = cfg.tests[..cfg.test_count].iter().find(|p| !run::tests::ALL.iter().any(|t| t.name.starts_with(**p))) {
         // A selection that runs nothing would end as an empty pass.
         let value = cfg.tests[..cfg.test_count].join(",");
         println!("error: boot argument tests={value} selects no self-test with the prefix '{prefix}' (names look like smp.all_cpus_online, xcall.concurrent_storm)");
@@ -284,21 +280,7 @@ pub fn alpha_boot_main(console_pcb_phys: u64) -> ! {
     // From here on the boot CPU takes interrupts like every other CPU.
     ipl::set(ipl::ALL_ON);
 
-    if cfg.stress > 0 {
-        stress::run(&cfg);
-    }
-    if cfg.bench > 0 {
-        bench::run(&cfg);
-    }
-    let mut summary = Summary::default();
-    selftest::run(tests::ALL, &cfg, &mut summary);
-    tests::print_counters();
-    println!("{} passed, {} failed", summary.passed, summary.failed);
-    if cfg.fault != Fault::None {
-        raise_fault(cfg.fault);
-    }
-    let why = alloc::format!("{} passed, {} failed", summary.passed, summary.failed);
-    smp::finish(summary.failed == 0, &why)
+    run::run(&cfg)
 }
 
 /// The cross-call fixes, watchdog and fault injection from the command line.
@@ -310,9 +292,10 @@ fn apply_policy(cfg: &BootConfig<'_>) {
     p.resend.store(cfg.resend, Relaxed);
     p.watchdog_cycles.store(clock::ns_to_cycles(cfg.watchdog_ms * 1_000_000), Relaxed);
     p.allow_masked_wait.store(cfg.inject.masked_wait, Relaxed);
-    p.nap.store(cfg.wait == alphasmp::bootargs::WaitArg::Nap, Relaxed);
+    p.nap.store(cfg.wait == alphasmp_bootargs::WaitArg::Nap, Relaxed);
     p.spin_before_nap.store(clock::ns_to_cycles(cfg.nap_after_us * 1000), Relaxed);
     platform::INJECT_EDGE_LOSS.store(cfg.inject.edge_loss, Relaxed);
+    platform::INJECT_EDGE_LOSS_MASKED.store(cfg.inject.edge_loss_masked, Relaxed);
     pal::WTINT_RETURNS.store(cfg.wtint_returns, Relaxed);
     interrupt::IRQ_LOAD_NS.store(cfg.irq_load_us * 1000, Relaxed);
     println!(
@@ -322,63 +305,12 @@ fn apply_policy(cfg: &BootConfig<'_>) {
         if cfg.resend { "on" } else { "off" },
         cfg.watchdog_ms,
         cfg.inject.name(),
-        alphasmp::bootargs::name_of(alphasmp::bootargs::WaitArg::NAMES, cfg.wait),
+        alphasmp_bootargs::name_of(alphasmp_bootargs::WaitArg::NAMES, cfg.wait),
         if cfg.wtint_returns { " wtint=returns" } else { "" }
     );
 }
 
 
-
-unsafe extern "Rust" {
-    fn fault_breakpoint();
-    pub(crate) fn fault_illegal();
-    fn fault_overflow();
-    fn fault_load(addr: u64) -> u64;
-    fn fault_callsys();
-}
-
-/// Raises the fault asked for with `fault=`; every one must end the run
-/// through the trap report and the panic path, never return.
-fn raise_fault(fault: Fault) -> ! {
-    println!("fault: raising '{}' on CPU {}", fault.name(), cpus::this());
-    let word = [0u64; 2];
-    // SAFETY: each routine deliberately traps; the trap handler reports and
-    // panics, so none of them returns into a broken state.
-    unsafe {
-        match fault {
-            Fault::None => {}
-            Fault::Breakpoint => fault_breakpoint(),
-            Fault::Illegal => fault_illegal(),
-            Fault::Overflow => fault_overflow(),
-            // User-space VA 0x2000: not mapped by the console's page table.
-            Fault::Unmapped => {
-                fault_load(0x2000);
-            }
-            Fault::Unaligned => {
-                fault_load(&raw const word as u64 + 3);
-            }
-            Fault::Callsys => fault_callsys(),
-            Fault::FaultWhileEnding => {
-                smp::FAULT_WHILE_ENDING.store(true, core::sync::atomic::Ordering::Relaxed);
-                fault_illegal()
-            }
-            Fault::Panic | Fault::PanicStuck => {
-                let me = cpus::this();
-                let target = smp::online_cpus().find(|c| *c != me).unwrap_or(me);
-                if target == me {
-                    panic!("deliberate panic on CPU {target} (fault={})", fault.name());
-                }
-                // panic_stuck: this CPU stays at IPL 7, so the panicking CPU's
-                // stop IPI cannot arrive and must be reported, not waited for.
-                let _stuck = (fault == Fault::PanicStuck).then(|| ipl::IplGuard::raise(ipl::HIGH));
-                smp::IDLE_REQUEST.store(target, core::sync::atomic::Ordering::Release);
-                clock::delay_ns(2_000_000_000);
-            }
-        }
-    }
-    println!("error: fault '{}' did not trap", fault.name());
-    smp::finish(false, "a deliberate fault did not trap")
-}
 
 /// `abort()` from asm/pal.S: the compiler's abort intrinsic ends up here.
 #[unsafe(no_mangle)]

@@ -20,6 +20,8 @@ pub struct AlphaPlatform;
 
 /// Fault injection: drop IPIs aimed at a CPU inside an interrupt handler.
 pub static INJECT_EDGE_LOSS: AtomicBool = AtomicBool::new(false);
+/// `inject=edge_loss_masked`: IPIs to a CPU at IPL 7 for any reason are lost.
+pub static INJECT_EDGE_LOSS_MASKED: AtomicBool = AtomicBool::new(false);
 
 /// The kernel's SMP core.
 pub static SMP: Smp<AlphaPlatform, MAX_CPUS> = Smp::new(AlphaPlatform);
@@ -33,12 +35,16 @@ impl Platform for AlphaPlatform {
         pal::mb();
         // Fault injection (inject=edge_loss): EV7/IO7 deliver wripir as an
         // edge that is lost when the target sits at IPL 7 inside an
-        // interrupt handler (docs/cross-calls.md §1.2). The mailbox bits stay set.
+        // interrupt handler (docs/cross-calls.md §1.2); edge_loss_masked:
+        // lost whenever the target is at IPL 7, a napping or masked waiter
+        // too (its IPL as last set by software). The mailbox bits stay set.
         let (Some(target), Some(phys)) = (percpu::CPUS.get(cpu), cpus::physical(cpu)) else {
             // The core range-checks against its online mask first.
             panic!("IPI to CPU {cpu}, which is not in the CPU map");
         };
-        if INJECT_EDGE_LOSS.load(Ordering::Relaxed) && target.irq_depth.load(Ordering::Acquire) > 0 {
+        let in_handler = target.irq_depth.load(Ordering::Acquire) > 0;
+        let masked = in_handler || target.last_ipl.load(Ordering::Acquire) >= crate::ipl::HIGH;
+        if (INJECT_EDGE_LOSS.load(Ordering::Relaxed) && in_handler) || (INJECT_EDGE_LOSS_MASKED.load(Ordering::Relaxed) && masked) {
             target.dropped_ipis.fetch_add(1, Ordering::Relaxed);
             return;
         }

@@ -306,8 +306,11 @@ fn idle_loop(cpu: usize) -> ! {
         {
             let _off = ipl::IplGuard::raise(ipl::HIGH);
             if !idle_work_pending(cpu) {
-                IDLE_WINDOW.pause(cpu);
+                let watched = IDLE_WINDOW.pause(cpu);
                 pal::wtint();
+                if watched {
+                    IDLE_WINDOW.after_wait(cpu);
+                }
             }
         }
         // With the poll fix on, the idle loop also drains the mailbox (the
@@ -336,31 +339,53 @@ pub struct IdleWindow {
     inside: AtomicBool,
     /// Clock interrupts that CPU had taken when it left the window.
     clock_at_exit: core::sync::atomic::AtomicU64,
+    /// Whether the PING was still in that CPU's mailbox, unhandled, when
+    /// its wtint after the window returned.
+    ping_pending_after_wait: AtomicBool,
 }
 
-pub static IDLE_WINDOW: IdleWindow =
-    IdleWindow { cpu: AtomicUsize::new(usize::MAX), inside: AtomicBool::new(false), clock_at_exit: core::sync::atomic::AtomicU64::new(0) };
+pub static IDLE_WINDOW: IdleWindow = IdleWindow {
+    cpu: AtomicUsize::new(usize::MAX),
+    inside: AtomicBool::new(false),
+    clock_at_exit: core::sync::atomic::AtomicU64::new(0),
+    ping_pending_after_wait: AtomicBool::new(false),
+};
 
 impl IdleWindow {
     /// Pauses `cpu`'s idle loop between its check and its wtint, once,
     /// when a test armed it for that CPU: until work is posted to it (at
     /// most 1 s), then 200 us more, so the PING that follows the post
     /// arrives inside the window.
-    fn pause(&self, cpu: usize) {
+    fn pause(&self, cpu: usize) -> bool {
         if self.cpu.load(Ordering::Relaxed) != cpu || self.cpu.compare_exchange(cpu, usize::MAX, Ordering::AcqRel, Ordering::Relaxed).is_err() {
-            return;
+            return false;
         }
         self.inside.store(true, Ordering::Release);
         wait_ns(1_000_000_000, || WORK[cpu].load(Ordering::Relaxed) != 0);
         clock::delay_ns(200_000);
         self.clock_at_exit.store(crate::interrupt::COUNTS[cpu][1].load(Ordering::Relaxed), Ordering::Relaxed);
         self.inside.store(false, Ordering::Release);
+        true
+    }
+
+    /// After the window's wtint: whether the PING is still unhandled (at
+    /// IPL 7 it stays pending and ends the wait at once; checked at IPL 0
+    /// its interrupt was taken inside the window, and wtint then slept).
+    fn after_wait(&self, cpu: usize) {
+        let pending = SMP.cpu(cpu).mailbox.peek().contains(IpiMessage::PING);
+        self.ping_pending_after_wait.store(pending, Ordering::Release);
+    }
+
+    /// See [`IdleWindow::after_wait`] (read after the posted work ran).
+    pub fn ping_pending_after_wait(&self) -> bool {
+        self.ping_pending_after_wait.load(Ordering::Acquire)
     }
 
     /// Arms the window for `cpu` and waits (bounded) until its idle loop is
     /// inside it; false if it never got there.
     pub fn enter(&self, cpu: usize) -> bool {
         self.inside.store(false, Ordering::Relaxed);
+        self.ping_pending_after_wait.store(false, Ordering::Relaxed);
         self.cpu.store(cpu, Ordering::Release);
         // The CPU may be asleep in wtint: a PING ends that and it loops.
         SMP.send_message(cpu, IpiMessage::PING).ok();
@@ -440,7 +465,7 @@ pub fn stop_all_and_fail(role: percpu::PanicRole) -> ! {
     if FAULT_WHILE_ENDING.swap(false, Ordering::Relaxed) {
         // SAFETY: a deliberate OPCDEC; the trap handler reports it and
         // re-enters the panic path, which must end the run.
-        unsafe { crate::fault_illegal() };
+        unsafe { crate::run::fault_illegal() };
     }
     stop_others(true);
     machine::end_run(false)

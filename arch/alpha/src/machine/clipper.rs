@@ -5,7 +5,39 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
+use alphasmp_srm::machine::ST_DEC_TSUNAMI;
+use alphasmp_srm::vectors::DeviceVectors;
+
+use super::{MachineVector, tsunami};
+use crate::hwrpb::Hwrpb;
 use crate::{clock, pal, percpu};
+
+/// QEMU's clipper: Tsunami's functions wherever the two agree (console
+/// UART, RTC tick, Cchip masking, vectors), plus pvpanic.
+pub static VECTOR: MachineVector = MachineVector {
+    name: "clipper",
+    models: "QEMU -M clipper",
+    sys_types: &[ST_DEC_TSUNAMI],
+    qemu: Some(true),
+    cpu_types: tsunami::CPU_TYPES,
+    uart: Some(&tsunami::COM1),
+    auto_console_uart: true,
+    start_tick: tsunami::start_tick,
+    probe,
+    device_vectors: DeviceVectors::Tsunami,
+    report_logout: super::nothing_to_report,
+    signal_failure: pvpanic_failure,
+    exit_device,
+};
+
+fn probe(h: &Hwrpb) {
+    tsunami::probe(h);
+    probe_pvpanic();
+}
+
+fn exit_device() -> &'static str {
+    if PVPANIC.load(Ordering::Relaxed) != 0 { "pvpanic (failure), halt (pass)" } else { "halt (no pvpanic: every end reads as QEMU status 0)" }
+}
 
 // ---- pvpanic ---------------------------------------------------------------
 
@@ -28,7 +60,7 @@ fn config_read32(slot: u64, reg: u64) -> u32 {
 }
 
 /// Looks for the pvpanic device on PCI bus 0 (boot CPU, once).
-pub fn probe_pvpanic() -> bool {
+fn probe_pvpanic() -> bool {
     for slot in 0..32 {
         if config_read32(slot, 0) == PVPANIC_VENDOR_DEVICE {
             let bar0 = u64::from(config_read32(slot, 0x10) & !0xf);

@@ -19,18 +19,45 @@
 //! checks with vector 0 and there is no GCT), and the decoding, the GCT
 //! walk and the IO7 writes are host-tested in `alphasmp_srm`.
 
-/// The EV7 PALcode's tick rate is only known from the HWRPB (docs/hardware.md §4.3: "the
-/// EV7 SRM rate is unknown; read intr_freq"); implausible values fall back
-/// to 1024 Hz (NetBSD's rule), see `clock::base_hz_from`.
-pub fn tick_base_hz(intr_freq: u64) -> u64 {
-    crate::clock::base_hz_from(intr_freq)
-}
-
 use alphasmp_srm::hwrpb::Quads;
+use alphasmp_srm::machine::{ST_DEC_MARVEL, cpu_type};
+use alphasmp_srm::vectors::DeviceVectors;
 use alphasmp_srm::{ev7_logout, io7};
 
+use super::MachineVector;
 use crate::console::println;
 use crate::hwrpb::{self, Hwrpb, KSEG};
+
+/// EV7/Marvel: ES47, ES80, GS1280.
+pub static VECTOR: MachineVector = MachineVector {
+    name: "marvel",
+    models: "ES47, ES80, GS1280",
+    sys_types: &[ST_DEC_MARVEL],
+    qemu: None,
+    cpu_types: &[cpu_type::EV7, cpu_type::EV79],
+    // No legacy ports: the SRM callbacks are the console.
+    uart: None,
+    auto_console_uart: false,
+    start_tick,
+    probe: quiesce_io7s,
+    device_vectors: DeviceVectors::Marvel,
+    report_logout,
+    signal_failure: super::no_failure_signal,
+    exit_device,
+};
+
+/// The EV7 PALcode's tick: nothing to program, its rate only known from
+/// the HWRPB (docs/hardware.md §4.3: "the EV7 SRM rate is unknown; read
+/// intr_freq"); implausible values fall back to 1024 Hz (NetBSD's rule),
+/// see `clock::base_hz_from`.
+fn start_tick(h: &Hwrpb) -> u64 {
+    crate::clock::base_hz_from(h.intr_freq())
+}
+
+fn exit_device() -> &'static str {
+    "halt to the SRM prompt"
+}
+
 
 /// A quadword load from KSEG.
 fn load(addr: u64) -> u64 {
@@ -44,7 +71,7 @@ fn load(addr: u64) -> u64 {
 /// Linux's `init_io7_irqs` does (docs/hardware.md §4). A line the console
 /// left enabled would otherwise storm CPU 0 into the device-interrupt
 /// panic. Without a GCT (QEMU) nothing is touched, and the banner says so.
-pub fn quiesce_io7s(h: &Hwrpb) {
+fn quiesce_io7s(h: &Hwrpb) {
     let frut = h.mem().read(io7::hwrpb_off::FRUT_OFFSET);
     let size = h.mem().read(io7::hwrpb_off::SIZE);
     if frut == 0 || frut >= size {
@@ -71,7 +98,7 @@ pub fn quiesce_io7s(h: &Hwrpb) {
 
 /// Prints the EV7 logout frame at KSEG address `logout`, one line per
 /// sub-packet, bounded by the CPU's logout area from its HWRPB slot.
-pub fn report_logout(h: &Hwrpb, logout: u64) {
+fn report_logout(h: &Hwrpb, logout: u64) {
     if logout == 0 {
         return;
     }

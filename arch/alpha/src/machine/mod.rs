@@ -1,28 +1,41 @@
-//! The machine layer: everything that differs between the machines this
-//! kernel runs on, behind one set of functions. One file per machine:
+//! The machine layer: everything that differs between the AlphaServers
+//! this kernel runs on, as one [`MachineVector`] per machine family (the
+//! shape of Linux's `struct alpha_machine_vector`, one per `sys_*.c`), each
+//! a `static` in its own file:
 //!
-//! | machine | file | console (auto) | tick | exit |
-//! |---|---|---|---|---|
-//! | `clipper` (QEMU) | `clipper.rs` + `tsunami.rs` | 16550 UART | RTC periodic (or `clock=alarm`) | pvpanic on failure, halt |
-//! | `tsunami` (DS10/DS20/ES40) | `tsunami.rs` | SRM callbacks | RTC periodic | halt to SRM |
-//! | `marvel` (ES47/ES80/GS1280) | `marvel.rs` | SRM callbacks | PAL periodic | halt to SRM |
+//! | vector | file | serves | console (auto) | tick | exit on failure |
+//! |---|---|---|---|---|---|
+//! | `clipper` | `clipper.rs` (Tsunami's functions, plus pvpanic and the alarm) | system type 34, serial "QEMU" | 16550 UART | RTC periodic (or `clock=alarm`) | pvpanic, halt |
+//! | `tsunami` | `tsunami.rs` | system type 34 (DS10, DS20, ES40) | SRM callbacks | RTC periodic | halt to SRM |
+//! | `marvel` | `marvel.rs` | system type 39 (ES47, ES80, GS1280) | SRM callbacks | PAL periodic | halt to SRM |
 //!
-//! The machine comes from the HWRPB (`alphasmp_srm::machine`), `machine=`
-//! overrides it. Everything architected (HWRPB, PAL calls, trap entry,
-//! secondary start, IPIs) is shared code outside this directory, free of
-//! machine names.
+//! The HWRPB's system type (and whether its serial says QEMU) picks the
+//! first vector in [`VECTORS`] that serves it; `machine=NAME` picks one by
+//! its own name. Adding a machine is one new file with its `static`
+//! vector, one entry in [`VECTORS`], and the README: every field of the
+//! vector must be given (the compiler names a missing one), and nothing
+//! outside this directory names a machine. Everything architected (HWRPB,
+//! PAL calls, trap entry, secondary start, IPIs) is shared code outside
+//! this directory.
+//!
+//! What depends on the PALcode rather than the machine stays keyed on the
+//! HWRPB's QEMU flag: the IPI level ([`ipi_ipl`]), QEMU's private alarm,
+//! whether a halt ends the whole VM, and (since qemu-palcode makes no
+//! periodic interrupt of its own) the RTC standing in for Marvel's PAL tick
+//! under QEMU.
 
 mod clipper;
 mod marvel;
 mod tsunami;
 
+use core::fmt;
 use core::sync::atomic::{AtomicBool, Ordering};
 
-use alphasmp::bootargs::{ClockArg, ConsoleArg, MachineArg};
+use alphasmp_bootargs::{ClockArg, ConsoleArg};
 use alphasmp_srm::hwrpb::HaltRequest;
-use alphasmp_srm::vectors::{Device, MachineCheck};
+use alphasmp_srm::vectors::{Device, DeviceVectors, MachineCheck};
 
-pub use alphasmp_srm::machine::{Choice, Identity, Machine, Unsupported};
+pub use alphasmp_srm::machine::{Identity, Unsupported};
 
 use crate::console::Console;
 use crate::hwrpb::Hwrpb;
@@ -30,23 +43,115 @@ use crate::srm::SrmConsole;
 use crate::{clock, cpus, hwrpb, ipl, pal, percpu};
 use crate::console::println;
 
-static CURRENT: spin::Once<Machine> = spin::Once::new();
+/// One machine family's layer. Every field is required.
+pub struct MachineVector {
+    /// The name `machine=` takes and the banner prints.
+    pub name: &'static str,
+    /// The machines it is, for people.
+    pub models: &'static str,
+    /// HWRPB system types it serves (the absolute value of the field).
+    pub sys_types: &'static [u64],
+    /// Whether it serves a HWRPB whose serial number says QEMU (`Some(true)`),
+    /// one that does not (`Some(false)`), or either (`None`).
+    pub qemu: Option<bool>,
+    /// The CPU types (`alphasmp_srm::machine::cpu_type`) it is built with;
+    /// another is noted at boot, not refused.
+    pub cpu_types: &'static [u32],
+    /// Its legacy UART, if it has one (`console=uart`).
+    pub uart: Option<&'static dyn Console>,
+    /// Whether `console=auto` takes the UART (else the SRM callbacks).
+    pub auto_console_uart: bool,
+    /// Starts the periodic clock interrupt (boot CPU, once) and returns its
+    /// rate in Hz.
+    pub start_tick: fn(&Hwrpb) -> u64,
+    /// Probes and quiesces its devices (boot CPU, once, before the banner).
+    pub probe: fn(&Hwrpb),
+    /// How its chipset numbers device interrupt vectors.
+    pub device_vectors: DeviceVectors,
+    /// Reports a machine check's logout frame (KSEG address; 0: none).
+    pub report_logout: fn(&Hwrpb, u64),
+    /// Signals a failed run to whoever watches, before the halt.
+    pub signal_failure: fn(),
+    /// The exit path, for the banner.
+    pub exit_device: fn() -> &'static str,
+}
+
+impl fmt::Debug for MachineVector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name)
+    }
+}
+
+/// Every machine vector, in the order detection tries them.
+pub static VECTORS: &[&MachineVector] = &[&clipper::VECTOR, &tsunami::VECTOR, &marvel::VECTOR];
+
+impl MachineVector {
+    /// Whether this vector serves the machine `id` describes.
+    pub fn serves(&self, id: &Identity) -> bool {
+        self.sys_types.contains(&id.sys_type) && self.qemu.is_none_or(|q| q == id.qemu)
+    }
+}
+
+/// A function for vectors with nothing to do.
+pub fn nothing_to_report(_: &Hwrpb, _: u64) {}
+/// A function for vectors without a failure signal: the verdict line is it.
+pub fn no_failure_signal() {}
+
+/// How the machine was chosen, for the banner.
+#[derive(Clone, Copy, Debug)]
+pub enum Choice {
+    Detected(&'static MachineVector),
+    /// `machine=` named it; `detected` is what the HWRPB said, if anything.
+    Forced { machine: &'static MachineVector, detected: Option<&'static MachineVector> },
+}
+
+impl Choice {
+    pub fn machine(self) -> &'static MachineVector {
+        match self {
+            Choice::Detected(m) | Choice::Forced { machine: m, .. } => m,
+        }
+    }
+}
+
+/// Why no machine layer was chosen.
+#[derive(Clone, Copy, Debug)]
+pub enum IdentifyError<'a> {
+    /// No vector serves the HWRPB's system type.
+    Unsupported(Unsupported),
+    /// `machine=` names no vector.
+    UnknownName(&'a str),
+}
+
+impl fmt::Display for IdentifyError<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IdentifyError::Unsupported(u) => write!(f, "{u}")?,
+            IdentifyError::UnknownName(n) => write!(f, "boot argument machine={n}: no machine layer has that name")?,
+        }
+        write!(f, " (machine layers:")?;
+        for v in VECTORS {
+            write!(f, " {} [{}]", v.name, v.models)?;
+        }
+        write!(f, ")")
+    }
+}
+
+static CURRENT: spin::Once<&'static MachineVector> = spin::Once::new();
 /// The HWRPB says QEMU: CALL_PAL halt on any CPU ends the whole VM.
 static QEMU: AtomicBool = AtomicBool::new(false);
-/// A pvpanic device answered the PCI scan.
-static PVPANIC: AtomicBool = AtomicBool::new(false);
 
 /// Identifies the machine (boot CPU, once); `forced` is `machine=`.
-pub fn identify(h: &Hwrpb, forced: MachineArg) -> Result<(Choice, Identity), Unsupported> {
+pub fn identify<'a>(h: &Hwrpb, forced: Option<&'a str>) -> Result<(Choice, Identity), IdentifyError<'a>> {
     let id = Identity::read(h);
-    let forced = match forced {
-        MachineArg::Auto => None,
-        MachineArg::Clipper => Some(Machine::Clipper),
-        MachineArg::Tsunami => Some(Machine::Tsunami),
-        MachineArg::Marvel => Some(Machine::Marvel),
-    };
-    let choice = alphasmp_srm::machine::choose(&id, forced)?;
     QEMU.store(id.qemu, Ordering::Relaxed);
+    let detected = VECTORS.iter().copied().find(|v| v.serves(&id));
+    let choice = match forced {
+        Some(name) => {
+            let machine = VECTORS.iter().copied().find(|v| v.name == name).ok_or(IdentifyError::UnknownName(name))?;
+            Choice::Forced { machine, detected }
+        }
+        None => Choice::Detected(detected.ok_or(IdentifyError::Unsupported(Unsupported { sys_type: id.sys_type }))?),
+    };
     CURRENT.call_once(|| choice.machine());
     Ok((choice, id))
 }
@@ -67,42 +172,27 @@ pub fn is_qemu() -> bool {
     QEMU.load(Ordering::Relaxed)
 }
 
-/// The machine chosen at boot (clipper's rules before that).
-pub fn current() -> Machine {
-    CURRENT.get().copied().unwrap_or(Machine::Clipper)
+/// The machine chosen at boot (None before that).
+pub fn current() -> Option<&'static MachineVector> {
+    CURRENT.get().copied()
 }
 
-/// A remark when the boot CPU's type is not one the machine is built with
-/// (EV6/EV67/EV68 on Tsunami-class machines, EV7/EV79 on Marvel).
-pub fn cpu_type_note(m: Machine, cpu_type: u32) -> Option<&'static str> {
-    use alphasmp_srm::machine::cpu_type::*;
-    let expected = match m {
-        Machine::Clipper | Machine::Tsunami => matches!(cpu_type, EV6 | EV67 | EV68CB | EV68AL | EV68CX | EV69),
-        Machine::Marvel => matches!(cpu_type, EV7 | EV79),
-    };
-    (!expected).then_some("the boot CPU's type is not one this machine is built with; continuing with the chosen machine layer")
+/// A remark when the boot CPU's type is not one the machine is built with.
+pub fn cpu_type_note(m: &MachineVector, cpu_type: u32) -> Option<&'static str> {
+    (!m.cpu_types.contains(&cpu_type)).then_some("the boot CPU's type is not one this machine is built with; continuing with the chosen machine layer")
 }
 
-fn tsunami_class(m: Machine) -> bool {
-    matches!(m, Machine::Clipper | Machine::Tsunami)
-}
-
-/// The console device for `m` and `console=`. `auto`: the UART on QEMU's
-/// clipper, the SRM callbacks on real machines (Marvel has no UART; on a
-/// real Tsunami SRM may own it).
-pub fn console(m: Machine, arg: ConsoleArg, srm: Option<&'static SrmConsole>) -> Result<&'static dyn Console, &'static str> {
+/// The console device for `m` and `console=`.
+pub fn console(m: &MachineVector, arg: ConsoleArg, srm: Option<&'static SrmConsole>) -> Result<&'static dyn Console, &'static str> {
     let want_srm = match arg {
-        ConsoleArg::Auto => m != Machine::Clipper,
+        ConsoleArg::Auto => !m.auto_console_uart,
         ConsoleArg::Srm => true,
         ConsoleArg::Uart => false,
     };
     if want_srm {
         return srm.map(|s| s as &'static dyn Console).ok_or("console=srm: the HWRPB has no console callback block");
     }
-    if !tsunami_class(m) {
-        return Err("console=uart: Marvel has no legacy UART; use console=srm");
-    }
-    Ok(&tsunami::COM1)
+    m.uart.ok_or("console=uart: this machine has no legacy UART; use console=srm")
 }
 
 /// A console when nothing is known (no HWRPB): the ISA UART, which QEMU
@@ -112,41 +202,27 @@ pub fn last_resort_console() {
     crate::console::set(&tsunami::COM1);
 }
 
-/// Probes and quiesces the devices the machine may have (boot CPU, once):
-/// device interrupts masked at the Cchip and pvpanic on Tsunami-class PCI
-/// (QEMU adds it; a real machine has none); on Marvel, which has no Typhoon
-/// PCI window to scan, every IO7's interrupt lines disabled.
-pub fn probe_devices(m: Machine, h: &Hwrpb) {
-    if tsunami_class(m) {
-        let present = h.slots().filter(|s| s.present() && s.index() < 64).fold(1u64 << (pal::whami() % 64), |mask, s| mask | 1 << s.index());
-        tsunami::mask_device_interrupts(present);
-        PVPANIC.store(clipper::probe_pvpanic(), Ordering::Relaxed);
-    }
-    if m == Machine::Marvel {
-        marvel::quiesce_io7s(h);
-    }
+/// Probes and quiesces the machine's devices (boot CPU, once).
+pub fn probe_devices(m: &MachineVector, h: &Hwrpb) {
+    (m.probe)(h)
 }
 
-/// The exit device for the banner.
+/// The exit path, for the banner.
 pub fn exit_device() -> &'static str {
-    match (PVPANIC.load(Ordering::Relaxed), QEMU.load(Ordering::Relaxed)) {
-        (true, _) => "pvpanic (failure), halt (pass)",
-        (false, true) => "halt (no pvpanic: every end reads as QEMU status 0)",
-        (false, false) => "halt to the SRM prompt",
-    }
+    current().map_or("halt", |m| (m.exit_device)())
 }
 
 /// Starts the clock interrupt source (boot CPU, before any CPU lowers its
-/// IPL) and configures the tick; returns a line describing it.
-pub fn start_clock(m: Machine, arg: ClockArg, tick_hz: u32, h: &Hwrpb) -> Result<clock::Source, &'static str> {
+/// IPL) and configures the tick.
+pub fn start_clock(m: &MachineVector, arg: ClockArg, tick_hz: u32, h: &Hwrpb) -> Result<clock::Source, &'static str> {
     let source = match arg {
-        ClockArg::Alarm if !QEMU.load(Ordering::Relaxed) => return Err("clock=alarm needs QEMU (its private cserve alarm)"),
+        ClockArg::Alarm if !is_qemu() => return Err("clock=alarm needs QEMU (its private cserve alarm)"),
         ClockArg::Alarm => clock::Source::OneShot,
         // QEMU's PALcode makes no periodic interrupt of its own, so under
-        // QEMU the RTC stands in for Marvel's PAL tick too; the kernel's
-        // side (take type-1 interrupts as they come, divide) is the same.
-        ClockArg::Periodic if tsunami_class(m) || QEMU.load(Ordering::Relaxed) => clock::Source::Periodic { base_hz: tsunami::start_rtc_tick() },
-        ClockArg::Periodic => clock::Source::Periodic { base_hz: marvel::tick_base_hz(h.intr_freq()) },
+        // QEMU the RTC stands in for any machine's tick; the kernel's side
+        // (take type-1 interrupts as they come, divide) is the same.
+        ClockArg::Periodic if is_qemu() => clock::Source::Periodic { base_hz: tsunami::start_rtc_tick() },
+        ClockArg::Periodic => clock::Source::Periodic { base_hz: (m.start_tick)(h) },
     };
     clock::configure(tick_hz, source);
     Ok(source)
@@ -181,7 +257,8 @@ const DEVICE_STORM: u64 = 1000;
 ///
 /// `n` is how many device interrupts this CPU has taken, this one included.
 pub fn device_interrupt(vector: u64, n: u64) {
-    let what = Device::decode(current(), vector);
+    let scheme = current().map_or(DeviceVectors::Tsunami, |m| m.device_vectors);
+    let what = Device::decode(scheme, vector);
     if n <= 10 {
         println!("note: unexpected device interrupt on CPU {}: {what}", cpus::this());
     }
@@ -195,11 +272,10 @@ pub fn device_interrupt(vector: u64, n: u64) {
 /// else is reported as a fault and panics (never a hang).
 pub fn machine_check(vector: u64, logout: u64, pc: u64) {
     let kind = MachineCheck::from_vector(vector);
-    if current() == Machine::Marvel
-        && !is_qemu()
-        && let Some(h) = hwrpb::get()
+    if !is_qemu()
+        && let (Some(m), Some(h)) = (current(), hwrpb::get())
     {
-        marvel::report_logout(h, logout);
+        (m.report_logout)(h, logout);
     }
     if kind.recoverable() {
         println!("note: {} on CPU {} (vector {vector:#x}, logout {logout:#x}); continuing", kind.name(), cpus::this());
@@ -264,9 +340,15 @@ pub fn end_run(pass: bool) -> ! {
         ));
     }
     if !pass {
-        clipper::pvpanic_failure();
+        fail_signal();
     }
     pal::halt()
+}
+
+fn fail_signal() {
+    if let Some(m) = current() {
+        (m.signal_failure)();
+    }
 }
 
 /// Ends a failed run with nothing that could fault again: the panic path
@@ -274,6 +356,6 @@ pub fn end_run(pass: bool) -> ! {
 /// already. No console output, no halt request: only the failure signal
 /// where a probe found one, then CALL_PAL halt.
 pub fn end_run_now() -> ! {
-    clipper::pvpanic_failure();
+    fail_signal();
     pal::halt()
 }

@@ -7,7 +7,50 @@ use core::ptr::NonNull;
 
 use volatile::VolatilePtr;
 
+use alphasmp_srm::machine::{ST_DEC_TSUNAMI, cpu_type};
+use alphasmp_srm::vectors::DeviceVectors;
+
+use super::MachineVector;
 use crate::console::Console;
+use crate::hwrpb::Hwrpb;
+
+/// Real Tsunami/Typhoon AlphaServers: DS10, DS20 (2-CPU Tsunami), ES40
+/// (4-CPU Typhoon). QEMU's clipper is the same chipset and reuses these
+/// functions (`clipper.rs`).
+pub static VECTOR: MachineVector = MachineVector {
+    name: "tsunami",
+    models: "DS10, DS20, ES40",
+    sys_types: &[ST_DEC_TSUNAMI],
+    qemu: Some(false),
+    cpu_types: CPU_TYPES,
+    uart: Some(&COM1),
+    // SRM may own COM1 as its own console on a real machine.
+    auto_console_uart: false,
+    start_tick,
+    probe,
+    device_vectors: DeviceVectors::Tsunami,
+    report_logout: super::nothing_to_report,
+    signal_failure: super::no_failure_signal,
+    exit_device,
+};
+
+/// The CPUs Tsunami-class machines are built with.
+pub const CPU_TYPES: &[u32] = &[cpu_type::EV6, cpu_type::EV67, cpu_type::EV68CB, cpu_type::EV68AL, cpu_type::EV68CX, cpu_type::EV69];
+
+/// The RTC as the periodic tick.
+pub fn start_tick(_: &Hwrpb) -> u64 {
+    start_rtc_tick()
+}
+
+/// Masks every device interrupt at the Cchip, for the CPUs present.
+pub fn probe(h: &Hwrpb) {
+    let present = h.slots().filter(|s| s.present() && s.index() < 64).fold(1u64 << (crate::pal::whami() % 64), |mask, s| mask | 1 << s.index());
+    mask_device_interrupts(present);
+}
+
+fn exit_device() -> &'static str {
+    "halt to the SRM prompt"
+}
 
 /// KSEG address of ISA/PCI I/O port 0 behind Pchip0.
 const PCI_IO: u64 = 0xfffffd01fc000000;

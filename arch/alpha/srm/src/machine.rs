@@ -1,12 +1,8 @@
-//! Which machine the HWRPB describes, and the `machine=` override.
-//!
-//! | machine | HWRPB | what differs (arch/alpha/src/machine/) |
-//! |---|---|---|
-//! | `clipper` | system type 34, serial "QEMU" | QEMU's Typhoon: 16550 UART, RTC tick, pvpanic, `cserve` alarm |
-//! | `tsunami` | system type 34 | DS10/DS20/ES40: same chipset, no pvpanic, halt to SRM |
-//! | `marvel` | system type 39 | ES47/ES80/GS1280 (EV7): no legacy ports, CRB console, PAL tick, EV7 vectors |
-//!
-//! (docs/hardware.md §2.2 and §7, step 13.)
+//! What the HWRPB says about the machine: its system type, member, boot CPU
+//! type and whether its serial number says QEMU (docs/hardware.md §2.2 and
+//! §7, step 13). Which machine layer serves an identity is the kernel's
+//! machine vectors' business (arch/alpha/src/machine/), each naming the
+//! system types it serves.
 
 use core::fmt;
 
@@ -42,38 +38,6 @@ pub mod cpu_type {
     }
 }
 
-/// The machines this kernel knows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Machine {
-    /// QEMU's `-M clipper` (a Typhoon with QEMU's extras).
-    Clipper,
-    /// A real Tsunami/Typhoon AlphaServer (DS10, DS20, ES40).
-    Tsunami,
-    /// EV7/Marvel (ES47, ES80, GS1280).
-    Marvel,
-}
-
-impl Machine {
-    pub fn name(self) -> &'static str {
-        match self {
-            Machine::Clipper => "clipper",
-            Machine::Tsunami => "tsunami",
-            Machine::Marvel => "marvel",
-        }
-    }
-
-    /// Parses a `machine=` value (`auto` is None).
-    pub fn parse(s: &str) -> Result<Option<Machine>, ()> {
-        match s {
-            "auto" => Ok(None),
-            "clipper" => Ok(Some(Machine::Clipper)),
-            "tsunami" => Ok(Some(Machine::Tsunami)),
-            "marvel" => Ok(Some(Machine::Marvel)),
-            _ => Err(()),
-        }
-    }
-}
-
 /// What the HWRPB says about the machine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Identity {
@@ -91,15 +55,6 @@ impl Identity {
         Identity { sys_type: h.sys_type(), member: h.sys_member(), cpu_type, qemu: h.is_qemu() }
     }
 
-    /// The machine this identity describes, if this kernel supports it.
-    pub fn detect(&self) -> Result<Machine, Unsupported> {
-        match self.sys_type {
-            ST_DEC_TSUNAMI if self.qemu => Ok(Machine::Clipper),
-            ST_DEC_TSUNAMI => Ok(Machine::Tsunami),
-            ST_DEC_MARVEL => Ok(Machine::Marvel),
-            other => Err(Unsupported { sys_type: other }),
-        }
-    }
 }
 
 /// A system type this kernel has no machine layer for.
@@ -112,33 +67,9 @@ impl fmt::Display for Unsupported {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "system type {} is not supported (known: 34 Tsunami/Typhoon, 39 Marvel); boot with machine=tsunami or machine=marvel to force one",
+            "system type {} is served by no machine layer of this kernel; boot with machine=NAME to force one",
             self.sys_type
         )
-    }
-}
-
-/// How the machine was chosen, for the banner.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Choice {
-    Detected(Machine),
-    /// `machine=` named it; `detected` is what the HWRPB said, if anything.
-    Forced { machine: Machine, detected: Option<Machine> },
-}
-
-impl Choice {
-    pub fn machine(self) -> Machine {
-        match self {
-            Choice::Detected(m) | Choice::Forced { machine: m, .. } => m,
-        }
-    }
-}
-
-/// Picks the machine: the override if given, else what the HWRPB says.
-pub fn choose(id: &Identity, forced: Option<Machine>) -> Result<Choice, Unsupported> {
-    match forced {
-        Some(machine) => Ok(Choice::Forced { machine, detected: id.detect().ok() }),
-        None => id.detect().map(Choice::Detected),
     }
 }
 
@@ -154,41 +85,18 @@ mod tests {
     }
 
     #[test]
-    fn detects_each_machine() {
-        assert_eq!(id(34, b"QEMU", cpu_type::EV67).detect(), Ok(Machine::Clipper));
-        assert_eq!(id(34, b"NI91234567", cpu_type::EV6).detect(), Ok(Machine::Tsunami));
-        assert_eq!(id(-34, b"NI91234567", cpu_type::EV6).detect(), Ok(Machine::Tsunami), "negated system type");
+    fn identity_from_the_hwrpb() {
+        let q = id(34, b"QEMU", cpu_type::EV67);
+        assert_eq!((q.sys_type, q.qemu, cpu_type::name(q.cpu_type)), (34, true, "EV67"));
+        let t = id(-34, b"NI91234567", cpu_type::EV6);
+        assert_eq!((t.sys_type, t.qemu), (34, false), "negated system type");
         let m = id(39, b"AY00112233", cpu_type::EV7);
-        assert_eq!(m.detect(), Ok(Machine::Marvel));
-        assert_eq!(cpu_type::name(m.cpu_type), "EV7");
+        assert_eq!((m.sys_type, cpu_type::name(m.cpu_type)), (39, "EV7"));
     }
 
     #[test]
     fn unknown_system_is_refused_in_one_line() {
-        let e = id(38, b"TITAN", cpu_type::EV68CB).detect().unwrap_err();
-        assert_eq!(e.sys_type, 38);
-        let text = std::format!("{e}");
+        let text = std::format!("{}", Unsupported { sys_type: 38 });
         assert!(text.contains("system type 38") && !text.contains('\n'), "{text}");
-    }
-
-    #[test]
-    fn override_wins_and_keeps_what_was_detected() {
-        let q = id(34, b"QEMU", cpu_type::EV67);
-        assert_eq!(choose(&q, None), Ok(Choice::Detected(Machine::Clipper)));
-        let c = choose(&q, Some(Machine::Marvel)).unwrap();
-        assert_eq!(c, Choice::Forced { machine: Machine::Marvel, detected: Some(Machine::Clipper) });
-        assert_eq!(c.machine(), Machine::Marvel);
-        let titan = id(38, b"", 12);
-        assert_eq!(choose(&titan, Some(Machine::Tsunami)).unwrap().machine(), Machine::Tsunami);
-        assert!(choose(&titan, None).is_err());
-    }
-
-    #[test]
-    fn machine_names_parse_back() {
-        for m in [Machine::Clipper, Machine::Tsunami, Machine::Marvel] {
-            assert_eq!(Machine::parse(m.name()), Ok(Some(m)));
-        }
-        assert_eq!(Machine::parse("auto"), Ok(None));
-        assert!(Machine::parse("titan").is_err());
     }
 }

@@ -6,7 +6,6 @@
 
 use core::fmt;
 
-use crate::machine::Machine;
 
 /// The kind of a machine check, by vector.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,15 +71,26 @@ pub enum Device {
     Unknown(u64),
 }
 
+/// How a chipset numbers its device interrupt vectors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceVectors {
+    /// Tsunami/Typhoon (DS10, DS20, ES40, QEMU's clipper): ISA through the
+    /// PIC, PCI through the DRIR bits.
+    Tsunami,
+    /// Marvel (ES47, ES80, GS1280): the IO7's PID in bits 63:16, an LSI or
+    /// MSI number in the low half.
+    Marvel,
+}
+
 impl Device {
-    pub fn decode(machine: Machine, v: u64) -> Device {
-        match machine {
-            Machine::Clipper | Machine::Tsunami => match v {
+    pub fn decode(scheme: DeviceVectors, v: u64) -> Device {
+        match scheme {
+            DeviceVectors::Tsunami => match v {
                 0x800..=0x8f0 if v % 16 == 0 => Device::Isa((v - 0x800) / 16),
                 0x900..=0xcf0 if v % 16 == 0 => Device::Pci((v - 0x900) / 16),
                 _ => Device::Unknown(v),
             },
-            Machine::Marvel => {
+            DeviceVectors::Marvel => {
                 let (pid, low) = (v >> 16, v & 0xffff);
                 match low {
                     0x800..=0xff0 => Device::Io7Lsi { pid, irq: (low - 0x800) >> 4 },
@@ -121,16 +131,16 @@ mod tests {
 
     #[test]
     fn tsunami_device_vectors() {
-        assert_eq!(Device::decode(Machine::Tsunami, 0x800 + 16 * 4), Device::Isa(4));
-        assert_eq!(Device::decode(Machine::Clipper, 0x900 + 16 * 55), Device::Pci(55));
-        assert_eq!(Device::decode(Machine::Tsunami, 0x808), Device::Unknown(0x808));
+        assert_eq!(Device::decode(DeviceVectors::Tsunami, 0x800 + 16 * 4), Device::Isa(4));
+        assert_eq!(Device::decode(DeviceVectors::Tsunami, 0x900 + 16 * 55), Device::Pci(55));
+        assert_eq!(Device::decode(DeviceVectors::Tsunami, 0x808), Device::Unknown(0x808));
     }
 
     #[test]
     fn marvel_device_vectors() {
-        assert_eq!(Device::decode(Machine::Marvel, (6 << 16) | 0x800 + 0x10 * 0x5f), Device::Io7Lsi { pid: 6, irq: 0x5f });
-        assert_eq!(Device::decode(Machine::Marvel, (63 << 16) | 0x1000 + 0x10 * 15), Device::Io7Msi { pid: 63, irq: 15 });
-        assert_eq!(Device::decode(Machine::Marvel, 0x620), Device::Unknown(0x620));
-        assert_eq!(std::format!("{}", Device::decode(Machine::Marvel, (2 << 16) | 0x810)), "IO7 of PID 2, LSI 1");
+        assert_eq!(Device::decode(DeviceVectors::Marvel, (6 << 16) | 0x800 + 0x10 * 0x5f), Device::Io7Lsi { pid: 6, irq: 0x5f });
+        assert_eq!(Device::decode(DeviceVectors::Marvel, (63 << 16) | 0x1000 + 0x10 * 15), Device::Io7Msi { pid: 63, irq: 15 });
+        assert_eq!(Device::decode(DeviceVectors::Marvel, 0x620), Device::Unknown(0x620));
+        assert_eq!(std::format!("{}", Device::decode(DeviceVectors::Marvel, (2 << 16) | 0x810)), "IO7 of PID 2, LSI 1");
     }
 }

@@ -6,12 +6,12 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt::Write;
 
-use alphasmp::bootargs::BootConfig;
+use alphasmp_bootargs::BootConfig;
 
-use crate::selftest::Outcome;
+use crate::run::selftest::Outcome;
 use crate::heap;
-use crate::selftest::check;
-use crate::selftest::check_eq;
+use crate::run::selftest::check;
+use crate::run::selftest::check_eq;
 
 pub fn vec_box_string(_: &BootConfig<'_>) -> Outcome {
     let mut v: Vec<u64> = Vec::new();

@@ -5,12 +5,12 @@
 
 use core::ptr::{read_volatile, write_volatile};
 
-use alphasmp::bootargs::BootConfig;
+use alphasmp_bootargs::BootConfig;
 use alphasmp::rng::XorShift64;
 
-use crate::selftest::Outcome;
-use crate::selftest::check;
-use crate::selftest::check_eq;
+use crate::run::selftest::Outcome;
+use crate::run::selftest::check;
+use crate::run::selftest::check_eq;
 
 unsafe extern "Rust" {
     fn memcpy(dst: *mut u8, src: *const u8, n: usize) -> *mut u8;

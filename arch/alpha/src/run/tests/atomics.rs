@@ -5,11 +5,11 @@
 
 use core::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering::SeqCst};
 
-use alphasmp::bootargs::BootConfig;
+use alphasmp_bootargs::BootConfig;
 
-use crate::selftest::Outcome;
-use crate::selftest::check;
-use crate::selftest::check_eq;
+use crate::run::selftest::Outcome;
+use crate::run::selftest::check;
+use crate::run::selftest::check_eq;
 
 macro_rules! exercise {
     ($atomic:ty, $int:ty, $name:literal) => {{

@@ -7,15 +7,15 @@
 use alloc::boxed::Box;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use alphasmp::bootargs::BootConfig;
+use alphasmp_bootargs::BootConfig;
 use alphasmp::tlb::AddressSpace;
 
 use crate::percpu::MAX_CPUS;
 use crate::platform::MMU;
-use crate::selftest::{Failure, Outcome};
+use crate::run::selftest::{Failure, Outcome};
 use crate::{cpus, mm, smp};
-use crate::selftest::check;
-use crate::selftest::check_eq;
+use crate::run::selftest::check;
+use crate::run::selftest::check_eq;
 
 /// The address space the test window belongs to.
 static SPACE: AddressSpace<MAX_CPUS> = AddressSpace::new();

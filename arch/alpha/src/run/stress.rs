@@ -10,7 +10,7 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use alphasmp::bootargs::BootConfig;
+use alphasmp_bootargs::BootConfig;
 use alphasmp::mailbox::IpiMessage;
 use alphasmp::tlb::AddressSpace;
 use alphasmp::xcall::XcallError;

@@ -6,12 +6,12 @@
 
 use core::hint::black_box as bb;
 
-use alphasmp::bootargs::BootConfig;
+use alphasmp_bootargs::BootConfig;
 use alphasmp::rng::XorShift64;
 
-use crate::selftest::Outcome;
-use crate::selftest::check;
-use crate::selftest::check_eq;
+use crate::run::selftest::Outcome;
+use crate::run::selftest::check;
+use crate::run::selftest::check_eq;
 
 pub fn u64_edges(_: &BootConfig<'_>) -> Outcome {
     const M: u64 = u64::MAX;

@@ -12,7 +12,7 @@
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use alphasmp::bootargs::BootConfig;
+use alphasmp_bootargs::BootConfig;
 use alphasmp::cpumask::CpuMask;
 use alphasmp::mailbox::IpiMessage;
 use alphasmp::tlb::AddressSpace;

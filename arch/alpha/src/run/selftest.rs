@@ -7,7 +7,7 @@
 
 use alloc::string::String;
 
-use alphasmp::bootargs::BootConfig;
+use alphasmp_bootargs::BootConfig;
 
 use crate::console::println;
 
@@ -26,7 +26,7 @@ pub struct Test {
 macro_rules! check {
     ($cond:expr, $($fmt:tt)+) => {
         if !$cond {
-            return Err($crate::selftest::Failure(alloc::format!($($fmt)+)));
+            return Err($crate::run::selftest::Failure(alloc::format!($($fmt)+)));
         }
     };
 }
@@ -36,7 +36,7 @@ macro_rules! check_eq {
     ($left:expr, $right:expr, $($fmt:tt)+) => {{
         let (l, r) = (&$left, &$right);
         if l != r {
-            return Err($crate::selftest::Failure(alloc::format!(
+            return Err($crate::run::selftest::Failure(alloc::format!(
                 "{}: got {:?}, expected {:?}", alloc::format!($($fmt)+), l, r)));
         }
     }};

@@ -8,13 +8,13 @@ mod platform;
 mod tlb;
 mod xcall;
 
-use alphasmp::bootargs::BootConfig;
+use alphasmp_bootargs::BootConfig;
 
 use alphasmp::mailbox::IpiMessage;
 
-use crate::selftest::{Outcome, Test};
+use crate::run::selftest::{Outcome, Test};
 use crate::{interrupt, ipi, smp};
-use crate::selftest::check;
+use crate::run::selftest::check;
 use crate::console::println;
 
 /// Every self-test. Names are `area.what`, selectable by prefix (`tests=`).

@@ -3,16 +3,16 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use alphasmp::bootargs::BootConfig;
+use alphasmp_bootargs::BootConfig;
 use alphasmp::cpumask::CpuMask;
 use alphasmp::xcall::XcallError;
 
 use crate::percpu::MAX_CPUS;
 use crate::platform::SMP;
-use crate::selftest::Outcome;
+use crate::run::selftest::Outcome;
 use crate::{clock, cpus, ipl, smp};
-use crate::selftest::check;
-use crate::selftest::check_eq;
+use crate::run::selftest::check;
+use crate::run::selftest::check_eq;
 
 static HITS: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 
@@ -84,8 +84,8 @@ pub fn every_variant_exactly_once(_: &BootConfig<'_>) -> Outcome {
     Ok(())
 }
 
-fn fail(e: XcallError) -> crate::selftest::Failure {
-    crate::selftest::Failure(alloc::format!("{e}"))
+fn fail(e: XcallError) -> crate::run::selftest::Failure {
+    crate::run::selftest::Failure(alloc::format!("{e}"))
 }
 
 /// Rounds per CPU in the storm (from `storm_rounds=`).
@@ -115,7 +115,7 @@ pub fn concurrent_storm(cfg: &BootConfig<'_>) -> Outcome {
     }
     let before: u64 = hits().iter().sum();
     let t0 = clock::now_ns();
-    let done = smp::run_on_cpus(online, storm, 60_000_000_000).map_err(|c| crate::selftest::Failure(alloc::format!("CPU {c} did not finish its rounds")))?;
+    let done = smp::run_on_cpus(online, storm, 60_000_000_000).map_err(|c| crate::run::selftest::Failure(alloc::format!("CPU {c} did not finish its rounds")))?;
     let ns = clock::now_ns() - t0;
     let calls: u64 = done.iter().sum();
     check_eq!(calls, cfg.storm_rounds * online.count() as u64, "calls completed");

@@ -1,0 +1,683 @@
+//! Boot arguments: `key=value` words from the kernel command line (SRM's
+//! `boot -flags`, QEMU's `-append`), parsed into a typed [`BootConfig`].
+//!
+//! Every key is one entry of [`KEYS`]: its name, the values it takes, its
+//! default, what it does, where its effect lands in the kernel, an example
+//! value, and the function that sets the configuration from a value. The
+//! parser, the refusal's list of keys, [`BootConfig::defaults`] and the
+//! README's table ([`markdown_table`], checked by a host test) all come
+//! from that table, so a key cannot be half added: a host test requires
+//! every key's example to change the configuration and every key to be in
+//! the README.
+//!
+//! An unknown key, a word without `=`, a repeated key or a bad value is an
+//! error naming the word: the kernel prints it on one line and ends the run
+//! with a failure status, so a typo can never silently change what a run
+//! measured.
+
+#![cfg_attr(not(test), no_std)]
+
+use core::fmt;
+
+use alphasmp::cpumask::CpuMask;
+
+/// One boot argument.
+pub struct Key {
+    pub name: &'static str,
+    /// The values it takes, as the README shows them.
+    pub values: &'static str,
+    /// Its default as a value [`Key::set`] takes; None: off (or "all")
+    /// unless given.
+    pub default: Option<&'static str>,
+    /// What it does.
+    pub help: &'static str,
+    /// Where its effect lands in the kernel.
+    pub lands: &'static str,
+    /// A value other than the default: the host tests require it to
+    /// change the configuration.
+    pub example: &'static str,
+    /// Sets the configuration from a value, or says what was expected.
+    pub set: for<'a> fn(&mut BootConfig<'a>, &'a str) -> Result<(), &'static str>,
+}
+
+/// The deliberate faults the kernel can raise (each must end in a report and
+/// a failure status, never a hang).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Fault {
+    #[default]
+    None,
+    /// CALL_PAL bpt: instruction fault entry.
+    Breakpoint,
+    /// An unimplemented PAL call: instruction fault entry (OPCDEC).
+    Illegal,
+    /// `addqv` overflow: arithmetic trap entry.
+    Overflow,
+    /// Load from an unmapped address: memory-management fault entry.
+    Unmapped,
+    /// Misaligned quadword load: unaligned-access entry.
+    Unaligned,
+    /// `callsys` from kernel mode.
+    Callsys,
+    /// A Rust panic on a secondary CPU.
+    Panic,
+    /// A panic on a secondary CPU while CPU 0 sits at IPL 7, where the
+    /// stop IPI cannot reach it.
+    PanicStuck,
+    /// A panic whose way out faults again: the illegal instruction is
+    /// raised a second time while the panicking CPU stops the others.
+    FaultWhileEnding,
+}
+
+impl Fault {
+    pub const NAMES: &'static [(&'static str, Fault)] = &[
+        ("none", Fault::None),
+        ("breakpoint", Fault::Breakpoint),
+        ("illegal", Fault::Illegal),
+        ("overflow", Fault::Overflow),
+        ("unmapped", Fault::Unmapped),
+        ("unaligned", Fault::Unaligned),
+        ("callsys", Fault::Callsys),
+        ("panic", Fault::Panic),
+        ("panic_stuck", Fault::PanicStuck),
+        ("ending", Fault::FaultWhileEnding),
+    ];
+
+    /// The boot-argument spelling.
+    pub fn name(self) -> &'static str {
+        Self::NAMES.iter().find(|(_, f)| *f == self).map(|(n, _)| *n).unwrap_or("?")
+    }
+}
+
+/// Emulated faults of the IPI path (see the README's matrix section).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Inject {
+    /// An IPI sent to a CPU inside an interrupt handler at IPL 7 is dropped
+    /// (the mailbox bits stay set), as patch 2/3 reports for EV7/IO7.
+    pub edge_loss: bool,
+    /// Synchronous callers wait with every interrupt masked (IPL 7), the
+    /// "spin_lock_irqsave callers" of patch 1/3.
+    pub masked_wait: bool,
+    /// An IPI sent to a CPU whose IPL is 7 for any reason (inside an
+    /// interrupt handler, or a waiter napping or spinning with interrupts
+    /// masked) is dropped: the lost edge keyed on the IPL, not on being in
+    /// a handler.
+    pub edge_loss_masked: bool,
+}
+
+impl Inject {
+    pub const NAMES: &'static [(&'static str, Inject)] = &[
+        ("none", Inject { edge_loss: false, masked_wait: false, edge_loss_masked: false }),
+        ("edge_loss", Inject { edge_loss: true, masked_wait: false, edge_loss_masked: false }),
+        ("masked_wait", Inject { edge_loss: false, masked_wait: true, edge_loss_masked: false }),
+        ("both", Inject { edge_loss: true, masked_wait: true, edge_loss_masked: false }),
+        ("edge_loss_masked", Inject { edge_loss: false, masked_wait: false, edge_loss_masked: true }),
+        ("both_masked", Inject { edge_loss: false, masked_wait: true, edge_loss_masked: true }),
+    ];
+    pub fn name(self) -> &'static str {
+        Self::NAMES.iter().find(|(_, i)| *i == self).map(|(n, _)| *n).unwrap_or("?")
+    }
+}
+
+
+/// `console=`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ConsoleArg {
+    #[default]
+    Auto,
+    /// The SRM Console Callback Routines (PUTS).
+    Srm,
+    /// The 16550 UART at ISA port 0x3f8.
+    Uart,
+}
+
+impl ConsoleArg {
+    pub const NAMES: &'static [(&'static str, ConsoleArg)] = &[("auto", ConsoleArg::Auto), ("srm", ConsoleArg::Srm), ("uart", ConsoleArg::Uart)];
+}
+
+/// `clock=`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ClockArg {
+    /// The periodic type-1 interrupt every real console delivers (RTC
+    /// programmed on Tsunami-class machines), divided down to `tick_hz`.
+    #[default]
+    Periodic,
+    /// QEMU's private per-CPU one-shot alarm (`cserve` 6).
+    Alarm,
+}
+
+impl ClockArg {
+    pub const NAMES: &'static [(&'static str, ClockArg)] = &[("periodic", ClockArg::Periodic), ("alarm", ClockArg::Alarm)];
+}
+
+/// `wait=`: how a CPU waits for another.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum WaitArg {
+    /// Spin, re-checking (Linux's csd_lock_wait).
+    Spin,
+    /// Nap in wtint at IPL 7 until an interrupt; whoever ends the wait
+    /// wakes the napper with an IPI, and the clock bounds every nap.
+    #[default]
+    Nap,
+}
+
+impl WaitArg {
+    pub const NAMES: &'static [(&'static str, WaitArg)] = &[("spin", WaitArg::Spin), ("nap", WaitArg::Nap)];
+}
+
+/// The spelling of `value` in a name table.
+pub fn name_of<T: PartialEq + Copy>(table: &[(&'static str, T)], value: T) -> &'static str {
+    table.iter().find(|(_, v)| *v == value).map(|(n, _)| *n).unwrap_or("?")
+}
+
+
+/// Maximum number of `tests=` prefixes.
+pub const MAX_TEST_FILTERS: usize = 8;
+
+/// The parsed boot configuration. `BootConfig::default()` is all zeroes;
+/// [`BootConfig::defaults`] is what an empty command line gives.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct BootConfig<'a> {
+    /// Test-name prefixes; empty means every test.
+    pub tests: [&'a str; MAX_TEST_FILTERS],
+    pub test_count: usize,
+    pub force_fail: bool,
+    pub fault: Fault,
+    pub tick_hz: u32,
+    pub verbose: bool,
+    pub storm_rounds: u64,
+    pub ipi_lock: bool,
+    pub ipi_poll: bool,
+    pub resend: bool,
+    pub watchdog_ms: u64,
+    pub inject: Inject,
+    pub irq_load_us: u64,
+    /// 0: no stress run.
+    pub stress: u64,
+    /// `machine=`: a machine vector's name, checked against the kernel's
+    /// list of machine vectors at boot; None: `auto`.
+    pub machine: Option<&'a str>,
+    pub console: ConsoleArg,
+    pub clock: ClockArg,
+    /// `cpus=`: physical CPU ids (bit n = whami n) to bring up; None: all.
+    pub cpus: Option<CpuMask>,
+    pub clock_skew_us: u64,
+    pub wait: WaitArg,
+    pub nap_after_us: u64,
+    /// Samples per benchmark measurement; 0: no benchmark run.
+    pub bench: u64,
+    /// `wtint=returns`: wait-for-interrupt returns at once.
+    pub wtint_returns: bool,
+}
+
+fn yes_no(value: &str) -> Result<bool, &'static str> {
+    match value {
+        "yes" | "on" | "1" => Ok(true),
+        "no" | "off" | "0" => Ok(false),
+        _ => Err("yes or no"),
+    }
+}
+
+fn number(value: &str, min: u64, max: u64, expected: &'static str) -> Result<u64, &'static str> {
+    value.parse::<u64>().ok().filter(|n| (min..=max).contains(n)).ok_or(expected)
+}
+
+fn choice<T: Copy>(table: &[(&'static str, T)], value: &str, expected: &'static str) -> Result<T, &'static str> {
+    table.iter().find(|(n, _)| *n == value).map(|(_, v)| *v).ok_or(expected)
+}
+
+fn tests<'a>(c: &mut BootConfig<'a>, value: &'a str) -> Result<(), &'static str> {
+    c.test_count = 0;
+    for prefix in value.split(',').filter(|p| !p.is_empty()) {
+        if c.test_count == MAX_TEST_FILTERS {
+            return Err("at most 8 prefixes");
+        }
+        c.tests[c.test_count] = prefix;
+        c.test_count += 1;
+    }
+    if c.test_count == 0 {
+        return Err("one or more test name prefixes");
+    }
+    Ok(())
+}
+
+fn cpus(c: &mut BootConfig<'_>, value: &str) -> Result<(), &'static str> {
+    let mut mask = CpuMask::EMPTY;
+    for id in value.split(',') {
+        let id = id.parse::<usize>().ok().filter(|n| *n < 64).ok_or("comma-separated CPU ids from 0 to 63")?;
+        if mask.contains(id) {
+            return Err("each CPU id once");
+        }
+        mask.insert(id);
+    }
+    c.cpus = Some(mask);
+    Ok(())
+}
+
+/// Every boot argument, in the order the README lists them.
+pub const KEYS: &[Key] = &[
+    Key {
+        name: "tests",
+        values: "comma-separated prefixes",
+        default: None,
+        help: "run only the self-tests whose names start with one of them (default: all); a prefix that selects no test is refused",
+        lands: "run::selftest (kernel)",
+        example: "smp,xcall",
+        set: tests,
+    },
+    Key {
+        name: "force_fail",
+        values: "`yes`/`no`",
+        default: Some("no"),
+        help: "add a self-test that fails, to prove a failure reaches the exit status",
+        lands: "run::tests::forced_failure",
+        example: "yes",
+        set: |c, v| Ok(c.force_fail = yes_no(v)?),
+    },
+    Key {
+        name: "fault",
+        values: "`none`, `breakpoint`, `illegal`, `overflow`, `unmapped`, `unaligned`, `callsys`, `panic`, `panic_stuck`, `ending`",
+        default: Some("none"),
+        help: "after the self-tests, raise this fault (each must be reported and end the run with failure, never hang); `ending` faults a second time on the panic's way out, as a missing instruction would",
+        lands: "run::raise_fault",
+        example: "panic",
+        set: |c, v| Ok(c.fault = choice(Fault::NAMES, v, "none|breakpoint|illegal|overflow|unmapped|unaligned|callsys|panic|panic_stuck|ending")?),
+    },
+    Key {
+        name: "tick_hz",
+        values: "10 to 1000",
+        default: Some("100"),
+        help: "per-CPU clock tick rate",
+        lands: "clock::configure",
+        example: "250",
+        set: |c, v| Ok(c.tick_hz = number(v, 10, 1000, "a whole number from 10 to 1000")? as u32),
+    },
+    Key {
+        name: "storm_rounds",
+        values: "1 to 10000000",
+        default: Some("5000"),
+        help: "synchronous calls per CPU in `xcall.concurrent_storm`",
+        lands: "run::tests::xcall",
+        example: "77",
+        set: |c, v| Ok(c.storm_rounds = number(v, 1, 10_000_000, "a whole number from 1 to 10000000")?),
+    },
+    Key {
+        name: "ipi_lock",
+        values: "`on`/`off`",
+        default: Some("off"),
+        help: "the series' lock-and-drain fix: serialize every waiting cross-call with one lock; a CPU that cannot take it drains its own mailbox with interrupts off and retries",
+        lands: "SMP.policy.serialize (main.rs apply_policy)",
+        example: "on",
+        set: |c, v| Ok(c.ipi_lock = yes_no(v)?),
+    },
+    Key {
+        name: "ipi_poll",
+        values: "`on`/`off`",
+        default: Some("on"),
+        help: "the series' in-interrupt poll: after every clock, device, machine-check or perf interrupt (and in the idle loop), handle what the mailbox holds; count it as rescued, in interrupts and in the idle loop apart (the series has only the first)",
+        lands: "SMP.policy.poll_in_irq (main.rs apply_policy)",
+        example: "off",
+        set: |c, v| Ok(c.ipi_poll = yes_no(v)?),
+    },
+    Key {
+        name: "resend",
+        values: "`on`/`off`",
+        default: Some("off"),
+        help: "the watchdog re-sends the IPI of a stalled call, as Linux's `csdlock_debug`",
+        lands: "SMP.policy.resend (main.rs apply_policy)",
+        example: "on",
+        set: |c, v| Ok(c.resend = yes_no(v)?),
+    },
+    Key {
+        name: "watchdog_ms",
+        values: "0 to 600000",
+        default: Some("1000"),
+        help: "a cross-call waiter stalled this long prints one report line (waiter, target, the target's mailbox bits, queue, IPL, whether it is in a handler and whom it waits for); 0 turns it off",
+        lands: "SMP.policy.watchdog_cycles (main.rs apply_policy)",
+        example: "250",
+        set: |c, v| Ok(c.watchdog_ms = number(v, 0, 600_000, "a whole number from 0 to 600000")?),
+    },
+    Key {
+        name: "inject",
+        values: "`none`, `edge_loss`, `masked_wait`, `both`, `edge_loss_masked`, `both_masked`",
+        default: Some("none"),
+        help: "fault injection: drop IPIs aimed at a CPU inside an interrupt handler at IPL 7 (`edge_loss`: EV7's lost edge, mailbox bits stay set) or at a CPU at IPL 7 for any reason, a napping waiter too (`edge_loss_masked`), and/or make synchronous callers wait at IPL 7 (`masked_wait`; `both` and `both_masked` combine)",
+        lands: "platform::INJECT_EDGE_LOSS, INJECT_EDGE_LOSS_MASKED, SMP.policy.allow_masked_wait",
+        example: "both",
+        set: |c, v| Ok(c.inject = choice(Inject::NAMES, v, "none|edge_loss|masked_wait|both|edge_loss_masked|both_masked")?),
+    },
+    Key {
+        name: "irq_load_us",
+        values: "0 to 5000",
+        default: Some("0"),
+        help: "extra time each kernel tick's clock interrupt spends at IPL 7, to widen the lost-edge window",
+        lands: "interrupt::IRQ_LOAD_NS",
+        example: "40",
+        set: |c, v| Ok(c.irq_load_us = number(v, 0, 5_000, "a whole number from 0 to 5000")?),
+    },
+    Key {
+        name: "stress",
+        values: "1 to 100000000",
+        default: None,
+        help: "run only the stress workload: this many synchronous shootdowns per CPU from all CPUs at once, print a `stress-result:` line, halt",
+        lands: "run::stress",
+        example: "100",
+        set: |c, v| Ok(c.stress = number(v, 1, 100_000_000, "a whole number from 1 to 100000000")?),
+    },
+    Key {
+        name: "verbose",
+        values: "`yes`/`no`",
+        default: Some("no"),
+        help: "more detail lines",
+        lands: "run::selftest",
+        example: "yes",
+        set: |c, v| Ok(c.verbose = yes_no(v)?),
+    },
+    Key {
+        name: "machine",
+        values: "`auto`, or a machine vector's name: `clipper`, `tsunami`, `marvel`",
+        default: Some("auto"),
+        help: "the machine layer (`auto`: the first vector in `arch/alpha/src/machine/mod.rs`'s `VECTORS` that serves the HWRPB's system type and serial number); an unknown name is refused at boot with the list of vectors",
+        lands: "machine::identify",
+        example: "marvel",
+        set: |c, v| {
+            if v.is_empty() {
+                return Err("auto or a machine layer's name");
+            }
+            c.machine = (v != "auto").then_some(v);
+            Ok(())
+        },
+    },
+    Key {
+        name: "console",
+        values: "`auto`, `srm`, `uart`",
+        default: Some("auto"),
+        help: "output through the SRM console callbacks (PUTS) or the 16550 UART; `auto` is the machine vector's choice: the UART on QEMU's clipper, SRM on real machines (Marvel has no UART)",
+        lands: "machine::console",
+        example: "srm",
+        set: |c, v| Ok(c.console = choice(ConsoleArg::NAMES, v, "auto|srm|uart")?),
+    },
+    Key {
+        name: "clock",
+        values: "`periodic`, `alarm`",
+        default: Some("periodic"),
+        help: "the architected periodic clock interrupt divided down to `tick_hz`, or QEMU's private one-shot alarm",
+        lands: "machine::start_clock",
+        example: "alarm",
+        set: |c, v| Ok(c.clock = choice(ClockArg::NAMES, v, "periodic|alarm")?),
+    },
+    Key {
+        name: "cpus",
+        values: "comma-separated physical CPU ids",
+        default: None,
+        help: "bring up only these CPUs (the boot CPU must be one); they get dense logical ids (default: every present CPU)",
+        lands: "smp::select_cpus",
+        example: "0,2,3",
+        set: cpus,
+    },
+    Key {
+        name: "clock_skew_us",
+        values: "0 to 10000000",
+        default: Some("0"),
+        help: "fault injection: logical CPU k's clock runs k x this many us behind CPU 0's, as unsynchronised cycle counters do on real SMP machines",
+        lands: "clock::set_skew_us",
+        example: "2500",
+        set: |c, v| Ok(c.clock_skew_us = number(v, 0, 10_000_000, "a whole number from 0 to 10000000")?),
+    },
+    Key {
+        name: "wait",
+        values: "`spin`, `nap`",
+        default: Some("nap"),
+        help: "how a CPU waits for a synchronous call, the serialization lock or posted work: spin, or nap in `wtint` until woken by the CPU that ends the wait (or the next clock interrupt); see \"Speed\"",
+        lands: "SMP.policy.nap (main.rs apply_policy)",
+        example: "spin",
+        set: |c, v| Ok(c.wait = choice(WaitArg::NAMES, v, "spin|nap")?),
+    },
+    Key {
+        name: "nap_after_us",
+        values: "0 to 10000",
+        default: Some("0"),
+        help: "with `wait=nap`, spin this long before a wait's first nap",
+        lands: "SMP.policy.spin_before_nap (main.rs apply_policy)",
+        example: "250",
+        set: |c, v| Ok(c.nap_after_us = number(v, 0, 10_000, "a whole number from 0 to 10000")?),
+    },
+    Key {
+        name: "bench",
+        values: "1000 to 100000",
+        default: None,
+        help: "run only the benchmark suite with this many samples per measurement, print `bench-result:` lines, halt",
+        lands: "run::bench",
+        example: "2000",
+        set: |c, v| Ok(c.bench = number(v, 1000, 100_000, "a whole number from 1000 to 100000")?),
+    },
+    Key {
+        name: "wtint",
+        values: "`waits`, `returns`",
+        default: Some("waits"),
+        help: "`returns` makes every wait for an interrupt return at once without calling the PALcode, as DEC's EV6 OSF PALcode does (docs/hardware.md, \"wtint on DEC's EV6 PALcode\"): the idle loop and naps spin",
+        lands: "pal::WTINT_RETURNS",
+        example: "returns",
+        set: |c, v| Ok(c.wtint_returns = choice(&[("waits", false), ("returns", true)], v, "waits|returns")?),
+    },
+];
+
+/// Why a command line was refused. Displays as one line naming the word.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BootArgError<'a> {
+    /// A word without `=`.
+    NotKeyValue(&'a str),
+    UnknownKey(&'a str),
+    Repeated(&'a str),
+    BadValue { key: &'a str, value: &'a str, expected: &'static str },
+}
+
+impl fmt::Display for BootArgError<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BootArgError::NotKeyValue(w) => write!(f, "boot argument '{w}' is not key=value"),
+            BootArgError::UnknownKey(k) => {
+                write!(f, "unknown boot argument '{k}' (known:")?;
+                for key in KEYS {
+                    write!(f, " {}", key.name)?;
+                }
+                write!(f, ")")
+            }
+            BootArgError::Repeated(k) => write!(f, "boot argument '{k}' given twice"),
+            BootArgError::BadValue { key, value, expected } => {
+                write!(f, "boot argument {key}={value}: expected {expected}")
+            }
+        }
+    }
+}
+
+impl<'a> BootConfig<'a> {
+    /// What an empty command line gives: every key's default applied.
+    pub fn defaults() -> BootConfig<'a> {
+        let mut cfg = BootConfig::default();
+        for key in KEYS {
+            if let Some(d) = key.default {
+                // A default that does not parse fails every host test.
+                let _ = (key.set)(&mut cfg, d);
+            }
+        }
+        cfg
+    }
+
+    /// Parses a whole command line (words separated by spaces or tabs).
+    pub fn parse(cmdline: &'a str) -> Result<BootConfig<'a>, BootArgError<'a>> {
+        let mut cfg = BootConfig::defaults();
+        let mut seen = [false; KEYS.len()];
+        for word in cmdline.split([' ', '\t', '\n']).filter(|w| !w.is_empty()) {
+            let (key, value) = word.split_once('=').ok_or(BootArgError::NotKeyValue(word))?;
+            let index = KEYS.iter().position(|k| k.name == key).ok_or(BootArgError::UnknownKey(key))?;
+            if core::mem::replace(&mut seen[index], true) {
+                return Err(BootArgError::Repeated(key));
+            }
+            (KEYS[index].set)(&mut cfg, value).map_err(|expected| BootArgError::BadValue { key, value, expected })?;
+        }
+        Ok(cfg)
+    }
+
+    /// Whether the self-test `name` is selected by `tests=`.
+    pub fn selects(&self, name: &str) -> bool {
+        self.test_count == 0 || self.tests[..self.test_count].iter().any(|p| name.starts_with(p))
+    }
+}
+
+/// The README's table of boot arguments, made from [`KEYS`].
+pub fn markdown_table(out: &mut impl fmt::Write) -> fmt::Result {
+    writeln!(out, "| key | values | default | meaning |")?;
+    writeln!(out, "|---|---|---|---|")?;
+    for k in KEYS {
+        write!(out, "| `{}` | {} | ", k.name, k.values)?;
+        match k.default {
+            Some(d) => write!(out, "`{d}`")?,
+            None => write!(out, "not given")?,
+        }
+        writeln!(out, " | {} |", k.help)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+        use std::string::ToString;
+
+    #[test]
+    fn empty_line_gives_defaults() {
+        assert_eq!(BootConfig::parse("").unwrap(), BootConfig::defaults());
+        assert_eq!(BootConfig::parse("   \t ").unwrap(), BootConfig::defaults());
+    }
+
+    #[test]
+    fn parses_every_key() {
+        let c = BootConfig::parse("tests=div,mem force_fail=yes fault=overflow tick_hz=250 verbose=on storm_rounds=77").unwrap();
+        assert_eq!(c.storm_rounds, 77);
+        assert_eq!(&c.tests[..c.test_count], &["div", "mem"]);
+        assert!(c.force_fail && c.verbose);
+        assert_eq!(c.fault, Fault::Overflow);
+        assert_eq!(c.tick_hz, 250);
+        assert!(c.selects("div.edges") && c.selects("mem.copy") && !c.selects("heap.vec"));
+    }
+
+    #[test]
+    fn matrix_keys_parse() {
+        let c = BootConfig::parse("ipi_lock=on ipi_poll=off resend=on watchdog_ms=250 inject=both irq_load_us=40 stress=100").unwrap();
+        assert!(c.ipi_lock && !c.ipi_poll && c.resend);
+        assert_eq!((c.watchdog_ms, c.irq_load_us, c.stress), (250, 40, 100));
+        assert_eq!(c.inject, Inject { edge_loss: true, masked_wait: true, edge_loss_masked: false });
+        let m = BootConfig::parse("inject=edge_loss_masked").unwrap().inject;
+        assert!(m.edge_loss_masked && !m.edge_loss && !m.masked_wait);
+        assert_eq!(BootConfig::parse("inject=both_masked").unwrap().inject.name(), "both_masked");
+        assert_eq!(c.inject.name(), "both");
+        assert!(matches!(BootConfig::parse("inject=sometimes"), Err(BootArgError::BadValue { key: "inject", .. })));
+        assert!(matches!(BootConfig::parse("stress=0"), Err(BootArgError::BadValue { key: "stress", .. })));
+        assert_eq!(BootConfig::parse("").unwrap().wait, WaitArg::Nap);
+        assert_eq!(BootConfig::parse("wait=spin").unwrap().wait, WaitArg::Spin);
+        assert!(matches!(BootConfig::parse("wait=doze"), Err(BootArgError::BadValue { key: "wait", .. })));
+        assert_eq!(BootConfig::parse("nap_after_us=250").unwrap().nap_after_us, 250);
+        assert!(matches!(BootConfig::parse("nap_after_us=10001"), Err(BootArgError::BadValue { key: "nap_after_us", .. })));
+        assert_eq!(BootConfig::parse("bench=2000").unwrap().bench, 2000);
+        assert!(matches!(BootConfig::parse("bench=10"), Err(BootArgError::BadValue { key: "bench", .. })), "fewer than 1000 samples");
+        assert!(matches!(BootConfig::parse("irq_load_us=9999"), Err(BootArgError::BadValue { .. })));
+        assert!(!BootConfig::parse("").unwrap().wtint_returns);
+        assert!(BootConfig::parse("wtint=returns").unwrap().wtint_returns);
+        assert!(!BootConfig::parse("wtint=waits").unwrap().wtint_returns);
+        assert!(matches!(BootConfig::parse("wtint=sleeps"), Err(BootArgError::BadValue { key: "wtint", .. })));
+    }
+
+    #[test]
+    fn no_filter_selects_everything() {
+        assert!(BootConfig::defaults().selects("anything"));
+    }
+
+    #[test]
+    fn unknown_key_is_named_in_one_line() {
+        let e = BootConfig::parse("tests=div bogus=1").unwrap_err();
+        assert_eq!(e, BootArgError::UnknownKey("bogus"));
+        let msg = e.to_string();
+        assert!(msg.contains("'bogus'") && msg.contains("tick_hz") && !msg.contains('\n'), "{msg}");
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        assert!(matches!(BootConfig::parse("tick_hz=0"), Err(BootArgError::BadValue { key: "tick_hz", .. })));
+        assert!(matches!(BootConfig::parse("tick_hz=5000"), Err(BootArgError::BadValue { .. })));
+        assert!(matches!(BootConfig::parse("tick_hz=fast"), Err(BootArgError::BadValue { .. })));
+        assert!(matches!(BootConfig::parse("force_fail=maybe"), Err(BootArgError::BadValue { .. })));
+        assert!(matches!(BootConfig::parse("fault=explode"), Err(BootArgError::BadValue { .. })));
+        assert!(matches!(BootConfig::parse("tests=,"), Err(BootArgError::BadValue { .. })));
+        assert!(matches!(BootConfig::parse("tests=a,b,c,d,e,f,g,h,i"), Err(BootArgError::BadValue { .. })));
+    }
+
+    #[test]
+    fn malformed_and_repeated_words_are_refused() {
+        assert_eq!(BootConfig::parse("verbose"), Err(BootArgError::NotKeyValue("verbose")));
+        assert_eq!(BootConfig::parse("verbose=yes verbose=no"), Err(BootArgError::Repeated("verbose")));
+    }
+
+    #[test]
+    fn machine_console_clock_and_cpus() {
+        let c = BootConfig::parse("machine=marvel console=srm clock=alarm cpus=0,2,3 clock_skew_us=2500").unwrap();
+        assert_eq!(c.clock_skew_us, 2500);
+        assert_eq!((c.machine, c.console, c.clock), (Some("marvel"), ConsoleArg::Srm, ClockArg::Alarm));
+        assert_eq!(BootConfig::parse("machine=auto").unwrap().machine, None);
+        assert_eq!(c.cpus, Some(CpuMask(0b1101)));
+        let d = BootConfig::parse("cpus=63,12").unwrap();
+        assert_eq!(d.cpus, Some(CpuMask((1 << 63) | (1 << 12))));
+        assert_eq!(name_of(ConsoleArg::NAMES, ConsoleArg::Uart), "uart");
+        for bad in ["machine=", "console=vga", "clock=rtc", "cpus=", "cpus=64", "cpus=1,1", "cpus=0,x", "cpus=-1"] {
+            let e = BootConfig::parse(bad).unwrap_err();
+            assert!(matches!(e, BootArgError::BadValue { .. }), "{bad}: {e:?}");
+            assert!(!e.to_string().contains('\n'));
+        }
+    }
+
+    #[test]
+    fn every_fault_name_round_trips() {
+        for (name, fault) in Fault::NAMES {
+            let line = std::format!("fault={name}");
+            assert_eq!(BootConfig::parse(&line).unwrap().fault, *fault);
+            assert_eq!(fault.name(), *name);
+        }
+    }
+
+    /// Every key's example value parses and changes the configuration: a
+    /// key that sets nothing cannot pass.
+    #[test]
+    fn every_key_has_an_effect() {
+        for k in KEYS {
+            let line = std::format!("{}={}", k.name, k.example);
+            let c = BootConfig::parse(&line).unwrap_or_else(|e| panic!("{line}: {e}"));
+            assert_ne!(c, BootConfig::defaults(), "{line} changes nothing");
+            assert!(!k.help.is_empty() && !k.lands.is_empty() && !k.values.is_empty(), "{}", k.name);
+        }
+    }
+
+    /// Every default is a value its key takes.
+    #[test]
+    fn every_default_parses() {
+        for k in KEYS {
+            if let Some(d) = k.default {
+                let mut c = BootConfig::default();
+                assert_eq!((k.set)(&mut c, d), Ok(()), "{}={d}", k.name);
+            }
+        }
+        let names: std::vec::Vec<_> = KEYS.iter().map(|k| k.name).collect();
+        let mut sorted = names.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), names.len(), "a key is listed twice");
+    }
+
+    /// The README's table is exactly the one [`markdown_table`] makes.
+    #[test]
+    fn readme_table_comes_from_the_keys() {
+        let mut table = std::string::String::new();
+        markdown_table(&mut table).unwrap();
+        let readme = include_str!("../../../../README.md");
+        assert!(readme.contains(&table), "README.md's boot-argument table differs from the one KEYS makes; replace it with:\n{table}");
+    }
+}
+

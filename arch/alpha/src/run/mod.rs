@@ -1,0 +1,93 @@
+//! The run modes: what the kernel does once every CPU is up. One boot runs
+//! one of them, chosen by the boot arguments:
+//!
+//! | mode | chosen by | does | ends with |
+//! |---|---|---|---|
+//! | stress | `stress=N` | N synchronous shootdowns per CPU from all CPUs at once (`stress.rs`) | a `stress-result:` line |
+//! | benchmark | `bench=N` | the benchmark suite, N samples each (`bench.rs`) | `bench-result:` lines |
+//! | self-tests | (default) | the self-tests of `tests/` selected by `tests=` (`selftest.rs` runs them), then the deliberate fault of `fault=`, if any | the summary and the verdict line |
+//!
+//! Every mode ends the run (`smp::finish` or the panic path); none returns.
+
+pub mod bench;
+pub mod selftest;
+pub mod stress;
+pub mod tests;
+
+use alphasmp_bootargs::{BootConfig, Fault};
+
+use crate::console::println;
+use crate::{clock, cpus, ipl, smp};
+use selftest::Summary;
+
+/// Runs the mode the boot arguments chose, on the boot CPU at IPL 0 with
+/// every CPU online, and ends the run.
+pub fn run(cfg: &BootConfig<'_>) -> ! {
+    if cfg.stress > 0 {
+        stress::run(cfg);
+    }
+    if cfg.bench > 0 {
+        bench::run(cfg);
+    }
+    let mut summary = Summary::default();
+    selftest::run(tests::ALL, cfg, &mut summary);
+    tests::print_counters();
+    println!("{} passed, {} failed", summary.passed, summary.failed);
+    if cfg.fault != Fault::None {
+        raise_fault(cfg.fault);
+    }
+    let why = alloc::format!("{} passed, {} failed", summary.passed, summary.failed);
+    smp::finish(summary.failed == 0, &why)
+}
+
+unsafe extern "Rust" {
+    fn fault_breakpoint();
+    pub(crate) fn fault_illegal();
+    fn fault_overflow();
+    fn fault_load(addr: u64) -> u64;
+    fn fault_callsys();
+}
+
+/// Raises the fault asked for with `fault=`; every one must end the run
+/// through the trap report and the panic path, never return.
+fn raise_fault(fault: Fault) -> ! {
+    println!("fault: raising '{}' on CPU {}", fault.name(), cpus::this());
+    let word = [0u64; 2];
+    // SAFETY: each routine deliberately traps; the trap handler reports and
+    // panics, so none of them returns into a broken state.
+    unsafe {
+        match fault {
+            Fault::None => {}
+            Fault::Breakpoint => fault_breakpoint(),
+            Fault::Illegal => fault_illegal(),
+            Fault::Overflow => fault_overflow(),
+            // User-space VA 0x2000: not mapped by the console's page table.
+            Fault::Unmapped => {
+                fault_load(0x2000);
+            }
+            Fault::Unaligned => {
+                fault_load(&raw const word as u64 + 3);
+            }
+            Fault::Callsys => fault_callsys(),
+            Fault::FaultWhileEnding => {
+                smp::FAULT_WHILE_ENDING.store(true, core::sync::atomic::Ordering::Relaxed);
+                fault_illegal()
+            }
+            Fault::Panic | Fault::PanicStuck => {
+                let me = cpus::this();
+                let target = smp::online_cpus().find(|c| *c != me).unwrap_or(me);
+                if target == me {
+                    panic!("deliberate panic on CPU {target} (fault={})", fault.name());
+                }
+                // panic_stuck: this CPU stays at IPL 7, so the panicking CPU's
+                // stop IPI cannot arrive and must be reported, not waited for.
+                let _stuck = (fault == Fault::PanicStuck).then(|| ipl::IplGuard::raise(ipl::HIGH));
+                smp::IDLE_REQUEST.store(target, core::sync::atomic::Ordering::Release);
+                clock::delay_ns(2_000_000_000);
+            }
+        }
+    }
+    println!("error: fault '{}' did not trap", fault.name());
+    smp::finish(false, "a deliberate fault did not trap")
+}
+
