@@ -57,9 +57,13 @@ pub enum CpuMapError {
 impl fmt::Display for CpuMapError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            CpuMapError::OutOfRange(p) => write!(f, "CPU map: physical id {p} is not below {MAX_CPUS}"),
+            CpuMapError::OutOfRange(p) => {
+                write!(f, "CPU map: physical id {p} is not below {MAX_CPUS}")
+            }
             CpuMapError::Duplicate(p) => write!(f, "CPU map: physical id {p} listed twice"),
-            CpuMapError::BootNotPresent(p) => write!(f, "CPU map: boot CPU {p} is not among the present CPUs"),
+            CpuMapError::BootNotPresent(p) => {
+                write!(f, "CPU map: boot CPU {p} is not among the present CPUs")
+            }
             CpuMapError::TooMany => write!(f, "CPU map: more than {MAX_CPUS} CPUs listed"),
             CpuMapError::Empty => write!(f, "CPU map: no present CPUs"),
             CpuMapError::AlreadyBuilt => write!(f, "CPU map: already built"),
@@ -99,7 +103,11 @@ impl CpuMap {
     /// Builds the map from the present physical ids (any order, e.g. HWRPB
     /// slot order with absent slots skipped) and the boot CPU's physical id.
     /// Boot CPU only, before secondaries start (see the module docs).
-    pub fn build(&self, present: impl IntoIterator<Item = usize>, boot: usize) -> Result<(), CpuMapError> {
+    pub fn build(
+        &self,
+        present: impl IntoIterator<Item = usize>,
+        boot: usize,
+    ) -> Result<(), CpuMapError> {
         let mut mask = 0u64;
         for (n, phys) in present.into_iter().enumerate() {
             if n == MAX_CPUS {
@@ -122,7 +130,11 @@ impl CpuMap {
         if mask & (1 << boot) == 0 {
             return Err(CpuMapError::BootNotPresent(boot));
         }
-        if self.state.compare_exchange(EMPTY, BUILDING, Ordering::Acquire, Ordering::Relaxed).is_err() {
+        if self
+            .state
+            .compare_exchange(EMPTY, BUILDING, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
             return Err(CpuMapError::AlreadyBuilt);
         }
         let others = CpuMask(mask).without(boot).iter();
@@ -218,7 +230,10 @@ mod tests {
                     assert!(l < m.count());
                     assert_eq!(m.physical(l), Some(phys));
                 }
-                None => assert!(!m.present_physical().contains(phys), "present {phys} unmapped"),
+                None => assert!(
+                    !m.present_physical().contains(phys),
+                    "present {phys} unmapped"
+                ),
             }
         }
         for l in m.count()..MAX_CPUS + 2 {
@@ -230,7 +245,10 @@ mod tests {
     fn empty_map_answers_nothing() {
         static MAP: CpuMap = CpuMap::new();
         assert!(!MAP.is_built());
-        assert_eq!((MAP.logical(0), MAP.physical(0), MAP.count()), (None, None, 0));
+        assert_eq!(
+            (MAP.logical(0), MAP.physical(0), MAP.count()),
+            (None, None, 0)
+        );
         assert!(MAP.present().is_empty() && MAP.present_physical().is_empty());
     }
 
@@ -238,7 +256,10 @@ mod tests {
     fn identity_map() {
         let m = built(&[0, 1, 2, 3], 0);
         assert_eq!(order(&m), [0, 1, 2, 3]);
-        assert_eq!((0..4).map(|p| m.logical(p)).collect::<Vec<_>>(), [Some(0), Some(1), Some(2), Some(3)]);
+        assert_eq!(
+            (0..4).map(|p| m.logical(p)).collect::<Vec<_>>(),
+            [Some(0), Some(1), Some(2), Some(3)]
+        );
         assert_eq!(m.logical(4), None);
         assert_eq!(m.present(), CpuMask::first(4));
         assert_eq!(m.present_physical(), CpuMask(0b1111));
@@ -249,8 +270,14 @@ mod tests {
     fn marvel_even_pids() {
         let m = built(&[0, 2, 4, 6], 0);
         assert_eq!(order(&m), [0, 2, 4, 6]);
-        assert_eq!([m.logical(0), m.logical(2), m.logical(4), m.logical(6)], [Some(0), Some(1), Some(2), Some(3)]);
-        assert_eq!([m.logical(1), m.logical(3), m.logical(5), m.logical(7)], [None; 4]);
+        assert_eq!(
+            [m.logical(0), m.logical(2), m.logical(4), m.logical(6)],
+            [Some(0), Some(1), Some(2), Some(3)]
+        );
+        assert_eq!(
+            [m.logical(1), m.logical(3), m.logical(5), m.logical(7)],
+            [None; 4]
+        );
         assert_eq!(m.present(), CpuMask::first(4));
         assert_eq!(m.present_physical(), CpuMask(0b0101_0101));
         check_bijection(&m);
@@ -261,7 +288,10 @@ mod tests {
         // Boot on PID 12: it is logical 0, the rest follow by PID.
         let m = built(&[8, 9, 12, 13], 12);
         assert_eq!(order(&m), [12, 8, 9, 13]);
-        assert_eq!([m.logical(12), m.logical(8), m.logical(9), m.logical(13)], [Some(0), Some(1), Some(2), Some(3)]);
+        assert_eq!(
+            [m.logical(12), m.logical(8), m.logical(9), m.logical(13)],
+            [Some(0), Some(1), Some(2), Some(3)]
+        );
         assert_eq!(m.logical(0), None);
         assert_eq!(format!("{m:?}"), "CpuMap [0->12, 1->8, 2->9, 3->13]");
         check_bijection(&m);
@@ -274,7 +304,10 @@ mod tests {
     #[test]
     fn single_cpu() {
         let m = built(&[37], 37);
-        assert_eq!((m.count(), m.logical(37), m.physical(0), m.physical(1)), (1, Some(0), Some(37), None));
+        assert_eq!(
+            (m.count(), m.logical(37), m.physical(0), m.physical(1)),
+            (1, Some(0), Some(37), None)
+        );
         check_bijection(&m);
     }
 
@@ -295,8 +328,14 @@ mod tests {
     #[test]
     fn absent_hwrpb_slots_are_skipped() {
         // HWRPB slots by PID: present where the flag is set.
-        let slot_present = [true, false, true, false, false, true, true, false, false, false, false, true];
-        let present = slot_present.iter().enumerate().filter(|(_, p)| **p).map(|(pid, _)| pid);
+        let slot_present = [
+            true, false, true, false, false, true, true, false, false, false, false, true,
+        ];
+        let present = slot_present
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| **p)
+            .map(|(pid, _)| pid);
         let m = CpuMap::new();
         m.build(present, 5).unwrap();
         assert_eq!(order(&m), [5, 0, 2, 6, 11]);
@@ -308,7 +347,11 @@ mod tests {
 
     #[test]
     fn every_error() {
-        let e = |present: &[usize], boot| CpuMap::new().build(present.iter().copied(), boot).unwrap_err();
+        let e = |present: &[usize], boot| {
+            CpuMap::new()
+                .build(present.iter().copied(), boot)
+                .unwrap_err()
+        };
         assert_eq!(e(&[0, 64], 0), CpuMapError::OutOfRange(64));
         assert_eq!(e(&[0, usize::MAX], 0), CpuMapError::OutOfRange(usize::MAX));
         assert_eq!(e(&[0, 1], 64), CpuMapError::OutOfRange(64));
@@ -319,7 +362,10 @@ mod tests {
         let many: Vec<usize> = (0..64).chain([0]).collect();
         assert_eq!(e(&many, 0), CpuMapError::TooMany);
         // An endless list (a corrupt CPU count) ends too.
-        assert_eq!(CpuMap::new().build((0..).map(|i| i % 64), 3), Err(CpuMapError::TooMany));
+        assert_eq!(
+            CpuMap::new().build((0..).map(|i| i % 64), 3),
+            Err(CpuMapError::TooMany)
+        );
         for (err, needle) in [
             (CpuMapError::OutOfRange(70), "70"),
             (CpuMapError::Duplicate(9), "9 listed twice"),
@@ -365,7 +411,10 @@ mod tests {
                         while !seen_built {
                             let late = builds_done.load(Ordering::Acquire);
                             seen_built = MAP.is_built();
-                            assert!(seen_built || !late, "both builds returned and the map is not built");
+                            assert!(
+                                seen_built || !late,
+                                "both builds returned and the map is not built"
+                            );
                             if seen_built {
                                 // Built means complete: every entry there.
                                 assert_eq!(MAP.count(), pids.len());
@@ -384,7 +433,10 @@ mod tests {
             let b2 = s.spawn(|| MAP.build(pids, 12));
             let r = [b1.join().unwrap(), b2.join().unwrap()];
             builds_done.store(true, Ordering::Release);
-            assert!(r.contains(&Ok(())) && r.contains(&Err(CpuMapError::AlreadyBuilt)), "{r:?}");
+            assert!(
+                r.contains(&Ok(())) && r.contains(&Err(CpuMapError::AlreadyBuilt)),
+                "{r:?}"
+            );
             for t in readers {
                 t.join().unwrap();
             }

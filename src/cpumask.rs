@@ -9,7 +9,11 @@ impl CpuMask {
 
     /// CPUs `0..n`.
     pub const fn first(n: usize) -> CpuMask {
-        if n >= 64 { CpuMask(u64::MAX) } else { CpuMask((1u64 << n) - 1) }
+        if n >= 64 {
+            CpuMask(u64::MAX)
+        } else {
+            CpuMask((1u64 << n) - 1)
+        }
     }
     pub const fn single(cpu: usize) -> CpuMask {
         CpuMask(1 << cpu)

@@ -12,9 +12,9 @@ pub mod mailbox;
 pub mod platform;
 pub mod queue;
 pub mod rng;
-pub mod sync;
-pub mod timefloor;
-pub mod xcall;
 #[cfg(feature = "sim")]
 pub mod sim;
+pub mod sync;
+pub mod timefloor;
 pub mod tlb;
+pub mod xcall;

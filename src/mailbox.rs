@@ -79,7 +79,9 @@ impl Default for Mailbox {
 
 impl Mailbox {
     pub const fn new() -> Self {
-        Mailbox { bits: AtomicU64::new(0) }
+        Mailbox {
+            bits: AtomicU64::new(0),
+        }
     }
 
     /// Sender side: sets `msg`. Returns the bits that were already set, so a
@@ -144,7 +146,11 @@ mod tests {
         m.post(IpiMessage::PING);
         m.post(IpiMessage::CALL_FUNCTION);
         let mut seen = Vec::new();
-        assert_eq!(m.drain(|b| seen.push(b)), 1, "two posts before the drain are one batch");
+        assert_eq!(
+            m.drain(|b| seen.push(b)),
+            1,
+            "two posts before the drain are one batch"
+        );
         assert_eq!(seen, [IpiMessage::PING | IpiMessage::CALL_FUNCTION]);
         m.post(IpiMessage::PING);
         let mut first = true;
@@ -161,8 +167,19 @@ mod tests {
     fn each_lists_single_bits_in_order() {
         let all = IpiMessage::all();
         let v: Vec<_> = all.each().collect();
-        assert_eq!(v, [IpiMessage::CALL_FUNCTION, IpiMessage::RESCHEDULE, IpiMessage::CPU_STOP, IpiMessage::PING]);
-        assert_eq!(v.iter().map(|m| m.index()).collect::<Vec<_>>(), [0, 1, 2, 3]);
+        assert_eq!(
+            v,
+            [
+                IpiMessage::CALL_FUNCTION,
+                IpiMessage::RESCHEDULE,
+                IpiMessage::CPU_STOP,
+                IpiMessage::PING
+            ]
+        );
+        assert_eq!(
+            v.iter().map(|m| m.index()).collect::<Vec<_>>(),
+            [0, 1, 2, 3]
+        );
     }
 
     /// Under contention, every post is observed by the owner: each sender
@@ -176,10 +193,12 @@ mod tests {
         const ROUNDS: u64 = if cfg!(miri) { 150 } else { 5_000 };
         let mb = Arc::new(Mailbox::new());
         let acks: Arc<Vec<AtomicU64>> = Arc::new((0..SENDERS).map(|_| AtomicU64::new(0)).collect());
-        let requests: Arc<Vec<AtomicU64>> = Arc::new((0..SENDERS).map(|_| AtomicU64::new(0)).collect());
+        let requests: Arc<Vec<AtomicU64>> =
+            Arc::new((0..SENDERS).map(|_| AtomicU64::new(0)).collect());
         let stop = Arc::new(AtomicBool::new(false));
         let owner = {
-            let (mb, acks, requests, stop) = (mb.clone(), acks.clone(), requests.clone(), stop.clone());
+            let (mb, acks, requests, stop) =
+                (mb.clone(), acks.clone(), requests.clone(), stop.clone());
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     mb.drain(|got| {
@@ -201,12 +220,16 @@ mod tests {
                 let (mb, acks, requests) = (mb.clone(), acks.clone(), requests.clone());
                 std::thread::spawn(move || {
                     // A hang guard, not a speed check: generous, and more so under Miri.
-                    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(if cfg!(miri) { 900 } else { 120 });
+                    let deadline = std::time::Instant::now()
+                        + std::time::Duration::from_secs(if cfg!(miri) { 900 } else { 120 });
                     for round in 1..=ROUNDS {
                         requests[s].store(round, Ordering::Release);
                         mb.post(IpiMessage::PING);
                         while acks[s].load(Ordering::Acquire) < round {
-                            assert!(std::time::Instant::now() < deadline, "sender {s} round {round}: post lost");
+                            assert!(
+                                std::time::Instant::now() < deadline,
+                                "sender {s} round {round}: post lost"
+                            );
                             std::thread::yield_now();
                         }
                     }

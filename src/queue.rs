@@ -28,7 +28,13 @@ pub struct Csd {
 
 impl Csd {
     pub const fn new() -> Self {
-        Csd { flags: AtomicU32::new(0), func: AtomicUsize::new(0), arg: AtomicUsize::new(0), next: AtomicPtr::new(ptr::null_mut()), owner: AtomicUsize::new(0) }
+        Csd {
+            flags: AtomicU32::new(0),
+            func: AtomicUsize::new(0),
+            arg: AtomicUsize::new(0),
+            next: AtomicPtr::new(ptr::null_mut()),
+            owner: AtomicUsize::new(0),
+        }
     }
     /// Whether the descriptor is still in use (Acquire: a waiter that sees
     /// it unlocked sees everything the function did).
@@ -57,7 +63,9 @@ impl Default for CallQueue {
 
 impl CallQueue {
     pub const fn new() -> Self {
-        CallQueue { head: AtomicPtr::new(ptr::null_mut()) }
+        CallQueue {
+            head: AtomicPtr::new(ptr::null_mut()),
+        }
     }
 
     /// Pushes `csd` (Release: publishes its fields); returns true if the
@@ -67,7 +75,10 @@ impl CallQueue {
         let mut head = self.head.load(Ordering::Relaxed);
         loop {
             csd.next.store(head, Ordering::Relaxed);
-            match self.head.compare_exchange_weak(head, new, Ordering::Release, Ordering::Relaxed) {
+            match self
+                .head
+                .compare_exchange_weak(head, new, Ordering::Release, Ordering::Relaxed)
+            {
                 Ok(_) => return head.is_null(),
                 Err(h) => head = h,
             }

@@ -9,7 +9,11 @@ pub struct XorShift64(u64);
 impl XorShift64 {
     /// A generator from `seed`; a zero seed is replaced (zero is a fixed point).
     pub const fn new(seed: u64) -> Self {
-        XorShift64(if seed == 0 { 0x9e37_79b9_7f4a_7c15 } else { seed })
+        XorShift64(if seed == 0 {
+            0x9e37_79b9_7f4a_7c15
+        } else {
+            seed
+        })
     }
 
     /// The next 64 pseudo-random bits.

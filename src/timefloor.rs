@@ -45,11 +45,23 @@ impl Floor {
     pub fn step(self, now: u64, period: u64) -> (Floor, u64) {
         if self.last == 0 {
             let edge = now.saturating_sub(period).max(1);
-            return (Floor { edge, last: now.max(1) }, 0);
+            return (
+                Floor {
+                    edge,
+                    last: now.max(1),
+                },
+                0,
+            );
         }
         let edge = (self.edge + period).max(self.last);
         let correction = edge.saturating_sub(now);
-        (Floor { edge, last: now + correction }, correction)
+        (
+            Floor {
+                edge,
+                last: now + correction,
+            },
+            correction,
+        )
     }
 }
 
@@ -84,7 +96,11 @@ mod tests {
         let mut raw = std::vec![1_000_000, 1_000_000 + P];
         raw.extend([1_000_000 + P + 5; 10]);
         let t = run(&raw);
-        assert!(t[11] - t[1] >= 9 * P, "the clock moved {} over 10 interrupts with the counter stopped", t[11] - t[1]);
+        assert!(
+            t[11] - t[1] >= 9 * P,
+            "the clock moved {} over 10 interrupts with the counter stopped",
+            t[11] - t[1]
+        );
         assert!(t.windows(2).all(|w| w[0] <= w[1]), "monotonic: {t:?}");
     }
 
@@ -99,7 +115,10 @@ mod tests {
         raw.extend([t0 + 11 * P + 5; 10]);
         let t = run(&raw);
         let moved = t[12] - t[2];
-        assert!(moved >= 8 * P, "after a masked stretch, 10 interrupts with the counter stopped moved the clock only {moved} cycles");
+        assert!(
+            moved >= 8 * P,
+            "after a masked stretch, 10 interrupts with the counter stopped moved the clock only {moved} cycles"
+        );
     }
 
     /// Interrupts taken late (a handler ran long) and then on time: the
@@ -110,6 +129,10 @@ mod tests {
         // Edges at t0 + kP; interrupt 1 taken 0.9P late, interrupt 2 on time.
         let raw = [t0, t0 + P + 900, t0 + 2 * P, t0 + 3 * P + 10, t0 + 4 * P];
         let t = run(&raw);
-        assert_eq!(&t[..], &raw[..], "no correction of a counter that never stopped");
+        assert_eq!(
+            &t[..],
+            &raw[..],
+            "no correction of a counter that never stopped"
+        );
     }
 }

@@ -56,7 +56,7 @@
 //! Kernel mappings are global (ASM) and need `tbia` on every CPU
 //! ([`Mmu::flush_tlb_all`]).
 
-use core::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 
 use crate::cpumask::CpuMask;
 use crate::platform::TlbOp;
@@ -109,7 +109,10 @@ impl<const N: usize> Default for AddressSpace<N> {
 
 impl<const N: usize> AddressSpace<N> {
     pub const fn new() -> Self {
-        AddressSpace { context: [const { AtomicU64::new(0) }; N], active: AtomicU64::new(0) }
+        AddressSpace {
+            context: [const { AtomicU64::new(0) }; N],
+            active: AtomicU64::new(0),
+        }
     }
     /// `cpu` no longer runs the space: from now on a flusher may zero its
     /// context instead of interrupting it.
@@ -262,7 +265,8 @@ impl<P: Hooks + 'static, const N: usize> Mmu<P, N> {
 
     /// Sets the largest hardware ASN (the HWRPB's `max_asn`, at most 255).
     pub fn set_max_asn(&self, max: u64) {
-        self.max_asn.store(max.clamp(1, HW_ASN_MASK), Ordering::Relaxed);
+        self.max_asn
+            .store(max.clamp(1, HW_ASN_MASK), Ordering::Relaxed);
     }
 
     fn p(&self) -> &P {
@@ -371,7 +375,9 @@ impl<P: Hooks + 'static, const N: usize> Mmu<P, N> {
         let here = space_addr != 0 && self.is_current(cpu, space_addr);
         let forget = |s: &AddressSpace<N>| {
             s.context[cpu].store(0, Ordering::SeqCst);
-            self.stats[cpu].contexts_zeroed.fetch_add(1, Ordering::Relaxed);
+            self.stats[cpu]
+                .contexts_zeroed
+                .fetch_add(1, Ordering::Relaxed);
         };
         match op {
             Op::All => self.tlb(cpu, TlbOp::All),
@@ -380,7 +386,9 @@ impl<P: Hooks + 'static, const N: usize> Mmu<P, N> {
                 self.stats[cpu].imb.fetch_add(1, Ordering::Relaxed);
             }
             Op::Mm | Op::Icache | Op::PageExec => {
-                let Some(s) = space else { return self.corrupt_request("flush request without a space", op as u64) };
+                let Some(s) = space else {
+                    return self.corrupt_request("flush request without a space", op as u64);
+                };
                 if here {
                     self.load_new_context(cpu, s);
                 } else {
@@ -388,7 +396,9 @@ impl<P: Hooks + 'static, const N: usize> Mmu<P, N> {
                 }
             }
             Op::Page | Op::Range => {
-                let Some(s) = space else { return self.corrupt_request("flush request without a space", op as u64) };
+                let Some(s) = space else {
+                    return self.corrupt_request("flush request without a space", op as u64);
+                };
                 if here {
                     let mut va = start;
                     while va < end {
@@ -402,13 +412,22 @@ impl<P: Hooks + 'static, const N: usize> Mmu<P, N> {
             Op::Migrate | Op::MigrateExec => {
                 // Compaction fix semantics: new ASN (or forget), then drop
                 // the page from this CPU's TLB whether or not it is current.
-                let Some(s) = space else { return self.corrupt_request("flush request without a space", op as u64) };
+                let Some(s) = space else {
+                    return self.corrupt_request("flush request without a space", op as u64);
+                };
                 if here {
                     self.load_new_context(cpu, s);
                 } else {
                     forget(s)
                 }
-                self.tlb(cpu, if op == Op::MigrateExec { TlbOp::PageBoth(start) } else { TlbOp::Page(start) });
+                self.tlb(
+                    cpu,
+                    if op == Op::MigrateExec {
+                        TlbOp::PageBoth(start)
+                    } else {
+                        TlbOp::Page(start)
+                    },
+                );
             }
         }
     }
@@ -417,7 +436,9 @@ impl<P: Hooks + 'static, const N: usize> Mmu<P, N> {
     /// every op, drop every translation and icache line this CPU holds.
     fn corrupt_request(&self, what: &'static str, value: u64) {
         let cpu = self.p().cpu_id();
-        self.stats[cpu].corrupt_requests.fetch_add(1, Ordering::Relaxed);
+        self.stats[cpu]
+            .corrupt_requests
+            .fetch_add(1, Ordering::Relaxed);
         self.p().report_corruption(what, value);
         self.tlb(cpu, TlbOp::All);
         self.p().imb();
@@ -428,22 +449,39 @@ impl<P: Hooks + 'static, const N: usize> Mmu<P, N> {
     /// a request of its own (see [`Request`]). If every request of this CPU
     /// is still held by an aborted flush, refuses with `Stalled` naming a
     /// CPU that has still to run one of them.
-    fn shoot(&'static self, op: Op, space: usize, start: u64, end: u64, targets: CpuMask) -> Result<(), XcallError> {
+    fn shoot(
+        &'static self,
+        op: Op,
+        space: usize,
+        start: u64,
+        end: u64,
+        targets: CpuMask,
+    ) -> Result<(), XcallError> {
         let me = self.p().cpu_id();
         let mine = &self.requests[me];
         // Acquire: pairs with the readers' clearing, so their reads of the
         // fields are done before we rewrite them.
         let Some(req) = mine.iter().find(|r| r.unread.load(Ordering::Acquire) == 0) else {
-            let held = mine.iter().fold(0, |m, r| m | r.unread.load(Ordering::Relaxed));
-            return Err(XcallError::Stalled { target: held.trailing_zeros() as usize });
+            let held = mine
+                .iter()
+                .fold(0, |m, r| m | r.unread.load(Ordering::Relaxed));
+            return Err(XcallError::Stalled {
+                target: held.trailing_zeros() as usize,
+            });
         };
-        req.mmu.store(self as *const Self as usize, Ordering::Relaxed);
+        req.mmu
+            .store(self as *const Self as usize, Ordering::Relaxed);
         req.op.store(op as u8, Ordering::Relaxed);
         req.space.store(space, Ordering::Relaxed);
         req.start.store(start, Ordering::Relaxed);
         req.end.store(end, Ordering::Relaxed);
         req.unread.store(targets.0, Ordering::Relaxed);
-        match self.smp.call_many_tracked(targets, remote::<P, N>, req as *const Request as usize, true) {
+        match self.smp.call_many_tracked(
+            targets,
+            remote::<P, N>,
+            req as *const Request as usize,
+            true,
+        ) {
             Ok(()) => Ok(()),
             Err(failed) => {
                 if !failed.sent {
@@ -460,7 +498,13 @@ impl<P: Hooks + 'static, const N: usize> Mmu<P, N> {
     /// that ran it and left forget their context, the others have nothing
     /// to do. Each CPU's case is decided by one atomic step on its context
     /// word (see the module docs).
-    fn shoot_space(&'static self, op: Op, space: &'static AddressSpace<N>, start: u64, end: u64) -> Result<(), XcallError> {
+    fn shoot_space(
+        &'static self,
+        op: Op,
+        space: &'static AddressSpace<N>,
+        start: u64,
+        end: u64,
+    ) -> Result<(), XcallError> {
         let me = self.p().cpu_id();
         let addr = space as *const _ as usize;
         let mut remote = CpuMask::EMPTY;
@@ -479,7 +523,9 @@ impl<P: Hooks + 'static, const N: usize> Mmu<P, N> {
                 // the load: decide again on what it holds now.
                 match word.compare_exchange(seen, 0, Ordering::SeqCst, Ordering::SeqCst) {
                     Ok(_) => {
-                        self.stats[cpu].contexts_zeroed.fetch_add(1, Ordering::Relaxed);
+                        self.stats[cpu]
+                            .contexts_zeroed
+                            .fetch_add(1, Ordering::Relaxed);
                         break;
                     }
                     Err(now) => seen = now,
@@ -508,9 +554,19 @@ impl<P: Hooks + 'static, const N: usize> Mmu<P, N> {
 
     /// One page of `space`; `exec` also drops it from the instruction
     /// stream (by a new ASN where the space is active, as Linux does).
-    pub fn flush_tlb_page(&'static self, space: &'static AddressSpace<N>, va: u64, exec: bool) -> Result<(), XcallError> {
+    pub fn flush_tlb_page(
+        &'static self,
+        space: &'static AddressSpace<N>,
+        va: u64,
+        exec: bool,
+    ) -> Result<(), XcallError> {
         let va = va & !(PAGE_SIZE - 1);
-        self.shoot_space(if exec { Op::PageExec } else { Op::Page }, space, va, va + PAGE_SIZE)
+        self.shoot_space(
+            if exec { Op::PageExec } else { Op::Page },
+            space,
+            va,
+            va + PAGE_SIZE,
+        )
     }
 
     /// `[start, end)` of `space`: per page up to [`RANGE_PAGE_LIMIT`] pages,
@@ -520,7 +576,13 @@ impl<P: Hooks + 'static, const N: usize> Mmu<P, N> {
     /// retires its ITB entries and its icache lines (ASN-tagged) at once,
     /// as `flush_tlb_page(exec)` and Linux's whole-space flush do; the
     /// other CPUs forget their context as for any flush.
-    pub fn flush_tlb_range(&'static self, space: &'static AddressSpace<N>, start: u64, end: u64, exec: bool) -> Result<(), XcallError> {
+    pub fn flush_tlb_range(
+        &'static self,
+        space: &'static AddressSpace<N>,
+        start: u64,
+        end: u64,
+        exec: bool,
+    ) -> Result<(), XcallError> {
         let start = start & !(PAGE_SIZE - 1);
         if end <= start {
             return Ok(());
@@ -534,7 +596,11 @@ impl<P: Hooks + 'static, const N: usize> Mmu<P, N> {
     /// After writing instructions into a user page of `space`: a new ASN
     /// where it is active (icache lines are ASN-tagged), forget elsewhere.
     /// Nothing to do for a non-executable page.
-    pub fn flush_icache_user_page(&'static self, space: &'static AddressSpace<N>, exec: bool) -> Result<(), XcallError> {
+    pub fn flush_icache_user_page(
+        &'static self,
+        space: &'static AddressSpace<N>,
+        exec: bool,
+    ) -> Result<(), XcallError> {
         if !exec {
             return Ok(());
         }
@@ -548,10 +614,21 @@ impl<P: Hooks + 'static, const N: usize> Mmu<P, N> {
 
     /// Page migration (compaction): on every CPU, a new ASN (or forget),
     /// then drop the page itself, so no stale DTB/ITB entry survives.
-    pub fn migrate_flush_tlb_page(&'static self, space: &'static AddressSpace<N>, va: u64, exec: bool) -> Result<(), XcallError> {
+    pub fn migrate_flush_tlb_page(
+        &'static self,
+        space: &'static AddressSpace<N>,
+        va: u64,
+        exec: bool,
+    ) -> Result<(), XcallError> {
         let va = va & !(PAGE_SIZE - 1);
         let op = if exec { Op::MigrateExec } else { Op::Migrate };
-        self.shoot(op, space as *const _ as usize, va, va + PAGE_SIZE, self.smp.online())
+        self.shoot(
+            op,
+            space as *const _ as usize,
+            va,
+            va + PAGE_SIZE,
+            self.smp.online(),
+        )
     }
 }
 
@@ -643,7 +720,11 @@ mod tests {
         }
     }
 
-    static SMP: Smp<Recorder, 1> = Smp::new(Recorder { tbia: AtomicU64::new(0), imb: AtomicU64::new(0), reports: AtomicU64::new(0) });
+    static SMP: Smp<Recorder, 1> = Smp::new(Recorder {
+        tbia: AtomicU64::new(0),
+        imb: AtomicU64::new(0),
+        reports: AtomicU64::new(0),
+    });
     static MMU: Mmu<Recorder, 1> = Mmu::new(&SMP);
     static SPACE: AddressSpace<1> = AddressSpace::new();
     static REQUEST: Request = Request::new();
@@ -656,16 +737,29 @@ mod tests {
     #[test]
     fn a_corrupt_request_is_reported_not_guessed() {
         let p = &SMP.platform;
-        for (n, (op, space)) in [(200u8, &SPACE as *const _ as usize), (Op::Page as u8, 0)].into_iter().enumerate() {
-            REQUEST.mmu.store(&MMU as *const Mmu<Recorder, 1> as usize, Ordering::Relaxed);
+        for (n, (op, space)) in [(200u8, &SPACE as *const _ as usize), (Op::Page as u8, 0)]
+            .into_iter()
+            .enumerate()
+        {
+            REQUEST
+                .mmu
+                .store(&MMU as *const Mmu<Recorder, 1> as usize, Ordering::Relaxed);
             REQUEST.op.store(op, Ordering::Relaxed);
             REQUEST.space.store(space, Ordering::Relaxed);
             REQUEST.unread.store(1, Ordering::Relaxed);
             remote::<Recorder, 1>(&REQUEST as *const Request as usize);
             let n = n as u64 + 1;
-            let seen = [&p.tbia, &p.imb, &p.reports, &MMU.stats[0].corrupt_requests].map(|a| a.load(Ordering::Relaxed));
-            assert_eq!(seen, [n; 4], "op {op} space {space:#x}: [tbia, imb, reports, corrupt_requests]");
-            assert_eq!(REQUEST.unread.load(Ordering::Relaxed), 0, "the request was read");
+            let seen = [&p.tbia, &p.imb, &p.reports, &MMU.stats[0].corrupt_requests]
+                .map(|a| a.load(Ordering::Relaxed));
+            assert_eq!(
+                seen, [n; 4],
+                "op {op} space {space:#x}: [tbia, imb, reports, corrupt_requests]"
+            );
+            assert_eq!(
+                REQUEST.unread.load(Ordering::Relaxed),
+                0,
+                "the request was read"
+            );
         }
     }
 
@@ -673,12 +767,25 @@ mod tests {
     fn a_context_splits_into_version_and_hardware_asn() {
         let ctx = (5 << HW_ASN_BITS) | 0x2a;
         assert_eq!((asn_version(ctx), hw_asn(ctx)), (5, 0x2a));
-        assert_eq!((asn_version(ASN_FIRST_VERSION), hw_asn(ASN_FIRST_VERSION)), (1, 0));
+        assert_eq!(
+            (asn_version(ASN_FIRST_VERSION), hw_asn(ASN_FIRST_VERSION)),
+            (1, 0)
+        );
     }
 
     #[test]
     fn op_bytes_decode_to_exactly_the_ops() {
-        let ops = [Op::All, Op::Mm, Op::Page, Op::PageExec, Op::Range, Op::Icache, Op::Imb, Op::Migrate, Op::MigrateExec];
+        let ops = [
+            Op::All,
+            Op::Mm,
+            Op::Page,
+            Op::PageExec,
+            Op::Range,
+            Op::Icache,
+            Op::Imb,
+            Op::Migrate,
+            Op::MigrateExec,
+        ];
         for op in ops {
             assert_eq!(Op::from_u8(op as u8), Some(op));
         }

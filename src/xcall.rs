@@ -250,10 +250,21 @@ impl fmt::Display for XcallError {
         match self {
             XcallError::NoSuchCpu(c) => write!(f, "cross-call to CPU {c}: no such CPU"),
             XcallError::Offline(c) => write!(f, "cross-call to CPU {c}: CPU is offline"),
-            XcallError::WaitInInterrupt => write!(f, "waiting cross-call from interrupt context refused"),
-            XcallError::WaitWithIpisMasked => write!(f, "waiting cross-call with IPIs masked (IPL at or above the IPI level) refused"),
-            XcallError::Busy { target } => write!(f, "no-wait cross-call to CPU {target} that must not block (interrupt context or IPIs masked): previous call still in flight"),
-            XcallError::Stalled { target } => write!(f, "cross-call to CPU {target} stalled past the watchdog bound"),
+            XcallError::WaitInInterrupt => {
+                write!(f, "waiting cross-call from interrupt context refused")
+            }
+            XcallError::WaitWithIpisMasked => write!(
+                f,
+                "waiting cross-call with IPIs masked (IPL at or above the IPI level) refused"
+            ),
+            XcallError::Busy { target } => write!(
+                f,
+                "no-wait cross-call to CPU {target} that must not block (interrupt context or IPIs masked): previous call still in flight"
+            ),
+            XcallError::Stalled { target } => write!(
+                f,
+                "cross-call to CPU {target} stalled past the watchdog bound"
+            ),
         }
     }
 }
@@ -330,7 +341,14 @@ pub struct Smp<P, const N: usize> {
 impl<P: Hooks, const N: usize> Smp<P, N> {
     pub const fn new(platform: P) -> Self {
         assert!(N <= 64, "CpuMask holds 64 CPUs");
-        Smp { platform, cpus: [const { CpuState::new() }; N], online: AtomicU64::new(0), serial: spin::Mutex::new(()), serial_nappers: AtomicU64::new(0), policy: Policy::new() }
+        Smp {
+            platform,
+            cpus: [const { CpuState::new() }; N],
+            online: AtomicU64::new(0),
+            serial: spin::Mutex::new(()),
+            serial_nappers: AtomicU64::new(0),
+            policy: Policy::new(),
+        }
     }
 
     /// Marks `cpu` online (called by that CPU when it is ready for IPIs).
@@ -407,7 +425,11 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
     /// it: in the platform's interrupt handler, or inside a drain of its
     /// mailbox ([`handle_ipi`](Self::handle_ipi)) from anywhere.
     pub fn in_interrupt(&self) -> bool {
-        self.platform.in_interrupt() || self.cpus[self.platform.cpu_id()].drain_depth.load(Ordering::Relaxed) != 0
+        self.platform.in_interrupt()
+            || self.cpus[self.platform.cpu_id()]
+                .drain_depth
+                .load(Ordering::Relaxed)
+                != 0
     }
 
     /// The in-interrupt poll: after a non-IPI interrupt, handle anything left in the
@@ -455,7 +477,13 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
     // ---- Calls -------------------------------------------------------------
 
     /// Runs `f(arg)` on `cpu`; with `wait`, returns after it ran.
-    pub fn call_single(&self, cpu: usize, f: CallFn, arg: usize, wait: bool) -> Result<(), XcallError> {
+    pub fn call_single(
+        &self,
+        cpu: usize,
+        f: CallFn,
+        arg: usize,
+        wait: bool,
+    ) -> Result<(), XcallError> {
         self.check_target(cpu)?;
         self.call_many(CpuMask::single(cpu), f, arg, wait)
     }
@@ -468,15 +496,28 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
     /// Runs `f(arg)` on every CPU in `mask` (this one too if it is in it:
     /// locally while the others run theirs). With `wait`, returns after all
     /// ran; without, returns once queued and `f` still runs everywhere.
-    pub fn call_many(&self, mask: CpuMask, f: CallFn, arg: usize, wait: bool) -> Result<(), XcallError> {
-        self.call_many_tracked(mask, f, arg, wait).map_err(|e| e.error)
+    pub fn call_many(
+        &self,
+        mask: CpuMask,
+        f: CallFn,
+        arg: usize,
+        wait: bool,
+    ) -> Result<(), XcallError> {
+        self.call_many_tracked(mask, f, arg, wait)
+            .map_err(|e| e.error)
     }
 
     /// [`call_many`](Self::call_many), telling on failure whether the call
     /// went out: if not, nothing will ever run `f` or read `arg` (the
     /// caller may reuse what `arg` points to at once); if so, the targets
     /// not yet done will still run `f(arg)` (a wait that gave up).
-    pub(crate) fn call_many_tracked(&self, mask: CpuMask, f: CallFn, arg: usize, wait: bool) -> Result<(), CallFailed> {
+    pub(crate) fn call_many_tracked(
+        &self,
+        mask: CpuMask,
+        f: CallFn,
+        arg: usize,
+        wait: bool,
+    ) -> Result<(), CallFailed> {
         let early = |error| CallFailed { error, sent: false };
         for cpu in mask.iter() {
             self.check_target(cpu).map_err(early)?;
@@ -495,7 +536,8 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
         let nonblocking = in_irq || (masked && !masked_wait);
         let me = self.platform.cpu_id();
         let remote = mask.without(me);
-        let _serial = if wait && !remote.is_empty() && self.policy.serialize.load(Ordering::Relaxed) {
+        let _serial = if wait && !remote.is_empty() && self.policy.serialize.load(Ordering::Relaxed)
+        {
             Some(self.lock_serialized())
         } else {
             None
@@ -514,13 +556,17 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
                 // One compare-and-swap claims it: in interrupt context the
                 // slot is in `cfd_irq`, which nested interrupts on this CPU
                 // share.
-                csd.flags.compare_exchange(0, LOCK, Ordering::Acquire, Ordering::Relaxed).map(drop).map_err(|_| XcallError::Busy { target: t })
+                csd.flags
+                    .compare_exchange(0, LOCK, Ordering::Acquire, Ordering::Relaxed)
+                    .map(drop)
+                    .map_err(|_| XcallError::Busy { target: t })
             } else {
                 // Only this CPU's task context sets this flag word, and
                 // nothing interrupts that between the wait and the store
                 // with a use of the same word (interrupts and drains use
                 // `cfd_irq`), so a plain store reserves it.
-                self.wait_unlocked(csd, t).map(|()| csd.flags.store(LOCK, Ordering::Relaxed))
+                self.wait_unlocked(csd, t)
+                    .map(|()| csd.flags.store(LOCK, Ordering::Relaxed))
             };
             if let Err(e) = got {
                 for r in reserved.iter() {
@@ -559,7 +605,8 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
         }
         if wait {
             for t in remote.iter() {
-                self.wait_unlocked(&slots[t], t).map_err(|error| CallFailed { error, sent: true })?;
+                self.wait_unlocked(&slots[t], t)
+                    .map_err(|error| CallFailed { error, sent: true })?;
             }
         }
         Ok(())
@@ -573,15 +620,23 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
         let since = self.platform.cycles();
         loop {
             if let Some(g) = self.serial.try_lock() {
-                return SerialGuard { smp: self, guard: Some(g) };
+                return SerialGuard {
+                    smp: self,
+                    guard: Some(g),
+                };
             }
             let prev = self.platform.raise_ipl(ipl::HIGH);
             if !self.cpus[me].mailbox.peek().is_empty() {
-                self.cpus[me].stats.lock_drains.fetch_add(1, Ordering::Relaxed);
+                self.cpus[me]
+                    .stats
+                    .lock_drains
+                    .fetch_add(1, Ordering::Relaxed);
                 self.handle_ipi();
             }
             let spin_first = self.policy.spin_before_nap.load(Ordering::Relaxed);
-            if self.policy.nap.load(Ordering::Relaxed) && self.platform.cycles().wrapping_sub(since) >= spin_first {
+            if self.policy.nap.load(Ordering::Relaxed)
+                && self.platform.cycles().wrapping_sub(since) >= spin_first
+            {
                 self.serial_nappers.fetch_or(1 << me, Ordering::SeqCst);
                 self.nap_unless(|| !self.serial.is_locked());
                 self.serial_nappers.fetch_and(!(1 << me), Ordering::Relaxed);
@@ -613,7 +668,9 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
     /// Release store). Also for the platform's own waits.
     pub fn pause(&self, since: u64, done: impl Fn() -> bool) {
         let spin_first = self.policy.spin_before_nap.load(Ordering::Relaxed);
-        if !self.policy.nap.load(Ordering::Relaxed) || (spin_first != 0 && self.platform.cycles().wrapping_sub(since) < spin_first) {
+        if !self.policy.nap.load(Ordering::Relaxed)
+            || (spin_first != 0 && self.platform.cycles().wrapping_sub(since) < spin_first)
+        {
             self.platform.relax();
             return;
         }
@@ -626,7 +683,10 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
     pub fn wake_if_napping(&self, cpu: usize) {
         fence(Ordering::SeqCst);
         if cpu < N && self.cpus[cpu].napping.load(Ordering::Relaxed) {
-            self.cpus[self.platform.cpu_id()].stats.wakes_sent.fetch_add(1, Ordering::Relaxed);
+            self.cpus[self.platform.cpu_id()]
+                .stats
+                .wakes_sent
+                .fetch_add(1, Ordering::Relaxed);
             self.platform.wake(cpu);
         }
     }
@@ -639,13 +699,21 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
         let start = self.platform.cycles();
         let mut reports = 0u64;
         let me = self.platform.cpu_id();
-        self.cpus[me].waiting_for.store(target + 1, Ordering::Relaxed);
+        self.cpus[me]
+            .waiting_for
+            .store(target + 1, Ordering::Relaxed);
         let result = self.wait_loop(csd, target, start, &mut reports);
         self.cpus[me].waiting_for.store(0, Ordering::Relaxed);
         result
     }
 
-    fn wait_loop(&self, csd: &Csd, target: usize, start: u64, reports: &mut u64) -> Result<(), XcallError> {
+    fn wait_loop(
+        &self,
+        csd: &Csd,
+        target: usize,
+        start: u64,
+        reports: &mut u64,
+    ) -> Result<(), XcallError> {
         while csd.locked() {
             self.pause(start, || !csd.locked());
             let bound = self.policy.watchdog_cycles.load(Ordering::Relaxed);

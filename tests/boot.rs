@@ -15,7 +15,9 @@ use xtask::qemu::{self, CpuModel, Ending, RunResult, RunSpec};
 
 fn kernel() -> &'static PathBuf {
     static ELF: OnceLock<PathBuf> = OnceLock::new();
-    ELF.get_or_init(|| xtask::kernel_elf(true).unwrap_or_else(|e| panic!("cannot build the kernel: {e}")))
+    ELF.get_or_init(|| {
+        xtask::kernel_elf(true).unwrap_or_else(|e| panic!("cannot build the kernel: {e}"))
+    })
 }
 
 fn boot(smp: u32, append: &str) -> RunResult {
@@ -32,16 +34,36 @@ fn boot_with_mem(smp: u32, mem: u32, append: &str) -> RunResult {
 
 fn boot_on(cpu: CpuModel, smp: u32, mem: u32, append: &str) -> RunResult {
     let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let spec = RunSpec { kernel: kernel(), smp, mem, append, timeout: Duration::from_secs(120), echo: false, image: None, cpu };
+    let spec = RunSpec {
+        kernel: kernel(),
+        smp,
+        mem,
+        append,
+        timeout: Duration::from_secs(120),
+        echo: false,
+        image: None,
+        cpu,
+    };
     let r = qemu::run(&spec).expect("QEMU starts");
-    eprintln!("--- smp={smp} mem={mem} MiB cpu={cpu:?} append='{append}': {}\n{}", r.describe(), r.output);
+    eprintln!(
+        "--- smp={smp} mem={mem} MiB cpu={cpu:?} append='{append}': {}\n{}",
+        r.describe(),
+        r.output
+    );
     r
 }
 
 fn assert_all_pass(smp: u32) {
     let r = boot(smp, "");
-    assert!(r.passed(), "self-tests on {smp} CPU(s) did not pass: {}", r.describe());
-    assert!(r.lines_with("FAILED").next().is_none(), "a test line says FAILED");
+    assert!(
+        r.passed(),
+        "self-tests on {smp} CPU(s) did not pass: {}",
+        r.describe()
+    );
+    assert!(
+        r.lines_with("FAILED").next().is_none(),
+        "a test line says FAILED"
+    );
     let (passed, _) = r.summary().unwrap();
     let ok_lines = r.lines_with(" ... ok").count() as u32;
     assert_eq!(ok_lines, passed, "summary count matches the per-test lines");
@@ -67,7 +89,11 @@ fn selftests_pass_on_4_cpus() {
 #[test]
 fn selftests_pass_on_2_ev6_cpus() {
     let r = boot_on(CpuModel::EV6, 2, qemu::DEFAULT_MEM_MIB, "");
-    assert!(r.passed(), "self-tests on 2 EV6 CPUs did not pass: {}", r.describe());
+    assert!(
+        r.passed(),
+        "self-tests on 2 EV6 CPUs did not pass: {}",
+        r.describe()
+    );
     assert!(r.lines_with("FAULT").next().is_none(), "a fault on EV6");
 }
 
@@ -76,16 +102,30 @@ fn selftests_pass_on_2_ev6_cpus() {
 #[test]
 fn selftests_pass_when_wtint_returns_at_once() {
     let r = boot(4, "wtint=returns");
-    assert!(r.passed(), "self-tests with wtint=returns did not pass: {}", r.describe());
-    assert!(r.lines_with("policy: ").any(|l| l.contains("wtint=returns")), "the policy line names the setting");
+    assert!(
+        r.passed(),
+        "self-tests with wtint=returns did not pass: {}",
+        r.describe()
+    );
+    assert!(
+        r.lines_with("policy: ")
+            .any(|l| l.contains("wtint=returns")),
+        "the policy line names the setting"
+    );
 }
 
 #[test]
 fn every_cpu_comes_online() {
     for smp in [1, 2, 4] {
         let r = boot(smp, "tests=smp");
-        let line = r.lines_with("smp: ").find(|l| l.contains("online (logical mask")).expect("bring-up summary");
-        assert!(line.contains(&format!("{smp} of {smp} CPU(s) online")), "{line}");
+        let line = r
+            .lines_with("smp: ")
+            .find(|l| l.contains("online (logical mask"))
+            .expect("bring-up summary");
+        assert!(
+            line.contains(&format!("{smp} of {smp} CPU(s) online")),
+            "{line}"
+        );
         assert!(r.passed(), "{}", r.describe());
     }
 }
@@ -96,53 +136,108 @@ fn every_cpu_comes_online() {
 /// code: the report line must carry `<function+0x...` for the faulting PC.
 fn assert_fault(fault: &str, smp: u32, report: &str, function: &str) {
     let r = boot(smp, &format!("tests=ipl fault={fault}"));
-    assert_eq!(r.ending, Ending::Exited(1), "fault={fault}: {}", r.describe());
-    let line = r.lines_with(report).next().unwrap_or_else(|| panic!("fault={fault}: no line with '{report}'"));
-    assert!(line.contains(&format!("<{function}+0x")), "fault={fault}: the report does not name {function}: {line}");
-    assert!(r.lines_with("PANIC on CPU").next().is_some(), "fault={fault}: no panic line");
+    assert_eq!(
+        r.ending,
+        Ending::Exited(1),
+        "fault={fault}: {}",
+        r.describe()
+    );
+    let line = r
+        .lines_with(report)
+        .next()
+        .unwrap_or_else(|| panic!("fault={fault}: no line with '{report}'"));
+    assert!(
+        line.contains(&format!("<{function}+0x")),
+        "fault={fault}: the report does not name {function}: {line}"
+    );
+    assert!(
+        r.lines_with("PANIC on CPU").next().is_some(),
+        "fault={fault}: no panic line"
+    );
 }
 
 #[test]
 fn breakpoint_reaches_entif() {
-    assert_fault("breakpoint", 1, "FAULT entIF (breakpoint) on CPU 0: at=", "fault_breakpoint");
+    assert_fault(
+        "breakpoint",
+        1,
+        "FAULT entIF (breakpoint) on CPU 0: at=",
+        "fault_breakpoint",
+    );
 }
 
 #[test]
 fn illegal_instruction_reaches_entif() {
-    assert_fault("illegal", 1, "FAULT entIF (illegal instruction) on CPU 0", "fault_illegal");
+    assert_fault(
+        "illegal",
+        1,
+        "FAULT entIF (illegal instruction) on CPU 0",
+        "fault_illegal",
+    );
 }
 
 #[test]
 fn overflow_reaches_entarith() {
-    assert_fault("overflow", 1, "FAULT entArith (arithmetic trap) on CPU 0", "fault_overflow");
+    assert_fault(
+        "overflow",
+        1,
+        "FAULT entArith (arithmetic trap) on CPU 0",
+        "fault_overflow",
+    );
 }
 
 #[test]
 fn unmapped_load_reaches_entmm() {
-    assert_fault("unmapped", 1, "FAULT entMM (memory-management fault) on CPU 0: at=", "fault_load");
+    assert_fault(
+        "unmapped",
+        1,
+        "FAULT entMM (memory-management fault) on CPU 0: at=",
+        "fault_load",
+    );
 }
 
 #[test]
 fn unaligned_load_reaches_entuna() {
-    assert_fault("unaligned", 1, "FAULT entUna (unaligned access) on CPU 0", "fault_load");
+    assert_fault(
+        "unaligned",
+        1,
+        "FAULT entUna (unaligned access) on CPU 0",
+        "fault_load",
+    );
 }
 
 /// qemu-palcode turns callsys from kernel mode into a machine check
 /// (docs/qemu.md §4), so this one is reported by the entInt path.
 #[test]
 fn callsys_from_kernel_is_reported() {
-    assert_fault("callsys", 1, "FAULT entInt (machine check) on CPU 0", "fault_callsys");
+    assert_fault(
+        "callsys",
+        1,
+        "FAULT entInt (machine check) on CPU 0",
+        "fault_callsys",
+    );
 }
 
 #[test]
 fn panic_on_a_secondary_stops_every_cpu() {
     let r = boot(4, "tests=ipl fault=panic");
     assert_eq!(r.ending, Ending::Exited(1), "{}", r.describe());
-    let line = r.lines_with("PANIC on CPU 1").next().expect("the panic names CPU 1");
+    let line = r
+        .lines_with("PANIC on CPU 1")
+        .next()
+        .expect("the panic names CPU 1");
     assert!(line.contains("deliberate panic"), "{line}");
     // The idle loop raises it (inlined into the secondary's entry).
-    assert!(line.contains("<kernel::smp::idle_loop (arch/alpha/src/smp.rs:"), "the host names the panicking function: {line}");
-    assert!(r.lines_with("did not acknowledge CPU_STOP").next().is_none(), "every CPU took the stop IPI");
+    assert!(
+        line.contains("<kernel::smp::idle_loop (arch/alpha/src/smp.rs:"),
+        "the host names the panicking function: {line}"
+    );
+    assert!(
+        r.lines_with("did not acknowledge CPU_STOP")
+            .next()
+            .is_none(),
+        "every CPU took the stop IPI"
+    );
 }
 
 /// A fault on the panic's own way out (the stop of the other CPUs faults
@@ -152,9 +247,24 @@ fn panic_on_a_secondary_stops_every_cpu() {
 fn a_fault_while_ending_still_ends_the_run() {
     let r = boot(2, "tests=ipl fault=ending");
     assert_eq!(r.ending, Ending::Exited(1), "{}", r.describe());
-    assert_eq!(r.lines_with("FAULT entIF (illegal instruction) on CPU 0").count(), 2, "the fault and the second one on the way out");
-    assert_eq!(r.lines_with("alphasmp: FAIL (panic)").count(), 1, "one verdict");
-    assert!(r.lines_with("alphasmp: the panic path faulted").next().is_some(), "{}", r.output);
+    assert_eq!(
+        r.lines_with("FAULT entIF (illegal instruction) on CPU 0")
+            .count(),
+        2,
+        "the fault and the second one on the way out"
+    );
+    assert_eq!(
+        r.lines_with("alphasmp: FAIL (panic)").count(),
+        1,
+        "one verdict"
+    );
+    assert!(
+        r.lines_with("alphasmp: the panic path faulted")
+            .next()
+            .is_some(),
+        "{}",
+        r.output
+    );
 }
 
 /// The stop IPI cannot reach a CPU at IPL 7: the panicking CPU names it and
@@ -163,15 +273,26 @@ fn a_fault_while_ending_still_ends_the_run() {
 fn panic_reports_a_cpu_the_stop_ipi_cannot_reach() {
     let r = boot(2, "tests=ipl fault=panic_stuck");
     assert_eq!(r.ending, Ending::Exited(1), "{}", r.describe());
-    assert!(r.lines_with("PANIC on CPU 1").next().is_some(), "the panic names CPU 1");
-    assert!(r.lines_with("CPU 0 (physical 0) did not acknowledge CPU_STOP").next().is_some(), "CPU 0 is reported");
+    assert!(
+        r.lines_with("PANIC on CPU 1").next().is_some(),
+        "the panic names CPU 1"
+    );
+    assert!(
+        r.lines_with("CPU 0 (physical 0) did not acknowledge CPU_STOP")
+            .next()
+            .is_some(),
+        "CPU 0 is reported"
+    );
 }
 
 #[test]
 fn banner_reports_hwrpb_facts() {
     let r = boot(1, "tests=div.u64");
     let hw = r.lines_with("hwrpb:").next().expect("banner line");
-    assert!(hw.contains("1 CPU(s)") && hw.contains("memory 256 MiB"), "{hw}");
+    assert!(
+        hw.contains("1 CPU(s)") && hw.contains("memory 256 MiB"),
+        "{hw}"
+    );
     assert!(r.passed(), "{}", r.describe());
 }
 
@@ -193,10 +314,26 @@ fn whole_suite_passes_with_64_mib_and_with_2_gib() {
 fn whole_suite_passes_on_a_sparse_cpu_set() {
     let r = boot(4, "cpus=0,2,3");
     assert!(r.passed(), "{}", r.describe());
-    let line = r.lines_with("smp: ").find(|l| l.contains("online (logical mask")).expect("bring-up summary");
-    assert!(line.contains("3 of 3 CPU(s) online (logical mask 0x7; physical ids [0, 2, 3], present [0, 1, 2, 3])"), "{line}");
-    assert!(r.lines_with("smp: CPU 2 (physical 3) online").next().is_some(), "logical 2 is physical 3");
-    assert!(r.lines_with("(physical 1)").next().is_none(), "physical 1 was not started");
+    let line = r
+        .lines_with("smp: ")
+        .find(|l| l.contains("online (logical mask"))
+        .expect("bring-up summary");
+    assert!(
+        line.contains(
+            "3 of 3 CPU(s) online (logical mask 0x7; physical ids [0, 2, 3], present [0, 1, 2, 3])"
+        ),
+        "{line}"
+    );
+    assert!(
+        r.lines_with("smp: CPU 2 (physical 3) online")
+            .next()
+            .is_some(),
+        "logical 2 is physical 3"
+    );
+    assert!(
+        r.lines_with("(physical 1)").next().is_none(),
+        "physical 1 was not started"
+    );
 }
 
 /// Output through the SRM console callbacks (PUTS) carries the whole suite.
@@ -204,7 +341,11 @@ fn whole_suite_passes_on_a_sparse_cpu_set() {
 fn whole_suite_passes_through_the_srm_console() {
     let r = boot(4, "console=srm");
     assert!(r.passed(), "{}", r.describe());
-    let k = r.output.lines().find(|l| l.starts_with("kernel: ")).expect("kernel line");
+    let k = r
+        .output
+        .lines()
+        .find(|l| l.starts_with("kernel: "))
+        .expect("kernel line");
     assert!(k.contains("console srm (CRB PUTS)"), "{k}");
 }
 
@@ -214,7 +355,11 @@ fn whole_suite_passes_through_the_srm_console() {
 fn marvel_machine_layer_runs_on_qemu() {
     let r = boot(2, "machine=marvel");
     assert!(r.passed(), "{}", r.describe());
-    assert!(r.lines_with("machine: marvel (machine=; the HWRPB says clipper)").next().is_some());
+    assert!(
+        r.lines_with("machine: marvel (machine=; the HWRPB says clipper)")
+            .next()
+            .is_some()
+    );
     assert!(r.lines_with("console srm (CRB PUTS)").next().is_some());
 }
 
@@ -222,8 +367,18 @@ fn marvel_machine_layer_runs_on_qemu() {
 #[test]
 fn machine_is_detected_from_the_hwrpb() {
     let r = boot(1, "tests=ipl");
-    assert!(r.lines_with("machine: clipper (from the HWRPB)").next().is_some(), "{}", r.output);
-    assert!(r.lines_with("clock: periodic interrupt at 1024 Hz, divided to a 100 Hz tick").next().is_some());
+    assert!(
+        r.lines_with("machine: clipper (from the HWRPB)")
+            .next()
+            .is_some(),
+        "{}",
+        r.output
+    );
+    assert!(
+        r.lines_with("clock: periodic interrupt at 1024 Hz, divided to a 100 Hz tick")
+            .next()
+            .is_some()
+    );
 }
 
 /// QEMU's private alarm stays available as an explicit choice.
@@ -231,7 +386,11 @@ fn machine_is_detected_from_the_hwrpb() {
 fn alarm_clock_keeps_the_tick_rate() {
     let r = boot(2, "clock=alarm tests=clock,ipi");
     assert!(r.passed(), "{}", r.describe());
-    assert!(r.lines_with("clock: QEMU one-shot alarm, 100 Hz tick").next().is_some());
+    assert!(
+        r.lines_with("clock: QEMU one-shot alarm, 100 Hz tick")
+            .next()
+            .is_some()
+    );
 }
 
 /// The end of a run leaves the console what it needs to stay at its prompt:
@@ -240,11 +399,29 @@ fn alarm_clock_keeps_the_tick_rate() {
 fn run_ends_with_verdict_and_halt_request() {
     let r = boot(2, "tests=ipl");
     assert!(r.passed(), "{}", r.describe());
-    assert!(r.lines_with("alphasmp: PASS (1 passed, 0 failed)").next().is_some(), "{}", r.output);
-    let exit = r.lines_with("exit: CPU 0 slot flags").next().expect("exit line");
-    assert!(exit.contains("halt request 4, restart-capable clear"), "{exit}");
+    assert!(
+        r.lines_with("alphasmp: PASS (1 passed, 0 failed)")
+            .next()
+            .is_some(),
+        "{}",
+        r.output
+    );
+    let exit = r
+        .lines_with("exit: CPU 0 slot flags")
+        .next()
+        .expect("exit line");
+    assert!(
+        exit.contains("halt request 4, restart-capable clear"),
+        "{exit}"
+    );
     let f = boot(1, "tests=selftest force_fail=yes");
-    assert!(f.lines_with("alphasmp: FAIL (0 passed, 1 failed)").next().is_some(), "{}", f.output);
+    assert!(
+        f.lines_with("alphasmp: FAIL (0 passed, 1 failed)")
+            .next()
+            .is_some(),
+        "{}",
+        f.output
+    );
 }
 
 /// Impossible CPU selections and console choices are refused in one line.
@@ -252,13 +429,29 @@ fn run_ends_with_verdict_and_halt_request() {
 fn bad_cpus_and_console_choices_are_refused() {
     for (smp, append, needle) in [
         (2, "cpus=1", "error: cpus= must include the boot CPU 0"),
-        (4, "cpus=0,7", "error: cpus= names CPU(s) [7] that the HWRPB does not report present and startable"),
-        (1, "machine=marvel console=uart", "error: console=uart: this machine has no legacy UART"),
-        (1, "machine=titan", "error: boot argument machine=titan: no machine layer has that name (machine layers: clipper"),
+        (
+            4,
+            "cpus=0,7",
+            "error: cpus= names CPU(s) [7] that the HWRPB does not report present and startable",
+        ),
+        (
+            1,
+            "machine=marvel console=uart",
+            "error: console=uart: this machine has no legacy UART",
+        ),
+        (
+            1,
+            "machine=titan",
+            "error: boot argument machine=titan: no machine layer has that name (machine layers: clipper",
+        ),
     ] {
         let r = boot(smp, append);
         assert!(!r.passed(), "{append}: {}", r.describe());
-        assert!(r.lines_with(needle).next().is_some(), "{append}: no line '{needle}' in\n{}", r.output);
+        assert!(
+            r.lines_with(needle).next().is_some(),
+            "{append}: no line '{needle}' in\n{}",
+            r.output
+        );
         assert_eq!(r.summary(), None, "{append}: no tests ran");
     }
 }
@@ -266,9 +459,18 @@ fn bad_cpus_and_console_choices_are_refused() {
 #[test]
 fn forced_failure_fails_the_run() {
     let r = boot(1, "tests=selftest,div.u64 force_fail=yes");
-    assert_eq!(r.ending, Ending::Exited(1), "pvpanic exit status: {}", r.describe());
+    assert_eq!(
+        r.ending,
+        Ending::Exited(1),
+        "pvpanic exit status: {}",
+        r.describe()
+    );
     assert_eq!(r.summary(), Some((1, 1)), "one pass, one failure");
-    assert!(r.lines_with("test selftest.forced_failure ... FAILED").next().is_some());
+    assert!(
+        r.lines_with("test selftest.forced_failure ... FAILED")
+            .next()
+            .is_some()
+    );
     assert!(!r.passed());
 }
 
@@ -288,7 +490,13 @@ fn unknown_boot_argument_is_refused() {
 fn test_selection_matching_nothing_is_refused() {
     let r = boot(1, "tests=nosuchtest");
     assert_eq!(r.ending, Ending::Exited(1), "{}", r.describe());
-    assert!(r.lines_with("error: boot argument tests=nosuchtest selects no self-test").next().is_some(), "{}", r.output);
+    assert!(
+        r.lines_with("error: boot argument tests=nosuchtest selects no self-test")
+            .next()
+            .is_some(),
+        "{}",
+        r.output
+    );
     assert!(r.lines_with("alphasmp: FAIL").next().is_some());
     assert_eq!(r.summary(), None, "no tests ran");
 }
@@ -297,7 +505,11 @@ fn test_selection_matching_nothing_is_refused() {
 fn bad_boot_value_is_refused() {
     let r = boot(1, "tick_hz=0");
     assert_eq!(r.ending, Ending::Exited(1), "{}", r.describe());
-    assert!(r.lines_with("error: boot argument tick_hz=0").next().is_some());
+    assert!(
+        r.lines_with("error: boot argument tick_hz=0")
+            .next()
+            .is_some()
+    );
 }
 
 /// `cargo xtask gdb`: QEMU halted with its stub, gdb-multiarch attached with
@@ -306,21 +518,55 @@ fn bad_boot_value_is_refused() {
 #[test]
 fn gdb_session_breaks_steps_and_sees_every_cpu() {
     let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let commands = ["break alpha_boot_main", "continue", "next", "info threads", "rbreak-rust kernel::smp::finish", "continue", "bt 2"];
+    let commands = [
+        "break alpha_boot_main",
+        "continue",
+        "next",
+        "info threads",
+        "rbreak-rust kernel::smp::finish",
+        "continue",
+        "bt 2",
+    ];
     let session = xtask::gdb::Session {
-        spec: RunSpec { kernel: kernel(), smp: 4, mem: qemu::DEFAULT_MEM_MIB, append: "tests=ipl", timeout: Duration::MAX, echo: false, image: None, cpu: Default::default() },
+        spec: RunSpec {
+            kernel: kernel(),
+            smp: 4,
+            mem: qemu::DEFAULT_MEM_MIB,
+            append: "tests=ipl",
+            timeout: Duration::MAX,
+            echo: false,
+            image: None,
+            cpu: Default::default(),
+        },
         commands: commands.iter().map(|c| c.to_string()).collect(),
-        serial_log: std::env::temp_dir().join(format!("alphasmp-gdb-test-{}.log", std::process::id())),
+        serial_log: std::env::temp_dir()
+            .join(format!("alphasmp-gdb-test-{}.log", std::process::id())),
     };
     let out = xtask::gdb::batch(&session, Duration::from_secs(120)).expect("gdb session runs");
     let g = &out.gdb_output;
     eprintln!("{g}\n--- serial\n{}", out.serial);
-    assert!(g.contains("hit Breakpoint 1, alpha_boot_main"), "breakpoint on alpha_boot_main");
+    assert!(
+        g.contains("hit Breakpoint 1, alpha_boot_main"),
+        "breakpoint on alpha_boot_main"
+    );
     assert!(g.contains("src/main.rs"), "source lines are known");
     for cpu in 0..4 {
-        assert!(g.contains(&format!("(CPU#{cpu} [")), "CPU {cpu} is a thread");
+        assert!(
+            g.contains(&format!("(CPU#{cpu} [")),
+            "CPU {cpu} is a thread"
+        );
     }
-    assert!(g.contains("hit Breakpoint 2, _RNvNtC") && g.contains("smp6finish"), "breakpoint on a mangled Rust path");
-    assert!(g.lines().any(|l| l.starts_with("#1 ") && l.contains(" in ")), "the backtrace reaches the caller's frame");
-    assert!(out.serial.contains("1 passed, 0 failed"), "the kernel ran up to the verdict under gdb");
+    assert!(
+        g.contains("hit Breakpoint 2, _RNvNtC") && g.contains("smp6finish"),
+        "breakpoint on a mangled Rust path"
+    );
+    assert!(
+        g.lines()
+            .any(|l| l.starts_with("#1 ") && l.contains(" in ")),
+        "the backtrace reaches the caller's frame"
+    );
+    assert!(
+        out.serial.contains("1 passed, 0 failed"),
+        "the kernel ran up to the verdict under gdb"
+    );
 }

@@ -24,7 +24,9 @@ fn read(p: &Path) -> Vec<u8> {
 }
 
 fn check(bytes: &[u8]) -> Result<String, String> {
-    xtask::image::check(bytes, &images().kernel).map(|r| r.kind.to_string()).map_err(|e| e.to_string())
+    xtask::image::check(bytes, &images().kernel)
+        .map(|r| r.kind.to_string())
+        .map_err(|e| e.to_string())
 }
 
 fn one_line(e: &str) {
@@ -45,7 +47,11 @@ fn built_images_pass_the_check() {
     let w = &images().written;
     assert_eq!(check(&read(&w.disk)), Ok("disk image".into()));
     assert_eq!(check(&read(&w.bootp)), Ok("BOOTP image".into()));
-    assert!(w.header.load_phys >= image::MIN_KERNEL_PHYS, "kernel linked for {:#x}", w.header.load_phys);
+    assert!(
+        w.header.load_phys >= image::MIN_KERNEL_PHYS,
+        "kernel linked for {:#x}",
+        w.header.load_phys
+    );
 }
 
 #[test]
@@ -91,7 +97,10 @@ fn damaged_payload_or_header_is_refused() {
     // Re-summed: then the header no longer matches the kernel ELF.
     let e = check(&with_load_address(&b, h.load_phys + 0x10_0000, true)).unwrap_err();
     one_line(&e);
-    assert!(e.contains("does not carry") && e.contains("load address"), "{e}");
+    assert!(
+        e.contains("does not carry") && e.contains("load address"),
+        "{e}"
+    );
     // Below what real machines need.
     let e = check(&with_load_address(&b, 0x30_0000, true)).unwrap_err();
     assert!(e.contains("below 0x1000000"), "{e}");
@@ -115,12 +124,19 @@ fn damaged_payload_or_header_is_refused() {
 /// too, as a build linked for that address would have it.
 fn with_load_address(bootp: &[u8], load: u64, resum: bool) -> Vec<u8> {
     let mut p = bootp.to_vec();
-    let q = |p: &[u8], i: usize| u64::from_le_bytes(p[HEADER_OFFSET + 8 * i..HEADER_OFFSET + 8 * i + 8].try_into().unwrap());
+    let q = |p: &[u8], i: usize| {
+        u64::from_le_bytes(
+            p[HEADER_OFFSET + 8 * i..HEADER_OFFSET + 8 * i + 8]
+                .try_into()
+                .unwrap(),
+        )
+    };
     let mut h = image::Header::from_quads(|i| q(&p, i)).unwrap();
     h.entry = h.entry - h.load_phys + load;
     h.load_phys = load;
     if resum {
-        h.sum = h.sum_of(&p[h.payload_offset as usize..(h.payload_offset + h.payload_len) as usize]);
+        h.sum =
+            h.sum_of(&p[h.payload_offset as usize..(h.payload_offset + h.payload_len) as usize]);
     }
     for (i, v) in h.to_quads().iter().enumerate() {
         p[HEADER_OFFSET + 8 * i..HEADER_OFFSET + 8 * i + 8].copy_from_slice(&v.to_le_bytes());
@@ -143,24 +159,47 @@ fn boot_image_on(cpu: CpuModel, smp: u32, device: &str, image: &Path, append: &s
         append,
         timeout: Duration::from_secs(180),
         echo: false,
-        image: Some(ImageBoot { emulation: &i.emulation, image, device }),
+        image: Some(ImageBoot {
+            emulation: &i.emulation,
+            image,
+            device,
+        }),
         cpu,
     };
     let r = qemu::run(&spec).expect("QEMU starts");
-    eprintln!("--- {device} {} smp={smp} cpu={cpu:?} append='{append}': {}\n{}", image.display(), r.describe(), r.output);
+    eprintln!(
+        "--- {device} {} smp={smp} cpu={cpu:?} append='{append}': {}\n{}",
+        image.display(),
+        r.describe(),
+        r.output
+    );
     r
 }
 
 fn assert_suite_passes_through(r: &RunResult) {
-    assert!(r.passed(), "self-tests through the image did not pass: {}", r.describe());
+    assert!(
+        r.passed(),
+        "self-tests through the image did not pass: {}",
+        r.describe()
+    );
     assert!(r.lines_with("FAILED").next().is_none());
     let (passed, _) = r.summary().unwrap();
     assert_eq!(r.lines_with(" ... ok").count() as u32, passed);
     // The loader ran, switched PALcode and staged its copy; the kernel got
     // its arguments from the (emulated) console's GET_ENV.
-    assert!(r.lines_with("alphasmp loader: kernel ").next().is_some(), "loader did not report the copy");
-    assert!(r.lines_with("alphasmp loader: OSF/1 PALcode running").next().is_some());
-    assert!(r.lines_with("(from SRM BOOTED_OSFLAGS)").next().is_some(), "kernel did not take BOOTED_OSFLAGS");
+    assert!(
+        r.lines_with("alphasmp loader: kernel ").next().is_some(),
+        "loader did not report the copy"
+    );
+    assert!(
+        r.lines_with("alphasmp loader: OSF/1 PALcode running")
+            .next()
+            .is_some()
+    );
+    assert!(
+        r.lines_with("(from SRM BOOTED_OSFLAGS)").next().is_some(),
+        "kernel did not take BOOTED_OSFLAGS"
+    );
     assert!(r.output.contains("alphasmp: PASS"));
 }
 
@@ -173,16 +212,36 @@ fn assert_suite_passes_through(r: &RunResult) {
 /// still arrive whole, the loader's and the kernel's.
 #[test]
 fn suite_passes_through_the_disk_image_on_1_ev6_cpu() {
-    let r = boot_image_on(CpuModel::EV6, 1, "dka0", &images().written.disk, "watchdog_ms=1000 console=srm");
+    let r = boot_image_on(
+        CpuModel::EV6,
+        1,
+        "dka0",
+        &images().written.disk,
+        "watchdog_ms=1000 console=srm",
+    );
     assert_suite_passes_through(&r);
-    assert!(r.lines_with("srm-emu: dka0: boot block OK").next().is_some());
-    let k = r.output.lines().find(|l| l.starts_with("kernel: ")).expect("kernel line");
+    assert!(
+        r.lines_with("srm-emu: dka0: boot block OK")
+            .next()
+            .is_some()
+    );
+    let k = r
+        .output
+        .lines()
+        .find(|l| l.starts_with("kernel: "))
+        .expect("kernel line");
     assert!(k.contains("console srm (CRB PUTS)"), "{k}");
 }
 
 #[test]
 fn suite_passes_through_the_bootp_image_on_4_ev6_cpus() {
-    let r = boot_image_on(CpuModel::EV6, 4, "ewa0", &images().written.bootp, "watchdog_ms=1000");
+    let r = boot_image_on(
+        CpuModel::EV6,
+        4,
+        "ewa0",
+        &images().written.bootp,
+        "watchdog_ms=1000",
+    );
     assert_suite_passes_through(&r);
     assert!(r.lines_with("smp: 4 of 4 CPU(s) online").next().is_some());
 }
@@ -190,8 +249,15 @@ fn suite_passes_through_the_bootp_image_on_4_ev6_cpus() {
 /// Nothing of the kernel ran, and the run is not a pass.
 fn assert_stopped_before_kernel(r: &RunResult, line: &str) {
     assert!(!r.passed(), "{}", r.describe());
-    assert!(r.lines_with("alphasmp kernel:").next().is_none(), "the kernel ran:\n{}", r.output);
-    let l = r.lines_with(line).next().unwrap_or_else(|| panic!("no line containing {line:?}:\n{}", r.output));
+    assert!(
+        r.lines_with("alphasmp kernel:").next().is_none(),
+        "the kernel ran:\n{}",
+        r.output
+    );
+    let l = r
+        .lines_with(line)
+        .next()
+        .unwrap_or_else(|| panic!("no line containing {line:?}:\n{}", r.output));
     assert!(l.contains("FAIL") || l.contains("failure"), "{l}");
 }
 
@@ -201,14 +267,20 @@ fn bad_boot_block_checksum_does_not_boot() {
     d[504] ^= 0x01;
     let r = boot_image(1, "dka0", &scratch("bad-checksum.img", &d), "");
     assert_stopped_before_kernel(&r, "srm-emu: bootstrap failure: dka0: boot block checksum");
-    assert!(r.lines_with("alphasmp loader").next().is_none(), "the loader ran");
+    assert!(
+        r.lines_with("alphasmp loader").next().is_none(),
+        "the loader ran"
+    );
 }
 
 #[test]
 fn truncated_disk_does_not_boot() {
     let d = read(&images().written.disk);
     let r = boot_image(1, "dka0", &scratch("truncated.img", &d[..d.len() / 2]), "");
-    assert_stopped_before_kernel(&r, "srm-emu: bootstrap failure: dka0: the boot block names blocks");
+    assert_stopped_before_kernel(
+        &r,
+        "srm-emu: bootstrap failure: dka0: the boot block names blocks",
+    );
 }
 
 #[test]
@@ -227,7 +299,11 @@ fn a_changed_load_address_is_refused_by_the_loader() {
     // Usable memory, but not where the kernel was linked: the checksum
     // over the header catches the edit before anything is copied.
     let h = images().written.header;
-    let b = with_load_address(&read(&images().written.bootp), h.load_phys + 0x10_0000, false);
+    let b = with_load_address(
+        &read(&images().written.bootp),
+        h.load_phys + 0x10_0000,
+        false,
+    );
     let r = boot_image(1, "ewa0", &scratch("moved.bootp", &b), "");
     assert_stopped_before_kernel(&r, "alphasmp loader: FAIL: image checksum");
 }
@@ -237,7 +313,10 @@ fn an_image_loaded_at_another_address_is_refused_by_the_loader() {
     // A console that maps the image at 0x30000000: the loader's first
     // instructions see it and say so (through the callbacks) and halt.
     let r = boot_image(1, "ewa0@0x30000000", &images().written.bootp, "");
-    assert_stopped_before_kernel(&r, "alphasmp loader: FAIL: not running at virtual 0x20000000");
+    assert_stopped_before_kernel(
+        &r,
+        "alphasmp loader: FAIL: not running at virtual 0x20000000",
+    );
 }
 
 /// A console set to 4-level page tables (`page_table_levels 4`, VPTB
@@ -246,7 +325,10 @@ fn an_image_loaded_at_another_address_is_refused_by_the_loader() {
 #[test]
 fn a_four_level_console_page_table_is_refused_by_the_loader() {
     let r = boot_image(1, "ewa0+levels4", &images().written.bootp, "");
-    assert_stopped_before_kernel(&r, "alphasmp loader: FAIL: the console's VPTB 0x80000000000 is not the base of a 3-level page table");
+    assert_stopped_before_kernel(
+        &r,
+        "alphasmp loader: FAIL: the console's VPTB 0x80000000000 is not the base of a 3-level page table",
+    );
 }
 
 #[test]

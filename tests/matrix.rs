@@ -10,7 +10,9 @@ use xtask::matrix::{self, Expect, Params};
 
 fn kernel() -> &'static PathBuf {
     static ELF: OnceLock<PathBuf> = OnceLock::new();
-    ELF.get_or_init(|| xtask::kernel_elf(true).unwrap_or_else(|e| panic!("cannot build the kernel: {e}")))
+    ELF.get_or_init(|| {
+        xtask::kernel_elf(true).unwrap_or_else(|e| panic!("cannot build the kernel: {e}"))
+    })
 }
 
 #[test]
@@ -18,19 +20,42 @@ fn every_cell_ends_as_predicted() {
     // Shorter cells by default; the full size with `cargo xtask test --long`.
     // Not much shorter: without a fix, 2 CPUs first lost an edge after 35 to
     // 100 shootdowns in full runs, and a predicted deadlock needs one loss.
-    let per_cpu = if std::env::var_os("ALPHASMP_LONG").is_some() { Params::default().per_cpu } else { 150 };
-    let p = Params { per_cpu, ..Params::default() };
-    let cells = matrix::run_all(kernel(), &p, |c| eprintln!("{}", matrix::describe(c))).expect("QEMU runs");
+    let per_cpu = if std::env::var_os("ALPHASMP_LONG").is_some() {
+        Params::default().per_cpu
+    } else {
+        150
+    };
+    let p = Params {
+        per_cpu,
+        ..Params::default()
+    };
+    let cells =
+        matrix::run_all(kernel(), &p, |c| eprintln!("{}", matrix::describe(c))).expect("QEMU runs");
     assert_eq!(cells.len(), 2 * matrix::FAULTS.len() * matrix::FIXES.len());
-    let wrong: Vec<String> = cells.iter().filter(|c| !c.as_predicted()).map(matrix::describe).collect();
-    assert!(wrong.is_empty(), "cells not as predicted:\n{}", wrong.join("\n"));
+    let wrong: Vec<String> = cells
+        .iter()
+        .filter(|c| !c.as_predicted())
+        .map(matrix::describe)
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "cells not as predicted:\n{}",
+        wrong.join("\n")
+    );
     // The reproductions really reproduce: a predicted deadlock was detected
     // by the watchdog (not a hang), and the rescue counters show the fix
     // doing the work where it is the only thing that can.
     for c in &cells {
         if c.outcome == "deadlock" {
-            let ms: i64 = c.field("detect_ms").and_then(|v| v.parse().ok()).unwrap_or(-1);
-            assert!(ms >= 0, "deadlock without a detection time: {}", matrix::describe(c));
+            let ms: i64 = c
+                .field("detect_ms")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(-1);
+            assert!(
+                ms >= 0,
+                "deadlock without a detection time: {}",
+                matrix::describe(c)
+            );
         }
         if c.fault == "edge_loss" && c.fix == "poll" {
             // Rescues by the in-interrupt poll and by the idle loop's poll.
@@ -40,13 +65,25 @@ fn every_cell_ends_as_predicted() {
             // Whatever was dropped, the poll rescued something. On 2 CPUs a
             // cell can finish within a tick or two (about 5 us a shootdown)
             // and lose nothing; on 4 CPUs it runs for seconds and must.
-            assert!(dropped == 0 || rescued > 0, "edges were dropped but nothing rescued: {}", matrix::describe(c));
+            assert!(
+                dropped == 0 || rescued > 0,
+                "edges were dropped but nothing rescued: {}",
+                matrix::describe(c)
+            );
             if c.smp == 4 {
-                assert!(dropped > 0, "no edge lost in a 4-CPU run: the window is not exercised: {}", matrix::describe(c));
+                assert!(
+                    dropped > 0,
+                    "no edge lost in a 4-CPU run: the window is not exercised: {}",
+                    matrix::describe(c)
+                );
             }
         }
     }
-    assert!(cells.iter().any(|c| c.expect == Expect::Deadlocks && c.outcome == "deadlock"));
+    assert!(
+        cells
+            .iter()
+            .any(|c| c.expect == Expect::Deadlocks && c.outcome == "deadlock")
+    );
     let dir = std::env::temp_dir().join(format!("alphasmp-matrix-{}", std::process::id()));
     matrix::write(&dir, &cells, &p).unwrap();
     let md = std::fs::read_to_string(dir.join("matrix.md")).unwrap();
@@ -63,7 +100,12 @@ fn every_cell_ends_as_predicted() {
 /// and the masked-wait cells are unchanged (`matrix::predict_for`).
 #[test]
 fn napping_waiters_on_the_lossy_line() {
-    let p = Params { per_cpu: 150, smps: vec![4], wait: "nap", ..Params::default() };
+    let p = Params {
+        per_cpu: 150,
+        smps: vec![4],
+        wait: "nap",
+        ..Params::default()
+    };
     let mut cells = Vec::new();
     for &(fix, args) in matrix::FIXES {
         for fault in ["edge_loss", "masked_wait"] {
@@ -72,9 +114,20 @@ fn napping_waiters_on_the_lossy_line() {
             cells.push(c);
         }
     }
-    let wrong: Vec<String> = cells.iter().filter(|c| !c.as_predicted()).map(matrix::describe).collect();
-    assert!(wrong.is_empty(), "cells not as predicted with wait=nap:\n{}", wrong.join("\n"));
-    let lossy_poll = cells.iter().find(|c| c.fault == "edge_loss" && c.fix == "poll").unwrap();
+    let wrong: Vec<String> = cells
+        .iter()
+        .filter(|c| !c.as_predicted())
+        .map(matrix::describe)
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "cells not as predicted with wait=nap:\n{}",
+        wrong.join("\n")
+    );
+    let lossy_poll = cells
+        .iter()
+        .find(|c| c.fault == "edge_loss" && c.fix == "poll")
+        .unwrap();
     assert_eq!(lossy_poll.outcome, "completed");
 }
 
@@ -95,9 +148,20 @@ fn detection_time_survives_unsynchronised_clocks() {
         cpu: Default::default(),
     })
     .expect("QEMU runs");
-    let fields = matrix::parse_result(&r.output).unwrap_or_else(|| panic!("no stress-result line:\n{}", r.output));
-    let get = |k: &str| fields.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap_or_default();
+    let fields = matrix::parse_result(&r.output)
+        .unwrap_or_else(|| panic!("no stress-result line:\n{}", r.output));
+    let get = |k: &str| {
+        fields
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
     assert_eq!(get("outcome"), "deadlock", "{}", r.output);
     let ms: i64 = get("detect_ms").parse().unwrap_or(-1);
-    assert!((500..5000).contains(&ms), "detection after {ms} ms with a 500 ms watchdog:\n{}", r.output);
+    assert!(
+        (500..5000).contains(&ms),
+        "detection after {ms} ms with a 500 ms watchdog:\n{}",
+        r.output
+    );
 }

@@ -29,10 +29,17 @@ use alphasmp::xcall::XcallError;
 /// Seeds for a test: `ALPHASMP_SEED` alone if set, else `0..short`
 /// (`0..long` with `ALPHASMP_LONG`).
 fn seeds(short: u64, long: u64) -> std::ops::Range<u64> {
-    if let Some(s) = std::env::var("ALPHASMP_SEED").ok().and_then(|s| s.parse().ok()) {
+    if let Some(s) = std::env::var("ALPHASMP_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
         return s..s + 1;
     }
-    0..if std::env::var_os("ALPHASMP_LONG").is_some() { long } else { short }
+    0..if std::env::var_os("ALPHASMP_LONG").is_some() {
+        long
+    } else {
+        short
+    }
 }
 
 /// Watchdog bound under the seeded scheduler, in global scheduling steps:
@@ -76,7 +83,11 @@ impl Tally {
 }
 
 fn tallies() -> &'static [Tally] {
-    Box::leak((0..SIM_MAX_CPUS).map(|_| Tally([const { AtomicU64::new(0) }; SIM_MAX_CPUS])).collect())
+    Box::leak(
+        (0..SIM_MAX_CPUS)
+            .map(|_| Tally([const { AtomicU64::new(0) }; SIM_MAX_CPUS]))
+            .collect(),
+    )
 }
 
 fn record(arg: usize) {
@@ -96,7 +107,9 @@ fn diff(seen: &[u64; SIM_MAX_CPUS], want: &[u64; SIM_MAX_CPUS]) -> String {
 }
 
 fn pick(rng: &mut XorShift64, mask: CpuMask) -> usize {
-    mask.iter().nth(rng.below(mask.count() as u64) as usize).unwrap()
+    mask.iter()
+        .nth(rng.below(mask.count() as u64) as usize)
+        .unwrap()
 }
 
 /// What one caller asked for: runs per CPU, and calls to other CPUs.
@@ -111,19 +124,29 @@ struct Asked {
 /// on_each_cpu. After each call its tally must be exactly what it asked for.
 /// With offline CPUs it also checks that calls naming one are refused
 /// before anything runs.
-fn storm<const N: usize>(smp: &'static SimSmp<N>, tallies: &'static [Tally], seed: u64, me: usize, rounds: usize) -> Asked {
+fn storm<const N: usize>(
+    smp: &'static SimSmp<N>,
+    tallies: &'static [Tally],
+    seed: u64,
+    me: usize,
+    rounds: usize,
+) -> Asked {
     let online = smp.online();
     let offline = CpuMask::first(N).0 & !online.0;
     let mut rng = XorShift64::new(seed.wrapping_mul(0x9e37_79b9) ^ ((me as u64 + 1) << 40));
     let mine = &tallies[me];
     let arg = mine as *const Tally as usize;
-    let mut asked = Asked { runs: [0; SIM_MAX_CPUS], remote: 0 };
+    let mut asked = Asked {
+        runs: [0; SIM_MAX_CPUS],
+        remote: 0,
+    };
     let fail = |what: &str, e: XcallError| -> ! { panic!("seed {seed}: CPU {me}: {what}: {e}") };
     for round in 0..rounds {
         let mask = match (round + me) % 3 {
             0 => {
                 let t = pick(&mut rng, online);
-                smp.call_single(t, record, arg, true).unwrap_or_else(|e| fail(&format!("call_single({t})"), e));
+                smp.call_single(t, record, arg, true)
+                    .unwrap_or_else(|e| fail(&format!("call_single({t})"), e));
                 CpuMask::single(t)
             }
             1 => {
@@ -131,11 +154,13 @@ fn storm<const N: usize>(smp: &'static SimSmp<N>, tallies: &'static [Tally], see
                 if m.is_empty() {
                     m.insert(pick(&mut rng, online));
                 }
-                smp.call_many(m, record, arg, true).unwrap_or_else(|e| fail(&format!("call_many({:#x})", m.0), e));
+                smp.call_many(m, record, arg, true)
+                    .unwrap_or_else(|e| fail(&format!("call_many({:#x})", m.0), e));
                 m
             }
             _ => {
-                smp.on_each_cpu(record, arg, true).unwrap_or_else(|e| fail("on_each_cpu", e));
+                smp.on_each_cpu(record, arg, true)
+                    .unwrap_or_else(|e| fail("on_each_cpu", e));
                 online
             }
         };
@@ -144,16 +169,37 @@ fn storm<const N: usize>(smp: &'static SimSmp<N>, tallies: &'static [Tally], see
         }
         asked.remote += mask.without(me).count() as u64;
         let seen = mine.snapshot();
-        assert!(seen == asked.runs, "seed {seed}: CPU {me} round {round}, call to {:#x} returned with: {}", mask.0, diff(&seen, &asked.runs));
+        assert!(
+            seen == asked.runs,
+            "seed {seed}: CPU {me} round {round}, call to {:#x} returned with: {}",
+            mask.0,
+            diff(&seen, &asked.runs)
+        );
     }
     if offline != 0 {
         let off = pick(&mut rng, CpuMask(offline));
-        assert_eq!(smp.call_single(off, record, arg, true), Err(XcallError::Offline(off)), "seed {seed}: CPU {me}");
+        assert_eq!(
+            smp.call_single(off, record, arg, true),
+            Err(XcallError::Offline(off)),
+            "seed {seed}: CPU {me}"
+        );
         let m = CpuMask(online.0 | 1 << off);
-        assert_eq!(smp.call_many(m, record, arg, true), Err(XcallError::Offline(off)), "seed {seed}: CPU {me}");
-        assert_eq!(smp.call_single(N, record, arg, true), Err(XcallError::NoSuchCpu(N)), "seed {seed}: CPU {me}");
+        assert_eq!(
+            smp.call_many(m, record, arg, true),
+            Err(XcallError::Offline(off)),
+            "seed {seed}: CPU {me}"
+        );
+        assert_eq!(
+            smp.call_single(N, record, arg, true),
+            Err(XcallError::NoSuchCpu(N)),
+            "seed {seed}: CPU {me}"
+        );
         let seen = mine.snapshot();
-        assert!(seen == asked.runs, "seed {seed}: CPU {me}: a refused call ran: {}", diff(&seen, &asked.runs));
+        assert!(
+            seen == asked.runs,
+            "seed {seed}: CPU {me}: a refused call ran: {}",
+            diff(&seen, &asked.runs)
+        );
     }
     asked
 }
@@ -169,20 +215,39 @@ fn xcall_storm<const N: usize>(smp: &'static SimSmp<N>, seed: u64, rounds: usize
     let mut remote = 0;
     for (me, a) in online.iter().zip(&asked) {
         let seen = tallies[me].snapshot();
-        assert!(seen == a.runs, "seed {seed}: CPU {me}'s calls, after the run: {}", diff(&seen, &a.runs));
+        assert!(
+            seen == a.runs,
+            "seed {seed}: CPU {me}'s calls, after the run: {}",
+            diff(&seen, &a.runs)
+        );
         remote += a.remote;
     }
     let sum = |f: &dyn Fn(usize) -> u64| (0..N).map(f).sum::<u64>();
     let queued = sum(&|c| smp.cpu(c).stats.calls_queued.load(Relaxed));
     let run = sum(&|c| smp.cpu(c).stats.calls_run.load(Relaxed));
-    assert_eq!((queued, run), (remote, remote), "seed {seed}: calls queued and run, against calls asked for other CPUs");
+    assert_eq!(
+        (queued, run),
+        (remote, remote),
+        "seed {seed}: calls queued and run, against calls asked for other CPUs"
+    );
     for c in (0..N).filter(|c| !online.contains(*c)) {
         let st = &smp.cpu(c).stats;
         let sent: u64 = st.ipi_sent.iter().map(|s| s.load(Relaxed)).sum();
-        assert_eq!((sent, st.calls_run.load(Relaxed)), (0, 0), "seed {seed}: offline CPU {c} was interrupted");
-        assert!(smp.cpu(c).mailbox.peek().is_empty(), "seed {seed}: offline CPU {c} has mail");
+        assert_eq!(
+            (sent, st.calls_run.load(Relaxed)),
+            (0, 0),
+            "seed {seed}: offline CPU {c} was interrupted"
+        );
+        assert!(
+            smp.cpu(c).mailbox.peek().is_empty(),
+            "seed {seed}: offline CPU {c} has mail"
+        );
     }
-    assert_eq!(smp.platform.stalls.load(Relaxed), 0, "seed {seed}: watchdog reports");
+    assert_eq!(
+        smp.platform.stalls.load(Relaxed),
+        0,
+        "seed {seed}: watchdog reports"
+    );
 }
 
 /// 16 CPUs, 40 calls each, 32 seeds: about 1.1 s.
@@ -238,7 +303,11 @@ fn roles(online: CpuMask) -> Roles {
             }
         }
     }
-    Roles { active, moved, issuers }
+    Roles {
+        active,
+        moved,
+        issuers,
+    }
 }
 
 /// Pages in each issuer's range flush (per-page: below RANGE_PAGE_LIMIT).
@@ -256,7 +325,11 @@ fn shootdowns<const N: usize>(online: CpuMask, seed: u64, rounds: u64) {
     let mmu: &'static SimMmu<N> = Box::leak(Box::new(Mmu::new(smp)));
     let s: &'static AddressSpace<N> = Box::leak(Box::new(AddressSpace::new()));
     let t: &'static AddressSpace<N> = Box::leak(Box::new(AddressSpace::new()));
-    let Roles { active, moved, issuers } = roles(online);
+    let Roles {
+        active,
+        moved,
+        issuers,
+    } = roles(online);
     assert!(issuers.count() >= 3, "several issuers");
     SimPlatform::run_on(smp, online, move |me| {
         mmu.activate(s);
@@ -267,14 +340,20 @@ fn shootdowns<const N: usize>(online: CpuMask, seed: u64, rounds: u64) {
             while s.active() != active || t.active() != moved {
                 smp.platform.relax();
             }
-            let fail = |what: &str, e: XcallError| -> ! { panic!("seed {seed}: CPU {me}: {what}: {e}") };
+            let fail =
+                |what: &str, e: XcallError| -> ! { panic!("seed {seed}: CPU {me}: {what}: {e}") };
             for round in 0..rounds {
                 let va = 0x100_0000 + (me as u64 * 64 + round) * 4 * PAGE_SIZE;
-                mmu.flush_tlb_page(s, va, false).unwrap_or_else(|e| fail("flush_tlb_page", e));
-                mmu.flush_tlb_range(s, va, va + RANGE_PAGES * PAGE_SIZE, false).unwrap_or_else(|e| fail("flush_tlb_range", e));
-                mmu.flush_tlb_mm(s).unwrap_or_else(|e| fail("flush_tlb_mm", e));
-                mmu.flush_icache_user_page(s, true).unwrap_or_else(|e| fail("flush_icache_user_page", e));
-                mmu.flush_tlb_all().unwrap_or_else(|e| fail("flush_tlb_all", e));
+                mmu.flush_tlb_page(s, va, false)
+                    .unwrap_or_else(|e| fail("flush_tlb_page", e));
+                mmu.flush_tlb_range(s, va, va + RANGE_PAGES * PAGE_SIZE, false)
+                    .unwrap_or_else(|e| fail("flush_tlb_range", e));
+                mmu.flush_tlb_mm(s)
+                    .unwrap_or_else(|e| fail("flush_tlb_mm", e));
+                mmu.flush_icache_user_page(s, true)
+                    .unwrap_or_else(|e| fail("flush_icache_user_page", e));
+                mmu.flush_tlb_all()
+                    .unwrap_or_else(|e| fail("flush_tlb_all", e));
                 mmu.smp_imb().unwrap_or_else(|e| fail("smp_imb", e));
             }
         }
@@ -283,7 +362,15 @@ fn shootdowns<const N: usize>(online: CpuMask, seed: u64, rounds: u64) {
     let k = issuers.count() as u64 * rounds;
     for c in 0..N {
         let st = &mmu.stats[c];
-        let seen = [&st.tbis, &st.new_asn, &st.tbia, &st.imb, &st.contexts_zeroed, &st.tbiap].map(|a| a.load(Relaxed));
+        let seen = [
+            &st.tbis,
+            &st.new_asn,
+            &st.tbia,
+            &st.imb,
+            &st.contexts_zeroed,
+            &st.tbiap,
+        ]
+        .map(|a| a.load(Relaxed));
         let (role, want) = if active.contains(c) {
             ("S active", [k * (1 + RANGE_PAGES), 1 + 2 * k, k, k, 0, 0])
         } else if moved.contains(c) {
@@ -291,12 +378,27 @@ fn shootdowns<const N: usize>(online: CpuMask, seed: u64, rounds: u64) {
         } else {
             ("offline", [0; 6])
         };
-        assert_eq!(seen, want, "seed {seed}: CPU {c} ({role}): [tbis, new ASNs, tbia, imb, contexts zeroed, tbiap]");
+        assert_eq!(
+            seen, want,
+            "seed {seed}: CPU {c} ({role}): [tbis, new ASNs, tbia, imb, contexts zeroed, tbiap]"
+        );
         let hw = &smp.platform.cpus[c];
-        assert_eq!((hw.tlb_ops.load(Relaxed), hw.imbs.load(Relaxed)), (want[0] + want[2], want[3]), "seed {seed}: CPU {c}: the platform's own counts");
-        assert_eq!(s.context(c) != 0, active.contains(c), "seed {seed}: CPU {c}: context for S");
+        assert_eq!(
+            (hw.tlb_ops.load(Relaxed), hw.imbs.load(Relaxed)),
+            (want[0] + want[2], want[3]),
+            "seed {seed}: CPU {c}: the platform's own counts"
+        );
+        assert_eq!(
+            s.context(c) != 0,
+            active.contains(c),
+            "seed {seed}: CPU {c}: context for S"
+        );
     }
-    assert_eq!(smp.platform.stalls.load(Relaxed), 0, "seed {seed}: watchdog reports");
+    assert_eq!(
+        smp.platform.stalls.load(Relaxed),
+        0,
+        "seed {seed}: watchdog reports"
+    );
 }
 
 /// 16 CPUs, 3 issuers, 4 rounds, 32 seeds: about 0.8 s.
@@ -365,5 +467,9 @@ fn sparse_mask_shape() {
     assert!(m.contains(0) && m.contains(63) && !m.contains(1) && !m.contains(62));
     let r = roles(m);
     assert_eq!((r.active.count(), r.moved.count()), (15, 7));
-    assert_eq!(r.issuers, CpuMask(1 | 1 << 12 | 1 << 36 | 1 << 48), "positions 0, 4, 12, 16");
+    assert_eq!(
+        r.issuers,
+        CpuMask(1 | 1 << 12 | 1 << 36 | 1 << 48),
+        "positions 0, 4, 12, 16"
+    );
 }

@@ -33,7 +33,12 @@ fn stat(mmu: &SimMmu, cpu: usize, f: fn(&tlb::TlbStats) -> &std::sync::atomic::A
 }
 
 /// Every CPU activates `s`; CPU 0 waits for that, then runs `flush`.
-fn all_active_then(smp: &'static SimSmp, mmu: &'static SimMmu, s: &'static AddressSpace<SIM_CPUS>, flush: fn(&'static SimMmu, &'static AddressSpace<SIM_CPUS>)) {
+fn all_active_then(
+    smp: &'static SimSmp,
+    mmu: &'static SimMmu,
+    s: &'static AddressSpace<SIM_CPUS>,
+    flush: fn(&'static SimMmu, &'static AddressSpace<SIM_CPUS>),
+) {
     SimPlatform::run(smp, SIM_CPUS, move |me| {
         mmu.activate(s);
         if me == 0 {
@@ -66,7 +71,10 @@ fn asn_rollover_leaves_no_stale_translation_behind() {
         smp.platform.write_frame(F1, OLD_CODE);
         smp.platform.write_frame(F2, NEW_CODE);
         let x = mmu.activate(a);
-        assert_eq!((smp.platform.read(&pa, VA), smp.platform.fetch(&pa, VA)), (Some(F1), Some(OLD_CODE)));
+        assert_eq!(
+            (smp.platform.read(&pa, VA), smp.platform.fetch(&pa, VA)),
+            (Some(F1), Some(OLD_CODE))
+        );
         // Hardware ASNs of the current version so far.
         let mut version = std::collections::HashSet::from([x]);
         let mut rolled = false;
@@ -78,21 +86,40 @@ fn asn_rollover_leaves_no_stale_translation_behind() {
                 rolled = true;
                 version.clear();
             }
-            assert!(version.insert(asn), "hardware ASN {asn} handed out twice in one version");
+            assert!(
+                version.insert(asn),
+                "hardware ASN {asn} handed out twice in one version"
+            );
             if rolled && asn == x {
                 break s;
             }
-            assert!(version.len() <= MAX as usize + 1, "{} ASNs in one version", version.len());
+            assert!(
+                version.len() <= MAX as usize + 1,
+                "{} ASNs in one version",
+                version.len()
+            );
         };
         assert_eq!(stat(mmu, 0, |s| &s.rollovers), 1);
-        assert_eq!(smp.platform.read(&pb, VA), Some(F2), "B (ASN {x} again, new version) reads A's stale translation");
-        assert_eq!(smp.platform.fetch(&pb, VA), Some(NEW_CODE), "B executes A's stale instructions");
+        assert_eq!(
+            smp.platform.read(&pb, VA),
+            Some(F2),
+            "B (ASN {x} again, new version) reads A's stale translation"
+        );
+        assert_eq!(
+            smp.platform.fetch(&pb, VA),
+            Some(NEW_CODE),
+            "B executes A's stale instructions"
+        );
         let _ = b;
         // A's context is from the old version: reactivating it must allocate,
         // not reuse ASN x (which B now has).
         let before = stat(mmu, 0, |s| &s.new_asn);
         let asn = mmu.activate(a);
-        assert_eq!(stat(mmu, 0, |s| &s.new_asn), before + 1, "A got a new context");
+        assert_eq!(
+            stat(mmu, 0, |s| &s.new_asn),
+            before + 1,
+            "A got a new context"
+        );
         assert_ne!(asn, x, "A and B share an ASN in one version");
         assert_eq!(smp.platform.read(&pa, VA), Some(F1));
     });
@@ -111,10 +138,17 @@ fn space_used_only_here_needs_no_ipi() {
         while s.active() != CpuMask::single(0) || (1..SIM_CPUS).any(|c| s.context(c) == 0) {
             std::thread::yield_now();
         }
-        let sent_before: u64 = (1..SIM_CPUS).map(|c| smp.cpu(c).stats.ipi_sent[0].load(Relaxed)).sum();
+        let sent_before: u64 = (1..SIM_CPUS)
+            .map(|c| smp.cpu(c).stats.ipi_sent[0].load(Relaxed))
+            .sum();
         mmu.flush_tlb_mm(s).unwrap();
-        let sent_after: u64 = (1..SIM_CPUS).map(|c| smp.cpu(c).stats.ipi_sent[0].load(Relaxed)).sum();
-        assert_eq!(sent_after, sent_before, "no IPI for a space active only here");
+        let sent_after: u64 = (1..SIM_CPUS)
+            .map(|c| smp.cpu(c).stats.ipi_sent[0].load(Relaxed))
+            .sum();
+        assert_eq!(
+            sent_after, sent_before,
+            "no IPI for a space active only here"
+        );
         assert_eq!(stat(mmu, 0, |s| &s.ipis_avoided), 1);
         for c in 1..SIM_CPUS {
             assert_eq!(s.context(c), 0, "CPU {c} forgets its context instead");
@@ -125,9 +159,15 @@ fn space_used_only_here_needs_no_ipi() {
 #[test]
 fn page_flush_reaches_every_cpu_where_active() {
     let (smp, mmu) = setup();
-    all_active_then(smp, mmu, space(), |mmu, s| mmu.flush_tlb_page(s, 0x2_0000_2345, false).unwrap());
+    all_active_then(smp, mmu, space(), |mmu, s| {
+        mmu.flush_tlb_page(s, 0x2_0000_2345, false).unwrap()
+    });
     for c in 0..SIM_CPUS {
-        assert_eq!(stat(mmu, c, |s| &s.tbis), 1, "CPU {c} dropped the page once");
+        assert_eq!(
+            stat(mmu, c, |s| &s.tbis),
+            1,
+            "CPU {c} dropped the page once"
+        );
     }
 }
 
@@ -140,7 +180,11 @@ fn exec_page_and_icache_flushes_take_new_asns() {
         mmu.flush_icache_user_page(s, false).unwrap();
     });
     for c in 0..SIM_CPUS {
-        assert_eq!(stat(mmu, c, |s| &s.new_asn), 3, "CPU {c}: activation + 2 new ASNs");
+        assert_eq!(
+            stat(mmu, c, |s| &s.new_asn),
+            3,
+            "CPU {c}: activation + 2 new ASNs"
+        );
     }
 }
 
@@ -162,14 +206,30 @@ fn flush_all_and_imb_reach_every_cpu() {
 fn range_flush_is_per_page_up_to_the_limit() {
     let (smp, mmu) = setup();
     all_active_then(smp, mmu, space(), |mmu, s| {
-        mmu.flush_tlb_range(s, 0x10000, 0x10000 + 3 * PAGE_SIZE, false).unwrap();
+        mmu.flush_tlb_range(s, 0x10000, 0x10000 + 3 * PAGE_SIZE, false)
+            .unwrap();
         // Exactly the limit: still per page.
-        mmu.flush_tlb_range(s, 0x10000, 0x10000 + RANGE_PAGE_LIMIT * PAGE_SIZE, false).unwrap();
-        mmu.flush_tlb_range(s, 0x10000, 0x10000 + (RANGE_PAGE_LIMIT + 1) * PAGE_SIZE, false).unwrap();
+        mmu.flush_tlb_range(s, 0x10000, 0x10000 + RANGE_PAGE_LIMIT * PAGE_SIZE, false)
+            .unwrap();
+        mmu.flush_tlb_range(
+            s,
+            0x10000,
+            0x10000 + (RANGE_PAGE_LIMIT + 1) * PAGE_SIZE,
+            false,
+        )
+        .unwrap();
     });
     for c in 0..SIM_CPUS {
-        assert_eq!(stat(mmu, c, |s| &s.tbis), 3 + RANGE_PAGE_LIMIT, "CPU {c}: three pages, then the limit's");
-        assert_eq!(stat(mmu, c, |s| &s.new_asn), 2, "CPU {c}: activation + whole-space flush");
+        assert_eq!(
+            stat(mmu, c, |s| &s.tbis),
+            3 + RANGE_PAGE_LIMIT,
+            "CPU {c}: three pages, then the limit's"
+        );
+        assert_eq!(
+            stat(mmu, c, |s| &s.new_asn),
+            2,
+            "CPU {c}: activation + whole-space flush"
+        );
     }
 }
 
@@ -183,19 +243,21 @@ fn exec_range_flush_reaches_the_instruction_stream() {
     let (smp, mmu) = setup();
     const PAGES: u64 = 3;
     let s = space();
-    let asns: &'static [AtomicU64; SIM_CPUS] = Box::leak(Box::new([const { AtomicU64::new(0) }; SIM_CPUS]));
+    let asns: &'static [AtomicU64; SIM_CPUS] =
+        Box::leak(Box::new([const { AtomicU64::new(0) }; SIM_CPUS]));
     SimPlatform::run(smp, SIM_CPUS, move |me| {
         asns[me].store(mmu.activate(s), Relaxed);
         if me == 0 {
             while s.active() != CpuMask::first(SIM_CPUS) {
                 smp.platform.relax();
             }
-            mmu.flush_tlb_range(s, 0x10000, 0x10000 + PAGES * PAGE_SIZE, true).unwrap();
+            mmu.flush_tlb_range(s, 0x10000, 0x10000 + PAGES * PAGE_SIZE, true)
+                .unwrap();
         }
     });
-    for c in 0..SIM_CPUS {
+    for (c, asn) in asns.iter().enumerate().take(SIM_CPUS) {
         let hw = &smp.platform.cpus[c];
-        let new_asn = hw.asn.load(Relaxed) != asns[c].load(Relaxed);
+        let new_asn = hw.asn.load(Relaxed) != asn.load(Relaxed);
         let both = hw.tbis_both.load(Relaxed);
         let imbs = hw.imbs.load(Relaxed);
         assert!(
@@ -222,12 +284,24 @@ fn migrate_flush_changes_asn_and_drops_the_page_everywhere() {
     });
     for c in 0..SIM_CPUS {
         assert_eq!(stat(mmu, c, |s| &s.tbis), 1, "CPU {c} dropped the page");
-        assert_eq!(smp.platform.cpus[c].tbis_both.load(Relaxed), 1, "CPU {c}: an executable page leaves both streams (tbis)");
+        assert_eq!(
+            smp.platform.cpus[c].tbis_both.load(Relaxed),
+            1,
+            "CPU {c}: an executable page leaves both streams (tbis)"
+        );
     }
     for c in 0..3 {
-        assert_eq!(stat(mmu, c, |s| &s.new_asn), 2, "CPU {c}: activation + new ASN");
+        assert_eq!(
+            stat(mmu, c, |s| &s.new_asn),
+            2,
+            "CPU {c}: activation + new ASN"
+        );
     }
-    assert_eq!(stat(mmu, 3, |s| &s.contexts_zeroed), 1, "CPU 3 (inactive) forgot the context");
+    assert_eq!(
+        stat(mmu, 3, |s| &s.contexts_zeroed),
+        1,
+        "CPU 3 (inactive) forgot the context"
+    );
 }
 
 /// `flush_tlb_page` at an address inside a page drops that page: the
@@ -245,7 +319,11 @@ fn a_page_flush_at_an_address_inside_the_page_drops_that_page() {
         assert_eq!(smp.platform.read(&pt, PAGE + 0x123), Some(F1));
         pt.map(PAGE, F2);
         mmu.flush_tlb_page(s, PAGE + 0x123, false).unwrap();
-        assert_eq!(smp.platform.read(&pt, PAGE + 0x123), Some(F2), "the stale translation of the page survived its flush");
+        assert_eq!(
+            smp.platform.read(&pt, PAGE + 0x123),
+            Some(F2),
+            "the stale translation of the page survived its flush"
+        );
     });
 }
 
@@ -266,11 +344,19 @@ fn range_and_migrate_flushes_round_addresses_down_to_their_pages() {
         pt.map(PAGE, F1);
         pt.map(NEXT, F1);
         mmu.activate(s);
-        assert_eq!((smp.platform.read(&pt, PAGE), smp.platform.read(&pt, NEXT)), (Some(F1), Some(F1)));
+        assert_eq!(
+            (smp.platform.read(&pt, PAGE), smp.platform.read(&pt, NEXT)),
+            (Some(F1), Some(F1))
+        );
         pt.map(PAGE, F2);
         pt.map(NEXT, F2);
-        mmu.flush_tlb_range(s, PAGE + 0x100, NEXT + 0x80, false).unwrap();
-        assert_eq!((smp.platform.read(&pt, PAGE), smp.platform.read(&pt, NEXT)), (Some(F2), Some(F2)), "a page of the range kept its stale translation");
+        mmu.flush_tlb_range(s, PAGE + 0x100, NEXT + 0x80, false)
+            .unwrap();
+        assert_eq!(
+            (smp.platform.read(&pt, PAGE), smp.platform.read(&pt, NEXT)),
+            (Some(F2), Some(F2)),
+            "a page of the range kept its stale translation"
+        );
         // A global (kernel) entry for a page (bit 13 set too), then the page
         // migrates.
         const KPAGE: u64 = 0x2_0000_a000;
@@ -279,7 +365,11 @@ fn range_and_migrate_flushes_round_addresses_down_to_their_pages() {
         assert_eq!(smp.platform.read_global(&kernel, KPAGE), Some(F1));
         kernel.map(KPAGE, F2);
         mmu.migrate_flush_tlb_page(s, KPAGE + 0x123, false).unwrap();
-        assert_eq!(smp.platform.read_global(&kernel, KPAGE), Some(F2), "the migrated page's global entry survived");
+        assert_eq!(
+            smp.platform.read_global(&kernel, KPAGE),
+            Some(F2),
+            "the migrated page's global entry survived"
+        );
     });
 }
 
@@ -327,7 +417,8 @@ fn flush_reaches_a_cpu_that_leaves_the_space_meanwhile() {
     let mmu: &'static Mmu<SimPlatform<64>, 64> = Box::leak(Box::new(Mmu::new(smp)));
     let s: &'static AddressSpace<64> = Box::leak(Box::new(AddressSpace::new()));
     let t: &'static AddressSpace<64> = Box::leak(Box::new(AddressSpace::new()));
-    let done: &'static std::sync::atomic::AtomicBool = Box::leak(Box::new(std::sync::atomic::AtomicBool::new(false)));
+    let done: &'static std::sync::atomic::AtomicBool =
+        Box::leak(Box::new(std::sync::atomic::AtomicBool::new(false)));
     SimPlatform::run_on(smp, CpuMask(0b11), move |me| {
         if me == 1 {
             while !done.load(Relaxed) {
@@ -342,7 +433,9 @@ fn flush_reaches_a_cpu_that_leaves_the_space_meanwhile() {
         let mut checked = 0u64;
         // At least 1000 flushes however slow the host is (a loaded machine
         // must not fail the test), then as many as 5 s allow.
-        while checked < FLUSHES && (checked < 1000 || start.elapsed() < std::time::Duration::from_secs(5)) {
+        while checked < FLUSHES
+            && (checked < 1000 || start.elapsed() < std::time::Duration::from_secs(5))
+        {
             let before = s.context(1);
             if before == 0 {
                 smp.platform.relax();
@@ -352,7 +445,9 @@ fn flush_reaches_a_cpu_that_leaves_the_space_meanwhile() {
             let after = s.context(1);
             if after == before {
                 done.store(true, Relaxed);
-                panic!("flush {checked}: CPU 1 still holds context {before:#x} for S after flush_tlb_mm returned (neither zeroed nor IPI'd)");
+                panic!(
+                    "flush {checked}: CPU 1 still holds context {before:#x} for S after flush_tlb_mm returned (neither zeroed nor IPI'd)"
+                );
             }
             checked += 1;
         }
@@ -391,7 +486,11 @@ fn an_aborted_flush_still_happens_as_issued() {
                 let before = s.context(1);
                 // Takes the aborted call now.
                 smp.platform.restore_ipl(prev);
-                assert_ne!(s.context(1), before, "seed {seed}: CPU 1 ran the aborted flush_tlb_mm(S) but kept its ASN for S");
+                assert_ne!(
+                    s.context(1),
+                    before,
+                    "seed {seed}: CPU 1 ran the aborted flush_tlb_mm(S) but kept its ASN for S"
+                );
             }
             2 => {
                 mmu.activate(s2);
@@ -401,7 +500,11 @@ fn an_aborted_flush_still_happens_as_issued() {
                 wait_for(2);
                 // CPU 1 goes on even if this CPU's checks fail.
                 let _done = Stage(stage, 3);
-                assert_eq!(mmu.flush_tlb_mm(s), Err(alphasmp::xcall::XcallError::Stalled { target: 1 }), "seed {seed}");
+                assert_eq!(
+                    mmu.flush_tlb_mm(s),
+                    Err(alphasmp::xcall::XcallError::Stalled { target: 1 }),
+                    "seed {seed}"
+                );
                 mmu.flush_tlb_page(s2, 0x8000, false).unwrap();
             }
         });
@@ -422,7 +525,8 @@ fn requests_held_by_aborted_flushes_are_not_reused() {
     smp.policy.watchdog_cycles.store(2_000, Relaxed);
     smp.policy.abort_after.store(1, Relaxed);
     let mmu: &'static Mmu<SimPlatform<N>, N> = Box::leak(Box::new(Mmu::new(smp)));
-    let spaces: &'static [AddressSpace<N>; N] = Box::leak(Box::new([const { AddressSpace::new() }; N]));
+    let spaces: &'static [AddressSpace<N>; N] =
+        Box::leak(Box::new([const { AddressSpace::new() }; N]));
     let stage: &'static AtomicU64 = Box::leak(Box::new(AtomicU64::new(0)));
     let wait_for = move |n: u64| {
         while stage.load(Relaxed) < n {
@@ -450,8 +554,8 @@ fn requests_held_by_aborted_flushes_are_not_reused() {
         // The others go on even if this CPU's checks fail.
         let release = Stage(stage, 100);
         let mut refused = None;
-        for cpu in 1..=5 {
-            match mmu.flush_tlb_mm(&spaces[cpu]) {
+        for (cpu, space) in spaces.iter().enumerate().take(6).skip(1) {
+            match mmu.flush_tlb_mm(space) {
                 Err(alphasmp::xcall::XcallError::Stalled { target }) if target == cpu => {}
                 Err(alphasmp::xcall::XcallError::Stalled { target }) => {
                     refused = Some((cpu, target));
@@ -464,7 +568,10 @@ fn requests_held_by_aborted_flushes_are_not_reused() {
         refused_at.store(at as u64, Relaxed);
         drop(release);
         assert!(at <= 5, "CPU 0 never ran out of requests");
-        assert!((1..at).contains(&holder), "refused flush {at} names CPU {holder}, which holds a request");
+        assert!(
+            (1..at).contains(&holder),
+            "refused flush {at} names CPU {holder}, which holds a request"
+        );
         wait_for(105);
         mmu.flush_tlb_mm(&spaces[at]).unwrap();
     });
@@ -492,14 +599,32 @@ enum Change {
     NoFlush,
 }
 
-const CHANGES: [Change; 8] = [Change::Page, Change::PageExec, Change::Range, Change::RangeExec, Change::Mm, Change::Migrate, Change::MigrateExec, Change::Icache];
+const CHANGES: [Change; 8] = [
+    Change::Page,
+    Change::PageExec,
+    Change::Range,
+    Change::RangeExec,
+    Change::Mm,
+    Change::Migrate,
+    Change::MigrateExec,
+    Change::Icache,
+];
 
 impl Change {
     fn exec(self) -> bool {
-        matches!(self, Change::PageExec | Change::RangeExec | Change::MigrateExec | Change::Icache)
+        matches!(
+            self,
+            Change::PageExec | Change::RangeExec | Change::MigrateExec | Change::Icache
+        )
     }
     /// Edits the mapping or the frame, then flushes, on the calling CPU.
-    fn apply(self, smp: &SimSmp, mmu: &'static SimMmu, s: &'static AddressSpace<SIM_CPUS>, pt: &PageTable) {
+    fn apply(
+        self,
+        smp: &SimSmp,
+        mmu: &'static SimMmu,
+        s: &'static AddressSpace<SIM_CPUS>,
+        pt: &PageTable,
+    ) {
         if self == Change::Icache {
             smp.platform.write_frame(F1, NEW_CODE);
         } else {
@@ -507,7 +632,9 @@ impl Change {
         }
         let r = match self {
             Change::Page | Change::PageExec => mmu.flush_tlb_page(s, VA, self.exec()),
-            Change::Range | Change::RangeExec => mmu.flush_tlb_range(s, VA - PAGE_SIZE, VA + 2 * PAGE_SIZE, self.exec()),
+            Change::Range | Change::RangeExec => {
+                mmu.flush_tlb_range(s, VA - PAGE_SIZE, VA + 2 * PAGE_SIZE, self.exec())
+            }
             Change::Mm => mmu.flush_tlb_mm(s),
             Change::Migrate | Change::MigrateExec => mmu.migrate_flush_tlb_page(s, VA, self.exec()),
             Change::Icache => mmu.flush_icache_user_page(s, true),
@@ -535,7 +662,10 @@ fn prime(smp: &SimSmp, pt: &PageTable, exec: bool) {
 /// What this CPU sees at VA now: the frame it reads, and for an executable
 /// page the word it executes.
 fn seen(smp: &SimSmp, pt: &PageTable, exec: bool) -> (u64, Option<u64>) {
-    (smp.platform.read(pt, VA).unwrap(), exec.then(|| smp.platform.fetch(pt, VA).unwrap()))
+    (
+        smp.platform.read(pt, VA).unwrap(),
+        exec.then(|| smp.platform.fetch(pt, VA).unwrap()),
+    )
 }
 
 /// Where CPU 1 is while CPU 0 flushes S.
@@ -556,7 +686,12 @@ enum Where {
 /// CPU 1 primes S's page at VA, is `place`d, CPU 0 (running S too, or not)
 /// makes `change`; then CPU 1 runs S again and reports what it sees, as
 /// does CPU 0 if it runs S.
-fn stale_check(change: Change, place: Where, flusher_runs_s: bool, seed: u64) -> [(u64, Option<u64>); 2] {
+fn stale_check(
+    change: Change,
+    place: Where,
+    flusher_runs_s: bool,
+    seed: u64,
+) -> [(u64, Option<u64>); 2] {
     // Two CPUs online, both running (migrate flushes go to every online CPU).
     let smp: &'static SimSmp = SimPlatform::seeded(Line::Latch, 0, 0, 2, seed);
     smp.policy.watchdog_cycles.store(20_000, Relaxed);
@@ -597,7 +732,13 @@ fn stale_check(change: Change, place: Where, flusher_runs_s: bool, seed: u64) ->
                     stage.store(1, Relaxed);
                     // The flush's call is queued for us, the IPI pending (or,
                     // if the flush sent us none, it is over).
-                    while !smp.cpu(1).mailbox.peek().contains(alphasmp::mailbox::IpiMessage::CALL_FUNCTION) && stage.load(Relaxed) < 2 {
+                    while !smp
+                        .cpu(1)
+                        .mailbox
+                        .peek()
+                        .contains(alphasmp::mailbox::IpiMessage::CALL_FUNCTION)
+                        && stage.load(Relaxed) < 2
+                    {
                         smp.platform.relax();
                     }
                     mmu.activate(t);
@@ -616,7 +757,11 @@ fn stale_check(change: Change, place: Where, flusher_runs_s: bool, seed: u64) ->
             // Let CPU 1 go on even if the flush fails (panics).
             let _done = Stage(stage, 2);
             change.apply(smp, mmu, s, pt);
-            if flusher_runs_s { seen(smp, pt, change.exec()) } else { (0, None) }
+            if flusher_runs_s {
+                seen(smp, pt, change.exec())
+            } else {
+                (0, None)
+            }
         }
     });
     [out[0], out[1]]
@@ -635,9 +780,15 @@ fn assert_fresh(change: Change, place: Where, flusher_runs_s: bool) {
     for seed in 0..3 {
         let [cpu0, cpu1] = stale_check(change, place, flusher_runs_s, seed);
         let want = change.fresh();
-        assert_eq!(cpu1, want, "seed {seed}: {change:?}, CPU 1 {place:?}: CPU 1 sees (frame, instruction) {cpu1:x?} after the flush");
+        assert_eq!(
+            cpu1, want,
+            "seed {seed}: {change:?}, CPU 1 {place:?}: CPU 1 sees (frame, instruction) {cpu1:x?} after the flush"
+        );
         if flusher_runs_s {
-            assert_eq!(cpu0, want, "seed {seed}: {change:?}: the flushing CPU itself sees {cpu0:x?}");
+            assert_eq!(
+                cpu0, want,
+                "seed {seed}: {change:?}: the flushing CPU itself sees {cpu0:x?}"
+            );
         }
     }
 }
@@ -701,7 +852,11 @@ fn flush_all_removes_global_translations_everywhere() {
             let stale = smp.platform.read_global(kpt, VA);
             mmu.flush_tlb_all().unwrap();
             stage.store(100, Relaxed);
-            assert_eq!(stale, Some(F1), "the model keeps global entries across ASNs");
+            assert_eq!(
+                stale,
+                Some(F1),
+                "the model keeps global entries across ASNs"
+            );
         } else {
             while stage.load(Relaxed) < 100 {
                 smp.platform.relax();

@@ -36,13 +36,24 @@ fn call_single_runs_once_on_the_target_only() {
     let h = hits();
     SimPlatform::run(smp, 4, move |me| {
         if me == 0 {
-            smp.call_single(2, record, h as *const Hits as usize, true).unwrap();
-            assert_eq!(snapshot(h), [0, 0, 1, 0], "wait=true returns after the call ran");
-            smp.call_single(3, record, h as *const Hits as usize, false).unwrap();
-            smp.call_single(0, record, h as *const Hits as usize, true).unwrap();
+            smp.call_single(2, record, h as *const Hits as usize, true)
+                .unwrap();
+            assert_eq!(
+                snapshot(h),
+                [0, 0, 1, 0],
+                "wait=true returns after the call ran"
+            );
+            smp.call_single(3, record, h as *const Hits as usize, false)
+                .unwrap();
+            smp.call_single(0, record, h as *const Hits as usize, true)
+                .unwrap();
         }
     });
-    assert_eq!(snapshot(h), [1, 0, 1, 1], "each call ran exactly once, where it was sent");
+    assert_eq!(
+        snapshot(h),
+        [1, 0, 1, 1],
+        "each call ran exactly once, where it was sent"
+    );
 }
 
 #[test]
@@ -76,11 +87,22 @@ fn concurrent_synchronous_calls_are_neither_lost_nor_duplicated() {
         }
     });
     let total: u64 = snapshot(h).iter().sum();
-    assert_eq!(total, 4 * ROUNDS, "every call ran exactly once: {:?}", snapshot(h));
-    let queued: u64 = (0..4).map(|c| smp.cpu(c).stats.calls_queued.load(Ordering::Relaxed)).sum();
-    let run: u64 = (0..4).map(|c| smp.cpu(c).stats.calls_run.load(Ordering::Relaxed)).sum();
+    assert_eq!(
+        total,
+        4 * ROUNDS,
+        "every call ran exactly once: {:?}",
+        snapshot(h)
+    );
+    let queued: u64 = (0..4)
+        .map(|c| smp.cpu(c).stats.calls_queued.load(Ordering::Relaxed))
+        .sum();
+    let run: u64 = (0..4)
+        .map(|c| smp.cpu(c).stats.calls_run.load(Ordering::Relaxed))
+        .sum();
     assert_eq!((queued, run), (4 * ROUNDS, 4 * ROUNDS));
-    let wakes: u64 = (0..4).map(|c| smp.cpu(c).stats.wakes_sent.load(Ordering::Relaxed)).sum();
+    let wakes: u64 = (0..4)
+        .map(|c| smp.cpu(c).stats.wakes_sent.load(Ordering::Relaxed))
+        .sum();
     assert_eq!(wakes, 0, "nap policy off: nobody naps, so no wake IPIs");
 }
 
@@ -93,11 +115,23 @@ fn misuse_is_refused_with_an_error() {
         if me != 0 {
             return;
         }
-        assert_eq!(smp.call_single(7, nothing, 0, true), Err(XcallError::NoSuchCpu(7)));
-        assert_eq!(smp.call_single(3, nothing, 0, true), Err(XcallError::Offline(3)));
-        assert_eq!(smp.call_many(CpuMask(0b1001), nothing, 0, false), Err(XcallError::Offline(3)));
+        assert_eq!(
+            smp.call_single(7, nothing, 0, true),
+            Err(XcallError::NoSuchCpu(7))
+        );
+        assert_eq!(
+            smp.call_single(3, nothing, 0, true),
+            Err(XcallError::Offline(3))
+        );
+        assert_eq!(
+            smp.call_many(CpuMask(0b1001), nothing, 0, false),
+            Err(XcallError::Offline(3))
+        );
         let prev = smp.platform.raise_ipl(ipl::HIGH);
-        assert_eq!(smp.call_single(1, nothing, 0, true), Err(XcallError::WaitWithIpisMasked));
+        assert_eq!(
+            smp.call_single(1, nothing, 0, true),
+            Err(XcallError::WaitWithIpisMasked)
+        );
         smp.platform.restore_ipl(prev);
         assert!(XcallError::Offline(3).to_string().contains("CPU 3"));
     });
@@ -108,7 +142,14 @@ fn nested_wait(arg: usize) {
     // SAFETY: the argument is the address of the leaked, 'static core.
     let smp = unsafe { &*(arg as *const SimSmp) };
     let r = smp.call_single(0, nothing, 0, true);
-    NESTED.store(if r == Err(XcallError::WaitInInterrupt) { 1 } else { 2 }, Ordering::Relaxed);
+    NESTED.store(
+        if r == Err(XcallError::WaitInInterrupt) {
+            1
+        } else {
+            2
+        },
+        Ordering::Relaxed,
+    );
 }
 
 static NESTED: AtomicU64 = AtomicU64::new(0);
@@ -118,10 +159,15 @@ fn waiting_call_from_interrupt_context_is_refused() {
     let smp = machine(2);
     SimPlatform::run(smp, 2, move |me| {
         if me == 0 {
-            smp.call_single(1, nested_wait, smp as *const SimSmp as usize, true).unwrap();
+            smp.call_single(1, nested_wait, smp as *const SimSmp as usize, true)
+                .unwrap();
         }
     });
-    assert_eq!(NESTED.load(Ordering::Relaxed), 1, "the nested waiting call got WaitInInterrupt");
+    assert_eq!(
+        NESTED.load(Ordering::Relaxed),
+        1,
+        "the nested waiting call got WaitInInterrupt"
+    );
 }
 
 /// A `call_many` that gives up (here: the watchdog aborts
@@ -160,20 +206,31 @@ fn an_aborted_call_many_strands_no_call() {
                     // CPU 0's descriptor for CPU 2 is still in flight, so this
                     // waits for it (after queueing on CPU 1, on the old code)
                     // until the watchdog gives up.
-                    assert_eq!(smp.call_many(CpuMask(0b0110), record, arg, true), Err(XcallError::Stalled { target: 2 }), "seed {seed}");
+                    assert_eq!(
+                        smp.call_many(CpuMask(0b0110), record, arg, true),
+                        Err(XcallError::Stalled { target: 2 }),
+                        "seed {seed}"
+                    );
                     stage.store(2, Ordering::Release);
                 }
                 3 => {
                     wait_for(2);
                     let r = smp.call_single(1, record, arg, true);
                     stage.store(3, Ordering::Release);
-                    assert_eq!(r, Ok(()), "seed {seed}: a call to CPU 1 after CPU 0's aborted call_many");
+                    assert_eq!(
+                        r,
+                        Ok(()),
+                        "seed {seed}: a call to CPU 1 after CPU 0's aborted call_many"
+                    );
                 }
                 _ => {}
             }
         });
         for c in 0..4 {
-            assert!(!smp.cpu(c).call_pending(), "seed {seed}: CPU {c} has a call queued");
+            assert!(
+                !smp.cpu(c).call_pending(),
+                "seed {seed}: CPU {c} has a call queued"
+            );
         }
     }
 }
@@ -192,7 +249,8 @@ fn no_wait_calls_with_ipis_masked_do_not_block() {
         smp.policy.watchdog_cycles.store(2_000, Ordering::Relaxed);
         smp.policy.abort_after.store(1, Ordering::Relaxed);
         let h = hits();
-        let accepted: &'static [AtomicU64; 2] = Box::leak(Box::new([const { AtomicU64::new(0) }; 2]));
+        let accepted: &'static [AtomicU64; 2] =
+            Box::leak(Box::new([const { AtomicU64::new(0) }; 2]));
         SimPlatform::run(smp, 2, move |me| {
             let other = 1 - me;
             let prev = smp.platform.raise_ipl(ipl::HIGH);
@@ -202,13 +260,19 @@ fn no_wait_calls_with_ipis_masked_do_not_block() {
                         accepted[other].fetch_add(1, Ordering::Relaxed);
                     }
                     Err(XcallError::Busy { target }) => assert_eq!(target, other),
-                    Err(e) => panic!("seed {seed}: CPU {me}: a no-wait call at IPL 7 returned {e:?}"),
+                    Err(e) => {
+                        panic!("seed {seed}: CPU {me}: a no-wait call at IPL 7 returned {e:?}")
+                    }
                 }
             }
             smp.platform.restore_ipl(prev);
         });
         let want: [u64; 2] = std::array::from_fn(|c| accepted[c].load(Ordering::Relaxed));
-        assert_eq!(snapshot(h)[..2], want, "seed {seed}: every accepted call ran once");
+        assert_eq!(
+            snapshot(h)[..2],
+            want,
+            "seed {seed}: every accepted call ran once"
+        );
     }
 }
 
@@ -236,12 +300,18 @@ fn functions_run_by_a_drain_are_interrupt_context() {
     smp.policy.allow_masked_wait.store(true, Ordering::Relaxed);
     SimPlatform::run(smp, 2, move |me| {
         if me == 0 {
-            smp.call_single(1, calls_from_a_drain, smp as *const SimSmp as usize, false).unwrap();
+            smp.call_single(1, calls_from_a_drain, smp as *const SimSmp as usize, false)
+                .unwrap();
         } else {
             // CPU 1 drains its mailbox from task context, as the idle loop
             // does, instead of taking the IPI.
             let prev = smp.platform.raise_ipl(smp.platform.ipi_ipl());
-            while !smp.cpu(1).mailbox.peek().contains(alphasmp::mailbox::IpiMessage::CALL_FUNCTION) {
+            while !smp
+                .cpu(1)
+                .mailbox
+                .peek()
+                .contains(alphasmp::mailbox::IpiMessage::CALL_FUNCTION)
+            {
                 std::thread::yield_now();
             }
             assert!(!smp.platform.in_interrupt());
@@ -249,7 +319,11 @@ fn functions_run_by_a_drain_are_interrupt_context() {
             smp.platform.restore_ipl(prev);
         }
     });
-    assert_eq!(*DRAINED.lock().unwrap(), [Err(XcallError::WaitInInterrupt), Ok(())], "a drained function's waiting and no-wait calls");
+    assert_eq!(
+        *DRAINED.lock().unwrap(),
+        [Err(XcallError::WaitInInterrupt), Ok(())],
+        "a drained function's waiting and no-wait calls"
+    );
 }
 
 /// A 2-CPU machine whose IPIs are masked from IPL 5 (EV6/EV7 OSF PALcode:
@@ -274,7 +348,11 @@ fn waiting_at_the_platforms_ipi_level_is_refused() {
             let prev = smp.platform.raise_ipl(5);
             let r = smp.call_single(1, nothing, 0, true);
             smp.platform.restore_ipl(prev);
-            assert_eq!(r, Err(XcallError::WaitWithIpisMasked), "a waiting call at IPL 5 on a machine that masks IPIs from 5");
+            assert_eq!(
+                r,
+                Err(XcallError::WaitWithIpisMasked),
+                "a waiting call at IPL 5 on a machine that masks IPIs from 5"
+            );
         }
     });
 }
@@ -290,7 +368,9 @@ fn no_wait_calls_at_the_platforms_ipi_level_do_not_block() {
             for _ in 0..2 {
                 match smp.call_single(1 - me, nothing, 0, false) {
                     Ok(()) | Err(XcallError::Busy { .. }) => {}
-                    Err(e) => panic!("seed {seed}: CPU {me}: a no-wait call at IPL 5 returned {e:?}"),
+                    Err(e) => {
+                        panic!("seed {seed}: CPU {me}: a no-wait call at IPL 5 returned {e:?}")
+                    }
                 }
             }
             smp.platform.restore_ipl(prev);
@@ -307,16 +387,28 @@ fn send_message_reaches_its_target_and_refuses_no_such_cpu() {
     let smp = machine(2);
     SimPlatform::run(smp, 2, move |me| {
         if me == 0 {
-            assert_eq!(smp.send_message(SIM_CPUS, IpiMessage::PING), Err(XcallError::NoSuchCpu(SIM_CPUS)));
+            assert_eq!(
+                smp.send_message(SIM_CPUS, IpiMessage::PING),
+                Err(XcallError::NoSuchCpu(SIM_CPUS))
+            );
             // A platform may call the wake side for any CPU number: beyond
             // the machine there is nobody to wake.
             smp.wake_if_napping(SIM_CPUS);
             assert_eq!(smp.send_message(1, IpiMessage::CPU_STOP), Ok(()));
         }
     });
-    assert!(smp.platform.cpus[1].stopped.load(Ordering::Acquire), "CPU 1 handled the CPU_STOP it was sent");
-    assert!(!smp.platform.cpus[0].stopped.load(Ordering::Acquire), "CPU 0 was sent none");
-    assert_eq!(smp.cpu(1).stats.ipi_sent[IpiMessage::CPU_STOP.index()].load(Ordering::Relaxed), 1);
+    assert!(
+        smp.platform.cpus[1].stopped.load(Ordering::Acquire),
+        "CPU 1 handled the CPU_STOP it was sent"
+    );
+    assert!(
+        !smp.platform.cpus[0].stopped.load(Ordering::Acquire),
+        "CPU 0 was sent none"
+    );
+    assert_eq!(
+        smp.cpu(1).stats.ipi_sent[IpiMessage::CPU_STOP.index()].load(Ordering::Relaxed),
+        1
+    );
 }
 
 /// The idle loop's poll (`poll_when_idle`): with the poll policy off it
@@ -339,7 +431,8 @@ fn the_idle_poll_runs_what_the_mailbox_holds() {
     SimPlatform::run(smp, 2, move |me| {
         if me == 0 {
             wait_for(1);
-            smp.call_single(1, record, h as *const Hits as usize, false).unwrap();
+            smp.call_single(1, record, h as *const Hits as usize, false)
+                .unwrap();
             stage.store(2, Ordering::Release);
             return;
         }
@@ -347,15 +440,26 @@ fn the_idle_poll_runs_what_the_mailbox_holds() {
         stage.store(1, Ordering::Release);
         wait_for(2);
         assert!(smp.cpu(1).call_pending(), "the call waits in CPU 1's queue");
-        assert_eq!(smp.poll_when_idle(), 0, "poll policy off: the idle poll does nothing");
+        assert_eq!(
+            smp.poll_when_idle(),
+            0,
+            "poll policy off: the idle poll does nothing"
+        );
         assert_eq!(snapshot(h)[..2], [0, 0]);
         smp.policy.poll_in_irq.store(true, Ordering::Relaxed);
         assert_eq!(smp.poll_when_idle(), 1, "one mailbox batch taken");
         assert_eq!(snapshot(h)[..2], [0, 1], "the idle poll ran the call");
         assert!(!smp.cpu(1).call_pending());
         let call = IpiMessage::CALL_FUNCTION.index();
-        assert_eq!(smp.cpu(1).stats.idle_rescued[call].load(Ordering::Relaxed), 1);
-        assert_eq!(smp.cpu(1).stats.rescued[call].load(Ordering::Relaxed), 0, "an idle rescue, not an in-interrupt one");
+        assert_eq!(
+            smp.cpu(1).stats.idle_rescued[call].load(Ordering::Relaxed),
+            1
+        );
+        assert_eq!(
+            smp.cpu(1).stats.rescued[call].load(Ordering::Relaxed),
+            0,
+            "an idle rescue, not an in-interrupt one"
+        );
         assert_eq!(smp.poll_when_idle(), 0, "nothing pending");
         smp.platform.restore_ipl(prev);
     });
@@ -379,13 +483,25 @@ fn a_task_no_wait_call_waits_for_its_busy_descriptor() {
             while stage.load(Ordering::Acquire) < 1 {
                 std::thread::yield_now();
             }
-            assert_eq!(smp.cpu(0).waiting_for.load(Ordering::Relaxed), 0, "not waiting yet");
+            assert_eq!(
+                smp.cpu(0).waiting_for.load(Ordering::Relaxed),
+                0,
+                "not waiting yet"
+            );
             smp.call_single(1, record, arg, false).unwrap();
             // The same descriptor, still queued on CPU 1: wait for it.
             let r = smp.call_single(1, record, arg, false);
             stage.store(2, Ordering::Release);
-            assert_eq!(r, Ok(()), "a task-context no-wait call waits for its descriptor");
-            assert_eq!(smp.cpu(0).waiting_for.load(Ordering::Relaxed), 0, "done waiting");
+            assert_eq!(
+                r,
+                Ok(()),
+                "a task-context no-wait call waits for its descriptor"
+            );
+            assert_eq!(
+                smp.cpu(0).waiting_for.load(Ordering::Relaxed),
+                0,
+                "done waiting"
+            );
         } else {
             let prev = smp.platform.raise_ipl(ipl::HIGH);
             stage.store(1, Ordering::Release);
@@ -400,7 +516,11 @@ fn a_task_no_wait_call_waits_for_its_busy_descriptor() {
             smp.platform.restore_ipl(prev);
         }
     });
-    assert_eq!(seen_waiting.load(Ordering::Relaxed), 2, "CPU 0's waiting_for while it waited for CPU 1 (1 + 1)");
+    assert_eq!(
+        seen_waiting.load(Ordering::Relaxed),
+        2,
+        "CPU 0's waiting_for while it waited for CPU 1 (1 + 1)"
+    );
     assert_eq!(snapshot(h)[..2], [0, 2], "both calls ran on CPU 1");
 }
 
@@ -418,17 +538,37 @@ fn the_watchdog_reports_once_per_bound_then_gives_up() {
     smp.policy.abort_after.store(3, Ordering::Relaxed);
     let waited = SimPlatform::run_on(smp, CpuMask::single(0), move |_| {
         let before = smp.platform.cycles();
-        assert_eq!(smp.call_single(1, nothing, 0, true), Err(XcallError::Stalled { target: 1 }));
+        assert_eq!(
+            smp.call_single(1, nothing, 0, true),
+            Err(XcallError::Stalled { target: 1 })
+        );
         smp.platform.cycles() - before
     })[0];
-    assert_eq!(smp.platform.stalls.load(Ordering::Relaxed), 3, "one report per bound, up to abort_after");
+    assert_eq!(
+        smp.platform.stalls.load(Ordering::Relaxed),
+        3,
+        "one report per bound, up to abort_after"
+    );
     assert_eq!(smp.cpu(0).stats.stalls.load(Ordering::Relaxed), 3);
-    assert_eq!(waited, 3 * B, "gave up after {waited} cycles: the k-th report comes when the wait reaches k bounds");
+    assert_eq!(
+        waited,
+        3 * B,
+        "gave up after {waited} cycles: the k-th report comes when the wait reaches k bounds"
+    );
     // The last report describes the stalled wait as it stood.
     let r = smp.platform.last_stall.lock().unwrap().expect("a report");
-    assert_eq!((r.waiter, r.target, r.nth, r.waited_cycles), (0, 1, 3, 3 * B));
-    assert!(r.target_queue_pending, "the call still sits in CPU 1's queue");
-    assert_eq!(r.target_mailbox, alphasmp::mailbox::IpiMessage::CALL_FUNCTION);
+    assert_eq!(
+        (r.waiter, r.target, r.nth, r.waited_cycles),
+        (0, 1, 3, 3 * B)
+    );
+    assert!(
+        r.target_queue_pending,
+        "the call still sits in CPU 1's queue"
+    );
+    assert_eq!(
+        r.target_mailbox,
+        alphasmp::mailbox::IpiMessage::CALL_FUNCTION
+    );
     assert_eq!(r.target_waiting_for, None, "CPU 1 waits for nobody");
     assert_eq!((r.func, r.arg), (nothing as fn(usize) as usize, 0));
 }
@@ -449,20 +589,33 @@ fn without_abort_the_watchdog_only_reports() {
                 let before = smp.platform.cycles();
                 let r = smp.call_single(1, record, h as *const Hits as usize, true);
                 returned.store(1, Ordering::Release);
-                assert_eq!(r, Ok(()), "seed {seed}: a wait without abort_after completes");
+                assert_eq!(
+                    r,
+                    Ok(()),
+                    "seed {seed}: a wait without abort_after completes"
+                );
                 smp.platform.cycles() - before
             } else {
                 let prev = smp.platform.raise_ipl(ipl::HIGH);
                 // (Or until the call gave up, on a broken watchdog.)
-                while smp.platform.stalls.load(Ordering::Relaxed) < 2 && returned.load(Ordering::Acquire) == 0 {
+                while smp.platform.stalls.load(Ordering::Relaxed) < 2
+                    && returned.load(Ordering::Acquire) == 0
+                {
                     smp.platform.relax();
                 }
                 smp.platform.restore_ipl(prev);
                 0
             }
         })[0];
-        assert_eq!(smp.platform.stalls.load(Ordering::Relaxed), 2, "seed {seed}: one report per bound");
-        assert!(waited >= 2 * B, "seed {seed}: the second report came after {waited} cycles, before two bounds");
+        assert_eq!(
+            smp.platform.stalls.load(Ordering::Relaxed),
+            2,
+            "seed {seed}: one report per bound"
+        );
+        assert!(
+            waited >= 2 * B,
+            "seed {seed}: the second report came after {waited} cycles, before two bounds"
+        );
         assert_eq!(snapshot(h)[..2], [0, 1], "seed {seed}");
     }
 }
@@ -502,8 +655,14 @@ fn a_cpu_napping_for_the_serialization_lock_is_woken_by_its_release() {
         });
         assert_eq!(snapshot(h)[..3], [0, 0, 2], "seed {seed}: both calls ran");
         let cpu1 = &smp.platform.cpus[1];
-        let (woken, timed_out) = (cpu1.naps_woken.load(Ordering::Relaxed), cpu1.naps_timed_out.load(Ordering::Relaxed));
-        assert!(woken >= 1 && timed_out == 0, "seed {seed}: CPU 1's naps: {woken} woken, {timed_out} timed out");
+        let (woken, timed_out) = (
+            cpu1.naps_woken.load(Ordering::Relaxed),
+            cpu1.naps_timed_out.load(Ordering::Relaxed),
+        );
+        assert!(
+            woken >= 1 && timed_out == 0,
+            "seed {seed}: CPU 1's naps: {woken} woken, {timed_out} timed out"
+        );
     }
 }
 
@@ -547,7 +706,10 @@ fn every_cpu_napping_for_the_serialization_lock_is_woken() {
         assert_eq!(snapshot(h), [0, 0, 3, 0], "seed {seed}: every call ran");
         for c in [1, 3] {
             let timed_out = smp.platform.cpus[c].naps_timed_out.load(Ordering::Relaxed);
-            assert_eq!(timed_out, 0, "seed {seed}: CPU {c} slept until its nap timed out");
+            assert_eq!(
+                timed_out, 0,
+                "seed {seed}: CPU {c} slept until its nap timed out"
+            );
         }
     }
 }

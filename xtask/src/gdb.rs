@@ -48,7 +48,8 @@ pub struct BatchResult {
 
 /// A free TCP port on loopback for the gdb stub.
 fn free_port() -> Result<u16> {
-    let l = TcpListener::bind("127.0.0.1:0").context(|| "finding a free port for the gdb stub".into())?;
+    let l = TcpListener::bind("127.0.0.1:0")
+        .context(|| "finding a free port for the gdb stub".into())?;
     Ok(l.local_addr().context(|| "reading the port".into())?.port())
 }
 
@@ -73,17 +74,22 @@ fn start_guest(s: &Session<'_>, port: u16) -> Result<(Guest, std::thread::JoinHa
         .stderr(Stdio::inherit())
         // Its own process group: Ctrl-C at the gdb prompt must not kill it.
         .process_group(0);
-    let mut child = cmd.spawn().context(|| "starting qemu-system-alpha".into())?;
+    let mut child = cmd
+        .spawn()
+        .context(|| "starting qemu-system-alpha".into())?;
     let stdout = child.stdout.take().expect("piped");
     if let Some(dir) = s.serial_log.parent() {
         fs::create_dir_all(dir).context(|| format!("creating {}", dir.display()))?;
     }
-    let mut log = fs::File::create(&s.serial_log).context(|| format!("creating {}", s.serial_log.display()))?;
+    let mut log = fs::File::create(&s.serial_log)
+        .context(|| format!("creating {}", s.serial_log.display()))?;
     let mut symbols = Symbolizer::new(s.spec.kernel).ok();
     let copier = std::thread::spawn(move || {
         let mut all = String::new();
         for line in BufReader::new(stdout).split(b'\n').map_while(|l| l.ok()) {
-            let line = String::from_utf8_lossy(&line).trim_end_matches('\r').to_string();
+            let line = String::from_utf8_lossy(&line)
+                .trim_end_matches('\r')
+                .to_string();
             let line = match symbols.as_mut() {
                 Some(s) if s.wants(&line) => s.annotate_line(&line),
                 _ => line,
@@ -99,10 +105,14 @@ fn start_guest(s: &Session<'_>, port: u16) -> Result<(Guest, std::thread::JoinHa
     let start = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         if let Some(status) = child.try_wait().context(|| "waiting for QEMU".into())? {
-            return Err(err(format!("QEMU ended before its gdb stub listened ({status})")));
+            return Err(err(format!(
+                "QEMU ended before its gdb stub listened ({status})"
+            )));
         }
         if start.elapsed() > Duration::from_secs(20) {
-            return Err(err(format!("QEMU's gdb stub did not listen on port {port} within 20 s")));
+            return Err(err(format!(
+                "QEMU's gdb stub did not listen on port {port} within 20 s"
+            )));
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -114,7 +124,10 @@ fn gdb_command(kernel: &Path, port: u16) -> Command {
     gdb.arg("-q")
         .args(["-ex", "set pagination off"])
         .arg("-ex")
-        .arg(format!("source {}", crate::util::repo_root().join("xtask/gdb/rust.py").display()))
+        .arg(format!(
+            "source {}",
+            crate::util::repo_root().join("xtask/gdb/rust.py").display()
+        ))
         .arg("-ex")
         .arg(format!("target remote 127.0.0.1:{port}"))
         .arg(kernel);
@@ -125,14 +138,28 @@ fn gdb_command(kernel: &Path, port: u16) -> Command {
 pub fn interactive(s: &Session<'_>) -> Result<i32> {
     let port = free_port()?;
     let (guest, copier) = start_guest(s, port)?;
-    eprintln!("==> QEMU is stopped before the first instruction; gdb stub on 127.0.0.1:{port}, {} vCPU(s) as threads", s.spec.smp);
-    eprintln!("==> serial console: {} (follow it with: tail -f {})", s.serial_log.display(), s.serial_log.display());
-    eprintln!("==> try: break alpha_boot_main, rbreak-rust kernel::smp::finish, continue, info threads, next; Ctrl-C stops the guest, quit ends the session");
+    eprintln!(
+        "==> QEMU is stopped before the first instruction; gdb stub on 127.0.0.1:{port}, {} vCPU(s) as threads",
+        s.spec.smp
+    );
+    eprintln!(
+        "==> serial console: {} (follow it with: tail -f {})",
+        s.serial_log.display(),
+        s.serial_log.display()
+    );
+    eprintln!(
+        "==> try: break alpha_boot_main, rbreak-rust kernel::smp::finish, continue, info threads, next; Ctrl-C stops the guest, quit ends the session"
+    );
     let _sigint = IgnoreSigint::new();
-    let status = gdb_command(s.spec.kernel, port).status().context(|| "starting gdb-multiarch".into())?;
+    let status = gdb_command(s.spec.kernel, port)
+        .status()
+        .context(|| "starting gdb-multiarch".into())?;
     drop(guest);
     copier.join().ok();
-    eprintln!("==> session over; serial console kept in {}", s.serial_log.display());
+    eprintln!(
+        "==> session over; serial console kept in {}",
+        s.serial_log.display()
+    );
     Ok(status.code().unwrap_or(1))
 }
 
@@ -145,8 +172,16 @@ pub fn batch(s: &Session<'_>, timeout: Duration) -> Result<BatchResult> {
     for c in &s.commands {
         gdb.arg("-ex").arg(c);
     }
-    let mut child = gdb.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().context(|| "starting gdb-multiarch".into())?;
-    let (mut out, mut errs) = (child.stdout.take().expect("piped"), child.stderr.take().expect("piped"));
+    let mut child = gdb
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context(|| "starting gdb-multiarch".into())?;
+    let (mut out, mut errs) = (
+        child.stdout.take().expect("piped"),
+        child.stderr.take().expect("piped"),
+    );
     let out_reader = std::thread::spawn(move || {
         let mut s = String::new();
         std::io::Read::read_to_string(&mut out, &mut s).ok();
@@ -173,10 +208,17 @@ pub fn batch(s: &Session<'_>, timeout: Duration) -> Result<BatchResult> {
     let mut gdb_output = out_reader.join().unwrap_or_default();
     gdb_output.push_str(&err_reader.join().unwrap_or_default());
     if timed_out {
-        gdb_output.push_str(&format!("\n(gdb session killed after {} s)\n", timeout.as_secs()));
+        gdb_output.push_str(&format!(
+            "\n(gdb session killed after {} s)\n",
+            timeout.as_secs()
+        ));
     }
     let serial = copier.join().unwrap_or_default();
-    Ok(BatchResult { gdb_output, serial, success: status_ok && !timed_out })
+    Ok(BatchResult {
+        gdb_output,
+        serial,
+        success: status_ok && !timed_out,
+    })
 }
 
 /// Ignores SIGINT in this process while alive (gdb, its child, installs its

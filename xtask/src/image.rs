@@ -40,7 +40,12 @@ fn u64_at(b: &[u8], at: usize) -> Option<u64> {
 /// segment, as Linux's objstrip requires too).
 pub fn load_segment(path: &Path) -> Result<Segment> {
     let b = std::fs::read(path).map_err(|e| err(format!("reading {}: {e}", path.display())))?;
-    let bad = || err(format!("{}: not a 64-bit little-endian ELF file", path.display()));
+    let bad = || {
+        err(format!(
+            "{}: not a 64-bit little-endian ELF file",
+            path.display()
+        ))
+    };
     if b.get(..6) != Some(&[0x7f, b'E', b'L', b'F', 2, 1][..]) {
         return Err(bad());
     }
@@ -57,12 +62,20 @@ pub fn load_segment(path: &Path) -> Result<Segment> {
             let filesz = u64_at(&b, ph + 32).ok_or_else(bad)? as usize;
             let memsz = u64_at(&b, ph + 40).ok_or_else(bad)?;
             let bytes = b.get(off..off + filesz).ok_or_else(bad)?.to_vec();
-            loads.push(Segment { entry, vaddr, bytes, mem_len: memsz });
+            loads.push(Segment {
+                entry,
+                vaddr,
+                bytes,
+                mem_len: memsz,
+            });
         }
     }
     match loads.len() {
         1 => Ok(loads.pop().unwrap()),
-        n => Err(err(format!("{}: {n} loadable segments; a raw image needs exactly one", path.display()))),
+        n => Err(err(format!(
+            "{}: {n} loadable segments; a raw image needs exactly one",
+            path.display()
+        ))),
     }
 }
 
@@ -70,21 +83,34 @@ pub fn load_segment(path: &Path) -> Result<Segment> {
 /// kernel payload.
 pub fn bootp_bytes(loader: &Segment, kernel: &Segment) -> Result<Vec<u8>> {
     if loader.vaddr != image::LOAD_VA || loader.entry != image::LOAD_VA {
-        return Err(err(format!("the loader is linked at {:#x} (entry {:#x}), not {:#x}", loader.vaddr, loader.entry, image::LOAD_VA)));
+        return Err(err(format!(
+            "the loader is linked at {:#x} (entry {:#x}), not {:#x}",
+            loader.vaddr,
+            loader.entry,
+            image::LOAD_VA
+        )));
     }
     if kernel.vaddr & KSEG != KSEG {
-        return Err(err(format!("the kernel is linked at {:#x}, not a KSEG address", kernel.vaddr)));
+        return Err(err(format!(
+            "the kernel is linked at {:#x}, not a KSEG address",
+            kernel.vaddr
+        )));
     }
     let load_phys = kernel.vaddr - KSEG;
     if load_phys < image::MIN_KERNEL_PHYS {
-        return Err(err(format!("the kernel is linked for physical {load_phys:#x}; real machines need {:#x} or above", image::MIN_KERNEL_PHYS)));
+        return Err(err(format!(
+            "the kernel is linked for physical {load_phys:#x}; real machines need {:#x} or above",
+            image::MIN_KERNEL_PHYS
+        )));
     }
     let payload_offset = round_up(loader.mem_len, BLOCK);
     let mut out = loader.bytes.clone();
     out.resize(payload_offset as usize, 0);
     let at = image::HEADER_OFFSET;
     if out.get(at..at + 8) != Some(&image::MAGIC.to_le_bytes()[..]) {
-        return Err(err(format!("the loader has no header placeholder (magic) at byte {at}")));
+        return Err(err(format!(
+            "the loader has no header placeholder (magic) at byte {at}"
+        )));
     }
     out.extend_from_slice(&kernel.bytes);
     out.resize(round_up(out.len() as u64, BLOCK) as usize, 0);
@@ -126,9 +152,15 @@ pub fn write(loader_elf: &Path, kernel_elf: &Path, dir: &Path) -> Result<Written
     let bootp = bootp_bytes(&loader, &kernel)?;
     let disk = disk_bytes(&bootp);
     std::fs::create_dir_all(dir).map_err(|e| err(format!("creating {}: {e}", dir.display())))?;
-    let w = Written { bootp: dir.join("alphasmp.bootp"), disk: dir.join("alphasmp.img"), header: header_of(&bootp).map_err(|e| err(e.to_string()))? };
-    std::fs::write(&w.bootp, &bootp).map_err(|e| err(format!("writing {}: {e}", w.bootp.display())))?;
-    std::fs::write(&w.disk, &disk).map_err(|e| err(format!("writing {}: {e}", w.disk.display())))?;
+    let w = Written {
+        bootp: dir.join("alphasmp.bootp"),
+        disk: dir.join("alphasmp.img"),
+        header: header_of(&bootp).map_err(|e| err(e.to_string()))?,
+    };
+    std::fs::write(&w.bootp, &bootp)
+        .map_err(|e| err(format!("writing {}: {e}", w.bootp.display())))?;
+    std::fs::write(&w.disk, &disk)
+        .map_err(|e| err(format!("writing {}: {e}", w.disk.display())))?;
     Ok(w)
 }
 
@@ -148,7 +180,10 @@ pub struct Report {
 /// sizes, the payload's sum, and that the payload, load address, entry and
 /// size are those of `kernel_elf`. Errors are one line.
 pub fn check(bytes: &[u8], kernel_elf: &Path) -> Result<Report> {
-    let magic_at = |base: usize| bytes.get(base + image::HEADER_OFFSET..base + image::HEADER_OFFSET + 8) == Some(&image::MAGIC.to_le_bytes()[..]);
+    let magic_at = |base: usize| {
+        bytes.get(base + image::HEADER_OFFSET..base + image::HEADER_OFFSET + 8)
+            == Some(&image::MAGIC.to_le_bytes()[..])
+    };
     let (kind, bootstrap) = if magic_at(0) {
         ("BOOTP image", bytes)
     } else if bytes.len() >= BLOCK as usize {
@@ -156,9 +191,18 @@ pub fn check(bytes: &[u8], kernel_elf: &Path) -> Result<Report> {
         let bb = match image::check_boot_block(block) {
             Ok(bb) => bb,
             Err(e) if magic_at(512) => return Err(err(format!("disk image: {e}"))),
-            Err(e) => return Err(err(format!("not an alphasmp image: no loader header at byte {} and no valid boot block ({e})", image::HEADER_OFFSET))),
+            Err(e) => {
+                return Err(err(format!(
+                    "not an alphasmp image: no loader header at byte {} and no valid boot block ({e})",
+                    image::HEADER_OFFSET
+                )));
+            }
         };
-        let end = bb.start_lbn.checked_add(bb.count).and_then(|e| e.checked_mul(BLOCK)).filter(|e| *e <= bytes.len() as u64);
+        let end = bb
+            .start_lbn
+            .checked_add(bb.count)
+            .and_then(|e| e.checked_mul(BLOCK))
+            .filter(|e| *e <= bytes.len() as u64);
         let Some(end) = end else {
             return Err(err(format!(
                 "disk image is truncated: the boot block names blocks {}..{} but the file has {} blocks",
@@ -167,38 +211,77 @@ pub fn check(bytes: &[u8], kernel_elf: &Path) -> Result<Report> {
                 bytes.len() as u64 / BLOCK
             )));
         };
-        ("disk image", &bytes[(bb.start_lbn * BLOCK) as usize..end as usize])
+        (
+            "disk image",
+            &bytes[(bb.start_lbn * BLOCK) as usize..end as usize],
+        )
     } else {
-        return Err(err(format!("not an alphasmp image: {} bytes, no loader header and no boot block", bytes.len())));
+        return Err(err(format!(
+            "not an alphasmp image: {} bytes, no loader header and no boot block",
+            bytes.len()
+        )));
     };
     let h = header_of(bootstrap).map_err(|e| err(format!("{kind}: {e}")))?;
     if h.image_len > bootstrap.len() as u64 {
-        return Err(err(format!("{kind} is truncated: the header says {} bytes, there are {}", h.image_len, bootstrap.len())));
+        return Err(err(format!(
+            "{kind} is truncated: the header says {} bytes, there are {}",
+            h.image_len,
+            bootstrap.len()
+        )));
     }
     if kind == "disk image" && h.image_len != bootstrap.len() as u64 {
-        return Err(err(format!("disk image: the boot block names {} bytes, the loader header {}", bootstrap.len(), h.image_len)));
+        return Err(err(format!(
+            "disk image: the boot block names {} bytes, the loader header {}",
+            bootstrap.len(),
+            h.image_len
+        )));
     }
-    let payload = &bootstrap[h.payload_offset as usize..(h.payload_offset + h.payload_len) as usize];
+    let payload =
+        &bootstrap[h.payload_offset as usize..(h.payload_offset + h.payload_len) as usize];
     let sum = h.sum_of(payload);
     if sum != h.sum {
-        return Err(err(format!("{kind}: {}", ImageError::Sum { stored: h.sum, computed: sum })));
+        return Err(err(format!(
+            "{kind}: {}",
+            ImageError::Sum {
+                stored: h.sum,
+                computed: sum
+            }
+        )));
     }
     if h.load_phys < image::MIN_KERNEL_PHYS {
-        return Err(err(format!("{kind}: kernel load address {:#x} is below {:#x}, which real machines need", h.load_phys, image::MIN_KERNEL_PHYS)));
+        return Err(err(format!(
+            "{kind}: kernel load address {:#x} is below {:#x}, which real machines need",
+            h.load_phys,
+            image::MIN_KERNEL_PHYS
+        )));
     }
     let k = load_segment(kernel_elf)?;
     let fields = [
-        ("kernel load address", h.load_phys, k.vaddr.wrapping_sub(KSEG)),
+        (
+            "kernel load address",
+            h.load_phys,
+            k.vaddr.wrapping_sub(KSEG),
+        ),
         ("entry", h.entry, k.entry),
         ("memory size", h.mem_len, k.mem_len),
         ("payload size", h.payload_len, k.bytes.len() as u64),
     ];
     if let Some((name, have, want)) = fields.iter().find(|(_, have, want)| have != want) {
-        return Err(err(format!("{kind} does not carry {}: its {name} is {have:#x}, the ELF's is {want:#x}", kernel_elf.display())));
+        return Err(err(format!(
+            "{kind} does not carry {}: its {name} is {have:#x}, the ELF's is {want:#x}",
+            kernel_elf.display()
+        )));
     }
     if payload != k.bytes.as_slice() {
-        let at = payload.iter().zip(&k.bytes).position(|(a, b)| a != b).unwrap_or(0);
-        return Err(err(format!("{kind}: the payload differs from {} at byte {at}", kernel_elf.display())));
+        let at = payload
+            .iter()
+            .zip(&k.bytes)
+            .position(|(a, b)| a != b)
+            .unwrap_or(0);
+        return Err(err(format!(
+            "{kind}: the payload differs from {} at byte {at}",
+            kernel_elf.display()
+        )));
     }
     Ok(Report { kind, header: h })
 }
@@ -208,7 +291,12 @@ mod tests {
     use super::*;
 
     fn seg(vaddr: u64, entry: u64, bytes: Vec<u8>, mem_len: u64) -> Segment {
-        Segment { entry, vaddr, bytes, mem_len }
+        Segment {
+            entry,
+            vaddr,
+            bytes,
+            mem_len,
+        }
     }
 
     fn loader() -> Segment {
@@ -219,17 +307,28 @@ mod tests {
     }
 
     fn kernel() -> Segment {
-        seg(KSEG | 0x101_0000, KSEG | 0x101_0b30, (0..70_000u32).map(|i| (i * 7) as u8).collect(), 200_000)
+        seg(
+            KSEG | 0x101_0000,
+            KSEG | 0x101_0b30,
+            (0..70_000u32).map(|i| (i * 7) as u8).collect(),
+            200_000,
+        )
     }
 
     #[test]
     fn bootp_layout_and_header() {
         let b = bootp_bytes(&loader(), &kernel()).unwrap();
         let h = header_of(&b).unwrap();
-        assert_eq!(h.payload_offset, 5120, "after the loader's bss, 512-aligned");
+        assert_eq!(
+            h.payload_offset, 5120,
+            "after the loader's bss, 512-aligned"
+        );
         assert_eq!(b.len() % 512, 0);
         assert_eq!(h.image_len, b.len() as u64);
-        assert_eq!((h.load_phys, h.entry, h.mem_len), (0x101_0000, KSEG | 0x101_0b30, 200_000));
+        assert_eq!(
+            (h.load_phys, h.entry, h.mem_len),
+            (0x101_0000, KSEG | 0x101_0b30, 200_000)
+        );
         assert_eq!(&b[5120..5120 + 70_000], kernel().bytes.as_slice());
         assert!(b[600..5120].iter().all(|x| *x == 0), "bss travels as zeros");
         let d = disk_bytes(&b);
@@ -245,6 +344,11 @@ mod tests {
         assert!(e.contains("0x1000000 or above"), "{e}");
         let mut l = loader();
         l.vaddr = 0x3000_0000;
-        assert!(bootp_bytes(&l, &kernel()).unwrap_err().to_string().contains("not 0x20000000"));
+        assert!(
+            bootp_bytes(&l, &kernel())
+                .unwrap_err()
+                .to_string()
+                .contains("not 0x20000000")
+        );
     }
 }

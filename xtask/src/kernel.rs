@@ -6,10 +6,10 @@ use std::process::Command;
 use crate::toolchain::Toolchain;
 use crate::util::{Context, Error, Result, err, repo_root};
 
-/// Builds `arch/alpha` (release profile) and returns the kernel ELF's path.
-pub fn build(tc: &Toolchain) -> Result<PathBuf> {
+/// `cargo SUBCOMMAND` over the Alpha workspace (kernel and boot binaries)
+/// with the project's toolchain, release profile, into `target_dir`.
+fn alpha_cargo(tc: &Toolchain, subcommand: &str, target_dir: &Path) -> Command {
     let root = repo_root();
-    let target_dir = root.join("target/alpha");
     let mut cmd = Command::new("cargo");
     cmd.current_dir(&root)
         .env("RUSTUP_TOOLCHAIN", &tc.rust_toolchain)
@@ -18,13 +18,52 @@ pub fn build(tc: &Toolchain) -> Result<PathBuf> {
         .env_remove("RUSTFLAGS")
         .env_remove("CARGO_TARGET_DIR")
         .env_remove("CARGO_BUILD_TARGET")
-        .args(["build", "--release", "--workspace", "-Zjson-target-spec", "--manifest-path"])
+        .args([
+            subcommand,
+            "--release",
+            "--workspace",
+            "-Zjson-target-spec",
+            "--manifest-path",
+        ])
         .arg(root.join("arch/alpha/Cargo.toml"))
         .arg("--target")
         .arg(&tc.target_json)
         .arg("--target-dir")
-        .arg(&target_dir);
-    let out = cmd.output().context(|| "starting cargo for the kernel".into())?;
+        .arg(target_dir);
+    cmd
+}
+
+/// Runs clippy over the Alpha workspace with every warning an error and
+/// the unsafe-documentation lint on (the host crates get it from the
+/// repository's workspace lints).
+pub fn clippy(tc: &Toolchain) -> Result<()> {
+    let root = repo_root();
+    let mut cmd = alpha_cargo(tc, "clippy", &root.join("target/alpha-clippy"));
+    cmd.args([
+        "--",
+        "-D",
+        "warnings",
+        "-D",
+        "clippy::undocumented_unsafe_blocks",
+    ]);
+    let status = cmd
+        .status()
+        .context(|| "starting cargo clippy for the kernel".into())?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(err("clippy found problems in the Alpha crates (above)"))
+    }
+}
+
+/// Builds `arch/alpha` (release profile) and returns the kernel ELF's path.
+pub fn build(tc: &Toolchain) -> Result<PathBuf> {
+    let root = repo_root();
+    let target_dir = root.join("target/alpha");
+    let mut cmd = alpha_cargo(tc, "build", &target_dir);
+    let out = cmd
+        .output()
+        .context(|| "starting cargo for the kernel".into())?;
     if !out.status.success() {
         let log = root.join("target/alpha/build-kernel.log");
         std::fs::create_dir_all(log.parent().unwrap()).ok();
@@ -32,7 +71,10 @@ pub fn build(tc: &Toolchain) -> Result<PathBuf> {
         let stderr = String::from_utf8_lossy(&out.stderr);
         // Show the compiler's own diagnostics: they are what the user needs.
         eprintln!("{}", stderr.trim_end());
-        return Err(Error { message: "kernel build failed".into(), log: Some(log) });
+        return Err(Error {
+            message: "kernel build failed".into(),
+            log: Some(log),
+        });
     }
     let stderr = String::from_utf8_lossy(&out.stderr);
     if stderr.contains("warning") {
@@ -41,7 +83,10 @@ pub fn build(tc: &Toolchain) -> Result<PathBuf> {
     }
     let elf = target_dir.join("alpha-unknown-none/release/kernel");
     if !elf.exists() {
-        return Err(err(format!("kernel build succeeded but {} is missing", elf.display())));
+        return Err(err(format!(
+            "kernel build succeeded but {} is missing",
+            elf.display()
+        )));
     }
     // The kernel and the boot binaries built beside it must run on EV6.
     for name in ["kernel", "loader", "srmemu"] {
@@ -64,7 +109,11 @@ pub fn cix_instructions(listing: &str) -> Vec<(String, String)> {
     let mut found = Vec::new();
     for line in listing.lines() {
         // `0000000001010000 <name>:` opens a function.
-        if let Some(name) = line.strip_suffix(">:").and_then(|l| l.split_once(" <")).map(|(_, n)| n) {
+        if let Some(name) = line
+            .strip_suffix(">:")
+            .and_then(|l| l.split_once(" <"))
+            .map(|(_, n)| n)
+        {
             function = name.to_string();
             continue;
         }
@@ -87,7 +136,10 @@ pub fn check_no_cix(elf: &Path) -> Result<()> {
         .output()
         .context(|| "starting alpha-linux-gnu-objdump (binutils-alpha-linux-gnu)".into())?;
     if !out.status.success() {
-        return Err(err(format!("alpha-linux-gnu-objdump -d {} failed", elf.display())));
+        return Err(err(format!(
+            "alpha-linux-gnu-objdump -d {} failed",
+            elf.display()
+        )));
     }
     let found = cix_instructions(&String::from_utf8_lossy(&out.stdout));
     if let Some((function, line)) = found.first() {

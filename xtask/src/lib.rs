@@ -40,9 +40,16 @@ pub fn images(quiet: bool) -> util::Result<Images> {
     let emulation = dir.join("srmemu");
     for p in [&loader, &emulation] {
         if !p.exists() {
-            return Err(util::err(format!("{} is missing (built with the kernel by cargo xtask build)", p.display())));
+            return Err(util::err(format!(
+                "{} is missing (built with the kernel by cargo xtask build)",
+                p.display()
+            )));
         }
     }
     let written = image::write(&loader, &kernel, &util::repo_root().join("target/image"))?;
-    Ok(Images { kernel, emulation, written })
+    Ok(Images {
+        kernel,
+        emulation,
+        written,
+    })
 }

@@ -36,6 +36,7 @@ const USAGE: &str = "usage: cargo xtask <command>
                  cargo-mutants over the portable core (src/) against its host tests (unit,
                  simulator); installs cargo-mutants if missing; hours for all of src/,
                  so shard it by file
+  lint           cargo fmt --check and clippy (warnings are errors), host and Alpha crates
   build          build the kernel ELF and print its path
   toolchain      install packages and build the Alpha toolchain (cached)";
 
@@ -48,6 +49,7 @@ fn main() -> ExitCode {
         Some("symbolize") => symbolize(&args[1..]),
         Some("test") => test(&args[1..]),
         Some("build") => build(&args[1..]),
+        Some("lint") => lint(&args[1..]),
         Some("matrix") => matrix(&args[1..]),
         Some("stress") => stress(&args[1..]),
         Some("bench") => bench(&args[1..]),
@@ -94,7 +96,12 @@ fn build(args: &[String]) -> Result<ExitCode> {
 
 /// Parses a `--smp` value: a CPU count the clipper machine can have.
 fn parse_smp(v: &str) -> Result<u32> {
-    let n = v.parse().map_err(|_| err(format!("--smp {v}: not a number (the clipper machine has 1 to {} CPUs)", qemu::MAX_SMP)))?;
+    let n = v.parse().map_err(|_| {
+        err(format!(
+            "--smp {v}: not a number (the clipper machine has 1 to {} CPUs)",
+            qemu::MAX_SMP
+        ))
+    })?;
     qemu::check_smp(n)?;
     Ok(n)
 }
@@ -102,7 +109,11 @@ fn parse_smp(v: &str) -> Result<u32> {
 /// Parses a `--mem` value in MiB.
 fn parse_mem(v: &str) -> Result<u32> {
     let n = v.parse().map_err(|_| {
-        err(format!("--mem {v}: not a whole number of MiB ({} to {})", qemu::MIN_MEM_MIB, qemu::MAX_MEM_MIB))
+        err(format!(
+            "--mem {v}: not a whole number of MiB ({} to {})",
+            qemu::MIN_MEM_MIB,
+            qemu::MAX_MEM_MIB
+        ))
     })?;
     qemu::check_mem(n)?;
     Ok(n)
@@ -110,7 +121,10 @@ fn parse_mem(v: &str) -> Result<u32> {
 
 /// Parses a whole number greater than zero for option `name`.
 fn parse_positive(name: &str, v: &str) -> Result<u64> {
-    v.parse().ok().filter(|n| *n > 0).ok_or_else(|| err(format!("{name} {v}: expected a whole number > 0")))
+    v.parse()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| err(format!("{name} {v}: expected a whole number > 0")))
 }
 
 struct RunArgs {
@@ -132,15 +146,30 @@ struct RunArgs {
 /// `--append` is refused here, in one line, before QEMU starts.
 fn check_append(append: &str) -> Result<()> {
     qemu::check_append_len(append)?;
-    alphasmp_bootargs::BootConfig::parse(append).map(|_| ()).map_err(|e| err(format!("--append: {e}")))
+    alphasmp_bootargs::BootConfig::parse(append)
+        .map(|_| ())
+        .map_err(|e| err(format!("--append: {e}")))
 }
 
 /// Options of `run` and `gdb` (`gdb` also takes `--ex`, not `--timeout`).
 fn parse_run_args(command: &str, args: &[String]) -> Result<RunArgs> {
-    let mut r = RunArgs { smp: 4, mem: qemu::DEFAULT_MEM_MIB, append: String::new(), timeout: 120, ex: Vec::new(), boot: None, image: None, cpu: Default::default() };
+    let mut r = RunArgs {
+        smp: 4,
+        mem: qemu::DEFAULT_MEM_MIB,
+        append: String::new(),
+        timeout: 120,
+        ex: Vec::new(),
+        boot: None,
+        image: None,
+        cpu: Default::default(),
+    };
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        let mut value = |name: &str| it.next().cloned().ok_or_else(|| err(format!("{name} needs a value")));
+        let mut value = |name: &str| {
+            it.next()
+                .cloned()
+                .ok_or_else(|| err(format!("{name} needs a value")))
+        };
         match (command, a.as_str()) {
             (_, "--smp") => r.smp = parse_smp(&value("--smp")?)?,
             (_, "--mem") => r.mem = parse_mem(&value("--mem")?)?,
@@ -157,12 +186,18 @@ fn parse_run_args(command: &str, args: &[String]) -> Result<RunArgs> {
                 })
             }
             ("run", "--image") => r.image = Some(value("--image")?.into()),
-            (_, other) => return Err(err(format!("unknown option '{other}' for {command}\n{USAGE}"))),
+            (_, other) => {
+                return Err(err(format!(
+                    "unknown option '{other}' for {command}\n{USAGE}"
+                )));
+            }
         }
     }
     check_append(&r.append)?;
     if r.image.is_some() && r.boot.is_none() {
-        return Err(err("--image needs --boot disk or --boot bootp (which device the emulated console boots)"));
+        return Err(err(
+            "--image needs --boot disk or --boot bootp (which device the emulated console boots)",
+        ));
     }
     Ok(r)
 }
@@ -172,13 +207,35 @@ fn run(args: &[String]) -> Result<ExitCode> {
     let r = parse_run_args("run", args)?;
     let Some(device) = r.boot else {
         let elf = xtask::kernel_elf(false)?;
-        eprintln!("==> booting {} on qemu-system-alpha -M clipper -smp {} (timeout {} s)", elf.display(), r.smp, r.timeout);
-        let result = qemu::run(&RunSpec { kernel: &elf, smp: r.smp, mem: r.mem, append: &r.append, timeout: Duration::from_secs(r.timeout), echo: true, image: None, cpu: r.cpu })?;
+        eprintln!(
+            "==> booting {} on qemu-system-alpha -M clipper -smp {} (timeout {} s)",
+            elf.display(),
+            r.smp,
+            r.timeout
+        );
+        let result = qemu::run(&RunSpec {
+            kernel: &elf,
+            smp: r.smp,
+            mem: r.mem,
+            append: &r.append,
+            timeout: Duration::from_secs(r.timeout),
+            echo: true,
+            image: None,
+            cpu: r.cpu,
+        })?;
         eprintln!("==> {}", result.describe());
-        return Ok(if result.passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+        return Ok(if result.passed() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
     };
     let images = xtask::images(false)?;
-    let built = if device == "dka0" { &images.written.disk } else { &images.written.bootp };
+    let built = if device == "dka0" {
+        &images.written.disk
+    } else {
+        &images.written.bootp
+    };
     let image = r.image.as_ref().unwrap_or(built);
     eprintln!(
         "==> booting {} as {device} through the SRM-entry emulation on qemu-system-alpha -M clipper -smp {} (timeout {} s)",
@@ -186,18 +243,43 @@ fn run(args: &[String]) -> Result<ExitCode> {
         r.smp,
         r.timeout
     );
-    let boot = qemu::ImageBoot { emulation: &images.emulation, image, device };
-    let spec = RunSpec { kernel: &images.kernel, smp: r.smp, mem: r.mem, append: &r.append, timeout: Duration::from_secs(r.timeout), echo: true, image: Some(boot), cpu: r.cpu };
+    let boot = qemu::ImageBoot {
+        emulation: &images.emulation,
+        image,
+        device,
+    };
+    let spec = RunSpec {
+        kernel: &images.kernel,
+        smp: r.smp,
+        mem: r.mem,
+        append: &r.append,
+        timeout: Duration::from_secs(r.timeout),
+        echo: true,
+        image: Some(boot),
+        cpu: r.cpu,
+    };
     let result = qemu::run(&spec)?;
     eprintln!("==> {}", result.describe());
-    Ok(if result.passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if result.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn image(args: &[String]) -> Result<ExitCode> {
-    let (mut out, mut check, mut elf) = (repo_root().join("target/image"), None::<std::path::PathBuf>, None::<std::path::PathBuf>);
+    let (mut out, mut check, mut elf) = (
+        repo_root().join("target/image"),
+        None::<std::path::PathBuf>,
+        None::<std::path::PathBuf>,
+    );
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        let mut value = |name: &str| it.next().cloned().ok_or_else(|| err(format!("{name} needs a value")));
+        let mut value = |name: &str| {
+            it.next()
+                .cloned()
+                .ok_or_else(|| err(format!("{name} needs a value")))
+        };
         match a.as_str() {
             "--out" => out = value("--out")?.into(),
             "--check" => check = Some(value("--check")?.into()),
@@ -206,12 +288,14 @@ fn image(args: &[String]) -> Result<ExitCode> {
         }
     }
     if let Some(file) = check {
-        let bytes = std::fs::read(&file).map_err(|e| err(format!("reading {}: {e}", file.display())))?;
+        let bytes =
+            std::fs::read(&file).map_err(|e| err(format!("reading {}: {e}", file.display())))?;
         let elf = match elf {
             Some(e) => e,
             None => xtask::kernel_elf(true)?,
         };
-        let r = xtask::image::check(&bytes, &elf).map_err(|e| err(format!("{}: {e}", file.display())))?;
+        let r = xtask::image::check(&bytes, &elf)
+            .map_err(|e| err(format!("{}: {e}", file.display())))?;
         let h = r.header;
         println!(
             "{}: OK: {}, {} bytes; kernel {} bytes (+{} bss) for physical {:#x}, entry {:#x}, checksum {:#018x}; matches {}",
@@ -234,11 +318,20 @@ fn image(args: &[String]) -> Result<ExitCode> {
     let kernel = xtask::kernel::build(&tc)?;
     let loader = kernel.with_file_name("loader");
     let w = xtask::image::write(&loader, &kernel, &out)?;
-    for (p, what) in [(&w.bootp, "BOOTP image (boot ewa0 -file ...)"), (&w.disk, "disk image (dd to a disk; boot dka0)")] {
+    for (p, what) in [
+        (&w.bootp, "BOOTP image (boot ewa0 -file ...)"),
+        (&w.disk, "disk image (dd to a disk; boot dka0)"),
+    ] {
         let len = std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
         println!("{}: {what}, {len} bytes", p.display());
     }
-    println!("kernel: physical {:#x}, entry {:#x}, {} bytes + {} bss", w.header.load_phys, w.header.entry, w.header.payload_len, w.header.mem_len - w.header.payload_len);
+    println!(
+        "kernel: physical {:#x}, entry {:#x}, {} bytes + {} bss",
+        w.header.load_phys,
+        w.header.entry,
+        w.header.payload_len,
+        w.header.mem_len - w.header.payload_len
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -246,18 +339,35 @@ fn gdb(args: &[String]) -> Result<ExitCode> {
     let r = parse_run_args("gdb", args)?;
     let elf = xtask::kernel_elf(false)?;
     let session = xtask::gdb::Session {
-        spec: RunSpec { kernel: &elf, smp: r.smp, mem: r.mem, append: &r.append, timeout: Duration::MAX, echo: false, image: None, cpu: r.cpu },
+        spec: RunSpec {
+            kernel: &elf,
+            smp: r.smp,
+            mem: r.mem,
+            append: &r.append,
+            timeout: Duration::MAX,
+            echo: false,
+            image: None,
+            cpu: r.cpu,
+        },
         commands: r.ex,
         serial_log: repo_root().join("target/gdb-serial.log"),
     };
     if session.commands.is_empty() {
         let code = xtask::gdb::interactive(&session)?;
-        return Ok(if code == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+        return Ok(if code == 0 {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
     }
     let out = xtask::gdb::batch(&session, Duration::from_secs(300))?;
     print!("{}", out.gdb_output);
     eprintln!("==> serial console: {}", session.serial_log.display());
-    Ok(if out.success { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if out.success {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn symbolize(args: &[String]) -> Result<ExitCode> {
@@ -267,9 +377,14 @@ fn symbolize(args: &[String]) -> Result<ExitCode> {
         rest => (None, rest),
     };
     let text = match rest {
-        [] => std::io::read_to_string(std::io::stdin()).map_err(|e| err(format!("reading standard input: {e}")))?,
+        [] => std::io::read_to_string(std::io::stdin())
+            .map_err(|e| err(format!("reading standard input: {e}")))?,
         [file] => std::fs::read_to_string(file).map_err(|e| err(format!("reading {file}: {e}")))?,
-        [_, extra, ..] => return Err(err(format!("unexpected argument '{extra}' for symbolize (one FILE at most)"))),
+        [_, extra, ..] => {
+            return Err(err(format!(
+                "unexpected argument '{extra}' for symbolize (one FILE at most)"
+            )));
+        }
     };
     let elf = match elf {
         Some(e) => e,
@@ -280,11 +395,60 @@ fn symbolize(args: &[String]) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `cargo fmt --check` and clippy (every warning an error) over the host
+/// workspace and the Alpha crates.
+fn lint_all(tc: &xtask::toolchain::Toolchain) -> Result<()> {
+    let root = repo_root();
+    for manifest in ["Cargo.toml", "arch/alpha/Cargo.toml"] {
+        eprintln!("==> format: cargo fmt --all --check --manifest-path {manifest}");
+        let ok = Command::new("cargo")
+            .current_dir(&root)
+            .args(["fmt", "--all", "--check", "--manifest-path", manifest])
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            return Err(err(format!(
+                "cargo fmt --check found unformatted code (run: cargo fmt --all --manifest-path {manifest})"
+            )));
+        }
+    }
+    eprintln!("==> clippy: cargo clippy --workspace --all-targets -- -D warnings");
+    let ok = Command::new("cargo")
+        .current_dir(&root)
+        .args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        return Err(err("clippy found problems in the host crates (above)"));
+    }
+    eprintln!("==> clippy: the Alpha crates");
+    xtask::kernel::clippy(tc)
+}
+
+fn lint(args: &[String]) -> Result<ExitCode> {
+    no_args(args)?;
+    let tc = xtask::toolchain::ensure(false)?;
+    lint_all(&tc)?;
+    eprintln!("==> format and clippy clean");
+    Ok(ExitCode::SUCCESS)
+}
+
 fn test(args: &[String]) -> Result<ExitCode> {
     let long = match args.first().map(String::as_str) {
         None => false,
         Some("--long") if args.len() == 1 => true,
-        Some(a) => return Err(err(format!("unexpected argument '{a}' for test (only --long)"))),
+        Some(a) => {
+            return Err(err(format!(
+                "unexpected argument '{a}' for test (only --long)"
+            )));
+        }
     };
     let tc = xtask::toolchain::ensure(false)?;
     let elf = xtask::kernel::build(&tc)?;
@@ -293,25 +457,53 @@ fn test(args: &[String]) -> Result<ExitCode> {
     let cargo = |what: &str, args: &[&str], envs: &[(&str, &str)]| -> Result<()> {
         eprintln!("==> {what}: cargo {}", args.join(" "));
         let mut cmd = Command::new("cargo");
-        cmd.current_dir(&root).env("ALPHASMP_KERNEL", &elf).args(args);
+        cmd.current_dir(&root)
+            .env("ALPHASMP_KERNEL", &elf)
+            .args(args);
         if long {
             cmd.env("ALPHASMP_LONG", "1");
         }
         for (k, v) in envs {
             cmd.env(k, v);
         }
-        let status = cmd.status().map_err(|e| err(format!("starting cargo: {e}")))?;
-        if status.success() { Ok(()) } else { Err(err(format!("{what} failed"))) }
+        let status = cmd
+            .status()
+            .map_err(|e| err(format!("starting cargo: {e}")))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(err(format!("{what} failed")))
+        }
     };
+    // 0. Habits: formatting and clippy, host and Alpha crates.
+    lint_all(&tc)?;
     // 1. Host unit tests, simulator, spin models, QEMU boots and the matrix.
-    cargo("host tests, simulator, spin models, QEMU boots", &["test", "--workspace"], &[])?;
+    cargo(
+        "host tests, simulator, spin models, QEMU boots",
+        &["test", "--workspace"],
+        &[],
+    )?;
     // 2. loom: the lock-free modules compiled against loom's atomics.
     let loom_dir = root.join("target/loom");
-    cargo("loom", &["test", "--release", "--test", "loom"], &[("RUSTFLAGS", "--cfg loom"), ("CARGO_TARGET_DIR", &loom_dir.display().to_string())])?;
+    cargo(
+        "loom",
+        &["test", "--release", "--test", "loom"],
+        &[
+            ("RUSTFLAGS", "--cfg loom"),
+            ("CARGO_TARGET_DIR", &loom_dir.display().to_string()),
+        ],
+    )?;
     // 3. Miri over the unit tests of src/.
     let miri_dir = root.join("target/miri");
-    cargo("miri", &["miri", "test", "--lib"], &[("CARGO_TARGET_DIR", &miri_dir.display().to_string())])?;
-    eprintln!("==> all test stages passed{}", if long { " (long mode)" } else { "" });
+    cargo(
+        "miri",
+        &["miri", "test", "--lib"],
+        &[("CARGO_TARGET_DIR", &miri_dir.display().to_string())],
+    )?;
+    eprintln!(
+        "==> all test stages passed{}",
+        if long { " (long mode)" } else { "" }
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -321,29 +513,55 @@ fn matrix(args: &[String]) -> Result<ExitCode> {
     let mut check = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        let mut value = |name: &str| it.next().cloned().ok_or_else(|| err(format!("{name} needs a value")));
+        let mut value = |name: &str| {
+            it.next()
+                .cloned()
+                .ok_or_else(|| err(format!("{name} needs a value")))
+        };
         match a.as_str() {
             "--per-cpu" => p.per_cpu = parse_positive("--per-cpu", &value("--per-cpu")?)?,
-            "--smp" => p.smps = value("--smp")?.split(',').map(parse_smp).collect::<Result<_>>()?,
+            "--smp" => {
+                p.smps = value("--smp")?
+                    .split(',')
+                    .map(parse_smp)
+                    .collect::<Result<_>>()?
+            }
             "--out" => out = value("--out")?.into(),
             "--check" => check = true,
             other => return Err(err(format!("unknown option '{other}' for matrix"))),
         }
     }
     let elf = xtask::kernel_elf(false)?;
-    eprintln!("==> fault x fix matrix: {} cells, {}", p.smps.len() * 20, p.common_args());
+    eprintln!(
+        "==> fault x fix matrix: {} cells, {}",
+        p.smps.len() * 20,
+        p.common_args()
+    );
     let cells = xtask::matrix::run_all(&elf, &p, |c| println!("{}", xtask::matrix::describe(c)))?;
     xtask::matrix::write(&out, &cells, &p)?;
     let wrong = cells.iter().filter(|c| !c.as_predicted()).count();
-    eprintln!("==> wrote {}/matrix.md and matrix.json; {} of {} cells as predicted", out.display(), cells.len() - wrong, cells.len());
-    Ok(if check && wrong > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    eprintln!(
+        "==> wrote {}/matrix.md and matrix.json; {} of {} cells as predicted",
+        out.display(),
+        cells.len() - wrong,
+        cells.len()
+    );
+    Ok(if check && wrong > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn stress(args: &[String]) -> Result<ExitCode> {
     let (mut per_cpu, mut smp, mut extra) = (250_000u64, 4u32, String::new());
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        let mut value = |name: &str| it.next().cloned().ok_or_else(|| err(format!("{name} needs a value")));
+        let mut value = |name: &str| {
+            it.next()
+                .cloned()
+                .ok_or_else(|| err(format!("{name} needs a value")))
+        };
         match a.as_str() {
             "--per-cpu" => per_cpu = parse_positive("--per-cpu", &value("--per-cpu")?)?,
             "--smp" => smp = parse_smp(&value("--smp")?)?,
@@ -352,30 +570,66 @@ fn stress(args: &[String]) -> Result<ExitCode> {
         }
     }
     let elf = xtask::kernel_elf(false)?;
-    let append = format!("stress={per_cpu} inject=edge_loss ipi_lock=on ipi_poll=on watchdog_ms=1000 tick_hz=1000 irq_load_us=100 {extra}");
+    let append = format!(
+        "stress={per_cpu} inject=edge_loss ipi_lock=on ipi_poll=on watchdog_ms=1000 tick_hz=1000 irq_load_us=100 {extra}"
+    );
     eprintln!("==> stress: {smp} CPUs, {append}");
-    let r = qemu::run(&RunSpec { kernel: &elf, smp, mem: qemu::DEFAULT_MEM_MIB, append: append.trim(), timeout: Duration::from_secs(3 * 3600), echo: true, image: None, cpu: Default::default() })?;
+    let r = qemu::run(&RunSpec {
+        kernel: &elf,
+        smp,
+        mem: qemu::DEFAULT_MEM_MIB,
+        append: append.trim(),
+        timeout: Duration::from_secs(3 * 3600),
+        echo: true,
+        image: None,
+        cpu: Default::default(),
+    })?;
     let fields = xtask::matrix::parse_result(&r.output).unwrap_or_default();
-    let get = |k: &str| fields.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str()).unwrap_or("-");
+    let get = |k: &str| {
+        fields
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or("-")
+    };
     let ok = get("outcome") == "completed" && get("stalls") == "0";
     eprintln!(
         "==> stress {}: {} shootdowns ({} cross-calls) in {} ms, watchdog reports {}, dropped {}, rescued {}",
         if ok { "PASS" } else { "FAIL" },
         get("done"),
-        get("done").parse::<u64>().map(|d| (d * u64::from(smp - 1)).to_string()).unwrap_or_default(),
+        get("done")
+            .parse::<u64>()
+            .map(|d| (d * u64::from(smp - 1)).to_string())
+            .unwrap_or_default(),
         get("elapsed_ms"),
         get("stalls"),
         get("dropped"),
         get("rescued_call")
     );
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// The host tests a mutant of src/ must fail (everything but the QEMU
 /// boots, which test the kernel, loom, which needs its own cfg, and the
 /// spin model test, which checks tests/model/xcall.pml and reads nothing of
 /// src/, so no mutant can change its result; it would add 27 s to each).
-const MUTANT_TESTS: &[&str] = &["--lib", "--test", "xcall_sim", "--test", "tlb_sim", "--test", "sim_deadlocks", "--test", "sim_scale", "--test", "sim_nap"];
+const MUTANT_TESTS: &[&str] = &[
+    "--lib",
+    "--test",
+    "xcall_sim",
+    "--test",
+    "tlb_sim",
+    "--test",
+    "sim_deadlocks",
+    "--test",
+    "sim_scale",
+    "--test",
+    "sim_nap",
+];
 
 /// Seconds a mutant's build or test may take before cargo-mutants counts it
 /// as a hang (caught by timeout): about 8 times the unmutated test run
@@ -388,12 +642,18 @@ fn mutants(args: &[String]) -> Result<ExitCode> {
     let mut jobs = "1".to_string();
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        let mut value = |name: &str| it.next().cloned().ok_or_else(|| err(format!("{name} needs a value")));
+        let mut value = |name: &str| {
+            it.next()
+                .cloned()
+                .ok_or_else(|| err(format!("{name} needs a value")))
+        };
         match a.as_str() {
             "--file" => {
                 let f = value("--file")?;
                 if !repo_root().join(&f).is_file() || !f.starts_with("src/") {
-                    return Err(err(format!("--file {f}: not a file of the portable core (src/...)")));
+                    return Err(err(format!(
+                        "--file {f}: not a file of the portable core (src/...)"
+                    )));
                 }
                 files.push(f);
             }
@@ -404,40 +664,89 @@ fn mutants(args: &[String]) -> Result<ExitCode> {
     }
     // No toolchain::ensure: the host tests need only the nightly that
     // rust-toolchain.toml pins (rustup fetches it), not the Alpha toolchain.
-    let have = Command::new("cargo").args(["mutants", "--version"]).current_dir(repo_root()).output().is_ok_and(|o| o.status.success());
+    let have = Command::new("cargo")
+        .args(["mutants", "--version"])
+        .current_dir(repo_root())
+        .output()
+        .is_ok_and(|o| o.status.success());
     if !have {
         eprintln!("==> installing cargo-mutants (cargo install --locked)");
-        let st = Command::new("cargo").args(["install", "--locked", "cargo-mutants"]).status().map_err(|e| err(format!("cargo install: {e}")))?;
+        let st = Command::new("cargo")
+            .args(["install", "--locked", "cargo-mutants"])
+            .status()
+            .map_err(|e| err(format!("cargo install: {e}")))?;
         if !st.success() {
             return Err(err("cargo install cargo-mutants failed"));
         }
     }
     let mut cmd = Command::new("cargo");
-    cmd.current_dir(repo_root()).args(["mutants", "-p", "alphasmp", "--timeout", MUTANT_TIMEOUT, "--jobs", &jobs, "--output"]).arg(&out);
+    cmd.current_dir(repo_root())
+        .args([
+            "mutants",
+            "-p",
+            "alphasmp",
+            "--timeout",
+            MUTANT_TIMEOUT,
+            "--jobs",
+            &jobs,
+            "--output",
+        ])
+        .arg(&out);
     for f in &files {
         cmd.args(["--file", f]);
     }
     cmd.arg("--").args(MUTANT_TESTS);
-    eprintln!("==> cargo mutants over {} against: cargo test {}", if files.is_empty() { "src/".to_string() } else { files.join(" ") }, MUTANT_TESTS.join(" "));
-    let st = cmd.status().map_err(|e| err(format!("starting cargo mutants: {e}")))?;
-    eprintln!("==> results in {}/mutants.out (missed.txt lists the surviving mutants)", out.display());
+    eprintln!(
+        "==> cargo mutants over {} against: cargo test {}",
+        if files.is_empty() {
+            "src/".to_string()
+        } else {
+            files.join(" ")
+        },
+        MUTANT_TESTS.join(" ")
+    );
+    let st = cmd
+        .status()
+        .map_err(|e| err(format!("starting cargo mutants: {e}")))?;
+    eprintln!(
+        "==> results in {}/mutants.out (missed.txt lists the surviving mutants)",
+        out.display()
+    );
     // cargo-mutants exits 2 when mutants were missed, 0 when all were caught.
-    Ok(if st.success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if st.success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn bench(args: &[String]) -> Result<ExitCode> {
-    let mut cfg = xtask::bench::Config { samples: 1000, smps: vec![2, 3, 4], fixes: xtask::bench::fixes("all")?, waits: vec!["nap", "spin"] };
+    let mut cfg = xtask::bench::Config {
+        samples: 1000,
+        smps: vec![2, 3, 4],
+        fixes: xtask::bench::fixes("all")?,
+        waits: vec!["nap", "spin"],
+    };
     let mut out = repo_root().join("results");
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        let mut value = |name: &str| it.next().cloned().ok_or_else(|| err(format!("{name} needs a value")));
+        let mut value = |name: &str| {
+            it.next()
+                .cloned()
+                .ok_or_else(|| err(format!("{name} needs a value")))
+        };
         match a.as_str() {
             "--samples" => {
                 let v = value("--samples")?;
-                cfg.samples = alphasmp_bootargs::BootConfig::parse(&format!("bench={v}")).map_err(|e| err(format!("--samples: {e}")))?.bench;
+                cfg.samples = alphasmp_bootargs::BootConfig::parse(&format!("bench={v}"))
+                    .map_err(|e| err(format!("--samples: {e}")))?
+                    .bench;
             }
             "--smp" => {
-                cfg.smps = value("--smp")?.split(',').map(parse_smp).collect::<Result<_>>()?;
+                cfg.smps = value("--smp")?
+                    .split(',')
+                    .map(parse_smp)
+                    .collect::<Result<_>>()?;
                 if cfg.smps.contains(&1) {
                     return Err(err("--smp 1: the benchmarks need 2 or more CPUs"));
                 }
@@ -449,7 +758,9 @@ fn bench(args: &[String]) -> Result<ExitCode> {
                     .map(|w| match w {
                         "nap" => Ok("nap"),
                         "spin" => Ok("spin"),
-                        other => Err(err(format!("--wait {other}: expected spin, nap or both (spin,nap)"))),
+                        other => Err(err(format!(
+                            "--wait {other}: expected spin, nap or both (spin,nap)"
+                        ))),
                     })
                     .collect::<Result<_>>()?
             }
@@ -459,11 +770,18 @@ fn bench(args: &[String]) -> Result<ExitCode> {
     }
     let elf = xtask::kernel_elf(false)?;
     let host = host_description();
-    eprintln!("==> {} benchmark boots ({} samples per measurement) on {host}", cfg.boots(), cfg.samples);
+    eprintln!(
+        "==> {} benchmark boots ({} samples per measurement) on {host}",
+        cfg.boots(),
+        cfg.samples
+    );
     let ms = xtask::bench::run(&elf, &cfg, |line| eprintln!("==> {line}"))?;
     xtask::bench::write(&out, &ms, &cfg, &host)?;
     println!("{}", xtask::bench::markdown(&ms, &cfg, &host));
-    eprintln!("==> wrote {0}/bench.md, {0}/bench.json and {0}/bench.svg", out.display());
+    eprintln!(
+        "==> wrote {0}/bench.md, {0}/bench.json and {0}/bench.svg",
+        out.display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -472,7 +790,13 @@ fn host_description() -> String {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|c| c.lines().find_map(|l| l.strip_prefix("model name").and_then(|r| r.split_once(':')).map(|(_, m)| m.trim().to_string())))
+        .and_then(|c| {
+            c.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .and_then(|r| r.split_once(':'))
+                    .map(|(_, m)| m.trim().to_string())
+            })
+        })
         .unwrap_or_else(|| "unknown CPU".into());
     format!("a {cores}-core host ({model}), qemu-system-alpha -M clipper")
 }
@@ -497,18 +821,45 @@ mod tests {
             ("run", &["--mem", "32"], "--mem 32 is out of range"),
             ("gdb", &["--mem", "4096"], "--mem 4096 is out of range"),
             ("run", &["--mem", "lots"], "--mem lots: not a whole number"),
-            ("run", &["--append", "bogus=1"], "--append: unknown boot argument 'bogus'"),
-            ("gdb", &["--append", "tick_hz=0"], "--append: boot argument tick_hz=0"),
-            ("run", &["--append", "tests"], "--append: boot argument 'tests' is not key=value"),
-            ("run", &["--cpu", "ev5"], "--cpu ev5: expected one of ev6, ev67, ev68"),
+            (
+                "run",
+                &["--append", "bogus=1"],
+                "--append: unknown boot argument 'bogus'",
+            ),
+            (
+                "gdb",
+                &["--append", "tick_hz=0"],
+                "--append: boot argument tick_hz=0",
+            ),
+            (
+                "run",
+                &["--append", "tests"],
+                "--append: boot argument 'tests' is not key=value",
+            ),
+            (
+                "run",
+                &["--cpu", "ev5"],
+                "--cpu ev5: expected one of ev6, ev67, ev68",
+            ),
             ("gdb", &["--cpu"], "--cpu needs a value"),
-            ("run", &["--ex", "info threads"], "unknown option '--ex' for run"),
-            ("gdb", &["--timeout", "5"], "unknown option '--timeout' for gdb"),
+            (
+                "run",
+                &["--ex", "info threads"],
+                "unknown option '--ex' for run",
+            ),
+            (
+                "gdb",
+                &["--timeout", "5"],
+                "unknown option '--timeout' for gdb",
+            ),
         ];
         for (command, args, want) in cases {
             let e = refusal(command, args);
             let first = e.lines().next().unwrap_or_default();
-            assert!(first.contains(want), "{command} {args:?}: got '{first}', want '{want}'");
+            assert!(
+                first.contains(want),
+                "{command} {args:?}: got '{first}', want '{want}'"
+            );
         }
         let long = "tests=".to_string() + &"a".repeat(300);
         assert!(refusal("run", &["--append", &long]).contains("at most 255"));
@@ -516,11 +867,23 @@ mod tests {
 
     #[test]
     fn good_options_are_taken() {
-        let args: Vec<String> = ["--smp", "2", "--mem", "64", "--append", "tests=smp tick_hz=200", "--ex", "info threads"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let args: Vec<String> = [
+            "--smp",
+            "2",
+            "--mem",
+            "64",
+            "--append",
+            "tests=smp tick_hz=200",
+            "--ex",
+            "info threads",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         let r = parse_run_args("gdb", &args).expect("accepted");
-        assert_eq!((r.smp, r.mem, r.append.as_str(), r.ex.len()), (2, 64, "tests=smp tick_hz=200", 1));
+        assert_eq!(
+            (r.smp, r.mem, r.append.as_str(), r.ex.len()),
+            (2, 64, "tests=smp tick_hz=200", 1)
+        );
     }
 }

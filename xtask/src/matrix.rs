@@ -120,7 +120,10 @@ pub struct Cell {
 
 impl Cell {
     pub fn field(&self, key: &str) -> Option<&str> {
-        self.fields.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.fields
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
     /// Whether the outcome matches the prediction.
     pub fn as_predicted(&self) -> bool {
@@ -148,7 +151,14 @@ pub struct Params {
 
 impl Default for Params {
     fn default() -> Self {
-        Params { per_cpu: 300, smps: vec![2, 4], watchdog_ms: 500, tick_hz: 1000, irq_load_us: 100, wait: "spin" }
+        Params {
+            per_cpu: 300,
+            smps: vec![2, 4],
+            watchdog_ms: 500,
+            tick_hz: 1000,
+            irq_load_us: 100,
+            wait: "spin",
+        }
     }
 }
 
@@ -162,35 +172,75 @@ pub const TWO_CPU_FACTOR: u64 = 50;
 impl Params {
     /// Shootdowns per CPU for a cell on `smp` CPUs.
     pub fn per_cpu_for(&self, smp: u32) -> u64 {
-        if smp <= 2 { self.per_cpu * TWO_CPU_FACTOR } else { self.per_cpu }
+        if smp <= 2 {
+            self.per_cpu * TWO_CPU_FACTOR
+        } else {
+            self.per_cpu
+        }
     }
     /// The boot arguments common to every cell (for `smp` CPUs).
     pub fn common_args_for(&self, smp: u32) -> String {
-        format!("stress={} watchdog_ms={} tick_hz={} irq_load_us={} wait={}", self.per_cpu_for(smp), self.watchdog_ms, self.tick_hz, self.irq_load_us, self.wait)
+        format!(
+            "stress={} watchdog_ms={} tick_hz={} irq_load_us={} wait={}",
+            self.per_cpu_for(smp),
+            self.watchdog_ms,
+            self.tick_hz,
+            self.irq_load_us,
+            self.wait
+        )
     }
     /// A description of the parameters.
     pub fn common_args(&self) -> String {
         format!(
             "stress={} on 4 CPUs ({}x on 2) watchdog_ms={} tick_hz={} irq_load_us={} wait={}",
-            self.per_cpu, TWO_CPU_FACTOR, self.watchdog_ms, self.tick_hz, self.irq_load_us, self.wait
+            self.per_cpu,
+            TWO_CPU_FACTOR,
+            self.watchdog_ms,
+            self.tick_hz,
+            self.irq_load_us,
+            self.wait
         )
     }
 }
 
 /// Parses the kernel's `stress-result:` line into key/value pairs.
 pub fn parse_result(output: &str) -> Option<Vec<(String, String)>> {
-    let line = output.lines().rev().find_map(|l| l.strip_prefix("stress-result: "))?;
-    Some(line.split_whitespace().filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect())
+    let line = output
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("stress-result: "))?;
+    Some(
+        line.split_whitespace()
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    )
 }
 
 /// Runs one cell.
-pub fn run_cell(kernel: &Path, p: &Params, smp: u32, fault: &'static str, fix: &'static str, args: &str) -> Result<Cell> {
+pub fn run_cell(
+    kernel: &Path,
+    p: &Params,
+    smp: u32,
+    fault: &'static str,
+    fix: &'static str,
+    args: &str,
+) -> Result<Cell> {
     let append = format!("{} inject={fault} {args}", p.common_args_for(smp));
     // Generous: a completing cell takes seconds; a deadlocking one about
     // three watchdog periods; a resend cell one watchdog period per lost IPI
     // (over a minute on 4 CPUs); a hang is what the timeout is for.
     let timeout = Duration::from_secs(600);
-    let r = qemu::run(&RunSpec { kernel, smp, mem: qemu::DEFAULT_MEM_MIB, append: &append, timeout, echo: false, image: None, cpu: Default::default() })?;
+    let r = qemu::run(&RunSpec {
+        kernel,
+        smp,
+        mem: qemu::DEFAULT_MEM_MIB,
+        append: &append,
+        timeout,
+        echo: false,
+        image: None,
+        cpu: Default::default(),
+    })?;
     let mut fields = parse_result(&r.output).unwrap_or_default();
     let outcome = match (r.ending, fields.iter().find(|(k, _)| k == "outcome")) {
         (Ending::TimedOut, _) => "hang".to_string(),
@@ -200,9 +250,24 @@ pub fn run_cell(kernel: &Path, p: &Params, smp: u32, fault: &'static str, fix: &
     if outcome == "error" || outcome == "hang" {
         // Keep why: QEMU's ending and the last lines it printed.
         let tail: Vec<&str> = r.output.lines().rev().take(3).collect();
-        fields.push(("why".into(), format!("{:?}: {}", r.ending, tail.into_iter().rev().collect::<Vec<_>>().join(" | "))));
+        fields.push((
+            "why".into(),
+            format!(
+                "{:?}: {}",
+                r.ending,
+                tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+            ),
+        ));
     }
-    Ok(Cell { smp, fault, fix, expect: predict_for(fault, fix, smp, p.wait), outcome, fields, seconds: r.elapsed.as_secs_f64() })
+    Ok(Cell {
+        smp,
+        fault,
+        fix,
+        expect: predict_for(fault, fix, smp, p.wait),
+        outcome,
+        fields,
+        seconds: r.elapsed.as_secs_f64(),
+    })
 }
 
 /// Runs every cell, reporting each as it finishes.
@@ -239,14 +304,22 @@ pub fn describe(c: &Cell) -> String {
         f("resends"),
         f("lock_drains"),
         c.seconds,
-        c.field("why").map(|w| format!(" why: {w}")).unwrap_or_default()
+        c.field("why")
+            .map(|w| format!(" why: {w}"))
+            .unwrap_or_default()
     )
 }
 
 /// The matrix as Markdown: one table per CPU count.
 pub fn markdown(cells: &[Cell], p: &Params) -> String {
     let mut s = String::new();
-    writeln!(s, "Workload: every CPU issues {} synchronous `flush_tlb_page` shootdowns at once; `{}`.", p.per_cpu, p.common_args()).ok();
+    writeln!(
+        s,
+        "Workload: every CPU issues {} synchronous `flush_tlb_page` shootdowns at once; `{}`.",
+        p.per_cpu,
+        p.common_args()
+    )
+    .ok();
     writeln!(s, "Cell: outcome (time to detection for a deadlock; IPIs dropped / CALL messages rescued by the poll in interrupts + by the idle loop's poll / re-sent / lock drains). The `poll` fix is both polls: seed patch 2/3 polls only inside interrupts; this kernel's idle loop polls too, and its rescues are counted apart. `!` marks an outcome the protocol did not predict.").ok();
     for &smp in &p.smps {
         writeln!(s, "\n**{smp} CPUs**\n").ok();
@@ -263,7 +336,10 @@ pub fn markdown(cells: &[Cell], p: &Params) -> String {
         for &fault in FAULTS {
             write!(s, "| {fault} |").ok();
             for &(fix, _) in FIXES {
-                let Some(c) = cells.iter().find(|c| c.smp == smp && c.fault == fault && c.fix == fix) else {
+                let Some(c) = cells
+                    .iter()
+                    .find(|c| c.smp == smp && c.fault == fault && c.fix == fix)
+                else {
                     write!(s, " |").ok();
                     continue;
                 };
@@ -273,7 +349,16 @@ pub fn markdown(cells: &[Cell], p: &Params) -> String {
                     "deadlock" => format!("**deadlock** {} ms", f("detect_ms")),
                     other => other.to_string(),
                 };
-                write!(s, " {head}{mark} ({}/{}+{}/{}/{}) |", f("dropped"), f("rescued_call"), f("idle_rescued_call"), f("resends"), f("lock_drains")).ok();
+                write!(
+                    s,
+                    " {head}{mark} ({}/{}+{}/{}/{}) |",
+                    f("dropped"),
+                    f("rescued_call"),
+                    f("idle_rescued_call"),
+                    f("resends"),
+                    f("lock_drains")
+                )
+                .ok();
             }
             writeln!(s).ok();
         }
@@ -298,7 +383,13 @@ fn json_str(s: &str) -> String {
 /// The matrix as JSON (numbers where the kernel printed numbers).
 pub fn json(cells: &[Cell], p: &Params) -> String {
     let mut s = String::from("{\n");
-    writeln!(s, "  \"per_cpu\": {},\n  \"boot_args\": {},\n  \"cells\": [", p.per_cpu, json_str(&p.common_args())).ok();
+    writeln!(
+        s,
+        "  \"per_cpu\": {},\n  \"boot_args\": {},\n  \"cells\": [",
+        p.per_cpu,
+        json_str(&p.common_args())
+    )
+    .ok();
     for (i, c) in cells.iter().enumerate() {
         write!(
             s,
@@ -316,7 +407,11 @@ pub fn json(cells: &[Cell], p: &Params) -> String {
             if k == "outcome" {
                 continue;
             }
-            let value = if v.parse::<i64>().is_ok() { v.clone() } else { json_str(v) };
+            let value = if v.parse::<i64>().is_ok() {
+                v.clone()
+            } else {
+                json_str(v)
+            };
             write!(s, ", {}: {}", json_str(k), value).ok();
         }
         writeln!(s, "}}{}", if i + 1 < cells.len() { "," } else { "" }).ok();
@@ -328,8 +423,10 @@ pub fn json(cells: &[Cell], p: &Params) -> String {
 /// Writes `matrix.md` and `matrix.json` into `dir`.
 pub fn write(dir: &Path, cells: &[Cell], p: &Params) -> Result<()> {
     std::fs::create_dir_all(dir).context(|| format!("creating {}", dir.display()))?;
-    std::fs::write(dir.join("matrix.md"), markdown(cells, p)).context(|| "writing matrix.md".into())?;
-    std::fs::write(dir.join("matrix.json"), json(cells, p)).context(|| "writing matrix.json".into())?;
+    std::fs::write(dir.join("matrix.md"), markdown(cells, p))
+        .context(|| "writing matrix.md".into())?;
+    std::fs::write(dir.join("matrix.json"), json(cells, p))
+        .context(|| "writing matrix.json".into())?;
     Ok(())
 }
 
@@ -347,9 +444,18 @@ mod tests {
         assert_eq!(predict("masked_wait", "poll", 4), Expect::Deadlocks);
         assert_eq!(predict("masked_wait", "poll", 2), Expect::Either);
         assert_eq!(predict_for("edge_loss", "none", 4, "nap"), Expect::Either);
-        assert_eq!(predict_for("edge_loss", "none", 4, "spin"), Expect::Deadlocks);
-        assert_eq!(predict_for("masked_wait", "poll", 4, "nap"), Expect::Deadlocks);
-        assert_eq!(predict_for("edge_loss", "poll", 4, "nap"), Expect::Completes);
+        assert_eq!(
+            predict_for("edge_loss", "none", 4, "spin"),
+            Expect::Deadlocks
+        );
+        assert_eq!(
+            predict_for("masked_wait", "poll", 4, "nap"),
+            Expect::Deadlocks
+        );
+        assert_eq!(
+            predict_for("edge_loss", "poll", 4, "nap"),
+            Expect::Completes
+        );
         assert_eq!(predict("masked_wait", "lock+drain", 2), Expect::Completes);
         assert_eq!(predict("both", "lock+drain+poll", 4), Expect::Completes);
         assert_eq!(predict("both", "resend", 4), Expect::Deadlocks);

@@ -59,7 +59,10 @@ pub const CPU_MODELS: &[&str] = &["ev6", "ev67", "ev68"];
 
 impl CpuModel {
     /// The EV6 (21264) without the count extension: DS10, DS20, early ES40.
-    pub const EV6: CpuModel = CpuModel { name: Some("ev6"), icount: false };
+    pub const EV6: CpuModel = CpuModel {
+        name: Some("ev6"),
+        icount: false,
+    };
 
     /// Parses a `--cpu` value.
     pub fn parse(name: &str) -> Result<&'static str> {
@@ -67,7 +70,12 @@ impl CpuModel {
             .iter()
             .find(|m| **m == name)
             .copied()
-            .ok_or_else(|| err(format!("--cpu {name}: expected one of {}", CPU_MODELS.join(", "))))
+            .ok_or_else(|| {
+                err(format!(
+                    "--cpu {name}: expected one of {}",
+                    CPU_MODELS.join(", ")
+                ))
+            })
     }
 }
 
@@ -134,7 +142,11 @@ impl RunResult {
             Some((p, f)) => format!("{p} passed, {f} failed"),
             None => "no summary line".to_string(),
         };
-        format!("{} ({summary}, {ending}, {:.1} s)", if self.passed() { "PASS" } else { "FAIL" }, self.elapsed.as_secs_f64())
+        format!(
+            "{} ({summary}, {ending}, {:.1} s)",
+            if self.passed() { "PASS" } else { "FAIL" },
+            self.elapsed.as_secs_f64()
+        )
     }
 }
 
@@ -150,14 +162,19 @@ pub fn check_smp(smp: u32) -> Result<()> {
     if (1..=MAX_SMP).contains(&smp) {
         Ok(())
     } else {
-        Err(err(format!("--smp {smp} is impossible: the clipper machine has 1 to {MAX_SMP} CPUs")))
+        Err(err(format!(
+            "--smp {smp} is impossible: the clipper machine has 1 to {MAX_SMP} CPUs"
+        )))
     }
 }
 
 /// QEMU copies at most 255 bytes of `-append` for the kernel.
 pub fn check_append_len(append: &str) -> Result<()> {
     if append.len() > 255 {
-        return Err(err(format!("--append is {} bytes; QEMU passes at most 255", append.len())));
+        return Err(err(format!(
+            "--append is {} bytes; QEMU passes at most 255",
+            append.len()
+        )));
     }
     Ok(())
 }
@@ -167,7 +184,9 @@ pub fn check_mem(mib: u32) -> Result<()> {
     if (MIN_MEM_MIB..=MAX_MEM_MIB).contains(&mib) {
         Ok(())
     } else {
-        Err(err(format!("--mem {mib} is out of range: the kernel runs with {MIN_MEM_MIB} to {MAX_MEM_MIB} MiB")))
+        Err(err(format!(
+            "--mem {mib} is out of range: the kernel runs with {MIN_MEM_MIB} to {MAX_MEM_MIB} MiB"
+        )))
     }
 }
 
@@ -175,26 +194,37 @@ pub fn check_mem(mib: u32) -> Result<()> {
 /// `cargo xtask gdb` starts, so every boot sees the same machine.
 pub fn command(spec: &RunSpec<'_>) -> Command {
     let mut cmd = Command::new("qemu-system-alpha");
-    cmd.args(["-M", "clipper", "-m", &spec.mem.to_string(), "-nographic", "-monitor", "none", "-no-reboot"])
-        // No VGA card and no NIC: the kernel uses neither, and their option
-        // ROMs (seabios, ipxe-qemu) are only recommended by qemu-system-misc,
-        // so a machine without recommends cannot start them.
-        .args(["-vga", "none", "-nic", "none"])
-        .args(["-smp", &spec.smp.to_string()]);
+    cmd.args([
+        "-M",
+        "clipper",
+        "-m",
+        &spec.mem.to_string(),
+        "-nographic",
+        "-monitor",
+        "none",
+        "-no-reboot",
+    ])
+    // No VGA card and no NIC: the kernel uses neither, and their option
+    // ROMs (seabios, ipxe-qemu) are only recommended by qemu-system-misc,
+    // so a machine without recommends cannot start them.
+    .args(["-vga", "none", "-nic", "none"])
+    .args(["-smp", &spec.smp.to_string()]);
     if let Some(cpu) = spec.cpu.name {
         cmd.args(["-cpu", cpu]);
     }
     if spec.cpu.icount {
         cmd.args(["-icount", "shift=auto"]);
     }
-    cmd
-        .args(["-append", &spec.append_line()]);
+    cmd.args(["-append", &spec.append_line()]);
     match &spec.image {
-        Some(i) => cmd.arg("-kernel").arg(i.emulation).arg("-initrd").arg(i.image),
+        Some(i) => cmd
+            .arg("-kernel")
+            .arg(i.emulation)
+            .arg("-initrd")
+            .arg(i.image),
         None => cmd.arg("-kernel").arg(spec.kernel),
     };
-    cmd
-        .args(["-device", "pvpanic-pci", "-action", "panic=exit-failure"])
+    cmd.args(["-device", "pvpanic-pci", "-action", "panic=exit-failure"])
         .args(["-rtc", "clock=vm"]);
     cmd
 }
@@ -209,14 +239,18 @@ pub fn run(spec: &RunSpec<'_>) -> Result<RunResult> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let start = Instant::now();
-    let mut child = cmd.spawn().context(|| "starting qemu-system-alpha (is qemu-system-misc installed?)".into())?;
+    let mut child = cmd
+        .spawn()
+        .context(|| "starting qemu-system-alpha (is qemu-system-misc installed?)".into())?;
     let (tx, rx) = mpsc::channel::<String>();
     let stdout = child.stdout.take().expect("piped");
     let stderr = child.stderr.take().expect("piped");
     let tx2 = tx.clone();
     let reader = std::thread::spawn(move || {
         for line in BufReader::new(stdout).split(b'\n').map_while(|l| l.ok()) {
-            let line = String::from_utf8_lossy(&line).trim_end_matches('\r').to_string();
+            let line = String::from_utf8_lossy(&line)
+                .trim_end_matches('\r')
+                .to_string();
             if tx.send(line).is_err() {
                 break;
             }
@@ -265,7 +299,11 @@ pub fn run(spec: &RunSpec<'_>) -> Result<RunResult> {
     while let Ok(line) = rx.try_recv() {
         take(line, &mut output);
     }
-    Ok(RunResult { ending, output, elapsed: start.elapsed() })
+    Ok(RunResult {
+        ending,
+        output,
+        elapsed: start.elapsed(),
+    })
 }
 
 #[cfg(test)]
@@ -283,15 +321,44 @@ mod tests {
     #[test]
     fn cpu_model_and_icount_reach_the_command_line() {
         let kernel = Path::new("kernel");
-        let spec = |cpu| RunSpec { kernel, smp: 2, mem: DEFAULT_MEM_MIB, append: "", timeout: Duration::from_secs(1), echo: false, image: None, cpu };
-        let args = |cpu| command(&spec(cpu)).get_args().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>().join(" ");
+        let spec = |cpu| RunSpec {
+            kernel,
+            smp: 2,
+            mem: DEFAULT_MEM_MIB,
+            append: "",
+            timeout: Duration::from_secs(1),
+            echo: false,
+            image: None,
+            cpu,
+        };
+        let args = |cpu| {
+            command(&spec(cpu))
+                .get_args()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
         let default = args(CpuModel::default());
-        assert!(!default.contains("-cpu") && !default.contains("-icount"), "{default}");
+        assert!(
+            !default.contains("-cpu") && !default.contains("-icount"),
+            "{default}"
+        );
         assert!(args(CpuModel::EV6).contains("-cpu ev6"));
-        let both = args(CpuModel { name: Some("ev68"), icount: true });
-        assert!(both.contains("-cpu ev68") && both.contains("-icount shift=auto"), "{both}");
+        let both = args(CpuModel {
+            name: Some("ev68"),
+            icount: true,
+        });
+        assert!(
+            both.contains("-cpu ev68") && both.contains("-icount shift=auto"),
+            "{both}"
+        );
         assert_eq!(CpuModel::parse("ev6").unwrap(), "ev6");
-        assert!(CpuModel::parse("ev5").unwrap_err().to_string().contains("ev6, ev67, ev68"));
+        assert!(
+            CpuModel::parse("ev5")
+                .unwrap_err()
+                .to_string()
+                .contains("ev6, ev67, ev68")
+        );
     }
 
     #[test]

@@ -54,8 +54,17 @@ impl Symbolizer {
     /// Reads the code ranges of `elf`.
     pub fn new(elf: &Path) -> Result<Self> {
         let bytes = fs::read(elf).context(|| format!("reading {}", elf.display()))?;
-        let code = code_ranges(&bytes).ok_or_else(|| err(format!("{} is not a 64-bit little-endian ELF", elf.display())))?;
-        Ok(Symbolizer { elf: elf.to_path_buf(), code, cache: HashMap::new() })
+        let code = code_ranges(&bytes).ok_or_else(|| {
+            err(format!(
+                "{} is not a 64-bit little-endian ELF",
+                elf.display()
+            ))
+        })?;
+        Ok(Symbolizer {
+            elf: elf.to_path_buf(),
+            code,
+            cache: HashMap::new(),
+        })
     }
 
     fn is_code(&self, a: u64) -> bool {
@@ -74,7 +83,10 @@ impl Symbolizer {
         let mut rest = 0;
         while let Some(i) = line[rest..].find("0x") {
             let start = rest + i + 2;
-            let len = line[start..].bytes().take_while(u8::is_ascii_hexdigit).count();
+            let len = line[start..]
+                .bytes()
+                .take_while(u8::is_ascii_hexdigit)
+                .count();
             if let Ok(a) = u64::from_str_radix(&line[start..start + len], 16)
                 && len > 0
                 && self.is_code(a)
@@ -102,7 +114,11 @@ impl Symbolizer {
         if qs.is_empty() {
             return line.to_string();
         }
-        let missing: Vec<Query> = qs.iter().map(|(_, q)| q.clone()).filter(|q| !self.cache.contains_key(&q.gdb_arg())).collect();
+        let missing: Vec<Query> = qs
+            .iter()
+            .map(|(_, q)| q.clone())
+            .filter(|q| !self.cache.contains_key(&q.gdb_arg()))
+            .collect();
         if !missing.is_empty() {
             let answers = self.ask_gdb(&missing);
             for (q, a) in missing.iter().zip(answers) {
@@ -132,12 +148,24 @@ impl Symbolizer {
     fn ask_gdb(&self, qs: &[Query]) -> Vec<Option<String>> {
         const MARK: &str = "@@alphasmp-end@@";
         let mut cmd = Command::new("gdb-multiarch");
-        cmd.args(["-nx", "-batch", "-ex", "set print asm-demangle on", "-ex", "set width 0"]);
+        cmd.args([
+            "-nx",
+            "-batch",
+            "-ex",
+            "set print asm-demangle on",
+            "-ex",
+            "set width 0",
+        ]);
         for q in qs {
-            cmd.arg("-ex").arg(q.gdb_arg()).arg("-ex").arg(format!("echo {MARK}\\n"));
+            cmd.arg("-ex")
+                .arg(q.gdb_arg())
+                .arg("-ex")
+                .arg(format!("echo {MARK}\\n"));
         }
         cmd.arg(&self.elf);
-        let Ok(out) = cmd.output() else { return vec![None; qs.len()] };
+        let Ok(out) = cmd.output() else {
+            return vec![None; qs.len()];
+        };
         // gdb writes "No line number information..." to stdout, errors to
         // stderr; each answer ends at its marker.
         let text = String::from_utf8_lossy(&out.stdout);
@@ -166,7 +194,9 @@ impl Symbolizer {
         for a in addrs {
             cmd.arg(format!("{a:#x}"));
         }
-        let Ok(out) = cmd.output() else { return vec![Vec::new(); addrs.len()] };
+        let Ok(out) = cmd.output() else {
+            return vec![Vec::new(); addrs.len()];
+        };
         let text = String::from_utf8_lossy(&out.stdout);
         let root = crate::util::repo_root().display().to_string() + "/";
         // -a prints each address on its own line, then name/place pairs.
@@ -178,7 +208,11 @@ impl Symbolizer {
                 continue;
             }
             let place = lines.next().unwrap_or_default().replace(&root, "");
-            let place = place.split(" (discriminator").next().unwrap_or_default().to_string();
+            let place = place
+                .split(" (discriminator")
+                .next()
+                .unwrap_or_default()
+                .to_string();
             if let Some(c) = chains.last_mut()
                 && l != "??"
             {
@@ -205,10 +239,18 @@ struct InfoLine {
 /// `inner (file:line) inlined in outer+0xoff`.
 fn describe(f: &InfoLine, chain: &[(String, String)]) -> String {
     match chain {
-        [inner, _, ..] => format!("{} ({}) inlined in {}+{:#x}", strip_hash(&inner.0), inner.1, f.sym, f.off),
+        [inner, _, ..] => format!(
+            "{} ({}) inlined in {}+{:#x}",
+            strip_hash(&inner.0),
+            inner.1,
+            f.sym,
+            f.off
+        ),
         // addr2line demangles Rust v0 names that gdb's symbol table prints
         // raw (`_RNv...`), so its name wins.
-        [only] if !only.1.starts_with("??") => format!("{}+{:#x} ({})", strip_hash(&only.0), f.off, only.1),
+        [only] if !only.1.starts_with("??") => {
+            format!("{}+{:#x} ({})", strip_hash(&only.0), f.off, only.1)
+        }
         _ => match &f.place {
             Some(p) => format!("{}+{:#x} ({p})", f.sym, f.off),
             None => format!("{}+{:#x}", f.sym, f.off),
@@ -222,7 +264,8 @@ fn panic_location(line: &str) -> Option<String> {
     let after = &rest[rest.find(" at ")? + 4..];
     let (file, tail) = after.split_once(':')?;
     let digits: String = tail.chars().take_while(char::is_ascii_digit).collect();
-    (!file.is_empty() && !digits.is_empty() && !file.contains(' ')).then(|| format!("{file}:{digits}"))
+    (!file.is_empty() && !digits.is_empty() && !file.contains(' '))
+        .then(|| format!("{file}:{digits}"))
 }
 
 /// Reads gdb's answer to `info line`. The shapes it prints:
@@ -232,7 +275,10 @@ fn panic_location(line: &str) -> Option<String> {
 fn parse_info_line(answer: &str) -> Option<InfoLine> {
     let text = answer.trim();
     let at = text.find("address 0x")? + "address ".len();
-    let hex: String = text[at + 2..].chars().take_while(char::is_ascii_hexdigit).collect();
+    let hex: String = text[at + 2..]
+        .chars()
+        .take_while(char::is_ascii_hexdigit)
+        .collect();
     let addr = u64::from_str_radix(&hex, 16).ok()?;
     let open = text.find('<')?;
     let close = open + text[open..].find('>')?;
@@ -246,7 +292,12 @@ fn parse_info_line(answer: &str) -> Option<InfoLine> {
         let (file, _) = rest.split_once('"')?;
         Some(format!("{file}:{line}"))
     });
-    Some(InfoLine { addr, sym: strip_hash(func).to_string(), off, place })
+    Some(InfoLine {
+        addr,
+        sym: strip_hash(func).to_string(),
+        off,
+        place,
+    })
 }
 
 /// Drops a legacy Rust mangling hash (`::h0123456789abcdef`).
@@ -286,7 +337,11 @@ mod tests {
     use super::*;
 
     fn with_code(code: Range<u64>) -> Symbolizer {
-        Symbolizer { elf: PathBuf::from("/nonexistent"), code: vec![code], cache: HashMap::new() }
+        Symbolizer {
+            elf: PathBuf::from("/nonexistent"),
+            code: vec![code],
+            cache: HashMap::new(),
+        }
     }
 
     #[test]
@@ -294,19 +349,40 @@ mod tests {
         let s = with_code(0x1000..0x2000);
         let line = "FAULT entMM on CPU 0: pc=0x0000000000001234 a0=0x2000 ra=0x1ff0";
         let q: Vec<Query> = s.queries(line).into_iter().map(|(_, q)| q).collect();
-        assert_eq!(q, vec![Query::Addr(0x1234), Query::Addr(0x1ff0)], "0x2000 is past the code");
+        assert_eq!(
+            q,
+            vec![Query::Addr(0x1234), Query::Addr(0x1ff0)],
+            "0x2000 is past the code"
+        );
         let p = "PANIC on CPU 1 at src/main.rs:225: deliberate panic on CPU 1 (fault=panic)";
-        assert_eq!(s.queries(p).into_iter().map(|(_, q)| q).collect::<Vec<_>>(), vec![Query::Location("src/main.rs:225".into())]);
+        assert_eq!(
+            s.queries(p).into_iter().map(|(_, q)| q).collect::<Vec<_>>(),
+            vec![Query::Location("src/main.rs:225".into())]
+        );
         assert!(!s.wants("test ipl.guard_nests ... ok (3 us)"));
-        assert!(!s.wants("kernel: 0x1000..0x1800, heap 32768 KiB, exit pvpanic (failure)"), "not a report");
+        assert!(
+            !s.wants("kernel: 0x1000..0x1800, heap 32768 KiB, exit pvpanic (failure)"),
+            "not a report"
+        );
         assert!(s.wants("watchdog: CPU 1 waited 1000 us for CPU 2 to run call 0x1100(0x0)"));
     }
 
     #[test]
     fn gdb_answers_are_parsed() {
         let f = parse_info_line("Line 225 of \"src/main.rs\" starts at address 0xfffffc0000312340 <kernel::raise_fault::h0123456789abcdef+64> and ends at 0xfffffc0000312350 <kernel::raise_fault+80>.").unwrap();
-        assert_eq!(f, InfoLine { addr: 0xfffffc0000312340, sym: "kernel::raise_fault".into(), off: 64, place: Some("src/main.rs:225".into()) });
-        assert_eq!(describe(&f, &[]), "kernel::raise_fault+0x40 (src/main.rs:225)");
+        assert_eq!(
+            f,
+            InfoLine {
+                addr: 0xfffffc0000312340,
+                sym: "kernel::raise_fault".into(),
+                off: 64,
+                place: Some("src/main.rs:225".into())
+            }
+        );
+        assert_eq!(
+            describe(&f, &[]),
+            "kernel::raise_fault+0x40 (src/main.rs:225)"
+        );
         let g = parse_info_line("No line number information available for address 0xfffffc0000310104 <fault_breakpoint+4>").unwrap();
         assert_eq!(describe(&g, &[]), "fault_breakpoint+0x4");
         assert_eq!(parse_info_line("No symbol table is loaded."), None);
@@ -314,20 +390,55 @@ mod tests {
 
     #[test]
     fn inlined_code_names_both_functions() {
-        let f = InfoLine { addr: 0x10, sym: "alpha_secondary_main".into(), off: 0x1c8, place: Some("src/smp.rs:228".into()) };
-        let chain = vec![("kernel::smp::idle_loop".to_string(), "arch/alpha/src/smp.rs:228".to_string()), ("alpha_secondary_main".to_string(), "arch/alpha/src/smp.rs:214".to_string())];
-        assert_eq!(describe(&f, &chain), "kernel::smp::idle_loop (arch/alpha/src/smp.rs:228) inlined in alpha_secondary_main+0x1c8");
-        assert_eq!(describe(&f, &chain[1..]), "alpha_secondary_main+0x1c8 (arch/alpha/src/smp.rs:214)");
-        let raw = InfoLine { addr: 0x10, sym: "_RNvNtCs1_6kernel7machine13machine_check".into(), off: 0x1b0, place: None };
-        let demangled = [("kernel::machine::machine_check".to_string(), "arch/alpha/src/machine/mod.rs:148".to_string())];
-        assert_eq!(describe(&raw, &demangled), "kernel::machine::machine_check+0x1b0 (arch/alpha/src/machine/mod.rs:148)");
+        let f = InfoLine {
+            addr: 0x10,
+            sym: "alpha_secondary_main".into(),
+            off: 0x1c8,
+            place: Some("src/smp.rs:228".into()),
+        };
+        let chain = vec![
+            (
+                "kernel::smp::idle_loop".to_string(),
+                "arch/alpha/src/smp.rs:228".to_string(),
+            ),
+            (
+                "alpha_secondary_main".to_string(),
+                "arch/alpha/src/smp.rs:214".to_string(),
+            ),
+        ];
+        assert_eq!(
+            describe(&f, &chain),
+            "kernel::smp::idle_loop (arch/alpha/src/smp.rs:228) inlined in alpha_secondary_main+0x1c8"
+        );
+        assert_eq!(
+            describe(&f, &chain[1..]),
+            "alpha_secondary_main+0x1c8 (arch/alpha/src/smp.rs:214)"
+        );
+        let raw = InfoLine {
+            addr: 0x10,
+            sym: "_RNvNtCs1_6kernel7machine13machine_check".into(),
+            off: 0x1b0,
+            place: None,
+        };
+        let demangled = [(
+            "kernel::machine::machine_check".to_string(),
+            "arch/alpha/src/machine/mod.rs:148".to_string(),
+        )];
+        assert_eq!(
+            describe(&raw, &demangled),
+            "kernel::machine::machine_check+0x1b0 (arch/alpha/src/machine/mod.rs:148)"
+        );
     }
 
     #[test]
     fn annotations_go_after_each_address() {
         let mut s = with_code(0x1000..0x2000);
-        s.cache.insert("info line *0x1234".into(), Some("f+0x4 (a.rs:1)".into()));
+        s.cache
+            .insert("info line *0x1234".into(), Some("f+0x4 (a.rs:1)".into()));
         s.cache.insert("info line *0x1ff0".into(), None);
-        assert_eq!(s.annotate_line("FAULT pc=0x1234 ra=0x1ff0 x"), "FAULT pc=0x1234 <f+0x4 (a.rs:1)> ra=0x1ff0 x");
+        assert_eq!(
+            s.annotate_line("FAULT pc=0x1234 ra=0x1ff0 x"),
+            "FAULT pc=0x1234 <f+0x4 (a.rs:1)> ra=0x1ff0 x"
+        );
     }
 }

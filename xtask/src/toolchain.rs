@@ -103,7 +103,9 @@ pub fn cache_root() -> PathBuf {
     }
     let base = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into())).join(".cache"));
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into())).join(".cache")
+        });
     base.join("alphasmp")
 }
 
@@ -130,7 +132,9 @@ pub fn ensure(quiet: bool) -> Result<Toolchain> {
     let channel = pinned_channel()?;
     let rust_sysroot = ensure_rust_components(&channel)?;
     let rustc_version = output(
-        Command::new("rustc").env("RUSTUP_TOOLCHAIN", &channel).arg("-vV"),
+        Command::new("rustc")
+            .env("RUSTUP_TOOLCHAIN", &channel)
+            .arg("-vV"),
         "rustc -vV",
     )?;
     let root = cache_root();
@@ -139,11 +143,32 @@ pub fn ensure(quiet: bool) -> Result<Toolchain> {
     let (gcc_key, libgccjit) = libgccjit(&root, &say)?;
     let (backend_key, backend) = backend(&root, &channel, &rustc_version, &rust_sysroot, &say)?;
     let target_json = repo_root().join("alpha-unknown-none.json");
-    let sysroot = sysroot(&root, &channel, &rustc_version, &rust_sysroot, &target_json, &gcc_key, &libgccjit, &backend_key, &backend, &say)?;
+    let sysroot = sysroot(
+        &root,
+        &channel,
+        &rustc_version,
+        &rust_sysroot,
+        &target_json,
+        &gcc_key,
+        &libgccjit,
+        &backend_key,
+        &backend,
+        &say,
+    )?;
     let libgcc = PathBuf::from(
-        output(Command::new("alpha-linux-gnu-gcc-12").arg("-print-libgcc-file-name"), "locating libgcc.a")?.trim(),
+        output(
+            Command::new("alpha-linux-gnu-gcc-12").arg("-print-libgcc-file-name"),
+            "locating libgcc.a",
+        )?
+        .trim(),
     );
-    Ok(Toolchain { rust_toolchain: channel, sysroot, backend, libgcc, target_json })
+    Ok(Toolchain {
+        rust_toolchain: channel,
+        sysroot,
+        backend,
+        libgcc,
+        target_json,
+    })
 }
 
 fn is_installed(pkg: &str) -> bool {
@@ -155,7 +180,11 @@ fn is_installed(pkg: &str) -> bool {
 }
 
 fn ensure_packages(say: &dyn Fn(&str)) -> Result<()> {
-    let missing: Vec<&str> = PACKAGES.iter().copied().filter(|p| !is_installed(p)).collect();
+    let missing: Vec<&str> = PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| !is_installed(p))
+        .collect();
     if missing.is_empty() {
         return Ok(());
     }
@@ -165,18 +194,37 @@ fn ensure_packages(say: &dyn Fn(&str)) -> Result<()> {
             missing.join(" ")
         )));
     }
-    say(&format!("==> installing Debian packages: {}", missing.join(" ")));
+    say(&format!(
+        "==> installing Debian packages: {}",
+        missing.join(" ")
+    ));
     let root = output(Command::new("id").arg("-u"), "id -u")?.trim() == "0";
     let apt = |args: &[&str]| -> Command {
-        let mut c = if root { Command::new("apt-get") } else { let mut c = Command::new("sudo"); c.arg("apt-get"); c };
+        let mut c = if root {
+            Command::new("apt-get")
+        } else {
+            let mut c = Command::new("sudo");
+            c.arg("apt-get");
+            c
+        };
         c.env("DEBIAN_FRONTEND", "noninteractive").args(args);
         c
     };
     let log = cache_root().join("logs/apt.log");
-    run_logged("apt-get update", &mut apt(&["update"]), &log, Duration::from_secs(30))?;
+    run_logged(
+        "apt-get update",
+        &mut apt(&["update"]),
+        &log,
+        Duration::from_secs(30),
+    )?;
     let mut install = apt(&["install", "-y", "--no-install-recommends"]);
     install.args(&missing);
-    run_logged("apt-get install", &mut install, &log, Duration::from_secs(30))?;
+    run_logged(
+        "apt-get install",
+        &mut install,
+        &log,
+        Duration::from_secs(30),
+    )?;
     Ok(())
 }
 
@@ -185,27 +233,49 @@ fn ensure_packages(say: &dyn Fn(&str)) -> Result<()> {
 fn ensure_rust_components(channel: &str) -> Result<PathBuf> {
     let sysroot = |ch: &str| -> Result<PathBuf> {
         Ok(PathBuf::from(
-            output(Command::new("rustc").env("RUSTUP_TOOLCHAIN", ch).args(["--print", "sysroot"]), "rustc --print sysroot")?
-                .trim(),
+            output(
+                Command::new("rustc")
+                    .env("RUSTUP_TOOLCHAIN", ch)
+                    .args(["--print", "sysroot"]),
+                "rustc --print sysroot",
+            )?
+            .trim(),
         ))
     };
-    let have = |s: &Path| cg_gcc_source(s).join("Cargo.toml").exists() && library_source(s).join("core").exists();
+    let have = |s: &Path| {
+        cg_gcc_source(s).join("Cargo.toml").exists() && library_source(s).join("core").exists()
+    };
     // Installing the toolchain itself happens through the rustup proxy on first use.
     let s = sysroot(channel)?;
     // rustup installs rust-toolchain.toml's components only with a new
     // toolchain, not into one that already exists; so check each here.
-    let have_miri = s.join("bin/cargo-miri").exists();
-    if have(&s) && have_miri {
+    let have_tools = ["cargo-miri", "rustfmt", "cargo-clippy"]
+        .iter()
+        .all(|t| s.join("bin").join(t).exists());
+    if have(&s) && have_tools {
         return Ok(s);
     }
-    eprintln!("==> adding rustup components rust-src rustc-dev miri to {channel}");
+    eprintln!("==> adding rustup components rust-src rustc-dev miri rustfmt clippy to {channel}");
     output(
-        Command::new("rustup").args(["component", "add", "--toolchain", channel, "rust-src", "rustc-dev", "miri"]),
+        Command::new("rustup").args([
+            "component",
+            "add",
+            "--toolchain",
+            channel,
+            "rust-src",
+            "rustc-dev",
+            "miri",
+            "rustfmt",
+            "clippy",
+        ]),
         "rustup component add",
     )?;
     let s = sysroot(channel)?;
     if !have(&s) {
-        return Err(err(format!("rust-src/rustc-dev of {channel} not found under {}", s.display())));
+        return Err(err(format!(
+            "rust-src/rustc-dev of {channel} not found under {}",
+            s.display()
+        )));
     }
     Ok(s)
 }
@@ -231,10 +301,17 @@ fn patches(dir: &str) -> Result<Vec<PathBuf>> {
 
 fn apply_patches(list: &[PathBuf], dir: &Path, log: &Path) -> Result<()> {
     for p in list {
-        let name = p.file_name().unwrap_or_default().to_string_lossy().to_string();
+        let name = p
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .to_string();
         run_logged(
             &format!("patch {name}"),
-            Command::new("patch").args(["-p1", "--forward", "--batch", "-i"]).arg(p).current_dir(dir),
+            Command::new("patch")
+                .args(["-p1", "--forward", "--batch", "-i"])
+                .arg(p)
+                .current_dir(dir),
             log,
             Duration::from_secs(60),
         )?;
@@ -272,7 +349,8 @@ impl Stage {
         let out = self.scratch.join("out");
         fs::write(out.join("DONE"), b"").context(|| "writing DONE".into())?;
         let _ = fs::remove_dir_all(&self.done_dir);
-        fs::rename(&out, &self.done_dir).context(|| format!("moving into {}", self.done_dir.display()))?;
+        fs::rename(&out, &self.done_dir)
+            .context(|| format!("moving into {}", self.done_dir.display()))?;
         let _ = fs::remove_dir_all(&self.scratch);
         Ok(())
     }
@@ -294,10 +372,22 @@ fn libgccjit(root: &Path, say: &dyn Fn(&str)) -> Result<(String, PathBuf)> {
     let tarball = gcc_tarball()?;
     let mut key = Key::new("libgccjit");
     key.add("recipe", RECIPE.as_bytes());
-    let pkg_version = output(Command::new("dpkg-query").args(["-W", "-f=${Version}", "gcc-12-source"]), "dpkg-query")?;
+    let pkg_version = output(
+        Command::new("dpkg-query").args(["-W", "-f=${Version}", "gcc-12-source"]),
+        "dpkg-query",
+    )?;
     key.add("gcc-12-source", pkg_version.as_bytes());
-    key.add("tarball", tarball.file_name().unwrap_or_default().as_encoded_bytes());
-    key.add("tarball-size", &fs::metadata(&tarball).map(|m| m.len()).unwrap_or(0).to_le_bytes());
+    key.add(
+        "tarball",
+        tarball.file_name().unwrap_or_default().as_encoded_bytes(),
+    );
+    key.add(
+        "tarball-size",
+        &fs::metadata(&tarball)
+            .map(|m| m.len())
+            .unwrap_or(0)
+            .to_le_bytes(),
+    );
     key.add("configure", GCC_CONFIGURE.join(" ").as_bytes());
     let gcc_patches = patches("gcc")?;
     for p in &gcc_patches {
@@ -309,13 +399,20 @@ fn libgccjit(root: &Path, say: &dyn Fn(&str)) -> Result<(String, PathBuf)> {
     if stage.is_done() {
         return Ok((key, lib));
     }
-    say(&format!("==> building libgccjit for alpha-linux-gnu (about 13 minutes on 2 cores; log: {})", stage.log.display()));
+    say(&format!(
+        "==> building libgccjit for alpha-linux-gnu (about 13 minutes on 2 cores; log: {})",
+        stage.log.display()
+    ));
     let out = stage.begin()?;
     let src_parent = stage.scratch.join("src");
     fs::create_dir_all(&src_parent).context(|| "creating source dir".into())?;
     run_logged(
         "unpack gcc",
-        Command::new("tar").arg("xf").arg(&tarball).arg("-C").arg(&src_parent),
+        Command::new("tar")
+            .arg("xf")
+            .arg(&tarball)
+            .arg("-C")
+            .arg(&src_parent),
         &stage.log,
         Duration::from_secs(30),
     )?;
@@ -329,28 +426,55 @@ fn libgccjit(root: &Path, say: &dyn Fn(&str)) -> Result<(String, PathBuf)> {
     fs::create_dir_all(&build).context(|| "creating build dir".into())?;
     run_logged(
         "configure gcc",
-        Command::new(src.join("configure")).args(GCC_CONFIGURE).arg(format!("--prefix={}", stage.scratch.join("prefix").display())).current_dir(&build),
+        Command::new(src.join("configure"))
+            .args(GCC_CONFIGURE)
+            .arg(format!(
+                "--prefix={}",
+                stage.scratch.join("prefix").display()
+            ))
+            .current_dir(&build),
         &stage.log,
         Duration::from_secs(30),
     )?;
-    let jobs = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let jobs = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
     run_logged(
         "make libgccjit",
-        Command::new("make").arg(format!("-j{jobs}")).args(["all-gcc", "MAKEINFO=true"]).current_dir(&build),
+        Command::new("make")
+            .arg(format!("-j{jobs}"))
+            .args(["all-gcc", "MAKEINFO=true"])
+            .current_dir(&build),
         &stage.log,
         Duration::from_secs(30),
     )?;
     let built = build.join("gcc/libgccjit.so.0.0.1");
     if !built.exists() {
-        return Err(crate::util::Error { message: format!("make finished but {} is missing", built.display()), log: Some(stage.log.clone()) });
+        return Err(crate::util::Error {
+            message: format!("make finished but {} is missing", built.display()),
+            log: Some(stage.log.clone()),
+        });
     }
     fs::copy(&built, out.join("libgccjit.so")).context(|| "copying libgccjit.so".into())?;
-    run_logged("strip libgccjit", Command::new("strip").arg("--strip-unneeded").arg(out.join("libgccjit.so")), &stage.log, Duration::from_secs(30))?;
+    run_logged(
+        "strip libgccjit",
+        Command::new("strip")
+            .arg("--strip-unneeded")
+            .arg(out.join("libgccjit.so")),
+        &stage.log,
+        Duration::from_secs(30),
+    )?;
     stage.finish()?;
     Ok((key, lib))
 }
 
-fn backend(root: &Path, channel: &str, rustc_version: &str, rust_sysroot: &Path, say: &dyn Fn(&str)) -> Result<(String, PathBuf)> {
+fn backend(
+    root: &Path,
+    channel: &str,
+    rustc_version: &str,
+    rust_sysroot: &Path,
+    say: &dyn Fn(&str),
+) -> Result<(String, PathBuf)> {
     let backend_patches = patches("backend")?;
     let mut key = Key::new("backend");
     key.add("recipe", RECIPE.as_bytes());
@@ -364,12 +488,18 @@ fn backend(root: &Path, channel: &str, rustc_version: &str, rust_sysroot: &Path,
     if stage.is_done() {
         return Ok((key, so));
     }
-    say(&format!("==> building rustc_codegen_gcc (about 1 minute; log: {})", stage.log.display()));
+    say(&format!(
+        "==> building rustc_codegen_gcc (about 1 minute; log: {})",
+        stage.log.display()
+    ));
     let out = stage.begin()?;
     let src = stage.scratch.join("rustc_codegen_gcc");
     run_logged(
         "copy rustc_codegen_gcc",
-        Command::new("cp").arg("-r").arg(cg_gcc_source(rust_sysroot)).arg(&src),
+        Command::new("cp")
+            .arg("-r")
+            .arg(cg_gcc_source(rust_sysroot))
+            .arg(&src),
         &stage.log,
         Duration::from_secs(30),
     )?;
@@ -383,20 +513,34 @@ fn backend(root: &Path, channel: &str, rustc_version: &str, rust_sysroot: &Path,
             .env_remove("RUSTFLAGS")
             // The backend links against the toolchain's own libLLVM, which
             // lives in <sysroot>/lib, outside rustc's default search path.
-            .env("CARGO_ENCODED_RUSTFLAGS", format!("-L\x1f{}", rust_sysroot.join("lib").display()))
-            .args(["build", "--release", "--no-default-features", "--target-dir"])
+            .env(
+                "CARGO_ENCODED_RUSTFLAGS",
+                format!("-L\x1f{}", rust_sysroot.join("lib").display()),
+            )
+            .args([
+                "build",
+                "--release",
+                "--no-default-features",
+                "--target-dir",
+            ])
             .arg(stage.scratch.join("target"))
             .current_dir(&src),
         &stage.log,
         Duration::from_secs(20),
     )?;
-    fs::copy(stage.scratch.join("target/release/librustc_codegen_gcc.so"), out.join("librustc_codegen_gcc.so"))
-        .context(|| "copying librustc_codegen_gcc.so".into())?;
+    fs::copy(
+        stage.scratch.join("target/release/librustc_codegen_gcc.so"),
+        out.join("librustc_codegen_gcc.so"),
+    )
+    .context(|| "copying librustc_codegen_gcc.so".into())?;
     stage.finish()?;
     Ok((key, so))
 }
 
-#[expect(clippy::too_many_arguments, reason = "one call site, each input is part of the key")]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one call site, each input is part of the key"
+)]
 fn sysroot(
     root: &Path,
     channel: &str,
@@ -425,16 +569,25 @@ fn sysroot(
     if stage.is_done() {
         return Ok(stage.done_dir);
     }
-    say(&format!("==> building the Alpha sysroot: core, compiler_builtins, alloc (about 1 minute; log: {})", stage.log.display()));
+    say(&format!(
+        "==> building the Alpha sysroot: core, compiler_builtins, alloc (about 1 minute; log: {})",
+        stage.log.display()
+    ));
     let out = stage.begin()?;
     let llvm_target = json_string_field(target_json, "llvm-target")?;
-    let target_name = target_json.file_stem().unwrap_or_default().to_string_lossy().to_string();
+    let target_name = target_json
+        .file_stem()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .to_string();
     let host = rustc_version
         .lines()
         .find_map(|l| l.strip_prefix("host: "))
         .ok_or_else(|| err("rustc -vV has no host line"))?
         .to_string();
-    let jit_dir = out.join(format!("lib/rustlib/{host}/codegen-backends/lib/{llvm_target}"));
+    let jit_dir = out.join(format!(
+        "lib/rustlib/{host}/codegen-backends/lib/{llvm_target}"
+    ));
     fs::create_dir_all(&jit_dir).context(|| "creating codegen-backends dir".into())?;
     fs::copy(libgccjit, jit_dir.join("libgccjit.so")).context(|| "copying libgccjit.so".into())?;
     let libdir = out.join(format!("lib/rustlib/{target_name}/lib"));
@@ -446,7 +599,10 @@ fn sysroot(
     for krate in ["core", "alloc", "stdarch", "portable-simd"] {
         run_logged(
             &format!("copy {krate} source"),
-            Command::new("cp").arg("-r").arg(library_source(rust_sysroot).join(krate)).arg(&lib_src),
+            Command::new("cp")
+                .arg("-r")
+                .arg(library_source(rust_sysroot).join(krate))
+                .arg(&lib_src),
             &stage.log,
             Duration::from_secs(30),
         )?;
@@ -467,11 +623,23 @@ fn sysroot(
             &format!("rustc {name}"),
             Command::new("rustc")
                 .env("RUSTUP_TOOLCHAIN", channel)
-                .args(["--crate-name", name, "--crate-type", "lib", "--edition", "2024"])
+                .args([
+                    "--crate-name",
+                    name,
+                    "--crate-type",
+                    "lib",
+                    "--edition",
+                    "2024",
+                ])
                 .arg(src)
                 .arg("--target")
                 .arg(target_json)
-                .args(["-Zunstable-options", "-Zforce-unstable-if-unmarked", "-Copt-level=3", "-Cpanic=abort"])
+                .args([
+                    "-Zunstable-options",
+                    "-Zforce-unstable-if-unmarked",
+                    "-Copt-level=3",
+                    "-Cpanic=abort",
+                ])
                 .arg(format!("-Cllvm-args=-mcpu={CPU}"))
                 .arg(format!("-Zcodegen-backend={}", backend.display()))
                 .arg("--sysroot")
@@ -493,7 +661,9 @@ fn sysroot(
 fn json_string_field(path: &Path, field: &str) -> Result<String> {
     let text = fs::read_to_string(path).context(|| format!("reading {}", path.display()))?;
     let needle = format!("\"{field}\"");
-    let at = text.find(&needle).ok_or_else(|| err(format!("{} has no {field}", path.display())))?;
+    let at = text
+        .find(&needle)
+        .ok_or_else(|| err(format!("{} has no {field}", path.display())))?;
     text[at + needle.len()..]
         .split('"')
         .nth(1)

@@ -6,8 +6,8 @@ use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
@@ -35,7 +35,10 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 /// Builds an [`Error`] from anything printable.
 pub fn err(message: impl Into<String>) -> Error {
-    Error { message: message.into(), log: None }
+    Error {
+        message: message.into(),
+        log: None,
+    }
 }
 
 /// Adds context to I/O errors.
@@ -51,7 +54,10 @@ impl<T, E: fmt::Display> Context<T> for std::result::Result<T, E> {
 
 /// The repository root (the parent of `xtask/`).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the repo").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the repo")
+        .to_path_buf()
 }
 
 /// Hex SHA-256 over a sequence of labelled inputs.
@@ -72,18 +78,28 @@ impl Key {
     }
     pub fn add_file(&mut self, path: &Path) -> Result<()> {
         let bytes = fs::read(path).context(|| format!("reading {}", path.display()))?;
-        self.add(&path.file_name().unwrap_or_default().to_string_lossy(), &bytes);
+        self.add(
+            &path.file_name().unwrap_or_default().to_string_lossy(),
+            &bytes,
+        );
         Ok(())
     }
     /// First 16 hex digits: plenty to tell toolchain inputs apart.
     pub fn finish(self) -> String {
-        self.0.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
+        self.0
+            .finalize()
+            .iter()
+            .take(8)
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 }
 
 /// Runs `cmd`, returns its stdout; on failure the error names `what`.
 pub fn output(cmd: &mut Command, what: &str) -> Result<String> {
-    let out = cmd.output().context(|| format!("{what}: cannot start {:?}", cmd.get_program()))?;
+    let out = cmd
+        .output()
+        .context(|| format!("{what}: cannot start {:?}", cmd.get_program()))?;
     if !out.status.success() {
         return Err(err(format!(
             "{what} failed ({}): {}",
@@ -115,7 +131,10 @@ pub fn run_logged(step: &str, cmd: &mut Command, log: &Path, every: Duration) ->
         .stdout(stdout)
         .stderr(stderr)
         .spawn()
-        .map_err(|e| Error { message: format!("{step}: cannot start {:?}: {e}", cmd.get_program()), log: Some(log.into()) })?;
+        .map_err(|e| Error {
+            message: format!("{step}: cannot start {:?}: {e}", cmd.get_program()),
+            log: Some(log.into()),
+        })?;
     let done = Arc::new(AtomicBool::new(false));
     let beat = {
         let done = done.clone();
@@ -128,7 +147,11 @@ pub fn run_logged(step: &str, cmd: &mut Command, log: &Path, every: Duration) ->
                 if start.elapsed() >= next {
                     next += every;
                     let last = last_line(&log).unwrap_or_default();
-                    eprintln!("  [{step}] {} elapsed ... {}", mmss(start.elapsed()), shorten(&last, 90));
+                    eprintln!(
+                        "  [{step}] {} elapsed ... {}",
+                        mmss(start.elapsed()),
+                        shorten(&last, 90)
+                    );
                 }
             }
         })
@@ -136,9 +159,15 @@ pub fn run_logged(step: &str, cmd: &mut Command, log: &Path, every: Duration) ->
     let status = child.wait();
     done.store(true, Ordering::Relaxed);
     beat.join().ok();
-    let status = status.map_err(|e| Error { message: format!("{step}: {e}"), log: Some(log.into()) })?;
+    let status = status.map_err(|e| Error {
+        message: format!("{step}: {e}"),
+        log: Some(log.into()),
+    })?;
     if !status.success() {
-        return Err(Error { message: format!("step '{step}' failed ({status})"), log: Some(log.into()) });
+        return Err(Error {
+            message: format!("step '{step}' failed ({status})"),
+            log: Some(log.into()),
+        });
     }
     eprintln!("  [{step}] done in {}", mmss(start.elapsed()));
     Ok(())
@@ -149,14 +178,23 @@ fn last_line(path: &Path) -> Option<String> {
     let len = f.metadata().ok()?.len();
     let mut buf = Vec::new();
     use std::io::Seek;
-    f.seek(std::io::SeekFrom::Start(len.saturating_sub(4096))).ok()?;
+    f.seek(std::io::SeekFrom::Start(len.saturating_sub(4096)))
+        .ok()?;
     f.read_to_end(&mut buf).ok()?;
-    BufReader::new(&buf[..]).lines().map_while(|l| l.ok()).filter(|l| !l.trim().is_empty()).last()
+    BufReader::new(&buf[..])
+        .lines()
+        .map_while(|l| l.ok())
+        .filter(|l| !l.trim().is_empty())
+        .last()
 }
 
 fn shorten(s: &str, n: usize) -> String {
     let s = s.trim();
-    if s.chars().count() <= n { s.to_string() } else { format!("{}...", s.chars().take(n).collect::<String>()) }
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        format!("{}...", s.chars().take(n).collect::<String>())
+    }
 }
 
 /// Formats a duration as `4m05s`.

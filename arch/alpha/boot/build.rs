@@ -12,7 +12,10 @@ include!("../assemble.rs");
 fn main() {
     let dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap());
-    let shared: Vec<PathBuf> = ["crb.S", "string.S"].iter().map(|f| assemble(&dir.join("../asm").join(f), &out)).collect();
+    let shared: Vec<PathBuf> = ["crb.S", "string.S"]
+        .iter()
+        .map(|f| assemble(&dir.join("../asm").join(f), &out))
+        .collect();
     println!("cargo:rerun-if-env-changed=ALPHASMP_LIBGCC");
     for bin in ["loader", "srmemu"] {
         let own = assemble(&dir.join("asm").join(format!("{bin}.S")), &out);

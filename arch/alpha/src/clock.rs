@@ -44,7 +44,11 @@ pub fn set_skew_us(us: u64) {
 pub fn cycles() -> u64 {
     let skew = SKEW_CYCLES.load(Ordering::Relaxed);
     let raw = raw_cycles();
-    if skew == 0 { raw } else { raw + (SKEW_BASE_CPUS - cpus::this() as u64) * skew }
+    if skew == 0 {
+        raw
+    } else {
+        raw + (SKEW_BASE_CPUS - cpus::this() as u64) * skew
+    }
 }
 
 /// This CPU's cycle count since it first read the clock, 64-bit, plus the
@@ -112,7 +116,10 @@ fn floor_step() {
     }
     let cpu = cpus::this();
     let now = raw_cycles();
-    let floor = alphasmp::timefloor::Floor { edge: FLOOR_EDGE[cpu].load(Ordering::Relaxed), last: FLOOR_LAST[cpu].load(Ordering::Relaxed) };
+    let floor = alphasmp::timefloor::Floor {
+        edge: FLOOR_EDGE[cpu].load(Ordering::Relaxed),
+        last: FLOOR_LAST[cpu].load(Ordering::Relaxed),
+    };
     let (floor, correction) = floor.step(now, cycle_freq() / base);
     FLOOR_EDGE[cpu].store(floor.edge, Ordering::Relaxed);
     FLOOR_LAST[cpu].store(floor.last, Ordering::Relaxed);
@@ -150,7 +157,10 @@ pub fn stop_counter() -> StoppedCounter {
     let _ipl = IplGuard::raise(ipl::HIGH);
     let cpu = cpus::this();
     let saved = StoppedCounter {
-        floor: (FLOOR_EDGE[cpu].load(Ordering::Relaxed), FLOOR_LAST[cpu].load(Ordering::Relaxed)),
+        floor: (
+            FLOOR_EDGE[cpu].load(Ordering::Relaxed),
+            FLOOR_LAST[cpu].load(Ordering::Relaxed),
+        ),
         correction: CORRECTION[cpu].load(Ordering::Relaxed),
     };
     STOPPED_AT[cpu].store(extended_counter(cpu).max(1), Ordering::Relaxed);
@@ -168,7 +178,10 @@ pub fn resume_counter(saved: StoppedCounter) {
     let running = extended_counter(cpu);
     FLOOR_EDGE[cpu].store(saved.floor.0, Ordering::Relaxed);
     FLOOR_LAST[cpu].store(saved.floor.1, Ordering::Relaxed);
-    CORRECTION[cpu].store(saved.correction.max(seen.saturating_sub(running)), Ordering::Relaxed);
+    CORRECTION[cpu].store(
+        saved.correction.max(seen.saturating_sub(running)),
+        Ordering::Relaxed,
+    );
 }
 
 /// Converts cycles to nanoseconds.
@@ -231,7 +244,11 @@ static TICK_HZ: AtomicU64 = AtomicU64::new(100);
 /// The periodic rate the HWRPB reports, or the fallback.
 pub fn base_hz_from(intr_freq: u64) -> u64 {
     let hz = intr_freq >> 12;
-    if (60..=10240).contains(&hz) { hz } else { FALLBACK_BASE_HZ }
+    if (60..=10240).contains(&hz) {
+        hz
+    } else {
+        FALLBACK_BASE_HZ
+    }
 }
 
 /// Sets the tick rate and its source (boot CPU, before any CPU takes a
@@ -266,7 +283,9 @@ pub fn base_hz() -> u64 {
 /// Sets this CPU's first periodic deadline (each CPU, at bring-up).
 pub fn start_periodic_this_cpu() {
     let period = ns_to_cycles(tick_period_ns());
-    percpu::this().next_tick_cycles.store(cycles() + period, Ordering::Relaxed);
+    percpu::this()
+        .next_tick_cycles
+        .store(cycles() + period, Ordering::Relaxed);
 }
 
 /// Called for each clock interrupt on this CPU: how many kernel ticks it
@@ -281,7 +300,9 @@ pub fn on_clock_interrupt() -> u64 {
     if base_hz() == 0 {
         return 1;
     }
-    if FLOOR_ENABLED.load(Ordering::Relaxed) || STOPPED_AT[cpus::this()].load(Ordering::Relaxed) != 0 {
+    if FLOOR_ENABLED.load(Ordering::Relaxed)
+        || STOPPED_AT[cpus::this()].load(Ordering::Relaxed) != 0
+    {
         floor_step();
     }
     let me = percpu::this();
@@ -292,7 +313,11 @@ pub fn on_clock_interrupt() -> u64 {
         return 0;
     }
     let due = (now - next) / period + 1;
-    let (ticks, next) = if due > tick_hz() { (1, now + period) } else { (due, next + due * period) };
+    let (ticks, next) = if due > tick_hz() {
+        (1, now + period)
+    } else {
+        (due, next + due * period)
+    };
     me.next_tick_cycles.store(next, Ordering::Relaxed);
     ticks
 }

@@ -80,7 +80,7 @@ fn lock() -> spin::MutexGuard<'static, ()> {
             return held;
         }
         spins = spins.wrapping_add(1);
-        if spins % 4096 == 0 {
+        if spins.is_multiple_of(4096) {
             crate::clock::keep_counting();
         }
         core::hint::spin_loop();

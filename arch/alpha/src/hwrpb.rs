@@ -65,7 +65,9 @@ pub static SECONDARY_LINES: core::sync::atomic::AtomicU64 = core::sync::atomic::
 /// The boot CPU calls it from its IPI interrupt and before the run ends.
 pub fn drain_secondary_consoles(h: &Hwrpb) -> u64 {
     let taken = h.take_secondary_lines(|cpu, text| {
-        let text = core::str::from_utf8(text).unwrap_or("(not text)").trim_end_matches(['\r', '\n', '\0']);
+        let text = core::str::from_utf8(text)
+            .unwrap_or("(not text)")
+            .trim_end_matches(['\r', '\n', '\0']);
         crate::console::print_panic(format_args!("console CPU {cpu}: {text}\n"));
         SECONDARY_LINES.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
     });

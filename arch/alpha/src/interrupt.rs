@@ -3,14 +3,15 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
+use crate::console::println;
 use crate::ipl::{self, IplGuard};
 use crate::percpu::{self, MAX_CPUS};
 use crate::platform::SMP;
 use crate::{clock, cpus, ipi, machine};
-use crate::console::println;
 
 /// Interrupts taken, per CPU and type (0..=4).
-pub static COUNTS: [[AtomicU64; 5]; MAX_CPUS] = [const { [const { AtomicU64::new(0) }; 5] }; MAX_CPUS];
+pub static COUNTS: [[AtomicU64; 5]; MAX_CPUS] =
+    [const { [const { AtomicU64::new(0) }; 5] }; MAX_CPUS];
 
 /// Extra time each clock interrupt spends at IPL 7 (irq_load_us).
 pub static IRQ_LOAD_NS: AtomicU64 = AtomicU64::new(0);
@@ -18,7 +19,9 @@ pub static IRQ_LOAD_NS: AtomicU64 = AtomicU64::new(0);
 /// Handles one interrupt; `pc` is where the interrupted code resumes.
 pub fn dispatch(kind: u64, a1: u64, a2: u64, pc: u64) {
     let cpu = cpus::this();
-    let taken = COUNTS[cpu].get(kind as usize).map_or(0, |c| c.fetch_add(1, Ordering::Relaxed) + 1);
+    let taken = COUNTS[cpu]
+        .get(kind as usize)
+        .map_or(0, |c| c.fetch_add(1, Ordering::Relaxed) + 1);
     // Like Linux's do_entInt: handlers run with everything masked.
     let _ipl = IplGuard::raise(ipl::HIGH);
     let me = percpu::this();

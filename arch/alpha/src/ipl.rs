@@ -51,7 +51,10 @@ impl IplGuard {
         if level > cur {
             swap(level);
         }
-        IplGuard { previous: cur, _not_send: core::marker::PhantomData }
+        IplGuard {
+            previous: cur,
+            _not_send: core::marker::PhantomData,
+        }
     }
 
     /// The level that is restored on drop.
@@ -74,6 +77,8 @@ pub fn set(level: u8) -> u8 {
 /// swpipl, recording the level for diagnostics (watchdog reports show other
 /// CPUs' IPL as last set by software; interrupt entry and rti are not seen).
 pub fn swap(level: u8) -> u8 {
-    percpu::this().last_ipl.store(level & 7, core::sync::atomic::Ordering::Relaxed);
+    percpu::this()
+        .last_ipl
+        .store(level & 7, core::sync::atomic::Ordering::Relaxed);
     pal::swpipl(level)
 }

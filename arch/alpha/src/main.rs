@@ -47,7 +47,10 @@ const HEAP_MAX: u64 = 32 << 20;
 
 fn kernel_range() -> (u64, u64) {
     // Linker-script symbols: only their addresses are taken.
-    (&raw const __kernel_start as u64, &raw const __kernel_end as u64)
+    (
+        &raw const __kernel_start as u64,
+        &raw const __kernel_end as u64,
+    )
 }
 
 /// The boot command line QEMU's loader (and an SRM loader imitating
@@ -87,13 +90,17 @@ fn boot_arguments(crb: Option<&Crb>) -> Result<(&'static str, &'static str), &'s
                     kept.push_str(w);
                     kept.push(' ');
                 } else {
-                    println!("note: ignoring '{w}' in BOOTED_OSFLAGS (an OS flag word, not key=value)");
+                    println!(
+                        "note: ignoring '{w}' in BOOTED_OSFLAGS (an OS flag word, not key=value)"
+                    );
                 }
             }
             return Ok((ARGS.call_once(|| kept).trim_end(), "SRM BOOTED_OSFLAGS"));
         }
     }
-    cmdline_page().map(|l| (l, "the command-line page")).ok_or("boot command line is not valid UTF-8")
+    cmdline_page()
+        .map(|l| (l, "the command-line page"))
+        .ok_or("boot command line is not valid UTF-8")
 }
 
 static SRM_CONSOLE: spin::Once<SrmConsole> = spin::Once::new();
@@ -133,7 +140,7 @@ pub fn alpha_boot_main(console_pcb_phys: u64) -> ! {
     // nothing else uses; called once.
     unsafe { heap::init(kend, heap_size) };
 
-    let srm = Crb::locate(hwrpb).map(|c| &*SRM_CONSOLE.call_once(|| SrmConsole(c)));
+    let srm = Crb::locate(hwrpb).map(|c| SRM_CONSOLE.call_once(|| SrmConsole(c)));
     let args = boot_arguments(srm.map(|s| &s.0));
     let parsed = args.map(|(line, from)| (BootConfig::parse(line), line, from));
     let forced = match &parsed {
@@ -173,8 +180,14 @@ pub fn alpha_boot_main(console_pcb_phys: u64) -> ! {
     machine::probe_devices(m, hwrpb);
 
     let serial = hwrpb.serial();
-    let serial = core::str::from_utf8(&serial).unwrap_or("?").trim_end_matches('\0');
-    let usable: u64 = hwrpb.clusters().filter(|c| c.usable()).map(|c| c.pages * hwrpb.page_size()).sum();
+    let serial = core::str::from_utf8(&serial)
+        .unwrap_or("?")
+        .trim_end_matches('\0');
+    let usable: u64 = hwrpb
+        .clusters()
+        .filter(|c| c.usable())
+        .map(|c| c.pages * hwrpb.page_size())
+        .sum();
     println!("alphasmp kernel: Rust on DEC Alpha");
     println!(
         "hwrpb: system {} member {} ssn '{}', CPU type {} ({}), {} CPU(s), memory {} MiB ({} MiB usable), cycle {} MHz, interval timer {} Hz, max ASN {}",
@@ -191,15 +204,24 @@ pub fn alpha_boot_main(console_pcb_phys: u64) -> ! {
         hwrpb.max_asn()
     );
     if !hwrpb.checksum_ok() {
-        println!("note: the HWRPB checksum does not match its contents (the console's; continuing)");
+        println!(
+            "note: the HWRPB checksum does not match its contents (the console's; continuing)"
+        );
     }
     if let Some(note) = machine::cpu_type_note(m, id.cpu_type) {
         println!("note: {note}");
     }
     match choice {
         machine::Choice::Detected(m) => println!("machine: {} (from the HWRPB)", m.name),
-        machine::Choice::Forced { machine: m, detected } => {
-            println!("machine: {} (machine=; the HWRPB says {})", m.name, detected.map_or("an unsupported system", |d| d.name))
+        machine::Choice::Forced {
+            machine: m,
+            detected,
+        } => {
+            println!(
+                "machine: {} (machine=; the HWRPB says {})",
+                m.name,
+                detected.map_or("an unsupported system", |d| d.name)
+            )
         }
     }
     println!(
@@ -230,10 +252,15 @@ pub fn alpha_boot_main(console_pcb_phys: u64) -> ! {
         }
     };
 
-    if let Some(prefix) = cfg.tests[..cfg.test_count].iter().find(|p| !run::tests::ALL.iter().any(|t| t.name.starts_with(**p))) {
+    if let Some(prefix) = cfg.tests[..cfg.test_count]
+        .iter()
+        .find(|p| !run::tests::ALL.iter().any(|t| t.name.starts_with(**p)))
+    {
         // A selection that runs nothing would end as an empty pass.
         let value = cfg.tests[..cfg.test_count].join(",");
-        println!("error: boot argument tests={value} selects no self-test with the prefix '{prefix}' (names look like smp.all_cpus_online, xcall.concurrent_storm)");
+        println!(
+            "error: boot argument tests={value} selects no self-test with the prefix '{prefix}' (names look like smp.all_cpus_online, xcall.concurrent_storm)"
+        );
         smp::finish(false, "bad boot argument");
     }
     clock::set_skew_us(cfg.clock_skew_us);
@@ -265,18 +292,27 @@ pub fn alpha_boot_main(console_pcb_phys: u64) -> ! {
         pal::whami(),
     );
     match source {
-        clock::Source::Periodic { base_hz } => println!("clock: periodic interrupt at {base_hz} Hz, divided to a {} Hz tick", clock::tick_hz()),
-        clock::Source::OneShot => println!("clock: QEMU one-shot alarm, {} Hz tick", clock::tick_hz()),
+        clock::Source::Periodic { base_hz } => println!(
+            "clock: periodic interrupt at {base_hz} Hz, divided to a {} Hz tick",
+            clock::tick_hz()
+        ),
+        clock::Source::OneShot => {
+            println!("clock: QEMU one-shot alarm, {} Hz tick", clock::tick_hz())
+        }
     }
     // SAFETY: the console PCB is PAL memory readable through KSEG; offset
     // 0x10 is its page-table base (a PFN).
-    let ptbr = unsafe { core::ptr::read_volatile((KSEG | (console_pcb_phys + 0x10)) as *const u64) };
+    let ptbr =
+        unsafe { core::ptr::read_volatile((KSEG | (console_pcb_phys + 0x10)) as *const u64) };
     if let Err(e) = mm::init(ptbr, hwrpb.vptb()) {
         println!("error: {e}");
         smp::finish(false, "no room for the test page tables");
     }
     platform::MMU.set_max_asn(hwrpb.max_asn());
-    smp::BOOT.call_once(|| smp::BootInfo { mapped_cpus: bringup.mapped, boot_gp: pal::gp() });
+    smp::BOOT.call_once(|| smp::BootInfo {
+        mapped_cpus: bringup.mapped,
+        boot_gp: pal::gp(),
+    });
     // From here on the boot CPU takes interrupts like every other CPU.
     ipl::set(ipl::ALL_ON);
 
@@ -290,10 +326,13 @@ fn apply_policy(cfg: &BootConfig<'_>) {
     p.serialize.store(cfg.ipi_lock, Relaxed);
     p.poll_in_irq.store(cfg.ipi_poll, Relaxed);
     p.resend.store(cfg.resend, Relaxed);
-    p.watchdog_cycles.store(clock::ns_to_cycles(cfg.watchdog_ms * 1_000_000), Relaxed);
+    p.watchdog_cycles
+        .store(clock::ns_to_cycles(cfg.watchdog_ms * 1_000_000), Relaxed);
     p.allow_masked_wait.store(cfg.inject.masked_wait, Relaxed);
-    p.nap.store(cfg.wait == alphasmp_bootargs::WaitArg::Nap, Relaxed);
-    p.spin_before_nap.store(clock::ns_to_cycles(cfg.nap_after_us * 1000), Relaxed);
+    p.nap
+        .store(cfg.wait == alphasmp_bootargs::WaitArg::Nap, Relaxed);
+    p.spin_before_nap
+        .store(clock::ns_to_cycles(cfg.nap_after_us * 1000), Relaxed);
     platform::INJECT_EDGE_LOSS.store(cfg.inject.edge_loss, Relaxed);
     platform::INJECT_EDGE_LOSS_MASKED.store(cfg.inject.edge_loss_masked, Relaxed);
     pal::WTINT_RETURNS.store(cfg.wtint_returns, Relaxed);
@@ -306,11 +345,13 @@ fn apply_policy(cfg: &BootConfig<'_>) {
         cfg.watchdog_ms,
         cfg.inject.name(),
         alphasmp_bootargs::name_of(alphasmp_bootargs::WaitArg::NAMES, cfg.wait),
-        if cfg.wtint_returns { " wtint=returns" } else { "" }
+        if cfg.wtint_returns {
+            " wtint=returns"
+        } else {
+            ""
+        }
     );
 }
-
-
 
 /// `abort()` from asm/pal.S: the compiler's abort intrinsic ends up here.
 #[unsafe(no_mangle)]
@@ -337,7 +378,11 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
             l.line(),
             info.message()
         )),
-        None => console::print_panic(format_args!("PANIC on CPU {}: {}\n", cpus::this(), info.message())),
+        None => console::print_panic(format_args!(
+            "PANIC on CPU {}: {}\n",
+            cpus::this(),
+            info.message()
+        )),
     }
     smp::stop_all_and_fail(role)
 }

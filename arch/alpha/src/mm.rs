@@ -65,7 +65,9 @@ pub fn init(console_ptbr_pfn: u64, vptb: u64) -> Result<u64, &'static str> {
         // table, a page in KSEG.
         unsafe { core::ptr::read_volatile((l1 + 8 * s) as *const u64) }
     });
-    let Some(slot) = slot else { return Err("no free L1 slot in the console's page table") };
+    let Some(slot) = slot else {
+        return Err("no free L1 slot in the console's page table");
+    };
     let w = WINDOW.call_once(|| {
         let l2 = alloc_page();
         let l3 = alloc_page();
@@ -74,10 +76,17 @@ pub fn init(console_ptbr_pfn: u64, vptb: u64) -> Result<u64, &'static str> {
         // console left empty and that is not its self-map.
         unsafe {
             core::ptr::write_volatile(l2 as *mut u64, pte(pfn(l3), PTE_VALID | PTE_KRE | PTE_KWE));
-            core::ptr::write_volatile(entry as *mut u64, pte(pfn(l2), PTE_VALID | PTE_KRE | PTE_KWE));
+            core::ptr::write_volatile(
+                entry as *mut u64,
+                pte(pfn(l2), PTE_VALID | PTE_KRE | PTE_KWE),
+            );
         }
         pal::mb();
-        Window { l1_entry: entry, base: slot * L1_SPAN, l3 }
+        Window {
+            l1_entry: entry,
+            base: slot * L1_SPAN,
+            l3,
+        }
     });
     Ok(w.base)
 }

@@ -138,7 +138,8 @@ pub fn wtint() {
 
 /// `wtint=returns`: [`wtint`] returns at once without calling the PALcode
 /// (set by the boot CPU before the secondaries start).
-pub static WTINT_RETURNS: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+pub static WTINT_RETURNS: core::sync::atomic::AtomicBool =
+    core::sync::atomic::AtomicBool::new(false);
 
 /// A short pause of a spinning wait.
 fn cpu_relax() {

@@ -4,7 +4,7 @@
 //! online; other CPUs read them after seeing its online bit in the SMP core
 //! (Release/Acquire). Counters are Relaxed statistics.
 
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize};
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize};
 
 pub use crate::cpus::MAX_CPUS;
 
@@ -98,7 +98,9 @@ pub fn start_panicking() -> PanicRole {
     let me = crate::pal::whami() + 1;
     match PANICKING.compare_exchange(0, me, AcqRel, Acquire) {
         Ok(_) => PanicRole::First,
-        Err(owner) if owner == me => PanicRole::Reentered(PANIC_REENTRIES.fetch_add(1, Relaxed) + 1),
+        Err(owner) if owner == me => {
+            PanicRole::Reentered(PANIC_REENTRIES.fetch_add(1, Relaxed) + 1)
+        }
         Err(_) => PanicRole::Other,
     }
 }

@@ -7,11 +7,11 @@ use alphasmp::mailbox::IpiMessage;
 use alphasmp::platform::{Platform, TlbOp};
 use alphasmp::xcall::{Hooks, Smp, StallReport};
 
+use crate::console::println;
 use crate::hwrpb::KSEG;
 use crate::pal::{self, Tbi};
 use crate::percpu::{self, MAX_CPUS};
 use crate::{clock, cpus, ipl, machine};
-use crate::console::println;
 
 /// Every Alpha machine: the seam uses only architected PAL calls, with CPU
 /// numbers translated between the core's logical ids and `whami`/`wripir`'s
@@ -44,7 +44,9 @@ impl Platform for AlphaPlatform {
         };
         let in_handler = target.irq_depth.load(Ordering::Acquire) > 0;
         let masked = in_handler || target.last_ipl.load(Ordering::Acquire) >= crate::ipl::HIGH;
-        if (INJECT_EDGE_LOSS.load(Ordering::Relaxed) && in_handler) || (INJECT_EDGE_LOSS_MASKED.load(Ordering::Relaxed) && masked) {
+        if (INJECT_EDGE_LOSS.load(Ordering::Relaxed) && in_handler)
+            || (INJECT_EDGE_LOSS_MASKED.load(Ordering::Relaxed) && masked)
+        {
             target.dropped_ipis.fetch_add(1, Ordering::Relaxed);
             return;
         }
@@ -121,7 +123,10 @@ impl Hooks for AlphaPlatform {
         }
     }
     fn report_corruption(&self, what: &'static str, value: u64) {
-        println!("error: corrupt {what} ({value:#x}) on CPU {}; flushed everything locally instead", cpus::this());
+        println!(
+            "error: corrupt {what} ({value:#x}) on CPU {}; flushed everything locally instead",
+            cpus::this()
+        );
     }
     fn report_stall(&self, r: &StallReport) {
         let t = &percpu::CPUS[r.target];
@@ -137,9 +142,17 @@ impl Hooks for AlphaPlatform {
             r.arg,
             r.nth,
             r.target_mailbox,
-            if r.target_queue_pending { "pending" } else { "empty" },
+            if r.target_queue_pending {
+                "pending"
+            } else {
+                "empty"
+            },
             t.last_ipl.load(Ordering::Relaxed),
-            if t.irq_depth.load(Ordering::Relaxed) > 0 { "" } else { "not" },
+            if t.irq_depth.load(Ordering::Relaxed) > 0 {
+                ""
+            } else {
+                "not"
+            },
             waits,
         );
     }

@@ -20,11 +20,11 @@ use alphasmp::cpumask::CpuMask;
 use alphasmp::mailbox::IpiMessage;
 use alphasmp_srm::start;
 
+use crate::console::println;
 use crate::hwrpb::{self, Hwrpb};
 use crate::percpu::{self, CPUS, MAX_CPUS, STACK_SIZE};
 use crate::platform::SMP;
 use crate::{clock, cpus, ipi, ipl, machine, pal, trap};
-use crate::console::println;
 
 unsafe extern "Rust" {
     fn secondary_start();
@@ -50,7 +50,9 @@ fn ids(m: CpuMask) -> alloc::vec::Vec<usize> {
 pub fn select_cpus(h: &Hwrpb, wanted: Option<CpuMask>) -> Result<Selection, alloc::string::String> {
     let boot = pal::whami();
     if boot >= MAX_CPUS {
-        return Err(alloc::format!("the boot CPU's whami is {boot}; this kernel numbers CPUs below {MAX_CPUS}"));
+        return Err(alloc::format!(
+            "the boot CPU's whami is {boot}; this kernel numbers CPUs below {MAX_CPUS}"
+        ));
     }
     let (mut present, mut startable) = (CpuMask::EMPTY, CpuMask::EMPTY);
     for slot in h.slots().filter(|s| s.present()) {
@@ -61,7 +63,10 @@ pub fn select_cpus(h: &Hwrpb, wanted: Option<CpuMask>) -> Result<Selection, allo
                     startable.insert(i);
                 }
             }
-            _ => println!("smp: HWRPB slot {} is beyond this kernel's {MAX_CPUS} CPUs; it stays in the console", slot.index()),
+            _ => println!(
+                "smp: HWRPB slot {} is beyond this kernel's {MAX_CPUS} CPUs; it stays in the console",
+                slot.index()
+            ),
         }
     }
     // A console that does not mark the boot CPU's slot still has it
@@ -70,7 +75,10 @@ pub fn select_cpus(h: &Hwrpb, wanted: Option<CpuMask>) -> Result<Selection, allo
     startable.insert(boot);
     let unstartable = CpuMask(present.0 & !startable.0);
     if !unstartable.is_empty() {
-        println!("smp: CPU(s) {:?} are present without valid PALcode (slot flags lack PA|PP|PV|PMV|PL); they stay in the console", ids(unstartable));
+        println!(
+            "smp: CPU(s) {:?} are present without valid PALcode (slot flags lack PA|PP|PV|PMV|PL); they stay in the console",
+            ids(unstartable)
+        );
     }
     let chosen = match wanted {
         None => startable,
@@ -80,12 +88,18 @@ pub fn select_cpus(h: &Hwrpb, wanted: Option<CpuMask>) -> Result<Selection, allo
             }
             let missing = CpuMask(w.0 & !startable.0);
             if !missing.is_empty() {
-                return Err(alloc::format!("cpus= names CPU(s) {:?} that the HWRPB does not report present and startable (startable: {:?})", ids(missing), ids(startable)));
+                return Err(alloc::format!(
+                    "cpus= names CPU(s) {:?} that the HWRPB does not report present and startable (startable: {:?})",
+                    ids(missing),
+                    ids(startable)
+                ));
             }
             w
         }
     };
-    cpus::MAP.build(chosen.iter(), boot).map_err(|e| alloc::format!("{e}"))?;
+    cpus::MAP
+        .build(chosen.iter(), boot)
+        .map_err(|e| alloc::format!("{e}"))?;
     Ok(Selection { present, chosen })
 }
 
@@ -132,7 +146,8 @@ fn record_identity(cpu: usize) {
     let me = &CPUS[cpu];
     let marker = 0u64;
     me.id_seen.store(pal::whami(), Ordering::Relaxed);
-    me.stack_seen.store(&raw const marker as u64, Ordering::Relaxed);
+    me.stack_seen
+        .store(&raw const marker as u64, Ordering::Relaxed);
     me.gp_seen.store(pal::gp(), Ordering::Relaxed);
 }
 
@@ -166,11 +181,16 @@ pub fn start_secondaries(h: &Hwrpb, console_pcb_phys: u64) -> Bringup {
     // pointer; secondaries run on it too.
     // SAFETY: the console PCB is in PAL memory, readable through KSEG;
     // offset 0x10 is its PTBR field.
-    let ptbr = unsafe { core::ptr::read_volatile((hwrpb::KSEG | (console_pcb_phys + 0x10)) as *const u64) };
+    let ptbr = unsafe {
+        core::ptr::read_volatile((hwrpb::KSEG | (console_pcb_phys + 0x10)) as *const u64)
+    };
     let entry = secondary_start as *const () as u64;
     let mapped = cpus::MAP.count();
     let boot_phys = pal::whami() as u64;
-    let high: alloc::vec::Vec<usize> = (1..mapped).filter_map(cpus::physical).filter(|p| *p as u64 >= start::HIGH_ID).collect();
+    let high: alloc::vec::Vec<usize> = (1..mapped)
+        .filter_map(cpus::physical)
+        .filter(|p| *p as u64 >= start::HIGH_ID)
+        .collect();
     if !high.is_empty() {
         println!(
             "smp: CPU id(s) {high:?} are {} or above, which DEC's console may never start (its START handling uses a 32-bit 1 << id); each gets {} ms per step, and none after one fails",
@@ -179,8 +199,10 @@ pub fn start_secondaries(h: &Hwrpb, console_pcb_phys: u64) -> Bringup {
         );
     }
     let mut budget = start::Budget::new();
-    for cpu in 1..mapped {
-        let Some(phys) = cpus::physical(cpu) else { continue };
+    for (cpu, state) in CPUS.iter().enumerate().take(mapped).skip(1) {
+        let Some(phys) = cpus::physical(cpu) else {
+            continue;
+        };
         let step_ns = match budget.plan(phys as u64) {
             start::Plan::Start { step_ns } => step_ns,
             start::Plan::Skip(why) => {
@@ -197,7 +219,7 @@ pub fn start_secondaries(h: &Hwrpb, console_pcb_phys: u64) -> Bringup {
             println!("smp: no memory for CPU {cpu}'s stack");
             break;
         };
-        CPUS[cpu].stack_top.store(top, Ordering::Relaxed);
+        state.stack_top.store(top, Ordering::Relaxed);
         let t0 = clock::now_ns();
         slot.set_hwpcb(top, ptbr);
         slot.set_pal_revision(h.slot(boot_phys).pal_revision());
@@ -232,9 +254,16 @@ pub fn start_secondaries(h: &Hwrpb, console_pcb_phys: u64) -> Bringup {
         if alive {
             println!("smp: CPU {cpu} (physical {phys}) online after {us} us");
         } else if acked {
-            println!("smp: CPU {cpu} (physical {phys}) took the START message but did not report online within {} ms", step_ns / 1_000_000);
+            println!(
+                "smp: CPU {cpu} (physical {phys}) took the START message but did not report online within {} ms",
+                step_ns / 1_000_000
+            );
         } else {
-            println!("smp: CPU {cpu} (physical {phys}) did not acknowledge START within {} ms (rxrdy {:#x})", step_ns / 1_000_000, h.rxrdy());
+            println!(
+                "smp: CPU {cpu} (physical {phys}) did not acknowledge START within {} ms (rxrdy {:#x})",
+                step_ns / 1_000_000,
+                h.rxrdy()
+            );
         }
     }
     Bringup { mapped }
@@ -289,7 +318,9 @@ pub fn alpha_secondary_main(pcb_phys: u64) -> ! {
     // smp.per_cpu_identity checks the two agree where both exist.
     let slot_pcb = hwrpb::get().map(|h| h.phys_addr() + h.slot_offset(pal::whami() as u64));
     CPUS[cpu].entry_a2.store(pcb_phys, Ordering::Relaxed);
-    CPUS[cpu].pcb_phys.store(slot_pcb.unwrap_or(pcb_phys), Ordering::Relaxed);
+    CPUS[cpu]
+        .pcb_phys
+        .store(slot_pcb.unwrap_or(pcb_phys), Ordering::Relaxed);
     machine::start_clock_this_cpu();
     SMP.set_online(cpu);
     ipl::set(ipl::ALL_ON);
@@ -357,13 +388,21 @@ impl IdleWindow {
     /// most 1 s), then 200 us more, so the PING that follows the post
     /// arrives inside the window.
     fn pause(&self, cpu: usize) -> bool {
-        if self.cpu.load(Ordering::Relaxed) != cpu || self.cpu.compare_exchange(cpu, usize::MAX, Ordering::AcqRel, Ordering::Relaxed).is_err() {
+        if self.cpu.load(Ordering::Relaxed) != cpu
+            || self
+                .cpu
+                .compare_exchange(cpu, usize::MAX, Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+        {
             return false;
         }
         self.inside.store(true, Ordering::Release);
         wait_ns(1_000_000_000, || WORK[cpu].load(Ordering::Relaxed) != 0);
         clock::delay_ns(200_000);
-        self.clock_at_exit.store(crate::interrupt::COUNTS[cpu][1].load(Ordering::Relaxed), Ordering::Relaxed);
+        self.clock_at_exit.store(
+            crate::interrupt::COUNTS[cpu][1].load(Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
         self.inside.store(false, Ordering::Release);
         true
     }
@@ -373,7 +412,8 @@ impl IdleWindow {
     /// its interrupt was taken inside the window, and wtint then slept).
     fn after_wait(&self, cpu: usize) {
         let pending = SMP.cpu(cpu).mailbox.peek().contains(IpiMessage::PING);
-        self.ping_pending_after_wait.store(pending, Ordering::Release);
+        self.ping_pending_after_wait
+            .store(pending, Ordering::Release);
     }
 
     /// See [`IdleWindow::after_wait`] (read after the posted work ran).
@@ -419,9 +459,16 @@ fn stop_others(panic_path: bool) {
             ipi::send(cpu, IpiMessage::CPU_STOP);
         }
     }
-    let all = wait_ns(200_000_000, || others.iter().all(|c| CPUS[c].stopped.load(Ordering::Acquire)));
+    let all = wait_ns(200_000_000, || {
+        others
+            .iter()
+            .all(|c| CPUS[c].stopped.load(Ordering::Acquire))
+    });
     if !all {
-        for cpu in others.iter().filter(|c| !CPUS[*c].stopped.load(Ordering::Acquire)) {
+        for cpu in others
+            .iter()
+            .filter(|c| !CPUS[*c].stopped.load(Ordering::Acquire))
+        {
             crate::console::print_panic(format_args!(
                 "panic: CPU {cpu} (physical {}) did not acknowledge CPU_STOP (IPIs not arriving)\n",
                 cpus::physical(cpu).unwrap_or(usize::MAX)
@@ -456,7 +503,9 @@ pub fn stop_all_and_fail(role: percpu::PanicRole) -> ! {
     match role {
         percpu::PanicRole::Other => machine::park_this_cpu(),
         percpu::PanicRole::Reentered(_) => {
-            crate::console::print_panic(format_args!("alphasmp: the panic path faulted; ending without stopping the other CPUs\n"));
+            crate::console::print_panic(format_args!(
+                "alphasmp: the panic path faulted; ending without stopping the other CPUs\n"
+            ));
             machine::end_run(false)
         }
         percpu::PanicRole::First => {}
@@ -499,14 +548,20 @@ type Work = fn(usize) -> u64;
 const TAKEN: usize = 1;
 
 static WORK: [AtomicUsize; MAX_CPUS] = [const { AtomicUsize::new(0) }; MAX_CPUS];
-static WORK_RESULT: [core::sync::atomic::AtomicU64; MAX_CPUS] = [const { core::sync::atomic::AtomicU64::new(0) }; MAX_CPUS];
+static WORK_RESULT: [core::sync::atomic::AtomicU64; MAX_CPUS] =
+    [const { core::sync::atomic::AtomicU64::new(0) }; MAX_CPUS];
 /// CPUs waiting for a slot to be freed (its poster, and posters waiting
 /// to post): each is woken when it is (wait=nap).
-static WORK_WAITERS: [core::sync::atomic::AtomicU64; MAX_CPUS] = [const { core::sync::atomic::AtomicU64::new(0) }; MAX_CPUS];
+static WORK_WAITERS: [core::sync::atomic::AtomicU64; MAX_CPUS] =
+    [const { core::sync::atomic::AtomicU64::new(0) }; MAX_CPUS];
 
 fn run_posted_work(cpu: usize) {
     let w = WORK[cpu].load(Ordering::Relaxed);
-    if w > TAKEN && WORK[cpu].compare_exchange(w, TAKEN, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+    if w > TAKEN
+        && WORK[cpu]
+            .compare_exchange(w, TAKEN, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+    {
         // SAFETY: only `run_on_cpus` stores values above TAKEN here, and
         // only `Work` pointers (never 0 or 1: functions are aligned).
         let f: Work = unsafe { core::mem::transmute::<usize, Work>(w) };

@@ -48,7 +48,10 @@ impl Crb {
         }
         // SAFETY: the CRB lies inside the HWRPB block, mapped through KSEG.
         let desc = unsafe { core::ptr::read_volatile((crb + crb::off::DISPATCH_VA) as *const u64) };
-        (desc != 0).then(|| Crb { desc, lock: Mutex::new(()) })
+        (desc != 0).then(|| Crb {
+            desc,
+            lock: Mutex::new(()),
+        })
     }
 
     fn call(&self, code: u64, a1: u64, a2: u64, a3: u64, nargs: u64) -> Status {
@@ -76,7 +79,9 @@ impl Crb {
 
     /// Writes `bytes` to console unit 0, continuing partial writes.
     pub fn puts(&self, bytes: &[u8]) -> Result<(), crb::PutsError> {
-        crb::puts_all(bytes, |buf: &Aligned, n| self.call(crb::code::PUTS, 0, buf.0.as_ptr() as u64, n as u64, 4))
+        crb::puts_all(bytes, |buf: &Aligned, n| {
+            self.call(crb::code::PUTS, 0, buf.0.as_ptr() as u64, n as u64, 4)
+        })
     }
 
     /// GET_ENV `id` into `buf` (quadwords, so 8-byte aligned); the text,
@@ -85,7 +90,13 @@ impl Crb {
         let len = buf.len() * 8;
         // Four arguments counted with the function code, as for PUTS
         // (Linux's callback_srm.S passes the same count for both).
-        let s = self.call(crb::code::GET_ENV, id, buf.as_mut_ptr() as u64, len as u64, 4);
+        let s = self.call(
+            crb::code::GET_ENV,
+            id,
+            buf.as_mut_ptr() as u64,
+            len as u64,
+            4,
+        );
         // SAFETY: any u64 slice is also a valid, initialised byte slice of
         // 8x the length; the borrow keeps `buf` exclusively ours.
         let bytes = unsafe { core::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), len) };

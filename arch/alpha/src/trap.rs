@@ -8,8 +8,8 @@
 
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use crate::pal::{self, Entry};
 use crate::interrupt;
+use crate::pal::{self, Entry};
 
 /// The register state saved by `asm/entry.S` followed by PALcode's frame.
 #[repr(C)]
@@ -97,7 +97,9 @@ pub fn alpha_trap(frame: *mut TrapFrame) {
     if frame.entry() == 3
         && a0 == 2
         && frame.saved_a[0] == GEN_INTDIV
-        && RESUME_INTDIV.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1)).is_ok()
+        && RESUME_INTDIV
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .is_ok()
     {
         // The PC already points past the gentrap.
         INTDIV_RESUMED.fetch_add(1, Ordering::Relaxed);
@@ -118,7 +120,11 @@ pub fn alpha_trap(frame: *mut TrapFrame) {
     // The faulting instruction: PALcode reports the PC after it for
     // instruction faults, unaligned accesses and machine checks, and the
     // instruction itself for memory-management faults (which restart).
-    let at = if frame.entry() == 2 { frame.pc } else { frame.pc.wrapping_sub(4) };
+    let at = if frame.entry() == 2 {
+        frame.pc
+    } else {
+        frame.pc.wrapping_sub(4)
+    };
     // print_panic: the fault may have hit this CPU while it held the
     // console lock (inside a console write), where println would wait.
     crate::console::print_panic(format_args!(

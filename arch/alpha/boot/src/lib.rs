@@ -90,7 +90,15 @@ impl fmt::Write for Console {
 }
 
 fn puts(bytes: &[u8]) {
-    let _ = crb::puts_all(bytes, |buf: &Aligned, n| crb::Status(crb_call(crb::code::PUTS, 0, buf.0.as_ptr() as u64, n as u64, 4)));
+    let _ = crb::puts_all(bytes, |buf: &Aligned, n| {
+        crb::Status(crb_call(
+            crb::code::PUTS,
+            0,
+            buf.0.as_ptr() as u64,
+            n as u64,
+            4,
+        ))
+    });
 }
 
 #[macro_export]

@@ -84,7 +84,11 @@ impl Fault {
 
     /// The boot-argument spelling.
     pub fn name(self) -> &'static str {
-        Self::NAMES.iter().find(|(_, f)| *f == self).map(|(n, _)| *n).unwrap_or("?")
+        Self::NAMES
+            .iter()
+            .find(|(_, f)| *f == self)
+            .map(|(n, _)| *n)
+            .unwrap_or("?")
     }
 }
 
@@ -106,18 +110,63 @@ pub struct Inject {
 
 impl Inject {
     pub const NAMES: &'static [(&'static str, Inject)] = &[
-        ("none", Inject { edge_loss: false, masked_wait: false, edge_loss_masked: false }),
-        ("edge_loss", Inject { edge_loss: true, masked_wait: false, edge_loss_masked: false }),
-        ("masked_wait", Inject { edge_loss: false, masked_wait: true, edge_loss_masked: false }),
-        ("both", Inject { edge_loss: true, masked_wait: true, edge_loss_masked: false }),
-        ("edge_loss_masked", Inject { edge_loss: false, masked_wait: false, edge_loss_masked: true }),
-        ("both_masked", Inject { edge_loss: false, masked_wait: true, edge_loss_masked: true }),
+        (
+            "none",
+            Inject {
+                edge_loss: false,
+                masked_wait: false,
+                edge_loss_masked: false,
+            },
+        ),
+        (
+            "edge_loss",
+            Inject {
+                edge_loss: true,
+                masked_wait: false,
+                edge_loss_masked: false,
+            },
+        ),
+        (
+            "masked_wait",
+            Inject {
+                edge_loss: false,
+                masked_wait: true,
+                edge_loss_masked: false,
+            },
+        ),
+        (
+            "both",
+            Inject {
+                edge_loss: true,
+                masked_wait: true,
+                edge_loss_masked: false,
+            },
+        ),
+        (
+            "edge_loss_masked",
+            Inject {
+                edge_loss: false,
+                masked_wait: false,
+                edge_loss_masked: true,
+            },
+        ),
+        (
+            "both_masked",
+            Inject {
+                edge_loss: false,
+                masked_wait: true,
+                edge_loss_masked: true,
+            },
+        ),
     ];
     pub fn name(self) -> &'static str {
-        Self::NAMES.iter().find(|(_, i)| *i == self).map(|(n, _)| *n).unwrap_or("?")
+        Self::NAMES
+            .iter()
+            .find(|(_, i)| *i == self)
+            .map(|(n, _)| *n)
+            .unwrap_or("?")
     }
 }
-
 
 /// `console=`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -131,7 +180,11 @@ pub enum ConsoleArg {
 }
 
 impl ConsoleArg {
-    pub const NAMES: &'static [(&'static str, ConsoleArg)] = &[("auto", ConsoleArg::Auto), ("srm", ConsoleArg::Srm), ("uart", ConsoleArg::Uart)];
+    pub const NAMES: &'static [(&'static str, ConsoleArg)] = &[
+        ("auto", ConsoleArg::Auto),
+        ("srm", ConsoleArg::Srm),
+        ("uart", ConsoleArg::Uart),
+    ];
 }
 
 /// `clock=`.
@@ -146,7 +199,8 @@ pub enum ClockArg {
 }
 
 impl ClockArg {
-    pub const NAMES: &'static [(&'static str, ClockArg)] = &[("periodic", ClockArg::Periodic), ("alarm", ClockArg::Alarm)];
+    pub const NAMES: &'static [(&'static str, ClockArg)] =
+        &[("periodic", ClockArg::Periodic), ("alarm", ClockArg::Alarm)];
 }
 
 /// `wait=`: how a CPU waits for another.
@@ -161,14 +215,18 @@ pub enum WaitArg {
 }
 
 impl WaitArg {
-    pub const NAMES: &'static [(&'static str, WaitArg)] = &[("spin", WaitArg::Spin), ("nap", WaitArg::Nap)];
+    pub const NAMES: &'static [(&'static str, WaitArg)] =
+        &[("spin", WaitArg::Spin), ("nap", WaitArg::Nap)];
 }
 
 /// The spelling of `value` in a name table.
 pub fn name_of<T: PartialEq + Copy>(table: &[(&'static str, T)], value: T) -> &'static str {
-    table.iter().find(|(_, v)| *v == value).map(|(n, _)| *n).unwrap_or("?")
+    table
+        .iter()
+        .find(|(_, v)| *v == value)
+        .map(|(n, _)| *n)
+        .unwrap_or("?")
 }
-
 
 /// Maximum number of `tests=` prefixes.
 pub const MAX_TEST_FILTERS: usize = 8;
@@ -218,11 +276,23 @@ fn yes_no(value: &str) -> Result<bool, &'static str> {
 }
 
 fn number(value: &str, min: u64, max: u64, expected: &'static str) -> Result<u64, &'static str> {
-    value.parse::<u64>().ok().filter(|n| (min..=max).contains(n)).ok_or(expected)
+    value
+        .parse::<u64>()
+        .ok()
+        .filter(|n| (min..=max).contains(n))
+        .ok_or(expected)
 }
 
-fn choice<T: Copy>(table: &[(&'static str, T)], value: &str, expected: &'static str) -> Result<T, &'static str> {
-    table.iter().find(|(n, _)| *n == value).map(|(_, v)| *v).ok_or(expected)
+fn choice<T: Copy>(
+    table: &[(&'static str, T)],
+    value: &str,
+    expected: &'static str,
+) -> Result<T, &'static str> {
+    table
+        .iter()
+        .find(|(n, _)| *n == value)
+        .map(|(_, v)| *v)
+        .ok_or(expected)
 }
 
 fn tests<'a>(c: &mut BootConfig<'a>, value: &'a str) -> Result<(), &'static str> {
@@ -243,7 +313,11 @@ fn tests<'a>(c: &mut BootConfig<'a>, value: &'a str) -> Result<(), &'static str>
 fn cpus(c: &mut BootConfig<'_>, value: &str) -> Result<(), &'static str> {
     let mut mask = CpuMask::EMPTY;
     for id in value.split(',') {
-        let id = id.parse::<usize>().ok().filter(|n| *n < 64).ok_or("comma-separated CPU ids from 0 to 63")?;
+        let id = id
+            .parse::<usize>()
+            .ok()
+            .filter(|n| *n < 64)
+            .ok_or("comma-separated CPU ids from 0 to 63")?;
         if mask.contains(id) {
             return Err("each CPU id once");
         }
@@ -271,7 +345,10 @@ pub const KEYS: &[Key] = &[
         help: "add a self-test that fails, to prove a failure reaches the exit status",
         lands: "run::tests::forced_failure",
         example: "yes",
-        set: |c, v| Ok(c.force_fail = yes_no(v)?),
+        set: |c, v| {
+            c.force_fail = yes_no(v)?;
+            Ok(())
+        },
     },
     Key {
         name: "fault",
@@ -280,7 +357,14 @@ pub const KEYS: &[Key] = &[
         help: "after the self-tests, raise this fault (each must be reported and end the run with failure, never hang); `ending` faults a second time on the panic's way out, as a missing instruction would",
         lands: "run::raise_fault",
         example: "panic",
-        set: |c, v| Ok(c.fault = choice(Fault::NAMES, v, "none|breakpoint|illegal|overflow|unmapped|unaligned|callsys|panic|panic_stuck|ending")?),
+        set: |c, v| {
+            c.fault = choice(
+                Fault::NAMES,
+                v,
+                "none|breakpoint|illegal|overflow|unmapped|unaligned|callsys|panic|panic_stuck|ending",
+            )?;
+            Ok(())
+        },
     },
     Key {
         name: "tick_hz",
@@ -289,7 +373,10 @@ pub const KEYS: &[Key] = &[
         help: "per-CPU clock tick rate",
         lands: "clock::configure",
         example: "250",
-        set: |c, v| Ok(c.tick_hz = number(v, 10, 1000, "a whole number from 10 to 1000")? as u32),
+        set: |c, v| {
+            c.tick_hz = number(v, 10, 1000, "a whole number from 10 to 1000")? as u32;
+            Ok(())
+        },
     },
     Key {
         name: "storm_rounds",
@@ -298,7 +385,10 @@ pub const KEYS: &[Key] = &[
         help: "synchronous calls per CPU in `xcall.concurrent_storm`",
         lands: "run::tests::xcall",
         example: "77",
-        set: |c, v| Ok(c.storm_rounds = number(v, 1, 10_000_000, "a whole number from 1 to 10000000")?),
+        set: |c, v| {
+            c.storm_rounds = number(v, 1, 10_000_000, "a whole number from 1 to 10000000")?;
+            Ok(())
+        },
     },
     Key {
         name: "ipi_lock",
@@ -307,7 +397,10 @@ pub const KEYS: &[Key] = &[
         help: "the series' lock-and-drain fix: serialize every waiting cross-call with one lock; a CPU that cannot take it drains its own mailbox with interrupts off and retries",
         lands: "SMP.policy.serialize (main.rs apply_policy)",
         example: "on",
-        set: |c, v| Ok(c.ipi_lock = yes_no(v)?),
+        set: |c, v| {
+            c.ipi_lock = yes_no(v)?;
+            Ok(())
+        },
     },
     Key {
         name: "ipi_poll",
@@ -316,7 +409,10 @@ pub const KEYS: &[Key] = &[
         help: "the series' in-interrupt poll: after every clock, device, machine-check or perf interrupt (and in the idle loop), handle what the mailbox holds; count it as rescued, in interrupts and in the idle loop apart (the series has only the first)",
         lands: "SMP.policy.poll_in_irq (main.rs apply_policy)",
         example: "off",
-        set: |c, v| Ok(c.ipi_poll = yes_no(v)?),
+        set: |c, v| {
+            c.ipi_poll = yes_no(v)?;
+            Ok(())
+        },
     },
     Key {
         name: "resend",
@@ -325,7 +421,10 @@ pub const KEYS: &[Key] = &[
         help: "the watchdog re-sends the IPI of a stalled call, as Linux's `csdlock_debug`",
         lands: "SMP.policy.resend (main.rs apply_policy)",
         example: "on",
-        set: |c, v| Ok(c.resend = yes_no(v)?),
+        set: |c, v| {
+            c.resend = yes_no(v)?;
+            Ok(())
+        },
     },
     Key {
         name: "watchdog_ms",
@@ -334,7 +433,10 @@ pub const KEYS: &[Key] = &[
         help: "a cross-call waiter stalled this long prints one report line (waiter, target, the target's mailbox bits, queue, IPL, whether it is in a handler and whom it waits for); 0 turns it off",
         lands: "SMP.policy.watchdog_cycles (main.rs apply_policy)",
         example: "250",
-        set: |c, v| Ok(c.watchdog_ms = number(v, 0, 600_000, "a whole number from 0 to 600000")?),
+        set: |c, v| {
+            c.watchdog_ms = number(v, 0, 600_000, "a whole number from 0 to 600000")?;
+            Ok(())
+        },
     },
     Key {
         name: "inject",
@@ -343,7 +445,14 @@ pub const KEYS: &[Key] = &[
         help: "fault injection: drop IPIs aimed at a CPU inside an interrupt handler at IPL 7 (`edge_loss`: EV7's lost edge, mailbox bits stay set) or at a CPU at IPL 7 for any reason, a napping waiter too (`edge_loss_masked`), and/or make synchronous callers wait at IPL 7 (`masked_wait`; `both` and `both_masked` combine)",
         lands: "platform::INJECT_EDGE_LOSS, INJECT_EDGE_LOSS_MASKED, SMP.policy.allow_masked_wait",
         example: "both",
-        set: |c, v| Ok(c.inject = choice(Inject::NAMES, v, "none|edge_loss|masked_wait|both|edge_loss_masked|both_masked")?),
+        set: |c, v| {
+            c.inject = choice(
+                Inject::NAMES,
+                v,
+                "none|edge_loss|masked_wait|both|edge_loss_masked|both_masked",
+            )?;
+            Ok(())
+        },
     },
     Key {
         name: "irq_load_us",
@@ -352,7 +461,10 @@ pub const KEYS: &[Key] = &[
         help: "extra time each kernel tick's clock interrupt spends at IPL 7, to widen the lost-edge window",
         lands: "interrupt::IRQ_LOAD_NS",
         example: "40",
-        set: |c, v| Ok(c.irq_load_us = number(v, 0, 5_000, "a whole number from 0 to 5000")?),
+        set: |c, v| {
+            c.irq_load_us = number(v, 0, 5_000, "a whole number from 0 to 5000")?;
+            Ok(())
+        },
     },
     Key {
         name: "stress",
@@ -361,7 +473,10 @@ pub const KEYS: &[Key] = &[
         help: "run only the stress workload: this many synchronous shootdowns per CPU from all CPUs at once, print a `stress-result:` line, halt",
         lands: "run::stress",
         example: "100",
-        set: |c, v| Ok(c.stress = number(v, 1, 100_000_000, "a whole number from 1 to 100000000")?),
+        set: |c, v| {
+            c.stress = number(v, 1, 100_000_000, "a whole number from 1 to 100000000")?;
+            Ok(())
+        },
     },
     Key {
         name: "verbose",
@@ -370,7 +485,10 @@ pub const KEYS: &[Key] = &[
         help: "more detail lines",
         lands: "run::selftest",
         example: "yes",
-        set: |c, v| Ok(c.verbose = yes_no(v)?),
+        set: |c, v| {
+            c.verbose = yes_no(v)?;
+            Ok(())
+        },
     },
     Key {
         name: "machine",
@@ -394,7 +512,10 @@ pub const KEYS: &[Key] = &[
         help: "output through the SRM console callbacks (PUTS) or the 16550 UART; `auto` is the machine vector's choice: the UART on QEMU's clipper, SRM on real machines (Marvel has no UART)",
         lands: "machine::console",
         example: "srm",
-        set: |c, v| Ok(c.console = choice(ConsoleArg::NAMES, v, "auto|srm|uart")?),
+        set: |c, v| {
+            c.console = choice(ConsoleArg::NAMES, v, "auto|srm|uart")?;
+            Ok(())
+        },
     },
     Key {
         name: "clock",
@@ -403,7 +524,10 @@ pub const KEYS: &[Key] = &[
         help: "the architected periodic clock interrupt divided down to `tick_hz`, or QEMU's private one-shot alarm",
         lands: "machine::start_clock",
         example: "alarm",
-        set: |c, v| Ok(c.clock = choice(ClockArg::NAMES, v, "periodic|alarm")?),
+        set: |c, v| {
+            c.clock = choice(ClockArg::NAMES, v, "periodic|alarm")?;
+            Ok(())
+        },
     },
     Key {
         name: "cpus",
@@ -421,7 +545,10 @@ pub const KEYS: &[Key] = &[
         help: "fault injection: logical CPU k's clock runs k x this many us behind CPU 0's, as unsynchronised cycle counters do on real SMP machines",
         lands: "clock::set_skew_us",
         example: "2500",
-        set: |c, v| Ok(c.clock_skew_us = number(v, 0, 10_000_000, "a whole number from 0 to 10000000")?),
+        set: |c, v| {
+            c.clock_skew_us = number(v, 0, 10_000_000, "a whole number from 0 to 10000000")?;
+            Ok(())
+        },
     },
     Key {
         name: "wait",
@@ -430,7 +557,10 @@ pub const KEYS: &[Key] = &[
         help: "how a CPU waits for a synchronous call, the serialization lock or posted work: spin, or nap in `wtint` until woken by the CPU that ends the wait (or the next clock interrupt); see \"Speed\"",
         lands: "SMP.policy.nap (main.rs apply_policy)",
         example: "spin",
-        set: |c, v| Ok(c.wait = choice(WaitArg::NAMES, v, "spin|nap")?),
+        set: |c, v| {
+            c.wait = choice(WaitArg::NAMES, v, "spin|nap")?;
+            Ok(())
+        },
     },
     Key {
         name: "nap_after_us",
@@ -439,7 +569,10 @@ pub const KEYS: &[Key] = &[
         help: "with `wait=nap`, spin this long before a wait's first nap",
         lands: "SMP.policy.spin_before_nap (main.rs apply_policy)",
         example: "250",
-        set: |c, v| Ok(c.nap_after_us = number(v, 0, 10_000, "a whole number from 0 to 10000")?),
+        set: |c, v| {
+            c.nap_after_us = number(v, 0, 10_000, "a whole number from 0 to 10000")?;
+            Ok(())
+        },
     },
     Key {
         name: "bench",
@@ -448,7 +581,10 @@ pub const KEYS: &[Key] = &[
         help: "run only the benchmark suite with this many samples per measurement, print `bench-result:` lines, halt",
         lands: "run::bench",
         example: "2000",
-        set: |c, v| Ok(c.bench = number(v, 1000, 100_000, "a whole number from 1000 to 100000")?),
+        set: |c, v| {
+            c.bench = number(v, 1000, 100_000, "a whole number from 1000 to 100000")?;
+            Ok(())
+        },
     },
     Key {
         name: "wtint",
@@ -457,7 +593,10 @@ pub const KEYS: &[Key] = &[
         help: "`returns` makes every wait for an interrupt return at once without calling the PALcode, as DEC's EV6 OSF PALcode does (docs/hardware.md, \"wtint on DEC's EV6 PALcode\"): the idle loop and naps spin",
         lands: "pal::WTINT_RETURNS",
         example: "returns",
-        set: |c, v| Ok(c.wtint_returns = choice(&[("waits", false), ("returns", true)], v, "waits|returns")?),
+        set: |c, v| {
+            c.wtint_returns = choice(&[("waits", false), ("returns", true)], v, "waits|returns")?;
+            Ok(())
+        },
     },
 ];
 
@@ -468,7 +607,11 @@ pub enum BootArgError<'a> {
     NotKeyValue(&'a str),
     UnknownKey(&'a str),
     Repeated(&'a str),
-    BadValue { key: &'a str, value: &'a str, expected: &'static str },
+    BadValue {
+        key: &'a str,
+        value: &'a str,
+        expected: &'static str,
+    },
 }
 
 impl fmt::Display for BootArgError<'_> {
@@ -483,7 +626,11 @@ impl fmt::Display for BootArgError<'_> {
                 write!(f, ")")
             }
             BootArgError::Repeated(k) => write!(f, "boot argument '{k}' given twice"),
-            BootArgError::BadValue { key, value, expected } => {
+            BootArgError::BadValue {
+                key,
+                value,
+                expected,
+            } => {
                 write!(f, "boot argument {key}={value}: expected {expected}")
             }
         }
@@ -508,19 +655,31 @@ impl<'a> BootConfig<'a> {
         let mut cfg = BootConfig::defaults();
         let mut seen = [false; KEYS.len()];
         for word in cmdline.split([' ', '\t', '\n']).filter(|w| !w.is_empty()) {
-            let (key, value) = word.split_once('=').ok_or(BootArgError::NotKeyValue(word))?;
-            let index = KEYS.iter().position(|k| k.name == key).ok_or(BootArgError::UnknownKey(key))?;
+            let (key, value) = word
+                .split_once('=')
+                .ok_or(BootArgError::NotKeyValue(word))?;
+            let index = KEYS
+                .iter()
+                .position(|k| k.name == key)
+                .ok_or(BootArgError::UnknownKey(key))?;
             if core::mem::replace(&mut seen[index], true) {
                 return Err(BootArgError::Repeated(key));
             }
-            (KEYS[index].set)(&mut cfg, value).map_err(|expected| BootArgError::BadValue { key, value, expected })?;
+            (KEYS[index].set)(&mut cfg, value).map_err(|expected| BootArgError::BadValue {
+                key,
+                value,
+                expected,
+            })?;
         }
         Ok(cfg)
     }
 
     /// Whether the self-test `name` is selected by `tests=`.
     pub fn selects(&self, name: &str) -> bool {
-        self.test_count == 0 || self.tests[..self.test_count].iter().any(|p| name.starts_with(p))
+        self.test_count == 0
+            || self.tests[..self.test_count]
+                .iter()
+                .any(|p| name.starts_with(p))
     }
 }
 
@@ -542,7 +701,7 @@ pub fn markdown_table(out: &mut impl fmt::Write) -> fmt::Result {
 #[cfg(test)]
 mod tests {
     use super::*;
-        use std::string::ToString;
+    use std::string::ToString;
 
     #[test]
     fn empty_line_gives_defaults() {
@@ -552,7 +711,10 @@ mod tests {
 
     #[test]
     fn parses_every_key() {
-        let c = BootConfig::parse("tests=div,mem force_fail=yes fault=overflow tick_hz=250 verbose=on storm_rounds=77").unwrap();
+        let c = BootConfig::parse(
+            "tests=div,mem force_fail=yes fault=overflow tick_hz=250 verbose=on storm_rounds=77",
+        )
+        .unwrap();
         assert_eq!(c.storm_rounds, 77);
         assert_eq!(&c.tests[..c.test_count], &["div", "mem"]);
         assert!(c.force_fail && c.verbose);
@@ -566,25 +728,68 @@ mod tests {
         let c = BootConfig::parse("ipi_lock=on ipi_poll=off resend=on watchdog_ms=250 inject=both irq_load_us=40 stress=100").unwrap();
         assert!(c.ipi_lock && !c.ipi_poll && c.resend);
         assert_eq!((c.watchdog_ms, c.irq_load_us, c.stress), (250, 40, 100));
-        assert_eq!(c.inject, Inject { edge_loss: true, masked_wait: true, edge_loss_masked: false });
+        assert_eq!(
+            c.inject,
+            Inject {
+                edge_loss: true,
+                masked_wait: true,
+                edge_loss_masked: false
+            }
+        );
         let m = BootConfig::parse("inject=edge_loss_masked").unwrap().inject;
         assert!(m.edge_loss_masked && !m.edge_loss && !m.masked_wait);
-        assert_eq!(BootConfig::parse("inject=both_masked").unwrap().inject.name(), "both_masked");
+        assert_eq!(
+            BootConfig::parse("inject=both_masked")
+                .unwrap()
+                .inject
+                .name(),
+            "both_masked"
+        );
         assert_eq!(c.inject.name(), "both");
-        assert!(matches!(BootConfig::parse("inject=sometimes"), Err(BootArgError::BadValue { key: "inject", .. })));
-        assert!(matches!(BootConfig::parse("stress=0"), Err(BootArgError::BadValue { key: "stress", .. })));
+        assert!(matches!(
+            BootConfig::parse("inject=sometimes"),
+            Err(BootArgError::BadValue { key: "inject", .. })
+        ));
+        assert!(matches!(
+            BootConfig::parse("stress=0"),
+            Err(BootArgError::BadValue { key: "stress", .. })
+        ));
         assert_eq!(BootConfig::parse("").unwrap().wait, WaitArg::Nap);
         assert_eq!(BootConfig::parse("wait=spin").unwrap().wait, WaitArg::Spin);
-        assert!(matches!(BootConfig::parse("wait=doze"), Err(BootArgError::BadValue { key: "wait", .. })));
-        assert_eq!(BootConfig::parse("nap_after_us=250").unwrap().nap_after_us, 250);
-        assert!(matches!(BootConfig::parse("nap_after_us=10001"), Err(BootArgError::BadValue { key: "nap_after_us", .. })));
+        assert!(matches!(
+            BootConfig::parse("wait=doze"),
+            Err(BootArgError::BadValue { key: "wait", .. })
+        ));
+        assert_eq!(
+            BootConfig::parse("nap_after_us=250").unwrap().nap_after_us,
+            250
+        );
+        assert!(matches!(
+            BootConfig::parse("nap_after_us=10001"),
+            Err(BootArgError::BadValue {
+                key: "nap_after_us",
+                ..
+            })
+        ));
         assert_eq!(BootConfig::parse("bench=2000").unwrap().bench, 2000);
-        assert!(matches!(BootConfig::parse("bench=10"), Err(BootArgError::BadValue { key: "bench", .. })), "fewer than 1000 samples");
-        assert!(matches!(BootConfig::parse("irq_load_us=9999"), Err(BootArgError::BadValue { .. })));
+        assert!(
+            matches!(
+                BootConfig::parse("bench=10"),
+                Err(BootArgError::BadValue { key: "bench", .. })
+            ),
+            "fewer than 1000 samples"
+        );
+        assert!(matches!(
+            BootConfig::parse("irq_load_us=9999"),
+            Err(BootArgError::BadValue { .. })
+        ));
         assert!(!BootConfig::parse("").unwrap().wtint_returns);
         assert!(BootConfig::parse("wtint=returns").unwrap().wtint_returns);
         assert!(!BootConfig::parse("wtint=waits").unwrap().wtint_returns);
-        assert!(matches!(BootConfig::parse("wtint=sleeps"), Err(BootArgError::BadValue { key: "wtint", .. })));
+        assert!(matches!(
+            BootConfig::parse("wtint=sleeps"),
+            Err(BootArgError::BadValue { key: "wtint", .. })
+        ));
     }
 
     #[test]
@@ -597,37 +802,82 @@ mod tests {
         let e = BootConfig::parse("tests=div bogus=1").unwrap_err();
         assert_eq!(e, BootArgError::UnknownKey("bogus"));
         let msg = e.to_string();
-        assert!(msg.contains("'bogus'") && msg.contains("tick_hz") && !msg.contains('\n'), "{msg}");
+        assert!(
+            msg.contains("'bogus'") && msg.contains("tick_hz") && !msg.contains('\n'),
+            "{msg}"
+        );
     }
 
     #[test]
     fn bad_values_are_refused() {
-        assert!(matches!(BootConfig::parse("tick_hz=0"), Err(BootArgError::BadValue { key: "tick_hz", .. })));
-        assert!(matches!(BootConfig::parse("tick_hz=5000"), Err(BootArgError::BadValue { .. })));
-        assert!(matches!(BootConfig::parse("tick_hz=fast"), Err(BootArgError::BadValue { .. })));
-        assert!(matches!(BootConfig::parse("force_fail=maybe"), Err(BootArgError::BadValue { .. })));
-        assert!(matches!(BootConfig::parse("fault=explode"), Err(BootArgError::BadValue { .. })));
-        assert!(matches!(BootConfig::parse("tests=,"), Err(BootArgError::BadValue { .. })));
-        assert!(matches!(BootConfig::parse("tests=a,b,c,d,e,f,g,h,i"), Err(BootArgError::BadValue { .. })));
+        assert!(matches!(
+            BootConfig::parse("tick_hz=0"),
+            Err(BootArgError::BadValue { key: "tick_hz", .. })
+        ));
+        assert!(matches!(
+            BootConfig::parse("tick_hz=5000"),
+            Err(BootArgError::BadValue { .. })
+        ));
+        assert!(matches!(
+            BootConfig::parse("tick_hz=fast"),
+            Err(BootArgError::BadValue { .. })
+        ));
+        assert!(matches!(
+            BootConfig::parse("force_fail=maybe"),
+            Err(BootArgError::BadValue { .. })
+        ));
+        assert!(matches!(
+            BootConfig::parse("fault=explode"),
+            Err(BootArgError::BadValue { .. })
+        ));
+        assert!(matches!(
+            BootConfig::parse("tests=,"),
+            Err(BootArgError::BadValue { .. })
+        ));
+        assert!(matches!(
+            BootConfig::parse("tests=a,b,c,d,e,f,g,h,i"),
+            Err(BootArgError::BadValue { .. })
+        ));
     }
 
     #[test]
     fn malformed_and_repeated_words_are_refused() {
-        assert_eq!(BootConfig::parse("verbose"), Err(BootArgError::NotKeyValue("verbose")));
-        assert_eq!(BootConfig::parse("verbose=yes verbose=no"), Err(BootArgError::Repeated("verbose")));
+        assert_eq!(
+            BootConfig::parse("verbose"),
+            Err(BootArgError::NotKeyValue("verbose"))
+        );
+        assert_eq!(
+            BootConfig::parse("verbose=yes verbose=no"),
+            Err(BootArgError::Repeated("verbose"))
+        );
     }
 
     #[test]
     fn machine_console_clock_and_cpus() {
-        let c = BootConfig::parse("machine=marvel console=srm clock=alarm cpus=0,2,3 clock_skew_us=2500").unwrap();
+        let c = BootConfig::parse(
+            "machine=marvel console=srm clock=alarm cpus=0,2,3 clock_skew_us=2500",
+        )
+        .unwrap();
         assert_eq!(c.clock_skew_us, 2500);
-        assert_eq!((c.machine, c.console, c.clock), (Some("marvel"), ConsoleArg::Srm, ClockArg::Alarm));
+        assert_eq!(
+            (c.machine, c.console, c.clock),
+            (Some("marvel"), ConsoleArg::Srm, ClockArg::Alarm)
+        );
         assert_eq!(BootConfig::parse("machine=auto").unwrap().machine, None);
         assert_eq!(c.cpus, Some(CpuMask(0b1101)));
         let d = BootConfig::parse("cpus=63,12").unwrap();
         assert_eq!(d.cpus, Some(CpuMask((1 << 63) | (1 << 12))));
         assert_eq!(name_of(ConsoleArg::NAMES, ConsoleArg::Uart), "uart");
-        for bad in ["machine=", "console=vga", "clock=rtc", "cpus=", "cpus=64", "cpus=1,1", "cpus=0,x", "cpus=-1"] {
+        for bad in [
+            "machine=",
+            "console=vga",
+            "clock=rtc",
+            "cpus=",
+            "cpus=64",
+            "cpus=1,1",
+            "cpus=0,x",
+            "cpus=-1",
+        ] {
             let e = BootConfig::parse(bad).unwrap_err();
             assert!(matches!(e, BootArgError::BadValue { .. }), "{bad}: {e:?}");
             assert!(!e.to_string().contains('\n'));
@@ -651,7 +901,11 @@ mod tests {
             let line = std::format!("{}={}", k.name, k.example);
             let c = BootConfig::parse(&line).unwrap_or_else(|e| panic!("{line}: {e}"));
             assert_ne!(c, BootConfig::defaults(), "{line} changes nothing");
-            assert!(!k.help.is_empty() && !k.lands.is_empty() && !k.values.is_empty(), "{}", k.name);
+            assert!(
+                !k.help.is_empty() && !k.lands.is_empty() && !k.values.is_empty(),
+                "{}",
+                k.name
+            );
         }
     }
 
@@ -677,7 +931,9 @@ mod tests {
         let mut table = std::string::String::new();
         markdown_table(&mut table).unwrap();
         let readme = include_str!("../../../../README.md");
-        assert!(readme.contains(&table), "README.md's boot-argument table differs from the one KEYS makes; replace it with:\n{table}");
+        assert!(
+            readme.contains(&table),
+            "README.md's boot-argument table differs from the one KEYS makes; replace it with:\n{table}"
+        );
     }
 }
-

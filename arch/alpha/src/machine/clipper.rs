@@ -36,7 +36,11 @@ fn probe(h: &Hwrpb) {
 }
 
 fn exit_device() -> &'static str {
-    if PVPANIC.load(Ordering::Relaxed) != 0 { "pvpanic (failure), halt (pass)" } else { "halt (no pvpanic: every end reads as QEMU status 0)" }
+    if PVPANIC.load(Ordering::Relaxed) != 0 {
+        "pvpanic (failure), halt (pass)"
+    } else {
+        "halt (no pvpanic: every end reads as QEMU status 0)"
+    }
 }
 
 // ---- pvpanic ---------------------------------------------------------------

@@ -11,6 +11,7 @@
 //! - the IO7s' interrupt lines are disabled at boot, their error sources
 //!   sent to the boot CPU (`alphasmp_srm::io7`, the GCT lists the IO7s);
 //! - device vectors name the IO7 (by PID) and its LSI/MSI number.
+//!
 //! CPU numbers are EV7 PIDs (sparse, boot CPU any), which `crate::cpus`
 //! maps to dense logical ids for every machine alike.
 //!
@@ -58,7 +59,6 @@ fn exit_device() -> &'static str {
     "halt to the SRM prompt"
 }
 
-
 /// A quadword load from KSEG.
 fn load(addr: u64) -> u64 {
     // SAFETY: callers pass KSEG addresses of console memory (the HWRPB and
@@ -75,7 +75,9 @@ fn quiesce_io7s(h: &Hwrpb) {
     let frut = h.mem().read(io7::hwrpb_off::FRUT_OFFSET);
     let size = h.mem().read(io7::hwrpb_off::SIZE);
     if frut == 0 || frut >= size {
-        println!("io7: no configuration tree (GCT) in the HWRPB; IO7 interrupt lines left as the console set them");
+        println!(
+            "io7: no configuration tree (GCT) in the HWRPB; IO7 interrupt lines left as the console set them"
+        );
         return;
     }
     let gct = hwrpb::base(h) + frut;
@@ -87,10 +89,16 @@ fn quiesce_io7s(h: &Hwrpb) {
         unsafe { core::ptr::write_volatile(addr as *mut u64, value) };
         crate::pal::mb();
     };
-    let walked = io7::gct_io7_pes(|o| load(gct + o), size - frut, |pe| match io7::quiesce_io7(pe, boot_pid, load, store) {
-        Ok(n) => println!("io7: PE {pe}: {n} interrupt controls written: LSI and MSI lines off, error sources to PID {boot_pid}"),
-        Err(e) => println!("io7: PE {pe}: {e}"),
-    });
+    let walked = io7::gct_io7_pes(
+        |o| load(gct + o),
+        size - frut,
+        |pe| match io7::quiesce_io7(pe, boot_pid, load, store) {
+            Ok(n) => println!(
+                "io7: PE {pe}: {n} interrupt controls written: LSI and MSI lines off, error sources to PID {boot_pid}"
+            ),
+            Err(e) => println!("io7: PE {pe}: {e}"),
+        },
+    );
     if let Err(e) = walked {
         println!("io7: {e}");
     }
@@ -104,7 +112,11 @@ fn report_logout(h: &Hwrpb, logout: u64) {
     }
     let (area_pa, area_len) = h.slot(crate::pal::whami() as u64).logout_area();
     let area = KSEG | area_pa;
-    let max = if area_len != 0 && (area..area + area_len).contains(&logout) { area + area_len - logout } else { ev7_logout::MAX_FRAME };
+    let max = if area_len != 0 && (area..area + area_len).contains(&logout) {
+        area + area_len - logout
+    } else {
+        ev7_logout::MAX_FRAME
+    };
     for step in ev7_logout::subpackets(|o| load(logout + o), max) {
         crate::console::print_panic(format_args!("mchk: {step}\n"));
     }

@@ -38,10 +38,10 @@ use alphasmp_srm::vectors::{Device, DeviceVectors, MachineCheck};
 pub use alphasmp_srm::machine::{Identity, Unsupported};
 
 use crate::console::Console;
+use crate::console::println;
 use crate::hwrpb::Hwrpb;
 use crate::srm::SrmConsole;
 use crate::{clock, cpus, hwrpb, ipl, pal, percpu};
-use crate::console::println;
 
 /// One machine family's layer. Every field is required.
 pub struct MachineVector {
@@ -102,7 +102,10 @@ pub fn no_failure_signal() {}
 pub enum Choice {
     Detected(&'static MachineVector),
     /// `machine=` named it; `detected` is what the HWRPB said, if anything.
-    Forced { machine: &'static MachineVector, detected: Option<&'static MachineVector> },
+    Forced {
+        machine: &'static MachineVector,
+        detected: Option<&'static MachineVector>,
+    },
 }
 
 impl Choice {
@@ -126,7 +129,10 @@ impl fmt::Display for IdentifyError<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             IdentifyError::Unsupported(u) => write!(f, "{u}")?,
-            IdentifyError::UnknownName(n) => write!(f, "boot argument machine={n}: no machine layer has that name")?,
+            IdentifyError::UnknownName(n) => write!(
+                f,
+                "boot argument machine={n}: no machine layer has that name"
+            )?,
         }
         write!(f, " (machine layers:")?;
         for v in VECTORS {
@@ -141,16 +147,25 @@ static CURRENT: spin::Once<&'static MachineVector> = spin::Once::new();
 static QEMU: AtomicBool = AtomicBool::new(false);
 
 /// Identifies the machine (boot CPU, once); `forced` is `machine=`.
-pub fn identify<'a>(h: &Hwrpb, forced: Option<&'a str>) -> Result<(Choice, Identity), IdentifyError<'a>> {
+pub fn identify<'a>(
+    h: &Hwrpb,
+    forced: Option<&'a str>,
+) -> Result<(Choice, Identity), IdentifyError<'a>> {
     let id = Identity::read(h);
     QEMU.store(id.qemu, Ordering::Relaxed);
     let detected = VECTORS.iter().copied().find(|v| v.serves(&id));
     let choice = match forced {
         Some(name) => {
-            let machine = VECTORS.iter().copied().find(|v| v.name == name).ok_or(IdentifyError::UnknownName(name))?;
+            let machine = VECTORS
+                .iter()
+                .copied()
+                .find(|v| v.name == name)
+                .ok_or(IdentifyError::UnknownName(name))?;
             Choice::Forced { machine, detected }
         }
-        None => Choice::Detected(detected.ok_or(IdentifyError::Unsupported(Unsupported { sys_type: id.sys_type }))?),
+        None => Choice::Detected(detected.ok_or(IdentifyError::Unsupported(Unsupported {
+            sys_type: id.sys_type,
+        }))?),
     };
     CURRENT.call_once(|| choice.machine());
     Ok((choice, id))
@@ -164,7 +179,11 @@ pub fn identify<'a>(h: &Hwrpb, forced: Option<&'a str>) -> Result<(Choice, Ident
 /// masked, which is the safe side.
 pub fn ipi_ipl() -> u8 {
     use alphasmp::platform::ipl::{IPI_OSF_PALCODE, IPI_QEMU_PALCODE};
-    if QEMU.load(Ordering::Relaxed) { IPI_QEMU_PALCODE } else { IPI_OSF_PALCODE }
+    if QEMU.load(Ordering::Relaxed) {
+        IPI_QEMU_PALCODE
+    } else {
+        IPI_OSF_PALCODE
+    }
 }
 
 /// Whether the HWRPB says QEMU (qemu-palcode is the console).
@@ -183,16 +202,23 @@ pub fn cpu_type_note(m: &MachineVector, cpu_type: u32) -> Option<&'static str> {
 }
 
 /// The console device for `m` and `console=`.
-pub fn console(m: &MachineVector, arg: ConsoleArg, srm: Option<&'static SrmConsole>) -> Result<&'static dyn Console, &'static str> {
+pub fn console(
+    m: &MachineVector,
+    arg: ConsoleArg,
+    srm: Option<&'static SrmConsole>,
+) -> Result<&'static dyn Console, &'static str> {
     let want_srm = match arg {
         ConsoleArg::Auto => !m.auto_console_uart,
         ConsoleArg::Srm => true,
         ConsoleArg::Uart => false,
     };
     if want_srm {
-        return srm.map(|s| s as &'static dyn Console).ok_or("console=srm: the HWRPB has no console callback block");
+        return srm
+            .map(|s| s as &'static dyn Console)
+            .ok_or("console=srm: the HWRPB has no console callback block");
     }
-    m.uart.ok_or("console=uart: this machine has no legacy UART; use console=srm")
+    m.uart
+        .ok_or("console=uart: this machine has no legacy UART; use console=srm")
 }
 
 /// A console when nothing is known (no HWRPB): the ISA UART, which QEMU
@@ -214,15 +240,26 @@ pub fn exit_device() -> &'static str {
 
 /// Starts the clock interrupt source (boot CPU, before any CPU lowers its
 /// IPL) and configures the tick.
-pub fn start_clock(m: &MachineVector, arg: ClockArg, tick_hz: u32, h: &Hwrpb) -> Result<clock::Source, &'static str> {
+pub fn start_clock(
+    m: &MachineVector,
+    arg: ClockArg,
+    tick_hz: u32,
+    h: &Hwrpb,
+) -> Result<clock::Source, &'static str> {
     let source = match arg {
-        ClockArg::Alarm if !is_qemu() => return Err("clock=alarm needs QEMU (its private cserve alarm)"),
+        ClockArg::Alarm if !is_qemu() => {
+            return Err("clock=alarm needs QEMU (its private cserve alarm)");
+        }
         ClockArg::Alarm => clock::Source::OneShot,
         // QEMU's PALcode makes no periodic interrupt of its own, so under
         // QEMU the RTC stands in for any machine's tick; the kernel's side
         // (take type-1 interrupts as they come, divide) is the same.
-        ClockArg::Periodic if is_qemu() => clock::Source::Periodic { base_hz: tsunami::start_rtc_tick() },
-        ClockArg::Periodic => clock::Source::Periodic { base_hz: (m.start_tick)(h) },
+        ClockArg::Periodic if is_qemu() => clock::Source::Periodic {
+            base_hz: tsunami::start_rtc_tick(),
+        },
+        ClockArg::Periodic => clock::Source::Periodic {
+            base_hz: (m.start_tick)(h),
+        },
     };
     clock::configure(tick_hz, source);
     Ok(source)
@@ -260,10 +297,15 @@ pub fn device_interrupt(vector: u64, n: u64) {
     let scheme = current().map_or(DeviceVectors::Tsunami, |m| m.device_vectors);
     let what = Device::decode(scheme, vector);
     if n <= 10 {
-        println!("note: unexpected device interrupt on CPU {}: {what}", cpus::this());
+        println!(
+            "note: unexpected device interrupt on CPU {}: {what}",
+            cpus::this()
+        );
     }
     if n >= DEVICE_STORM {
-        panic!("{n} unexpected device interrupts on this CPU (last: {what}); cannot mask the source");
+        panic!(
+            "{n} unexpected device interrupts on this CPU (last: {what}); cannot mask the source"
+        );
     }
 }
 
@@ -278,7 +320,11 @@ pub fn machine_check(vector: u64, logout: u64, pc: u64) {
         (m.report_logout)(h, logout);
     }
     if kind.recoverable() {
-        println!("note: {} on CPU {} (vector {vector:#x}, logout {logout:#x}); continuing", kind.name(), cpus::this());
+        println!(
+            "note: {} on CPU {} (vector {vector:#x}, logout {logout:#x}); continuing",
+            kind.name(),
+            cpus::this()
+        );
         pal::wrmces(7);
         return;
     }
@@ -313,7 +359,8 @@ pub fn park_this_cpu() -> ! {
 
 fn request_halt_here() {
     if let Some(h) = hwrpb::get() {
-        h.slot(pal::whami() as u64).request_halt(HaltRequest::StayHalted);
+        h.slot(pal::whami() as u64)
+            .request_halt(HaltRequest::StayHalted);
     }
 }
 
@@ -335,8 +382,13 @@ pub fn end_run(pass: bool) -> ! {
         crate::console::print_panic(format_args!(
             "exit: CPU {} slot flags {f:#x}: halt request {}, restart-capable {}\n",
             cpus::this(),
-            (f & alphasmp_srm::hwrpb::flags::HALT_REQUEST_MASK) >> alphasmp_srm::hwrpb::flags::HALT_REQUEST_SHIFT,
-            if f & alphasmp_srm::hwrpb::flags::RC != 0 { "set" } else { "clear" }
+            (f & alphasmp_srm::hwrpb::flags::HALT_REQUEST_MASK)
+                >> alphasmp_srm::hwrpb::flags::HALT_REQUEST_SHIFT,
+            if f & alphasmp_srm::hwrpb::flags::RC != 0 {
+                "set"
+            } else {
+                "clear"
+            }
         ));
     }
     if !pass {

@@ -35,7 +35,14 @@ pub static VECTOR: MachineVector = MachineVector {
 };
 
 /// The CPUs Tsunami-class machines are built with.
-pub const CPU_TYPES: &[u32] = &[cpu_type::EV6, cpu_type::EV67, cpu_type::EV68CB, cpu_type::EV68AL, cpu_type::EV68CX, cpu_type::EV69];
+pub const CPU_TYPES: &[u32] = &[
+    cpu_type::EV6,
+    cpu_type::EV67,
+    cpu_type::EV68CB,
+    cpu_type::EV68AL,
+    cpu_type::EV68CX,
+    cpu_type::EV69,
+];
 
 /// The RTC as the periodic tick.
 pub fn start_tick(_: &Hwrpb) -> u64 {
@@ -44,7 +51,12 @@ pub fn start_tick(_: &Hwrpb) -> u64 {
 
 /// Masks every device interrupt at the Cchip, for the CPUs present.
 pub fn probe(h: &Hwrpb) {
-    let present = h.slots().filter(|s| s.present() && s.index() < 64).fold(1u64 << (crate::pal::whami() % 64), |mask, s| mask | 1 << s.index());
+    let present = h
+        .slots()
+        .filter(|s| s.present() && s.index() < 64)
+        .fold(1u64 << (crate::pal::whami() % 64), |mask, s| {
+            mask | 1 << s.index()
+        });
     mask_device_interrupts(present);
 }
 
@@ -103,7 +115,6 @@ impl Console for Uart16550 {
         "uart16550@0x3f8"
     }
 }
-
 
 // ---- Device interrupts --------------------------------------------------------
 

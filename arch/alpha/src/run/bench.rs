@@ -12,11 +12,11 @@
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use alphasmp_bootargs::BootConfig;
 use alphasmp::cpumask::CpuMask;
 use alphasmp::mailbox::IpiMessage;
 use alphasmp::tlb::AddressSpace;
 use alphasmp::xcall::XcallError;
+use alphasmp_bootargs::BootConfig;
 
 use crate::console::println;
 use crate::percpu::MAX_CPUS;
@@ -57,8 +57,16 @@ enum Op {
 }
 
 impl Op {
-    const ALL: [Op; 8] =
-        [Op::IpiRtt, Op::CallSingleWait, Op::CallSingleNoWait, Op::OnEachCpuWait, Op::FlushTlbAll, Op::FlushTlbMm, Op::FlushTlbPage, Op::FlushIcache];
+    const ALL: [Op; 8] = [
+        Op::IpiRtt,
+        Op::CallSingleWait,
+        Op::CallSingleNoWait,
+        Op::OnEachCpuWait,
+        Op::FlushTlbAll,
+        Op::FlushTlbMm,
+        Op::FlushTlbPage,
+        Op::FlushIcache,
+    ];
     fn name(self) -> &'static str {
         match self {
             Op::IpiRtt => "ipi_rtt",
@@ -142,7 +150,10 @@ fn round(me: usize) -> u64 {
 }
 
 fn next_cpu(me: usize) -> usize {
-    smp::online_cpus().find(|c| *c > me).or_else(|| smp::online_cpus().find(|c| *c != me)).unwrap_or(me)
+    smp::online_cpus()
+        .find(|c| *c > me)
+        .or_else(|| smp::online_cpus().find(|c| *c != me))
+        .unwrap_or(me)
 }
 
 fn percentile(sorted: &[u64], p: usize) -> u64 {
@@ -154,7 +165,10 @@ fn measure(op: Op, busy: bool) {
     let me = crate::cpus::this();
     let online = smp::online();
     let target = next_cpu(me);
-    WHICH.store(Op::ALL.iter().position(|o| *o == op).unwrap() as u64, Ordering::Relaxed);
+    WHICH.store(
+        Op::ALL.iter().position(|o| *o == op).unwrap() as u64,
+        Ordering::Relaxed,
+    );
     MEASURER.store(me as u64, Ordering::Relaxed);
     DONE.store(false, Ordering::Relaxed);
     let mask = match (busy, op.single_target()) {

@@ -90,4 +90,3 @@ fn raise_fault(fault: Fault) -> ! {
     println!("error: fault '{}' did not trap", fault.name());
     smp::finish(false, "a deliberate fault did not trap")
 }
-

@@ -10,15 +10,15 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use alphasmp_bootargs::BootConfig;
 use alphasmp::mailbox::IpiMessage;
 use alphasmp::tlb::AddressSpace;
 use alphasmp::xcall::XcallError;
+use alphasmp_bootargs::BootConfig;
 
+use crate::console::println;
 use crate::percpu::{CPUS, MAX_CPUS};
 use crate::platform::{MMU, SMP};
 use crate::{clock, ipl, mm, smp};
-use crate::console::println;
 
 static SPACE: AddressSpace<MAX_CPUS> = AddressSpace::new();
 const PAGE: u64 = 7;
@@ -92,7 +92,9 @@ pub fn run(cfg: &BootConfig<'_>) -> ! {
     MASKED_WAIT.store(cfg.inject.masked_wait as u64, Ordering::Relaxed);
     // A stalled wait gives up at its first report, or at its third when the
     // watchdog re-sends (two re-sends must have failed to call it deadlock).
-    SMP.policy.abort_after.store(if cfg.resend { 3 } else { 1 }, Ordering::Relaxed);
+    SMP.policy
+        .abort_after
+        .store(if cfg.resend { 3 } else { 1 }, Ordering::Relaxed);
     println!(
         "stress: {} CPU(s), {} shootdowns each, inject={}, ipi_lock={}, ipi_poll={}, resend={}, watchdog {} ms, irq load {} us",
         online.count(),
@@ -116,7 +118,9 @@ pub fn run(cfg: &BootConfig<'_>) -> ! {
             0
         }
     };
-    let aborted = smp::online_cpus().filter(|c| ABORTED[*c].load(Ordering::Relaxed) != 0).count();
+    let aborted = smp::online_cpus()
+        .filter(|c| ABORTED[*c].load(Ordering::Relaxed) != 0)
+        .count();
     let errors = OTHER_ERRORS.load(Ordering::Relaxed);
     // Only a waiter that gave up (Stalled) or never finished is a deadlock;
     // any other refusal is an error of the run, reported as such.
@@ -130,7 +134,8 @@ pub fn run(cfg: &BootConfig<'_>) -> ! {
         "completed"
     };
     let first = FIRST_ABORT_NS.load(Ordering::Relaxed);
-    let rescued: [u64; IpiMessage::COUNT] = core::array::from_fn(|i| sum(|c| SMP.cpu(c).stats.rescued[i].load(Ordering::Relaxed)));
+    let rescued: [u64; IpiMessage::COUNT] =
+        core::array::from_fn(|i| sum(|c| SMP.cpu(c).stats.rescued[i].load(Ordering::Relaxed)));
     println!(
         "stress-result: outcome={} cpus={} per_cpu={} done={} aborted_cpus={} elapsed_ms={} elapsed_us={} detect_ms={} stalls={} resends={} dropped={} lock_drains={} rescued_call={} idle_rescued_call={} rescued_other={} errors={}",
         outcome,
@@ -140,13 +145,20 @@ pub fn run(cfg: &BootConfig<'_>) -> ! {
         aborted,
         elapsed / 1_000_000,
         elapsed / 1_000,
-        if first == u64::MAX { -1 } else { (first / 1_000_000) as i64 },
+        if first == u64::MAX {
+            -1
+        } else {
+            (first / 1_000_000) as i64
+        },
         sum(|c| SMP.cpu(c).stats.stalls.load(Ordering::Relaxed)),
         sum(|c| SMP.cpu(c).stats.resends.load(Ordering::Relaxed)),
         sum(|c| CPUS[c].dropped_ipis.load(Ordering::Relaxed)),
         sum(|c| SMP.cpu(c).stats.lock_drains.load(Ordering::Relaxed)),
         rescued[IpiMessage::CALL_FUNCTION.index()],
-        sum(|c| SMP.cpu(c).stats.idle_rescued[IpiMessage::CALL_FUNCTION.index()].load(Ordering::Relaxed)),
+        sum(
+            |c| SMP.cpu(c).stats.idle_rescued[IpiMessage::CALL_FUNCTION.index()]
+                .load(Ordering::Relaxed)
+        ),
         rescued.iter().sum::<u64>() - rescued[IpiMessage::CALL_FUNCTION.index()],
         errors,
     );

@@ -11,7 +11,12 @@
 //! quiesce writes; the kernel does the stores, host tests record them.
 
 /// KSEG addresses of DIM0..DIM3, indexed by the CPU's physical id.
-pub const DIM: [u64; 4] = [0xfffffd01a0000200, 0xfffffd01a0000240, 0xfffffd01a0000600, 0xfffffd01a0000640];
+pub const DIM: [u64; 4] = [
+    0xfffffd01a0000200,
+    0xfffffd01a0000240,
+    0xfffffd01a0000600,
+    0xfffffd01a0000640,
+];
 
 /// Masks every device interrupt source of every present CPU: writes 0 to
 /// the DIM of each physical id in `present` (bit n = CPU n, from the
@@ -46,7 +51,15 @@ mod tests {
     fn one_dim_per_present_cpu() {
         assert_eq!(writes(0b1), [(DIM[0], 0)], "DS10: one CPU");
         assert_eq!(writes(0b1111), DIM.map(|d| (d, 0)), "ES40: four CPUs");
-        assert_eq!(writes(0b1101), [(DIM[0], 0), (DIM[2], 0), (DIM[3], 0)], "a sparse set");
-        assert_eq!(writes(1 << 5 | 1), [(DIM[0], 0)], "no DIM for an id a Cchip cannot have");
+        assert_eq!(
+            writes(0b1101),
+            [(DIM[0], 0), (DIM[2], 0), (DIM[3], 0)],
+            "a sparse set"
+        );
+        assert_eq!(
+            writes(1 << 5 | 1),
+            [(DIM[0], 0)],
+            "no DIM for an id a Cchip cannot have"
+        );
     }
 }

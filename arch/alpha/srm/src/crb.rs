@@ -78,8 +78,15 @@ pub enum PutsError {
 impl fmt::Display for PutsError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            PutsError::Failed { written, status } => write!(f, "console PUTS failed after {written} bytes (status {:#x})", status.0),
-            PutsError::Stalled { written } => write!(f, "console PUTS accepted nothing {MAX_STALLS} times after {written} bytes"),
+            PutsError::Failed { written, status } => write!(
+                f,
+                "console PUTS failed after {written} bytes (status {:#x})",
+                status.0
+            ),
+            PutsError::Stalled { written } => write!(
+                f,
+                "console PUTS accepted nothing {MAX_STALLS} times after {written} bytes"
+            ),
         }
     }
 }
@@ -102,7 +109,10 @@ pub struct Aligned(pub [u8; CHUNK]);
 /// continued from where the console stopped, and "terminal not ready" is
 /// asked again like an empty answer; any other error status, or too many
 /// empty answers in a row, end the attempt.
-pub fn puts_all(bytes: &[u8], mut puts: impl FnMut(&Aligned, usize) -> Status) -> Result<(), PutsError> {
+pub fn puts_all(
+    bytes: &[u8],
+    mut puts: impl FnMut(&Aligned, usize) -> Status,
+) -> Result<(), PutsError> {
     let mut written = 0;
     let mut stalls = 0;
     let mut buf = Aligned([0; CHUNK]);
@@ -115,7 +125,11 @@ pub fn puts_all(bytes: &[u8], mut puts: impl FnMut(&Aligned, usize) -> Status) -
         }
         // A console never reports more than it was given; clamp anyway.
         // "Not ready" wrote nothing, whatever its count says.
-        let took = if s.is_not_ready() { 0 } else { (s.count() as usize).min(n) };
+        let took = if s.is_not_ready() {
+            0
+        } else {
+            (s.count() as usize).min(n)
+        };
         if took == 0 {
             stalls += 1;
             if stalls >= MAX_STALLS {
@@ -210,9 +224,19 @@ mod tests {
         let te = 0xc000_0000_0000_0000;
         let r = puts_all(b"hello world", |_, n| {
             calls += 1;
-            if calls == 1 { Status(5.min(n as u64)) } else { Status(te) }
+            if calls == 1 {
+                Status(5.min(n as u64))
+            } else {
+                Status(te)
+            }
         });
-        assert_eq!(r, Err(PutsError::Failed { written: 5, status: Status(te) }));
+        assert_eq!(
+            r,
+            Err(PutsError::Failed {
+                written: 5,
+                status: Status(te)
+            })
+        );
     }
 
     #[test]
@@ -238,8 +262,16 @@ mod tests {
         let mut buf = [0u8; 16];
         buf[..12].copy_from_slice(b"tests=smp \0x");
         assert_eq!(env_text(&buf, Status(12)), Some("tests=smp"));
-        assert_eq!(env_text(&buf, Status(0xc000_0000_0000_0000)), None, "unsupported (QEMU)");
+        assert_eq!(
+            env_text(&buf, Status(0xc000_0000_0000_0000)),
+            None,
+            "unsupported (QEMU)"
+        );
         assert_eq!(env_text(&buf, Status(0)), Some(""));
-        assert_eq!(env_text(&buf, Status(99)), Some("tests=smp"), "count past the buffer is clamped");
+        assert_eq!(
+            env_text(&buf, Status(99)),
+            Some("tests=smp"),
+            "count past the buffer is clamped"
+        );
     }
 }

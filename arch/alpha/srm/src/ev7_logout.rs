@@ -150,7 +150,14 @@ pub fn name(class: u16, kind: u16) -> &'static str {
 
 /// Whether the walk goes on past a sub-packet of this class.
 const fn known_class(class: u16) -> bool {
-    matches!(class, class::HEADER | class::GENERAL_NOTIFICATION | class::PCI_ERROR_FRAME | class::REGATTA_FAMILY | class::PAL)
+    matches!(
+        class,
+        class::HEADER
+            | class::GENERAL_NOTIFICATION
+            | class::PCI_ERROR_FRAME
+            | class::REGATTA_FAMILY
+            | class::PAL
+    )
 }
 
 /// A sub-packet's header quadword.
@@ -166,7 +173,12 @@ pub struct SubpacketHeader {
 
 impl SubpacketHeader {
     pub const fn parse(q: u64) -> Self {
-        SubpacketHeader { length: q as u16, class: (q >> 16) as u16, kind: (q >> 32) as u16, revision: (q >> 48) as u16 }
+        SubpacketHeader {
+            length: q as u16,
+            class: (q >> 16) as u16,
+            kind: (q >> 32) as u16,
+            revision: (q >> 48) as u16,
+        }
     }
     pub fn name(&self) -> &'static str {
         name(self.class, self.kind)
@@ -202,7 +214,9 @@ pub const EV7_PROCESSOR_REGS: [&str; 24] = [
 ];
 
 /// The registers a one-line summary shows.
-const EV7_SUMMARY: [&str; 8] = ["C_STAT", "C_STS", "C_ADDR", "EXC_ADDR", "I_STAT", "DC_STAT", "MM_STAT", "ISUM"];
+const EV7_SUMMARY: [&str; 8] = [
+    "C_STAT", "C_STS", "C_ADDR", "EXC_ADDR", "I_STAT", "DC_STAT", "MM_STAT", "ISUM",
+];
 
 /// The registers of an EV7 processor sub-packet (as many as its length
 /// holds).
@@ -215,11 +229,19 @@ pub struct Ev7Processor {
 impl Ev7Processor {
     /// A register by its Linux name, if the sub-packet holds it.
     pub fn get(&self, name: &str) -> Option<u64> {
-        EV7_PROCESSOR_REGS.iter().take(self.count).position(|n| *n == name).map(|i| self.regs[i])
+        EV7_PROCESSOR_REGS
+            .iter()
+            .take(self.count)
+            .position(|n| *n == name)
+            .map(|i| self.regs[i])
     }
     /// Every register present, by name.
     pub fn registers(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
-        EV7_PROCESSOR_REGS.iter().copied().zip(self.regs).take(self.count)
+        EV7_PROCESSOR_REGS
+            .iter()
+            .copied()
+            .zip(self.regs)
+            .take(self.count)
     }
     /// Linux's one dismissible Marvel error: an error response (C_STAT
     /// 0x14) with a valid C_ADDR (C_STS bit 3 clear) in PCI configuration
@@ -261,7 +283,12 @@ pub enum Detail {
     /// Nothing (a kind this module only names).
     None,
     /// Class 5 type 19.
-    LogoutHeader { frame_length: u32, frame_flags: u32, cpu_offset: u32, system_offset: u32 },
+    LogoutHeader {
+        frame_length: u32,
+        frame_flags: u32,
+        cpu_offset: u32,
+        system_offset: u32,
+    },
     PalLogout(PalLogout),
     Ev7Processor(Ev7Processor),
     Environmental(Environmental),
@@ -300,7 +327,11 @@ pub enum End {
     /// A length below 8 or not a multiple of 8.
     BadLength { offset: u64, length: u16 },
     /// A sub-packet running past the frame (or `max_len`).
-    PastEnd { offset: u64, length: u16, limit: u64 },
+    PastEnd {
+        offset: u64,
+        length: u16,
+        limit: u64,
+    },
     /// Fewer than 8 bytes left before the limit.
     HeaderPastEnd { offset: u64, limit: u64 },
     /// A class this table does not know: not a sub-packet.
@@ -312,25 +343,68 @@ pub enum End {
 impl End {
     /// The frame ended where it said it would.
     pub fn is_clean(&self) -> bool {
-        matches!(self, End::AllSubpackets { .. } | End::FrameEnd { .. } | End::Termination { .. } | End::AreaEnd { .. })
+        matches!(
+            self,
+            End::AllSubpackets { .. }
+                | End::FrameEnd { .. }
+                | End::Termination { .. }
+                | End::AreaEnd { .. }
+        )
     }
 }
 
 impl fmt::Display for End {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
-            End::AllSubpackets { count } => write!(f, "end of frame: all {count} sub-packets the logout packet announced"),
-            End::FrameEnd { offset } => write!(f, "end of frame: frame length reached at +{offset:#x}"),
-            End::Termination { offset } => write!(f, "end of frame: termination sub-packet at +{offset:#x}"),
-            End::AreaEnd { offset } => write!(f, "end of frame: logout area ends at +{offset:#x}"),
-            End::ZeroLength { offset, class, kind } => write!(f, "frame walk stopped: zero length at +{offset:#x} (class {class} type {kind})"),
-            End::BadLength { offset, length } => write!(f, "frame walk stopped: length {length} at +{offset:#x} is not a multiple of 8 of at least 8"),
-            End::PastEnd { offset, length, limit } => {
-                write!(f, "frame walk stopped: {length} bytes at +{offset:#x} run past the frame end +{limit:#x}")
+            End::AllSubpackets { count } => write!(
+                f,
+                "end of frame: all {count} sub-packets the logout packet announced"
+            ),
+            End::FrameEnd { offset } => {
+                write!(f, "end of frame: frame length reached at +{offset:#x}")
             }
-            End::HeaderPastEnd { offset, limit } => write!(f, "frame walk stopped: no room for a header at +{offset:#x} (frame ends at +{limit:#x})"),
-            End::UnknownClass { offset, class, kind } => write!(f, "frame walk stopped: unknown class {class} type {kind} at +{offset:#x}, not a sub-packet"),
-            End::TooMany => write!(f, "frame walk stopped: more than {MAX_SUBPACKETS} sub-packets"),
+            End::Termination { offset } => {
+                write!(f, "end of frame: termination sub-packet at +{offset:#x}")
+            }
+            End::AreaEnd { offset } => write!(f, "end of frame: logout area ends at +{offset:#x}"),
+            End::ZeroLength {
+                offset,
+                class,
+                kind,
+            } => write!(
+                f,
+                "frame walk stopped: zero length at +{offset:#x} (class {class} type {kind})"
+            ),
+            End::BadLength { offset, length } => write!(
+                f,
+                "frame walk stopped: length {length} at +{offset:#x} is not a multiple of 8 of at least 8"
+            ),
+            End::PastEnd {
+                offset,
+                length,
+                limit,
+            } => {
+                write!(
+                    f,
+                    "frame walk stopped: {length} bytes at +{offset:#x} run past the frame end +{limit:#x}"
+                )
+            }
+            End::HeaderPastEnd { offset, limit } => write!(
+                f,
+                "frame walk stopped: no room for a header at +{offset:#x} (frame ends at +{limit:#x})"
+            ),
+            End::UnknownClass {
+                offset,
+                class,
+                kind,
+            } => write!(
+                f,
+                "frame walk stopped: unknown class {class} type {kind} at +{offset:#x}, not a sub-packet"
+            ),
+            End::TooMany => write!(
+                f,
+                "frame walk stopped: more than {MAX_SUBPACKETS} sub-packets"
+            ),
         }
     }
 }
@@ -354,22 +428,49 @@ impl fmt::Display for Step {
 impl fmt::Display for Subpacket {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let h = &self.header;
-        write!(f, "+{:#05x} {} (class {} type {} rev {}, {} bytes)", self.offset, h.name(), h.class, h.kind, h.revision, h.length)?;
+        write!(
+            f,
+            "+{:#05x} {} (class {} type {} rev {}, {} bytes)",
+            self.offset,
+            h.name(),
+            h.class,
+            h.kind,
+            h.revision,
+            h.length
+        )?;
         match &self.detail {
             Detail::None => Ok(()),
             Detail::Truncated => write!(f, ": too short to decode"),
-            Detail::LogoutHeader { frame_length, frame_flags, cpu_offset, system_offset } => {
-                write!(f, ": frame length {frame_length:#x}, flags {frame_flags:#x}, cpu offset {cpu_offset:#x}, system offset {system_offset:#x}")
+            Detail::LogoutHeader {
+                frame_length,
+                frame_flags,
+                cpu_offset,
+                system_offset,
+            } => {
+                write!(
+                    f,
+                    ": frame length {frame_length:#x}, flags {frame_flags:#x}, cpu offset {cpu_offset:#x}, system offset {system_offset:#x}"
+                )
             }
             Detail::PalLogout(l) => {
                 write!(
                     f,
                     ": MCHK code {:#x}, {} sub-packets, whami {}, RBOX whami {:#x}, RBOX_INT {:#x}, EXC_ADDR {:#018x}, halt code {:#x}",
-                    l.mchk_code, l.subpacket_count, l.whami, l.rbox_whami, l.rbox_int, l.exc_addr, l.halt_code
+                    l.mchk_code,
+                    l.subpacket_count,
+                    l.whami,
+                    l.rbox_whami,
+                    l.rbox_int,
+                    l.exc_addr,
+                    l.halt_code
                 )?;
                 if l.timestamp != 0 {
                     let b = l.timestamp.to_le_bytes();
-                    write!(f, ", at {}/{}/{:02} {}:{:02}:{:02}", b[4], b[3], b[5], b[2], b[1], b[0])?;
+                    write!(
+                        f,
+                        ", at {}/{}/{:02} {}:{:02}:{:02}",
+                        b[4], b[3], b[5], b[2], b[1], b[0]
+                    )?;
                 }
                 Ok(())
             }
@@ -396,7 +497,16 @@ impl fmt::Display for Subpacket {
 /// entirely below `max_len`) and returns the quadword there. Yields each
 /// sub-packet, then exactly one [`Step::End`], then nothing.
 pub fn subpackets<R: Fn(u64) -> u64>(read: R, max_len: u64) -> Walk<R> {
-    Walk { read, off: 0, limit: max_len, frame_bound: false, remaining: None, announced: 0, seen: 0, done: false }
+    Walk {
+        read,
+        off: 0,
+        limit: max_len,
+        frame_bound: false,
+        remaining: None,
+        announced: 0,
+        seen: 0,
+        done: false,
+    }
 }
 
 /// A walk over a frame; see [`subpackets`].
@@ -421,12 +531,21 @@ impl<R: Fn(u64) -> u64> Walk<R> {
     fn decode(&self, at: u64, h: SubpacketHeader) -> Detail {
         let quads = u64::from(h.length) / 8;
         // Quadword k of the sub-packet (0 is the header), if it holds one.
-        let body = |k: u64| if k < quads { Some(self.q(at + 8 * k)) } else { None };
+        let body = |k: u64| {
+            if k < quads {
+                Some(self.q(at + 8 * k))
+            } else {
+                None
+            }
+        };
         match (h.class, h.kind) {
             (class::HEADER, header_type::LOGOUT_FRAME) => match (body(1), body(2)) {
-                (Some(a), Some(b)) => {
-                    Detail::LogoutHeader { frame_length: a as u32, frame_flags: (a >> 32) as u32, cpu_offset: b as u32, system_offset: (b >> 32) as u32 }
-                }
+                (Some(a), Some(b)) => Detail::LogoutHeader {
+                    frame_length: a as u32,
+                    frame_flags: (a >> 32) as u32,
+                    cpu_offset: b as u32,
+                    system_offset: (b >> 32) as u32,
+                },
                 _ => Detail::Truncated,
             },
             (class::PAL, pal_type::LOGOUT_FRAME) => {
@@ -456,16 +575,18 @@ impl<R: Fn(u64) -> u64> Walk<R> {
                 }
                 Detail::Ev7Processor(Ev7Processor { regs, count })
             }
-            (class::PAL, pal_type::ENV_AMBIENT_TEMPERATURE..=pal_type::ENV_HOT_PLUG) => match (body(1), body(2)) {
-                (Some(a), Some(b)) => Detail::Environmental(Environmental {
-                    cabinet: a as u16,
-                    drawer: (a >> 16) as u16,
-                    module_type: b as u8,
-                    unit_id: (b >> 8) as u8,
-                    condition: (b >> 24) as u8,
-                }),
-                _ => Detail::Truncated,
-            },
+            (class::PAL, pal_type::ENV_AMBIENT_TEMPERATURE..=pal_type::ENV_HOT_PLUG) => {
+                match (body(1), body(2)) {
+                    (Some(a), Some(b)) => Detail::Environmental(Environmental {
+                        cabinet: a as u16,
+                        drawer: (a >> 16) as u16,
+                        module_type: b as u8,
+                        unit_id: (b >> 8) as u8,
+                        condition: (b >> 24) as u8,
+                    }),
+                    _ => Detail::Truncated,
+                }
+            }
             _ => Detail::None,
         }
     }
@@ -473,13 +594,22 @@ impl<R: Fn(u64) -> u64> Walk<R> {
     fn step(&mut self) -> Result<Subpacket, End> {
         let off = self.off;
         if self.remaining == Some(0) {
-            return Err(End::AllSubpackets { count: self.announced });
+            return Err(End::AllSubpackets {
+                count: self.announced,
+            });
         }
         if off == self.limit {
-            return Err(if self.frame_bound { End::FrameEnd { offset: off } } else { End::AreaEnd { offset: off } });
+            return Err(if self.frame_bound {
+                End::FrameEnd { offset: off }
+            } else {
+                End::AreaEnd { offset: off }
+            });
         }
         if self.limit - off < HEADER_LEN {
-            return Err(End::HeaderPastEnd { offset: off, limit: self.limit });
+            return Err(End::HeaderPastEnd {
+                offset: off,
+                limit: self.limit,
+            });
         }
         if self.seen == MAX_SUBPACKETS {
             return Err(End::TooMany);
@@ -487,19 +617,34 @@ impl<R: Fn(u64) -> u64> Walk<R> {
         let h = SubpacketHeader::parse(self.q(off));
         let len = u64::from(h.length);
         if len == 0 {
-            return Err(End::ZeroLength { offset: off, class: h.class, kind: h.kind });
+            return Err(End::ZeroLength {
+                offset: off,
+                class: h.class,
+                kind: h.kind,
+            });
         }
         if len < HEADER_LEN || len % 8 != 0 {
-            return Err(End::BadLength { offset: off, length: h.length });
+            return Err(End::BadLength {
+                offset: off,
+                length: h.length,
+            });
         }
         if h.class == class::TERMINATION {
             return Err(End::Termination { offset: off });
         }
         if !known_class(h.class) {
-            return Err(End::UnknownClass { offset: off, class: h.class, kind: h.kind });
+            return Err(End::UnknownClass {
+                offset: off,
+                class: h.class,
+                kind: h.kind,
+            });
         }
         if len > self.limit - off {
-            return Err(End::PastEnd { offset: off, length: h.length, limit: self.limit });
+            return Err(End::PastEnd {
+                offset: off,
+                length: h.length,
+                limit: self.limit,
+            });
         }
         let detail = self.decode(off, h);
         match detail {
@@ -518,7 +663,11 @@ impl<R: Fn(u64) -> u64> Walk<R> {
         }
         self.off = off + len;
         self.seen += 1;
-        Ok(Subpacket { offset: off, header: h, detail })
+        Ok(Subpacket {
+            offset: off,
+            header: h,
+            detail,
+        })
     }
 }
 
@@ -556,14 +705,28 @@ mod tests {
     }
 
     fn logout_header(frame_length: u64) -> Vec<u64> {
-        std::vec![hdr(24, 5, 19, 1), frame_length | 0x3 << 32, 0x18 | 0x60 << 32]
+        std::vec![
+            hdr(24, 5, 19, 1),
+            frame_length | 0x3 << 32,
+            0x18 | 0x60 << 32
+        ]
     }
 
     fn pal_logout(count: u64, whami: u64) -> Vec<u64> {
         // mchk code, count; whami, rbox whami, rbox int, exc addr, timestamp,
         // halt code, reserved.
         let ts = u64::from_le_bytes([5, 4, 3, 28, 2, 26, 0, 0]);
-        std::vec![hdr(72, 14, 1, 1), 0x670 | count << 32, whami, 0x1f0 + whami, 0x2000_0400, 0xfffffc00_0031_2340, ts, 0, 0]
+        std::vec![
+            hdr(72, 14, 1, 1),
+            0x670 | count << 32,
+            whami,
+            0x1f0 + whami,
+            0x2000_0400,
+            0xfffffc00_0031_2340,
+            ts,
+            0,
+            0
+        ]
     }
 
     /// The EV7 processor sub-packet with register i = 0x1000 + i, except
@@ -591,9 +754,14 @@ mod tests {
         let steps: Vec<Step> = subpackets(
             |off| {
                 assert!(off % 8 == 0, "unaligned read at {off:#x}");
-                assert!(off + 8 <= max_len, "read at {off:#x} past max_len {max_len:#x}");
+                assert!(
+                    off + 8 <= max_len,
+                    "read at {off:#x} past max_len {max_len:#x}"
+                );
                 top.set(top.get().max(off + 8));
-                mem.get((off / 8) as usize).copied().unwrap_or(0xdead_beef_dead_beef)
+                mem.get((off / 8) as usize)
+                    .copied()
+                    .unwrap_or(0xdead_beef_dead_beef)
             },
             max_len,
         )
@@ -609,7 +777,16 @@ mod tests {
     }
 
     fn packets(steps: &[Step]) -> Vec<Subpacket> {
-        steps.iter().filter_map(|s| if let Step::Packet(p) = s { Some(*p) } else { None }).collect()
+        steps
+            .iter()
+            .filter_map(|s| {
+                if let Step::Packet(p) = s {
+                    Some(*p)
+                } else {
+                    None
+                }
+            })
+            .collect()
     }
 
     fn end(steps: &[Step]) -> End {
@@ -622,7 +799,15 @@ mod tests {
     #[test]
     fn header_fields() {
         let h = SubpacketHeader::parse(0x0001_0004_000e_00d8);
-        assert_eq!(h, SubpacketHeader { length: 0xd8, class: 14, kind: 4, revision: 1 });
+        assert_eq!(
+            h,
+            SubpacketHeader {
+                length: 0xd8,
+                class: 14,
+                kind: 4,
+                revision: 1
+            }
+        );
         assert_eq!(h.name(), "EV7 processor");
         assert_eq!(name(5, 19), "logout frame header");
         assert_eq!(name(14, 7), "EV7 IO");
@@ -637,15 +822,30 @@ mod tests {
         let (steps, _) = walk(&mem, 0x1000);
         let p = packets(&steps);
         let names: Vec<&str> = p.iter().map(|p| p.name()).collect();
-        assert_eq!(names, ["logout frame header", "PAL logout frame", "EV7 processor", "EV7 RBOX"]);
+        assert_eq!(
+            names,
+            [
+                "logout frame header",
+                "PAL logout frame",
+                "EV7 processor",
+                "EV7 RBOX"
+            ]
+        );
         let offsets: Vec<u64> = p.iter().map(|p| p.offset).collect();
         assert_eq!(offsets, [0, 24, 24 + 72, 24 + 72 + 216]);
         assert_eq!(end(&steps), End::AllSubpackets { count: 2 });
         assert!(end(&steps).is_clean());
 
-        let Detail::PalLogout(l) = p[1].detail else { panic!("{:?}", p[1].detail) };
-        assert_eq!((l.mchk_code, l.subpacket_count, l.whami, l.rbox_int), (0x670, 2, 4, 0x2000_0400));
-        let Detail::Ev7Processor(cpu) = p[2].detail else { panic!("{:?}", p[2].detail) };
+        let Detail::PalLogout(l) = p[1].detail else {
+            panic!("{:?}", p[1].detail)
+        };
+        assert_eq!(
+            (l.mchk_code, l.subpacket_count, l.whami, l.rbox_int),
+            (0x670, 2, 4, 0x2000_0400)
+        );
+        let Detail::Ev7Processor(cpu) = p[2].detail else {
+            panic!("{:?}", p[2].detail)
+        };
         assert_eq!(cpu.get("I_STAT"), Some(0x1000));
         assert_eq!(cpu.get("C_STAT"), Some(0x14));
         assert_eq!(cpu.get("EXC_ADDR"), Some(0x1008));
@@ -658,9 +858,17 @@ mod tests {
         assert!(line.starts_with("+0x060 EV7 processor (class 14 type 4 rev 1, 216 bytes): C_STAT 0x14 C_STS 0x0 C_ADDR 0x"), "{line}");
         assert!(line.contains("EXC_ADDR 0x1008"), "{line}");
         let line = p[1].to_string();
-        assert!(line.contains("whami 4") && line.contains("EXC_ADDR 0xfffffc0000312340") && line.contains("at 2/28/26 3:04:05"), "{line}");
+        assert!(
+            line.contains("whami 4")
+                && line.contains("EXC_ADDR 0xfffffc0000312340")
+                && line.contains("at 2/28/26 3:04:05"),
+            "{line}"
+        );
         assert!(p[0].to_string().contains("frame length 0x"), "{}", p[0]);
-        assert_eq!(end(&steps).to_string(), "end of frame: all 2 sub-packets the logout packet announced");
+        assert_eq!(
+            end(&steps).to_string(),
+            "end of frame: all 2 sub-packets the logout packet announced"
+        );
     }
 
     #[test]
@@ -671,7 +879,12 @@ mod tests {
         let mem = frame(&[logout_header(body.len() as u64 * 8), body, rbox()]);
         let (steps, top) = walk(&mem, 0x1000);
         assert_eq!(packets(&steps).len(), 3);
-        assert_eq!(end(&steps), End::FrameEnd { offset: 24 + 72 + 216 });
+        assert_eq!(
+            end(&steps),
+            End::FrameEnd {
+                offset: 24 + 72 + 216
+            }
+        );
         assert!(top <= 24 + 72 + 216, "read up to {top:#x}, past the frame");
     }
 
@@ -688,26 +901,63 @@ mod tests {
 
     #[test]
     fn environmental_events() {
-        let env = std::vec![hdr(24, 14, 11, 1), 3 | 2 << 16, 0x21 | 0x05 << 8 | 0x07 << 24];
+        let env = std::vec![
+            hdr(24, 14, 11, 1),
+            3 | 2 << 16,
+            0x21 | 0x05 << 8 | 0x07 << 24
+        ];
         let mem = frame(&[pal_logout(1, 6), env]);
         let (steps, _) = walk(&mem, 0x1000);
         let p = packets(&steps);
-        assert_eq!(p[1].detail, Detail::Environmental(Environmental { cabinet: 3, drawer: 2, module_type: 0x21, unit_id: 5, condition: 7 }));
-        assert_eq!(p[1].to_string(), "+0x048 air mover/fan event (class 14 type 11 rev 1, 24 bytes): cabinet 3, drawer 2, module type 0x21, unit 0x5, condition 0x7");
+        assert_eq!(
+            p[1].detail,
+            Detail::Environmental(Environmental {
+                cabinet: 3,
+                drawer: 2,
+                module_type: 0x21,
+                unit_id: 5,
+                condition: 7
+            })
+        );
+        assert_eq!(
+            p[1].to_string(),
+            "+0x048 air mover/fan event (class 14 type 11 rev 1, 24 bytes): cabinet 3, drawer 2, module type 0x21, unit 0x5, condition 0x7"
+        );
         assert_eq!(end(&steps), End::AllSubpackets { count: 1 });
     }
 
     #[test]
     fn zero_length_stops() {
-        let mem = frame(&[logout_header(0), pal_logout(3, 0), std::vec![hdr(0, 14, 4, 1), 0, 0]]);
+        let mem = frame(&[
+            logout_header(0),
+            pal_logout(3, 0),
+            std::vec![hdr(0, 14, 4, 1), 0, 0],
+        ]);
         let (steps, _) = walk(&mem, 0x1000);
         assert_eq!(packets(&steps).len(), 2);
         let e = end(&steps);
-        assert_eq!(e, End::ZeroLength { offset: 96, class: 14, kind: 4 });
+        assert_eq!(
+            e,
+            End::ZeroLength {
+                offset: 96,
+                class: 14,
+                kind: 4
+            }
+        );
         assert!(!e.is_clean());
-        assert_eq!(e.to_string(), "frame walk stopped: zero length at +0x60 (class 14 type 4)");
+        assert_eq!(
+            e.to_string(),
+            "frame walk stopped: zero length at +0x60 (class 14 type 4)"
+        );
         // An all-zero frame is a zero length too, not a termination.
-        assert_eq!(end(&walk(&[0; 8], 64).0), End::ZeroLength { offset: 0, class: 0, kind: 0 });
+        assert_eq!(
+            end(&walk(&[0; 8], 64).0),
+            End::ZeroLength {
+                offset: 0,
+                class: 0,
+                kind: 0
+            }
+        );
     }
 
     #[test]
@@ -716,7 +966,14 @@ mod tests {
         big[0] = hdr(0x400, 14, 4, 1);
         big.resize(0x400 / 8, 0);
         let (steps, top) = walk(&big, 0x100);
-        assert_eq!(end(&steps), End::PastEnd { offset: 0, length: 0x400, limit: 0x100 });
+        assert_eq!(
+            end(&steps),
+            End::PastEnd {
+                offset: 0,
+                length: 0x400,
+                limit: 0x100
+            }
+        );
         assert_eq!(top, 8, "only the header was read");
         assert!(packets(&steps).is_empty());
         // Past the frame length given by the header, within max_len.
@@ -725,7 +982,14 @@ mod tests {
         assert_eq!(end(&steps), End::FrameEnd { offset: 96 });
         let mem = frame(&[logout_header(80), pal_logout(2, 0), ev7_processor()]);
         let (steps, top) = walk(&mem, 0x1000);
-        assert_eq!(end(&steps), End::PastEnd { offset: 96, length: 216, limit: 104 });
+        assert_eq!(
+            end(&steps),
+            End::PastEnd {
+                offset: 96,
+                length: 216,
+                limit: 104
+            }
+        );
         assert_eq!(top, 104);
     }
 
@@ -733,23 +997,64 @@ mod tests {
     fn a_short_tail_and_bad_lengths_stop() {
         let mem = [hdr(8, 14, 5, 1), hdr(8, 14, 5, 1)];
         let (steps, top) = walk(&mem, 12);
-        assert_eq!(end(&steps), End::HeaderPastEnd { offset: 8, limit: 12 });
+        assert_eq!(
+            end(&steps),
+            End::HeaderPastEnd {
+                offset: 8,
+                limit: 12
+            }
+        );
         assert_eq!(top, 8);
-        assert_eq!(end(&walk(&[hdr(12, 14, 4, 1)], 64).0), End::BadLength { offset: 0, length: 12 });
-        assert_eq!(end(&walk(&[hdr(4, 14, 4, 1)], 64).0), End::BadLength { offset: 0, length: 4 });
+        assert_eq!(
+            end(&walk(&[hdr(12, 14, 4, 1)], 64).0),
+            End::BadLength {
+                offset: 0,
+                length: 12
+            }
+        );
+        assert_eq!(
+            end(&walk(&[hdr(4, 14, 4, 1)], 64).0),
+            End::BadLength {
+                offset: 0,
+                length: 4
+            }
+        );
     }
 
     #[test]
     fn garbage_stops_with_a_reason() {
         // The console's fill pattern (Linux `marvel_find_io7_with_error`).
         let (steps, _) = walk(&[0x5555_5555_5555_5555; 16], 128);
-        assert_eq!(end(&steps), End::BadLength { offset: 0, length: 0x5555 });
+        assert_eq!(
+            end(&steps),
+            End::BadLength {
+                offset: 0,
+                length: 0x5555
+            }
+        );
         // An aligned length with a class no frame has.
         let (steps, _) = walk(&[0x1234_5678_9abc_0040; 16], 128);
-        assert_eq!(end(&steps), End::UnknownClass { offset: 0, class: 0x9abc, kind: 0x5678 });
-        assert!(end(&steps).to_string().contains("unknown class 39612"), "{}", end(&steps));
+        assert_eq!(
+            end(&steps),
+            End::UnknownClass {
+                offset: 0,
+                class: 0x9abc,
+                kind: 0x5678
+            }
+        );
+        assert!(
+            end(&steps).to_string().contains("unknown class 39612"),
+            "{}",
+            end(&steps)
+        );
         // All ones: length 0xffff.
-        assert_eq!(end(&walk(&[!0; 16], 128).0), End::BadLength { offset: 0, length: 0xffff });
+        assert_eq!(
+            end(&walk(&[!0; 16], 128).0),
+            End::BadLength {
+                offset: 0,
+                length: 0xffff
+            }
+        );
     }
 
     #[test]
@@ -768,7 +1073,11 @@ mod tests {
                     let r = rand();
                     // Every other round, plausible headers: class 14, small
                     // aligned lengths (sometimes 0), to reach the length rules.
-                    if round % 2 == 0 { hdr((r & 0x78) % 0x50, 14, (r >> 8) & 0x1f, 1) } else { r }
+                    if round % 2 == 0 {
+                        hdr((r & 0x78) % 0x50, 14, (r >> 8) & 0x1f, 1)
+                    } else {
+                        r
+                    }
                 })
                 .collect();
             let max_len = rand() % (64 * 8 + 1);
@@ -777,7 +1086,10 @@ mod tests {
             assert!(steps.len() <= MAX_SUBPACKETS as usize + 1);
             reasons.insert(core::mem::discriminant(&end(&steps)));
         }
-        assert!(reasons.len() >= 4, "the sweep reaches several ends: {reasons:?}");
+        assert!(
+            reasons.len() >= 4,
+            "the sweep reaches several ends: {reasons:?}"
+        );
     }
 
     #[test]
@@ -794,11 +1106,18 @@ mod tests {
     #[test]
     fn truncated_kinds_are_named_not_decoded() {
         // A PAL logout packet of 16 bytes: named, no count taken from it.
-        let mem = frame(&[std::vec![hdr(16, 14, 1, 1), 0x670 | 1 << 32], ev7_processor()]);
+        let mem = frame(&[
+            std::vec![hdr(16, 14, 1, 1), 0x670 | 1 << 32],
+            ev7_processor(),
+        ]);
         let (steps, _) = walk(&mem, 16 + 216);
         let p = packets(&steps);
         assert_eq!(p[0].detail, Detail::Truncated);
-        assert!(p[0].to_string().ends_with("too short to decode"), "{}", p[0]);
+        assert!(
+            p[0].to_string().ends_with("too short to decode"),
+            "{}",
+            p[0]
+        );
         assert_eq!(p.len(), 2);
         assert_eq!(end(&steps), End::AreaEnd { offset: 232 });
         // A processor packet of 4 registers holds just those.
@@ -806,11 +1125,19 @@ mod tests {
         short[0] = hdr(40, 14, 4, 1);
         short.truncate(5);
         let (steps, _) = walk(&short, 40);
-        let Detail::Ev7Processor(cpu) = packets(&steps)[0].detail else { panic!() };
-        assert_eq!(cpu.registers().map(|(n, _)| n).collect::<Vec<_>>(), ["I_STAT", "DC_STAT", "C_ADDR", "C_SYNDROME_1"]);
+        let Detail::Ev7Processor(cpu) = packets(&steps)[0].detail else {
+            panic!()
+        };
+        assert_eq!(
+            cpu.registers().map(|(n, _)| n).collect::<Vec<_>>(),
+            ["I_STAT", "DC_STAT", "C_ADDR", "C_SYNDROME_1"]
+        );
         assert_eq!(cpu.get("C_STAT"), None);
         assert!(!cpu.is_config_probe_error());
         let line: String = packets(&steps)[0].to_string();
-        assert!(line.contains(" C_ADDR 0x") && !line.contains(" C_STAT"), "{line}");
+        assert!(
+            line.contains(" C_ADDR 0x") && !line.contains(" C_STAT"),
+            "{line}"
+        );
     }
 }

@@ -104,7 +104,8 @@ pub enum HaltRequest {
 /// (Linux `common_shutdown_1` clears 0x00ff0001, NetBSD `prom_halt` clears
 /// RC and the request; RC cleared first is the safe reading of both, docs/hardware.md §5).
 pub const fn halt_flags(current: u64, request: HaltRequest) -> u64 {
-    (current & !(flags::HALT_REQUEST_MASK | flags::RC | flags::BIP)) | ((request as u64) << flags::HALT_REQUEST_SHIFT)
+    (current & !(flags::HALT_REQUEST_MASK | flags::RC | flags::BIP))
+        | ((request as u64) << flags::HALT_REQUEST_SHIFT)
 }
 
 /// A memory cluster of the memory data descriptor table.
@@ -147,7 +148,10 @@ impl fmt::Display for HwrpbError {
         match self {
             HwrpbError::BadId(v) => write!(f, "HWRPB id is {v:#x}, not \"HWRPB\""),
             HwrpbError::PageSize(p) => write!(f, "HWRPB page size is {p}, this kernel needs 8192"),
-            HwrpbError::SlotSize(s) => write!(f, "HWRPB per-CPU slot size {s:#x} is below the architected 0x270"),
+            HwrpbError::SlotSize(s) => write!(
+                f,
+                "HWRPB per-CPU slot size {s:#x} is below the architected 0x270"
+            ),
         }
     }
 }
@@ -254,7 +258,11 @@ impl<M: Quads> Hwrpb<M> {
 
     /// Slot `i` (0..nr_processors).
     pub fn slot(&self, i: u64) -> Slot<'_, M> {
-        Slot { h: self, base: self.slot_offset(i), index: i }
+        Slot {
+            h: self,
+            base: self.slot_offset(i),
+            index: i,
+        }
     }
 
     /// Every slot, present or not.
@@ -268,7 +276,11 @@ impl<M: Quads> Hwrpb<M> {
         let n = (self.q(mddt + 16) as usize).min(MAX_CLUSTERS);
         (0..n).map(move |i| {
             let at = mddt + 24 + 56 * i as u64;
-            Cluster { start_pfn: self.q(at), pages: self.q(at + 8), usage: self.q(at + 48) }
+            Cluster {
+                start_pfn: self.q(at),
+                pages: self.q(at + 8),
+                usage: self.q(at + 48),
+            }
         })
     }
 
@@ -281,7 +293,9 @@ impl<M: Quads> Hwrpb<M> {
     /// the kernel's image and heap must stay below it.
     pub fn usable_end_containing(&self, pa: u64) -> Option<u64> {
         let ps = self.page_size();
-        self.clusters().find(|c| c.usable() && c.start(ps) <= pa && pa < c.end(ps)).map(|c| c.end(ps))
+        self.clusters()
+            .find(|c| c.usable() && c.start(ps) <= pa && pa < c.end(ps))
+            .map(|c| c.end(ps))
     }
 
     /// The checksum over the quadwords before it.
@@ -407,7 +421,10 @@ impl<M: Quads> Slot<'_, M> {
     /// `rxbuf`.
     pub fn set_message(&self, msg: &[u8]) {
         let first = self.q(slot_off::IPC_BUFFER);
-        self.set(slot_off::IPC_BUFFER, (first & !0xffff_ffff) | msg.len().min(32) as u64);
+        self.set(
+            slot_off::IPC_BUFFER,
+            (first & !0xffff_ffff) | msg.len().min(32) as u64,
+        );
         let mut words = [0u64; 4];
         for (i, b) in msg.iter().take(32).enumerate() {
             words[i / 8] |= u64::from(*b) << (8 * (i % 8));
@@ -419,7 +436,10 @@ impl<M: Quads> Slot<'_, M> {
 
     /// The slot's machine-check logout area: (physical address, bytes).
     pub fn logout_area(&self) -> (u64, u64) {
-        (self.q(crate::ev7_logout::slot_off::LOGOUT_AREA_PA), self.q(crate::ev7_logout::slot_off::LOGOUT_AREA_LEN))
+        (
+            self.q(crate::ev7_logout::slot_off::LOGOUT_AREA_PA),
+            self.q(crate::ev7_logout::slot_off::LOGOUT_AREA_LEN),
+        )
     }
 
     /// The text the slot's console posted for the OS (`txlen` bytes of
@@ -490,8 +510,14 @@ pub mod fake {
             m.write(off::MAX_ASN, 255);
             let mut serial = [0u8; 16];
             serial[..self.serial.len()].copy_from_slice(self.serial);
-            m.write(off::SSN, u64::from_le_bytes(serial[..8].try_into().unwrap()));
-            m.write(off::SSN + 8, u64::from_le_bytes(serial[8..].try_into().unwrap()));
+            m.write(
+                off::SSN,
+                u64::from_le_bytes(serial[..8].try_into().unwrap()),
+            );
+            m.write(
+                off::SSN + 8,
+                u64::from_le_bytes(serial[8..].try_into().unwrap()),
+            );
             m.write(off::SYS_TYPE, self.sys_type as u64);
             m.write(off::SYS_VARIATION, self.member << 10 | 1);
             m.write(off::INTR_FREQ, self.intr_freq);
@@ -534,7 +560,16 @@ mod tests {
             member: 0,
             serial: b"AY12345678",
             boot_cpu: 4,
-            slots: &[(P, 15), (0, 0), (P, 15), (0, 0), (P | flags::BIP, 15), (0, 0), (flags::PP, 16), (0, 0)],
+            slots: &[
+                (P, 15),
+                (0, 0),
+                (P, 15),
+                (0, 0),
+                (P | flags::BIP, 15),
+                (0, 0),
+                (flags::PP, 16),
+                (0, 0),
+            ],
             clusters: &[(0, 256, 1), (256, 130_816, 0), (1 << 21, 1 << 20, 0)],
             intr_freq: 1024 * 4096,
         }
@@ -545,7 +580,15 @@ mod tests {
     fn header_fields_and_checksum() {
         let mem = marvel_like();
         let h = Hwrpb::new(&mem).expect("valid");
-        assert_eq!((h.sys_type(), h.sys_member(), h.boot_cpu(), h.nr_processors()), (39, 0, 4, 8));
+        assert_eq!(
+            (
+                h.sys_type(),
+                h.sys_member(),
+                h.boot_cpu(),
+                h.nr_processors()
+            ),
+            (39, 0, 4, 8)
+        );
         assert_eq!(h.intr_freq() / 4096, 1024);
         assert!(!h.is_qemu());
         assert!(h.checksum_ok());
@@ -557,7 +600,16 @@ mod tests {
 
     #[test]
     fn negative_system_type_is_negated() {
-        let mem = Spec { sys_type: -34, member: 5, serial: b"QEMU", boot_cpu: 0, slots: &[(P, 11)], clusters: &[(0, 15, 1), (15, 16369, 0)], intr_freq: 0 }.build();
+        let mem = Spec {
+            sys_type: -34,
+            member: 5,
+            serial: b"QEMU",
+            boot_cpu: 0,
+            slots: &[(P, 11)],
+            clusters: &[(0, 15, 1), (15, 16369, 0)],
+            intr_freq: 0,
+        }
+        .build();
         let h = Hwrpb::new(&mem).unwrap();
         assert_eq!((h.sys_type(), h.sys_member()), (34, 5));
         assert!(h.is_qemu());
@@ -567,18 +619,49 @@ mod tests {
     fn sparse_slots_present_and_startable() {
         let mem = marvel_like();
         let h = Hwrpb::new(&mem).unwrap();
-        let present: std::vec::Vec<u64> = h.slots().filter(|s| s.present()).map(|s| s.index()).collect();
+        let present: std::vec::Vec<u64> = h
+            .slots()
+            .filter(|s| s.present())
+            .map(|s| s.index())
+            .collect();
         assert_eq!(present, [0, 2, 4, 6]);
-        let startable: std::vec::Vec<u64> = h.slots().filter(|s| s.startable()).map(|s| s.index()).collect();
-        assert_eq!(startable, [0, 2, 4], "slot 6 is present without valid PALcode");
-        assert_eq!(h.slot(6).cpu_type(), 16, "EV79, pass number in the high half ignored");
-        assert_eq!(h.slot(3).offset(), fake::SLOT_TABLE + 3 * fake::SLOT_SIZE, "slots step by processor_size");
+        let startable: std::vec::Vec<u64> = h
+            .slots()
+            .filter(|s| s.startable())
+            .map(|s| s.index())
+            .collect();
+        assert_eq!(
+            startable,
+            [0, 2, 4],
+            "slot 6 is present without valid PALcode"
+        );
+        assert_eq!(
+            h.slot(6).cpu_type(),
+            16,
+            "EV79, pass number in the high half ignored"
+        );
+        assert_eq!(
+            h.slot(3).offset(),
+            fake::SLOT_TABLE + 3 * fake::SLOT_SIZE,
+            "slots step by processor_size"
+        );
     }
 
     #[test]
     fn sixty_four_slots() {
-        let slots: std::vec::Vec<(u64, u32)> = (0..64).map(|i| (if i % 3 == 2 { 0 } else { P }, 15)).collect();
-        let mem = Spec { sys_type: 39, member: 0, serial: b"GS1280", boot_cpu: 63, slots: &slots, clusters: &[(0, 1, 1)], intr_freq: 0 }.build();
+        let slots: std::vec::Vec<(u64, u32)> = (0..64)
+            .map(|i| (if i % 3 == 2 { 0 } else { P }, 15))
+            .collect();
+        let mem = Spec {
+            sys_type: 39,
+            member: 0,
+            serial: b"GS1280",
+            boot_cpu: 63,
+            slots: &slots,
+            clusters: &[(0, 1, 1)],
+            intr_freq: 0,
+        }
+        .build();
         let h = Hwrpb::new(&mem).unwrap();
         assert_eq!(h.slots().filter(|s| s.present()).count(), 43);
         assert!(h.slot(63).present() && !h.slot(62).present());
@@ -594,7 +677,11 @@ mod tests {
         assert_eq!(h.memory_bytes(), (256 + 130_816 + (1 << 20)) * 8192);
         // The kernel at 16 MiB lies in cluster 1, which ends at 1 GiB.
         assert_eq!(h.usable_end_containing(0x100_0000), Some(131_072 * 8192));
-        assert_eq!(h.usable_end_containing(0x1000), None, "console memory is not usable");
+        assert_eq!(
+            h.usable_end_containing(0x1000),
+            None,
+            "console memory is not usable"
+        );
         assert_eq!(h.usable_end_containing(1 << 40), None, "past every cluster");
     }
 
@@ -620,7 +707,11 @@ mod tests {
         assert_eq!(h & flags::RC, 0);
         assert_eq!(h & flags::BIP, 0);
         assert_eq!((h & flags::HALT_REQUEST_MASK) >> 16, 4);
-        assert_eq!(h & !(flags::HALT_REQUEST_MASK), P | flags::CV, "other bits kept");
+        assert_eq!(
+            h & !(flags::HALT_REQUEST_MASK),
+            P | flags::CV,
+            "other bits kept"
+        );
         let mem = marvel_like();
         let hw = Hwrpb::new(&mem).unwrap();
         hw.slot(2).request_halt(HaltRequest::StayHalted);
@@ -644,14 +735,22 @@ mod tests {
             if h.txrdy() & (1 << self.cpu) != 0 {
                 return self.lines.is_empty();
             }
-            let Some(line) = self.lines.pop_front() else { return true };
+            let Some(line) = self.lines.pop_front() else {
+                return true;
+            };
             let m = h.mem();
             let first = m.read(base + slot_off::IPC_BUFFER);
-            m.write(base + slot_off::IPC_BUFFER, (first & 0xffff_ffff) | (line.len() as u64) << 32);
+            m.write(
+                base + slot_off::IPC_BUFFER,
+                (first & 0xffff_ffff) | (line.len() as u64) << 32,
+            );
             let mut text = [0u8; 80];
             text[..line.len()].copy_from_slice(line);
             for (i, w) in text.chunks(8).enumerate() {
-                m.write(base + slot_off::IPC_TXBUF + 8 * i as u64, u64::from_le_bytes(w.try_into().unwrap()));
+                m.write(
+                    base + slot_off::IPC_TXBUF + 8 * i as u64,
+                    u64::from_le_bytes(w.try_into().unwrap()),
+                );
             }
             m.write(off::TXRDY, h.txrdy() | 1 << self.cpu);
             true
@@ -663,8 +762,19 @@ mod tests {
         let mem = marvel_like();
         let h = Hwrpb::new(&mem).unwrap();
         let mut consoles = [
-            SecondaryConsole { cpu: 2, lines: [&b"START\r\n"[..], b"P02>>>", b"warning -- a long line of console output\r\n"].into() },
-            SecondaryConsole { cpu: 5, lines: [&b"P05>>>"[..], b"halted CPU 5\r\n"].into() },
+            SecondaryConsole {
+                cpu: 2,
+                lines: [
+                    &b"START\r\n"[..],
+                    b"P02>>>",
+                    b"warning -- a long line of console output\r\n",
+                ]
+                .into(),
+            },
+            SecondaryConsole {
+                cpu: 5,
+                lines: [&b"P05>>>"[..], b"halted CPU 5\r\n"].into(),
+            },
         ];
         let mut seen: std::vec::Vec<(u64, std::vec::Vec<u8>)> = std::vec::Vec::new();
         for _ in 0..10 {
@@ -675,9 +785,24 @@ mod tests {
             let taken = h.take_secondary_lines(|cpu, text| seen.push((cpu, text.to_vec())));
             h.mem().write(off::TXRDY, h.txrdy() & !taken);
         }
-        assert!(consoles.iter().all(|c| c.lines.is_empty()), "a console is still blocked");
-        let of = |cpu| seen.iter().filter(|(c, _)| *c == cpu).map(|(_, t)| std::string::String::from_utf8_lossy(t).into_owned()).collect::<std::vec::Vec<_>>();
-        assert_eq!(of(2), ["START\r\n", "P02>>>", "warning -- a long line of console output\r\n"]);
+        assert!(
+            consoles.iter().all(|c| c.lines.is_empty()),
+            "a console is still blocked"
+        );
+        let of = |cpu| {
+            seen.iter()
+                .filter(|(c, _)| *c == cpu)
+                .map(|(_, t)| std::string::String::from_utf8_lossy(t).into_owned())
+                .collect::<std::vec::Vec<_>>()
+        };
+        assert_eq!(
+            of(2),
+            [
+                "START\r\n",
+                "P02>>>",
+                "warning -- a long line of console output\r\n"
+            ]
+        );
         assert_eq!(of(5), ["P05>>>", "halted CPU 5\r\n"]);
         assert_eq!(h.txrdy(), 0);
     }
@@ -686,9 +811,15 @@ mod tests {
     fn without_a_drain_a_secondary_console_blocks() {
         let mem = marvel_like();
         let h = Hwrpb::new(&mem).unwrap();
-        let mut c = SecondaryConsole { cpu: 2, lines: [&b"one\r\n"[..], b"two\r\n"].into() };
+        let mut c = SecondaryConsole {
+            cpu: 2,
+            lines: [&b"one\r\n"[..], b"two\r\n"].into(),
+        };
         assert!(c.step(&h));
-        assert!(!c.step(&h), "the second line waits for the OS to clear TXRDY");
+        assert!(
+            !c.step(&h),
+            "the second line waits for the OS to clear TXRDY"
+        );
         assert_eq!(h.txrdy(), 1 << 2);
     }
 
@@ -699,7 +830,10 @@ mod tests {
     fn start_message_keeps_the_consoles_pending_line() {
         let mem = marvel_like();
         let h = Hwrpb::new(&mem).unwrap();
-        let mut c = SecondaryConsole { cpu: 2, lines: [&b"P02>>>"[..]].into() };
+        let mut c = SecondaryConsole {
+            cpu: 2,
+            lines: [&b"P02>>>"[..]].into(),
+        };
         c.step(&h);
         h.slot(2).set_message(b"START\r\n");
         let mut lines = std::vec::Vec::new();

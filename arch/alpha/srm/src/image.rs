@@ -68,7 +68,17 @@ pub struct Header {
 
 impl Header {
     pub fn to_quads(&self) -> [u64; HEADER_QUADS] {
-        [MAGIC, VERSION, self.image_len, self.payload_offset, self.payload_len, self.load_phys, self.entry, self.mem_len, self.sum]
+        [
+            MAGIC,
+            VERSION,
+            self.image_len,
+            self.payload_offset,
+            self.payload_len,
+            self.load_phys,
+            self.entry,
+            self.mem_len,
+            self.sum,
+        ]
     }
 
     /// Reads a header from its quadwords (`q(i)` is quadword `i`).
@@ -96,7 +106,14 @@ impl Header {
     /// `payload`.
     pub fn sum_of(&self, payload: &[u8]) -> u64 {
         let mut f = Fnv::new();
-        for q in [self.image_len, self.payload_offset, self.payload_len, self.load_phys, self.entry, self.mem_len] {
+        for q in [
+            self.image_len,
+            self.payload_offset,
+            self.payload_len,
+            self.load_phys,
+            self.entry,
+            self.mem_len,
+        ] {
             f.update(&q.to_le_bytes());
         }
         f.update(payload);
@@ -105,14 +122,21 @@ impl Header {
 
     /// Internal consistency (not whether the payload matches its sum).
     pub fn validate(&self) -> Result<(), ImageError> {
-        let payload_end = self.payload_offset.checked_add(self.payload_len).ok_or(ImageError::Layout("payload end overflows"))?;
-        if self.payload_offset == 0 || self.payload_offset % BLOCK != 0 {
-            return Err(ImageError::Layout("payload offset is not a nonzero multiple of 512"));
+        let payload_end = self
+            .payload_offset
+            .checked_add(self.payload_len)
+            .ok_or(ImageError::Layout("payload end overflows"))?;
+        if self.payload_offset == 0 || !self.payload_offset.is_multiple_of(BLOCK) {
+            return Err(ImageError::Layout(
+                "payload offset is not a nonzero multiple of 512",
+            ));
         }
-        if self.image_len % BLOCK != 0 || payload_end > self.image_len {
-            return Err(ImageError::Layout("payload does not fit in the image length"));
+        if !self.image_len.is_multiple_of(BLOCK) || payload_end > self.image_len {
+            return Err(ImageError::Layout(
+                "payload does not fit in the image length",
+            ));
         }
-        if self.load_phys % PAGE != 0 || self.load_phys < ZERO_PAGE_BELOW {
+        if !self.load_phys.is_multiple_of(PAGE) || self.load_phys < ZERO_PAGE_BELOW {
             return Err(ImageError::LoadAddress(self.load_phys));
         }
         if self.mem_len < self.payload_len {
@@ -120,8 +144,14 @@ impl Header {
         }
         // The entry is a KSEG address inside the payload's code.
         let entry_phys = self.entry.wrapping_sub(KSEG);
-        if self.entry & KSEG != KSEG || entry_phys < self.load_phys || entry_phys >= self.load_phys + self.payload_len {
-            return Err(ImageError::Entry { entry: self.entry, load: self.load_phys });
+        if self.entry & KSEG != KSEG
+            || entry_phys < self.load_phys
+            || entry_phys >= self.load_phys + self.payload_len
+        {
+            return Err(ImageError::Entry {
+                entry: self.entry,
+                load: self.load_phys,
+            });
         }
         Ok(())
     }
@@ -129,7 +159,10 @@ impl Header {
     /// The physical range the kernel needs: its parameter page below it
     /// through the end of its bss.
     pub fn needed(&self) -> (u64, u64) {
-        (self.load_phys - ZERO_PAGE_BELOW, round_up(self.load_phys + self.mem_len, PAGE))
+        (
+            self.load_phys - ZERO_PAGE_BELOW,
+            round_up(self.load_phys + self.mem_len, PAGE),
+        )
     }
 }
 
@@ -141,30 +174,59 @@ pub enum ImageError {
     Layout(&'static str),
     LoadAddress(u64),
     /// The entry is not a KSEG address inside the payload.
-    Entry { entry: u64, load: u64 },
+    Entry {
+        entry: u64,
+        load: u64,
+    },
     /// The header's and payload's sum is not the one recorded.
-    Sum { stored: u64, computed: u64 },
+    Sum {
+        stored: u64,
+        computed: u64,
+    },
     /// Part of the kernel's range is not in a usable memory cluster.
-    NotUsable { start: u64, end: u64 },
+    NotUsable {
+        start: u64,
+        end: u64,
+    },
     /// No free physical range for the staging copy.
-    NoStaging { bytes: u64 },
+    NoStaging {
+        bytes: u64,
+    },
 }
 
 impl fmt::Display for ImageError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ImageError::NoHeader => write!(f, "no alphasmp loader header (magic \"ASMPBOOT\" at byte {HEADER_OFFSET})"),
+            ImageError::NoHeader => write!(
+                f,
+                "no alphasmp loader header (magic \"ASMPBOOT\" at byte {HEADER_OFFSET})"
+            ),
             ImageError::Version(v) => write!(f, "loader header version {v}, expected {VERSION}"),
             ImageError::Layout(why) => write!(f, "loader header: {why}"),
-            ImageError::LoadAddress(a) => write!(f, "kernel load address {a:#x} is not page-aligned or lies below the parameter page"),
-            ImageError::Entry { entry, load } => write!(f, "kernel entry {entry:#x} is not a KSEG address inside the payload loaded at physical {load:#x}"),
+            ImageError::LoadAddress(a) => write!(
+                f,
+                "kernel load address {a:#x} is not page-aligned or lies below the parameter page"
+            ),
+            ImageError::Entry { entry, load } => write!(
+                f,
+                "kernel entry {entry:#x} is not a KSEG address inside the payload loaded at physical {load:#x}"
+            ),
             ImageError::Sum { stored, computed } => {
-                write!(f, "image checksum is {computed:#018x}, the header says {stored:#018x} (header or payload changed, or image truncated)")
+                write!(
+                    f,
+                    "image checksum is {computed:#018x}, the header says {stored:#018x} (header or payload changed, or image truncated)"
+                )
             }
             ImageError::NotUsable { start, end } => {
-                write!(f, "kernel range {start:#x}..{end:#x} is not all in usable memory (console-reserved or absent); relink the kernel elsewhere")
+                write!(
+                    f,
+                    "kernel range {start:#x}..{end:#x} is not all in usable memory (console-reserved or absent); relink the kernel elsewhere"
+                )
             }
-            ImageError::NoStaging { bytes } => write!(f, "no free memory for a {bytes}-byte staging copy away from the image and the kernel"),
+            ImageError::NoStaging { bytes } => write!(
+                f,
+                "no free memory for a {bytes}-byte staging copy away from the image and the kernel"
+            ),
         }
     }
 }
@@ -223,10 +285,16 @@ impl fmt::Display for BootBlockError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             BootBlockError::Checksum { stored, computed } => {
-                write!(f, "boot block checksum is {stored:#018x}, the sum of quadwords 0-62 is {computed:#018x}")
+                write!(
+                    f,
+                    "boot block checksum is {stored:#018x}, the sum of quadwords 0-62 is {computed:#018x}"
+                )
             }
             BootBlockError::Flags(v) => write!(f, "boot block flags are {v:#x}, must be 0"),
-            BootBlockError::Empty => write!(f, "boot block names no bootstrap (block count or start LBN is 0)"),
+            BootBlockError::Empty => write!(
+                f,
+                "boot block names no bootstrap (block count or start LBN is 0)"
+            ),
         }
     }
 }
@@ -255,10 +323,18 @@ pub fn make_boot_block(count: u64, start_lbn: u64, label: &[u8]) -> [u8; 512] {
 
 /// What SRM checks before it reads the bootstrap.
 pub fn check_boot_block(block: &[u8; 512]) -> Result<BootBlock, BootBlockError> {
-    let bb = BootBlock { count: quad(block, 60), start_lbn: quad(block, 61), flags: quad(block, 62), checksum: quad(block, 63) };
+    let bb = BootBlock {
+        count: quad(block, 60),
+        start_lbn: quad(block, 61),
+        flags: quad(block, 62),
+        checksum: quad(block, 63),
+    };
     let computed = boot_block_sum(block);
     if computed != bb.checksum {
-        return Err(BootBlockError::Checksum { stored: bb.checksum, computed });
+        return Err(BootBlockError::Checksum {
+            stored: bb.checksum,
+            computed,
+        });
     }
     if bb.flags != 0 {
         return Err(BootBlockError::Flags(bb.flags));
@@ -286,13 +362,23 @@ pub struct Span {
 /// in the same staging area, to its final place: whatever pages the
 /// console chose for the image, including pages inside the kernel's range,
 /// nothing is overwritten before it has been read.
-pub fn plan_staging(h: &Header, usable: &[Span], sources: &[u64], bytes: u64) -> Result<u64, ImageError> {
+pub fn plan_staging(
+    h: &Header,
+    usable: &[Span],
+    sources: &[u64],
+    bytes: u64,
+) -> Result<u64, ImageError> {
     let (need_start, need_end) = h.needed();
     let mut at = need_start;
     while at < need_end {
         match usable.iter().find(|c| c.start <= at && at < c.end) {
             Some(c) => at = c.end,
-            None => return Err(ImageError::NotUsable { start: need_start, end: need_end }),
+            None => {
+                return Err(ImageError::NotUsable {
+                    start: need_start,
+                    end: need_end,
+                });
+            }
         }
     }
     let bytes = round_up(bytes, PAGE);
@@ -314,8 +400,14 @@ pub fn plan_staging(h: &Header, usable: &[Span], sources: &[u64], bytes: u64) ->
 }
 
 /// The usable spans of a cluster list (console-reserved ones dropped).
-pub fn usable_spans<'a>(clusters: impl Iterator<Item = crate::hwrpb::Cluster> + 'a, page_size: u64) -> impl Iterator<Item = Span> + 'a {
-    clusters.filter(|c| c.usable()).map(move |c| Span { start: c.start(page_size), end: c.end(page_size) })
+pub fn usable_spans<'a>(
+    clusters: impl Iterator<Item = crate::hwrpb::Cluster> + 'a,
+    page_size: u64,
+) -> impl Iterator<Item = Span> + 'a {
+    clusters.filter(|c| c.usable()).map(move |c| Span {
+        start: c.start(page_size),
+        end: c.end(page_size),
+    })
 }
 
 #[cfg(test)]
@@ -347,18 +439,33 @@ mod tests {
         assert_eq!(Header::from_quads(|i| bad[i]), Err(ImageError::Version(2)));
         let mut bad = q;
         bad[5] = 0x101_0100; // not page-aligned
-        assert_eq!(Header::from_quads(|i| bad[i]), Err(ImageError::LoadAddress(0x101_0100)));
+        assert_eq!(
+            Header::from_quads(|i| bad[i]),
+            Err(ImageError::LoadAddress(0x101_0100))
+        );
         let mut bad = q;
         bad[2] = 512; // payload beyond the image
-        assert!(matches!(Header::from_quads(|i| bad[i]), Err(ImageError::Layout(_))));
+        assert!(matches!(
+            Header::from_quads(|i| bad[i]),
+            Err(ImageError::Layout(_))
+        ));
         let mut bad = q;
         bad[7] = 1; // bss smaller than the payload
-        assert!(matches!(Header::from_quads(|i| bad[i]), Err(ImageError::Layout(_))));
+        assert!(matches!(
+            Header::from_quads(|i| bad[i]),
+            Err(ImageError::Layout(_))
+        ));
         // An entry outside the payload, or not in KSEG.
         for entry in [KSEG | (0x101_0000 + 700_000), KSEG | 0x100_0000, 0x101_0000] {
             let mut bad = q;
             bad[6] = entry;
-            assert!(matches!(Header::from_quads(|i| bad[i]), Err(ImageError::Entry { .. })), "{entry:#x}");
+            assert!(
+                matches!(
+                    Header::from_quads(|i| bad[i]),
+                    Err(ImageError::Entry { .. })
+                ),
+                "{entry:#x}"
+            );
         }
         // The sum covers the fields: a moved load address changes it.
         let mut moved = h;
@@ -377,18 +484,27 @@ mod tests {
         for at in [0, 100, 479, 480, 490, 500] {
             let mut c = b;
             c[at] ^= 0x40;
-            assert!(matches!(check_boot_block(&c), Err(BootBlockError::Checksum { .. })), "byte {at}");
+            assert!(
+                matches!(check_boot_block(&c), Err(BootBlockError::Checksum { .. })),
+                "byte {at}"
+            );
         }
         let mut c = b;
         c[504] ^= 1;
-        assert!(matches!(check_boot_block(&c), Err(BootBlockError::Checksum { .. })));
+        assert!(matches!(
+            check_boot_block(&c),
+            Err(BootBlockError::Checksum { .. })
+        ));
         // Flags must be 0 even with a correct sum.
         let mut c = b;
         c[496] = 1;
         let s = boot_block_sum(&c);
         c[504..].copy_from_slice(&s.to_le_bytes());
         assert_eq!(check_boot_block(&c), Err(BootBlockError::Flags(1)));
-        assert_eq!(check_boot_block(&make_boot_block(0, 1, b"")), Err(BootBlockError::Empty));
+        assert_eq!(
+            check_boot_block(&make_boot_block(0, 1, b"")),
+            Err(BootBlockError::Empty)
+        );
     }
 
     #[test]
@@ -398,7 +514,10 @@ mod tests {
         assert_eq!(s, (u64::MAX).wrapping_mul(63));
         b[504..].copy_from_slice(&s.to_le_bytes());
         b[496..504].fill(0);
-        assert!(matches!(check_boot_block(&b), Err(BootBlockError::Checksum { .. })));
+        assert!(matches!(
+            check_boot_block(&b),
+            Err(BootBlockError::Checksum { .. })
+        ));
     }
 
     #[test]
@@ -414,7 +533,10 @@ mod tests {
     #[test]
     fn staging_avoids_kernel_range_and_every_source_page() {
         let h = header(0x101_0000, 3 * PAGE, 5 * PAGE);
-        let usable = [Span { start: 0x40_0000, end: 64 * MIB }];
+        let usable = [Span {
+            start: 0x40_0000,
+            end: 64 * MIB,
+        }];
         // Sources scattered inside the kernel's range and right after it.
         let (ns, ne) = h.needed();
         let sources = [0x101_2000, ne, ne + 2 * PAGE, ne + 3 * PAGE, 0x40_0000];
@@ -422,7 +544,10 @@ mod tests {
         let e = s + 4 * PAGE;
         assert!(!(s < ne && ns < e), "staging {s:#x} overlaps the kernel");
         for p in sources {
-            assert!(!(p < e && s < p + PAGE), "staging {s:#x} overlaps source page {p:#x}");
+            assert!(
+                !(p < e && s < p + PAGE),
+                "staging {s:#x} overlaps source page {p:#x}"
+            );
         }
         assert!(usable[0].start <= s && e <= usable[0].end);
         assert_eq!(s, 0x40_2000, "first fit");
@@ -432,14 +557,26 @@ mod tests {
     fn staging_skips_reserved_clusters_and_small_holes() {
         let h = header(0x101_0000, PAGE, PAGE);
         // A one-page usable hole, then the kernel's cluster.
-        let usable = [Span { start: 0x20_0000, end: 0x20_2000 }, Span { start: 0x100_0000, end: 0x200_0000 }];
+        let usable = [
+            Span {
+                start: 0x20_0000,
+                end: 0x20_2000,
+            },
+            Span {
+                start: 0x100_0000,
+                end: 0x200_0000,
+            },
+        ];
         let s = plan_staging(&h, &usable, &[], 2 * PAGE).expect("room");
         // Not the one-page hole; the room below the parameter page fits.
         assert_eq!(s, 0x100_0000);
         // With the room below taken by the image, the first fit after the
         // kernel's range.
         let s = plan_staging(&h, &usable, &[0x100_2000], 2 * PAGE).expect("room");
-        assert_eq!(s, 0x100_4000, "two pages between the source page and the parameter page at 0x100a000");
+        assert_eq!(
+            s, 0x100_4000,
+            "two pages between the source page and the parameter page at 0x100a000"
+        );
         let s = plan_staging(&h, &usable, &[0x100_2000, 0x100_6000], 2 * PAGE).expect("room");
         assert_eq!(s, h.needed().1);
     }
@@ -447,13 +584,34 @@ mod tests {
     #[test]
     fn kernel_outside_usable_memory_is_refused() {
         let h = header(0x101_0000, PAGE, 4 * MIB);
-        let usable = [Span { start: 0x100_0000, end: 0x120_0000 }];
-        assert!(matches!(plan_staging(&h, &usable, &[], PAGE), Err(ImageError::NotUsable { .. })));
+        let usable = [Span {
+            start: 0x100_0000,
+            end: 0x120_0000,
+        }];
+        assert!(matches!(
+            plan_staging(&h, &usable, &[], PAGE),
+            Err(ImageError::NotUsable { .. })
+        ));
         // The parameter page below the kernel must be usable too.
-        let usable = [Span { start: 0x101_0000, end: 64 * MIB }];
-        assert!(matches!(plan_staging(&h, &usable, &[], PAGE), Err(ImageError::NotUsable { .. })));
+        let usable = [Span {
+            start: 0x101_0000,
+            end: 64 * MIB,
+        }];
+        assert!(matches!(
+            plan_staging(&h, &usable, &[], PAGE),
+            Err(ImageError::NotUsable { .. })
+        ));
         // Two adjacent usable clusters together are fine.
-        let usable = [Span { start: 0x100_0000, end: 0x102_0000 }, Span { start: 0x102_0000, end: 64 * MIB }];
+        let usable = [
+            Span {
+                start: 0x100_0000,
+                end: 0x102_0000,
+            },
+            Span {
+                start: 0x102_0000,
+                end: 64 * MIB,
+            },
+        ];
         assert!(plan_staging(&h, &usable, &[], PAGE).is_ok());
     }
 
@@ -462,7 +620,10 @@ mod tests {
         let h = header(0x101_0000, PAGE, PAGE);
         // Usable memory is the kernel's range plus one page, and that page
         // backs the image.
-        let usable = [Span { start: 0x100_a000, end: 0x101_4000 }];
+        let usable = [Span {
+            start: 0x100_a000,
+            end: 0x101_4000,
+        }];
         let err = plan_staging(&h, &usable, &[0x101_2000], PAGE);
         assert_eq!(err, Err(ImageError::NoStaging { bytes: PAGE }));
     }
@@ -474,7 +635,10 @@ mod tests {
             ImageError::Version(3),
             ImageError::Layout("x"),
             ImageError::LoadAddress(1),
-            ImageError::Sum { stored: 1, computed: 2 },
+            ImageError::Sum {
+                stored: 1,
+                computed: 2,
+            },
             ImageError::Entry { entry: 1, load: 2 },
             ImageError::NotUsable { start: 1, end: 2 },
             ImageError::NoStaging { bytes: 3 },

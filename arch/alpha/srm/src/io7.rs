@@ -131,7 +131,13 @@ pub mod off {
 }
 
 /// The error/event controls, in the order Linux retargets them.
-pub const ERROR_CTLS: [u64; 5] = [off::HLT_CTL, off::HPI_CTL, off::CRD_CTL, off::STV_CTL, off::HEI_CTL];
+pub const ERROR_CTLS: [u64; 5] = [
+    off::HLT_CTL,
+    off::HPI_CTL,
+    off::CRD_CTL,
+    off::STV_CTL,
+    off::HEI_CTL,
+];
 /// `PO7_LSI_CTL` and `PO7_MSI_CTL`: interrupt enable.
 pub const CTL_ENABLE: u64 = 1 << 24;
 /// `PO7_LSI_CTL` and `PO7_MSI_CTL`: target PID, bits 22:14.
@@ -202,8 +208,14 @@ pub enum Io7Error {
 impl fmt::Display for Io7Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Io7Error::BeyondKseg(pe) => write!(f, "IO7 at PE {pe} is beyond KSEG's 43-bit superpage (PEs 0..31 only); left as the console set it"),
-            Io7Error::BadPid(pid) => write!(f, "boot PID {pid:#x} does not fit an IO7 target field (9 bits)"),
+            Io7Error::BeyondKseg(pe) => write!(
+                f,
+                "IO7 at PE {pe} is beyond KSEG's 43-bit superpage (PEs 0..31 only); left as the console set it"
+            ),
+            Io7Error::BadPid(pid) => write!(
+                f,
+                "boot PID {pid:#x} does not fit an IO7 target field (9 bits)"
+            ),
         }
     }
 }
@@ -215,7 +227,12 @@ impl fmt::Display for Io7Error {
 /// quadword load; `write` a volatile quadword store followed by `mb` (every
 /// write is followed by a read back of the same CSR, as in Linux). Returns
 /// the number of writes (119), or an error before any access.
-pub fn quiesce_io7(pe: u64, boot_pid: u64, mut read: impl FnMut(u64) -> u64, mut write: impl FnMut(u64, u64)) -> Result<usize, Io7Error> {
+pub fn quiesce_io7(
+    pe: u64,
+    boot_pid: u64,
+    mut read: impl FnMut(u64) -> u64,
+    mut write: impl FnMut(u64, u64),
+) -> Result<usize, Io7Error> {
     let base = io7_csr_base_kseg(pe).ok_or(Io7Error::BeyondKseg(pe))?;
     if boot_pid > TARGET_MASK {
         return Err(Io7Error::BadPid(boot_pid));
@@ -288,10 +305,22 @@ pub enum GctError {
 impl fmt::Display for GctError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            GctError::BadMagic { offset, magic } => write!(f, "GCT node at +{offset:#x} has magic {magic:#010x}, not \"GLXY\""),
-            GctError::OutOfBounds { offset } => write!(f, "GCT node handle +{offset:#x} is misaligned or past the table"),
-            GctError::TooManyNodes => write!(f, "GCT has more than {} nodes (a loop?)", gct::MAX_NODES),
-            GctError::TooWide => write!(f, "GCT has more than {} nodes pending at once", gct::MAX_PENDING),
+            GctError::BadMagic { offset, magic } => write!(
+                f,
+                "GCT node at +{offset:#x} has magic {magic:#010x}, not \"GLXY\""
+            ),
+            GctError::OutOfBounds { offset } => write!(
+                f,
+                "GCT node handle +{offset:#x} is misaligned or past the table"
+            ),
+            GctError::TooManyNodes => {
+                write!(f, "GCT has more than {} nodes (a loop?)", gct::MAX_NODES)
+            }
+            GctError::TooWide => write!(
+                f,
+                "GCT has more than {} nodes pending at once",
+                gct::MAX_PENDING
+            ),
         }
     }
 }
@@ -303,14 +332,22 @@ impl fmt::Display for GctError {
 /// the quadword there; it is only asked for offsets of whole nodes within
 /// `max_len` bytes. Returns the number of nodes visited. On an error the
 /// IO7s already reported came from valid nodes; the rest are unknown.
-pub fn gct_io7_pes(read: impl Fn(u64) -> u64, max_len: u64, mut found: impl FnMut(u64)) -> Result<u32, GctError> {
+pub fn gct_io7_pes(
+    read: impl Fn(u64) -> u64,
+    max_len: u64,
+    mut found: impl FnMut(u64),
+) -> Result<u32, GctError> {
     let mut pending = [0u64; gct::MAX_PENDING];
     let mut n = 1; // pending[0] = 0, the root
     let mut visited = 0;
     while n > 0 {
         n -= 1;
         let at = pending[n];
-        if at % 8 != 0 || at.checked_add(gct::NODE_SIZE).is_none_or(|end| end > max_len) {
+        if at % 8 != 0
+            || at
+                .checked_add(gct::NODE_SIZE)
+                .is_none_or(|end| end > max_len)
+        {
             return Err(GctError::OutOfBounds { offset: at });
         }
         if visited == gct::MAX_NODES {
@@ -398,7 +435,11 @@ mod tests {
 
     impl FakeIo7 {
         fn new(fill: u64) -> Self {
-            FakeIo7 { csrs: RefCell::new(BTreeMap::new()), log: RefCell::new(Vec::new()), fill }
+            FakeIo7 {
+                csrs: RefCell::new(BTreeMap::new()),
+                log: RefCell::new(Vec::new()),
+                fill,
+            }
         }
         fn quiesce(&self, pe: u64, pid: u64) -> Result<usize, Io7Error> {
             quiesce_io7(
@@ -415,14 +456,28 @@ mod tests {
             )
         }
         fn writes(&self) -> Vec<(u64, u64)> {
-            self.log.borrow().iter().filter_map(|a| if let Access::Write(a, v) = a { Some((*a, *v)) } else { None }).collect()
+            self.log
+                .borrow()
+                .iter()
+                .filter_map(|a| {
+                    if let Access::Write(a, v) = a {
+                        Some((*a, *v))
+                    } else {
+                        None
+                    }
+                })
+                .collect()
         }
     }
 
     /// The physical address behind a KSEG address of I/O space.
     fn phys_of(va: u64) -> u64 {
         let low = va & ((1 << 41) - 1);
-        if low & (1 << 40) != 0 { low | (7 << 41) } else { low }
+        if low & (1 << 40) != 0 {
+            low | (7 << 41)
+        } else {
+            low
+        }
     }
 
     #[test]
@@ -434,7 +489,10 @@ mod tests {
         assert_eq!(io7_csr_base(3), 0xfe0_ffb0_0000);
         // The offsets Linux's comments state.
         assert_eq!(off::LSI_CTL, 0x1_0000);
-        assert_eq!((off::HLT_CTL, off::HPI_CTL, off::MSI_CTL), (0x1_3ec0, 0x1_3f00, 0x1_4000));
+        assert_eq!(
+            (off::HLT_CTL, off::HPI_CTL, off::MSI_CTL),
+            (0x1_3ec0, 0x1_3f00, 0x1_4000)
+        );
         // Hoses 0..3 of PE 0 at 0xff8_0000_0000 | (~port & 7) << 32.
         assert_eq!(io7_hose(0, 0), 0xfff_0000_0000);
         assert_eq!(io7_hose(0, 3), 0xffc_0000_0000);
@@ -443,7 +501,11 @@ mod tests {
     #[test]
     fn kseg_follows_the_43_bit_rule() {
         assert_eq!(kseg(0x1000), Some(0xfffffc00_00001000), "memory");
-        assert_eq!(kseg(0xff8_ffb0_0000), Some(0xfffffdf8_ffb0_0000), "PE 0's IO7");
+        assert_eq!(
+            kseg(0xff8_ffb0_0000),
+            Some(0xfffffdf8_ffb0_0000),
+            "PE 0's IO7"
+        );
         assert_eq!(io7_csr_base_kseg(31), kseg(io7_csr_base(31)));
         assert!(io7_csr_base_kseg(31).is_some());
         // PE 32: ~32 & 0x1ff = 0x1df, bit 40 (its bit 5) clear under set 43:41.
@@ -464,10 +526,16 @@ mod tests {
         let first: Vec<u64> = w[..5].iter().map(|(a, _)| a - base).collect();
         assert_eq!(first, [0x1_3ec0, 0x1_3f00, 0x1_3f40, 0x1_3f80, 0x1_3fc0]);
         // Then LSIs 0..=0x5f, 0x74, 0x75, then the 16 MSIs.
-        let lsis: Vec<u64> = w[5..103].iter().map(|(a, _)| (a - base - 0x1_0000) / 64).collect();
+        let lsis: Vec<u64> = w[5..103]
+            .iter()
+            .map(|(a, _)| (a - base - 0x1_0000) / 64)
+            .collect();
         let want: Vec<u64> = (0..0x60).chain([0x74, 0x75]).collect();
         assert_eq!(lsis, want);
-        let msis: Vec<u64> = w[103..].iter().map(|(a, _)| (a - base - 0x1_4000) / 64).collect();
+        let msis: Vec<u64> = w[103..]
+            .iter()
+            .map(|(a, _)| (a - base - 0x1_4000) / 64)
+            .collect();
         assert_eq!(msis, (0..16).collect::<Vec<u64>>());
         for (a, v) in &w[5..] {
             assert_eq!(v & CTL_ENABLE, 0, "enable set at {a:#x}");
@@ -486,7 +554,10 @@ mod tests {
             match log[i] {
                 Access::Read(a) => {
                     // A read before a write: the error controls' read-modify-write.
-                    assert!(matches!(log[i + 1], Access::Write(b, _) if b == a), "read of {a:#x} not followed by its write");
+                    assert!(
+                        matches!(log[i + 1], Access::Write(b, _) if b == a),
+                        "read of {a:#x} not followed by its write"
+                    );
                     retargets += 1;
                     i += 1;
                 }
@@ -521,10 +592,17 @@ mod tests {
             assert_eq!(addrs.len(), 119, "PE {pe}: an address written twice");
             let base = io7_csr_base_kseg(pe).unwrap();
             for a in &addrs {
-                assert!((base + off::LSI_CTL..base + off::CTL_END).contains(a), "PE {pe}: {a:#x} outside");
+                assert!(
+                    (base + off::LSI_CTL..base + off::CTL_END).contains(a),
+                    "PE {pe}: {a:#x} outside"
+                );
                 assert_eq!(a % 64, 0);
                 let pa = phys_of(*a);
-                assert_eq!((pa >> 35) & 0x1ff, !pe & 0x1ff, "PE {pe}: {a:#x} decodes to another PE");
+                assert_eq!(
+                    (pa >> 35) & 0x1ff,
+                    !pe & 0x1ff,
+                    "PE {pe}: {a:#x} decodes to another PE"
+                );
                 assert_eq!((pa >> 32) & 7, 0, "not port 7");
             }
         }
@@ -627,11 +705,21 @@ mod tests {
 
     #[test]
     fn gct_walk_stops_on_damage() {
-        let nodes = [(1, 0, 0, 0, 1), (HOSE, IOP, 0x100, 2, 0), (HOSE, IOP, 0x300, 0, 0)];
+        let nodes = [
+            (1, 0, 0, 0, 1),
+            (HOSE, IOP, 0x100, 2, 0),
+            (HOSE, IOP, 0x300, 0, 0),
+        ];
         let mut mem = gct(&nodes);
         mem[2 * 16 + 15] = 0;
         let (r, pes) = walk(&mem, mem.len() as u64 * 8);
-        assert_eq!(r, Err(GctError::BadMagic { offset: 0x100, magic: 0 }));
+        assert_eq!(
+            r,
+            Err(GctError::BadMagic {
+                offset: 0x100,
+                magic: 0
+            })
+        );
         assert_eq!(pes, [1], "the valid node before the damage is reported");
 
         // A loop: node 1's next is itself.
@@ -642,13 +730,25 @@ mod tests {
 
         // A handle past the bytes given, and a misaligned one.
         let mem = gct(&[(1, 0, 0, 0, 1), (HOSE, IOP, 0x100, 9, 0)]);
-        assert_eq!(walk(&mem, mem.len() as u64 * 8).0, Err(GctError::OutOfBounds { offset: 9 * 0x80 }));
+        assert_eq!(
+            walk(&mem, mem.len() as u64 * 8).0,
+            Err(GctError::OutOfBounds { offset: 9 * 0x80 })
+        );
         let mut mem = gct(&[(1, 0, 0, 0, 1)]);
         mem[11] = 0x84;
-        assert_eq!(walk(&mem, 0x200).0, Err(GctError::OutOfBounds { offset: 0x84 }));
+        assert_eq!(
+            walk(&mem, 0x200).0,
+            Err(GctError::OutOfBounds { offset: 0x84 })
+        );
         // No room even for the root.
         assert_eq!(walk(&mem, 0x40).0, Err(GctError::OutOfBounds { offset: 0 }));
-        let text = std::format!("{}", GctError::BadMagic { offset: 0x100, magic: 0 });
+        let text = std::format!(
+            "{}",
+            GctError::BadMagic {
+                offset: 0x100,
+                magic: 0
+            }
+        );
         assert!(text.contains("GLXY") && !text.contains('\n'), "{text}");
     }
 

@@ -51,10 +51,18 @@ pub struct Identity {
 impl Identity {
     pub fn read<M: Quads>(h: &Hwrpb<M>) -> Identity {
         let boot = h.boot_cpu();
-        let cpu_type = if boot < h.nr_processors() { h.slot(boot).cpu_type() } else { 0 };
-        Identity { sys_type: h.sys_type(), member: h.sys_member(), cpu_type, qemu: h.is_qemu() }
+        let cpu_type = if boot < h.nr_processors() {
+            h.slot(boot).cpu_type()
+        } else {
+            0
+        };
+        Identity {
+            sys_type: h.sys_type(),
+            member: h.sys_member(),
+            cpu_type,
+            qemu: h.is_qemu(),
+        }
     }
-
 }
 
 /// A system type this kernel has no machine layer for.
@@ -80,14 +88,26 @@ mod tests {
     use crate::hwrpb::flags::STARTABLE;
 
     fn id(sys_type: i64, serial: &[u8], cpu: u32) -> Identity {
-        let mem = Spec { sys_type, member: 0, serial, boot_cpu: 0, slots: &[(STARTABLE, cpu)], clusters: &[(0, 1, 1)], intr_freq: 0 }.build();
+        let mem = Spec {
+            sys_type,
+            member: 0,
+            serial,
+            boot_cpu: 0,
+            slots: &[(STARTABLE, cpu)],
+            clusters: &[(0, 1, 1)],
+            intr_freq: 0,
+        }
+        .build();
         Identity::read(&Hwrpb::new(&mem).unwrap())
     }
 
     #[test]
     fn identity_from_the_hwrpb() {
         let q = id(34, b"QEMU", cpu_type::EV67);
-        assert_eq!((q.sys_type, q.qemu, cpu_type::name(q.cpu_type)), (34, true, "EV67"));
+        assert_eq!(
+            (q.sys_type, q.qemu, cpu_type::name(q.cpu_type)),
+            (34, true, "EV67")
+        );
         let t = id(-34, b"NI91234567", cpu_type::EV6);
         assert_eq!((t.sys_type, t.qemu), (34, false), "negated system type");
         let m = id(39, b"AY00112233", cpu_type::EV7);
@@ -97,6 +117,9 @@ mod tests {
     #[test]
     fn unknown_system_is_refused_in_one_line() {
         let text = std::format!("{}", Unsupported { sys_type: 38 });
-        assert!(text.contains("system type 38") && !text.contains('\n'), "{text}");
+        assert!(
+            text.contains("system type 38") && !text.contains('\n'),
+            "{text}"
+        );
     }
 }

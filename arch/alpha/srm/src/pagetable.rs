@@ -39,7 +39,7 @@ impl core::fmt::Display for NotThreeLevel {
 pub fn check_three_level(vptb: u64) -> Result<u64, NotThreeLevel> {
     let high = vptb >> 42;
     let canonical = high == 0 || high == (u64::MAX >> 42);
-    if canonical && vptb % L1_SPAN == 0 {
+    if canonical && vptb.is_multiple_of(L1_SPAN) {
         Ok(self_map_slot(vptb))
     } else {
         Err(NotThreeLevel { vptb })
@@ -50,7 +50,9 @@ pub fn check_three_level(vptb: u64) -> Result<u64, NotThreeLevel> {
 /// not the self-map's; `entry(i)` reads L1 entry `i`.
 pub fn free_slot(vptb: u64, entry: impl Fn(u64) -> u64) -> Option<u64> {
     let self_map = self_map_slot(vptb);
-    (1..512u64).filter(|s| *s != self_map).find(|s| entry(*s) == 0)
+    (1..512u64)
+        .filter(|s| *s != self_map)
+        .find(|s| entry(*s) == 0)
 }
 
 #[cfg(test)]
@@ -73,20 +75,42 @@ mod tests {
     fn qemu_self_map_at_slot_1023() {
         let vptb = 0xffff_fffe_0000_0000;
         assert_eq!(self_map_slot(vptb), 1023);
-        assert_eq!(free_slot(vptb, |i| if i == 0 || i == 1023 { 7 } else { 0 }), Some(1));
+        assert_eq!(
+            free_slot(vptb, |i| if i == 0 || i == 1023 { 7 } else { 0 }),
+            Some(1)
+        );
     }
 
     #[test]
     fn only_three_level_vptbs_are_taken() {
-        assert_eq!(check_three_level(0x2_0000_0000), Ok(1), "SRM, page_table_levels 3");
-        assert_eq!(check_three_level(0xffff_fffe_0000_0000), Ok(1023), "qemu-palcode");
+        assert_eq!(
+            check_three_level(0x2_0000_0000),
+            Ok(1),
+            "SRM, page_table_levels 3"
+        );
+        assert_eq!(
+            check_three_level(0xffff_fffe_0000_0000),
+            Ok(1023),
+            "qemu-palcode"
+        );
         let four = 1 << 43;
         let e = check_three_level(four).unwrap_err();
         assert_eq!(e, NotThreeLevel { vptb: four });
         let line = std::format!("{e}");
-        assert!(line.contains("0x80000000000") && line.contains("page_table_levels") && !line.contains('\n'), "{line}");
-        assert!(check_three_level(0x2_0000_2000).is_err(), "not slot-aligned");
-        assert!(check_three_level(0x0000_0800_0000_0000).is_err(), "bit 43: not a 43-bit VA");
+        assert!(
+            line.contains("0x80000000000")
+                && line.contains("page_table_levels")
+                && !line.contains('\n'),
+            "{line}"
+        );
+        assert!(
+            check_three_level(0x2_0000_2000).is_err(),
+            "not slot-aligned"
+        );
+        assert!(
+            check_three_level(0x0000_0800_0000_0000).is_err(),
+            "bit 43: not a 43-bit VA"
+        );
     }
 
     #[test]

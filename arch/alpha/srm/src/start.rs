@@ -33,7 +33,9 @@ pub enum Skip {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Plan {
     /// Start it, waiting at most this long per step.
-    Start { step_ns: u64 },
+    Start {
+        step_ns: u64,
+    },
     Skip(Skip),
 }
 
@@ -46,7 +48,10 @@ pub struct Budget {
 
 impl Budget {
     pub const fn new() -> Self {
-        Budget { spent_ns: 0, high_refused: false }
+        Budget {
+            spent_ns: 0,
+            high_refused: false,
+        }
     }
 
     /// The plan for physical CPU `id`.
@@ -61,7 +66,9 @@ impl Budget {
             return Plan::Skip(Skip::BudgetSpent);
         }
         let step = if high { HIGH_STEP_NS } else { STEP_NS };
-        Plan::Start { step_ns: step.min(left) }
+        Plan::Start {
+            step_ns: step.min(left),
+        }
     }
 
     /// Records how an attempt on `id` went and how long it took.
@@ -86,7 +93,10 @@ mod tests {
     /// console takes START for is online after 1 ms; one it never takes
     /// costs, at worst, the full wait of all three steps. Returns (started, skipped,
     /// failed ids, total time).
-    fn bring_up(takes: impl Fn(u64) -> bool) -> (Vec<u64>, Vec<(u64, Skip)>, Vec<u64>, u64) {
+    /// (started, skipped with why, failed, total time)
+    type Outcome = (Vec<u64>, Vec<(u64, Skip)>, Vec<u64>, u64);
+
+    fn bring_up(takes: impl Fn(u64) -> bool) -> Outcome {
         let mut budget = Budget::new();
         let (mut started, mut skipped, mut failed) = (Vec::new(), Vec::new(), Vec::new());
         for id in 1..64 {
@@ -95,7 +105,11 @@ mod tests {
                 Plan::Start { step_ns } => {
                     let ok = takes(id);
                     budget.record(id, if ok { 1_000_000 } else { 3 * step_ns }, ok);
-                    if ok { started.push(id) } else { failed.push(id) }
+                    if ok {
+                        started.push(id)
+                    } else {
+                        failed.push(id)
+                    }
                 }
             }
         }
@@ -105,11 +119,23 @@ mod tests {
     #[test]
     fn a_console_that_never_takes_high_ids_costs_one_short_wait() {
         let (started, skipped, failed, total) = bring_up(|id| id < 31);
-        assert_eq!(started, (1..31).collect::<Vec<_>>(), "every id below 31 starts");
+        assert_eq!(
+            started,
+            (1..31).collect::<Vec<_>>(),
+            "every id below 31 starts"
+        );
         assert_eq!(failed, [31], "one high id is tried");
         assert_eq!(skipped.len(), 32);
-        assert!(skipped.iter().all(|(id, why)| *id > 31 && *why == Skip::HighIdsRefused));
-        assert!(total <= 3 * HIGH_STEP_NS + 30_000_000, "bring-up took {} ms", total / 1_000_000);
+        assert!(
+            skipped
+                .iter()
+                .all(|(id, why)| *id > 31 && *why == Skip::HighIdsRefused)
+        );
+        assert!(
+            total <= 3 * HIGH_STEP_NS + 30_000_000,
+            "bring-up took {} ms",
+            total / 1_000_000
+        );
     }
 
     #[test]
@@ -122,8 +148,15 @@ mod tests {
     #[test]
     fn the_whole_bring_up_is_bounded_whatever_fails() {
         let (started, skipped, _, total) = bring_up(|id| id % 2 == 0);
-        assert!(total <= TOTAL_NS, "bring-up took {} s", total / 1_000_000_000);
+        assert!(
+            total <= TOTAL_NS,
+            "bring-up took {} s",
+            total / 1_000_000_000
+        );
         assert!(started.contains(&2), "early even ids start");
-        assert!(skipped.iter().any(|(_, why)| *why == Skip::BudgetSpent), "the budget ends it");
+        assert!(
+            skipped.iter().any(|(_, why)| *why == Skip::BudgetSpent),
+            "the budget ends it"
+        );
     }
 }

@@ -6,7 +6,6 @@
 
 use core::fmt;
 
-
 /// The kind of a machine check, by vector.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MachineCheck {
@@ -39,7 +38,12 @@ impl MachineCheck {
 
     /// Whether the kernel can go on after reporting it.
     pub fn recoverable(self) -> bool {
-        matches!(self, MachineCheck::SystemCorrectable | MachineCheck::ProcessorCorrectable | MachineCheck::SystemEvent)
+        matches!(
+            self,
+            MachineCheck::SystemCorrectable
+                | MachineCheck::ProcessorCorrectable
+                | MachineCheck::SystemEvent
+        )
     }
 
     pub fn name(self) -> &'static str {
@@ -86,15 +90,21 @@ impl Device {
     pub fn decode(scheme: DeviceVectors, v: u64) -> Device {
         match scheme {
             DeviceVectors::Tsunami => match v {
-                0x800..=0x8f0 if v % 16 == 0 => Device::Isa((v - 0x800) / 16),
-                0x900..=0xcf0 if v % 16 == 0 => Device::Pci((v - 0x900) / 16),
+                0x800..=0x8f0 if v.is_multiple_of(16) => Device::Isa((v - 0x800) / 16),
+                0x900..=0xcf0 if v.is_multiple_of(16) => Device::Pci((v - 0x900) / 16),
                 _ => Device::Unknown(v),
             },
             DeviceVectors::Marvel => {
                 let (pid, low) = (v >> 16, v & 0xffff);
                 match low {
-                    0x800..=0xff0 => Device::Io7Lsi { pid, irq: (low - 0x800) >> 4 },
-                    0x1000..=0x2ff0 => Device::Io7Msi { pid, irq: (low - 0x1000) >> 4 },
+                    0x800..=0xff0 => Device::Io7Lsi {
+                        pid,
+                        irq: (low - 0x800) >> 4,
+                    },
+                    0x1000..=0x2ff0 => Device::Io7Msi {
+                        pid,
+                        irq: (low - 0x1000) >> 4,
+                    },
                     _ => Device::Unknown(v),
                 }
             }
@@ -120,27 +130,58 @@ mod tests {
 
     #[test]
     fn machine_check_vectors() {
-        assert_eq!(MachineCheck::from_vector(0x620), MachineCheck::SystemCorrectable);
+        assert_eq!(
+            MachineCheck::from_vector(0x620),
+            MachineCheck::SystemCorrectable
+        );
         assert_eq!(MachineCheck::from_vector(0x670), MachineCheck::Processor);
         assert!(MachineCheck::from_vector(0x630).recoverable());
         assert!(MachineCheck::from_vector(0x680).recoverable());
         assert!(!MachineCheck::from_vector(0x660).recoverable());
-        assert_eq!(MachineCheck::from_vector(0), MachineCheck::Unknown(0), "QEMU's vector");
+        assert_eq!(
+            MachineCheck::from_vector(0),
+            MachineCheck::Unknown(0),
+            "QEMU's vector"
+        );
         assert!(!MachineCheck::Unknown(0).recoverable());
     }
 
     #[test]
     fn tsunami_device_vectors() {
-        assert_eq!(Device::decode(DeviceVectors::Tsunami, 0x800 + 16 * 4), Device::Isa(4));
-        assert_eq!(Device::decode(DeviceVectors::Tsunami, 0x900 + 16 * 55), Device::Pci(55));
-        assert_eq!(Device::decode(DeviceVectors::Tsunami, 0x808), Device::Unknown(0x808));
+        assert_eq!(
+            Device::decode(DeviceVectors::Tsunami, 0x800 + 16 * 4),
+            Device::Isa(4)
+        );
+        assert_eq!(
+            Device::decode(DeviceVectors::Tsunami, 0x900 + 16 * 55),
+            Device::Pci(55)
+        );
+        assert_eq!(
+            Device::decode(DeviceVectors::Tsunami, 0x808),
+            Device::Unknown(0x808)
+        );
     }
 
     #[test]
     fn marvel_device_vectors() {
-        assert_eq!(Device::decode(DeviceVectors::Marvel, (6 << 16) | 0x800 + 0x10 * 0x5f), Device::Io7Lsi { pid: 6, irq: 0x5f });
-        assert_eq!(Device::decode(DeviceVectors::Marvel, (63 << 16) | 0x1000 + 0x10 * 15), Device::Io7Msi { pid: 63, irq: 15 });
-        assert_eq!(Device::decode(DeviceVectors::Marvel, 0x620), Device::Unknown(0x620));
-        assert_eq!(std::format!("{}", Device::decode(DeviceVectors::Marvel, (2 << 16) | 0x810)), "IO7 of PID 2, LSI 1");
+        assert_eq!(
+            Device::decode(DeviceVectors::Marvel, (6 << 16) | (0x800 + 0x10 * 0x5f)),
+            Device::Io7Lsi { pid: 6, irq: 0x5f }
+        );
+        assert_eq!(
+            Device::decode(DeviceVectors::Marvel, (63 << 16) | (0x1000 + 0x10 * 15)),
+            Device::Io7Msi { pid: 63, irq: 15 }
+        );
+        assert_eq!(
+            Device::decode(DeviceVectors::Marvel, 0x620),
+            Device::Unknown(0x620)
+        );
+        assert_eq!(
+            std::format!(
+                "{}",
+                Device::decode(DeviceVectors::Marvel, (2 << 16) | 0x810)
+            ),
+            "IO7 of PID 2, LSI 1"
+        );
     }
 }

@@ -17,6 +17,7 @@
 //!    copy the payload there with a trampoline and the parameter page after
 //!    it, and let the trampoline copy the kernel into place and enter it as
 //!    QEMU's PALcode does (`$27` = entry, `$18` = its PCB, IPL 7).
+//!
 //! Every refusal is one line `alphasmp loader: FAIL: ...`, then a halt back
 //! to the console.
 
@@ -39,7 +40,10 @@ unsafe extern "Rust" {
     fn osf_swpipl(ipl: u64) -> u64;
 }
 
-static ME: Identity = Identity { name: "alphasmp loader", halt };
+static ME: Identity = Identity {
+    name: "alphasmp loader",
+    halt,
+};
 
 fn halt() -> ! {
     // SAFETY: CALL_PAL halt (0x00, the same in both PALcode flavours)
@@ -96,7 +100,9 @@ fn phys_of(vptb: u64, va: u64) -> u64 {
     // mapped.
     let pte = unsafe { Va::new(vptb) }.read((va >> 13) * 8);
     if pte & 1 == 0 {
-        fail(format_args!("virtual {va:#x} is not mapped by the console (PTE {pte:#x})"));
+        fail(format_args!(
+            "virtual {va:#x} is not mapped by the console (PTE {pte:#x})"
+        ));
     }
     ((pte >> 32) << 13) | (va & (PAGE - 1))
 }
@@ -132,14 +138,31 @@ pub fn loader_main() -> ! {
     };
     // SAFETY: the console loaded `image_len` bytes at LOAD_VA (the header
     // was validated so the payload lies inside them).
-    let payload = unsafe { core::slice::from_raw_parts((LOAD_VA + hdr.payload_offset) as *const u8, hdr.payload_len as usize) };
+    let payload = unsafe {
+        core::slice::from_raw_parts(
+            (LOAD_VA + hdr.payload_offset) as *const u8,
+            hdr.payload_len as usize,
+        )
+    };
     let sum = hdr.sum_of(payload);
     if sum != hdr.sum {
-        fail(format_args!("{}", image::ImageError::Sum { stored: hdr.sum, computed: sum }));
+        fail(format_args!(
+            "{}",
+            image::ImageError::Sum {
+                stored: hdr.sum,
+                computed: sum
+            }
+        ));
     }
 
     let mut flags = [0u64; 32];
-    let st = crb::Status(alphasmp_boot::crb_call(crb::code::GET_ENV, crb::env::BOOTED_OSFLAGS, flags.as_mut_ptr() as u64, 255, 4));
+    let st = crb::Status(alphasmp_boot::crb_call(
+        crb::code::GET_ENV,
+        crb::env::BOOTED_OSFLAGS,
+        flags.as_mut_ptr() as u64,
+        255,
+        4,
+    ));
     let mut cmdline = [0u8; image::CMDLINE_MAX as usize];
     // SAFETY: `flags` is 256 bytes of plain memory.
     let fbytes = unsafe { core::slice::from_raw_parts(flags.as_ptr() as *const u8, 256) };
@@ -148,7 +171,10 @@ pub fn loader_main() -> ! {
     cmdline[..n].copy_from_slice(&text.as_bytes()[..n]);
     match crb::env_text(fbytes, st) {
         Some(t) => println!("alphasmp loader: BOOTED_OSFLAGS \"{t}\""),
-        None => println!("alphasmp loader: GET_ENV(BOOTED_OSFLAGS) unanswered (status {:#x}); no boot flags", st.0),
+        None => println!(
+            "alphasmp loader: GET_ENV(BOOTED_OSFLAGS) unanswered (status {:#x}); no boot flags",
+            st.0
+        ),
     }
 
     let vptb = h.vptb();
@@ -157,7 +183,10 @@ pub fn loader_main() -> ! {
     }
     let pages = (image::round_up(hdr.image_len, PAGE) / PAGE) as usize;
     if pages > MAX_PAGES {
-        fail(format_args!("image of {} bytes exceeds the loader's {} pages", hdr.image_len, MAX_PAGES));
+        fail(format_args!(
+            "image of {} bytes exceeds the loader's {} pages",
+            hdr.image_len, MAX_PAGES
+        ));
     }
     let mut sources = [0u64; MAX_PAGES];
     for (i, s) in sources[..pages].iter_mut().enumerate() {
@@ -171,20 +200,28 @@ pub fn loader_main() -> ! {
     let pcb_pa = phys_of(vptb, &raw const pcb as u64);
     println!(
         "alphasmp loader: {pages} image pages at physical {:#x}..., console L1 at PFN {:#x}; switching to OSF/1 PALcode",
-        sources[0],
-        pcb.0[PCB_PTBR]
+        sources[0], pcb.0[PCB_PTBR]
     );
     // SAFETY: the PCB is ours, 128-byte aligned, at `pcb_pa`; the VPTB is
     // the console's. SWPPAL keeps the page tables and this stack.
     let status = unsafe { loader_swppal(&raw mut pcb, pcb_pa, vptb) };
     if status != 0 {
-        fail(format_args!("SWPPAL to OSF/1 PALcode failed with status {status:#x}"));
+        fail(format_args!(
+            "SWPPAL to OSF/1 PALcode failed with status {status:#x}"
+        ));
     }
     let osf = Osf(());
     after_switch(&osf, &h, &hdr, sources, &cmdline, &pcb)
 }
 
-fn after_switch(osf: &Osf, h: &Hwrpb<Va>, hdr: &Header, sources: &[u64], cmdline: &[u8], pcb: &Pcb) -> ! {
+fn after_switch(
+    osf: &Osf,
+    h: &Hwrpb<Va>,
+    hdr: &Header,
+    sources: &[u64],
+    cmdline: &[u8],
+    pcb: &Pcb,
+) -> ! {
     osf.swpipl(7);
     // Tell the console (and the kernel's secondaries, which copy it) which
     // PALcode now runs: palcode_avail[2], the OSF/1 variant, in the boot
@@ -217,18 +254,27 @@ fn after_switch(osf: &Osf, h: &Hwrpb<Va>, hdr: &Header, sources: &[u64], cmdline
     // no console structure and no part of the kernel's range occupies
     // (plan_staging), reached through KSEG.
     unsafe {
-        core::ptr::copy_nonoverlapping((LOAD_VA + hdr.payload_offset) as *const u8, (KSEG | stage) as *mut u8, hdr.payload_len as usize);
+        core::ptr::copy_nonoverlapping(
+            (LOAD_VA + hdr.payload_offset) as *const u8,
+            (KSEG | stage) as *mut u8,
+            hdr.payload_len as usize,
+        );
     }
     let tramp_len = (&raw const tramp_end as usize) - (&raw const tramp_start as usize);
     // SAFETY: the trampoline's code bytes (this image) to the tail page of
     // the staging area (ours, see above); PARAM_BYTES fit after 0x1000.
     unsafe {
-        core::ptr::copy_nonoverlapping(&raw const tramp_start, (KSEG | tail_pa) as *mut u8, tramp_len);
+        core::ptr::copy_nonoverlapping(
+            &raw const tramp_start,
+            (KSEG | tail_pa) as *mut u8,
+            tramp_len,
+        );
     }
     let param = KSEG | (tail_pa + 0x1000);
     let mut page = [0u64; PARAM_BYTES / 8];
     // SAFETY: viewing the local array as bytes.
-    let bytes = unsafe { core::slice::from_raw_parts_mut(page.as_mut_ptr() as *mut u8, PARAM_BYTES) };
+    let bytes =
+        unsafe { core::slice::from_raw_parts_mut(page.as_mut_ptr() as *mut u8, PARAM_BYTES) };
     bytes[..cmdline.len()].copy_from_slice(cmdline);
     let k_pcb = image::ZERO_PAGE_PCB as usize / 8;
     page[k_pcb..k_pcb + 16].copy_from_slice(&pcb.0);
@@ -249,5 +295,12 @@ fn after_switch(osf: &Osf, h: &Hwrpb<Va>, hdr: &Header, sources: &[u64], cmdline
         // stream synchronised by imb) and takes six scalar arguments in
         // $16..$21 as the Alpha convention passes them; it never returns.
         unsafe { core::mem::transmute::<u64, fn(u64, u64, u64, u64, u64, u64) -> !>(KSEG | tail_pa) };
-    tramp(KSEG | stage, KSEG | hdr.load_phys, image::round_up(hdr.payload_len, 8), param, KSEG | zero_page, hdr.entry)
+    tramp(
+        KSEG | stage,
+        KSEG | hdr.load_phys,
+        image::round_up(hdr.payload_len, 8),
+        param,
+        KSEG | zero_page,
+        hdr.entry,
+    )
 }

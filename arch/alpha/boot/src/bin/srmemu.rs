@@ -47,7 +47,10 @@ unsafe extern "Rust" {
     fn emu_halt() -> !;
 }
 
-static ME: Identity = Identity { name: "srm-emu", halt };
+static ME: Identity = Identity {
+    name: "srm-emu",
+    halt,
+};
 
 fn halt() -> ! {
     // SAFETY: CALL_PAL halt ends the emulation (QEMU exits).
@@ -128,33 +131,55 @@ pub fn srmemu_main(console_pcb: u64) -> ! {
     // `DEVICE@VA`: a console that loads the image somewhere else (to show
     // that the loader refuses to run there).
     let (device, load_va) = match word.split_once('@') {
-        Some((d, va)) => match va.strip_prefix("0x").and_then(|h| u64::from_str_radix(h, 16).ok()).filter(|v| v % PAGE == 0 && *v >= 0x2000_0000 && *v < 0x1_0000_0000) {
+        Some((d, va)) => match va
+            .strip_prefix("0x")
+            .and_then(|h| u64::from_str_radix(h, 16).ok())
+            .filter(|v| v % PAGE == 0 && *v >= 0x2000_0000 && *v < 0x1_0000_0000)
+        {
             Some(va) => (d, va),
-            None => fail(format_args!("'{word}': the load address must be a page-aligned hex VA from 0x20000000 below 0x100000000")),
+            None => fail(format_args!(
+                "'{word}': the load address must be a page-aligned hex VA from 0x20000000 below 0x100000000"
+            )),
         },
         None => (word, LOAD_VA),
     };
     let file = initrd();
     let image: &[u8] = match device {
         "dka0" => {
-            let Some(block) = file.first_chunk::<512>() else { fail(format_args!("dka0: the disk is shorter than one block")) };
+            let Some(block) = file.first_chunk::<512>() else {
+                fail(format_args!("dka0: the disk is shorter than one block"))
+            };
             let bb = match image::check_boot_block(block) {
                 Ok(bb) => bb,
                 Err(e) => fail(format_args!("dka0: {e}")),
             };
-            let end = bb.start_lbn.checked_add(bb.count).and_then(|e| e.checked_mul(512)).filter(|e| *e <= file.len() as u64);
+            let end = bb
+                .start_lbn
+                .checked_add(bb.count)
+                .and_then(|e| e.checked_mul(512))
+                .filter(|e| *e <= file.len() as u64);
             let Some(to) = end else {
-                fail(format_args!("dka0: the boot block names blocks {}..{} but the disk has {}", bb.start_lbn, bb.start_lbn.saturating_add(bb.count), file.len() / 512))
+                fail(format_args!(
+                    "dka0: the boot block names blocks {}..{} but the disk has {}",
+                    bb.start_lbn,
+                    bb.start_lbn.saturating_add(bb.count),
+                    file.len() / 512
+                ))
             };
             let from = bb.start_lbn * 512;
-            println!("srm-emu: dka0: boot block OK, {} blocks from LBN {}", bb.count, bb.start_lbn);
+            println!(
+                "srm-emu: dka0: boot block OK, {} blocks from LBN {}",
+                bb.count, bb.start_lbn
+            );
             &file[from as usize..to as usize]
         }
         "ewa0" => {
             println!("srm-emu: ewa0: BOOTP file of {} bytes", file.len());
             file
         }
-        _ => fail(format_args!("unknown boot device '{device}' (first word of -append: dka0 or ewa0)")),
+        _ => fail(format_args!(
+            "unknown boot device '{device}' (first word of -append: dka0 or ewa0)"
+        )),
     };
 
     let pages = image::round_up(image.len() as u64, PAGE) / PAGE;
@@ -163,10 +188,16 @@ pub fn srmemu_main(console_pcb: u64) -> ! {
     let (lo, hi) = (backing(total - 1), backing(0) + PAGE);
     let file_pa = kseg_phys(file.as_ptr() as u64);
     if lo < file_pa + file.len() as u64 && file_pa < hi || hi > h.memory_bytes() {
-        fail(format_args!("no room to scatter {total} pages at {lo:#x}..{hi:#x} (image at {file_pa:#x}, memory {:#x})", h.memory_bytes()));
+        fail(format_args!(
+            "no room to scatter {total} pages at {lo:#x}..{hi:#x} (image at {file_pa:#x}, memory {:#x})",
+            h.memory_bytes()
+        ));
     }
     if total as usize > MAX_L3 * 1024 {
-        fail(format_args!("image of {} bytes is too large for this emulation", image.len()));
+        fail(format_args!(
+            "image of {} bytes is too large for this emulation",
+            image.len()
+        ));
     }
     for i in 0..total {
         let dst = (KSEG | backing(i)) as *mut u8;
@@ -199,7 +230,10 @@ pub fn srmemu_main(console_pcb: u64) -> ! {
         let (l2i, l3i) = ((va >> 23) & 1023, (va >> 13) & 1023);
         let t = (i as usize + ((load_va >> 13) & 1023) as usize) / 1024;
         if t >= MAX_L3 {
-            fail(format_args!("image of {} bytes at {load_va:#x} is too large for this emulation", image.len()));
+            fail(format_args!(
+                "image of {} bytes at {load_va:#x} is too large for this emulation",
+                image.len()
+            ));
         }
         // SAFETY: TABLES is this program's own memory; only this loop
         // writes it, before anything can use the new mappings.
@@ -208,7 +242,9 @@ pub fn srmemu_main(console_pcb: u64) -> ! {
         match l2.read(l2i * 8) {
             0 => l2.write(l2i * 8, want),
             e if e == want => {}
-            e => fail(format_args!("L2 entry {l2i} for {va:#x} is already in use by qemu-palcode ({e:#x})")),
+            e => fail(format_args!(
+                "L2 entry {l2i} for {va:#x} is already in use by qemu-palcode ({e:#x})"
+            )),
         }
         // SAFETY: as above.
         unsafe { (*table)[l3i as usize] = ((backing(i) >> 13) << 32) | PTE_KRW };
@@ -216,14 +252,18 @@ pub fn srmemu_main(console_pcb: u64) -> ! {
 
     // VPTB 0x200000000: L1[1] maps L1; tell PALcode and the HWRPB; then
     // drop qemu-palcode's own self-map at slot 1023.
-    l1.write(8 * alphasmp_srm::pagetable::self_map_slot(SRM_VPTB), (l1_pfn << 32) | PTE_KRW);
+    l1.write(
+        8 * alphasmp_srm::pagetable::self_map_slot(SRM_VPTB),
+        (l1_pfn << 32) | PTE_KRW,
+    );
     // SAFETY: the new self-map is in place, so PALcode's virtual page
     // table walks find the same entries at the new VPTB.
     unsafe {
         emu_wrvptptr(SRM_VPTB);
         emu_tbia();
     }
-    h.mem().write(hwrpb::off::VPTB, if levels4 { 1 << 43 } else { SRM_VPTB });
+    h.mem()
+        .write(hwrpb::off::VPTB, if levels4 { 1 << 43 } else { SRM_VPTB });
     h.update_checksum();
     l1.write(8 * 1023, 0);
     // SAFETY: nothing uses the old VPTB any more.
@@ -238,7 +278,12 @@ pub fn srmemu_main(console_pcb: u64) -> ! {
     let at = |i: u64| mddt + 24 + 56 * i;
     let (c0, c1) = (h.clusters().next(), h.clusters().nth(1));
     match (c0, c1) {
-        (Some(c0), Some(c1)) if !c0.usable() && c1.usable() && c0.start_pfn + c0.pages <= emu_end_pfn && emu_end_pfn < c1.start_pfn + c1.pages => {
+        (Some(c0), Some(c1))
+            if !c0.usable()
+                && c1.usable()
+                && c0.start_pfn + c0.pages <= emu_end_pfn
+                && emu_end_pfn < c1.start_pfn + c1.pages =>
+        {
             let end1 = c1.start_pfn + c1.pages;
             h.mem().write(at(0) + 8, emu_end_pfn - c0.start_pfn);
             h.mem().write(at(1), emu_end_pfn);
@@ -255,8 +300,8 @@ pub fn srmemu_main(console_pcb: u64) -> ! {
     // here before anything calls the dispatcher.
     unsafe {
         core::ptr::copy_nonoverlapping(flags.as_ptr(), (&raw mut emu_env) as *mut u8, n);
-        *(&raw mut emu_env_len) = n as u64;
-        *(&raw mut emu_crb_next) = crb_table.read(crb::off::DISPATCH_VA);
+        emu_env_len = n as u64;
+        emu_crb_next = crb_table.read(crb::off::DISPATCH_VA);
     }
     let desc = &raw const emu_crb_desc as u64;
     crb_table.write(crb::off::DISPATCH_VA, desc);

@@ -3,7 +3,7 @@
 //! quadword loops: the second test checks they leave neighbouring bytes
 //! alone. (Contention across CPUs is tested by the SMP self-tests.)
 
-use core::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering::SeqCst};
+use core::sync::atomic::{AtomicU8, AtomicU16, AtomicU32, AtomicU64, Ordering::SeqCst};
 
 use alphasmp_bootargs::BootConfig;
 
@@ -14,19 +14,51 @@ use crate::run::selftest::check_eq;
 macro_rules! exercise {
     ($atomic:ty, $int:ty, $name:literal) => {{
         let a = <$atomic>::new(<$int>::MAX - 2);
-        check_eq!(a.fetch_add(1, SeqCst), <$int>::MAX - 2, concat!($name, " fetch_add old"));
-        check_eq!(a.fetch_add(2, SeqCst), <$int>::MAX - 1, concat!($name, " fetch_add wraps"));
+        check_eq!(
+            a.fetch_add(1, SeqCst),
+            <$int>::MAX - 2,
+            concat!($name, " fetch_add old")
+        );
+        check_eq!(
+            a.fetch_add(2, SeqCst),
+            <$int>::MAX - 1,
+            concat!($name, " fetch_add wraps")
+        );
         check_eq!(a.load(SeqCst), 0, concat!($name, " after wrap"));
         check_eq!(a.fetch_or(0b1010, SeqCst), 0, concat!($name, " fetch_or"));
-        check_eq!(a.fetch_and(0b0110, SeqCst), 0b1010, concat!($name, " fetch_and"));
-        check_eq!(a.fetch_xor(0b0011, SeqCst), 0b0010, concat!($name, " fetch_xor"));
+        check_eq!(
+            a.fetch_and(0b0110, SeqCst),
+            0b1010,
+            concat!($name, " fetch_and")
+        );
+        check_eq!(
+            a.fetch_xor(0b0011, SeqCst),
+            0b0010,
+            concat!($name, " fetch_xor")
+        );
         check_eq!(a.swap(<$int>::MAX, SeqCst), 0b0001, concat!($name, " swap"));
-        check_eq!(a.compare_exchange(0, 5, SeqCst, SeqCst), Err(<$int>::MAX), concat!($name, " failing cas"));
-        check_eq!(a.compare_exchange(<$int>::MAX, 5, SeqCst, SeqCst), Ok(<$int>::MAX), concat!($name, " cas"));
+        check_eq!(
+            a.compare_exchange(0, 5, SeqCst, SeqCst),
+            Err(<$int>::MAX),
+            concat!($name, " failing cas")
+        );
+        check_eq!(
+            a.compare_exchange(<$int>::MAX, 5, SeqCst, SeqCst),
+            Ok(<$int>::MAX),
+            concat!($name, " cas")
+        );
         check_eq!(a.fetch_sub(6, SeqCst), 5, concat!($name, " fetch_sub"));
         check_eq!(a.load(SeqCst), <$int>::MAX, concat!($name, " sub wraps"));
-        check_eq!(a.fetch_max(3, SeqCst), <$int>::MAX, concat!($name, " fetch_max"));
-        check_eq!(a.fetch_min(3, SeqCst), <$int>::MAX, concat!($name, " fetch_min"));
+        check_eq!(
+            a.fetch_max(3, SeqCst),
+            <$int>::MAX,
+            concat!($name, " fetch_max")
+        );
+        check_eq!(
+            a.fetch_min(3, SeqCst),
+            <$int>::MAX,
+            concat!($name, " fetch_min")
+        );
         check_eq!(a.load(SeqCst), 3, concat!($name, " min result"));
     }};
 }
@@ -45,7 +77,9 @@ struct Quad {
 }
 
 pub fn neighbours_untouched(_: &BootConfig<'_>) -> Outcome {
-    let q = Quad { bytes: [const { AtomicU8::new(0) }; 8] };
+    let q = Quad {
+        bytes: [const { AtomicU8::new(0) }; 8],
+    };
     for i in 0..8 {
         for (j, b) in q.bytes.iter().enumerate() {
             b.store(0x10 + j as u8, SeqCst);
@@ -61,6 +95,9 @@ pub fn neighbours_untouched(_: &BootConfig<'_>) -> Outcome {
     let halves = [const { AtomicU16::new(0x1111) }; 4];
     halves[2].fetch_add(0x1000, SeqCst);
     let seen: [u16; 4] = core::array::from_fn(|i| halves[i].load(SeqCst));
-    check!(seen == [0x1111, 0x1111, 0x2111, 0x1111], "u16 neighbours: {seen:x?}");
+    check!(
+        seen == [0x1111, 0x1111, 0x2111, 0x1111],
+        "u16 neighbours: {seen:x?}"
+    );
     Ok(())
 }

@@ -6,8 +6,8 @@
 
 use core::hint::black_box as bb;
 
-use alphasmp_bootargs::BootConfig;
 use alphasmp::rng::XorShift64;
+use alphasmp_bootargs::BootConfig;
 
 use crate::run::selftest::Outcome;
 use crate::run::selftest::check;
@@ -30,13 +30,21 @@ pub fn u64_edges(_: &BootConfig<'_>) -> Outcome {
         (M, 0xffff_ffff, 0x1_0000_0001, 0),
         (100, 10, 10, 0),
         (5, 7, 0, 5),
-        (1_000_000_007 * 998_244_353 + 12345, 1_000_000_007, 998_244_353, 12345),
+        (
+            1_000_000_007 * 998_244_353 + 12345,
+            1_000_000_007,
+            998_244_353,
+            12345,
+        ),
     ];
     for &(n, d, q, r) in cases {
         check_eq!(bb(n) / bb(d), q, "{n} / {d}");
         check_eq!(bb(n) % bb(d), r, "{n} % {d}");
     }
-    check!(bb(7u64).checked_div(bb(0)).is_none(), "7 / 0 must be refused");
+    check!(
+        bb(7u64).checked_div(bb(0)).is_none(),
+        "7 / 0 must be refused"
+    );
     Ok(())
 }
 
@@ -63,8 +71,14 @@ pub fn i64_edges(_: &BootConfig<'_>) -> Outcome {
     }
     check_eq!(bb(MIN).wrapping_div(bb(-1)), MIN, "MIN wrapping_div -1");
     check_eq!(bb(MIN).wrapping_rem(bb(-1)), 0, "MIN wrapping_rem -1");
-    check!(bb(MIN).checked_div(bb(-1)).is_none(), "MIN / -1 must be refused");
-    check!(bb(-3i64).checked_rem(bb(0)).is_none(), "-3 % 0 must be refused");
+    check!(
+        bb(MIN).checked_div(bb(-1)).is_none(),
+        "MIN / -1 must be refused"
+    );
+    check!(
+        bb(-3i64).checked_rem(bb(0)).is_none(),
+        "-3 % 0 must be refused"
+    );
     Ok(())
 }
 
@@ -93,7 +107,11 @@ pub fn narrow_edges(_: &BootConfig<'_>) -> Outcome {
         check_eq!(bb(n) / bb(d), q, "i32 {n} / {d}");
         check_eq!(bb(n) % bb(d), r, "i32 {n} % {d}");
     }
-    check_eq!(bb(i32::MIN).wrapping_div(bb(-1)), i32::MIN, "i32 MIN wrapping_div -1");
+    check_eq!(
+        bb(i32::MIN).wrapping_div(bb(-1)),
+        i32::MIN,
+        "i32 MIN wrapping_div -1"
+    );
     Ok(())
 }
 
@@ -105,11 +123,25 @@ pub fn random_pairs(_: &BootConfig<'_>) -> Outcome {
     for _ in 0..PAIRS {
         let (n, d) = (rng.next_spread(), rng.next_spread().max(1));
         let (q, r) = (bb(n) / bb(d), bb(n) % bb(d));
-        check!(r < d && q.checked_mul(d).and_then(|x| x.checked_add(r)) == Some(n), "u64 {n} / {d} gave q={q} r={r}");
+        check!(
+            r < d && q.checked_mul(d).and_then(|x| x.checked_add(r)) == Some(n),
+            "u64 {n} / {d} gave q={q} r={r}"
+        );
 
         let (n, d) = (rng.next_spread() as i64, rng.next_spread() as i64);
-        let (n, d) = (if rng.next_u64() & 1 == 1 { n.wrapping_neg() } else { n }, if d == 0 { -3 } else { d });
-        let (n, d) = if n == i64::MIN && d == -1 { (n, 1) } else { (n, d) };
+        let (n, d) = (
+            if rng.next_u64() & 1 == 1 {
+                n.wrapping_neg()
+            } else {
+                n
+            },
+            if d == 0 { -3 } else { d },
+        );
+        let (n, d) = if n == i64::MIN && d == -1 {
+            (n, 1)
+        } else {
+            (n, d)
+        };
         let (q, r) = (bb(n) / bb(d), bb(n) % bb(d));
         let identity = i128::from(q) * i128::from(d) + i128::from(r) == i128::from(n);
         let range = r.unsigned_abs() < d.unsigned_abs() && (r == 0 || (r < 0) == (n < 0));
@@ -117,10 +149,20 @@ pub fn random_pairs(_: &BootConfig<'_>) -> Outcome {
 
         let (n, d) = (rng.next_spread() as u32, (rng.next_spread() as u32).max(1));
         let (q, r) = (bb(n) / bb(d), bb(n) % bb(d));
-        check!(r < d && u64::from(q) * u64::from(d) + u64::from(r) == u64::from(n), "u32 {n} / {d} gave q={q} r={r}");
+        check!(
+            r < d && u64::from(q) * u64::from(d) + u64::from(r) == u64::from(n),
+            "u32 {n} / {d} gave q={q} r={r}"
+        );
 
-        let (n, d) = (rng.next_u64() as i32 >> (rng.next_u64() % 32), (rng.next_spread() as i32) | 1);
-        let (n, d) = if n == i32::MIN && d == -1 { (n, 1) } else { (n, d) };
+        let (n, d) = (
+            rng.next_u64() as i32 >> (rng.next_u64() % 32),
+            (rng.next_spread() as i32) | 1,
+        );
+        let (n, d) = if n == i32::MIN && d == -1 {
+            (n, 1)
+        } else {
+            (n, d)
+        };
         let (q, r) = (bb(n) / bb(d), bb(n) % bb(d));
         let identity = i64::from(q) * i64::from(d) + i64::from(r) == i64::from(n);
         let range = r.unsigned_abs() < d.unsigned_abs() && (r == 0 || (r < 0) == (n < 0));
@@ -137,8 +179,8 @@ unsafe extern "Rust" {
 /// routine must give the caller back its `$16` and a defined result
 /// (quotient 0), not the trap code -2 and a quotient from dividing by zero.
 pub fn zero_divisor(_: &BootConfig<'_>) -> Outcome {
-    use core::sync::atomic::Ordering;
     use crate::trap::{INTDIV_RESUMED, RESUME_INTDIV};
+    use core::sync::atomic::Ordering;
     let before = INTDIV_RESUMED.load(Ordering::Relaxed);
     RESUME_INTDIV.store(1, Ordering::Release);
     let mut q = 0xdead_beef;
@@ -146,7 +188,11 @@ pub fn zero_divisor(_: &BootConfig<'_>) -> Outcome {
     // quotient through a pointer to a live local.
     let a0 = unsafe { divqu_probe(bb(7), bb(0), 0xfeed, &mut q) };
     RESUME_INTDIV.store(0, Ordering::Release);
-    check_eq!(INTDIV_RESUMED.load(Ordering::Relaxed) - before, 1, "divide-by-zero traps taken and resumed");
+    check_eq!(
+        INTDIV_RESUMED.load(Ordering::Relaxed) - before,
+        1,
+        "divide-by-zero traps taken and resumed"
+    );
     check_eq!(a0, 0xfeed, "$16 after the trap returned");
     check_eq!(q, 0, "quotient of 7 / 0 after the trap returned");
     // SAFETY: as above, with a non-zero divisor (no trap).

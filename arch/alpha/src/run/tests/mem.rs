@@ -5,8 +5,8 @@
 
 use core::ptr::{read_volatile, write_volatile};
 
-use alphasmp_bootargs::BootConfig;
 use alphasmp::rng::XorShift64;
+use alphasmp_bootargs::BootConfig;
 
 use crate::run::selftest::Outcome;
 use crate::run::selftest::check;
@@ -46,10 +46,21 @@ pub fn all_lengths_alignments(_: &BootConfig<'_>) -> Outcome {
                 let before = dst;
                 // SAFETY: sa + len and da + len are below BUF; buffers are distinct.
                 let ret = unsafe { memcpy(dst.as_mut_ptr().add(da), src.as_ptr().add(sa), len) };
-                check!(ret == dst.as_mut_ptr().wrapping_add(da), "memcpy returned a wrong pointer");
+                check!(
+                    ret == dst.as_mut_ptr().wrapping_add(da),
+                    "memcpy returned a wrong pointer"
+                );
                 for i in 0..BUF {
-                    let want = if (da..da + len).contains(&i) { get(&src, sa + i - da) } else { get(&before, i) };
-                    check_eq!(get(&dst, i), want, "memcpy len {len} src+{sa} dst+{da} byte {i}");
+                    let want = if (da..da + len).contains(&i) {
+                        get(&src, sa + i - da)
+                    } else {
+                        get(&before, i)
+                    };
+                    check_eq!(
+                        get(&dst, i),
+                        want,
+                        "memcpy len {len} src+{sa} dst+{da} byte {i}"
+                    );
                 }
             }
         }
@@ -60,7 +71,11 @@ pub fn all_lengths_alignments(_: &BootConfig<'_>) -> Outcome {
             // SAFETY: da + len < BUF.
             unsafe { memset(dst.as_mut_ptr().add(da), i32::from(c as i8), len) };
             for i in 0..BUF {
-                let want = if (da..da + len).contains(&i) { c } else { get(&before, i) };
+                let want = if (da..da + len).contains(&i) {
+                    c
+                } else {
+                    get(&before, i)
+                };
                 check_eq!(get(&dst, i), want, "memset len {len} dst+{da} byte {i}");
             }
             // memcmp/bcmp: equal copies, then one differing byte at each place.
@@ -68,16 +83,36 @@ pub fn all_lengths_alignments(_: &BootConfig<'_>) -> Outcome {
             // SAFETY: in bounds; distinct buffers.
             unsafe { memcpy(dst.as_mut_ptr().add(da), src.as_ptr(), len) };
             // SAFETY: in bounds.
-            let eq = unsafe { (memcmp(dst.as_ptr().add(da), src.as_ptr(), len), bcmp(dst.as_ptr().add(da), src.as_ptr(), len)) };
-            check_eq!(eq, (0, 0), "memcmp/bcmp of equal {len}-byte ranges at +{da}");
+            let eq = unsafe {
+                (
+                    memcmp(dst.as_ptr().add(da), src.as_ptr(), len),
+                    bcmp(dst.as_ptr().add(da), src.as_ptr(), len),
+                )
+            };
+            check_eq!(
+                eq,
+                (0, 0),
+                "memcmp/bcmp of equal {len}-byte ranges at +{da}"
+            );
             if len > 0 {
                 let at = rng.below(len as u64) as usize;
-                let (x, y) = (get(&src, at), get(&src, at).wrapping_add(1 + rng.below(254) as u8));
+                let (x, y) = (
+                    get(&src, at),
+                    get(&src, at).wrapping_add(1 + rng.below(254) as u8),
+                );
                 // SAFETY: da + at < BUF.
                 unsafe { write_volatile(dst.as_mut_ptr().add(da + at), y) };
                 // SAFETY: in bounds.
-                let (m, b) = unsafe { (memcmp(dst.as_ptr().add(da), src.as_ptr(), len), bcmp(dst.as_ptr().add(da), src.as_ptr(), len)) };
-                check!(m.signum() == (i32::from(y) - i32::from(x)).signum(), "memcmp sign wrong: len {len} at {at}: {y} vs {x} gave {m}");
+                let (m, b) = unsafe {
+                    (
+                        memcmp(dst.as_ptr().add(da), src.as_ptr(), len),
+                        bcmp(dst.as_ptr().add(da), src.as_ptr(), len),
+                    )
+                };
+                check!(
+                    m.signum() == (i32::from(y) - i32::from(x)).signum(),
+                    "memcmp sign wrong: len {len} at {at}: {y} vs {x} gave {m}"
+                );
                 check!(b != 0, "bcmp missed a difference: len {len} at {at}");
             }
         }
@@ -93,14 +128,32 @@ pub fn move_overlap(_: &BootConfig<'_>) -> Outcome {
             for forward in [true, false] {
                 fill(&mut buf, &mut rng);
                 let before = buf;
-                let (src, dst) = if forward { (0usize, shift) } else { (shift, 0usize) };
+                let (src, dst) = if forward {
+                    (0usize, shift)
+                } else {
+                    (shift, 0usize)
+                };
                 let base = rng.below(8) as usize;
                 // SAFETY: base + shift + len < BUF; memmove allows overlap.
-                unsafe { memmove(buf.as_mut_ptr().add(base + dst), buf.as_ptr().add(base + src), len) };
+                unsafe {
+                    memmove(
+                        buf.as_mut_ptr().add(base + dst),
+                        buf.as_ptr().add(base + src),
+                        len,
+                    )
+                };
                 for i in 0..BUF {
                     let in_dst = (base + dst..base + dst + len).contains(&i);
-                    let want = if in_dst { get(&before, i - dst + src) } else { get(&before, i) };
-                    check_eq!(get(&buf, i), want, "memmove len {len} shift {shift} forward={forward} byte {i}");
+                    let want = if in_dst {
+                        get(&before, i - dst + src)
+                    } else {
+                        get(&before, i)
+                    };
+                    check_eq!(
+                        get(&buf, i),
+                        want,
+                        "memmove len {len} shift {shift} forward={forward} byte {i}"
+                    );
                 }
             }
         }

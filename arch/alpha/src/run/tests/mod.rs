@@ -12,49 +12,142 @@ use alphasmp_bootargs::BootConfig;
 
 use alphasmp::mailbox::IpiMessage;
 
+use crate::console::println;
+use crate::run::selftest::check;
 use crate::run::selftest::{Outcome, Test};
 use crate::{interrupt, ipi, smp};
-use crate::run::selftest::check;
-use crate::console::println;
 
 /// Every self-test. Names are `area.what`, selectable by prefix (`tests=`).
 pub const ALL: &[Test] = &[
-    Test { name: "smp.all_cpus_online", run: platform::all_cpus_online },
-    Test { name: "smp.per_cpu_identity", run: platform::per_cpu_identity },
-    Test { name: "smp.run_on_cpus_timeout_is_clean", run: platform::run_on_cpus_timeout_is_clean },
-    Test { name: "ipl.guard_nests", run: platform::ipl_guard_nests },
-    Test { name: "clock.tick_rate", run: platform::tick_rate },
-    Test { name: "clock.interrupts_bound_time", run: platform::interrupts_bound_time },
-    Test { name: "clock.idle_cpus_read_their_counters", run: platform::idle_cpus_read_their_counters },
-    Test { name: "ipi.ping", run: platform::ipi_ping },
-    Test { name: "smp.idle_wakes_on_ping", run: platform::idle_wakes_on_ping },
-    Test { name: "xcall.every_variant_exactly_once", run: xcall::every_variant_exactly_once },
-    Test { name: "xcall.concurrent_storm", run: xcall::concurrent_storm },
-    Test { name: "xcall.misuse_is_refused", run: xcall::misuse_is_refused },
-    Test { name: "tlb.page_flush_is_observed_everywhere", run: tlb::page_flush_is_observed_everywhere },
-    Test { name: "tlb.stale_without_flush", run: tlb::stale_without_flush },
-    Test { name: "tlb.inactive_cpu_forgets_its_context", run: tlb::inactive_cpu_forgets_its_context },
-    Test { name: "tlb.asn_rollover", run: tlb::asn_rollover },
-    Test { name: "div.u64_edges", run: div::u64_edges },
-    Test { name: "div.i64_edges", run: div::i64_edges },
-    Test { name: "div.u32_i32_edges", run: div::narrow_edges },
-    Test { name: "div.random_pairs", run: div::random_pairs },
-    Test { name: "div.zero_divisor", run: div::zero_divisor },
-    Test { name: "mem.copy_set_cmp_all_lengths_alignments", run: mem::all_lengths_alignments },
-    Test { name: "mem.move_overlap", run: mem::move_overlap },
-    Test { name: "mem.strlen", run: mem::strlen_every_length },
-    Test { name: "atomics.widths", run: atomics::widths },
-    Test { name: "atomics.neighbours_untouched", run: atomics::neighbours_untouched },
-    Test { name: "heap.vec_box_string", run: heap::vec_box_string },
-    Test { name: "heap.reuse", run: heap::reuse },
-    Test { name: "xcall.counters_agree", run: xcall::counters_agree },
-    Test { name: "selftest.forced_failure", run: forced_failure },
+    Test {
+        name: "smp.all_cpus_online",
+        run: platform::all_cpus_online,
+    },
+    Test {
+        name: "smp.per_cpu_identity",
+        run: platform::per_cpu_identity,
+    },
+    Test {
+        name: "smp.run_on_cpus_timeout_is_clean",
+        run: platform::run_on_cpus_timeout_is_clean,
+    },
+    Test {
+        name: "ipl.guard_nests",
+        run: platform::ipl_guard_nests,
+    },
+    Test {
+        name: "clock.tick_rate",
+        run: platform::tick_rate,
+    },
+    Test {
+        name: "clock.interrupts_bound_time",
+        run: platform::interrupts_bound_time,
+    },
+    Test {
+        name: "clock.idle_cpus_read_their_counters",
+        run: platform::idle_cpus_read_their_counters,
+    },
+    Test {
+        name: "ipi.ping",
+        run: platform::ipi_ping,
+    },
+    Test {
+        name: "smp.idle_wakes_on_ping",
+        run: platform::idle_wakes_on_ping,
+    },
+    Test {
+        name: "xcall.every_variant_exactly_once",
+        run: xcall::every_variant_exactly_once,
+    },
+    Test {
+        name: "xcall.concurrent_storm",
+        run: xcall::concurrent_storm,
+    },
+    Test {
+        name: "xcall.misuse_is_refused",
+        run: xcall::misuse_is_refused,
+    },
+    Test {
+        name: "tlb.page_flush_is_observed_everywhere",
+        run: tlb::page_flush_is_observed_everywhere,
+    },
+    Test {
+        name: "tlb.stale_without_flush",
+        run: tlb::stale_without_flush,
+    },
+    Test {
+        name: "tlb.inactive_cpu_forgets_its_context",
+        run: tlb::inactive_cpu_forgets_its_context,
+    },
+    Test {
+        name: "tlb.asn_rollover",
+        run: tlb::asn_rollover,
+    },
+    Test {
+        name: "div.u64_edges",
+        run: div::u64_edges,
+    },
+    Test {
+        name: "div.i64_edges",
+        run: div::i64_edges,
+    },
+    Test {
+        name: "div.u32_i32_edges",
+        run: div::narrow_edges,
+    },
+    Test {
+        name: "div.random_pairs",
+        run: div::random_pairs,
+    },
+    Test {
+        name: "div.zero_divisor",
+        run: div::zero_divisor,
+    },
+    Test {
+        name: "mem.copy_set_cmp_all_lengths_alignments",
+        run: mem::all_lengths_alignments,
+    },
+    Test {
+        name: "mem.move_overlap",
+        run: mem::move_overlap,
+    },
+    Test {
+        name: "mem.strlen",
+        run: mem::strlen_every_length,
+    },
+    Test {
+        name: "atomics.widths",
+        run: atomics::widths,
+    },
+    Test {
+        name: "atomics.neighbours_untouched",
+        run: atomics::neighbours_untouched,
+    },
+    Test {
+        name: "heap.vec_box_string",
+        run: heap::vec_box_string,
+    },
+    Test {
+        name: "heap.reuse",
+        run: heap::reuse,
+    },
+    Test {
+        name: "xcall.counters_agree",
+        run: xcall::counters_agree,
+    },
+    Test {
+        name: "selftest.forced_failure",
+        run: forced_failure,
+    },
 ];
 
 /// Fails exactly when `force_fail=yes` was given: proves that a failing
 /// self-test reaches the summary and the exit status.
 fn forced_failure(cfg: &BootConfig<'_>) -> Outcome {
-    check!(!cfg.force_fail, "force_fail=yes was given on the command line");
+    check!(
+        !cfg.force_fail,
+        "force_fail=yes was given on the command line"
+    );
     Ok(())
 }
 
@@ -81,7 +174,10 @@ pub fn print_counters() {
         }
         line.push_str("; rescued idle");
         for (i, name) in IpiMessage::NAMES.iter().enumerate() {
-            line.push_str(&alloc::format!(" {name}={}", st.idle_rescued[i].load(Relaxed)));
+            line.push_str(&alloc::format!(
+                " {name}={}",
+                st.idle_rescued[i].load(Relaxed)
+            ));
         }
         line.push_str(&alloc::format!(
             "; calls queued={} run={}; dropped(injected)={}",

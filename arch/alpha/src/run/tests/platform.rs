@@ -3,21 +3,29 @@
 
 use core::sync::atomic::Ordering;
 
-use alphasmp_bootargs::BootConfig;
 use alphasmp::mailbox::IpiMessage;
+use alphasmp_bootargs::BootConfig;
 
 use crate::percpu::{CPUS, MAX_CPUS, STACK_SIZE};
 use crate::run::selftest::Outcome;
-use crate::{clock, cpus, ipi, ipl, smp};
-use crate::smp::BOOT;
 use crate::run::selftest::check;
 use crate::run::selftest::check_eq;
+use crate::smp::BOOT;
+use crate::{clock, cpus, ipi, ipl, smp};
 
 pub fn all_cpus_online(_: &BootConfig<'_>) -> Outcome {
     let boot = BOOT.get().expect("boot info");
     let expected = boot.mapped_cpus;
-    check_eq!(smp::online_count(), expected, "CPUs online vs CPUs chosen (HWRPB slots present, cpus=)");
-    check_eq!(smp::online(), alphasmp::cpumask::CpuMask::first(expected), "online mask (logical ids are dense)");
+    check_eq!(
+        smp::online_count(),
+        expected,
+        "CPUs online vs CPUs chosen (HWRPB slots present, cpus=)"
+    );
+    check_eq!(
+        smp::online(),
+        alphasmp::cpumask::CpuMask::first(expected),
+        "online mask (logical ids are dense)"
+    );
     Ok(())
 }
 
@@ -28,8 +36,16 @@ pub fn per_cpu_identity(_: &BootConfig<'_>) -> Outcome {
     let mut stacks = [0u64; MAX_CPUS];
     for cpu in smp::online_cpus() {
         let me = &CPUS[cpu];
-        check_eq!(Some(me.id_seen.load(Ordering::Relaxed)), cpus::physical(cpu), "whami recorded by CPU {cpu} (its physical id)");
-        check_eq!(me.gp_seen.load(Ordering::Relaxed), boot.boot_gp, "kernel gp on CPU {cpu}");
+        check_eq!(
+            Some(me.id_seen.load(Ordering::Relaxed)),
+            cpus::physical(cpu),
+            "whami recorded by CPU {cpu} (its physical id)"
+        );
+        check_eq!(
+            me.gp_seen.load(Ordering::Relaxed),
+            boot.boot_gp,
+            "kernel gp on CPU {cpu}"
+        );
         let sp = me.stack_seen.load(Ordering::Relaxed);
         if cpu != 0 {
             // Architected: the console loads the slot's HWPCB, whose KSP
@@ -38,18 +54,31 @@ pub fn per_cpu_identity(_: &BootConfig<'_>) -> Outcome {
             // Only qemu-palcode also passes the PCB's address in $18; a
             // real console leaves $18 as it likes, so that is checked on
             // QEMU alone.
-            let (pcb, a2) = (me.pcb_phys.load(Ordering::Relaxed), me.entry_a2.load(Ordering::Relaxed));
+            let (pcb, a2) = (
+                me.pcb_phys.load(Ordering::Relaxed),
+                me.entry_a2.load(Ordering::Relaxed),
+            );
             if crate::machine::is_qemu() {
-                check_eq!(pcb, a2, "CPU {cpu}: PCB from its HWRPB slot vs what qemu-palcode passed in $18");
+                check_eq!(
+                    pcb,
+                    a2,
+                    "CPU {cpu}: PCB from its HWRPB slot vs what qemu-palcode passed in $18"
+                );
             }
             let top = me.stack_top.load(Ordering::Relaxed);
-            check!(sp < top && sp >= top - STACK_SIZE as u64, "CPU {cpu} runs on its own stack: sp {sp:#x}, stack top {top:#x}");
+            check!(
+                sp < top && sp >= top - STACK_SIZE as u64,
+                "CPU {cpu} runs on its own stack: sp {sp:#x}, stack top {top:#x}"
+            );
         }
         stacks[cpu] = sp;
     }
     for a in smp::online_cpus() {
         for b in smp::online_cpus().filter(|b| *b > a) {
-            check!(stacks[a].abs_diff(stacks[b]) >= STACK_SIZE as u64 / 2, "CPUs {a} and {b} share a stack");
+            check!(
+                stacks[a].abs_diff(stacks[b]) >= STACK_SIZE as u64 / 2,
+                "CPUs {a} and {b} share a stack"
+            );
         }
     }
     // cpus::this() names a CPU by its stack; whami must agree, in task
@@ -59,7 +88,10 @@ pub fn per_cpu_identity(_: &BootConfig<'_>) -> Outcome {
     }
     let r = smp::run_on_cpus(smp::online(), agrees, 5_000_000_000);
     for cpu in smp::online_cpus() {
-        check!(r.is_ok_and(|r| r[cpu] == 1), "CPU {cpu}: cpus::this() and whami disagree in task context ({r:?})");
+        check!(
+            r.is_ok_and(|r| r[cpu] == 1),
+            "CPU {cpu}: cpus::this() and whami disagree in task context ({r:?})"
+        );
     }
     static DISAGREE: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
     fn in_handler(_: usize) {
@@ -67,9 +99,22 @@ pub fn per_cpu_identity(_: &BootConfig<'_>) -> Outcome {
             DISAGREE.fetch_add(1, Ordering::Relaxed);
         }
     }
-    check!(crate::platform::SMP.on_each_cpu(in_handler, 0, true).is_ok(), "on_each_cpu failed");
-    check_eq!(DISAGREE.load(Ordering::Relaxed), 0, "CPUs where cpus::this() and whami disagree in an IPI handler");
-    check_eq!(cpus::GUARD_MISSES.load(Ordering::Relaxed), 0, "reads of cpus::this() that found a broken stack guard (an overflow)");
+    check!(
+        crate::platform::SMP
+            .on_each_cpu(in_handler, 0, true)
+            .is_ok(),
+        "on_each_cpu failed"
+    );
+    check_eq!(
+        DISAGREE.load(Ordering::Relaxed),
+        0,
+        "CPUs where cpus::this() and whami disagree in an IPI handler"
+    );
+    check_eq!(
+        cpus::GUARD_MISSES.load(Ordering::Relaxed),
+        0,
+        "reads of cpus::this() that found a broken stack guard (an overflow)"
+    );
     // A broken guard (as an overflow leaves it) still gives each CPU its
     // own identity, by whami, and is counted.
     fn broken_guard(cpu: usize) -> u64 {
@@ -82,7 +127,9 @@ pub fn per_cpu_identity(_: &BootConfig<'_>) -> Outcome {
         let other = (cpu + 1) % MAX_CPUS;
         // SAFETY: as above; the word now names another CPU with a broken
         // pattern, the way stray frame contents would.
-        unsafe { core::ptr::write_volatile(base as *mut u64, 0xdead_0000_0000_0000 | other as u64) };
+        unsafe {
+            core::ptr::write_volatile(base as *mut u64, 0xdead_0000_0000_0000 | other as u64)
+        };
         let seen = cpus::this();
         // SAFETY: as above: the guard restored.
         unsafe { core::ptr::write_volatile(base as *mut u64, saved) };
@@ -91,9 +138,15 @@ pub fn per_cpu_identity(_: &BootConfig<'_>) -> Outcome {
     let misses = cpus::GUARD_MISSES.load(Ordering::Relaxed);
     let r = smp::run_on_cpus(smp::online(), broken_guard, 5_000_000_000);
     for cpu in smp::online_cpus() {
-        check!(r.is_ok_and(|r| r[cpu] == 1), "CPU {cpu}: with its stack guard broken, cpus::this() did not name it ({r:?})");
+        check!(
+            r.is_ok_and(|r| r[cpu] == 1),
+            "CPU {cpu}: with its stack guard broken, cpus::this() did not name it ({r:?})"
+        );
     }
-    check!(cpus::GUARD_MISSES.load(Ordering::Relaxed) >= misses + smp::online_count() as u64, "broken guards were not counted");
+    check!(
+        cpus::GUARD_MISSES.load(Ordering::Relaxed) >= misses + smp::online_count() as u64,
+        "broken guards were not counted"
+    );
     cpus::GUARD_MISSES.store(0, Ordering::Relaxed);
     Ok(())
 }
@@ -132,7 +185,8 @@ const WINDOW_NS: u64 = 500_000_000;
 /// wrong rate, a wrong divider, a missing CPU or a tick that stops.
 pub fn tick_rate(_: &BootConfig<'_>) -> Outcome {
     let before: [u64; MAX_CPUS] = core::array::from_fn(|c| CPUS[c].ticks.load(Ordering::Relaxed));
-    let irqs_before: [u64; MAX_CPUS] = core::array::from_fn(|c| crate::interrupt::COUNTS[c][1].load(Ordering::Relaxed));
+    let irqs_before: [u64; MAX_CPUS] =
+        core::array::from_fn(|c| crate::interrupt::COUNTS[c][1].load(Ordering::Relaxed));
     let t0 = clock::now_ns();
     clock::delay_ns(WINDOW_NS);
     let elapsed = clock::now_ns() - t0;
@@ -140,14 +194,22 @@ pub fn tick_rate(_: &BootConfig<'_>) -> Outcome {
     let slack = (expected / 10).max(2);
     for cpu in smp::online_cpus() {
         let got = CPUS[cpu].ticks.load(Ordering::Relaxed) - before[cpu];
-        check!(got.abs_diff(expected) <= slack, "CPU {cpu}: {got} ticks in {} ms, expected {expected} +- {slack}", elapsed / 1_000_000);
+        check!(
+            got.abs_diff(expected) <= slack,
+            "CPU {cpu}: {got} ticks in {} ms, expected {expected} +- {slack}",
+            elapsed / 1_000_000
+        );
         // The divider makes up ticks from the cycle counter, so the tick
         // count alone cannot tell a clock interrupt that arrives far too
         // seldom. With a periodic base at least twice the tick rate, every
         // tick must have had its own interrupt.
         let irqs = crate::interrupt::COUNTS[cpu][1].load(Ordering::Relaxed) - irqs_before[cpu];
         if clock::base_hz() >= 2 * clock::tick_hz() {
-            check!(irqs >= got, "CPU {cpu}: {irqs} clock interrupts for {got} ticks (base {} Hz)", clock::base_hz());
+            check!(
+                irqs >= got,
+                "CPU {cpu}: {irqs} clock interrupts for {got} ticks (base {} Hz)",
+                clock::base_hz()
+            );
         }
     }
     Ok(())
@@ -180,19 +242,33 @@ pub fn interrupts_bound_time(_: &BootConfig<'_>) -> Outcome {
     let taken = wait_interrupts(20);
     let t1 = clock::cycles();
     clock::resume_counter(saved);
-    check!(clock::cycles() >= t1, "the clock went back when the counter ran again");
-    check!(taken >= 20, "only {taken} clock interrupts arrived while the counter stood still");
+    check!(
+        clock::cycles() >= t1,
+        "the clock went back when the counter ran again"
+    );
+    check!(
+        taken >= 20,
+        "only {taken} clock interrupts arrived while the counter stood still"
+    );
     let base = clock::base_hz();
     if base == 0 {
         // clock=alarm: no periodic reference, so nothing may move time.
-        check_eq!(t1 - t0, 0, "cycles the clock moved with the counter stopped and no periodic interrupt");
+        check_eq!(
+            t1 - t0,
+            0,
+            "cycles the clock moved with the counter stopped and no periodic interrupt"
+        );
         return Ok(());
     }
     // The first interrupt starts the floor and the next only reaches the
     // clock; every later one moves it a period. (Edges merged while a CPU
     // does not run make it fewer: the interrupts themselves are counted.)
     let period = clock::cycle_freq() / base;
-    check!(t1 - t0 >= (taken - 2) * period, "{taken} interrupts with the counter stopped moved the clock {} cycles (period {period})", t1 - t0);
+    check!(
+        t1 - t0 >= (taken - 2) * period,
+        "{taken} interrupts with the counter stopped moved the clock {} cycles (period {period})",
+        t1 - t0
+    );
     Ok(())
 }
 
@@ -216,7 +292,11 @@ pub fn idle_cpus_read_their_counters(_: &BootConfig<'_>) -> Outcome {
     let bound = 10 * clock::ns_to_cycles(clock::tick_period_ns());
     for cpu in others.iter() {
         let age = r.map_or(0, |r| r[cpu]);
-        check!(age <= bound, "CPU {cpu} last read its cycle counter {} us ago (more than ten ticks)", clock::cycles_to_ns(age) / 1000);
+        check!(
+            age <= bound,
+            "CPU {cpu} last read its cycle counter {} us ago (more than ten ticks)",
+            clock::cycles_to_ns(age) / 1000
+        );
     }
     Ok(())
 }
@@ -232,17 +312,26 @@ pub fn ipi_ping(_: &BootConfig<'_>) -> Outcome {
     for cpu in smp::online_cpus().filter(|c| *c != me) {
         let irqs_before = crate::interrupt::COUNTS[cpu][0].load(Ordering::Relaxed);
         let st = &crate::platform::SMP.cpu(cpu).stats;
-        let polled = || st.rescued[idx].load(Ordering::Relaxed) + st.idle_rescued[idx].load(Ordering::Relaxed);
+        let polled = || {
+            st.rescued[idx].load(Ordering::Relaxed) + st.idle_rescued[idx].load(Ordering::Relaxed)
+        };
         let polled_before = polled();
         for round in 0..100u64 {
             let (_, handled) = ipi::counts(cpu, idx);
             ipi::send(cpu, IpiMessage::PING);
             let end = clock::now_ns() + 100_000_000;
             while ipi::counts(cpu, idx).1 == handled {
-                check!(clock::now_ns() < end, "CPU {cpu} did not handle PING round {round} within 100 ms");
+                check!(
+                    clock::now_ns() < end,
+                    "CPU {cpu} did not handle PING round {round} within 100 ms"
+                );
                 core::hint::spin_loop();
             }
-            check_eq!(ipi::counts(cpu, idx).1, handled + 1, "CPU {cpu} handled PING round {round} once");
+            check_eq!(
+                ipi::counts(cpu, idx).1,
+                handled + 1,
+                "CPU {cpu} handled PING round {round} once"
+            );
         }
         // Delivery by interrupt: the PINGs must be handled inside IPI
         // interrupts, not found by a poll (the idle loop's or a tick's). One
@@ -251,7 +340,10 @@ pub fn ipi_ping(_: &BootConfig<'_>) -> Outcome {
         // just before its interrupt lands, so allow some, not most.
         let irqs = crate::interrupt::COUNTS[cpu][0].load(Ordering::Relaxed) - irqs_before;
         let by_poll = polled() - polled_before;
-        check!(irqs >= 1 && by_poll <= 50, "CPU {cpu}: {by_poll} of 100 PINGs found by a poll, {irqs} IPI interrupts: they were not delivered by interrupt");
+        check!(
+            irqs >= 1 && by_poll <= 50,
+            "CPU {cpu}: {by_poll} of 100 PINGs found by a poll, {irqs} IPI interrupts: they were not delivered by interrupt"
+        );
     }
     Ok(())
 }
@@ -283,9 +375,19 @@ pub fn idle_wakes_on_ping(cfg: &BootConfig<'_>) -> Outcome {
     const ROUNDS: u32 = 20;
     let (mut late, mut handled_early) = (0, 0);
     for round in 0..ROUNDS {
-        check!(smp::IDLE_WINDOW.enter(t), "CPU {t} did not reach its idle loop's window (round {round})");
-        let r = smp::run_on_cpus(alphasmp::cpumask::CpuMask::single(t), clock_interrupts, 2_000_000_000);
-        check!(r.is_ok(), "CPU {t} did not run the work posted in round {round}");
+        check!(
+            smp::IDLE_WINDOW.enter(t),
+            "CPU {t} did not reach its idle loop's window (round {round})"
+        );
+        let r = smp::run_on_cpus(
+            alphasmp::cpumask::CpuMask::single(t),
+            clock_interrupts,
+            2_000_000_000,
+        );
+        check!(
+            r.is_ok(),
+            "CPU {t} did not run the work posted in round {round}"
+        );
         if r.map_or(0, |r| r[t]) > smp::IDLE_WINDOW.clock_at_exit() {
             late += 1;
         }
@@ -294,9 +396,15 @@ pub fn idle_wakes_on_ping(cfg: &BootConfig<'_>) -> Outcome {
         }
     }
     if cfg.verbose {
-        crate::console::println!("  idle window: {late} of {ROUNDS} rounds saw a clock interrupt before the work");
+        crate::console::println!(
+            "  idle window: {late} of {ROUNDS} rounds saw a clock interrupt before the work"
+        );
     }
-    check_eq!(handled_early, 0, "rounds in which CPU {t} took the PING between its check for work and its wtint ({late} of {ROUNDS} saw a clock interrupt before the work)");
+    check_eq!(
+        handled_early,
+        0,
+        "rounds in which CPU {t} took the PING between its check for work and its wtint ({late} of {ROUNDS} saw a clock interrupt before the work)"
+    );
     Ok(())
 }
 
@@ -323,13 +431,35 @@ pub fn run_on_cpus_timeout_is_clean(_: &BootConfig<'_>) -> Outcome {
         // One CPU: run_on_cpus posts nothing to another CPU; nothing to check.
         return Ok(());
     };
-    let (slow0, fast0) = (SLOW_RUNS.load(Ordering::Relaxed), FAST_RUNS.load(Ordering::Relaxed));
+    let (slow0, fast0) = (
+        SLOW_RUNS.load(Ordering::Relaxed),
+        FAST_RUNS.load(Ordering::Relaxed),
+    );
     let r = smp::run_on_cpus(alphasmp::cpumask::CpuMask::single(t), slow, 1_000_000);
-    check_eq!(r.map(|_| ()), Err(t), "a 50 ms function with a 1 ms timeout times out on CPU {t}");
+    check_eq!(
+        r.map(|_| ()),
+        Err(t),
+        "a 50 ms function with a 1 ms timeout times out on CPU {t}"
+    );
     let r = smp::run_on_cpus(alphasmp::cpumask::CpuMask::single(t), fast, 2_000_000_000);
-    check!(r.is_ok(), "the next call on CPU {t} completes: {:?}", r.map(|_| ()));
-    check_eq!(r.map(|o| o[t]).unwrap_or(0), 42, "the next call's result is its own");
-    check_eq!(FAST_RUNS.load(Ordering::Relaxed) - fast0, 1, "the next call's function ran once");
-    check!(SLOW_RUNS.load(Ordering::Relaxed) - slow0 <= 1, "the timed-out function ran at most once");
+    check!(
+        r.is_ok(),
+        "the next call on CPU {t} completes: {:?}",
+        r.map(|_| ())
+    );
+    check_eq!(
+        r.map(|o| o[t]).unwrap_or(0),
+        42,
+        "the next call's result is its own"
+    );
+    check_eq!(
+        FAST_RUNS.load(Ordering::Relaxed) - fast0,
+        1,
+        "the next call's function ran once"
+    );
+    check!(
+        SLOW_RUNS.load(Ordering::Relaxed) - slow0 <= 1,
+        "the timed-out function ran at most once"
+    );
     Ok(())
 }

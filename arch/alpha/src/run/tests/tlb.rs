@@ -7,22 +7,26 @@
 use alloc::boxed::Box;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use alphasmp_bootargs::BootConfig;
 use alphasmp::tlb::AddressSpace;
+use alphasmp_bootargs::BootConfig;
 
 use crate::percpu::MAX_CPUS;
 use crate::platform::MMU;
-use crate::run::selftest::{Failure, Outcome};
-use crate::{cpus, mm, smp};
 use crate::run::selftest::check;
 use crate::run::selftest::check_eq;
+use crate::run::selftest::{Failure, Outcome};
+use crate::{cpus, mm, smp};
 
 /// The address space the test window belongs to.
 static SPACE: AddressSpace<MAX_CPUS> = AddressSpace::new();
 
 /// Test frames: KSEG addresses of pages whose first word is a marker.
 static FRAMES: [AtomicU64; 3] = [const { AtomicU64::new(0) }; 3];
-const MARKERS: [u64; 3] = [0xaaaa_0000_0000_0001, 0xbbbb_0000_0000_0002, 0xcccc_0000_0000_0003];
+const MARKERS: [u64; 3] = [
+    0xaaaa_0000_0000_0001,
+    0xbbbb_0000_0000_0002,
+    0xcccc_0000_0000_0003,
+];
 /// Window page under test.
 const PAGE: u64 = 5;
 
@@ -48,13 +52,15 @@ fn read(_: usize) -> u64 {
 }
 
 fn every_cpu_reads() -> Result<[u64; MAX_CPUS], Failure> {
-    smp::run_on_cpus(smp::online(), read, 5_000_000_000).map_err(|c| Failure(alloc::format!("CPU {c} did not read")))
+    smp::run_on_cpus(smp::online(), read, 5_000_000_000)
+        .map_err(|c| Failure(alloc::format!("CPU {c} did not read")))
 }
 
 /// Maps frame A, makes every CPU hold the translation, returns.
 fn prime() -> Outcome {
     mm::set(PAGE, Some(frame(0)));
-    let seen = smp::run_on_cpus(smp::online(), activate_and_read, 5_000_000_000).map_err(|c| Failure(alloc::format!("CPU {c} did not activate")))?;
+    let seen = smp::run_on_cpus(smp::online(), activate_and_read, 5_000_000_000)
+        .map_err(|c| Failure(alloc::format!("CPU {c} did not activate")))?;
     for c in smp::online_cpus() {
         check_eq!(seen[c], MARKERS[0], "CPU {c} reads frame A after mapping");
     }
@@ -62,7 +68,11 @@ fn prime() -> Outcome {
 }
 
 /// Repoints to frame `to`, runs `flush`, and checks every CPU sees `to`.
-fn repoint_and_check(to: usize, what: &str, flush: impl FnOnce() -> Result<(), alphasmp::xcall::XcallError>) -> Outcome {
+fn repoint_and_check(
+    to: usize,
+    what: &str,
+    flush: impl FnOnce() -> Result<(), alphasmp::xcall::XcallError>,
+) -> Outcome {
     mm::set(PAGE, Some(frame(to)));
     flush().map_err(|e| Failure(alloc::format!("{what}: {e}")))?;
     let seen = every_cpu_reads()?;
@@ -74,12 +84,20 @@ fn repoint_and_check(to: usize, what: &str, flush: impl FnOnce() -> Result<(), a
 
 pub fn page_flush_is_observed_everywhere(_: &BootConfig<'_>) -> Outcome {
     prime()?;
-    repoint_and_check(1, "flush_tlb_page", || MMU.flush_tlb_page(&SPACE, mm::va(PAGE), false))?;
-    repoint_and_check(2, "flush_tlb_range", || MMU.flush_tlb_range(&SPACE, mm::va(PAGE - 1), mm::va(PAGE + 2), false))?;
+    repoint_and_check(1, "flush_tlb_page", || {
+        MMU.flush_tlb_page(&SPACE, mm::va(PAGE), false)
+    })?;
+    repoint_and_check(2, "flush_tlb_range", || {
+        MMU.flush_tlb_range(&SPACE, mm::va(PAGE - 1), mm::va(PAGE + 2), false)
+    })?;
     repoint_and_check(0, "flush_tlb_mm", || MMU.flush_tlb_mm(&SPACE))?;
-    repoint_and_check(1, "migrate_flush_tlb_page", || MMU.migrate_flush_tlb_page(&SPACE, mm::va(PAGE), false))?;
+    repoint_and_check(1, "migrate_flush_tlb_page", || {
+        MMU.migrate_flush_tlb_page(&SPACE, mm::va(PAGE), false)
+    })?;
     repoint_and_check(2, "flush_tlb_all", || MMU.flush_tlb_all())?;
-    repoint_and_check(0, "flush_tlb_page(exec)", || MMU.flush_tlb_page(&SPACE, mm::va(PAGE), true))?;
+    repoint_and_check(0, "flush_tlb_page(exec)", || {
+        MMU.flush_tlb_page(&SPACE, mm::va(PAGE), true)
+    })?;
     Ok(())
 }
 
@@ -89,12 +107,21 @@ pub fn stale_without_flush(_: &BootConfig<'_>) -> Outcome {
     prime()?;
     mm::set(PAGE, Some(frame(1)));
     let seen = every_cpu_reads()?;
-    let stale = smp::online_cpus().filter(|c| seen[*c] == MARKERS[0]).count();
-    check!(stale == smp::online_count(), "without a flush every CPU should still read frame A; {stale} did ({seen:x?})");
+    let stale = smp::online_cpus()
+        .filter(|c| seen[*c] == MARKERS[0])
+        .count();
+    check!(
+        stale == smp::online_count(),
+        "without a flush every CPU should still read frame A; {stale} did ({seen:x?})"
+    );
     // Restore coherence for whoever runs next.
-    MMU.flush_tlb_page(&SPACE, mm::va(PAGE), false).map_err(|e| Failure(alloc::format!("{e}")))?;
+    MMU.flush_tlb_page(&SPACE, mm::va(PAGE), false)
+        .map_err(|e| Failure(alloc::format!("{e}")))?;
     let seen = every_cpu_reads()?;
-    check!(smp::online_cpus().all(|c| seen[c] == MARKERS[1]), "after the flush every CPU reads frame B ({seen:x?})");
+    check!(
+        smp::online_cpus().all(|c| seen[c] == MARKERS[1]),
+        "after the flush every CPU reads frame B ({seen:x?})"
+    );
     Ok(())
 }
 
@@ -122,24 +149,37 @@ pub fn asn_rollover(_: &BootConfig<'_>) -> Outcome {
             if v != version {
                 (version, seen) = (v, 0);
             }
-            check!(asn <= MAX, "allocation {i}: hardware ASN {asn} above the limit {MAX}");
-            check!(seen & (1 << asn) == 0, "allocation {i}: ASN {asn} handed out twice in version {v}");
+            check!(
+                asn <= MAX,
+                "allocation {i}: hardware ASN {asn} above the limit {MAX}"
+            );
+            check!(
+                seen & (1 << asn) == 0,
+                "allocation {i}: ASN {asn} handed out twice in version {v}"
+            );
             seen |= 1 << asn;
         }
         // 40 allocations with 16 ASNs (0..=15) per version cross two or three
         // version boundaries, depending on how many ASNs were left.
         let n = stats.rollovers.load(Ordering::Relaxed) - rollovers;
-        check!((2..=3).contains(&n), "{n} rollovers in 40 allocations of 16 ASNs");
+        check!(
+            (2..=3).contains(&n),
+            "{n} rollovers in 40 allocations of 16 ASNs"
+        );
         Ok(())
     })();
     MMU.set_max_asn(crate::hwrpb::get().map_or(255, |h| h.max_asn()));
     result?;
     MMU.activate(first);
-    check!(alphasmp::tlb::asn_version(first.context(me)) > alphasmp::tlb::asn_version(old), "old-version space got a new context");
+    check!(
+        alphasmp::tlb::asn_version(first.context(me)) > alphasmp::tlb::asn_version(old),
+        "old-version space got a new context"
+    );
     // The window space is still correct after all that.
     MMU.activate(&SPACE);
     mm::set(PAGE, Some(frame(2)));
-    MMU.flush_tlb_page(&SPACE, mm::va(PAGE), false).map_err(|e| Failure(alloc::format!("{e}")))?;
+    MMU.flush_tlb_page(&SPACE, mm::va(PAGE), false)
+        .map_err(|e| Failure(alloc::format!("{e}")))?;
     check_eq!(mm::read(PAGE), MARKERS[2], "read after rollover");
     Ok(())
 }
@@ -163,17 +203,44 @@ pub fn inactive_cpu_forgets_its_context(_: &BootConfig<'_>) -> Outcome {
     };
     prime()?;
     let before = SPACE.context(other);
-    check!(before != 0, "CPU {other} holds a context for the space after reading through it");
-    smp::run_on_cpus(alphasmp::cpumask::CpuMask::single(other), deactivate, 5_000_000_000)
-        .map_err(|c| Failure(alloc::format!("CPU {c} did not deactivate")))?;
-    check_eq!(SPACE.context(other), before, "leaving the space keeps CPU {other}'s context (the lazy rule)");
+    check!(
+        before != 0,
+        "CPU {other} holds a context for the space after reading through it"
+    );
+    smp::run_on_cpus(
+        alphasmp::cpumask::CpuMask::single(other),
+        deactivate,
+        5_000_000_000,
+    )
+    .map_err(|c| Failure(alloc::format!("CPU {c} did not deactivate")))?;
+    check_eq!(
+        SPACE.context(other),
+        before,
+        "leaving the space keeps CPU {other}'s context (the lazy rule)"
+    );
     mm::set(PAGE, Some(frame(1)));
-    MMU.flush_tlb_page(&SPACE, mm::va(PAGE), false).map_err(|e| Failure(alloc::format!("{e}")))?;
-    check_eq!(SPACE.context(other), 0, "the flush made inactive CPU {other} forget its context");
-    let seen = smp::run_on_cpus(alphasmp::cpumask::CpuMask::single(other), activate_and_read, 5_000_000_000)
-        .map_err(|c| Failure(alloc::format!("CPU {c} did not reactivate")))?;
-    check_eq!(seen[other], MARKERS[1], "CPU {other} reads frame B after coming back");
+    MMU.flush_tlb_page(&SPACE, mm::va(PAGE), false)
+        .map_err(|e| Failure(alloc::format!("{e}")))?;
+    check_eq!(
+        SPACE.context(other),
+        0,
+        "the flush made inactive CPU {other} forget its context"
+    );
+    let seen = smp::run_on_cpus(
+        alphasmp::cpumask::CpuMask::single(other),
+        activate_and_read,
+        5_000_000_000,
+    )
+    .map_err(|c| Failure(alloc::format!("CPU {c} did not reactivate")))?;
+    check_eq!(
+        seen[other],
+        MARKERS[1],
+        "CPU {other} reads frame B after coming back"
+    );
     let after = SPACE.context(other);
-    check!(after != 0 && after != before, "CPU {other} came back with a new context ({before:#x} -> {after:#x})");
+    check!(
+        after != 0 && after != before,
+        "CPU {other} came back with a new context ({before:#x} -> {after:#x})"
+    );
     Ok(())
 }

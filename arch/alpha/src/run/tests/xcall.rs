@@ -3,16 +3,16 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use alphasmp_bootargs::BootConfig;
 use alphasmp::cpumask::CpuMask;
 use alphasmp::xcall::XcallError;
+use alphasmp_bootargs::BootConfig;
 
 use crate::percpu::MAX_CPUS;
 use crate::platform::SMP;
 use crate::run::selftest::Outcome;
-use crate::{clock, cpus, ipl, smp};
 use crate::run::selftest::check;
 use crate::run::selftest::check_eq;
+use crate::{clock, cpus, ipl, smp};
 
 static HITS: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 
@@ -47,7 +47,8 @@ fn plus(mut base: [u64; MAX_CPUS], mask: CpuMask) -> [u64; MAX_CPUS] {
 pub fn every_variant_exactly_once(_: &BootConfig<'_>) -> Outcome {
     let me = cpus::this();
     let online = smp::online();
-    let irqs_before: [u64; MAX_CPUS] = core::array::from_fn(|c| crate::interrupt::COUNTS[c][0].load(Ordering::Relaxed));
+    let irqs_before: [u64; MAX_CPUS] =
+        core::array::from_fn(|c| crate::interrupt::COUNTS[c][0].load(Ordering::Relaxed));
     for t in online.iter() {
         for wait in [true, false] {
             let before = hits();
@@ -60,7 +61,10 @@ pub fn every_variant_exactly_once(_: &BootConfig<'_>) -> Outcome {
         }
     }
     let pairs = CpuMask(online.0 & 0b0101).without(me).0 | (1 << me);
-    for (mask, name) in [(CpuMask(pairs), "call_many(subset)"), (online, "call_many(all)")] {
+    for (mask, name) in [
+        (CpuMask(pairs), "call_many(subset)"),
+        (online, "call_many(all)"),
+    ] {
         for wait in [true, false] {
             let before = hits();
             SMP.call_many(mask, hit, 0, wait).map_err(fail)?;
@@ -79,7 +83,10 @@ pub fn every_variant_exactly_once(_: &BootConfig<'_>) -> Outcome {
         // and 2 on_each_cpu calls; some may piggyback on a queue an earlier
         // interrupt is already draining, or be found by a tick's poll.
         let irqs = crate::interrupt::COUNTS[c][0].load(Ordering::Relaxed) - irqs_before[c];
-        check!(irqs >= 2, "CPU {c} took {irqs} IPI interrupts for its calls: they were not delivered by interrupt");
+        check!(
+            irqs >= 2,
+            "CPU {c} took {irqs} IPI interrupts for its calls: they were not delivered by interrupt"
+        );
     }
     Ok(())
 }
@@ -115,12 +122,27 @@ pub fn concurrent_storm(cfg: &BootConfig<'_>) -> Outcome {
     }
     let before: u64 = hits().iter().sum();
     let t0 = clock::now_ns();
-    let done = smp::run_on_cpus(online, storm, 60_000_000_000).map_err(|c| crate::run::selftest::Failure(alloc::format!("CPU {c} did not finish its rounds")))?;
+    let done = smp::run_on_cpus(online, storm, 60_000_000_000).map_err(|c| {
+        crate::run::selftest::Failure(alloc::format!("CPU {c} did not finish its rounds"))
+    })?;
     let ns = clock::now_ns() - t0;
     let calls: u64 = done.iter().sum();
-    check_eq!(calls, cfg.storm_rounds * online.count() as u64, "calls completed");
-    check_eq!(hits().iter().sum::<u64>() - before, calls, "calls run (none lost or doubled)");
-    crate::println!("  storm: {calls} synchronous calls from {} CPUs in {} ms ({} ns per call per CPU)", online.count(), ns / 1_000_000, ns * online.count() as u64 / calls.max(1));
+    check_eq!(
+        calls,
+        cfg.storm_rounds * online.count() as u64,
+        "calls completed"
+    );
+    check_eq!(
+        hits().iter().sum::<u64>() - before,
+        calls,
+        "calls run (none lost or doubled)"
+    );
+    crate::println!(
+        "  storm: {calls} synchronous calls from {} CPUs in {} ms ({} ns per call per CPU)",
+        online.count(),
+        ns / 1_000_000,
+        ns * online.count() as u64 / calls.max(1)
+    );
     Ok(())
 }
 
@@ -135,25 +157,45 @@ fn wait_from_interrupt(_: usize) {
 }
 
 pub fn misuse_is_refused(_: &BootConfig<'_>) -> Outcome {
-    check_eq!(SMP.call_single(MAX_CPUS, hit, 0, true), Err(XcallError::NoSuchCpu(MAX_CPUS)), "CPU {MAX_CPUS}");
+    check_eq!(
+        SMP.call_single(MAX_CPUS, hit, 0, true),
+        Err(XcallError::NoSuchCpu(MAX_CPUS)),
+        "CPU {MAX_CPUS}"
+    );
     let offline = (0..MAX_CPUS).find(|c| !smp::is_online(*c));
     if let Some(c) = offline {
-        check_eq!(SMP.call_single(c, hit, 0, false), Err(XcallError::Offline(c)), "offline CPU {c}");
+        check_eq!(
+            SMP.call_single(c, hit, 0, false),
+            Err(XcallError::Offline(c)),
+            "offline CPU {c}"
+        );
     }
     {
         let _g = ipl::IplGuard::raise(ipl::HIGH);
-        check_eq!(SMP.on_each_cpu(hit, 0, true), Err(XcallError::WaitWithIpisMasked), "wait at IPL 7");
+        check_eq!(
+            SMP.on_each_cpu(hit, 0, true),
+            Err(XcallError::WaitWithIpisMasked),
+            "wait at IPL 7"
+        );
     }
     if let Some(other) = smp::online_cpus().find(|c| *c != cpus::this()) {
         NESTED.store(0, Ordering::Relaxed);
-        SMP.call_single(other, wait_from_interrupt, 0, false).map_err(fail)?;
+        SMP.call_single(other, wait_from_interrupt, 0, false)
+            .map_err(fail)?;
         let end = clock::now_ns() + 100_000_000;
         while NESTED.load(Ordering::Acquire) == 0 && clock::now_ns() < end {
             core::hint::spin_loop();
         }
-        check_eq!(NESTED.load(Ordering::Acquire), 1, "waiting call from an IPI handler refused with WaitInInterrupt");
+        check_eq!(
+            NESTED.load(Ordering::Acquire),
+            1,
+            "waiting call from an IPI handler refused with WaitInInterrupt"
+        );
     }
-    check!(alloc::format!("{}", XcallError::Offline(3)).contains("CPU 3"), "error text names the CPU");
+    check!(
+        alloc::format!("{}", XcallError::Offline(3)).contains("CPU 3"),
+        "error text names the CPU"
+    );
     Ok(())
 }
 
