@@ -15,6 +15,7 @@ pub mod rng;
 #[cfg(feature = "sim")]
 pub mod sim;
 pub mod sync;
+pub mod task;
 pub mod timefloor;
 pub mod tlb;
 pub mod xcall;

@@ -10,7 +10,19 @@
 //!   drops;
 //! - [`Line::LossyEdge`] (EV7, per the series' in-interrupt poll patch, docs/cross-calls.md §1.2): an IPI that arrives while
 //!   the target is inside an interrupt handler at IPL 7 is dropped; the
-//!   mailbox bit stays set.
+//!   mailbox bit stays set (the kernel's `inject=edge_loss`);
+//! - [`Line::LossyEdgeMasked`] (EV7 if the edge is lost whenever IPL 7
+//!   masks it, the kernel's `inject=edge_loss_masked`): an IPI that arrives
+//!   while the target's IPL is 7 *for any reason* is dropped, the mailbox
+//!   bit staying set: inside a handler as above, but also outside any
+//!   handler: a waiter napping in [`Smp::pause`] (which raises to 7 through
+//!   [`Platform::raise_ipl`] before the platform's `nap`), a waiter at IPL 7
+//!   (`allow_masked_wait`), the serialization lock's drain-and-nap loop, and
+//!   an idle CPU in the kernel's idle loop ([`SimPlatform::idle_nap`]).
+//!   The IPL is the simulated CPU's own ([`SimCpu::ipl`]), which every
+//!   raise, restore and interrupt entry updates, so the sender sees exactly
+//!   the target's level at the moment of the `wripir`. IPL 5 and 6 (IPIs
+//!   masked below 7) still latch, as on the other lines.
 //!
 //! A machine has `N` CPUs (a const parameter, at most 64: a [`CpuMask`]'s
 //! width); `N` defaults to [`SIM_CPUS`], so `SimPlatform` and `SimSmp`
@@ -45,7 +57,7 @@
 
 extern crate std;
 
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
@@ -54,8 +66,8 @@ use std::vec::Vec;
 
 use crate::cpumask::CpuMask;
 use crate::mailbox::IpiMessage;
-use crate::rng::XorShift64;
 use crate::platform::{Platform, TlbOp, ipl};
+use crate::rng::XorShift64;
 use crate::tlb::PAGE_SIZE;
 use crate::xcall::{Hooks, Smp, StallReport};
 
@@ -72,8 +84,25 @@ pub type SimSmp<const N: usize = SIM_CPUS> = Smp<SimPlatform<N>, N>;
 /// How the IPI line behaves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Line {
+    /// clipper: a masked IPI stays pending until the IPL drops.
     Latch,
+    /// `edge_loss`: lost while the target is in a handler at IPL 7.
     LossyEdge,
+    /// `edge_loss_masked`: lost while the target is at IPL 7, in a handler
+    /// or not (napping, waiting masked, idle in wtint).
+    LossyEdgeMasked,
+}
+
+impl Line {
+    /// Whether an IPI sent now to a CPU at IPL `level`, inside an interrupt
+    /// handler or not, is lost (its mailbox bits stay set).
+    pub fn loses(self, in_handler: bool, level: u8) -> bool {
+        match self {
+            Line::Latch => false,
+            Line::LossyEdge => in_handler && level == ipl::HIGH,
+            Line::LossyEdgeMasked => level == ipl::HIGH,
+        }
+    }
 }
 
 /// One simulated CPU's hardware state.
@@ -102,6 +131,13 @@ pub struct SimCpu {
     pub naps_timed_out: AtomicU64,
     /// Wake IPIs to this CPU dropped by [`SimPlatform::drop_wakes`].
     pub dropped_wakes: AtomicU64,
+    /// Of `dropped_ipis`, those lost while this CPU was at IPL 7 outside
+    /// any interrupt handler ([`Line::LossyEdgeMasked`] only).
+    pub dropped_outside_handler: AtomicU64,
+    /// Idle-loop naps ([`SimPlatform::idle_nap`]) ended by a pending IPI /
+    /// by the clock tick (kept apart from the waiters' `naps_*`).
+    pub idle_naps_woken: AtomicU64,
+    pub idle_naps_timed_out: AtomicU64,
 }
 
 /// A virtual-to-physical map for the TLB model: virtual page -> frame
@@ -165,7 +201,9 @@ pub struct TlbModel {
 
 impl TlbModel {
     fn hit(&self, tb: &HashMap<(Tag, u64), u64>, page: u64) -> Option<u64> {
-        tb.get(&(Tag::Asn(self.asn), page)).or_else(|| tb.get(&(Tag::Global, page))).copied()
+        tb.get(&(Tag::Asn(self.asn), page))
+            .or_else(|| tb.get(&(Tag::Global, page)))
+            .copied()
     }
 
     fn drop_page(asn: u64, tb: &mut HashMap<(Tag, u64), u64>, page: u64) {
@@ -194,7 +232,12 @@ impl TlbModel {
     /// Entries of any tag for the page holding `va` (diagnostics).
     pub fn entries_for(&self, va: u64) -> usize {
         let page = va / PAGE_SIZE;
-        self.dtb.keys().chain(self.itb.keys()).filter(|(_, p)| *p == page).count() + self.icache.keys().filter(|(_, p)| *p == page).count()
+        self.dtb
+            .keys()
+            .chain(self.itb.keys())
+            .filter(|(_, p)| *p == page)
+            .count()
+            + self.icache.keys().filter(|(_, p)| *p == page).count()
     }
 }
 
@@ -222,6 +265,15 @@ pub struct SimPlatform<const N: usize = SIM_CPUS> {
     pub corruptions: AtomicU64,
     /// Fault injection: every wake IPI ([`Platform::wake`]) is lost.
     pub drop_wakes: AtomicBool,
+    /// Idle CPUs (a thread whose work is done, waiting for the others)
+    /// sleep as the kernel's idle loop does (arch/alpha/src/smp.rs,
+    /// `idle_loop`): raise to IPL 7, nap until an interrupt is pending,
+    /// lower the IPL (taking it), then the idle poll
+    /// ([`Smp::poll_when_idle`], on with the poll policy). Off (the
+    /// default): they spin at IPL 0, taking interrupts at every relax.
+    /// Under [`Line::LossyEdgeMasked`] an idle-napping CPU loses every IPI
+    /// until its tick. Set it before a run.
+    pub idle_nap: AtomicBool,
     baton: Option<Baton>,
 }
 
@@ -242,7 +294,12 @@ struct BatonState {
 impl Baton {
     fn new(seed: u64) -> Self {
         Baton {
-            state: Mutex::new(BatonState { turn: 0, alive: 0, rng: XorShift64::new(seed), steps: 0 }),
+            state: Mutex::new(BatonState {
+                turn: 0,
+                alive: 0,
+                rng: XorShift64::new(seed),
+                steps: 0,
+            }),
             your_turn: [const { Condvar::new() }; SIM_MAX_CPUS],
         }
     }
@@ -274,9 +331,15 @@ impl Baton {
         drop(self.wait_for(s, me));
     }
     /// Sleeps until it is `me`'s turn.
-    fn wait_for<'a>(&'a self, mut s: std::sync::MutexGuard<'a, BatonState>, me: usize) -> std::sync::MutexGuard<'a, BatonState> {
+    fn wait_for<'a>(
+        &'a self,
+        mut s: std::sync::MutexGuard<'a, BatonState>,
+        me: usize,
+    ) -> std::sync::MutexGuard<'a, BatonState> {
         while s.turn != me {
-            s = self.your_turn[me].wait(s).unwrap_or_else(|p| p.into_inner());
+            s = self.your_turn[me]
+                .wait(s)
+                .unwrap_or_else(|p| p.into_inner());
         }
         s
     }
@@ -314,16 +377,33 @@ std::thread_local! {
 impl<const N: usize> SimPlatform<N> {
     /// Builds a machine and its SMP core, with CPUs `0..online` marked
     /// online (mark others with `set_online`).
-    pub fn machine(line: Line, tick_every: u64, tick_len: u64, online: usize) -> &'static SimSmp<N> {
+    pub fn machine(
+        line: Line,
+        tick_every: u64,
+        tick_len: u64,
+        online: usize,
+    ) -> &'static SimSmp<N> {
         Self::build(line, tick_every, tick_len, online, None)
     }
 
     /// A machine under the seeded scheduler (see the module docs).
-    pub fn seeded(line: Line, tick_every: u64, tick_len: u64, online: usize, seed: u64) -> &'static SimSmp<N> {
+    pub fn seeded(
+        line: Line,
+        tick_every: u64,
+        tick_len: u64,
+        online: usize,
+        seed: u64,
+    ) -> &'static SimSmp<N> {
         Self::build(line, tick_every, tick_len, online, Some(Baton::new(seed)))
     }
 
-    fn build(line: Line, tick_every: u64, tick_len: u64, online: usize, baton: Option<Baton>) -> &'static SimSmp<N> {
+    fn build(
+        line: Line,
+        tick_every: u64,
+        tick_len: u64,
+        online: usize,
+        baton: Option<Baton>,
+    ) -> &'static SimSmp<N> {
         const {
             assert!(N != 0, "a simulated machine has at least one CPU");
             assert!(N <= SIM_MAX_CPUS, "a simulated machine has at most 64 CPUs");
@@ -342,6 +422,7 @@ impl<const N: usize> SimPlatform<N> {
             memory: Mutex::new(HashMap::new()),
             corruptions: AtomicU64::new(0),
             drop_wakes: AtomicBool::new(false),
+            idle_nap: AtomicBool::new(false),
             baton,
         };
         let smp: &'static SimSmp<N> = std::boxed::Box::leak(std::boxed::Box::new(Smp::new(p)));
@@ -429,12 +510,20 @@ impl<const N: usize> SimPlatform<N> {
 
     /// Stores `word` in `frame` (new instructions, for [`fetch`](Self::fetch)).
     pub fn write_frame(&self, frame: u64, word: u64) {
-        self.memory.lock().unwrap_or_else(|p| p.into_inner()).insert(frame, word);
+        self.memory
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(frame, word);
     }
 
     /// The word `frame` holds.
     pub fn frame_word(&self, frame: u64) -> u64 {
-        self.memory.lock().unwrap_or_else(|p| p.into_inner()).get(&frame).copied().unwrap_or(0)
+        self.memory
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&frame)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Scheduling points so far (seeded scheduler; 0 otherwise).
@@ -461,11 +550,61 @@ impl<const N: usize> SimPlatform<N> {
                 });
             }
         }
-        if cpu.ipl.load(Ordering::Relaxed) < self.ipi_ipl() && cpu.ipi_pending.swap(false, Ordering::AcqRel) {
+        if cpu.ipl.load(Ordering::Relaxed) < self.ipi_ipl()
+            && cpu.ipi_pending.swap(false, Ordering::AcqRel)
+        {
             self.interrupt(|| {
                 self.smp().handle_ipi();
             });
         }
+    }
+
+    /// wtint (see [`Platform::nap`]): returns true if a pending IPI ended
+    /// it, false if the clock did (that tick is then pending).
+    fn wtint(&self) -> bool {
+        let cpu = self.me();
+        let bound = if self.tick_every == 0 {
+            1000
+        } else {
+            self.tick_every
+        };
+        for _ in 0..bound {
+            // Time passes in every step of a nap, also one that ends at
+            // once (a masked pending IPI makes wtint a busy loop).
+            self.schedule();
+            if cpu.ipi_pending.load(Ordering::Acquire) {
+                return true;
+            }
+        }
+        if self.tick_every != 0 {
+            // The tick that ended the nap is pending: the next delivery
+            // point runs it.
+            let n = cpu.relax_count.load(Ordering::Relaxed);
+            cpu.relax_count.store(
+                n - n % self.tick_every + self.tick_every - 1,
+                Ordering::Relaxed,
+            );
+        }
+        false
+    }
+
+    /// One pass of an idle CPU's loop (see [`idle_nap`](Self::idle_nap)).
+    fn idle(&self) {
+        if !self.idle_nap.load(Ordering::Relaxed) {
+            self.relax();
+            return;
+        }
+        let cpu = self.me();
+        let prev = self.raise_ipl(ipl::HIGH);
+        // The simulated machine posts no idle work, so the kernel's check
+        // for work is empty here: always wait.
+        if self.wtint() {
+            cpu.idle_naps_woken.fetch_add(1, Ordering::Relaxed);
+        } else {
+            cpu.idle_naps_timed_out.fetch_add(1, Ordering::Relaxed);
+        }
+        self.restore_ipl(prev);
+        self.smp().poll_when_idle();
     }
 
     fn interrupt(&self, body: impl FnOnce()) {
@@ -480,14 +619,25 @@ impl<const N: usize> SimPlatform<N> {
     /// Runs `work(cpu)` on one thread for each of CPUs `0..cpus` (thread
     /// `c` is CPU `c`), then keeps every CPU taking interrupts until all have
     /// finished their work. Returns the results in CPU order.
-    pub fn run<R: Send + 'static>(smp: &'static SimSmp<N>, cpus: usize, work: impl Fn(usize) -> R + Send + Sync + 'static) -> Vec<R> {
+    pub fn run<R: Send + 'static>(
+        smp: &'static SimSmp<N>,
+        cpus: usize,
+        work: impl Fn(usize) -> R + Send + Sync + 'static,
+    ) -> Vec<R> {
         Self::run_on(smp, CpuMask::first(cpus), work)
     }
 
     /// [`run`](Self::run) on the CPUs of `cpus` only (e.g. a sparse set);
     /// the others have no thread, as if they had not started.
-    pub fn run_on<R: Send + 'static>(smp: &'static SimSmp<N>, cpus: CpuMask, work: impl Fn(usize) -> R + Send + Sync + 'static) -> Vec<R> {
-        assert!(cpus.is_subset_of(CpuMask::first(N)), "{cpus:?}: CPUs beyond N={N}");
+    pub fn run_on<R: Send + 'static>(
+        smp: &'static SimSmp<N>,
+        cpus: CpuMask,
+        work: impl Fn(usize) -> R + Send + Sync + 'static,
+    ) -> Vec<R> {
+        assert!(
+            cpus.is_subset_of(CpuMask::first(N)),
+            "{cpus:?}: CPUs beyond N={N}"
+        );
         let total = cpus.count() as u64;
         if let Some(b) = &smp.platform.baton {
             b.start(cpus);
@@ -516,7 +666,7 @@ impl<const N: usize> SimPlatform<N> {
                     done.fetch_add(1, Ordering::AcqRel);
                     // Idle: keep serving interrupts until everyone is done.
                     while done.load(Ordering::Acquire) < total {
-                        smp.platform.relax();
+                        smp.platform.idle();
                     }
                     // An IPI posted just before the last CPU finished is
                     // visible now (posted before `done` was incremented).
@@ -530,8 +680,14 @@ impl<const N: usize> SimPlatform<N> {
             .collect();
         // Every thread has finished; the first CPU whose work panicked
         // passes its panic (and message) on to the caller.
-        let results: Vec<_> = handles.into_iter().map(|h| h.join().expect("simulated CPU panicked outside its work")).collect();
-        results.into_iter().map(|r| r.unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
+        let results: Vec<_> = handles
+            .into_iter()
+            .map(|h| h.join().expect("simulated CPU panicked outside its work"))
+            .collect();
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
     }
 }
 
@@ -543,8 +699,12 @@ impl<const N: usize> Platform for SimPlatform<N> {
     }
     fn send_ipi(&self, cpu: usize) {
         let t = &self.cpus[cpu];
-        if self.line == Line::LossyEdge && t.in_handler.load(Ordering::Acquire) && t.ipl.load(Ordering::Relaxed) == ipl::HIGH {
+        let in_handler = t.in_handler.load(Ordering::Acquire);
+        if self.line.loses(in_handler, t.ipl.load(Ordering::Relaxed)) {
             t.dropped_ipis.fetch_add(1, Ordering::Relaxed);
+            if !in_handler {
+                t.dropped_outside_handler.fetch_add(1, Ordering::Relaxed);
+            }
             return;
         }
         t.ipi_pending.store(true, Ordering::Release);
@@ -605,22 +765,10 @@ impl<const N: usize> Platform for SimPlatform<N> {
     /// 1000 steps at most.
     fn nap(&self) {
         let cpu = self.me();
-        let bound = if self.tick_every == 0 { 1000 } else { self.tick_every };
-        for _ in 0..bound {
-            // Time passes in every step of a nap, also one that ends at
-            // once (a masked pending IPI makes wtint a busy loop).
-            self.schedule();
-            if cpu.ipi_pending.load(Ordering::Acquire) {
-                cpu.naps_woken.fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-        }
-        cpu.naps_timed_out.fetch_add(1, Ordering::Relaxed);
-        if self.tick_every != 0 {
-            // The tick that ended the nap is pending: the next delivery
-            // point runs it.
-            let n = cpu.relax_count.load(Ordering::Relaxed);
-            cpu.relax_count.store(n - n % self.tick_every + self.tick_every - 1, Ordering::Relaxed);
+        if self.wtint() {
+            cpu.naps_woken.fetch_add(1, Ordering::Relaxed);
+        } else {
+            cpu.naps_timed_out.fetch_add(1, Ordering::Relaxed);
         }
     }
     fn wake(&self, cpu: usize) {

@@ -168,6 +168,8 @@ pub struct CpuState<const N: usize> {
     /// Set (SeqCst) while this CPU naps in a wait, so whoever ends the
     /// wait wakes it (module docs, "Napping waiters").
     napping: AtomicBool,
+    /// Work posted to run on this CPU in task context (`crate::task`).
+    pub task: crate::task::TaskSlot,
 }
 
 impl<const N: usize> CpuState<N> {
@@ -187,6 +189,7 @@ impl<const N: usize> CpuState<N> {
             waiting_for: AtomicUsize::new(0),
             drain_depth: AtomicUsize::new(0),
             napping: AtomicBool::new(false),
+            task: crate::task::TaskSlot::new(),
         }
     }
 }

@@ -7,6 +7,15 @@
  *   NCPU=n     number of CPUs (2 or 3)
  *   LOSSY      EV7 line: an IPI sent while the target is inside an
  *              interrupt handler is dropped (else: clipper latch)
+ *   LOSSY_MASKED  EV7 line losing the edge whenever IPL 7 masks it
+ *              (the kernel's inject=edge_loss_masked): an IPI sent while
+ *              the target is at IPL 7 for any reason is dropped, the
+ *              mailbox bit staying set: inside a handler (as LOSSY), and
+ *              outside one: napping in a wait (NAP), waiting masked
+ *              (MASKED), idle in wtint (IDLENAP). Supersedes LOSSY.
+ *   OUTSIDE_ONLY  with LOSSY_MASKED: only the losses outside handlers
+ *              (those LOSSY cannot make), as if handlers were too short to
+ *              be hit: what napping, masked waits and idle wtint add alone
  *   MASKED     the caller waits with interrupts masked (IPL 7)
  *   LOCK       the series' lock-and-drain fix: one lock around the call; a CPU that cannot
  *              take it drains its own mailbox (interrupts off) and retries
@@ -14,10 +23,17 @@
  *   NAP        waiters nap (wait=nap, src/xcall.rs "Napping waiters"): at
  *              IPL 7 a waiter sets its napping flag, re-checks, and waits
  *              until an interrupt is pending; whoever completes its call
- *              wakes it with an IPI (lost like any IPI under LOSSY); the
+ *              wakes it with an IPI (lost like any IPI under LOSSY, and
+ *              always under LOSSY_MASKED: a napper is at IPL 7); the
  *              clock's next interrupt also ends the nap
  *   NOTICK     with NAP: no clock bound, only an IPI ends a nap (what a
  *              wtint without a periodic interrupt would do)
+ *   IDLENAP    a CPU that finished its call idles as the kernel's idle
+ *              loop does: at IPL 7 in wtint until an interrupt is pending
+ *              (an IPI, or the clock's next interrupt), then back at IPL 0
+ *              where it is taken (else: it idles at IPL 0 taking
+ *              interrupts); the idle poll is left out, since the tick that
+ *              ends the nap polls first (POLL)
  *
  * Modelled faithfully: the CALL bit is set before the IPI, an IPI is sent
  * only when the target's queue goes from empty to non-empty, the handler
@@ -42,7 +58,10 @@
  * modelled: a re-sent IPI can be lost again in a handler window, so it
  * guarantees completion only with probability 1, not in every run, which
  * this model (without probabilities) cannot express. The QEMU matrix shows
- * both outcomes.
+ * both outcomes. A CPU waiting for the lock (LOCK) spins at IPL 0 here; the
+ * kernel's, under NAP, naps at IPL 7 between tries, where LOSSY_MASKED
+ * loses the releaser's wake too, but it drains its mailbox at every try,
+ * so that costs a tick, not a call (tests/sim_nap.rs runs that case).
  */
 
 #ifndef NCPU
@@ -53,16 +72,25 @@ bool mailbox[NCPU];      /* CALL_FUNCTION bit of each CPU */
 byte queued[NCPU];       /* bit i: caller i's descriptor is in this CPU's queue */
 bool line[NCPU];         /* interrupt request latched for this CPU */
 bool in_handler[NCPU];   /* inside an interrupt handler at IPL 7 */
-bool masked[NCPU];       /* IPIs and ticks held off */
+bool masked[NCPU];       /* IPIs and ticks held off: at IPL 7 */
 bool done[NCPU];         /* caller i's call has run (its wait ends) */
 bool napping[NCPU];      /* caller i naps in its wait (NAP) */
 bool clock[NCPU];        /* a clock interrupt is pending (it ended a nap) */
 byte lock = 0;           /* 0: free; else 1 + owner */
 byte finished = 0;
-byte lost = 0;           /* IPIs dropped (LOSSY) */
+byte lost = 0;           /* IPIs dropped (LOSSY, LOSSY_MASKED) */
 
 inline wripir(t) {
   atomic {
+#ifdef LOSSY_MASKED
+    if
+#ifndef OUTSIDE_ONLY
+    :: in_handler[t] -> lost++; printf("MSC: IPI to CPU %d LOST (in a handler)\n", t)
+#endif
+    :: !in_handler[t] && masked[t] -> lost++; printf("MSC: IPI to CPU %d LOST (at IPL 7 outside a handler)\n", t)
+    :: else -> line[t] = 1
+    fi
+#else
 #ifdef LOSSY
     if
     :: in_handler[t] -> lost++; printf("MSC: IPI to CPU %d LOST (in a handler)\n", t)
@@ -70,6 +98,7 @@ inline wripir(t) {
     fi
 #else
     line[t] = 1
+#endif
 #endif
   }
 }
@@ -184,8 +213,20 @@ proctype cpu(byte me) {
 #ifdef LOCK
   lock = 0;
 #endif
-  finished++
+  finished++;
   /* Then idle: this CPU's interrupts keep being taken. */
+#ifdef IDLENAP
+  /* ... between naps at IPL 7, as the kernel's idle loop sleeps. */
+  do
+  :: masked[me] = 1;
+     if
+     :: line[me] -> skip
+     :: clock[me] = 1
+     fi;
+     masked[me] = 0;
+     (!line[me] && !clock[me])
+  od
+#endif
 }
 
 init {

@@ -264,7 +264,7 @@ pub fn alpha_boot_main(console_pcb_phys: u64) -> ! {
         smp::finish(false, "bad boot argument");
     }
     clock::set_skew_us(cfg.clock_skew_us);
-    apply_policy(&cfg);
+    apply_policy(&cfg, m);
     let source = match machine::start_clock(m, cfg.clock, cfg.tick_hz, hwrpb) {
         Ok(s) => s,
         Err(e) => {
@@ -320,7 +320,7 @@ pub fn alpha_boot_main(console_pcb_phys: u64) -> ! {
 }
 
 /// The cross-call fixes, watchdog and fault injection from the command line.
-fn apply_policy(cfg: &BootConfig<'_>) {
+fn apply_policy(cfg: &BootConfig<'_>, m: &machine::MachineVector) {
     use core::sync::atomic::Ordering::Relaxed;
     let p = &platform::SMP.policy;
     p.serialize.store(cfg.ipi_lock, Relaxed);
@@ -329,8 +329,9 @@ fn apply_policy(cfg: &BootConfig<'_>) {
     p.watchdog_cycles
         .store(clock::ns_to_cycles(cfg.watchdog_ms * 1_000_000), Relaxed);
     p.allow_masked_wait.store(cfg.inject.masked_wait, Relaxed);
+    let wait = cfg.wait.unwrap_or(m.default_wait);
     p.nap
-        .store(cfg.wait == alphasmp_bootargs::WaitArg::Nap, Relaxed);
+        .store(wait == alphasmp_bootargs::WaitArg::Nap, Relaxed);
     p.spin_before_nap
         .store(clock::ns_to_cycles(cfg.nap_after_us * 1000), Relaxed);
     platform::INJECT_EDGE_LOSS.store(cfg.inject.edge_loss, Relaxed);
@@ -338,13 +339,18 @@ fn apply_policy(cfg: &BootConfig<'_>) {
     pal::WTINT_RETURNS.store(cfg.wtint_returns, Relaxed);
     interrupt::IRQ_LOAD_NS.store(cfg.irq_load_us * 1000, Relaxed);
     println!(
-        "policy: ipi_lock={} ipi_poll={} resend={} watchdog={} ms inject={} wait={}{}",
+        "policy: ipi_lock={} ipi_poll={} resend={} watchdog={} ms inject={} wait={}{}{}",
         if cfg.ipi_lock { "on" } else { "off" },
         if cfg.ipi_poll { "on" } else { "off" },
         if cfg.resend { "on" } else { "off" },
         cfg.watchdog_ms,
         cfg.inject.name(),
-        alphasmp_bootargs::name_of(alphasmp_bootargs::WaitArg::NAMES, cfg.wait),
+        alphasmp_bootargs::name_of(alphasmp_bootargs::WaitArg::NAMES, wait),
+        if cfg.wait.is_none() {
+            " (the machine's)"
+        } else {
+            ""
+        },
         if cfg.wtint_returns {
             " wtint=returns"
         } else {

@@ -280,22 +280,6 @@ fn wait_ns(ns: u64, done: impl Fn() -> bool) -> bool {
     true
 }
 
-/// [`wait_ns`] for a condition another CPU makes true and then wakes this
-/// one (`SMP.wake_if_napping`): spins or naps per the wait= policy. Only
-/// where interrupts are on, so the clock ends every nap (never on the
-/// panic or bring-up paths).
-fn wait_ns_woken(ns: u64, done: impl Fn() -> bool) -> bool {
-    let since = clock::cycles();
-    let end = clock::now_ns() + ns;
-    while !done() {
-        if clock::now_ns() > end {
-            return false;
-        }
-        SMP.pause(since, &done);
-    }
-    true
-}
-
 /// A CPU asked every CPU to run `f` from its idle loop (fault self-tests).
 pub static IDLE_REQUEST: AtomicUsize = AtomicUsize::new(usize::MAX);
 
@@ -351,14 +335,14 @@ fn idle_loop(cpu: usize) -> ! {
         if IDLE_REQUEST.load(Ordering::Acquire) == cpu {
             panic!("deliberate panic on CPU {cpu} (fault=panic)");
         }
-        run_posted_work(cpu);
+        SMP.run_posted_task();
     }
 }
 
 /// Work the idle loop must run rather than sleep: a posted work item or a
 /// deliberate panic request for this CPU.
 fn idle_work_pending(cpu: usize) -> bool {
-    WORK[cpu].load(Ordering::Relaxed) > TAKEN || IDLE_REQUEST.load(Ordering::Relaxed) == cpu
+    SMP.task_pending(cpu) || IDLE_REQUEST.load(Ordering::Relaxed) == cpu
 }
 
 /// Self-test hook: widens the idle loop's window between its check for
@@ -397,7 +381,7 @@ impl IdleWindow {
             return false;
         }
         self.inside.store(true, Ordering::Release);
-        wait_ns(1_000_000_000, || WORK[cpu].load(Ordering::Relaxed) != 0);
+        wait_ns(1_000_000_000, || SMP.task_pending(cpu));
         clock::delay_ns(200_000);
         self.clock_at_exit.store(
             crate::interrupt::COUNTS[cpu][1].load(Ordering::Relaxed),
@@ -522,100 +506,41 @@ pub fn stop_all_and_fail(role: percpu::PanicRole) -> ! {
 
 // ---- Running work on every CPU in task context ------------------------------
 //
-// Self-tests need all CPUs to run code at IPL 0 outside interrupt handlers
-// (where waiting cross-calls are allowed), not inside an IPI handler.
-//
-// Protocol of a CPU's `WORK` slot (0 = free, TAKEN = running, else a
-// posted `Work` pointer):
-// - the poster waits until the slot is free, stores the function
-//   (Release) and PINGs the CPU;
-// - the CPU's idle loop claims it with a compare-exchange function -> TAKEN
-//   (Acquire), runs it, stores the result (Relaxed) and frees the slot
-//   (Release);
-// - the poster waits for the slot to be free again (Acquire) and reads the
-//   result. On a timeout it withdraws the post with a compare-exchange
-//   function -> 0, which fails only if the CPU already claimed it; then
-//   the function runs to its end and frees the slot, and the next poster
-//   waits for that before posting. So a result read is always the one of
-//   the function its reader posted, and a withdrawn function never runs.
-// - waiting (for a free slot, or for the result) a CPU sets its bit in the
-//   slot's WORK_WAITERS (SeqCst) and may nap (wait=nap); the CPU that frees
-//   the slot fences after its Release store and wakes every listed CPU
-//   that is napping (the core's nap protocol, src/xcall.rs).
+// Self-tests, the benchmark and the stress run need CPUs to run code at
+// IPL 0 outside interrupt handlers (where waiting cross-calls are allowed).
+// The core's task slots do it (`alphasmp::task`, Linux's smp_call_on_cpu:
+// several posters, a context argument, withdraw and abandon on a timeout;
+// checked by the simulator and loom); each CPU's idle loop runs what is
+// posted to it.
 
-type Work = fn(usize) -> u64;
+/// A function run on each CPU: `f(cpu)`.
+pub type Work = fn(usize) -> u64;
 
-const TAKEN: usize = 1;
-
-static WORK: [AtomicUsize; MAX_CPUS] = [const { AtomicUsize::new(0) }; MAX_CPUS];
-static WORK_RESULT: [core::sync::atomic::AtomicU64; MAX_CPUS] =
-    [const { core::sync::atomic::AtomicU64::new(0) }; MAX_CPUS];
-/// CPUs waiting for a slot to be freed (its poster, and posters waiting
-/// to post): each is woken when it is (wait=nap).
-static WORK_WAITERS: [core::sync::atomic::AtomicU64; MAX_CPUS] =
-    [const { core::sync::atomic::AtomicU64::new(0) }; MAX_CPUS];
-
-fn run_posted_work(cpu: usize) {
-    let w = WORK[cpu].load(Ordering::Relaxed);
-    if w > TAKEN
-        && WORK[cpu]
-            .compare_exchange(w, TAKEN, Ordering::Acquire, Ordering::Relaxed)
-            .is_ok()
-    {
-        // SAFETY: only `run_on_cpus` stores values above TAKEN here, and
-        // only `Work` pointers (never 0 or 1: functions are aligned).
-        let f: Work = unsafe { core::mem::transmute::<usize, Work>(w) };
-        WORK_RESULT[cpu].store(f(cpu), Ordering::Relaxed);
-        WORK[cpu].store(0, Ordering::Release);
-        // Whoever waits for the slot may nap (wait=nap): wake them.
-        core::sync::atomic::fence(Ordering::SeqCst);
-        for waiter in CpuMask(WORK_WAITERS[cpu].load(Ordering::Relaxed)).iter() {
-            SMP.wake_if_napping(waiter);
-        }
-    }
-}
-
-/// Waits (spinning or napping) until `cpu`'s work slot is free, listed
-/// among the slot's waiters so the CPU that frees it wakes this one.
-fn wait_slot_free(cpu: usize, me: usize, ns: u64) -> bool {
-    WORK_WAITERS[cpu].fetch_or(1 << me, Ordering::SeqCst);
-    let free = wait_ns_woken(ns, || WORK[cpu].load(Ordering::Acquire) == 0);
-    WORK_WAITERS[cpu].fetch_and(!(1 << me), Ordering::Relaxed);
-    free
+fn run_plain(cpu: usize, ctx: usize) -> u64 {
+    // SAFETY: `run_on_cpus` passes a `Work` function pointer as the
+    // context, and nothing else posts `run_plain`.
+    let f: Work = unsafe { core::mem::transmute::<usize, Work>(ctx) };
+    f(cpu)
 }
 
 /// Runs `f(cpu)` on every CPU of `mask` at once (this one included, if in
 /// it) and returns the results, or the first CPU that did not finish (or
-/// whose slot was still busy with an earlier timed-out call) within
-/// `timeout_ns`.
+/// whose slot stayed busy with other work) within `timeout_ns`.
 pub fn run_on_cpus(mask: CpuMask, f: Work, timeout_ns: u64) -> Result<[u64; MAX_CPUS], usize> {
-    let me = cpus::this();
-    let end = clock::now_ns() + timeout_ns;
-    let left = || end.saturating_sub(clock::now_ns());
-    let mut posted = CpuMask::EMPTY;
-    let mut failed = None;
-    for cpu in mask.without(me).iter() {
-        if !wait_slot_free(cpu, me, left()) {
-            failed = Some(cpu);
-            break;
-        }
-        WORK[cpu].store(f as usize, Ordering::Release);
-        posted.insert(cpu);
-        ipi::send(cpu, IpiMessage::PING);
-    }
-    let mut out = [0u64; MAX_CPUS];
-    if failed.is_none() && mask.contains(me) {
-        out[me] = f(me);
-    }
-    for cpu in posted.iter() {
-        if failed.is_none() && wait_slot_free(cpu, me, left()) {
-            out[cpu] = WORK_RESULT[cpu].load(Ordering::Relaxed);
-            continue;
-        }
-        // Withdraw what was not claimed; a claimed function finishes and
-        // frees the slot by itself.
-        let _ = WORK[cpu].compare_exchange(f as usize, 0, Ordering::AcqRel, Ordering::Relaxed);
-        failed.get_or_insert(cpu);
-    }
-    failed.map_or(Ok(out), Err)
+    run_on_cpus_with(mask, run_plain, f as usize, timeout_ns)
+}
+
+/// [`run_on_cpus`] with a context: `f(cpu, ctx)`, where `ctx` is typically
+/// the address of something the caller keeps alive until this returns.
+pub fn run_on_cpus_with(
+    mask: CpuMask,
+    f: alphasmp::task::TaskFn,
+    ctx: usize,
+    timeout_ns: u64,
+) -> Result<[u64; MAX_CPUS], usize> {
+    use alphasmp::task::TaskError;
+    SMP.run_on_cpus(mask, f, ctx, clock::ns_to_cycles(timeout_ns))
+        .map_err(|e| match e {
+            TaskError::NoSuchCpu(c) | TaskError::Busy(c) | TaskError::TimedOut { cpu: c, .. } => c,
+        })
 }

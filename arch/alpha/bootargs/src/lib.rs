@@ -259,7 +259,8 @@ pub struct BootConfig<'a> {
     /// `cpus=`: physical CPU ids (bit n = whami n) to bring up; None: all.
     pub cpus: Option<CpuMask>,
     pub clock_skew_us: u64,
-    pub wait: WaitArg,
+    /// `wait=`; None: the machine vector's default.
+    pub wait: Option<WaitArg>,
     pub nap_after_us: u64,
     /// Samples per benchmark measurement; 0: no benchmark run.
     pub bench: u64,
@@ -553,12 +554,12 @@ pub const KEYS: &[Key] = &[
     Key {
         name: "wait",
         values: "`spin`, `nap`",
-        default: Some("nap"),
-        help: "how a CPU waits for a synchronous call, the serialization lock or posted work: spin, or nap in `wtint` until woken by the CPU that ends the wait (or the next clock interrupt); see \"Speed\"",
-        lands: "SMP.policy.nap (main.rs apply_policy)",
+        default: None,
+        help: "how a CPU waits for a synchronous call, the serialization lock or posted work: spin, or nap in `wtint` until woken by the CPU that ends the wait (or the next clock interrupt); not given: the machine vector's choice (`nap` on QEMU's clipper, where vCPUs share host cores; `spin` on Tsunami and Marvel, see \"Speed\")",
+        lands: "SMP.policy.nap (main.rs apply_policy), MachineVector::default_wait",
         example: "spin",
         set: |c, v| {
-            c.wait = choice(WaitArg::NAMES, v, "spin|nap")?;
+            c.wait = Some(choice(WaitArg::NAMES, v, "spin|nap")?);
             Ok(())
         },
     },
@@ -754,8 +755,19 @@ mod tests {
             BootConfig::parse("stress=0"),
             Err(BootArgError::BadValue { key: "stress", .. })
         ));
-        assert_eq!(BootConfig::parse("").unwrap().wait, WaitArg::Nap);
-        assert_eq!(BootConfig::parse("wait=spin").unwrap().wait, WaitArg::Spin);
+        assert_eq!(
+            BootConfig::parse("").unwrap().wait,
+            None,
+            "the machine's choice"
+        );
+        assert_eq!(
+            BootConfig::parse("wait=spin").unwrap().wait,
+            Some(WaitArg::Spin)
+        );
+        assert_eq!(
+            BootConfig::parse("wait=nap").unwrap().wait,
+            Some(WaitArg::Nap)
+        );
         assert!(matches!(
             BootConfig::parse("wait=doze"),
             Err(BootArgError::BadValue { key: "wait", .. })

@@ -11,6 +11,7 @@ use alphasmp_srm::vectors::DeviceVectors;
 use super::{MachineVector, tsunami};
 use crate::hwrpb::Hwrpb;
 use crate::{clock, pal, percpu};
+use alphasmp_bootargs::WaitArg;
 
 /// QEMU's clipper: Tsunami's functions wherever the two agree (console
 /// UART, RTC tick, Cchip masking, vectors), plus pvpanic.
@@ -28,6 +29,7 @@ pub static VECTOR: MachineVector = MachineVector {
     report_logout: super::nothing_to_report,
     signal_failure: pvpanic_failure,
     exit_device,
+    default_wait: WaitArg::Nap,
 };
 
 fn probe(h: &Hwrpb) {

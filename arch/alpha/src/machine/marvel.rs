@@ -28,6 +28,7 @@ use alphasmp_srm::{ev7_logout, io7};
 use super::MachineVector;
 use crate::console::println;
 use crate::hwrpb::{self, Hwrpb, KSEG};
+use alphasmp_bootargs::WaitArg;
 
 /// EV7/Marvel: ES47, ES80, GS1280.
 pub static VECTOR: MachineVector = MachineVector {
@@ -45,6 +46,7 @@ pub static VECTOR: MachineVector = MachineVector {
     report_logout,
     signal_failure: super::no_failure_signal,
     exit_device,
+    default_wait: WaitArg::Spin,
 };
 
 /// The EV7 PALcode's tick: nothing to program, its rate only known from

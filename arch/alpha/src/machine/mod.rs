@@ -31,7 +31,7 @@ mod tsunami;
 use core::fmt;
 use core::sync::atomic::{AtomicBool, Ordering};
 
-use alphasmp_bootargs::{ClockArg, ConsoleArg};
+use alphasmp_bootargs::{ClockArg, ConsoleArg, WaitArg};
 use alphasmp_srm::hwrpb::HaltRequest;
 use alphasmp_srm::vectors::{Device, DeviceVectors, MachineCheck};
 
@@ -74,6 +74,13 @@ pub struct MachineVector {
     pub signal_failure: fn(),
     /// The exit path, for the banner.
     pub exit_device: fn() -> &'static str,
+    /// How waiters wait when `wait=` is not given. Napping pays where
+    /// vCPUs share host cores (QEMU); on a real machine a nap costs a
+    /// wake-up IPI per wait, and if EV7 loses IPI edges whenever IPL 7
+    /// masks them, every wake of a napper is lost and each wait lasts until
+    /// the next tick (the simulator and spin model's `edge_loss_masked`
+    /// runs, README "Speed").
+    pub default_wait: WaitArg,
 }
 
 impl fmt::Debug for MachineVector {

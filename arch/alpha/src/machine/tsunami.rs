@@ -13,6 +13,7 @@ use alphasmp_srm::vectors::DeviceVectors;
 use super::MachineVector;
 use crate::console::Console;
 use crate::hwrpb::Hwrpb;
+use alphasmp_bootargs::WaitArg;
 
 /// Real Tsunami/Typhoon AlphaServers: DS10, DS20 (2-CPU Tsunami), ES40
 /// (4-CPU Typhoon). QEMU's clipper is the same chipset and reuses these
@@ -32,6 +33,7 @@ pub static VECTOR: MachineVector = MachineVector {
     report_logout: super::nothing_to_report,
     signal_failure: super::no_failure_signal,
     exit_device,
+    default_wait: WaitArg::Spin,
 };
 
 /// The CPUs Tsunami-class machines are built with.

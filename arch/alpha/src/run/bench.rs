@@ -26,22 +26,30 @@ use crate::{clock, mm, smp};
 static SPACE: AddressSpace<MAX_CPUS> = AddressSpace::new();
 const PAGE: u64 = 9;
 
-/// Samples per measurement.
-static SAMPLES: AtomicU64 = AtomicU64::new(1000);
-/// Which measurement the CPUs of a `run_on_cpus` round take part in.
-static WHICH: AtomicU64 = AtomicU64::new(0);
-/// Set by the measuring CPU when it is done: busy targets stop spinning.
-static DONE: AtomicBool = AtomicBool::new(false);
 /// Set by a no-wait call's function: the call has run.
 static RAN: AtomicBool = AtomicBool::new(false);
-/// The CPU that measures in a round.
-static MEASURER: AtomicU64 = AtomicU64::new(0);
-/// Where the measuring CPU leaves its samples (ns).
-static SAMPLES_NS: spin::Mutex<Vec<u64>> = spin::Mutex::new(Vec::new());
-/// Throughput round: shootdowns each issuer makes.
-static PER_ISSUER: AtomicU64 = AtomicU64::new(0);
-static READY: AtomicU64 = AtomicU64::new(0);
+/// Failures of the whole run (any round).
 static ERRORS: AtomicU64 = AtomicU64::new(0);
+
+/// One measuring round, shared by its CPUs through their context: the
+/// measurer samples `op`, the others spin (busy targets) until it is done.
+struct Round {
+    op: Op,
+    measurer: usize,
+    samples: usize,
+    /// Set by the measurer when it is done: busy targets stop spinning.
+    done: AtomicBool,
+    /// The measurer's samples (ns).
+    result: spin::Mutex<Vec<u64>>,
+}
+
+/// One throughput round: `issuers` CPUs make `per_issuer` shootdowns each,
+/// starting together.
+struct Throughput {
+    issuers: u64,
+    per_issuer: u64,
+    ready: AtomicU64,
+}
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 #[repr(u64)]
@@ -122,21 +130,22 @@ fn sample(op: Op, target: usize) -> Result<u64, XcallError> {
     Ok(clock::cycles_to_ns(clock::cycles() - start))
 }
 
-/// A `run_on_cpus` round: the measurer samples, the others spin (busy
-/// targets) until it is done.
-fn round(me: usize) -> u64 {
-    if me as u64 != MEASURER.load(Ordering::Relaxed) {
-        while !DONE.load(Ordering::Acquire) {
+/// A round's CPU: the measurer samples, the others spin (busy targets)
+/// until it is done.
+fn round(me: usize, ctx: usize) -> u64 {
+    // SAFETY: `measure` passes the address of its `Round` and keeps it
+    // alive until run_on_cpus_with has collected every CPU's result.
+    let r = unsafe { &*(ctx as *const Round) };
+    if me != r.measurer {
+        while !r.done.load(Ordering::Acquire) {
             core::hint::spin_loop();
         }
         return 0;
     }
-    let op = Op::ALL[WHICH.load(Ordering::Relaxed) as usize];
     let target = next_cpu(me);
-    let n = SAMPLES.load(Ordering::Relaxed) as usize;
-    let mut v = Vec::with_capacity(n);
-    for _ in 0..n {
-        match sample(op, target) {
+    let mut v = Vec::with_capacity(r.samples);
+    for _ in 0..r.samples {
+        match sample(r.op, target) {
             Ok(ns) => v.push(ns),
             Err(_) => {
                 ERRORS.fetch_add(1, Ordering::Relaxed);
@@ -144,8 +153,8 @@ fn round(me: usize) -> u64 {
             }
         }
     }
-    *SAMPLES_NS.lock() = v;
-    DONE.store(true, Ordering::Release);
+    *r.result.lock() = v;
+    r.done.store(true, Ordering::Release);
     0
 }
 
@@ -161,27 +170,29 @@ fn percentile(sorted: &[u64], p: usize) -> u64 {
 }
 
 /// Measures `op` with its targets idle or busy and prints the result line.
-fn measure(op: Op, busy: bool) {
+fn measure(op: Op, busy: bool, samples: usize) {
     let me = crate::cpus::this();
     let online = smp::online();
     let target = next_cpu(me);
-    WHICH.store(
-        Op::ALL.iter().position(|o| *o == op).unwrap() as u64,
-        Ordering::Relaxed,
-    );
-    MEASURER.store(me as u64, Ordering::Relaxed);
-    DONE.store(false, Ordering::Relaxed);
+    let r = Round {
+        op,
+        measurer: me,
+        samples,
+        done: AtomicBool::new(false),
+        result: spin::Mutex::new(Vec::new()),
+    };
     let mask = match (busy, op.single_target()) {
         (false, _) => CpuMask::single(me),
         (true, true) => CpuMask(CpuMask::single(me).0 | CpuMask::single(target).0),
         (true, false) => online,
     };
-    if smp::run_on_cpus(mask, round, 600_000_000_000).is_err() {
+    if smp::run_on_cpus_with(mask, round, &raw const r as usize, 600_000_000_000).is_err() {
         println!("bench: {} did not finish", op.name());
         ERRORS.fetch_add(1, Ordering::Relaxed);
-        return;
+        // A CPU may still spin on `r`: it must not go away.
+        smp::finish(false, "bench: a round did not finish");
     }
-    let mut v = core::mem::take(&mut *SAMPLES_NS.lock());
+    let mut v = core::mem::take(&mut *r.result.lock());
     if v.is_empty() {
         return;
     }
@@ -201,16 +212,18 @@ fn measure(op: Op, busy: bool) {
 }
 
 /// Throughput: `k` CPUs issue shootdowns at once.
-fn issuer(_me: usize) -> u64 {
-    READY.fetch_add(1, Ordering::AcqRel);
-    let want = WHICH.load(Ordering::Relaxed);
-    while READY.load(Ordering::Acquire) < want {
+fn issuer(_me: usize, ctx: usize) -> u64 {
+    // SAFETY: `throughput` passes the address of its `Throughput` and keeps
+    // it alive until every issuer has returned.
+    let t = unsafe { &*(ctx as *const Throughput) };
+    t.ready.fetch_add(1, Ordering::AcqRel);
+    while t.ready.load(Ordering::Acquire) < t.issuers {
         core::hint::spin_loop();
     }
     // Each issuer times itself on its own clock (clocks of different CPUs
     // are not synchronised on real machines).
     let start = clock::now_ns();
-    for _ in 0..PER_ISSUER.load(Ordering::Relaxed) {
+    for _ in 0..t.per_issuer {
         if MMU.flush_tlb_page(&SPACE, mm::va(PAGE), false).is_err() {
             ERRORS.fetch_add(1, Ordering::Relaxed);
             break;
@@ -219,15 +232,17 @@ fn issuer(_me: usize) -> u64 {
     clock::now_ns() - start
 }
 
-fn throughput(k: usize) {
+fn throughput(k: usize, per: u64) {
     let mut mask = CpuMask::EMPTY;
     for c in smp::online().iter().take(k) {
         mask.insert(c);
     }
-    let per = PER_ISSUER.load(Ordering::Relaxed);
-    READY.store(0, Ordering::Relaxed);
-    WHICH.store(k as u64, Ordering::Relaxed);
-    match smp::run_on_cpus(mask, issuer, 600_000_000_000) {
+    let t = Throughput {
+        issuers: k as u64,
+        per_issuer: per,
+        ready: AtomicU64::new(0),
+    };
+    match smp::run_on_cpus_with(mask, issuer, &raw const t as usize, 600_000_000_000) {
         Ok(ns) => {
             let longest = mask.iter().map(|c| ns[c]).max().unwrap_or(1).max(1);
             let total = per * k as u64;
@@ -243,6 +258,8 @@ fn throughput(k: usize) {
         Err(cpu) => {
             println!("bench: throughput with {k} issuers: CPU {cpu} did not finish");
             ERRORS.fetch_add(1, Ordering::Relaxed);
+            // An issuer may still use `t`: it must not go away.
+            smp::finish(false, "bench: a throughput round did not finish");
         }
     }
 }
@@ -255,8 +272,6 @@ fn activate(_: usize) -> u64 {
 /// Runs the suite and halts.
 pub fn run(cfg: &BootConfig<'_>) -> ! {
     let n = smp::online_count();
-    SAMPLES.store(cfg.bench, Ordering::Relaxed);
-    PER_ISSUER.store((cfg.bench / 2).max(1), Ordering::Relaxed);
     mm::set(PAGE, Some(mm::alloc_page()));
     // The address space is live on every CPU, so every flush crosses CPUs.
     if smp::run_on_cpus(smp::online(), activate, 10_000_000_000).is_err() {
@@ -267,11 +282,11 @@ pub fn run(cfg: &BootConfig<'_>) -> ! {
         smp::finish(false, "bench needs 2 or more CPUs");
     }
     for op in Op::ALL {
-        measure(op, false);
-        measure(op, true);
+        measure(op, false, cfg.bench as usize);
+        measure(op, true, cfg.bench as usize);
     }
     for k in 1..=n {
-        throughput(k);
+        throughput(k, (cfg.bench / 2).max(1));
     }
     let errors = ERRORS.load(Ordering::Relaxed);
     if errors > 0 {

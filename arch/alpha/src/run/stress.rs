@@ -23,25 +23,34 @@ use crate::{clock, ipl, mm, smp};
 static SPACE: AddressSpace<MAX_CPUS> = AddressSpace::new();
 const PAGE: u64 = 7;
 
-static PER_CPU: AtomicU64 = AtomicU64::new(0);
-static MASKED_WAIT: AtomicU64 = AtomicU64::new(0);
-static START_NS: AtomicU64 = AtomicU64::new(0);
-/// When the first waiter gave up (ns since the start barrier, each CPU on
-/// its own clock; u64::MAX: never).
-static FIRST_ABORT_NS: AtomicU64 = AtomicU64::new(u64::MAX);
-static ABORTED: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
-static OTHER_ERRORS: AtomicU64 = AtomicU64::new(0);
+/// What every worker of one run shares: the parameters, the start barrier
+/// and what the workers report. Lives on the boot CPU's stack for the run;
+/// the workers get its address as their context.
+struct Run {
+    per_cpu: u64,
+    masked_wait: bool,
+    start_ns: u64,
+    ready: AtomicU64,
+    /// When the first waiter gave up (ns since the start barrier, each CPU
+    /// on its own clock; u64::MAX: never).
+    first_abort_ns: AtomicU64,
+    /// 1 + the target a CPU's wait gave up on (0: none).
+    aborted: [AtomicU64; MAX_CPUS],
+    other_errors: AtomicU64,
+}
 
-static READY: AtomicU64 = AtomicU64::new(0);
-
-fn worker(me: usize) -> u64 {
+fn worker(me: usize, ctx: usize) -> u64 {
+    // SAFETY: `run` passes the address of its `Run`, which it keeps alive
+    // until every worker has returned (run_on_cpus_with waits for them, or
+    // the run ends without returning).
+    let run = unsafe { &*(ctx as *const Run) };
     MMU.activate(&SPACE);
     // Start barrier: every CPU has the space active (so every shootdown
     // really crosses CPUs) and all start flushing together.
-    READY.fetch_add(1, Ordering::AcqRel);
+    run.ready.fetch_add(1, Ordering::AcqRel);
     let all = smp::online_count() as u64;
     let end = clock::now_ns() + 5_000_000_000;
-    while READY.load(Ordering::Acquire) < all && clock::now_ns() < end {
+    while run.ready.load(Ordering::Acquire) < all && clock::now_ns() < end {
         core::hint::spin_loop();
     }
     // Each CPU times its own wait on its own clock: cycle counters of
@@ -49,15 +58,15 @@ fn worker(me: usize) -> u64 {
     // read on one CPU means nothing on another.
     let my_start = clock::now_ns();
     let mut done = 0;
-    let total = PER_CPU.load(Ordering::Relaxed);
+    let total = run.per_cpu;
     let tenth = (total / 10).max(1);
     for i in 0..total {
         if me == 0 && i > 0 && i % tenth == 0 && total >= 10_000 {
             // Progress for long runs (CPU 0's share stands for everyone's).
-            let ms = (clock::now_ns() - START_NS.load(Ordering::Relaxed)) / 1_000_000;
+            let ms = (clock::now_ns() - run.start_ns) / 1_000_000;
             println!("stress: {}% after {} ms", i * 100 / total, ms);
         }
-        let result = if MASKED_WAIT.load(Ordering::Relaxed) != 0 {
+        let result = if run.masked_wait {
             let _masked = ipl::IplGuard::raise(ipl::HIGH);
             MMU.flush_tlb_page(&SPACE, mm::va(PAGE), false)
         } else {
@@ -67,12 +76,12 @@ fn worker(me: usize) -> u64 {
             Ok(()) => done += 1,
             Err(XcallError::Stalled { target }) => {
                 let at = clock::now_ns() - my_start;
-                FIRST_ABORT_NS.fetch_min(at, Ordering::Relaxed);
-                ABORTED[me].store(target as u64 + 1, Ordering::Relaxed);
+                run.first_abort_ns.fetch_min(at, Ordering::Relaxed);
+                run.aborted[me].store(target as u64 + 1, Ordering::Relaxed);
                 return done;
             }
             Err(_) => {
-                OTHER_ERRORS.fetch_add(1, Ordering::Relaxed);
+                run.other_errors.fetch_add(1, Ordering::Relaxed);
                 return done;
             }
         }
@@ -88,8 +97,6 @@ fn sum(f: impl Fn(usize) -> u64) -> u64 {
 pub fn run(cfg: &BootConfig<'_>) -> ! {
     let online = smp::online();
     mm::set(PAGE, Some(mm::alloc_page()));
-    PER_CPU.store(cfg.stress, Ordering::Relaxed);
-    MASKED_WAIT.store(cfg.inject.masked_wait as u64, Ordering::Relaxed);
     // A stalled wait gives up at its first report, or at its third when the
     // watchdog re-sends (two re-sends must have failed to call it deadlock).
     SMP.policy
@@ -106,11 +113,19 @@ pub fn run(cfg: &BootConfig<'_>) -> ! {
         cfg.watchdog_ms,
         cfg.irq_load_us
     );
-    START_NS.store(clock::now_ns(), Ordering::Relaxed);
+    let run = Run {
+        per_cpu: cfg.stress,
+        masked_wait: cfg.inject.masked_wait,
+        start_ns: clock::now_ns(),
+        ready: AtomicU64::new(0),
+        first_abort_ns: AtomicU64::new(u64::MAX),
+        aborted: [const { AtomicU64::new(0) }; MAX_CPUS],
+        other_errors: AtomicU64::new(0),
+    };
     // Every worker ends: each wait is bounded by the watchdog's abort.
     let bound_ns = cfg.stress * 50_000_000 + 60_000_000_000;
-    let result = smp::run_on_cpus(online, worker, bound_ns);
-    let elapsed = clock::now_ns() - START_NS.load(Ordering::Relaxed);
+    let result = smp::run_on_cpus_with(online, worker, &raw const run as usize, bound_ns);
+    let elapsed = clock::now_ns() - run.start_ns;
     let done: u64 = match result {
         Ok(per_cpu) => per_cpu.iter().sum(),
         Err(cpu) => {
@@ -119,9 +134,9 @@ pub fn run(cfg: &BootConfig<'_>) -> ! {
         }
     };
     let aborted = smp::online_cpus()
-        .filter(|c| ABORTED[*c].load(Ordering::Relaxed) != 0)
+        .filter(|c| run.aborted[*c].load(Ordering::Relaxed) != 0)
         .count();
-    let errors = OTHER_ERRORS.load(Ordering::Relaxed);
+    let errors = run.other_errors.load(Ordering::Relaxed);
     // Only a waiter that gave up (Stalled) or never finished is a deadlock;
     // any other refusal is an error of the run, reported as such.
     let outcome = if result.is_err() || aborted > 0 {
@@ -133,7 +148,7 @@ pub fn run(cfg: &BootConfig<'_>) -> ! {
     } else {
         "completed"
     };
-    let first = FIRST_ABORT_NS.load(Ordering::Relaxed);
+    let first = run.first_abort_ns.load(Ordering::Relaxed);
     let rescued: [u64; IpiMessage::COUNT] =
         core::array::from_fn(|i| sum(|c| SMP.cpu(c).stats.rescued[i].load(Ordering::Relaxed)));
     println!(
