@@ -28,10 +28,13 @@
 //!   records "napped" and lasts until the waker has made its decision (as a
 //!   real wtint lasts until the wake or the tick), and whose `wake()`
 //!   records "woken". Each counts the lost wakes; the count must be 0.
-//! - **the work slot** (`work_slot_*`): `run_posted_work` / `wait_slot_free`
-//!   live in `arch/alpha/src/smp.rs`, whose crate builds only for Alpha, so
-//!   their few lines are copied here, over the real core's `pause` and
-//!   `wake_if_napping`.
+//! - **the work slot** (`work_slot_*`): the wake rule of a slot freed by
+//!   its CPU (a Release store, a SeqCst fence, then wake the listed
+//!   nappers), written out over the real core's `pause` and
+//!   `wake_if_napping`. It was the kernel's own work slot when these tests
+//!   were written; the core's task slot (`src/task.rs`,
+//!   `wake_slot_waiters`) now follows the same rule, and its protocol is
+//!   checked by `tests/task_sim.rs` and loom.
 //! - **mutants** (`mutant_*`): the protocol written out by hand (or the
 //!   work-slot copy) with one fence removed; the lost wake must be
 //!   *observed*, which shows that this harness sees what the other tests
@@ -922,12 +925,12 @@ fn real_serial_lock_release_wakes_its_napping_waiter() {
     );
 }
 
-// ---- the work slot: arch/alpha/src/smp.rs copied over the real core ---------------
+// ---- the work slot's wake rule, over the real core -----------------------------------
 
 /// `wait_slot_free` (the poster, CPU 0, waits for CPU 1's slot) against
 /// the end of `run_posted_work` (CPU 1 frees its slot and wakes the listed
-/// waiters), as in arch/alpha/src/smp.rs, whose crate builds only for
-/// Alpha; `pause`, `nap_unless` and `wake_if_napping` are the real core's.
+/// waiters), the shape of `src/task.rs`'s free-then-`wake_slot_waiters`;
+/// `pause`, `nap_unless` and `wake_if_napping` are the real core's.
 /// `fenced`: `run_posted_work` keeps its fence.
 fn work_slot(fenced: bool, run: Run) -> Tally {
     const TAKEN: usize = 1;
