@@ -16,6 +16,7 @@ pub mod rng;
 pub mod sim;
 pub mod sync;
 pub mod task;
+pub mod taskslot;
 pub mod timefloor;
 pub mod tlb;
 pub mod xcall;

@@ -169,7 +169,7 @@ pub struct CpuState<const N: usize> {
     /// wait wakes it (module docs, "Napping waiters").
     napping: AtomicBool,
     /// Work posted to run on this CPU in task context (`crate::task`).
-    pub task: crate::task::TaskSlot,
+    pub task: crate::taskslot::TaskSlot,
 }
 
 impl<const N: usize> CpuState<N> {
@@ -189,7 +189,7 @@ impl<const N: usize> CpuState<N> {
             waiting_for: AtomicUsize::new(0),
             drain_depth: AtomicUsize::new(0),
             napping: AtomicBool::new(false),
-            task: crate::task::TaskSlot::new(),
+            task: crate::taskslot::TaskSlot::new(),
         }
     }
 }

@@ -105,6 +105,9 @@ mod queue;
 #[path = "../src/task.rs"]
 #[allow(dead_code)]
 mod task;
+#[path = "../src/taskslot.rs"]
+#[allow(dead_code)]
+mod taskslot;
 #[path = "../src/xcall.rs"]
 #[allow(dead_code)]
 mod xcall;

@@ -498,7 +498,7 @@ pub fn stop_all_and_fail(role: percpu::PanicRole) -> ! {
     if FAULT_WHILE_ENDING.swap(false, Ordering::Relaxed) {
         // SAFETY: a deliberate OPCDEC; the trap handler reports it and
         // re-enters the panic path, which must end the run.
-        unsafe { crate::run::fault_illegal() };
+        unsafe { crate::trap::fault_illegal() };
     }
     stop_others(true);
     machine::end_run(false)

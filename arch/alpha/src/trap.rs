@@ -44,6 +44,15 @@ unsafe extern "Rust" {
     fn ent_sys();
 }
 
+// The deliberate faults of `fault=` (asm/pal.S; run::raise_fault).
+unsafe extern "Rust" {
+    pub(crate) fn fault_breakpoint();
+    pub(crate) fn fault_illegal();
+    pub(crate) fn fault_overflow();
+    pub(crate) fn fault_load(addr: u64) -> u64;
+    pub(crate) fn fault_callsys();
+}
+
 /// Registers the six entry points on the calling CPU. Every CPU runs this
 /// first thing, before it lowers its IPL or can fault.
 pub fn install() {

@@ -17,6 +17,7 @@ pub mod tests;
 use alphasmp_bootargs::{BootConfig, Fault};
 
 use crate::console::println;
+use crate::trap::{fault_breakpoint, fault_callsys, fault_illegal, fault_load, fault_overflow};
 use crate::{clock, cpus, ipl, smp};
 use selftest::Summary;
 
@@ -40,13 +41,6 @@ pub fn run(cfg: &BootConfig<'_>) -> ! {
     smp::finish(summary.failed == 0, &why)
 }
 
-unsafe extern "Rust" {
-    fn fault_breakpoint();
-    pub(crate) fn fault_illegal();
-    fn fault_overflow();
-    fn fault_load(addr: u64) -> u64;
-    fn fault_callsys();
-}
 
 /// Raises the fault asked for with `fault=`; every one must end the run
 /// through the trap report and the panic path, never return.
