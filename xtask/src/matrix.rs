@@ -11,7 +11,13 @@ use crate::qemu::{self, Ending, RunSpec};
 use crate::util::{Context, Result};
 
 /// Injected faults, as the kernel's `inject=` values.
-pub const FAULTS: &[&str] = &["none", "edge_loss", "masked_wait", "both"];
+pub const FAULTS: &[&str] = &[
+    "none",
+    "edge_loss",
+    "masked_wait",
+    "both",
+    "edge_loss_masked",
+];
 
 /// Fix sets: name and boot arguments.
 pub const FIXES: &[(&str, &str)] = &[
@@ -64,10 +70,26 @@ impl Expect {
 ///   while the target is itself trying to take the lock: a target that has
 ///   finished its work and idles is never drained, so lock+drain alone may
 ///   still deadlock at the end of a run.
+///
+/// - `edge_loss_masked` loses an IPI whenever its target is at IPL 7, also
+///   outside a handler, and every idle CPU sleeps at IPL 7: an IPI to an
+///   idle CPU is always lost, and only the poll (the idle loop's, at its
+///   next tick) finds the message. With the poll every cell completes;
+///   without it, the first CPU to finish and idle strands the next call to
+///   it, which deadlocks all but the rare run in which no CPU needs an
+///   idle one (the simulator: 396 of 400 seeds without a fix or with
+///   resend, all seeds with lock+drain), so those cells are "either".
 pub fn predict(fault: &str, fix: &str, smp: u32) -> Expect {
     let lock = fix.contains("lock");
     let poll = fix.contains("poll");
     let resend = fix == "resend";
+    if fault == "edge_loss_masked" {
+        return if poll {
+            Expect::Completes
+        } else {
+            Expect::Either
+        };
+    }
     let edge = fault == "edge_loss" || fault == "both";
     let masked = fault == "masked_wait" || fault == "both";
     if masked && !lock {

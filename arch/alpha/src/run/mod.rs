@@ -41,7 +41,6 @@ pub fn run(cfg: &BootConfig<'_>) -> ! {
     smp::finish(summary.failed == 0, &why)
 }
 
-
 /// Raises the fault asked for with `fault=`; every one must end the run
 /// through the trap report and the panic path, never return.
 fn raise_fault(fault: Fault) -> ! {
