@@ -560,6 +560,13 @@ fn gdb_session_breaks_steps_and_sees_every_cpu() {
         g.contains("hit Breakpoint 2, _RNvNtC") && g.contains("smp6finish"),
         "breakpoint on a mangled Rust path"
     );
+    // The backtrace reads as Rust: the frame's function by its path, and
+    // the `&str` argument as the string itself (exactly its bytes).
+    let frame0 = g.lines().find(|l| l.starts_with("#0 ")).unwrap_or("");
+    assert!(
+        frame0.contains("kernel::smp::finish") && frame0.contains("\"1 passed, 0 failed\""),
+        "backtrace frame 0 is not Rust-readable: {frame0}"
+    );
     assert!(
         g.lines()
             .any(|l| l.starts_with("#1 ") && l.contains(" in ")),
