@@ -105,6 +105,14 @@ fn boot_arguments(crb: Option<&Crb>) -> Result<(&'static str, &'static str), &'s
 
 static SRM_CONSOLE: spin::Once<SrmConsole> = spin::Once::new();
 
+/// The boot's one failure path once a console is chosen: the reason on one
+/// `error:` line, then the verdict line `alphasmp: FAIL (why)` and the end
+/// of the run (the other CPUs stopped if any were started).
+fn refuse(error: impl core::fmt::Display, why: &str) -> ! {
+    println!("error: {error}");
+    smp::finish(false, why)
+}
+
 /// No HWRPB: this is not an SRM console (nor QEMU's). Nothing is known to
 /// be safe to print to; the machine layer tries its last resort, then halt.
 fn no_hwrpb(e: alphasmp_srm::hwrpb::HwrpbError) -> ! {
@@ -233,23 +241,16 @@ pub fn alpha_boot_main(console_pcb_phys: u64) -> ! {
         machine::exit_device()
     );
     if let Some(e) = console_error {
-        println!("error: {e}");
-        smp::finish(false, "bad console= argument");
+        refuse(e, "bad console= argument");
     }
     let (line, from, parsed) = match parsed {
         Ok((parsed, line, from)) => (line, from, parsed),
-        Err(e) => {
-            println!("error: {e}");
-            smp::finish(false, "unreadable command line");
-        }
+        Err(e) => refuse(e, "unreadable command line"),
     };
     println!("command line: '{line}' (from {from})");
     let cfg = match parsed {
         Ok(cfg) => cfg,
-        Err(e) => {
-            println!("error: {e}");
-            smp::finish(false, "bad boot argument");
-        }
+        Err(e) => refuse(e, "bad boot argument"),
     };
 
     if let Some(prefix) = cfg.tests[..cfg.test_count]
@@ -258,26 +259,22 @@ pub fn alpha_boot_main(console_pcb_phys: u64) -> ! {
     {
         // A selection that runs nothing would end as an empty pass.
         let value = cfg.tests[..cfg.test_count].join(",");
-        println!(
-            "error: boot argument tests={value} selects no self-test with the prefix '{prefix}' (names look like smp.all_cpus_online, xcall.concurrent_storm)"
+        refuse(
+            format_args!(
+                "boot argument tests={value} selects no self-test with the prefix '{prefix}' (names look like smp.all_cpus_online, xcall.concurrent_storm)"
+            ),
+            "bad boot argument",
         );
-        smp::finish(false, "bad boot argument");
     }
     clock::set_skew_us(cfg.clock_skew_us);
     apply_policy(&cfg, m);
     let source = match machine::start_clock(m, cfg.clock, cfg.tick_hz, hwrpb) {
         Ok(s) => s,
-        Err(e) => {
-            println!("error: {e}");
-            smp::finish(false, "bad clock= argument");
-        }
+        Err(e) => refuse(e, "bad clock= argument"),
     };
     let selection = match smp::select_cpus(hwrpb, cfg.cpus) {
         Ok(s) => s,
-        Err(e) => {
-            println!("error: {e}");
-            smp::finish(false, "bad cpus= argument");
-        }
+        Err(e) => refuse(e, "bad cpus= argument"),
     };
     smp::boot_cpu_online(console_pcb_phys);
     machine::start_clock_this_cpu();
@@ -305,8 +302,7 @@ pub fn alpha_boot_main(console_pcb_phys: u64) -> ! {
     let ptbr =
         unsafe { core::ptr::read_volatile((KSEG | (console_pcb_phys + 0x10)) as *const u64) };
     if let Err(e) = mm::init(ptbr, hwrpb.vptb()) {
-        println!("error: {e}");
-        smp::finish(false, "no room for the test page tables");
+        refuse(e, "no room for the test page tables");
     }
     platform::MMU.set_max_asn(hwrpb.max_asn());
     smp::BOOT.call_once(|| smp::BootInfo {
