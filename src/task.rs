@@ -124,12 +124,10 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
     /// it is already running.
     pub fn collect_task(&self, cpu: usize, since: u64, bound: u64) -> Result<u64, TaskError> {
         let me = self.platform.cpu_id();
-        let slot = self.slot(cpu);
-        if cpu >= N || slot.owner.load(Ordering::Relaxed) != me + 1 {
-            self.platform
-                .report_corruption("collect_task without a posted task", cpu as u64);
-            return Err(TaskError::NoSuchCpu(cpu));
+        if cpu >= N || self.slot(cpu).owner.load(Ordering::Relaxed) != me + 1 {
+            return Err(TaskError::NotPosted(cpu));
         }
+        let slot = self.slot(cpu);
         let done = || slot.state.load(Ordering::Acquire) == DONE;
         if !self.wait_on_slot(cpu, since, bound, done) {
             // Withdraw what was not taken; abandon what runs.

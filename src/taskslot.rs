@@ -75,6 +75,8 @@ impl TaskSlot {
 pub enum TaskError {
     /// No such CPU, or it is offline.
     NoSuchCpu(usize),
+    /// `collect_task` by a CPU that has no task posted to that CPU.
+    NotPosted(usize),
     /// The slot stayed busy with other posters' work for the whole bound.
     Busy(usize),
     /// Not finished within the bound; `started` says whether the CPU had

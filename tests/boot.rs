@@ -341,11 +341,7 @@ fn whole_suite_passes_on_a_sparse_cpu_set() {
 fn whole_suite_passes_through_the_srm_console() {
     let r = boot(4, "console=srm");
     assert!(r.passed(), "{}", r.describe());
-    let k = r
-        .output
-        .lines()
-        .find(|l| l.starts_with("kernel: "))
-        .expect("kernel line");
+    let k = r.line_starting("kernel: ").expect("kernel line");
     assert!(k.contains("console srm (CRB PUTS)"), "{k}");
 }
 

@@ -225,11 +225,7 @@ fn suite_passes_through_the_disk_image_on_1_ev6_cpu() {
             .next()
             .is_some()
     );
-    let k = r
-        .output
-        .lines()
-        .find(|l| l.starts_with("kernel: "))
-        .expect("kernel line");
+    let k = r.line_starting("kernel: ").expect("kernel line");
     assert!(k.contains("console srm (CRB PUTS)"), "{k}");
 }
 

@@ -819,70 +819,14 @@ fn nap_copy_lock_mutant_without_unlock_fence_loses_a_wake() {
 
 // ---- The task slot (src/task.rs) ---------------------------------------
 
-thread_local! {
-    /// The model CPU's clock: one tick per read, so every bounded wait
-    /// ends (loom must not see an unbounded spin).
-    static TICKS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
-}
-
-/// CPUs for the task-slot models: CPU 0 owns the slot, the others post.
-struct TaskPlatform;
-
-const TASK_CPUS: usize = 3;
-
-impl platform::Platform for TaskPlatform {
-    fn cpu_id(&self) -> usize {
-        CPU.with(|c| c.get())
-    }
-    fn send_ipi(&self, _cpu: usize) {}
-    fn raise_ipl(&self, level: u8) -> u8 {
-        IPL.with(|i| {
-            let prev = i.get();
-            i.set(prev.max(level));
-            prev
-        })
-    }
-    fn restore_ipl(&self, previous: u8) {
-        IPL.with(|i| i.set(previous));
-    }
-    fn ipl(&self) -> u8 {
-        IPL.with(|i| i.get())
-    }
-    fn ipi_ipl(&self) -> u8 {
-        platform::ipl::IPI_QEMU_PALCODE
-    }
-    fn in_interrupt(&self) -> bool {
-        false
-    }
-    fn invalidate_tlb(&self, _op: platform::TlbOp) {}
-    fn imb(&self) {}
-    fn load_asn(&self, _asn: u64) {}
-    fn cycles(&self) -> u64 {
-        TICKS.with(|t| {
-            t.set(t.get() + 1);
-            t.get()
-        })
-    }
-    fn cycle_freq(&self) -> u64 {
-        1
-    }
-    fn relax(&self) {
-        thread::yield_now();
-    }
-}
-
-impl xcall::Hooks for TaskPlatform {}
-
-type TaskSmp = xcall::Smp<TaskPlatform, TASK_CPUS>;
-
-fn task_smp() -> Arc<TaskSmp> {
-    let smp = Arc::new(xcall::Smp::new(TaskPlatform));
-    smp.policy.nap.load(Ordering::Relaxed);
-    smp.policy.spin_before_nap.load(Ordering::Relaxed);
-    for c in 0..TASK_CPUS {
-        smp.set_online(c);
+/// The task-slot models run on `LoomPlatform` (its clock advances one
+/// tick per read, so every bounded wait ends): CPU 0 owns the slot, the
+/// others post. The slots' and counters' loom atomics are created here,
+/// before any thread is spawned.
+fn task_smp() -> Arc<LoomSmp> {
+    let smp = loom_smp();
+    for c in 0..CPUS {
         smp.cpu(c).task.touch();
-        smp.cpu(c).mailbox.peek();
         for i in 0..4 {
             smp.cpu(c).stats.ipi_sent[i].load(Ordering::Relaxed);
         }
@@ -903,12 +847,12 @@ fn doubled(_cpu: usize, ctx: usize) -> u64 {
 fn task_slot_claim_admits_one_poster() {
     loom::model(|| {
         let smp = task_smp();
-        let posters: Vec<_> = (1..TASK_CPUS)
+        let posters: Vec<_> = (1..CPUS)
             .map(|me| {
                 let smp = smp.clone();
                 thread::spawn(move || {
                     CPU.with(|c| c.set(me));
-                    TICKS.with(|t| t.set(0));
+                    CYCLES.with(|t| t.set(0));
                     smp.post_task(0, doubled, 10 * me, 0, 2).is_ok()
                 })
             })
@@ -924,7 +868,7 @@ fn task_slot_claim_admits_one_poster() {
         assert!(smp.run_posted_task());
         let winner = 1 + won.iter().position(|w| *w).unwrap();
         CPU.with(|c| c.set(winner));
-        TICKS.with(|t| t.set(0));
+        CYCLES.with(|t| t.set(0));
         assert_eq!(smp.collect_task(0, 0, 2), Ok(20 * winner as u64));
         assert!(smp.cpu(0).task.is_free());
     });
@@ -954,7 +898,7 @@ fn task_slot_publishes_function_and_result() {
             false
         });
         CPU.with(|c| c.set(1));
-        TICKS.with(|t| t.set(0));
+        CYCLES.with(|t| t.set(0));
         smp.post_task(0, doubled, 21, 0, 2).unwrap();
         let r = smp.collect_task(0, 0, 6);
         let ran = target.join().unwrap();

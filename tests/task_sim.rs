@@ -226,3 +226,23 @@ fn a_poster_that_gives_up_withdraws_or_abandons() {
         );
     }
 }
+
+/// Collecting from a slot this CPU did not post to, or from a CPU that does
+/// not exist, is refused at once (no wait, no panic).
+#[test]
+fn collecting_without_a_post_is_refused() {
+    let smp: &SimSmp = SimPlatform::seeded(Line::Latch, TICK_EVERY, 3, 2, 1);
+    let r = SimPlatform::run(smp, 2, move |me| {
+        if me == 1 {
+            return (Ok(0), Ok(0), Ok(()));
+        }
+        (
+            smp.collect_task(1, smp.platform.cycles(), 1 << 40),
+            smp.collect_task(99, smp.platform.cycles(), 1 << 40),
+            smp.post_task(99, quick, 0, smp.platform.cycles(), 1 << 40),
+        )
+    });
+    assert_eq!(r[0].0, Err(TaskError::NotPosted(1)));
+    assert_eq!(r[0].1, Err(TaskError::NotPosted(99)));
+    assert_eq!(r[0].2, Err(TaskError::NoSuchCpu(99)));
+}

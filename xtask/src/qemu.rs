@@ -127,6 +127,11 @@ impl RunResult {
         self.ending == Ending::Exited(0) && matches!(self.summary(), Some((p, 0)) if p > 0)
     }
 
+    /// The first line that starts with `prefix` (a banner line).
+    pub fn line_starting(&self, prefix: &str) -> Option<&str> {
+        self.output.lines().find(|l| l.starts_with(prefix))
+    }
+
     /// Lines containing `needle`.
     pub fn lines_with<'s>(&'s self, needle: &'s str) -> impl Iterator<Item = &'s str> + 's {
         self.output.lines().filter(move |l| l.contains(needle))

@@ -541,6 +541,9 @@ pub fn run_on_cpus_with(
     use alphasmp::task::TaskError;
     SMP.run_on_cpus(mask, f, ctx, clock::ns_to_cycles(timeout_ns))
         .map_err(|e| match e {
-            TaskError::NoSuchCpu(c) | TaskError::Busy(c) | TaskError::TimedOut { cpu: c, .. } => c,
+            TaskError::NoSuchCpu(c)
+            | TaskError::NotPosted(c)
+            | TaskError::Busy(c)
+            | TaskError::TimedOut { cpu: c, .. } => c,
         })
 }
