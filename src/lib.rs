@@ -6,11 +6,13 @@
 
 #![cfg_attr(not(test), no_std)]
 
+pub mod census;
 pub mod cpuid;
 pub mod cpumask;
 pub mod mailbox;
 pub mod platform;
 pub mod queue;
+pub mod recover;
 pub mod rng;
 #[cfg(feature = "sim")]
 pub mod sim;

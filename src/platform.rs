@@ -42,6 +42,15 @@ pub trait Platform: Sync {
     /// implementation issues the memory barrier that must precede the
     /// interrupt request.
     fn send_ipi(&self, cpu: usize);
+    /// [`send_ipi`](Self::send_ipi) for the core's messages, saying whether
+    /// the request was really issued: false when a fault injection or a
+    /// simulated lossy line dropped it on purpose (the census's ground
+    /// truth, `crate::census`). Real hardware never knows of a loss, so
+    /// the default issues it and says true.
+    fn request_ipi(&self, cpu: usize) -> bool {
+        self.send_ipi(cpu);
+        true
+    }
     /// Raises this CPU's IPL to at least `level`; returns the previous IPL.
     fn raise_ipl(&self, level: u8) -> u8;
     /// Restores an IPL returned by `raise_ipl`.

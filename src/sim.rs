@@ -542,6 +542,7 @@ impl<const N: usize> SimPlatform<N> {
             if n.is_multiple_of(self.tick_every) {
                 self.interrupt(|| {
                     cpu.ticks.fetch_add(1, Ordering::Relaxed);
+                    self.smp().census_clock();
                     // The handler body: time passes at IPL 7 (the EV7 window).
                     for _ in 0..self.tick_len {
                         self.schedule();
@@ -554,6 +555,7 @@ impl<const N: usize> SimPlatform<N> {
             && cpu.ipi_pending.swap(false, Ordering::AcqRel)
         {
             self.interrupt(|| {
+                self.smp().census_ipi_interrupt();
                 self.smp().handle_ipi();
             });
         }
@@ -698,6 +700,9 @@ impl<const N: usize> Platform for SimPlatform<N> {
         c
     }
     fn send_ipi(&self, cpu: usize) {
+        self.request_ipi(cpu);
+    }
+    fn request_ipi(&self, cpu: usize) -> bool {
         let t = &self.cpus[cpu];
         let in_handler = t.in_handler.load(Ordering::Acquire);
         if self.line.loses(in_handler, t.ipl.load(Ordering::Relaxed)) {
@@ -705,9 +710,10 @@ impl<const N: usize> Platform for SimPlatform<N> {
             if !in_handler {
                 t.dropped_outside_handler.fetch_add(1, Ordering::Relaxed);
             }
-            return;
+            return false;
         }
         t.ipi_pending.store(true, Ordering::Release);
+        true
     }
     fn raise_ipl(&self, level: u8) -> u8 {
         let cpu = self.me();

@@ -130,6 +130,30 @@ pub struct CpuStats {
 }
 
 impl CpuStats {
+    /// Zeroes every counter (between experiment cells; Relaxed, like the
+    /// counting).
+    pub fn reset(&self) {
+        let all = self
+            .ipi_sent
+            .iter()
+            .chain(&self.ipi_handled)
+            .chain(&self.rescued)
+            .chain(&self.idle_rescued)
+            .chain([
+                &self.calls_queued,
+                &self.calls_piggybacked,
+                &self.calls_run,
+                &self.lock_drains,
+                &self.stalls,
+                &self.resends,
+                &self.naps,
+                &self.wakes_sent,
+            ]);
+        for c in all {
+            c.store(0, Ordering::Relaxed);
+        }
+    }
+
     const fn new() -> Self {
         CpuStats {
             ipi_sent: [const { AtomicU64::new(0) }; IpiMessage::COUNT],
@@ -153,9 +177,9 @@ pub struct CpuState<const N: usize> {
     pub mailbox: Mailbox,
     queue: CallQueue,
     /// This CPU's descriptors, one per target, for calls from task context.
-    cfd: [Csd; N],
+    pub(crate) cfd: [Csd; N],
     /// ... and for no-wait calls from interrupt context.
-    cfd_irq: [Csd; N],
+    pub(crate) cfd_irq: [Csd; N],
     pub stats: CpuStats,
     /// While this CPU waits for a call to complete: 1 + the CPU it waits
     /// for (0: not waiting). Diagnostics only (watchdog reports show wait
@@ -170,6 +194,8 @@ pub struct CpuState<const N: usize> {
     napping: AtomicBool,
     /// Work posted to run on this CPU in task context (`crate::task`).
     pub task: crate::taskslot::TaskSlot,
+    /// What became of the IPIs sent to this CPU (`crate::census`).
+    pub census: crate::census::Census,
 }
 
 impl<const N: usize> CpuState<N> {
@@ -190,6 +216,7 @@ impl<const N: usize> CpuState<N> {
             drain_depth: AtomicUsize::new(0),
             napping: AtomicBool::new(false),
             task: crate::taskslot::TaskSlot::new(),
+            census: crate::census::Census::new(),
         }
     }
 }
@@ -364,6 +391,11 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
         CpuMask(self.online.load(Ordering::Acquire))
     }
 
+    /// Whether the serialization lock is held (diagnostics, `crate::recover`).
+    pub fn serial_held(&self) -> bool {
+        self.serial.is_locked()
+    }
+
     pub fn cpu(&self, cpu: usize) -> &CpuState<N> {
         &self.cpus[cpu]
     }
@@ -393,11 +425,40 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
     /// below `N`: cannot fail.
     fn post(&self, cpu: usize, msg: IpiMessage) {
         let target = &self.cpus[cpu];
+        // Numbered before the bits are posted (`crate::census`).
+        let n = target.census.begin_request();
         target.mailbox.post(msg);
         for m in msg.each() {
             target.stats.ipi_sent[m.index()].fetch_add(1, Ordering::Relaxed);
         }
-        self.platform.send_ipi(cpu);
+        let issued = self.platform.request_ipi(cpu);
+        target.census.end_request(n, issued);
+    }
+
+    /// The platform's IPI interrupt handler calls this at its entry, before
+    /// [`handle_ipi`](Self::handle_ipi): the census's "served" step.
+    pub fn census_ipi_interrupt(&self) {
+        self.cpus[self.platform.cpu_id()]
+            .census
+            .on_ipi_interrupt();
+    }
+
+    /// The platform's clock interrupt handler calls this: the census's
+    /// "stranded" judgement.
+    pub fn census_clock(&self) {
+        self.cpus[self.platform.cpu_id()].census.on_clock();
+    }
+
+    /// Takes this CPU's mailbox outside the IPI interrupt (a poll or a
+    /// drain), telling the census if it found a message. With IPIs masked.
+    fn rescue_drain(&self) -> usize {
+        let census = &self.cpus[self.platform.cpu_id()].census;
+        let upto = census.before_rescue();
+        let batches = self.handle_ipi();
+        if batches > 0 {
+            census.rescued(upto);
+        }
+        batches
     }
 
     /// The IPI handler: drains this CPU's mailbox until empty, running the
@@ -464,10 +525,22 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
         for m in pending.each() {
             kind(&st.stats)[m.index()].fetch_add(1, Ordering::Relaxed);
         }
-        self.handle_ipi()
+        self.rescue_drain()
     }
 
     /// Runs every call queued for `me` (FIFO), per the module protocol.
+    /// Runs `me`'s queue as a drain would, without a mailbox message
+    /// (`crate::recover`).
+    /// [`rescue_drain`](Self::rescue_drain) for `crate::recover`.
+    pub(crate) fn recovery_drain(&self) -> usize {
+        self.rescue_drain()
+    }
+
+    pub(crate) fn drain_queue_only(&self, me: usize) {
+        let _drain = DrainMark::enter(&self.cpus[me].drain_depth);
+        self.flush_queue(me);
+    }
+
     fn flush_queue(&self, me: usize) {
         let st = &self.cpus[me];
         // SAFETY: `me` is the calling CPU (the queue's owner); descriptors
@@ -634,7 +707,7 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
                     .stats
                     .lock_drains
                     .fetch_add(1, Ordering::Relaxed);
-                self.handle_ipi();
+                self.rescue_drain();
             }
             let spin_first = self.policy.spin_before_nap.load(Ordering::Relaxed);
             if self.policy.nap.load(Ordering::Relaxed)

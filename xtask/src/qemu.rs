@@ -122,9 +122,21 @@ impl RunResult {
         self.output.lines().rev().find_map(parse_summary)
     }
 
-    /// Passed: exit status 0, a summary line, and no failed test.
+    /// Passed: exit status 0, and a summary line with no failed test, or
+    /// (an experiment boot) the experiment's closing line and a PASS verdict.
     pub fn passed(&self) -> bool {
-        self.ending == Ending::Exited(0) && matches!(self.summary(), Some((p, 0)) if p > 0)
+        self.ending == Ending::Exited(0)
+            && (matches!(self.summary(), Some((p, 0)) if p > 0)
+                || (self.line_starting("experiment-end:").is_some()
+                    && self.verdict().is_some_and(|v| v.starts_with("PASS"))))
+    }
+
+    /// The verdict line's text after `alphasmp: `, if printed.
+    pub fn verdict(&self) -> Option<&str> {
+        self.output
+            .lines()
+            .rev()
+            .find_map(|l| l.trim_end().strip_prefix("alphasmp: "))
     }
 
     /// The first line that starts with `prefix` (a banner line).
@@ -143,10 +155,16 @@ impl RunResult {
             Ending::Exited(c) => format!("QEMU exit {c}"),
             Ending::TimedOut => "timed out (killed)".to_string(),
         };
-        let summary = match self.summary() {
-            Some((p, f)) => format!("{p} passed, {f} failed"),
-            None => "no summary line".to_string(),
+        let summary = match (self.summary(), self.line_starting("experiment-end:")) {
+            (Some((p, f)), _) => format!("{p} passed, {f} failed"),
+            (None, Some(_)) => self.verdict().unwrap_or("no verdict line").to_string(),
+            (None, None) => "no summary line".to_string(),
         };
+        let summary = summary
+            .strip_prefix("PASS (")
+            .or_else(|| summary.strip_prefix("FAIL ("))
+            .and_then(|s| s.strip_suffix(')'))
+            .unwrap_or(&summary);
         format!(
             "{} ({summary}, {ending}, {:.1} s)",
             if self.passed() { "PASS" } else { "FAIL" },

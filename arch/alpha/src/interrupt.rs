@@ -28,6 +28,7 @@ pub fn dispatch(kind: u64, a1: u64, a2: u64, pc: u64) {
     me.irq_depth.fetch_add(1, Ordering::Relaxed);
     match kind {
         0 => {
+            SMP.census_ipi_interrupt();
             ipi::drain_mailbox();
             // A secondary console interrupts the primary when it posts a
             // line (its txrdy bit); take it so that console can go on.
@@ -38,6 +39,7 @@ pub fn dispatch(kind: u64, a1: u64, a2: u64, pc: u64) {
             }
         }
         1 => {
+            SMP.census_clock();
             let ticks = machine::on_clock_interrupt();
             if ticks > 0 {
                 clock::on_tick(ticks);

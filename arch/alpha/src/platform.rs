@@ -31,6 +31,9 @@ impl Platform for AlphaPlatform {
         cpus::this()
     }
     fn send_ipi(&self, cpu: usize) {
+        self.request_ipi(cpu);
+    }
+    fn request_ipi(&self, cpu: usize) -> bool {
         // The mailbox bits must be visible before the interrupt is taken.
         pal::mb();
         // Fault injection (inject=edge_loss): EV7/IO7 deliver wripir as an
@@ -48,9 +51,10 @@ impl Platform for AlphaPlatform {
             || (INJECT_EDGE_LOSS_MASKED.load(Ordering::Relaxed) && masked)
         {
             target.dropped_ipis.fetch_add(1, Ordering::Relaxed);
-            return;
+            return false;
         }
         pal::wripir(phys);
+        true
     }
     fn nap(&self) {
         // At IPL 7 (the core's caller): wtint returns once any interrupt is

@@ -21,6 +21,8 @@ use core::fmt;
 
 use alphasmp::cpumask::CpuMask;
 
+pub mod experiment;
+
 /// One boot argument.
 pub struct Key {
     pub name: &'static str,
@@ -266,6 +268,14 @@ pub struct BootConfig<'a> {
     pub bench: u64,
     /// `wtint=returns`: wait-for-interrupt returns at once.
     pub wtint_returns: bool,
+    /// `experiment=`: the cells one boot runs (Off: no experiment).
+    pub experiment: experiment::Set,
+    /// `cell_size=`: shootdowns per CPU in each experiment cell; 0: the
+    /// default for the CPU count ([`experiment::default_cell_size`]).
+    pub cell_size: u64,
+    /// `either_runs=`: how often the experiment runs a cell predicted
+    /// "either".
+    pub either_runs: u64,
 }
 
 fn yes_no(value: &str) -> Result<bool, &'static str> {
@@ -572,6 +582,42 @@ pub const KEYS: &[Key] = &[
         example: "250",
         set: |c, v| {
             c.nap_after_us = number(v, 0, 10_000, "a whole number from 0 to 10000")?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "experiment",
+        values: "`native`, `injected`, `all`",
+        default: None,
+        help: "run only the fault x fix experiment, every cell of the set in this one boot (`native`: no simulated hardware fault, waiters at IPL 0 and at IPL 7, each fix set; `injected`: the full matrix with the EV7 faults injected; `all`: both), with a clean machine between cells; prints a table and `experiment-*` lines for `cargo xtask report`, halts",
+        lands: "run::experiment",
+        example: "native",
+        set: |c, v| {
+            c.experiment = choice(experiment::Set::NAMES, v, "native|injected|all")?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "cell_size",
+        values: "10 to 1000000",
+        default: None,
+        help: "shootdowns per CPU in each experiment cell (default: 300 on more than 2 CPUs, 15000 on 2)",
+        lands: "run::experiment",
+        example: "150",
+        set: |c, v| {
+            c.cell_size = number(v, 10, 1_000_000, "a whole number from 10 to 1000000")?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "either_runs",
+        values: "1 to 20",
+        default: Some("3"),
+        help: "how often the experiment runs each cell the protocol predicts \"either\" for (it reports how often each outcome happened)",
+        lands: "run::experiment",
+        example: "5",
+        set: |c, v| {
+            c.either_runs = number(v, 1, 20, "a whole number from 1 to 20")?;
             Ok(())
         },
     },

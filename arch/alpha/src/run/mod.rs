@@ -3,6 +3,7 @@
 //!
 //! | mode | chosen by | does | ends with |
 //! |---|---|---|---|
+//! | experiment | `experiment=native\|injected\|all` | every cell of the fault x fix matrix in this one boot, recovering the machine between cells (`experiment.rs`) | a table, `experiment-*` lines and the verdict |
 //! | stress | `stress=N` | N synchronous shootdowns per CPU from all CPUs at once (`stress.rs`) | a `stress-result:` line |
 //! | benchmark | `bench=N` | the benchmark suite, N samples each (`bench.rs`) | `bench-result:` lines |
 //! | self-tests | (default) | the self-tests of `tests/` selected by `tests=` (`selftest.rs` runs them), then the deliberate fault of `fault=`, if any | the summary and the verdict line |
@@ -10,6 +11,7 @@
 //! Every mode ends the run (`smp::finish` or the panic path); none returns.
 
 pub mod bench;
+pub mod experiment;
 pub mod selftest;
 pub mod stress;
 pub mod tests;
@@ -24,6 +26,9 @@ use selftest::Summary;
 /// Runs the mode the boot arguments chose, on the boot CPU at IPL 0 with
 /// every CPU online, and ends the run.
 pub fn run(cfg: &BootConfig<'_>) -> ! {
+    if cfg.experiment != alphasmp_bootargs::experiment::Set::Off {
+        experiment::run(cfg);
+    }
     if cfg.stress > 0 {
         stress::run(cfg);
     }

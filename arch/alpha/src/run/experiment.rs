@@ -1,0 +1,408 @@
+//! The fault x fix experiment in one boot (`experiment=native|injected|all`):
+//! every cell of the set runs the stress workload (`run::stress`) in
+//! sequence, with the fixes and the injection switched at run time, and the
+//! machine returned to a clean state between cells. What an AlphaServer
+//! owner boots once to learn whether the machine loses IPI edges and which
+//! fix it needs.
+//!
+//! # One cell
+//!
+//! 1. Set the cell's fixes (`ipi_lock`, `ipi_poll`, `resend`, and the
+//!    watchdog's abort threshold) and injection.
+//! 2. Run the workload (`stress::run_cell`): a waiter that gives up ends
+//!    the cell for everyone (deadlock), the time bound cuts a crawl.
+//! 3. Injection off; wait four clock periods so the census judges every
+//!    request of the cell (`alphasmp::census`), and read it.
+//! 4. Recover (`alphasmp::recover`): every CPU, reached through its task
+//!    slot (which its idle loop checks after every interrupt, so no IPI
+//!    needs to arrive), takes its mailbox and queue and runs each call the
+//!    cell stranded, counted; then every CPU's mailbox, queue and
+//!    descriptors, and the serialization lock, must be clear, and every CPU
+//!    back at IPL 0. A CPU that does not come back ends the experiment with
+//!    one line naming the cell and the CPU.
+//! 5. Print the cell's line, zero every counter; the next cell starts from
+//!    the workload's start barrier.
+//!
+//! Cells the protocol predicts "either" for run `either_runs=` times.
+
+use core::sync::atomic::Ordering;
+
+use alloc::vec::Vec;
+use alphasmp::census::Counts;
+use alphasmp_bootargs::BootConfig;
+use alphasmp_bootargs::experiment::{self, CellId, Expect, FORMAT_VERSION};
+
+use super::stress::{self, CellResult, Counters, Outcome, PerCpu};
+use crate::console::println;
+use crate::percpu::CPUS;
+use crate::platform::{self, SMP};
+use crate::{clock, cpus, hwrpb, ipl, machine, smp};
+
+/// Each worker's time bound in a cell, in watchdog periods (at least 2 s):
+/// a crawl at the watchdog's pace is cut there and reported as a crawl,
+/// with every CPU's count. A completing cell ends far sooner.
+const CELL_BOUND_WATCHDOGS: u64 = 6;
+
+/// The result of one run of a cell.
+struct Row {
+    n: usize,
+    cell: CellId,
+    expect: Expect,
+    outcome: &'static str,
+}
+
+/// Sets a cell's fixes and injection (step 1).
+fn apply(cell: CellId) {
+    let p = &SMP.policy;
+    let f = cell.fixes;
+    p.serialize.store(f.lock, Ordering::Relaxed);
+    p.poll_in_irq.store(f.poll, Ordering::Relaxed);
+    p.resend.store(f.resend, Ordering::Relaxed);
+    // A stalled wait gives up at its first report, or at its third when the
+    // watchdog re-sends (two re-sends must have failed to call it deadlock).
+    p.abort_after
+        .store(if f.resend { 3 } else { 1 }, Ordering::Relaxed);
+    let inject = cell.inject();
+    p.allow_masked_wait
+        .store(inject.masked_wait, Ordering::Relaxed);
+    platform::INJECT_EDGE_LOSS.store(inject.edge_loss, Ordering::Relaxed);
+    platform::INJECT_EDGE_LOSS_MASKED.store(inject.edge_loss_masked, Ordering::Relaxed);
+}
+
+/// Turns every injection off (step 3).
+fn injection_off() {
+    platform::INJECT_EDGE_LOSS.store(false, Ordering::Relaxed);
+    platform::INJECT_EDGE_LOSS_MASKED.store(false, Ordering::Relaxed);
+    SMP.policy.allow_masked_wait.store(false, Ordering::Relaxed);
+}
+
+/// Step 4 on one CPU, in task context: the calls it ran, and its IPL in
+/// the top bits.
+fn quiesce(_me: usize) -> u64 {
+    SMP.quiesce_this_cpu() | (u64::from(ipl::current()) << 56)
+}
+
+/// Why a cell could not be recovered.
+enum Unrecovered {
+    /// The CPU did not run the recovery (it never came back from the cell).
+    NoAnswer(usize),
+    /// The CPU ran it but something is still pending.
+    Left(usize, alphasmp::recover::Leftovers),
+    /// The CPU came back at a raised IPL.
+    Ipl(usize, u64),
+}
+
+/// Step 4: returns the number of stranded calls run.
+fn recover() -> Result<u64, Unrecovered> {
+    let online = smp::online();
+    let ran = smp::run_on_cpus(online, quiesce, 5_000_000_000).map_err(Unrecovered::NoAnswer)?;
+    let mut calls = 0;
+    for cpu in online.iter() {
+        let level = ran[cpu] >> 56;
+        if level != 0 {
+            return Err(Unrecovered::Ipl(cpu, level));
+        }
+        calls += ran[cpu] & ((1 << 56) - 1);
+    }
+    for cpu in online.iter() {
+        let left = SMP.leftovers(cpu);
+        if !left.is_clean() {
+            return Err(Unrecovered::Left(cpu, left));
+        }
+    }
+    Ok(calls)
+}
+
+/// Zeroes every counter a cell line reports (step 5).
+fn reset_counters() {
+    SMP.reset_counters();
+    for c in CPUS.iter() {
+        c.dropped_ipis.store(0, Ordering::Relaxed);
+    }
+}
+
+fn census() -> Counts {
+    let mut all = Counts::default();
+    for cpu in smp::online_cpus() {
+        all.add(&SMP.cpu(cpu).census.counts());
+    }
+    all
+}
+
+/// The census's counters as `key=value` words.
+struct CensusWords(Counts);
+
+impl core::fmt::Display for CensusWords {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let c = &self.0;
+        write!(
+            f,
+            "census_requests={} census_delivered={} census_late={} census_stranded={} census_open={} census_dropped={} census_unannounced={}",
+            c.requests,
+            c.delivered,
+            c.late,
+            c.stranded,
+            c.open(),
+            c.dropped,
+            c.unannounced
+        )
+    }
+}
+
+/// Nanoseconds in which every CPU takes at least four clock interrupts.
+fn four_clock_periods() -> u64 {
+    let hz = match clock::base_hz() {
+        0 => clock::tick_hz(),
+        hz => hz,
+    };
+    4 * 1_000_000_000 / hz.max(1)
+}
+
+/// The machine's identity for the report's heading.
+fn print_begin(cfg: &BootConfig<'_>, cells: usize, size: u64) {
+    let (system, member, cpu_type, pal) = hwrpb::get().map_or((0, 0, 0, 0), |h| {
+        let me = h.slot(crate::pal::whami() as u64);
+        (h.sys_type(), h.sys_member(), me.cpu_type(), me.pal_revision())
+    });
+    println!(
+        "experiment-begin: v={} kernel={} set={} cells={} system={} member={} cpu_type={} cpu={} pal={:#x} machine={} cpus={} cell_size={} either_runs={} watchdog_ms={} tick_hz={} irq_load_us={} wait={}",
+        FORMAT_VERSION,
+        env!("CARGO_PKG_VERSION"),
+        cfg.experiment.name(),
+        cells,
+        system,
+        member,
+        cpu_type,
+        alphasmp_srm::machine::cpu_type::name(cpu_type),
+        pal,
+        machine::current().map_or("?", |m| m.name),
+        smp::online_count(),
+        size,
+        cfg.either_runs,
+        cfg.watchdog_ms,
+        clock::tick_hz(),
+        cfg.irq_load_us,
+        if SMP.policy.nap.load(Ordering::Relaxed) {
+            "nap"
+        } else {
+            "spin"
+        },
+    );
+}
+
+/// Runs every cell of the set and halts.
+pub fn run(cfg: &BootConfig<'_>) -> ! {
+    if cfg.watchdog_ms == 0 {
+        println!("error: experiment= needs the watchdog (watchdog_ms=0 given): a deadlock could not end its cell");
+        smp::finish(false, "experiment without a watchdog");
+    }
+    let ncpus = smp::online_count();
+    let size = if cfg.cell_size != 0 {
+        cfg.cell_size
+    } else {
+        experiment::default_cell_size(ncpus)
+    };
+    let nap = SMP.policy.nap.load(Ordering::Relaxed);
+    let cells: Vec<CellId> = cfg.experiment.cells().collect();
+    stress::prepare();
+    println!(
+        "experiment: {} cells on {} CPU(s), {} shootdowns per CPU each, cells predicted \"either\" {} times; a deadlock is called at the watchdog ({} ms)",
+        cells.len(),
+        ncpus,
+        size,
+        cfg.either_runs,
+        cfg.watchdog_ms
+    );
+    print_begin(cfg, cells.len(), size);
+    let started = clock::now_ns();
+    let mut rows: Vec<Row> = Vec::new();
+    let mut stranded_total = 0;
+    let mut unrecovered = None;
+    reset_counters();
+    'cells: for (i, &cell) in cells.iter().enumerate() {
+        let n = i + 1;
+        let expect = experiment::predict_for(cell.fault, cell.fixes.name, ncpus as u32, nap);
+        let runs = if expect == Expect::Either {
+            cfg.either_runs
+        } else {
+            1
+        };
+        for run in 1..=runs {
+            apply(cell);
+            let r = stress::run_cell(&stress::Spec {
+                per_cpu: size,
+                masked_wait: cell.inject().masked_wait,
+                bound_ns: (CELL_BOUND_WATCHDOGS * cfg.watchdog_ms * 1_000_000).max(2_000_000_000),
+                progress: false,
+            });
+            injection_off();
+            clock::delay_ns(four_clock_periods());
+            let counts = census();
+            stranded_total += counts.stranded;
+            let recovered = recover();
+            let outcome = r.outcome.name();
+            print_cell(n, cells.len(), (run, runs), (cell, expect), size, &r, &counts, &recovered);
+            rows.push(Row {
+                n,
+                cell,
+                expect,
+                outcome,
+            });
+            if let Err(why) = recovered {
+                unrecovered = Some((n, cell, why));
+                break 'cells;
+            }
+            if let Outcome::NeverFinished(cpu) = r.outcome {
+                unrecovered = Some((n, cell, Unrecovered::NoAnswer(cpu)));
+                break 'cells;
+            }
+            reset_counters();
+        }
+    }
+    let elapsed_ms = (clock::now_ns() - started) / 1_000_000;
+    print_table(&rows, ncpus);
+    let unexpected = rows
+        .iter()
+        .filter(|r| !r.cell.native && !r.expect.admits(r.outcome))
+        .count();
+    let findings = rows
+        .iter()
+        .filter(|r| r.cell.native && !r.expect.admits(r.outcome))
+        .count();
+    if let Some((n, cell, why)) = &unrecovered {
+        let (cpu, what) = match why {
+            Unrecovered::NoAnswer(c) => (*c, alloc::string::String::from("did not come back (it never ran the recovery)")),
+            Unrecovered::Left(c, l) => (
+                *c,
+                alloc::format!(
+                    "still had work pending after the recovery: mailbox {:?}, queue {}, {} call(s) in flight, serialization lock {}",
+                    l.mailbox,
+                    if l.queued { "pending" } else { "empty" },
+                    l.in_flight,
+                    if l.serial_held { "held" } else { "free" }
+                ),
+            ),
+            Unrecovered::Ipl(c, level) => (*c, alloc::format!("came back at IPL {level}")),
+        };
+        println!(
+            "experiment: cell {n} ({} x {}) could not be recovered: CPU {cpu} (physical {}) {what}; the experiment ends here",
+            cell.fault,
+            cell.fixes.name,
+            cpus::physical(cpu).map_or(usize::MAX, |p| p)
+        );
+    }
+    println!(
+        "experiment-end: v={} runs={} cells_done={} unexpected={} native_findings={} unrecovered={} census_stranded={} elapsed_ms={}",
+        FORMAT_VERSION,
+        rows.len(),
+        rows.last().map_or(0, |r| r.n),
+        unexpected,
+        findings,
+        unrecovered.as_ref().map_or(0, |(n, _, _)| *n),
+        stranded_total,
+        elapsed_ms
+    );
+    let pass = unrecovered.is_none() && unexpected == 0;
+    let why = alloc::format!(
+        "experiment: {} runs of {} cells, {} injected not as predicted, {} native unlike a lossless machine, {} stranded IPIs{}",
+        rows.len(),
+        cells.len(),
+        unexpected,
+        findings,
+        stranded_total,
+        if unrecovered.is_some() {
+            ", stopped at an unrecovered cell"
+        } else {
+            ""
+        }
+    );
+    smp::finish(pass, &why)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn print_cell(
+    n: usize,
+    cells: usize,
+    (run, runs): (u64, u64),
+    (cell, expect): (CellId, Expect),
+    size: u64,
+    r: &CellResult,
+    census: &Counts,
+    recovered: &Result<u64, Unrecovered>,
+) {
+    let outcome = r.outcome.name();
+    let calls = recovered.as_ref().map_or(0, |c| *c);
+    println!(
+        "cell {n}/{cells} run {run}/{runs}: {} x {}: {}{} ({} predicted) in {} ms; done {}/{}; census {} delivered, {} late, {} stranded; {} stranded call(s) run by the recovery",
+        cell.fault,
+        cell.fixes.name,
+        outcome,
+        if expect.admits(outcome) { "" } else { " [!]" },
+        expect.name(),
+        r.elapsed_ns / 1_000_000,
+        r.total_done(),
+        smp::online_count() as u64 * size,
+        census.delivered,
+        census.late,
+        census.stranded,
+        calls
+    );
+    println!(
+        "experiment-cell: v={} n={} run={} runs={} fault={} fix={} native={} predicted={} outcome={} cpus={} done={} done_per_cpu={} aborted_cpus={} cut={} elapsed_ms={} detect_ms={} {} errors={} recovered_calls={} {}",
+        FORMAT_VERSION,
+        n,
+        run,
+        runs,
+        cell.fault,
+        cell.fixes.name,
+        cell.native as u8,
+        expect.name(),
+        outcome,
+        smp::online_count(),
+        r.total_done(),
+        PerCpu(&r.done),
+        r.aborted_cpus,
+        r.cut as u8,
+        r.elapsed_ns / 1_000_000,
+        r.detect_ns.map_or(-1, |ns| (ns / 1_000_000) as i64),
+        Counters,
+        r.errors,
+        calls,
+        CensusWords(*census),
+    );
+}
+
+/// The console table: one row per cell, how often each outcome happened.
+fn print_table(rows: &[Row], ncpus: usize) {
+    println!("experiment: results on {ncpus} CPU(s) ([!]: not as predicted)");
+    println!(
+        "  {:<3} {:<21} {:<15} {:<9} outcomes",
+        "n", "fault", "fix", "predicted"
+    );
+    let mut i = 0;
+    while i < rows.len() {
+        let first = &rows[i];
+        let same: Vec<&Row> = rows[i..].iter().take_while(|r| r.n == first.n).collect();
+        let mut text = alloc::string::String::new();
+        for name in ["completed", "deadlock", "crawl", "error", "unrecovered"] {
+            let k = same.iter().filter(|r| r.outcome == name).count();
+            if k > 0 {
+                if !text.is_empty() {
+                    text.push_str(", ");
+                }
+                text.push_str(&alloc::format!("{name} {k}/{}", same.len()));
+            }
+        }
+        let bad = same.iter().any(|r| !r.expect.admits(r.outcome));
+        println!(
+            "  {:<3} {:<21} {:<15} {:<9} {}{}",
+            first.n,
+            alloc::format!("{}{}", first.cell.fault, if first.cell.native { " (native)" } else { "" }),
+            first.cell.fixes.name,
+            first.expect.name(),
+            text,
+            if bad { " [!]" } else { "" }
+        );
+        i += same.len();
+    }
+}

@@ -1,0 +1,320 @@
+//! The census of IPI delivery: for every IPI sent to a CPU, whether its
+//! interrupt arrived (delivered), arrived only after a poll or a drain had
+//! already taken its message (late), or never arrived although the target
+//! could take interrupts (stranded: the lost edge). It is what tells, on a
+//! real machine with every fix on, whether the hardware loses IPI edges.
+//!
+//! # Definitions (the README's "The census of IPI delivery" says the same)
+//!
+//! Every IPI *request* to CPU `t` (one `post` of a message and its interrupt
+//! request; wakes of napping waiters carry no message and are not counted)
+//! takes a number `n` from `t`'s counter `req` *before* its message bits are
+//! posted, and counts itself in `sent` once its interrupt request was issued
+//! (or dropped by a fault injection). `req >= sent` at all times.
+//!
+//! - **Served**: an IPI interrupt taken by `t` reads `req` at its entry,
+//!   before it drains the mailbox, and serves every request numbered up to
+//!   that value. Edges that merge (a request made while `t` already has an
+//!   IPI pending, or several requests before `t` can take one) are served
+//!   together by the one interrupt: merging is legitimate and never a loss.
+//! - **Rescued**: a poll or drain outside the IPI interrupt (the
+//!   in-interrupt poll, the idle loop's poll, the lock's drain, the
+//!   recovery between experiment cells) that takes at least one message
+//!   reads `req` *before* it takes the mailbox; every request numbered up to
+//!   that value had its message posted before the take, so the take got it.
+//! - A served request is **late** if a rescue took its message before its
+//!   interrupt served it, else **delivered**.
+//! - **Stranded**: at each clock interrupt `t` takes, the requests counted
+//!   in `sent` when `t` took its *previous* clock interrupt, and not served
+//!   since, are stranded. Reason: their interrupt requests were issued
+//!   before that previous clock interrupt; when it returned, `t` went back
+//!   to an IPL low enough to take the clock, which takes IPIs too (the IPI
+//!   level is at or above the clock's on every machine this kernel knows,
+//!   docs/hardware.md), so a pending IPI would have been taken then, one
+//!   full clock period before this judgement. A CPU that sits at IPL 7
+//!   takes no clock interrupt and is never judged: it could not take the
+//!   IPI. Each request is judged once; a stranded request served later
+//!   still counts as stranded (its edge was lost; a later edge carried its
+//!   message).
+//!
+//! The time bound is thus one to two clock periods (about 1 to 2 ms at the
+//! default 1024 Hz). The numbering is per target, not per message: the
+//! census counts requests exactly, but which of several concurrent requests
+//! was stranded is approximate (a sender delayed for a whole clock period
+//! between numbering and issuing its request can be blamed for another's
+//! loss; the totals stay right).
+//!
+//! # Ground truth (fault injection and the simulator's lossy lines)
+//!
+//! A platform that drops a request on purpose says so
+//! ([`Platform::request_ipi`](crate::platform::Platform::request_ipi)
+//! returns false); the census marks its number in a bitmap. The same
+//! serving and judging steps clear a served drop (a later edge carried its
+//! message: the drop left nothing unannounced) or count a judged one as
+//! **unannounced**. So `stranded == unannounced` exactly when every request
+//! that was really issued got its interrupt within the bound and every
+//! dropped one that no later edge covered was found: the check the QEMU
+//! runs and the simulator make.
+//!
+//! # Who writes what
+//!
+//! `req`, `sent` and the drop bitmap's set are written by senders (atomic
+//! read-modify-writes; `req` SeqCst so its order against the mailbox post
+//! and the target's reads is total); everything else only by the target,
+//! inside its interrupt handlers or polls (Relaxed, single writer).
+
+use crate::sync::{AtomicU64, Ordering};
+
+/// Requests numbered further apart than this before being served or judged
+/// wrap the drop bitmap (ground truth only).
+const WINDOW: u64 = 4096;
+
+/// One CPU's census as a target of IPIs.
+pub struct Census {
+    req: AtomicU64,
+    sent: AtomicU64,
+    served: AtomicU64,
+    judged: AtomicU64,
+    rescued_upto: AtomicU64,
+    sent_at_clock: AtomicU64,
+    /// Requests served by an interrupt whose message was still there.
+    pub delivered: AtomicU64,
+    /// Requests served by an interrupt after a rescue had taken the message.
+    pub late: AtomicU64,
+    /// Requests never served within the bound.
+    pub stranded: AtomicU64,
+    /// Requests dropped on purpose (injection, simulator).
+    pub dropped: AtomicU64,
+    /// Dropped requests judged stranded (ground truth for `stranded`).
+    pub unannounced: AtomicU64,
+    drops: [AtomicU64; (WINDOW / 64) as usize],
+}
+
+/// The census's counters at one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub requests: u64,
+    pub delivered: u64,
+    pub late: u64,
+    pub stranded: u64,
+    pub dropped: u64,
+    pub unannounced: u64,
+}
+
+impl Counts {
+    pub fn add(&mut self, o: &Counts) {
+        self.requests += o.requests;
+        self.delivered += o.delivered;
+        self.late += o.late;
+        self.stranded += o.stranded;
+        self.dropped += o.dropped;
+        self.unannounced += o.unannounced;
+    }
+    /// Requests not yet served nor judged.
+    pub fn open(&self) -> u64 {
+        self.requests
+            .saturating_sub(self.delivered + self.late + self.stranded)
+    }
+}
+
+impl Default for Census {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Census {
+    pub const fn new() -> Self {
+        Census {
+            req: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
+            served: AtomicU64::new(0),
+            judged: AtomicU64::new(0),
+            rescued_upto: AtomicU64::new(0),
+            sent_at_clock: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
+            late: AtomicU64::new(0),
+            stranded: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            unannounced: AtomicU64::new(0),
+            drops: [const { AtomicU64::new(0) }; (WINDOW / 64) as usize],
+        }
+    }
+
+    /// Sender, before posting the message bits: numbers the request.
+    pub fn begin_request(&self) -> u64 {
+        self.req.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// Sender, after the interrupt request was issued (`issued`) or dropped.
+    pub fn end_request(&self, n: u64, issued: bool) {
+        if !issued {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            self.drops[((n % WINDOW) / 64) as usize].fetch_or(1 << (n % 64), Ordering::Relaxed);
+        }
+        self.sent.fetch_add(1, Ordering::Release);
+    }
+
+    /// Target, at the entry of an IPI interrupt, before draining.
+    pub fn on_ipi_interrupt(&self) {
+        let r = self.req.load(Ordering::SeqCst);
+        let lo = self.served_or_judged();
+        if r > lo {
+            let late = self.rescued_upto.load(Ordering::Relaxed).min(r).saturating_sub(lo);
+            self.late.fetch_add(late, Ordering::Relaxed);
+            self.delivered.fetch_add(r - lo - late, Ordering::Relaxed);
+            self.take_drops(lo, r);
+            self.served.store(r, Ordering::Relaxed);
+        }
+    }
+
+    /// Target, before a poll or drain outside the IPI interrupt takes the
+    /// mailbox: returns the number to pass to [`Census::rescued`] if the
+    /// take found a message.
+    pub fn before_rescue(&self) -> u64 {
+        self.req.load(Ordering::SeqCst)
+    }
+
+    /// Target: the take after [`Census::before_rescue`] found a message.
+    pub fn rescued(&self, upto: u64) {
+        if upto > self.rescued_upto.load(Ordering::Relaxed) {
+            self.rescued_upto.store(upto, Ordering::Relaxed);
+        }
+    }
+
+    /// Target, at every clock interrupt it takes: judges the requests
+    /// issued before its previous one (module docs).
+    pub fn on_clock(&self) {
+        let due = self.sent_at_clock.load(Ordering::Relaxed);
+        let lo = self.served_or_judged();
+        if due > lo {
+            self.stranded.fetch_add(due - lo, Ordering::Relaxed);
+            let lost = self.take_drops(lo, due);
+            self.unannounced.fetch_add(lost, Ordering::Relaxed);
+            self.judged.store(due, Ordering::Relaxed);
+        }
+        self.sent_at_clock
+            .store(self.sent.load(Ordering::Acquire), Ordering::Relaxed);
+    }
+
+    fn served_or_judged(&self) -> u64 {
+        self.served
+            .load(Ordering::Relaxed)
+            .max(self.judged.load(Ordering::Relaxed))
+    }
+
+    /// Clears the drop marks of requests `lo+1 ..= hi`; returns how many
+    /// were set.
+    fn take_drops(&self, lo: u64, hi: u64) -> u64 {
+        let mut found = 0;
+        for n in (lo + 1)..=hi.min(lo + WINDOW) {
+            let bit = 1u64 << (n % 64);
+            let word = &self.drops[((n % WINDOW) / 64) as usize];
+            if word.load(Ordering::Relaxed) & bit != 0 {
+                word.fetch_and(!bit, Ordering::Relaxed);
+                found += 1;
+            }
+        }
+        found
+    }
+
+    pub fn counts(&self) -> Counts {
+        Counts {
+            requests: self.req.load(Ordering::Relaxed),
+            delivered: self.delivered.load(Ordering::Relaxed),
+            late: self.late.load(Ordering::Relaxed),
+            stranded: self.stranded.load(Ordering::Relaxed),
+            dropped: self.dropped.load(Ordering::Relaxed),
+            unannounced: self.unannounced.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Zeroes the census while nothing is sent to this CPU (between
+    /// experiment cells).
+    pub fn reset(&self) {
+        for c in [
+            &self.req,
+            &self.sent,
+            &self.served,
+            &self.judged,
+            &self.rescued_upto,
+            &self.sent_at_clock,
+            &self.delivered,
+            &self.late,
+            &self.stranded,
+            &self.dropped,
+            &self.unannounced,
+        ]
+        .into_iter()
+        .chain(&self.drops)
+        {
+            c.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_interrupt_serves_every_request_before_it() {
+        let c = Census::new();
+        for _ in 0..3 {
+            let n = c.begin_request();
+            c.end_request(n, true);
+        }
+        c.on_ipi_interrupt();
+        assert_eq!(c.counts().delivered, 3, "merged edges are served together");
+        c.on_clock();
+        c.on_clock();
+        assert_eq!(c.counts().stranded, 0);
+        assert_eq!(c.counts().open(), 0);
+    }
+
+    #[test]
+    fn a_request_without_an_interrupt_is_stranded_after_a_full_clock_period() {
+        let c = Census::new();
+        let n = c.begin_request();
+        c.end_request(n, false);
+        c.on_clock();
+        assert_eq!(c.counts().stranded, 0, "issued after the previous clock");
+        c.on_clock();
+        let k = c.counts();
+        assert_eq!((k.stranded, k.unannounced, k.dropped), (1, 1, 1));
+        c.on_clock();
+        c.on_ipi_interrupt();
+        assert_eq!(c.counts().stranded, 1, "judged once");
+        assert_eq!(c.counts().delivered, 0, "a judged request is not served again");
+    }
+
+    #[test]
+    fn a_drop_covered_by_a_later_edge_is_not_unannounced() {
+        let c = Census::new();
+        let a = c.begin_request();
+        c.end_request(a, false);
+        let b = c.begin_request();
+        c.end_request(b, true);
+        c.on_ipi_interrupt();
+        c.on_clock();
+        c.on_clock();
+        let k = c.counts();
+        assert_eq!((k.delivered, k.stranded, k.unannounced), (2, 0, 0));
+    }
+
+    #[test]
+    fn an_interrupt_after_a_rescue_is_late() {
+        let c = Census::new();
+        let n = c.begin_request();
+        c.end_request(n, true);
+        let upto = c.before_rescue();
+        c.rescued(upto);
+        let m = c.begin_request();
+        c.end_request(m, true);
+        c.on_ipi_interrupt();
+        let k = c.counts();
+        assert_eq!((k.late, k.delivered), (1, 1));
+        c.reset();
+        assert_eq!(c.counts(), Counts::default());
+    }
+}
