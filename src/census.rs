@@ -160,7 +160,11 @@ impl Census {
         let r = self.req.load(Ordering::SeqCst);
         let lo = self.served_or_judged();
         if r > lo {
-            let late = self.rescued_upto.load(Ordering::Relaxed).min(r).saturating_sub(lo);
+            let late = self
+                .rescued_upto
+                .load(Ordering::Relaxed)
+                .min(r)
+                .saturating_sub(lo);
             self.late.fetch_add(late, Ordering::Relaxed);
             self.delivered.fetch_add(r - lo - late, Ordering::Relaxed);
             self.take_drops(lo, r);
@@ -285,7 +289,11 @@ mod tests {
         c.on_clock();
         c.on_ipi_interrupt();
         assert_eq!(c.counts().stranded, 1, "judged once");
-        assert_eq!(c.counts().delivered, 0, "a judged request is not served again");
+        assert_eq!(
+            c.counts().delivered,
+            0,
+            "a judged request is not served again"
+        );
     }
 
     #[test]

@@ -438,9 +438,7 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
     /// The platform's IPI interrupt handler calls this at its entry, before
     /// [`handle_ipi`](Self::handle_ipi): the census's "served" step.
     pub fn census_ipi_interrupt(&self) {
-        self.cpus[self.platform.cpu_id()]
-            .census
-            .on_ipi_interrupt();
+        self.cpus[self.platform.cpu_id()].census.on_ipi_interrupt();
     }
 
     /// The platform's clock interrupt handler calls this: the census's

@@ -469,16 +469,20 @@ pub fn write(dir: &Path, ms: &[Measurement], cfg: &Config, host: &str) -> Result
 /// The fix sets named in `list` (comma-separated; `all`: every one).
 pub fn fixes(list: &str) -> Result<Vec<(&'static str, &'static str)>> {
     if list == "all" {
-        return Ok(FIXES.to_vec());
+        return Ok(FIXES.iter().map(|f| (f.name, f.args())).collect());
     }
     list.split(',')
         .map(|n| {
-            FIXES.iter().find(|f| f.0 == n).copied().ok_or_else(|| {
-                err(format!(
-                    "--fixes: unknown fix set '{n}' (known: {})",
-                    FIXES.iter().map(|f| f.0).collect::<Vec<_>>().join(", ")
-                ))
-            })
+            FIXES
+                .iter()
+                .find(|f| f.name == n)
+                .map(|f| (f.name, f.args()))
+                .ok_or_else(|| {
+                    err(format!(
+                        "--fixes: unknown fix set '{n}' (known: {})",
+                        FIXES.iter().map(|f| f.name).collect::<Vec<_>>().join(", ")
+                    ))
+                })
         })
         .collect()
 }

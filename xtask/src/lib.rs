@@ -7,6 +7,7 @@ pub mod image;
 pub mod kernel;
 pub mod matrix;
 pub mod qemu;
+pub mod report;
 pub mod symbolize;
 pub mod toolchain;
 pub mod util;

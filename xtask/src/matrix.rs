@@ -10,121 +10,12 @@ use std::time::Duration;
 use crate::qemu::{self, Ending, RunSpec};
 use crate::util::{Context, Result};
 
-/// Injected faults, as the kernel's `inject=` values.
-pub const FAULTS: &[&str] = &[
-    "none",
-    "edge_loss",
-    "masked_wait",
-    "both",
-    "edge_loss_masked",
-];
+pub use alphasmp_bootargs::experiment::{Expect, FAULTS, FIXES, Fixes, predict};
 
-/// Fix sets: name and boot arguments.
-pub const FIXES: &[(&str, &str)] = &[
-    ("none", "ipi_lock=off ipi_poll=off resend=off"),
-    ("lock+drain", "ipi_lock=on ipi_poll=off resend=off"),
-    ("poll", "ipi_lock=off ipi_poll=on resend=off"),
-    ("resend", "ipi_lock=off ipi_poll=off resend=on"),
-    ("lock+drain+poll", "ipi_lock=on ipi_poll=on resend=off"),
-];
-
-/// What the protocol predicts for a cell.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Expect {
-    Completes,
-    Deadlocks,
-    /// Depends on where a lost IPI lands; either outcome is explained.
-    Either,
-}
-
-impl Expect {
-    pub fn name(self) -> &'static str {
-        match self {
-            Expect::Completes => "completes",
-            Expect::Deadlocks => "deadlocks",
-            Expect::Either => "either",
-        }
-    }
-}
-
-/// The prediction, from the protocol (the reasoning is in the README):
-///
-/// - With IPIs masked while waiting, only something that runs *in the
-///   waiter's own loop* can help: lock+drain (losers of the lock drain their
-///   mailbox; only the holder waits). Poll needs an interrupt the masked
-///   waiter never takes; a re-sent IPI is latched but not taken either.
-///   On 4 CPUs every shootdown waits for all three others, so two waits
-///   overlap at once and the deadlock is certain. On 2 CPUs it needs both
-///   CPUs to send before either handles the other's call; once one CPU
-///   leads, the two fall into a stable alternation (each drops to IPL 0,
-///   and so runs the other's pending call, just before it raises IPL for
-///   its own) and never deadlock. Which happens depends on the start phase,
-///   so on 2 CPUs this is "either" (spin shows the deadlock is reachable).
-/// - With edge loss and waits at IPL 0, a lost IPI leaves a CALL bit that no
-///   interrupt will announce. Poll rescues it at the target's next interrupt
-///   (its tick). Resend retries at the waiter's watchdog, but the re-sent
-///   IPI crosses the same lossy line and is lost again whenever the target
-///   is in a handler; with the watchdog calling it a deadlock after two
-///   failed re-sends, a run with hundreds of stalls can (rarely) hit that, so
-///   resend is "either": a rescue without a time bound. Lock+drain rescues it only
-///   while the target is itself trying to take the lock: a target that has
-///   finished its work and idles is never drained, so lock+drain alone may
-///   still deadlock at the end of a run.
-///
-/// - `edge_loss_masked` loses an IPI whenever its target is at IPL 7, also
-///   outside a handler, and every idle CPU sleeps at IPL 7: an IPI to an
-///   idle CPU is always lost, and only the poll (the idle loop's, at its
-///   next tick) finds the message. With the poll every cell completes;
-///   without it, the first CPU to finish and idle strands the next call to
-///   it, which deadlocks all but the rare run in which no CPU needs an
-///   idle one (the simulator: 396 of 400 seeds without a fix or with
-///   resend, all seeds with lock+drain), so those cells are "either".
-pub fn predict(fault: &str, fix: &str, smp: u32) -> Expect {
-    let lock = fix.contains("lock");
-    let poll = fix.contains("poll");
-    let resend = fix == "resend";
-    if fault == "edge_loss_masked" {
-        return if poll {
-            Expect::Completes
-        } else {
-            Expect::Either
-        };
-    }
-    let edge = fault == "edge_loss" || fault == "both";
-    let masked = fault == "masked_wait" || fault == "both";
-    if masked && !lock {
-        if smp > 2 || (edge && !poll && !resend) {
-            // (On 2 CPUs an unrescued lost edge deadlocks even if the
-            // masked waits happen to alternate.)
-            return Expect::Deadlocks;
-        }
-        return Expect::Either;
-    }
-    if edge {
-        if poll {
-            return Expect::Completes;
-        }
-        if lock || resend {
-            return Expect::Either;
-        }
-        return Expect::Deadlocks;
-    }
-    Expect::Completes
-}
-
-/// [`predict`] for napping waiters (`wait=nap`). One difference: on a
-/// lossy line without the poll a deadlock is no longer certain, because
-/// every completed call wakes its napping caller with an IPI whose handler
-/// drains the whole mailbox, a lost CALL bit included (tests/sim_nap.rs and
-/// the spin model's NAP runs show both outcomes). Masked waiters nap at
-/// IPL 7 and take nothing, so those cells stay as they were.
+/// [`predict_for`](alphasmp_bootargs::experiment::predict_for) with the
+/// `wait=` spelling.
 pub fn predict_for(fault: &str, fix: &str, smp: u32, wait: &str) -> Expect {
-    let e = predict(fault, fix, smp);
-    let masked = fault == "masked_wait" || fault == "both";
-    if wait == "nap" && e == Expect::Deadlocks && !masked {
-        return Expect::Either;
-    }
-    e
+    alphasmp_bootargs::experiment::predict_for(fault, fix, smp, wait == "nap")
 }
 
 /// One cell's measurement.
@@ -149,11 +40,7 @@ impl Cell {
     }
     /// Whether the outcome matches the prediction.
     pub fn as_predicted(&self) -> bool {
-        match self.expect {
-            Expect::Completes => self.outcome == "completed",
-            Expect::Deadlocks => self.outcome == "deadlock",
-            Expect::Either => self.outcome == "completed" || self.outcome == "deadlock",
-        }
+        self.expect.admits(&self.outcome)
     }
 }
 
@@ -297,8 +184,8 @@ pub fn run_all(kernel: &Path, p: &Params, mut each: impl FnMut(&Cell)) -> Result
     let mut cells = Vec::new();
     for &smp in &p.smps {
         for &fault in FAULTS {
-            for &(fix, args) in FIXES {
-                let cell = run_cell(kernel, p, smp, fault, fix, args)?;
+            for f in FIXES {
+                let cell = run_cell(kernel, p, smp, fault, f.name, f.args())?;
                 each(&cell);
                 cells.push(cell);
             }
@@ -346,8 +233,8 @@ pub fn markdown(cells: &[Cell], p: &Params) -> String {
     for &smp in &p.smps {
         writeln!(s, "\n**{smp} CPUs**\n").ok();
         write!(s, "| fault \\ fix |").ok();
-        for (fix, _) in FIXES {
-            write!(s, " {fix} |").ok();
+        for f in FIXES {
+            write!(s, " {} |", f.name).ok();
         }
         writeln!(s).ok();
         write!(s, "|---|").ok();
@@ -357,7 +244,7 @@ pub fn markdown(cells: &[Cell], p: &Params) -> String {
         writeln!(s).ok();
         for &fault in FAULTS {
             write!(s, "| {fault} |").ok();
-            for &(fix, _) in FIXES {
+            for fix in FIXES.iter().map(|f| f.name) {
                 let Some(c) = cells
                     .iter()
                     .find(|c| c.smp == smp && c.fault == fault && c.fix == fix)
@@ -457,32 +344,40 @@ mod tests {
     use super::*;
 
     #[test]
-    fn predictions_follow_the_protocol() {
-        assert_eq!(predict("none", "none", 4), Expect::Completes);
-        assert_eq!(predict("edge_loss", "none", 4), Expect::Deadlocks);
-        assert_eq!(predict("edge_loss", "poll", 4), Expect::Completes);
-        assert_eq!(predict("edge_loss", "resend", 4), Expect::Either);
-        assert_eq!(predict("edge_loss", "lock+drain", 4), Expect::Either);
-        assert_eq!(predict("masked_wait", "poll", 4), Expect::Deadlocks);
-        assert_eq!(predict("masked_wait", "poll", 2), Expect::Either);
-        assert_eq!(predict_for("edge_loss", "none", 4, "nap"), Expect::Either);
-        assert_eq!(
-            predict_for("edge_loss", "none", 4, "spin"),
-            Expect::Deadlocks
+    fn tables_are_written() {
+        let p = Params::default();
+        let cell = |fault, fix, outcome: &str, expect| Cell {
+            smp: 4,
+            fault,
+            fix,
+            expect,
+            outcome: outcome.to_string(),
+            fields: vec![
+                ("detect_ms".into(), "512".into()),
+                ("why".into(), "a \"b\"".into()),
+            ],
+            seconds: 1.0,
+        };
+        let cells = [
+            cell("edge_loss", "none", "deadlock", Expect::Deadlocks),
+            cell("edge_loss", "poll", "deadlock", Expect::Completes),
+        ];
+        let md = markdown(&cells, &p);
+        assert!(
+            md.contains("| edge_loss | **deadlock** 512 ms (") && md.contains(" ! ("),
+            "{md}"
         );
         assert_eq!(
-            predict_for("masked_wait", "poll", 4, "nap"),
-            Expect::Deadlocks
+            md.matches(" ! (").count(),
+            1,
+            "only the unexpected cell is marked"
         );
-        assert_eq!(
-            predict_for("edge_loss", "poll", 4, "nap"),
-            Expect::Completes
+        let js = json(&cells, &p);
+        assert_eq!(js.matches("\"smp\":").count(), 2);
+        assert!(
+            js.contains("\"detect_ms\": 512") && js.contains("\"why\": \"a \\\"b\\\"\""),
+            "{js}"
         );
-        assert_eq!(predict("masked_wait", "lock+drain", 2), Expect::Completes);
-        assert_eq!(predict("both", "lock+drain+poll", 4), Expect::Completes);
-        assert_eq!(predict("both", "resend", 4), Expect::Deadlocks);
-        assert_eq!(predict("both", "none", 2), Expect::Deadlocks);
-        assert_eq!(predict("both", "poll", 2), Expect::Either);
     }
 
     #[test]

@@ -280,8 +280,14 @@ mod tests {
         assert_eq!(predict("masked_wait", "poll", 4), Expect::Deadlocks);
         assert_eq!(predict("masked_wait", "poll", 2), Expect::Either);
         assert_eq!(predict_for("edge_loss", "none", 4, true), Expect::Either);
-        assert_eq!(predict_for("edge_loss", "none", 4, false), Expect::Deadlocks);
-        assert_eq!(predict_for("masked_wait", "poll", 4, true), Expect::Deadlocks);
+        assert_eq!(
+            predict_for("edge_loss", "none", 4, false),
+            Expect::Deadlocks
+        );
+        assert_eq!(
+            predict_for("masked_wait", "poll", 4, true),
+            Expect::Deadlocks
+        );
         assert_eq!(predict_for("edge_loss", "poll", 4, true), Expect::Completes);
         assert_eq!(predict("masked_wait", "lock+drain", 2), Expect::Completes);
         assert_eq!(predict("both", "lock+drain+poll", 4), Expect::Completes);
@@ -296,7 +302,11 @@ mod tests {
         assert_eq!(Set::Native.cells().count(), 10);
         assert_eq!(Set::Injected.cells().count(), 25);
         assert_eq!(Set::All.cells().count(), 35);
-        assert!(Set::Native.cells().all(|c| c.native && !c.inject().edge_loss));
+        assert!(
+            Set::Native
+                .cells()
+                .all(|c| c.native && !c.inject().edge_loss)
+        );
         assert!(Set::Injected.cells().all(|c| !c.native));
         let first = Set::Injected.cells().next().unwrap();
         assert_eq!((first.fault, first.fixes.name), ("none", "none"));
