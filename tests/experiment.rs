@@ -75,15 +75,24 @@ impl Cell {
     }
 }
 
+/// The run's cells, read by the same parser `cargo xtask report` uses (so
+/// every boot here also checks that the report reads what the kernel
+/// prints).
 fn cells(r: &RunResult) -> Vec<Cell> {
-    r.output
-        .lines()
-        .filter_map(|l| l.strip_prefix("experiment-cell: "))
-        .map(|l| {
+    let experiments = xtask::report::parse(&r.output)
+        .unwrap_or_else(|e| panic!("the report refuses the capture: {e}\n{}", r.output));
+    assert_eq!(experiments.len(), 1, "one experiment per boot");
+    let md = xtask::report::markdown(&experiments);
+    assert!(md.contains("| fault \\ fix |"), "{md}");
+    experiments
+        .into_iter()
+        .flat_map(|e| e.runs)
+        .map(|run| {
             Cell(
-                l.split_whitespace()
-                    .filter_map(|kv| kv.split_once('='))
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                run.fields
+                    .0
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.to_string()))
                     .collect(),
             )
         })

@@ -150,3 +150,61 @@ fn a_latching_line_strands_nothing() {
         }
     }
 }
+
+/// The outcome of one cell, classified as the kernel classifies it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Outcome {
+    Completed,
+    Crawl,
+    Deadlock,
+}
+
+fn outcome(smp: &'static SimSmp, cpus: usize, deadlocked: bool) -> Outcome {
+    let stalls: u64 = (0..cpus)
+        .map(|c| smp.cpu(c).stats.stalls.load(Relaxed))
+        .sum();
+    match (deadlocked, stalls) {
+        (true, _) => Outcome::Deadlock,
+        (false, 0) => Outcome::Completed,
+        (false, _) => Outcome::Crawl,
+    }
+}
+
+/// Every outcome the experiment reports as possible for a cell predicted
+/// "either" is reachable: on the lossy line with the watchdog's re-send
+/// (a wait is called dead at its third report), some seeds complete
+/// without the watchdog, some crawl (every stall answered by a re-send)
+/// and some deadlock (two re-sends lost in a row); with lock+drain alone
+/// some complete and some deadlock.
+#[test]
+fn every_outcome_of_an_either_cell_is_reachable() {
+    let cpus = 2;
+    let mut seen = std::collections::BTreeMap::new();
+    for seed in 0..4 * seeds() {
+        let smp: &SimSmp = SimPlatform::seeded(Line::LossyEdge, TICK_EVERY, 3, cpus, seed);
+        smp.policy.watchdog_cycles.store(WATCHDOG_STEPS, Relaxed);
+        smp.policy.resend.store(true, Relaxed);
+        smp.policy.abort_after.store(3, Relaxed);
+        let d = cell(smp, cpus, false);
+        *seen
+            .entry(("resend", outcome(smp, cpus, d)))
+            .or_insert(0u64) += 1;
+        let smp: &SimSmp = SimPlatform::seeded(Line::LossyEdge, TICK_EVERY, 3, cpus, seed);
+        smp.policy.watchdog_cycles.store(WATCHDOG_STEPS, Relaxed);
+        smp.policy.abort_after.store(1, Relaxed);
+        smp.policy.serialize.store(true, Relaxed);
+        let d = cell(smp, cpus, false);
+        *seen
+            .entry(("lock+drain", outcome(smp, cpus, d)))
+            .or_insert(0u64) += 1;
+    }
+    eprintln!("outcomes over {} seeds: {seen:?}", 4 * seeds());
+    for want in [
+        ("resend", Outcome::Crawl),
+        ("resend", Outcome::Deadlock),
+        ("lock+drain", Outcome::Completed),
+        ("lock+drain", Outcome::Deadlock),
+    ] {
+        assert!(seen.contains_key(&want), "{want:?} never happened: {seen:?}");
+    }
+}

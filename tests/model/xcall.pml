@@ -28,6 +28,20 @@
  *              clock's next interrupt also ends the nap
  *   NOTICK     with NAP: no clock bound, only an IPI ends a nap (what a
  *              wtint without a periodic interrupt would do)
+ *   CENSUS     the census of IPI delivery (src/census.rs), checked as a
+ *              safety property instead of the liveness one: each call's
+ *              IPI request is numbered before its bit is posted and
+ *              counted as issued after it went out (or was dropped; the
+ *              drop is marked, the model's ground truth); an IPI interrupt
+ *              serves every request numbered so far; each tick judges the
+ *              requests issued before the previous tick and not served as
+ *              stranded, counting the marked drops among them as
+ *              unannounced. Asserted at every judgement: stranded ==
+ *              unannounced (the census blames no edge that arrived and
+ *              misses no drop that no later edge covered)
+ *   WITNESS    with CENSUS: also assert that nothing is ever stranded, so
+ *              that spin finds a run where the census does strand a request
+ *              (the census is not silent)
  *   IDLENAP    a CPU that finished its call idles as the kernel's idle
  *              loop does: at IPL 7 in wtint until an interrupt is pending
  *              (an IPI, or the clock's next interrupt), then back at IPL 0
@@ -43,7 +57,9 @@
  * each CPU's interrupt process take steps when it can).
  *
  * Property (checked with ./pan -a -f): every CPU finishes its call.
- *   ltl finish { <> (finished == NCPU) }
+ *   #ifndef CENSUS
+ltl finish { <> (finished == NCPU) }
+#endif
  * A violation is a run in which some caller waits for ever: a deadlock.
  *
  * A CPU's program steps may interleave with its own interrupt handler's
@@ -79,21 +95,46 @@ bool clock[NCPU];        /* a clock interrupt is pending (it ended a nap) */
 byte lock = 0;           /* 0: free; else 1 + owner */
 byte finished = 0;
 byte lost = 0;           /* IPIs dropped (LOSSY, LOSSY_MASKED) */
+#ifdef CENSUS
+byte req[NCPU];          /* requests numbered for this CPU */
+byte sent[NCPU];         /* ... issued (or dropped) */
+byte served[NCPU];       /* highest number an IPI interrupt served */
+byte judged[NCPU];       /* highest number a tick judged */
+byte satclk[NCPU];       /* `sent` at this CPU's previous tick */
+byte stranded[NCPU];
+byte unann[NCPU];        /* judged requests that were dropped */
+byte drops[NCPU];        /* bit n: request n was dropped */
+#endif
 
-inline wripir(t) {
+/* The requests numbered lo+1 ..= hi as a bit mask. */
+#define RANGE(lo, hi) (((1 << ((hi) + 1)) - 1) & ~((1 << ((lo) + 1)) - 1))
+
+/* Marks request n (0: a wake, not counted) to CPU t as dropped. */
+inline mark_drop(t, n) {
+#ifdef CENSUS
+  if
+  :: n > 0 -> drops[t] = drops[t] | (1 << n)
+  :: else -> skip
+  fi
+#else
+  skip
+#endif
+}
+
+inline wripir(t, n) {
   atomic {
 #ifdef LOSSY_MASKED
     if
 #ifndef OUTSIDE_ONLY
-    :: in_handler[t] -> lost++; printf("MSC: IPI to CPU %d LOST (in a handler)\n", t)
+    :: in_handler[t] -> lost++; mark_drop(t, n); printf("MSC: IPI to CPU %d LOST (in a handler)\n", t)
 #endif
-    :: !in_handler[t] && masked[t] -> lost++; printf("MSC: IPI to CPU %d LOST (at IPL 7 outside a handler)\n", t)
+    :: !in_handler[t] && masked[t] -> lost++; mark_drop(t, n); printf("MSC: IPI to CPU %d LOST (at IPL 7 outside a handler)\n", t)
     :: else -> line[t] = 1
     fi
 #else
 #ifdef LOSSY
     if
-    :: in_handler[t] -> lost++; printf("MSC: IPI to CPU %d LOST (in a handler)\n", t)
+    :: in_handler[t] -> lost++; mark_drop(t, n); printf("MSC: IPI to CPU %d LOST (in a handler)\n", t)
     :: else -> line[t] = 1
     fi
 #else
@@ -102,6 +143,51 @@ inline wripir(t) {
 #endif
   }
 }
+
+#ifdef CENSUS
+/* max(served, judged) of CPU c into lo. */
+inline census_lo(c) {
+  if
+  :: served[c] >= judged[c] -> lo = served[c]
+  :: else -> lo = judged[c]
+  fi
+}
+
+/* At an IPI interrupt's entry: serve every request numbered so far. */
+inline census_serve(c) {
+  census_lo(c);
+  if
+  :: req[c] > lo -> drops[c] = drops[c] & ~RANGE(lo, req[c]); served[c] = req[c]
+  :: else -> skip
+  fi
+}
+
+/* At a tick: judge the requests issued before the previous tick. */
+inline census_judge(c) {
+  census_lo(c);
+  if
+  :: satclk[c] > lo ->
+     stranded[c] = stranded[c] + satclk[c] - lo;
+     k = lo + 1;
+     do
+     :: k <= satclk[c] ->
+        if
+        :: drops[c] & (1 << k) -> unann[c]++; drops[c] = drops[c] & ~(1 << k)
+        :: else -> skip
+        fi;
+        k++
+     :: else -> break
+     od;
+     judged[c] = satclk[c]
+  :: else -> skip
+  fi;
+  satclk[c] = sent[c];
+  assert(stranded[c] == unann[c]);
+#ifdef WITNESS
+  assert(stranded[c] == 0)
+#endif
+}
+#endif
 
 /* Run every call in `c`'s queue: each completes its caller's wait. */
 inline run_queue(c) {
@@ -113,7 +199,7 @@ inline run_queue(c) {
        :: queued[c] & (1 << i) -> done[i] = 1; printf("MSC: CPU %d runs the call of CPU %d\n", c, i);
 #ifdef NAP
           if
-          :: napping[i] -> wripir(i); printf("MSC: CPU %d wakes CPU %d\n", c, i)
+          :: napping[i] -> wripir(i, 0); printf("MSC: CPU %d wakes CPU %d\n", c, i)
           :: else -> skip
           fi
 #endif
@@ -137,12 +223,23 @@ inline drain(c) {
 
 proctype interrupts(byte c) {
   byte i;
+#ifdef CENSUS
+  byte lo, k;
+#endif
   do
-  :: atomic { !masked[c] && !in_handler[c] && line[c] -> line[c] = 0; in_handler[c] = 1 };
+  :: atomic { !masked[c] && !in_handler[c] && line[c] -> line[c] = 0; in_handler[c] = 1;
+#ifdef CENSUS
+       census_serve(c)
+#endif
+     };
      drain(c);
      in_handler[c] = 0
   /* A clock tick; a pending IPI outranks it (IPIs sit above the clock). */
-  :: atomic { !masked[c] && !in_handler[c] && !line[c] -> in_handler[c] = 1; clock[c] = 0 };
+  :: atomic { !masked[c] && !in_handler[c] && !line[c] -> in_handler[c] = 1; clock[c] = 0;
+#ifdef CENSUS
+       census_judge(c)
+#endif
+     };
 #ifdef POLL
      if
      :: atomic { mailbox[c] -> printf("MSC: tick on CPU %d polls its mailbox\n", c) };
@@ -157,6 +254,7 @@ proctype interrupts(byte c) {
 proctype cpu(byte me) {
   byte t = (me + 1) % NCPU;
   byte i;
+  byte n = 0;
   bool was_empty;
 #ifdef LOCK
   do
@@ -172,7 +270,17 @@ proctype cpu(byte me) {
   /* Queue the call; interrupt only if the queue was empty. */
   atomic { was_empty = (queued[t] == 0); queued[t] = queued[t] | (1 << me) };
   if
-  :: was_empty -> mailbox[t] = 1; wripir(t)
+  :: was_empty ->
+#ifdef CENSUS
+     /* Numbered before the bit is posted, counted as issued after. */
+     atomic { req[t]++; n = req[t] };
+#endif
+     mailbox[t] = 1; wripir(t, n);
+#ifdef CENSUS
+     sent[t]++
+#else
+     skip
+#endif
   :: else -> skip
   fi;
   /* Wait for the call to run. */
@@ -240,4 +348,6 @@ init {
   }
 }
 
+#ifndef CENSUS
 ltl finish { <> (finished == NCPU) }
+#endif

@@ -4,7 +4,7 @@ use std::process::{Command, ExitCode};
 use std::time::Duration;
 
 use xtask::qemu::{self, RunSpec};
-use xtask::util::{Result, err, repo_root};
+use xtask::util::{Context, Result, err, repo_root};
 
 const USAGE: &str = "usage: cargo xtask <command>
   run [--smp N] [--mem MIB] [--append \"ARGS\"] [--timeout SECS] [--cpu ev6|ev67|ev68] [--icount]
@@ -25,8 +25,16 @@ const USAGE: &str = "usage: cargo xtask <command>
                  give the ELF the log came from when it is an older build)
   test [--long]  everything CI runs: host/simulator/model tests, QEMU boots and the
                  fault x fix matrix, loom, Miri (--long: more seeds and rounds)
+  experiment [--set native|injected|all] [--smp 2,4] [--cell-size N] [--wait spin|nap] [--out DIR]
+                 the fault x fix experiment, one QEMU boot per CPU count running every cell;
+                 writes DIR/experiment.md and .json (default results/) through `report`
+  report LOG [--out DIR]
+                 tables from a captured console log of experiment boots (any machine; SRM's and
+                 the loader's lines around them are skipped): DIR/experiment.md and .json
+                 (default: the current directory)
   matrix [--per-cpu N] [--smp 2,4] [--out DIR] [--check]
-                 fault x fix matrix, one QEMU boot per cell; writes DIR/matrix.md and .json (default results/)
+                 fault x fix matrix, one QEMU boot per cell (a cross-check of the experiment);
+                 writes DIR/matrix.md and .json (default results/)
   bench [--samples N] [--smp 2,3,4] [--fixes all|F,...] [--wait spin,nap] [--out DIR]
                  the benchmark suite (IPI, calls, flushes, throughput; median/p90/p99) per CPU
                  count, fix set and wait policy; writes DIR/bench.md, .json and .svg (default results/)
@@ -51,6 +59,8 @@ fn main() -> ExitCode {
         Some("build") => build(&args[1..]),
         Some("lint") => lint(&args[1..]),
         Some("matrix") => matrix(&args[1..]),
+        Some("experiment") => experiment(&args[1..]),
+        Some("report") => report(&args[1..]),
         Some("stress") => stress(&args[1..]),
         Some("bench") => bench(&args[1..]),
         Some("toolchain") => toolchain(&args[1..]),
@@ -505,6 +515,93 @@ fn test(args: &[String]) -> Result<ExitCode> {
         if long { " (long mode)" } else { "" }
     );
     Ok(ExitCode::SUCCESS)
+}
+
+fn report(args: &[String]) -> Result<ExitCode> {
+    let mut log = None;
+    let mut out = std::path::PathBuf::from(".");
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--out" => out = it.next().ok_or_else(|| err("--out needs a value"))?.into(),
+            other if other.starts_with("--") => {
+                return Err(err(format!("unknown option '{other}' for report")));
+            }
+            file if log.is_none() => log = Some(std::path::PathBuf::from(file)),
+            extra => return Err(err(format!("report reads one LOG; '{extra}' is a second"))),
+        }
+    }
+    let log = log.ok_or_else(|| err("report needs a LOG: cargo xtask report LOG [--out DIR]"))?;
+    let line = xtask::report::run_cli(&log, &out)?;
+    eprintln!("==> {line}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn experiment(args: &[String]) -> Result<ExitCode> {
+    let (mut set, mut smps, mut size, mut wait) = (
+        "injected".to_string(),
+        vec![2u32, 4],
+        None,
+        "spin".to_string(),
+    );
+    let mut out = repo_root().join("results");
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = |name: &str| {
+            it.next()
+                .cloned()
+                .ok_or_else(|| err(format!("{name} needs a value")))
+        };
+        match a.as_str() {
+            "--set" => set = value("--set")?,
+            "--smp" => {
+                smps = value("--smp")?
+                    .split(',')
+                    .map(parse_smp)
+                    .collect::<Result<_>>()?
+            }
+            "--cell-size" => size = Some(parse_positive("--cell-size", &value("--cell-size")?)?),
+            "--wait" => wait = value("--wait")?,
+            "--out" => out = value("--out")?.into(),
+            other => return Err(err(format!("unknown option '{other}' for experiment"))),
+        }
+    }
+    let mut append =
+        format!("experiment={set} wait={wait} watchdog_ms=500 tick_hz=1000 irq_load_us=100");
+    if let Some(n) = size {
+        append.push_str(&format!(" cell_size={n}"));
+    }
+    check_append(&append)?;
+    let elf = xtask::kernel_elf(false)?;
+    let mut log = String::new();
+    let mut pass = true;
+    for &smp in &smps {
+        eprintln!("==> experiment on {smp} CPUs: {append}");
+        let r = xtask::qemu::run(&xtask::qemu::RunSpec {
+            kernel: &elf,
+            smp,
+            mem: xtask::qemu::DEFAULT_MEM_MIB,
+            append: &append,
+            timeout: std::time::Duration::from_secs(900),
+            echo: true,
+            image: None,
+            cpu: Default::default(),
+        })?;
+        eprintln!("==> {}", r.describe());
+        pass &= r.passed();
+        log.push_str(&r.output);
+        log.push('\n');
+    }
+    std::fs::create_dir_all(&out).context(|| format!("creating {}", out.display()))?;
+    let capture = out.join("experiment.log");
+    std::fs::write(&capture, &log).context(|| format!("writing {}", capture.display()))?;
+    let line = xtask::report::run_cli(&capture, &out)?;
+    eprintln!("==> {line}");
+    Ok(if pass {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn matrix(args: &[String]) -> Result<ExitCode> {
