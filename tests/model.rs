@@ -358,5 +358,9 @@ fn census_matches_the_lines_ground_truth() {
     expect(2, &["CENSUS", "WITNESS"], false);
     expect(2, &["CENSUS", "WITNESS", "LOSSY"], true);
     expect(2, &["CENSUS", "WITNESS", "LOSSY", "POLL"], true);
-    expect(2, &["CENSUS", "WITNESS", "LOSSY_MASKED", "POLL", "IDLENAP"], true);
+    expect(
+        2,
+        &["CENSUS", "WITNESS", "LOSSY_MASKED", "POLL", "IDLENAP"],
+        true,
+    );
 }

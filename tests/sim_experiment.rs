@@ -205,6 +205,9 @@ fn every_outcome_of_an_either_cell_is_reachable() {
         ("lock+drain", Outcome::Completed),
         ("lock+drain", Outcome::Deadlock),
     ] {
-        assert!(seen.contains_key(&want), "{want:?} never happened: {seen:?}");
+        assert!(
+            seen.contains_key(&want),
+            "{want:?} never happened: {seen:?}"
+        );
     }
 }

@@ -162,7 +162,12 @@ fn four_clock_periods() -> u64 {
 fn print_begin(cfg: &BootConfig<'_>, cells: usize, size: u64) {
     let (system, member, cpu_type, pal) = hwrpb::get().map_or((0, 0, 0, 0), |h| {
         let me = h.slot(crate::pal::whami() as u64);
-        (h.sys_type(), h.sys_member(), me.cpu_type(), me.pal_revision())
+        (
+            h.sys_type(),
+            h.sys_member(),
+            me.cpu_type(),
+            me.pal_revision(),
+        )
     });
     println!(
         "experiment-begin: v={} kernel={} set={} cells={} system={} member={} cpu_type={} cpu={} pal={:#x} machine={} cpus={} cell_size={} either_runs={} watchdog_ms={} tick_hz={} irq_load_us={} wait={}",
@@ -193,7 +198,9 @@ fn print_begin(cfg: &BootConfig<'_>, cells: usize, size: u64) {
 /// Runs every cell of the set and halts.
 pub fn run(cfg: &BootConfig<'_>) -> ! {
     if cfg.watchdog_ms == 0 {
-        println!("error: experiment= needs the watchdog (watchdog_ms=0 given): a deadlock could not end its cell");
+        println!(
+            "error: experiment= needs the watchdog (watchdog_ms=0 given): a deadlock could not end its cell"
+        );
         smp::finish(false, "experiment without a watchdog");
     }
     let ncpus = smp::online_count();
@@ -241,7 +248,16 @@ pub fn run(cfg: &BootConfig<'_>) -> ! {
             stranded_total += counts.stranded;
             let recovered = recover();
             let outcome = r.outcome.name();
-            print_cell(n, cells.len(), (run, runs), (cell, expect), size, &r, &counts, &recovered);
+            print_cell(
+                n,
+                cells.len(),
+                (run, runs),
+                (cell, expect),
+                size,
+                &r,
+                &counts,
+                &recovered,
+            );
             rows.push(Row {
                 n,
                 cell,
@@ -271,7 +287,10 @@ pub fn run(cfg: &BootConfig<'_>) -> ! {
         .count();
     if let Some((n, cell, why)) = &unrecovered {
         let (cpu, what) = match why {
-            Unrecovered::NoAnswer(c) => (*c, alloc::string::String::from("did not come back (it never ran the recovery)")),
+            Unrecovered::NoAnswer(c) => (
+                *c,
+                alloc::string::String::from("did not come back (it never ran the recovery)"),
+            ),
             Unrecovered::Left(c, l) => (
                 *c,
                 alloc::format!(
@@ -397,7 +416,11 @@ fn print_table(rows: &[Row], ncpus: usize) {
         println!(
             "  {:<3} {:<21} {:<15} {:<9} {}{}",
             first.n,
-            alloc::format!("{}{}", first.cell.fault, if first.cell.native { " (native)" } else { "" }),
+            alloc::format!(
+                "{}{}",
+                first.cell.fault,
+                if first.cell.native { " (native)" } else { "" }
+            ),
             first.cell.fixes.name,
             first.expect.name(),
             text,

@@ -206,10 +206,7 @@ pub fn run_cell(spec: &Spec) -> CellResult {
     let timeout = 10 * spec.bound_ns + 4 * abort_after * watchdog_ns + 10_000_000_000;
     let result = smp::run_on_cpus_with(online, worker, &raw const run as usize, timeout);
     let elapsed_ns = clock::now_ns() - run.start_ns;
-    let done = match result {
-        Ok(per_cpu) => per_cpu,
-        Err(_) => [0; MAX_CPUS],
-    };
+    let done = result.unwrap_or([0; MAX_CPUS]);
     let aborted_cpus = smp::online_cpus()
         .filter(|c| run.aborted[*c].load(Ordering::Relaxed) != 0)
         .count();
