@@ -48,10 +48,10 @@ fn check(ncpu: u32, defines: &[&str]) -> (u32, PathBuf) {
     // pan.c unoptimized (0.6 s against 2.5 s at -O2) is the faster way;
     // 3-CPU ones take up to half a minute and need -O2.
     let opt = if ncpu <= 2 { "-O0" } else { "-O2" };
-    // The census is a safety property (assertions, every reachable state;
-    // -E: the CPUs idle for ever, so no end state is valid or needed);
-    // everything else the liveness one under weak fairness.
-    let census = defines.contains(&"CENSUS");
+    // The census and the recovery are safety properties (assertions, every
+    // reachable state; -E: the CPUs idle for ever, so no end state is valid
+    // or needed); everything else the liveness one under weak fairness.
+    let census = defines.contains(&"CENSUS") || defines.contains(&"RECOVER");
     let mode = if census { "-DSAFETY" } else { "-DNFAIR=3" };
     run(
         Command::new("gcc")
@@ -363,4 +363,28 @@ fn census_matches_the_lines_ground_truth() {
         &["CENSUS", "WITNESS", "LOSSY_MASKED", "POLL", "IDLENAP"],
         true,
     );
+}
+
+/// The recovery between experiment cells (src/recover.rs; the model's
+/// RECOVER): whatever the line, the fixes and the moment each waiter gives
+/// up, once every program returned and the recovery visited each CPU, no
+/// mailbox bit and no queued call is left and every call ran exactly once.
+/// And the recovery does real work: a run exists in which it runs a call a
+/// waiter gave up on (RWITNESS asserts it never does; spin must refute it).
+#[test]
+fn recovery_leaves_nothing_and_runs_every_call_once() {
+    for defines in [
+        &[][..],
+        &["LOSSY"],
+        &["LOSSY", "POLL"],
+        &["LOSSY", "LOCK"],
+        &["MASKED"],
+        &["MASKED", "LOCK"],
+        &["LOSSY_MASKED", "IDLENAP"],
+    ] {
+        let with: Vec<&str> = ["RECOVER"].iter().chain(defines).copied().collect();
+        expect(2, &with, false);
+    }
+    expect(3, &["RECOVER", "LOSSY", "POLL"], false);
+    expect(2, &["RECOVER", "RWITNESS", "LOSSY"], true);
 }

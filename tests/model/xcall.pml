@@ -42,6 +42,17 @@
  *   WITNESS    with CENSUS: also assert that nothing is ever stranded, so
  *              that spin finds a run where the census does strand a request
  *              (the census is not silent)
+ *   RECOVER    the recovery between experiment cells (src/recover.rs),
+ *              checked as a safety property: a waiter (spinning, not NAP)
+ *              may give up at any moment, as the watchdog's abort makes it,
+ *              leaving its call queued; once every CPU's program has
+ *              returned, a recovery visits each CPU and, with IPIs held
+ *              off, takes its mailbox bit and runs its whole queue. Asserted
+ *              after it: no mailbox bit and no queued call is left, and
+ *              every call ran exactly once (a call run twice or never
+ *              would be a leak into the next cell)
+ *   RWITNESS   with RECOVER: also assert that the recovery never runs a
+ *              call, so that spin finds a run where it does
  *   IDLENAP    a CPU that finished its call idles as the kernel's idle
  *              loop does: at IPL 7 in wtint until an interrupt is pending
  *              (an IPI, or the clock's next interrupt), then back at IPL 0
@@ -56,7 +67,8 @@
  * not masked and not already in a handler, for ever (weak fairness makes
  * each CPU's interrupt process take steps when it can).
  *
- * Property (checked with ./pan -a -f): every CPU finishes its call.
+ * Property (checked with ./pan -a -f): every CPU finishes its call
+ * (CENSUS and RECOVER check their own assertions instead, below).
  *   #ifndef CENSUS
 ltl finish { <> (finished == NCPU) }
 #endif
@@ -94,6 +106,9 @@ bool napping[NCPU];      /* caller i naps in its wait (NAP) */
 bool clock[NCPU];        /* a clock interrupt is pending (it ended a nap) */
 byte lock = 0;           /* 0: free; else 1 + owner */
 byte finished = 0;
+#ifdef RECOVER
+byte runs[NCPU];         /* times caller i's call ran */
+#endif
 byte lost = 0;           /* IPIs dropped (LOSSY, LOSSY_MASKED) */
 #ifdef CENSUS
 byte req[NCPU];          /* requests numbered for this CPU */
@@ -197,6 +212,9 @@ inline run_queue(c) {
     :: i < NCPU ->
        if
        :: queued[c] & (1 << i) -> done[i] = 1; printf("MSC: CPU %d runs the call of CPU %d\n", c, i);
+#ifdef RECOVER
+          runs[i]++;
+#endif
 #ifdef NAP
           if
           :: napping[i] -> wripir(i, 0); printf("MSC: CPU %d wakes CPU %d\n", c, i)
@@ -316,7 +334,14 @@ proctype cpu(byte me) {
   od;
   masked[me] = 0;
 #else
+#ifdef RECOVER
+  if
+  :: atomic { done[me] -> masked[me] = 0 }
+  :: atomic { !done[me] -> masked[me] = 0; printf("MSC: CPU %d gives up its wait\n", me) }
+  fi;
+#else
   atomic { done[me] -> masked[me] = 0 };
+#endif
 #endif
 #ifdef LOCK
   lock = 0;
@@ -337,6 +362,42 @@ proctype cpu(byte me) {
 #endif
 }
 
+#ifdef RECOVER
+/* The recovery: once every program returned, each CPU in turn takes its
+   mailbox bit and runs its whole queue with IPIs held off (one atomic
+   step, as the kernel's quiesce runs at the IPI level on that CPU). */
+proctype recovery() {
+  byte c, i, before, after;
+  finished == NCPU;
+  c = 0;
+  do
+  :: c < NCPU ->
+     atomic {
+       mailbox[c] = 0;
+       before = 0; i = 0;
+       do :: i < NCPU -> before = before + runs[i]; i++ :: else -> break od;
+       run_queue(c);
+       after = 0; i = 0;
+       do :: i < NCPU -> after = after + runs[i]; i++ :: else -> break od;
+#ifdef RWITNESS
+       assert(after == before)
+#else
+       skip
+#endif
+     };
+     c++
+  :: else -> break
+  od;
+  i = 0;
+  do
+  :: i < NCPU ->
+     assert(!mailbox[i] && queued[i] == 0 && runs[i] == 1);
+     i++
+  :: else -> break
+  od
+}
+#endif
+
 init {
   byte c;
   atomic {
@@ -344,10 +405,13 @@ init {
     do
     :: c < NCPU -> run interrupts(c); run cpu(c); c++
     :: else -> break
-    od
+    od;
+#ifdef RECOVER
+    run recovery()
+#endif
   }
 }
 
-#ifndef CENSUS
+#if !defined(CENSUS) && !defined(RECOVER)
 ltl finish { <> (finished == NCPU) }
 #endif
