@@ -138,6 +138,9 @@ pub struct SimCpu {
     /// by the clock tick (kept apart from the waiters' `naps_*`).
     pub idle_naps_woken: AtomicU64,
     pub idle_naps_timed_out: AtomicU64,
+    /// Performance-counter interrupts taken ([`SimPlatform::perf_every`]).
+    pub perf_interrupts: AtomicU64,
+    perf_count: AtomicU64,
 }
 
 /// A virtual-to-physical map for the TLB model: virtual page -> frame
@@ -274,8 +277,16 @@ pub struct SimPlatform<const N: usize = SIM_CPUS> {
     /// Under [`Line::LossyEdgeMasked`] an idle-napping CPU loses every IPI
     /// until its tick. Set it before a run.
     pub idle_nap: AtomicBool,
+    /// A performance-counter interrupt (IPL 6, above the IPI level) every
+    /// this many delivery points per CPU (0: none, the default). Set it
+    /// before a run.
+    pub perf_every: AtomicU64,
     baton: Option<Baton>,
 }
+
+/// The level of the simulated performance-counter interrupt (Linux's
+/// `IPL_PERF` on Alpha).
+pub const PERF_IPL: u8 = 6;
 
 /// The seeded scheduler: whose turn it is, and the generator choosing.
 struct Baton {
@@ -423,6 +434,7 @@ impl<const N: usize> SimPlatform<N> {
             corruptions: AtomicU64::new(0),
             drop_wakes: AtomicBool::new(false),
             idle_nap: AtomicBool::new(false),
+            perf_every: AtomicU64::new(0),
             baton,
         };
         let smp: &'static SimSmp<N> = std::boxed::Box::leak(std::boxed::Box::new(Smp::new(p)));
@@ -531,8 +543,36 @@ impl<const N: usize> SimPlatform<N> {
         self.baton.as_ref().map_or(0, Baton::steps)
     }
 
+    /// The interrupt source above the IPI level ([`SimPlatform::perf_every`]):
+    /// a performance-counter interrupt at IPL 6, taken whenever the CPU is
+    /// below 6 and not in a handler, also inside a region raised only to
+    /// the IPI level (5 on EV6/EV7, where real hardware delivers it at any
+    /// instruction; here at every delivery point, `raise_ipl` and
+    /// `load_asn` included). Its handler does nothing but the poll, as the
+    /// kernel's does after every non-IPI interrupt.
+    fn deliver_perf(&self) {
+        let every = self.perf_every.load(Ordering::Relaxed);
+        let cpu = self.me();
+        if every == 0 || cpu.in_handler.load(Ordering::Relaxed) {
+            return;
+        }
+        let interrupted = cpu.ipl.load(Ordering::Relaxed);
+        if interrupted >= PERF_IPL {
+            return;
+        }
+        if !(cpu.perf_count.fetch_add(1, Ordering::Relaxed) + 1).is_multiple_of(every) {
+            return;
+        }
+        cpu.perf_interrupts.fetch_add(1, Ordering::Relaxed);
+        self.interrupt(|| {
+            self.schedule();
+            self.smp().poll_in_interrupt(interrupted);
+        });
+    }
+
     /// Takes pending interrupts if the IPL allows (the delivery point).
     pub fn deliver(&self) {
+        self.deliver_perf();
         let cpu = self.me();
         if cpu.in_handler.load(Ordering::Relaxed) {
             return;
@@ -540,6 +580,7 @@ impl<const N: usize> SimPlatform<N> {
         if self.tick_every != 0 && cpu.ipl.load(Ordering::Relaxed) < 5 {
             let n = cpu.relax_count.fetch_add(1, Ordering::Relaxed) + 1;
             if n.is_multiple_of(self.tick_every) {
+                let interrupted = cpu.ipl.load(Ordering::Relaxed);
                 self.interrupt(|| {
                     cpu.ticks.fetch_add(1, Ordering::Relaxed);
                     self.smp().census_clock();
@@ -547,7 +588,7 @@ impl<const N: usize> SimPlatform<N> {
                     for _ in 0..self.tick_len {
                         self.schedule();
                     }
-                    self.smp().poll_in_interrupt();
+                    self.smp().poll_in_interrupt(interrupted);
                 });
             }
         }
@@ -721,6 +762,7 @@ impl<const N: usize> Platform for SimPlatform<N> {
         if level > prev {
             cpu.ipl.store(level, Ordering::Relaxed);
         }
+        self.deliver_perf();
         prev
     }
     fn restore_ipl(&self, previous: u8) {
@@ -748,6 +790,7 @@ impl<const N: usize> Platform for SimPlatform<N> {
         self.tlb().icache.clear();
     }
     fn load_asn(&self, asn: u64) {
+        self.deliver_perf();
         self.me().asn.store(asn, Ordering::Relaxed);
         self.tlb().asn = asn;
     }

@@ -145,6 +145,11 @@ pub struct TlbStats {
     /// Flush requests this CPU found corrupted (reported through
     /// [`Hooks::report_corruption`]; it flushed everything instead).
     pub corrupt_requests: AtomicU64,
+    /// Flush bodies this CPU ran inside its own address-space switch (with
+    /// IPIs masked, between `current` and the loaded ASN): must stay 0. An
+    /// interrupt above the IPI level whose poll ran queued calls there did
+    /// it (`Smp::poll_in_interrupt`).
+    pub applied_mid_switch: AtomicU64,
 }
 
 impl TlbStats {
@@ -159,6 +164,7 @@ impl TlbStats {
             contexts_zeroed: AtomicU64::new(0),
             ipis_avoided: AtomicU64::new(0),
             corrupt_requests: AtomicU64::new(0),
+            applied_mid_switch: AtomicU64::new(0),
         }
     }
 }
@@ -248,6 +254,9 @@ pub struct Mmu<P: 'static, const N: usize> {
     max_asn: AtomicU64,
     /// Each CPU's flush requests (see [`Request`]).
     requests: [[Request; REQUESTS]; N],
+    /// Set by each CPU (only) while it switches address spaces with IPIs
+    /// masked: no flush body may run on it meanwhile.
+    switching: [core::sync::atomic::AtomicBool; N],
     pub stats: [TlbStats; N],
 }
 
@@ -259,6 +268,7 @@ impl<P: Hooks + 'static, const N: usize> Mmu<P, N> {
             current: [const { AtomicUsize::new(0) }; N],
             max_asn: AtomicU64::new(HW_ASN_MASK),
             requests: [const { [const { Request::new() }; REQUESTS] }; N],
+            switching: [const { core::sync::atomic::AtomicBool::new(false) }; N],
             stats: [const { TlbStats::new() }; N],
         }
     }
@@ -324,6 +334,7 @@ impl<P: Hooks + 'static, const N: usize> Mmu<P, N> {
         // IPIs masked: the handler must see `current`, RUNNING and the
         // loaded ASN agree (module docs).
         let ipl = self.p().raise_ipl(self.p().ipi_ipl());
+        self.switching[cpu].store(true, Ordering::Relaxed);
         let prev = self.current[cpu].swap(addr, Ordering::SeqCst);
         if prev != 0 && prev != addr {
             // SAFETY: `current` only ever holds addresses of 'static spaces.
@@ -342,6 +353,7 @@ impl<P: Hooks + 'static, const N: usize> Mmu<P, N> {
         } else {
             self.load_new_context(cpu, space)
         };
+        self.switching[cpu].store(false, Ordering::Relaxed);
         self.p().restore_ipl(ipl);
         asn
     }
@@ -350,12 +362,14 @@ impl<P: Hooks + 'static, const N: usize> Mmu<P, N> {
     pub fn deactivate(&self) {
         let cpu = self.p().cpu_id();
         let ipl = self.p().raise_ipl(self.p().ipi_ipl());
+        self.switching[cpu].store(true, Ordering::Relaxed);
         let prev = self.current[cpu].swap(0, Ordering::SeqCst);
         if prev != 0 {
             // SAFETY: as in `activate`.
             let old = unsafe { &*(prev as *const AddressSpace<N>) };
             old.leave(cpu);
         }
+        self.switching[cpu].store(false, Ordering::Relaxed);
         self.p().restore_ipl(ipl);
     }
 
@@ -366,6 +380,11 @@ impl<P: Hooks + 'static, const N: usize> Mmu<P, N> {
     /// Runs `op` for `space` on this CPU (the local half, and the IPI body).
     fn apply(&self, op: Op, space_addr: usize, start: u64, end: u64) {
         let cpu = self.p().cpu_id();
+        if self.switching[cpu].load(Ordering::Relaxed) {
+            self.stats[cpu]
+                .applied_mid_switch
+                .fetch_add(1, Ordering::Relaxed);
+        }
         let space = if space_addr == 0 {
             None
         } else {

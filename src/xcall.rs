@@ -125,6 +125,9 @@ pub struct CpuStats {
     pub resends: AtomicU64,
     /// Naps taken while waiting (`nap` policy).
     pub naps: AtomicU64,
+    /// In-interrupt polls that found a message but left it, because the
+    /// interrupted code had IPIs masked ([`Smp::poll_in_interrupt`]).
+    pub polls_masked: AtomicU64,
     /// Wake IPIs this CPU sent to napping waiters.
     pub wakes_sent: AtomicU64,
 }
@@ -147,6 +150,7 @@ impl CpuStats {
                 &self.stalls,
                 &self.resends,
                 &self.naps,
+                &self.polls_masked,
                 &self.wakes_sent,
             ]);
         for c in all {
@@ -167,6 +171,7 @@ impl CpuStats {
             stalls: AtomicU64::new(0),
             resends: AtomicU64::new(0),
             naps: AtomicU64::new(0),
+            polls_masked: AtomicU64::new(0),
             wakes_sent: AtomicU64::new(0),
         }
     }
@@ -496,7 +501,25 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
 
     /// The in-interrupt poll: after a non-IPI interrupt, handle anything left in the
     /// mailbox (its interrupt may have been lost). Counts what it rescued.
-    pub fn poll_in_interrupt(&self) -> usize {
+    ///
+    /// `interrupted_ipl` is the IPL of the code the interrupt interrupted
+    /// (the PAL frame's PS). The poll runs only if that code could have
+    /// taken an IPI itself (`interrupted_ipl < ipi_ipl`): an interrupt above
+    /// the IPI level (a performance counter at 6, a machine check at 7) can
+    /// arrive inside a region raised only to the IPI level to keep IPI work
+    /// out (an address-space switch between `current` and the ASN, the
+    /// local half of a call), and running queued calls there would break
+    /// exactly what that region protects. Such skipped polls are counted;
+    /// the message waits for the region's end, where its IPI (or the next
+    /// interrupt's poll) takes it.
+    pub fn poll_in_interrupt(&self, interrupted_ipl: u8) -> usize {
+        if interrupted_ipl >= self.platform.ipi_ipl() {
+            let st = &self.cpus[self.platform.cpu_id()];
+            if !st.mailbox.peek().is_empty() {
+                st.stats.polls_masked.fetch_add(1, Ordering::Relaxed);
+            }
+            return 0;
+        }
         self.poll(|s| &s.rescued)
     }
 

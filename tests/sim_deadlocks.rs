@@ -273,7 +273,7 @@ fn edge_loss_masked_loses_an_ipi_sent_at_ipl_7_outside_a_handler() {
                     seen[0].load(Relaxed) == 0,
                     "the bit stays until handled"
                 );
-                smp.poll_in_interrupt();
+                smp.poll_in_interrupt(smp.platform.ipl());
                 seen[1].store(st.rescued[ping].load(Relaxed), Relaxed);
             });
             let c1 = &smp.platform.cpus[1];

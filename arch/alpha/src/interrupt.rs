@@ -16,8 +16,9 @@ pub static COUNTS: [[AtomicU64; 5]; MAX_CPUS] =
 /// Extra time each clock interrupt spends at IPL 7 (irq_load_us).
 pub static IRQ_LOAD_NS: AtomicU64 = AtomicU64::new(0);
 
-/// Handles one interrupt; `pc` is where the interrupted code resumes.
-pub fn dispatch(kind: u64, a1: u64, a2: u64, pc: u64) {
+/// Handles one interrupt; `pc` is where the interrupted code resumes and
+/// `interrupted_ipl` the IPL it ran at (the PAL frame's PS).
+pub fn dispatch(kind: u64, a1: u64, a2: u64, pc: u64, interrupted_ipl: u8) {
     let cpu = cpus::this();
     let taken = COUNTS[cpu]
         .get(kind as usize)
@@ -63,8 +64,11 @@ pub fn dispatch(kind: u64, a1: u64, a2: u64, pc: u64) {
     }
     if kind != 0 {
         // The in-interrupt poll: an IPI that arrived during this handler may have
-        // been lost (EV7); handle what the mailbox holds (policy-gated).
-        SMP.poll_in_interrupt();
+        // been lost (EV7); handle what the mailbox holds (policy-gated), but
+        // only if the interrupted code could take IPIs (a performance
+        // counter or machine check above the IPI level must not run queued
+        // calls inside a region that masks them).
+        SMP.poll_in_interrupt(interrupted_ipl);
     }
     me.irq_depth.fetch_sub(1, Ordering::Relaxed);
 }

@@ -100,7 +100,7 @@ pub fn alpha_trap(frame: *mut TrapFrame) {
     let frame = unsafe { &mut *frame };
     let (a0, a1, a2) = frame.args();
     if frame.entry() == 0 {
-        interrupt::dispatch(a0, a1, a2, frame.pc);
+        interrupt::dispatch(a0, a1, a2, frame.pc, (frame.ps & 7) as u8);
         return;
     }
     if frame.entry() == 3
