@@ -90,6 +90,9 @@ mod sync {
     rmw!(AtomicUsize, usize);
 }
 
+#[path = "../src/census.rs"]
+#[allow(dead_code)]
+mod census;
 #[path = "../src/cpumask.rs"]
 #[allow(dead_code)]
 mod cpumask;
