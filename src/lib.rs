@@ -11,6 +11,7 @@ pub mod cpuid;
 pub mod cpumask;
 pub mod mailbox;
 pub mod platform;
+pub mod ptfree;
 pub mod queue;
 pub mod recover;
 pub mod rng;

@@ -75,23 +75,6 @@ pub const RANGE_PAGE_LIMIT: u64 = 8;
 /// Alpha page size.
 pub const PAGE_SIZE: u64 = 8192;
 
-/// Whether a TLB flush on this kernel reaches every CPU that could hold
-/// the translation by IPI, so a separate "sync with lockless page-table
-/// walkers" broadcast would be redundant.
-///
-/// This is the hook from Lance Yang's 2025 series (seed 001):
-/// `tlb_remove_table_sync_one()` broadcasts an IPI so that IRQs-off GUP-fast
-/// walkers finish before page-table pages are freed, and an architecture
-/// whose flush already IPIs every such CPU may skip it. The answer here is
-/// true (every flush of an active space cross-calls each CPU where it is
-/// active), but on Alpha there is nothing to skip: Alpha has no GUP-fast
-/// (no `HAVE_GUP_FAST`) and no RCU page-table freeing
-/// (`MMU_GATHER_RCU_TABLE_FREE`), so `tlb_remove_table_sync_one()` is empty
-/// there (docs/cross-calls.md §4.5).
-pub const fn tlb_flush_implies_ipi_broadcast() -> bool {
-    true
-}
-
 /// An address space (Linux's `mm_struct`, as far as the TLB cares).
 pub struct AddressSpace<const N: usize> {
     /// Per CPU: version|ASN (0: none), plus [`RUNNING`] (module docs).
@@ -99,6 +82,13 @@ pub struct AddressSpace<const N: usize> {
     /// CPUs where the space is current (diagnostics; decisions read the
     /// context words).
     active: AtomicU64,
+    /// CPUs walking this space's page tables without running it (foreign
+    /// lockless walkers, `crate::ptfree`): set by the walker (SeqCst) before
+    /// it reads the tables, cleared (Release) after.
+    pub(crate) walkers: AtomicU64,
+    /// Proved flushes started on this space (`crate::ptfree`): each takes
+    /// the next number (SeqCst) before it decides anything.
+    pub(crate) flush_epoch: AtomicU64,
 }
 
 impl<const N: usize> Default for AddressSpace<N> {
@@ -112,6 +102,8 @@ impl<const N: usize> AddressSpace<N> {
         AddressSpace {
             context: [const { AtomicU64::new(0) }; N],
             active: AtomicU64::new(0),
+            walkers: AtomicU64::new(0),
+            flush_epoch: AtomicU64::new(0),
         }
     }
     /// `cpu` no longer runs the space: from now on a flusher may zero its
@@ -150,6 +142,9 @@ pub struct TlbStats {
     /// interrupt above the IPI level whose poll ran queued calls there did
     /// it (`Smp::poll_in_interrupt`).
     pub applied_mid_switch: AtomicU64,
+    /// Address-space switches inside a lockless page-table walk (a bug of
+    /// the caller, reported through [`Hooks::report_corruption`]).
+    pub switch_in_walk: AtomicU64,
 }
 
 impl TlbStats {
@@ -165,14 +160,27 @@ impl TlbStats {
             ipis_avoided: AtomicU64::new(0),
             corrupt_requests: AtomicU64::new(0),
             applied_mid_switch: AtomicU64::new(0),
+            switch_in_walk: AtomicU64::new(0),
         }
     }
+}
+
+/// Whom a space flush reached, and how (`Mmu::shoot_space_tracked`).
+pub(crate) struct Coverage {
+    pub(crate) result: Result<(), XcallError>,
+    /// Other CPUs whose IPI handler (or a drain) ran the flush's body.
+    pub(crate) by_ipi: CpuMask,
+    /// Other CPUs not running the space when the flush decided (context 0,
+    /// or zeroed by the flush): covered without an IPI.
+    pub(crate) not_running: CpuMask,
+    /// CPUs sent the flush that had not run it when the wait gave up.
+    pub(crate) stalled: CpuMask,
 }
 
 /// What a remote CPU must do (stored in the caller's request slot).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
-enum Op {
+pub(crate) enum Op {
     All = 0,
     Mm = 1,
     Page = 2,
@@ -257,6 +265,9 @@ pub struct Mmu<P: 'static, const N: usize> {
     /// Set by each CPU (only) while it switches address spaces with IPIs
     /// masked: no flush body may run on it meanwhile.
     switching: [core::sync::atomic::AtomicBool; N],
+    /// Set by each CPU (only) while it walks page tables locklessly
+    /// (`crate::ptfree::WalkGuard`): it must not switch spaces meanwhile.
+    walking: [core::sync::atomic::AtomicBool; N],
     pub stats: [TlbStats; N],
 }
 
@@ -269,6 +280,7 @@ impl<P: Hooks + 'static, const N: usize> Mmu<P, N> {
             max_asn: AtomicU64::new(HW_ASN_MASK),
             requests: [const { [const { Request::new() }; REQUESTS] }; N],
             switching: [const { core::sync::atomic::AtomicBool::new(false) }; N],
+            walking: [const { core::sync::atomic::AtomicBool::new(false) }; N],
             stats: [const { TlbStats::new() }; N],
         }
     }
@@ -333,6 +345,9 @@ impl<P: Hooks + 'static, const N: usize> Mmu<P, N> {
         let addr = space as *const _ as usize;
         // IPIs masked: the handler must see `current`, RUNNING and the
         // loaded ASN agree (module docs).
+        if self.walking[cpu].load(Ordering::Relaxed) {
+            self.walk_switched(cpu);
+        }
         let ipl = self.p().raise_ipl(self.p().ipi_ipl());
         self.switching[cpu].store(true, Ordering::Relaxed);
         let prev = self.current[cpu].swap(addr, Ordering::SeqCst);
@@ -361,6 +376,9 @@ impl<P: Hooks + 'static, const N: usize> Mmu<P, N> {
     /// Leaves the calling CPU with no active address space.
     pub fn deactivate(&self) {
         let cpu = self.p().cpu_id();
+        if self.walking[cpu].load(Ordering::Relaxed) {
+            self.walk_switched(cpu);
+        }
         let ipl = self.p().raise_ipl(self.p().ipi_ipl());
         self.switching[cpu].store(true, Ordering::Relaxed);
         let prev = self.current[cpu].swap(0, Ordering::SeqCst);
@@ -476,6 +494,22 @@ impl<P: Hooks + 'static, const N: usize> Mmu<P, N> {
         end: u64,
         targets: CpuMask,
     ) -> Result<(), XcallError> {
+        self.shoot_tracked(op, space, start, end, targets).0
+    }
+
+    /// [`shoot`](Self::shoot), also telling which other CPUs read the
+    /// request: their IPI handler (or a drain) ran this flush's body after
+    /// it was issued. All of `targets` but this CPU on success; on a wait
+    /// the watchdog gave up, those whose bit in the request's `unread` is
+    /// clear; none when nothing was sent.
+    pub(crate) fn shoot_tracked(
+        &'static self,
+        op: Op,
+        space: usize,
+        start: u64,
+        end: u64,
+        targets: CpuMask,
+    ) -> (Result<(), XcallError>, CpuMask) {
         let me = self.p().cpu_id();
         let mine = &self.requests[me];
         // Acquire: pairs with the readers' clearing, so their reads of the
@@ -484,9 +518,12 @@ impl<P: Hooks + 'static, const N: usize> Mmu<P, N> {
             let held = mine
                 .iter()
                 .fold(0, |m, r| m | r.unread.load(Ordering::Relaxed));
-            return Err(XcallError::Stalled {
-                target: held.trailing_zeros() as usize,
-            });
+            return (
+                Err(XcallError::Stalled {
+                    target: held.trailing_zeros() as usize,
+                }),
+                CpuMask::EMPTY,
+            );
         };
         req.mmu
             .store(self as *const Self as usize, Ordering::Relaxed);
@@ -495,20 +532,24 @@ impl<P: Hooks + 'static, const N: usize> Mmu<P, N> {
         req.start.store(start, Ordering::Relaxed);
         req.end.store(end, Ordering::Relaxed);
         req.unread.store(targets.0, Ordering::Relaxed);
+        let others = targets.without(me);
         match self.smp.call_many_tracked(
             targets,
             remote::<P, N>,
             req as *const Request as usize,
             true,
         ) {
-            Ok(()) => Ok(()),
+            Ok(()) => (Ok(()), others),
             Err(failed) => {
                 if !failed.sent {
                     // Nobody was sent it, nobody will read it: free again.
                     req.unread.store(0, Ordering::Relaxed);
+                    return (Err(failed.error), CpuMask::EMPTY);
                 }
-                // Else the CPUs still owing a read keep it until they run it.
-                Err(failed.error)
+                // Else the CPUs still owing a read keep it until they run it;
+                // the others read it (Acquire: after their reads).
+                let unread = CpuMask(req.unread.load(Ordering::Acquire));
+                (Err(failed.error), CpuMask(others.0 & !unread.0))
             }
         }
     }
@@ -524,14 +565,27 @@ impl<P: Hooks + 'static, const N: usize> Mmu<P, N> {
         start: u64,
         end: u64,
     ) -> Result<(), XcallError> {
+        self.shoot_space_tracked(op, space, start, end).result
+    }
+
+    /// [`shoot_space`](Self::shoot_space), telling whom it reached how.
+    pub(crate) fn shoot_space_tracked(
+        &'static self,
+        op: Op,
+        space: &'static AddressSpace<N>,
+        start: u64,
+        end: u64,
+    ) -> Coverage {
         let me = self.p().cpu_id();
         let addr = space as *const _ as usize;
         let mut remote = CpuMask::EMPTY;
+        let mut not_running = CpuMask::EMPTY;
         for cpu in self.smp.online().without(me).iter() {
             let word = &space.context[cpu];
             let mut seen = word.load(Ordering::SeqCst);
             loop {
                 if seen == 0 {
+                    not_running.insert(cpu);
                     break;
                 }
                 if seen & RUNNING != 0 {
@@ -545,6 +599,7 @@ impl<P: Hooks + 'static, const N: usize> Mmu<P, N> {
                         self.stats[cpu]
                             .contexts_zeroed
                             .fetch_add(1, Ordering::Relaxed);
+                        not_running.insert(cpu);
                         break;
                     }
                     Err(now) => seen = now,
@@ -554,11 +609,71 @@ impl<P: Hooks + 'static, const N: usize> Mmu<P, N> {
         if remote.is_empty() {
             self.stats[me].ipis_avoided.fetch_add(1, Ordering::Relaxed);
             self.apply(op, addr, start, end);
-            return Ok(());
+            return Coverage {
+                result: Ok(()),
+                by_ipi: CpuMask::EMPTY,
+                not_running,
+                stalled: CpuMask::EMPTY,
+            };
         }
         let mut targets = remote;
         targets.insert(me);
-        self.shoot(op, addr, start, end, targets)
+        let (result, read) = self.shoot_tracked(op, addr, start, end, targets);
+        Coverage {
+            result,
+            by_ipi: read,
+            not_running,
+            stalled: CpuMask(remote.0 & !read.0),
+        }
+    }
+
+    /// Decodes a page or range flush into its op (shared by the plain and
+    /// the proved flushes).
+    pub(crate) fn page_op(exec: bool) -> Op {
+        if exec { Op::PageExec } else { Op::Page }
+    }
+
+    /// The number the next proved flush of `space` takes; a flush numbered
+    /// above it started after this call.
+    pub(crate) fn flush_epoch(space: &AddressSpace<N>) -> u64 {
+        space.flush_epoch.load(Ordering::SeqCst)
+    }
+
+    /// Starts a proved flush of `space`: takes its number (before any
+    /// decision of the flush, SeqCst).
+    pub(crate) fn begin_proved(space: &AddressSpace<N>) -> u64 {
+        space.flush_epoch.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// The calling CPU's number, for `crate::ptfree`.
+    pub(crate) fn cpu(&self) -> usize {
+        self.p().cpu_id()
+    }
+
+    pub(crate) fn smp(&self) -> &'static Smp<P, N> {
+        self.smp
+    }
+
+    /// The space this CPU runs (its address; 0: none).
+    pub(crate) fn current_space(&self, cpu: usize) -> usize {
+        self.current[cpu].load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn begin_walk(&self, cpu: usize) {
+        self.walking[cpu].store(true, Ordering::Relaxed);
+    }
+
+    pub(crate) fn end_walk(&self, cpu: usize) {
+        self.walking[cpu].store(false, Ordering::Relaxed);
+    }
+
+    /// A space switch inside a walk: counted and reported, never silent.
+    pub(crate) fn walk_switched(&self, cpu: usize) {
+        self.stats[cpu]
+            .switch_in_walk
+            .fetch_add(1, Ordering::Relaxed);
+        self.p()
+            .report_corruption("address-space switch inside a page-table walk", cpu as u64);
     }
 
     /// Every TLB entry on every CPU, global (kernel) ones included.

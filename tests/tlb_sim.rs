@@ -392,11 +392,6 @@ fn reactivating_a_space_reuses_its_asn() {
     });
 }
 
-#[test]
-fn flush_implies_ipi_broadcast() {
-    assert!(tlb::tlb_flush_implies_ipi_broadcast());
-}
-
 /// A CPU that leaves the space while a flush is deciding
 /// what to do about it must still be dealt with. CPU 1 keeps switching
 /// between S and T while CPU 0 flushes S again and again; after each

@@ -1,0 +1,412 @@
+//! Page tables freed against lockless walkers (`alphasmp::ptfree`) on the
+//! simulator: a freer replaces a space's table over and over (new table,
+//! relink, unlink the old one, flush with proof, free), while walkers read
+//! it locklessly at IPL 7, in their own space and in a space they do not
+//! run. Each table slot carries a state word and a generation: a walk that
+//! finds its table freed, or freed and reused, under it is a use after free.
+//! Over many seeds under the seeded scheduler, and with free-running
+//! threads, there must be none; the lazy case, the failed flush and proof
+//! misuse are checked too.
+
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+use std::sync::atomic::{AtomicU64, AtomicUsize};
+
+use alphasmp::cpumask::CpuMask;
+use alphasmp::platform::Platform;
+use alphasmp::ptfree::{Freed, Refusal, TableFreer};
+use alphasmp::sim::{Line, SimPlatform, SimSmp};
+use alphasmp::tlb::{AddressSpace, Mmu};
+
+const N: usize = 4;
+type SimMmu = Mmu<SimPlatform<N>, N>;
+type Freer = TableFreer<SimPlatform<N>, N>;
+
+fn seeds() -> u64 {
+    if std::env::var_os("ALPHASMP_LONG").is_some() {
+        400
+    } else {
+        40
+    }
+}
+
+const SLOTS: usize = 8;
+const LIVE: u64 = 1;
+const VA: u64 = 0x2000;
+
+/// Page-table pages: a state word, a generation bumped at every free, and
+/// the table's content.
+struct Tables {
+    state: [AtomicU64; SLOTS],
+    generation: [AtomicU64; SLOTS],
+    word: [AtomicU64; SLOTS],
+    /// The space's parent entry: which slot is linked (its "L2 PTE").
+    root: AtomicUsize,
+    uses_after_free: AtomicU64,
+    walks: AtomicU64,
+    freed: AtomicU64,
+    /// The freer is done: the walkers stop.
+    done: std::sync::atomic::AtomicBool,
+    /// Walkers that have started (the freer waits for all of them).
+    started: AtomicU64,
+}
+
+impl Tables {
+    fn new() -> &'static Tables {
+        let t: &'static Tables = Box::leak(Box::new(Tables {
+            state: std::array::from_fn(|_| AtomicU64::new(0)),
+            generation: std::array::from_fn(|_| AtomicU64::new(0)),
+            word: std::array::from_fn(|_| AtomicU64::new(0)),
+            root: AtomicUsize::new(0),
+            uses_after_free: AtomicU64::new(0),
+            walks: AtomicU64::new(0),
+            freed: AtomicU64::new(0),
+            done: std::sync::atomic::AtomicBool::new(false),
+            started: AtomicU64::new(0),
+        }));
+        t.state[0].store(LIVE, Relaxed);
+        t.word[0].store(0x1000, Relaxed);
+        t
+    }
+
+    /// The allocator's free: poison, bump the generation, mark free.
+    fn release(&self, slot: u64) {
+        let s = slot as usize;
+        self.word[s].store(0xdead, Relaxed);
+        self.generation[s].fetch_add(1, Release);
+        self.state[s].store(0, Release);
+        self.freed.fetch_add(1, Relaxed);
+    }
+
+    /// One lockless walk (the caller holds the walk guard): the linked
+    /// table must stay live and the same generation for the whole read.
+    fn walk(&self, p: &SimPlatform<N>) {
+        let i = self.root.load(Acquire);
+        let g1 = self.generation[i].load(Acquire);
+        let s1 = self.state[i].load(Acquire);
+        // Time passes inside the walk (scheduling points at IPL 7: no
+        // interrupt is delivered here).
+        p.relax();
+        p.relax();
+        let w = self.word[i].load(Acquire);
+        let s2 = self.state[i].load(Acquire);
+        let g2 = self.generation[i].load(Acquire);
+        if s1 != LIVE || s2 != LIVE || g1 != g2 || w == 0xdead {
+            self.uses_after_free.fetch_add(1, Relaxed);
+        }
+        self.walks.fetch_add(1, Relaxed);
+    }
+
+    /// A free slot for the next table (only the freer allocates).
+    fn alloc(&self) -> usize {
+        let cur = self.root.load(Relaxed);
+        (0..SLOTS)
+            .map(|k| (cur + 1 + k) % SLOTS)
+            .find(|&k| self.state[k].load(Acquire) == 0)
+            .expect("a free table slot (tables deferred too long?)")
+    }
+}
+
+struct Machine {
+    smp: &'static SimSmp<N>,
+    mmu: &'static SimMmu,
+    freer: &'static Freer,
+    tables: &'static Tables,
+    space: &'static AddressSpace<N>,
+    other: &'static AddressSpace<N>,
+}
+
+fn machine(smp: &'static SimSmp<N>) -> Machine {
+    let mmu: &'static SimMmu = Box::leak(Box::new(Mmu::new(smp)));
+    let tables = Tables::new();
+    let release: &'static (dyn Fn(u64) + Sync) = Box::leak(Box::new(move |t| tables.release(t)));
+    let freer: &'static Freer = Box::leak(Box::new(TableFreer::new(mmu, release)));
+    Machine {
+        smp,
+        mmu,
+        freer,
+        tables,
+        space: Box::leak(Box::new(AddressSpace::new())),
+        other: Box::leak(Box::new(AddressSpace::new())),
+    }
+}
+
+/// How walkers hold interrupts off.
+#[derive(Clone, Copy, PartialEq)]
+enum Walk {
+    /// The walk guards: IPL 7.
+    Guard,
+    /// Only the IPI level (own-space walkers only): what the in-interrupt
+    /// poll's gate makes safe against interrupts above it.
+    IpiLevel,
+}
+
+/// CPU 0 replaces the table `rounds` times; meanwhile CPU 1 (and 3, if
+/// online) walks its own space (it runs `space`) and CPU 2 walks `space`
+/// as a foreign walker (it runs `other`).
+fn race(m: &Machine, cpus: usize, rounds: usize) {
+    race_walking(m, cpus, rounds, Walk::Guard)
+}
+
+fn race_walking(m: &Machine, cpus: usize, rounds: usize, how: Walk) {
+    let Machine {
+        mmu,
+        freer,
+        tables,
+        space,
+        other,
+        smp,
+    } = *m;
+    SimPlatform::run(smp, cpus, move |me| match me {
+        0 => {
+            // The walkers stop when the freer ends, also if it panics.
+            struct Done(&'static Tables);
+            impl Drop for Done {
+                fn drop(&mut self) {
+                    self.0.done.store(true, Release);
+                }
+            }
+            let _done = Done(tables);
+            mmu.activate(space);
+            while tables.started.load(Acquire) < cpus as u64 - 1 {
+                smp.platform.relax();
+            }
+            for _ in 0..rounds {
+                let old = tables.root.load(Relaxed);
+                let new = tables.alloc();
+                tables.word[new].store(tables.word[old].load(Relaxed) + 1, Relaxed);
+                tables.state[new].store(LIVE, Release);
+                // Relink: the parent entry now points to the new table.
+                tables.root.store(new, Release);
+                let token = mmu.unlink_table(space, old as u64);
+                let proof = mmu.flush_tlb_page_proved(space, VA, false);
+                match freer.free(token, &proof) {
+                    Freed::Refused(t, why) => panic!("refused {t:?}: {why:?}"),
+                    Freed::Elided | Freed::Synced(_) | Freed::Deferred => {}
+                }
+                freer.retry();
+            }
+        }
+        1 | 3 => {
+            mmu.activate(space);
+            tables.started.fetch_add(1, Release);
+            while !tables.done.load(Acquire) {
+                if how == Walk::IpiLevel {
+                    let p = &smp.platform;
+                    let prev = p.raise_ipl(p.ipi_ipl());
+                    tables.walk(p);
+                    p.restore_ipl(prev);
+                } else {
+                    let g = mmu.walk_own();
+                    tables.walk(&smp.platform);
+                    drop(g);
+                }
+                smp.platform.relax();
+            }
+        }
+        _ => {
+            mmu.activate(other);
+            tables.started.fetch_add(1, Release);
+            while !tables.done.load(Acquire) {
+                let g = mmu.walk_foreign(space);
+                tables.walk(&smp.platform);
+                drop(g);
+                smp.platform.relax();
+            }
+        }
+    });
+}
+
+#[test]
+fn walkers_never_see_a_freed_table() {
+    let (mut walks, mut freed, mut elided, mut synced) = (0, 0, 0, 0);
+    for seed in 0..seeds() {
+        for cpus in [3, 4] {
+            let smp: &'static SimSmp<N> = SimPlatform::seeded(Line::Latch, 7, 2, cpus, seed);
+            let m = machine(smp);
+            race(&m, cpus, 12);
+            let t = m.tables;
+            assert_eq!(
+                t.uses_after_free.load(Relaxed),
+                0,
+                "seed {seed}, {cpus} CPUs: a walker used a freed table"
+            );
+            walks += t.walks.load(Relaxed);
+            freed += t.freed.load(Relaxed);
+            elided += m.freer.stats.elided.load(Relaxed);
+            synced += m.freer.stats.sync_rounds.load(Relaxed);
+            assert_eq!(m.freer.deferred(), 0, "a latching line defers nothing");
+            assert_eq!(
+                m.mmu
+                    .stats
+                    .iter()
+                    .map(|s| s.switch_in_walk.load(Relaxed))
+                    .sum::<u64>(),
+                0
+            );
+        }
+    }
+    eprintln!("{walks} walks, {freed} tables freed, {elided} syncs elided, {synced} sync rounds");
+    assert!(freed > 0 && walks > 0);
+    assert!(synced > 0, "the foreign walker never needed a sync");
+}
+
+#[test]
+fn walkers_never_see_a_freed_table_with_free_running_threads() {
+    for _ in 0..if std::env::var_os("ALPHASMP_LONG").is_some() {
+        40
+    } else {
+        6
+    } {
+        let smp: &'static SimSmp<N> = SimPlatform::machine(Line::Latch, 7, 2, 4);
+        let m = machine(smp);
+        race(&m, 4, 300);
+        assert_eq!(m.tables.uses_after_free.load(Relaxed), 0);
+        assert!(m.tables.freed.load(Relaxed) >= 290);
+    }
+}
+
+/// Walkers that mask only IPIs (IPL 5 on EV6/EV7) are safe too, but only
+/// because the in-interrupt poll is gated: a performance-counter interrupt
+/// (IPL 6) inside such a walk must not run the flush there, or the flush's
+/// proof would name a CPU still inside a walk of the freed table.
+#[test]
+fn walks_masking_only_ipis_rely_on_the_gated_poll() {
+    let mut perf = 0;
+    for seed in 0..seeds() {
+        let smp: &'static SimSmp<N> = SimPlatform::seeded(Line::Latch, 7, 2, 2, seed);
+        smp.platform
+            .ipi_ipl
+            .store(alphasmp::platform::ipl::IPI_OSF_PALCODE, Relaxed);
+        smp.platform.perf_every.store(2, Relaxed);
+        smp.policy.poll_in_irq.store(true, Relaxed);
+        let m = machine(smp);
+        race_walking(&m, 2, 12, Walk::IpiLevel);
+        assert_eq!(
+            m.tables.uses_after_free.load(Relaxed),
+            0,
+            "seed {seed}: a walker at the IPI level used a freed table"
+        );
+        perf += smp.platform.cpus[1].perf_interrupts.load(Relaxed);
+    }
+    assert!(perf > 0);
+}
+
+/// The space runs only on the freer's CPU and nobody walks it: the flush
+/// sends no IPI, and the free needs none either (the lazy case); a foreign
+/// walker registered on another CPU gets exactly one sync.
+#[test]
+fn a_space_used_only_here_frees_without_any_ipi() {
+    let smp: &'static SimSmp<N> = SimPlatform::machine(Line::Latch, 0, 0, 2);
+    let m = machine(smp);
+    let Machine {
+        mmu, freer, space, ..
+    } = m;
+    SimPlatform::run(smp, 1, move |_| {
+        mmu.activate(space);
+        let token = mmu.unlink_table(space, 0);
+        let proof = mmu.flush_tlb_mm_proved(space);
+        assert!(proof.by_ipi().is_empty() && proof.not_running() == CpuMask::single(1));
+        assert_eq!(freer.free(token, &proof), Freed::Elided);
+    });
+    assert_eq!(freer.stats.elided_lazy.load(Relaxed), 1);
+    assert_eq!(
+        smp.cpu(1).stats.calls_run.load(Relaxed),
+        0,
+        "no IPI to CPU 1"
+    );
+}
+
+/// A flush that stalls (a lost IPI, no fix): nothing is freed, the table
+/// waits on the deferred list; once the line "heals" (the poll rescues
+/// the lost message) a retry frees it; no walker ever saw it freed.
+#[test]
+fn a_failed_flush_defers_the_free_until_a_sync_succeeds() {
+    let mut deferred_runs = 0;
+    for seed in 0..seeds() {
+        let smp: &'static SimSmp<N> = SimPlatform::seeded(Line::LossyEdge, 3, 6, 3, seed);
+        smp.policy.watchdog_cycles.store(400, Relaxed);
+        smp.policy.abort_after.store(1, Relaxed);
+        let m = machine(smp);
+        // Fewer rounds than table slots: every deferred table keeps its slot.
+        race(&m, 3, SLOTS / 2);
+        let t = m.tables;
+        assert_eq!(t.uses_after_free.load(Relaxed), 0, "seed {seed}");
+        if m.freer.stats.deferred.load(Relaxed) > 0 {
+            deferred_runs += 1;
+            // Heal: the poll finds what the lossy line dropped.
+            smp.policy.poll_in_irq.store(true, Relaxed);
+            let freer = m.freer;
+            SimPlatform::run(smp, 3, move |me| {
+                if me == 0 {
+                    while freer.deferred() > 0 {
+                        freer.retry();
+                        smp.platform.relax();
+                    }
+                }
+            });
+            assert_eq!(
+                m.freer.deferred(),
+                0,
+                "seed {seed}: still deferred after healing"
+            );
+            assert!(m.freer.stats.deferred_freed.load(Relaxed) > 0);
+        }
+    }
+    eprintln!("{deferred_runs}/{} seeds deferred a free", seeds());
+    assert!(
+        deferred_runs > 0,
+        "no flush ever stalled: the failure path is not exercised"
+    );
+}
+
+/// A free without a flush after the unlink, or with another space's proof,
+/// is refused and the token handed back.
+#[test]
+fn proof_misuse_is_refused() {
+    let smp: &'static SimSmp<N> = SimPlatform::machine(Line::Latch, 0, 0, 1);
+    let m = machine(smp);
+    let Machine {
+        mmu,
+        freer,
+        space,
+        other,
+        tables,
+        ..
+    } = m;
+    SimPlatform::run(smp, 1, move |_| {
+        mmu.activate(space);
+        let early = mmu.flush_tlb_mm_proved(space);
+        let token = mmu.unlink_table(space, 5);
+        let Freed::Refused(token, why) = freer.free(token, &early) else {
+            panic!("a flush from before the unlink was accepted");
+        };
+        assert_eq!(why, Refusal::FlushBeforeUnlink);
+        let wrong = mmu.flush_tlb_mm_proved(other);
+        let Freed::Refused(token, why) = freer.free(token, &wrong) else {
+            panic!("another space's flush was accepted");
+        };
+        assert_eq!(why, Refusal::OtherSpace);
+        let right = mmu.flush_tlb_mm_proved(space);
+        assert_eq!(freer.free(token, &right), Freed::Elided);
+    });
+    assert_eq!(tables.freed.load(Relaxed), 1);
+    assert_eq!(freer.stats.refused.load(Relaxed), 2);
+}
+
+/// Switching spaces inside a walk is reported, not silent.
+#[test]
+fn a_switch_inside_a_walk_is_caught() {
+    let smp: &'static SimSmp<N> = SimPlatform::machine(Line::Latch, 0, 0, 1);
+    let m = machine(smp);
+    let Machine {
+        mmu, space, other, ..
+    } = m;
+    SimPlatform::run(smp, 1, move |_| {
+        mmu.activate(space);
+        let g = mmu.walk_own();
+        mmu.activate(other);
+        drop(g);
+    });
+    assert_eq!(mmu.stats[0].switch_in_walk.load(Relaxed), 1);
+    assert_eq!(smp.platform.corruptions.load(Relaxed), 1);
+}
