@@ -918,3 +918,74 @@ fn task_slot_publishes_function_and_result() {
         assert!(smp.cpu(0).task.is_free(), "the slot is left busy");
     });
 }
+
+// ---- Freeing page tables against lockless walkers (src/ptfree.rs) --------
+
+/// A copy of the store-buffer pattern between a foreign walker and the
+/// freer (src/ptfree.rs, "Why it is safe"), with the same orderings: the
+/// walker sets its bit in the space's `walkers` (RMW) and, with `fences`,
+/// issues a SeqCst fence before it reads the parent entry (Acquire); the
+/// freer clears the parent entry (Release) and, with `fences`, fences
+/// (SeqCst, `unlink_table`) before it reads `walkers`. If it sees the bit it
+/// syncs (waits until the walker is done), then frees. Returns whether loom
+/// found an execution in which the walker read the old table after it was
+/// freed.
+fn walker_sees_freed_table(fences: bool) -> bool {
+    use std::sync::atomic::AtomicBool as StdBool;
+    const OLD: usize = 1;
+    const NEW: usize = 2;
+    let found = std::sync::Arc::new(StdBool::new(false));
+    let seen = found.clone();
+    let (rmw, load) = if fences {
+        (Ordering::SeqCst, Ordering::SeqCst)
+    } else {
+        (Ordering::AcqRel, Ordering::Acquire)
+    };
+    loom::model(move || {
+        let root = Arc::new(loom::sync::atomic::AtomicUsize::new(OLD));
+        let walkers = Arc::new(loom::sync::atomic::AtomicU64::new(0));
+        let freed = Arc::new(loom::sync::atomic::AtomicBool::new(false));
+        let walker = {
+            let (root, walkers, freed) = (root.clone(), walkers.clone(), freed.clone());
+            thread::spawn(move || {
+                walkers.fetch_or(1, rmw);
+                if fences {
+                    loom::sync::atomic::fence(Ordering::SeqCst);
+                }
+                let used_after_free =
+                    root.load(Ordering::Acquire) == OLD && freed.load(Ordering::Acquire);
+                walkers.fetch_and(!1, Ordering::Release);
+                used_after_free
+            })
+        };
+        // The freer: relink, unlink's fence, read the walkers, sync, free.
+        root.store(NEW, Ordering::Release);
+        if fences {
+            loom::sync::atomic::fence(Ordering::SeqCst);
+        }
+        if walkers.load(load) & 1 != 0 {
+            // The sync: the walker is past its walk once its bit is clear.
+            while walkers.load(Ordering::Acquire) & 1 != 0 {
+                thread::yield_now();
+            }
+        }
+        freed.store(true, Ordering::Release);
+        if walker.join().unwrap() {
+            seen.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+    found.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+#[test]
+fn ptfree_walker_and_freer_with_fences_never_meet_a_freed_table() {
+    assert!(!walker_sees_freed_table(true));
+}
+
+/// MUTANT: release/acquire alone (no SeqCst fences): both sides may read
+/// the other's old value, the freer frees without a sync and the walker
+/// reads the freed table. loom must find it, proving the fences needed.
+#[test]
+fn ptfree_mutant_with_only_release_acquire_uses_a_freed_table() {
+    assert!(walker_sees_freed_table(false));
+}

@@ -32,8 +32,12 @@ const PTE_KWE: u64 = 1 << 12;
 struct Window {
     l1_entry: u64,
     base: u64,
-    l3: u64,
+    /// The L2 table: its first entry points to the L3 table.
+    l2: u64,
 }
+
+/// The window's L3 table (KSEG address); `relink_l3` replaces it.
+static L3: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
 static WINDOW: spin::Once<Window> = spin::Once::new();
 
@@ -82,10 +86,11 @@ pub fn init(console_ptbr_pfn: u64, vptb: u64) -> Result<u64, &'static str> {
             );
         }
         pal::mb();
+        L3.store(l3, core::sync::atomic::Ordering::Release);
         Window {
             l1_entry: entry,
             base: slot * L1_SPAN,
-            l3,
+            l2,
         }
     });
     Ok(w.base)
@@ -108,7 +113,7 @@ pub fn release() {
 /// No TLB flush: that is the caller's job, which is what the tests test.
 pub fn set(index: u64, frame_kseg: Option<u64>) {
     assert!(index < USER_PAGES, "window page {index} out of range");
-    let l3 = WINDOW.get().expect("mm::init ran").l3;
+    let l3 = l3();
     let value = frame_kseg.map_or(0, |f| pte(pfn(f), PTE_VALID | PTE_KRE | PTE_KWE));
     // SAFETY: `index` is within the L3 page built by `init`.
     unsafe { core::ptr::write_volatile((l3 + 8 * index) as *mut u64, value) };
@@ -126,4 +131,49 @@ pub fn read(index: u64) -> u64 {
     // read would be a reported memory-management fault, not UB in Rust's
     // sense, but tests only read mapped pages).
     unsafe { core::ptr::read_volatile(va(index) as *const u64) }
+}
+
+/// The window's current L3 table (KSEG address).
+pub fn l3() -> u64 {
+    assert!(WINDOW.get().is_some(), "mm::init ran");
+    L3.load(core::sync::atomic::Ordering::Acquire)
+}
+
+/// Points the window's L2 entry at the L3 table `new_kseg` (a page the
+/// caller filled) and returns the old table: the unlink. No TLB flush and
+/// no free: that is the caller's (`alphasmp::ptfree`).
+pub fn relink_l3(new_kseg: u64) -> u64 {
+    let w = WINDOW.get().expect("mm::init ran");
+    // The new table's contents before the entry that makes it reachable.
+    pal::mb();
+    // SAFETY: `w.l2` is the L2 page built by `init`; entry 0 maps the window.
+    unsafe {
+        core::ptr::write_volatile(
+            w.l2 as *mut u64,
+            pte(pfn(new_kseg), PTE_VALID | PTE_KRE | PTE_KWE),
+        )
+    };
+    pal::mb();
+    L3.swap(new_kseg, core::sync::atomic::Ordering::AcqRel)
+}
+
+/// A software walk of the live page table for window page `index`, as a
+/// lockless walker does it (the caller holds the walk guard): L1 entry, L2
+/// table, L2 entry, L3 table, L3 entry. Returns the L3 table's KSEG address
+/// and the PTE read there.
+pub fn walk(index: u64) -> (u64, u64) {
+    let w = WINDOW.get().expect("mm::init ran");
+    let kseg_of = |pte: u64| KSEG | ((pte >> 32) << 13);
+    // SAFETY: every address is a KSEG address of a page-table page reached
+    // from the window's L1 entry, which `init` filled and only `release`
+    // empties at the end of the run; page-table pages are never returned to
+    // the heap (freed ones are poisoned and kept by their owner).
+    unsafe {
+        let l1e = core::ptr::read_volatile(w.l1_entry as *const u64);
+        let l2 = kseg_of(l1e);
+        let l2e = core::ptr::read_volatile(l2 as *const u64);
+        let l3 = kseg_of(l2e);
+        let pte = core::ptr::read_volatile((l3 + 8 * (index & (USER_PAGES - 1))) as *const u64);
+        (l3, pte)
+    }
 }

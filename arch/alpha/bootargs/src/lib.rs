@@ -276,6 +276,9 @@ pub struct BootConfig<'a> {
     /// `either_runs=`: how often the experiment runs a cell predicted
     /// "either".
     pub either_runs: u64,
+    /// `ptfree_rounds=`: L3-table replacements in the page-table-free
+    /// self-test.
+    pub ptfree_rounds: u64,
 }
 
 fn yes_no(value: &str) -> Result<bool, &'static str> {
@@ -618,6 +621,18 @@ pub const KEYS: &[Key] = &[
         example: "5",
         set: |c, v| {
             c.either_runs = number(v, 1, 20, "a whole number from 1 to 20")?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "ptfree_rounds",
+        values: "1 to 1000000",
+        default: Some("200"),
+        help: "how many times the self-test `ptfree.replace_l3_under_walkers` replaces the test window's L3 table (copy, relink, flush with proof, free, poison) while the other CPUs walk it",
+        lands: "run::tests::ptfree",
+        example: "10000",
+        set: |c, v| {
+            c.ptfree_rounds = number(v, 1, 1_000_000, "a whole number from 1 to 1000000")?;
             Ok(())
         },
     },

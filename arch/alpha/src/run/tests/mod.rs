@@ -5,6 +5,7 @@ mod div;
 mod heap;
 mod mem;
 mod platform;
+mod ptfree;
 mod tlb;
 mod xcall;
 
@@ -66,6 +67,10 @@ pub const ALL: &[Test] = &[
     Test {
         name: "xcall.misuse_is_refused",
         run: xcall::misuse_is_refused,
+    },
+    Test {
+        name: "ptfree.replace_l3_under_walkers",
+        run: ptfree::replace_l3_under_walkers,
     },
     Test {
         name: "tlb.page_flush_is_observed_everywhere",
