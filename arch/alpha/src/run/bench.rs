@@ -8,6 +8,16 @@
 //!
 //! Targets are "idle" (in the idle loop's wtint, as a real idle CPU) or
 //! "busy" (spinning at IPL 0 in task context through `run_on_cpus`).
+//!
+//! The page-table free (`alphasmp::ptfree`) is measured three ways per
+//! free (unlink, page flush, free), on a space every CPU runs (`free_*`)
+//! and on one only the measuring CPU runs (`free_*_local`): this kernel's
+//! per-flush decision (`proved`), Linux without the hook (`always`: the
+//! flush, then a sync call to every other CPU) and the static "flush
+//! implies broadcast" (`never`: the flush alone, unsafe where the flush
+//! sent no IPI); and the walk guards (`walk_own`, `walk_foreign`). A
+//! `bench-ptfree:` line gives the sync rounds and IPIs the proved frees
+//! sent, and how many they elided.
 
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -24,7 +34,17 @@ use crate::platform::{MMU, SMP};
 use crate::{clock, mm, smp};
 
 static SPACE: AddressSpace<MAX_CPUS> = AddressSpace::new();
+/// A space only the measuring CPU runs (the lazy case).
+static LOCAL: AddressSpace<MAX_CPUS> = AddressSpace::new();
 const PAGE: u64 = 9;
+
+/// Frees of the benchmark release nothing real (a count).
+fn released(_: u64) {
+    FREES.fetch_add(1, Ordering::Relaxed);
+}
+static FREES: AtomicU64 = AtomicU64::new(0);
+static FREER: alphasmp::ptfree::TableFreer<crate::platform::AlphaPlatform, MAX_CPUS> =
+    alphasmp::ptfree::TableFreer::new(&MMU, &released);
 
 /// Set by a no-wait call's function: the call has run.
 static RAN: AtomicBool = AtomicBool::new(false);
@@ -62,10 +82,17 @@ enum Op {
     FlushTlbMm,
     FlushTlbPage,
     FlushIcache,
+    FreeProved,
+    FreeAlways,
+    FreeNever,
+    FreeProvedLocal,
+    FreeAlwaysLocal,
+    WalkOwn,
+    WalkForeign,
 }
 
 impl Op {
-    const ALL: [Op; 8] = [
+    const ALL: [Op; 15] = [
         Op::IpiRtt,
         Op::CallSingleWait,
         Op::CallSingleNoWait,
@@ -74,6 +101,13 @@ impl Op {
         Op::FlushTlbMm,
         Op::FlushTlbPage,
         Op::FlushIcache,
+        Op::FreeProved,
+        Op::FreeAlways,
+        Op::FreeNever,
+        Op::FreeProvedLocal,
+        Op::FreeAlwaysLocal,
+        Op::WalkOwn,
+        Op::WalkForeign,
     ];
     fn name(self) -> &'static str {
         match self {
@@ -85,6 +119,13 @@ impl Op {
             Op::FlushTlbMm => "flush_tlb_mm",
             Op::FlushTlbPage => "flush_tlb_page",
             Op::FlushIcache => "flush_icache",
+            Op::FreeProved => "free_proved",
+            Op::FreeAlways => "free_always",
+            Op::FreeNever => "free_never",
+            Op::FreeProvedLocal => "free_proved_local",
+            Op::FreeAlwaysLocal => "free_always_local",
+            Op::WalkOwn => "walk_own",
+            Op::WalkForeign => "walk_foreign",
         }
     }
     /// Measured against one other CPU (else against all).
@@ -99,8 +140,37 @@ fn mark_ran(_: usize) {
     RAN.store(true, Ordering::Release);
 }
 
+/// One free of a (pretend) page table of `space`, as `how` decides the
+/// sync round: this kernel's proof, always, or never.
+fn free_one(space: &'static AddressSpace<MAX_CPUS>, how: Op) -> Result<(), XcallError> {
+    match how {
+        Op::FreeProved | Op::FreeProvedLocal => {
+            let token = MMU.unlink_table(space, 0);
+            let proof = MMU.flush_tlb_page_proved(space, mm::va(PAGE), false);
+            proof.result?;
+            match FREER.free(token, &proof) {
+                alphasmp::ptfree::Freed::Elided | alphasmp::ptfree::Freed::Synced(_) => Ok(()),
+                _ => Err(XcallError::Stalled { target: 0 }),
+            }
+        }
+        _ => {
+            MMU.flush_tlb_page(space, mm::va(PAGE), false)?;
+            if how != Op::FreeNever {
+                let others = smp::online().without(crate::cpus::this());
+                SMP.call_many(others, noop, 0, true)?;
+            }
+            released(0);
+            Ok(())
+        }
+    }
+}
+
 /// One sample of `op` from this CPU against `target` (ns).
 fn sample(op: Op, target: usize) -> Result<u64, XcallError> {
+    let local = matches!(op, Op::FreeProvedLocal | Op::FreeAlwaysLocal);
+    if local {
+        MMU.activate(&LOCAL);
+    }
     let start = clock::cycles();
     match op {
         Op::IpiRtt => {
@@ -126,8 +196,16 @@ fn sample(op: Op, target: usize) -> Result<u64, XcallError> {
         Op::FlushTlbMm => MMU.flush_tlb_mm(&SPACE)?,
         Op::FlushTlbPage => MMU.flush_tlb_page(&SPACE, mm::va(PAGE), false)?,
         Op::FlushIcache => MMU.flush_icache_user_page(&SPACE, true)?,
+        Op::FreeProved | Op::FreeAlways | Op::FreeNever => free_one(&SPACE, op)?,
+        Op::FreeProvedLocal | Op::FreeAlwaysLocal => free_one(&LOCAL, op)?,
+        Op::WalkOwn => drop(MMU.walk_own()),
+        Op::WalkForeign => drop(MMU.walk_foreign(&LOCAL)),
     }
-    Ok(clock::cycles_to_ns(clock::cycles() - start))
+    let ns = clock::cycles_to_ns(clock::cycles() - start);
+    if local {
+        MMU.activate(&SPACE);
+    }
+    Ok(ns)
 }
 
 /// A round's CPU: the measurer samples, the others spin (busy targets)
@@ -285,6 +363,17 @@ pub fn run(cfg: &BootConfig<'_>) -> ! {
         measure(op, false, cfg.bench as usize);
         measure(op, true, cfg.bench as usize);
     }
+    let st = &FREER.stats;
+    println!(
+        "bench-ptfree: cpus={} frees={} elided={} elided_lazy={} sync_rounds={} sync_ipis={} deferred={}",
+        n,
+        FREES.load(Ordering::Relaxed),
+        st.elided.load(Ordering::Relaxed),
+        st.elided_lazy.load(Ordering::Relaxed),
+        st.sync_rounds.load(Ordering::Relaxed),
+        st.sync_targets.load(Ordering::Relaxed),
+        st.deferred.load(Ordering::Relaxed),
+    );
     for k in 1..=n {
         throughput(k, (cfg.bench / 2).max(1));
     }
