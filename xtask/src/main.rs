@@ -24,7 +24,7 @@ const USAGE: &str = "usage: cargo xtask <command>
                  (FILE or standard input) against the kernel ELF (default: build the current one;
                  give the ELF the log came from when it is an older build)
   test [--long]  everything CI runs: host/simulator/model tests, QEMU boots and the
-                 fault x fix matrix, loom, Miri (--long: more seeds and rounds)
+                 one-boot experiment, loom, Miri (--long: more seeds and rounds)
   experiment [--set native|injected|all] [--smp 2,4] [--cell-size N] [--wait spin|nap] [--out DIR]
                  the fault x fix experiment, one QEMU boot per CPU count running every cell;
                  writes DIR/experiment.md and .json (default results/) through `report`
@@ -487,7 +487,8 @@ fn test(args: &[String]) -> Result<ExitCode> {
     };
     // 0. Habits: formatting and clippy, host and Alpha crates.
     lint_all(&tc)?;
-    // 1. Host unit tests, simulator, spin models, QEMU boots and the matrix.
+    // 1. Host unit tests, simulator, spin models, QEMU boots and the
+    //    one-boot experiment.
     cargo(
         "host tests, simulator, spin models, QEMU boots",
         &["test", "--workspace"],
@@ -726,6 +727,12 @@ const MUTANT_TESTS: &[&str] = &[
     "sim_scale",
     "--test",
     "sim_nap",
+    "--test",
+    "sim_experiment",
+    "--test",
+    "sim_ptfree",
+    "--test",
+    "sim_poll_gate",
 ];
 
 /// Seconds a mutant's build or test may take before cargo-mutants counts it

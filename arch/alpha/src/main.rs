@@ -122,9 +122,34 @@ fn no_hwrpb(e: alphasmp_srm::hwrpb::HwrpbError) -> ! {
     machine::end_run(false)
 }
 
-/// Entry from asm/head.S on the boot CPU, at IPL 7 on the boot stack.
+/// Entry from asm/head.S on the boot CPU, at IPL 7 on the boot stack. The
+/// boot in named phases, each of which either returns what the next needs
+/// or ends the run with one line (`refuse`):
+///
+/// 1. [`early`]: stack guard, trap vectors, the HWRPB, the clock's rate,
+///    the heap;
+/// 2. [`choose_machine`]: the boot arguments read (not yet judged), the
+///    machine vector, the console;
+/// 3. [`banner`]: what the machine is, printed;
+/// 4. [`configure`]: the boot arguments judged, the policy applied;
+/// 5. [`bring_up`]: the clock started, the CPUs chosen and started;
+/// 6. [`prepare_memory`]: the test page tables, the ASN range;
+/// 7. the run mode (`run::run`), at IPL 0.
 #[unsafe(no_mangle)]
 pub fn alpha_boot_main(console_pcb_phys: u64) -> ! {
+    let hwrpb = early();
+    let boot = choose_machine(hwrpb);
+    banner(hwrpb, &boot);
+    let cfg = configure(boot.parsed, boot.console_error, boot.machine);
+    bring_up(hwrpb, &cfg, boot.machine, console_pcb_phys);
+    prepare_memory(hwrpb, console_pcb_phys);
+    // From here on the boot CPU takes interrupts like every other CPU.
+    ipl::set(ipl::ALL_ON);
+    run::run(&cfg)
+}
+
+/// Phase 1: what every later phase relies on, before any output.
+fn early() -> &'static hwrpb::Hwrpb {
     cpus::init_boot_stack();
     trap::install();
     pal::wrmces(7);
@@ -147,10 +172,37 @@ pub fn alpha_boot_main(console_pcb_phys: u64) -> ! {
     // usable memory cluster that holds it (or inside reported memory), that
     // nothing else uses; called once.
     unsafe { heap::init(kend, heap_size) };
+    hwrpb
+}
 
+/// The boot arguments as read: parsed (or why not), the line, its source.
+type Parsed = Result<
+    (
+        Result<BootConfig<'static>, alphasmp_bootargs::BootArgError<'static>>,
+        &'static str,
+        &'static str,
+    ),
+    &'static str,
+>;
+
+/// What phase 2 found.
+struct Boot {
+    machine: &'static machine::MachineVector,
+    choice: machine::Choice,
+    id: machine::Identity,
+    parsed: Parsed,
+    /// A `console=` the machine cannot honour (refused in phase 4, once the
+    /// banner is out on the console that could be chosen).
+    console_error: Option<&'static str>,
+}
+
+/// Phase 2: the machine vector (`machine=` may force it, so the arguments
+/// are read first) and the console. An unknown machine ends the run here,
+/// on the SRM console if there is one.
+fn choose_machine(hwrpb: &'static hwrpb::Hwrpb) -> Boot {
     let srm = Crb::locate(hwrpb).map(|c| SRM_CONSOLE.call_once(|| SrmConsole(c)));
     let args = boot_arguments(srm.map(|s| &s.0));
-    let parsed = args.map(|(line, from)| (BootConfig::parse(line), line, from));
+    let parsed: Parsed = args.map(|(line, from)| (BootConfig::parse(line), line, from));
     let forced = match &parsed {
         Ok((Ok(cfg), _, _)) => cfg.machine,
         _ => None,
@@ -186,7 +238,19 @@ pub fn alpha_boot_main(console_pcb_phys: u64) -> ! {
         }
     };
     machine::probe_devices(m, hwrpb);
+    Boot {
+        machine: m,
+        choice,
+        id,
+        parsed,
+        console_error,
+    }
+}
 
+/// Phase 3: the banner (what `cargo xtask report` and a person at the
+/// console read the machine's identity from).
+fn banner(hwrpb: &hwrpb::Hwrpb, boot: &Boot) {
+    let (kstart, kend) = kernel_range();
     let serial = hwrpb.serial();
     let serial = core::str::from_utf8(&serial)
         .unwrap_or("?")
@@ -196,6 +260,7 @@ pub fn alpha_boot_main(console_pcb_phys: u64) -> ! {
         .filter(|c| c.usable())
         .map(|c| c.pages * hwrpb.page_size())
         .sum();
+    let id = &boot.id;
     println!("alphasmp kernel: Rust on DEC Alpha");
     println!(
         "hwrpb: system {} member {} ssn '{}', CPU type {} ({}), {} CPU(s), memory {} MiB ({} MiB usable), cycle {} MHz, interval timer {} Hz, max ASN {}",
@@ -216,10 +281,10 @@ pub fn alpha_boot_main(console_pcb_phys: u64) -> ! {
             "note: the HWRPB checksum does not match its contents (the console's; continuing)"
         );
     }
-    if let Some(note) = machine::cpu_type_note(m, id.cpu_type) {
+    if let Some(note) = machine::cpu_type_note(boot.machine, id.cpu_type) {
         println!("note: {note}");
     }
-    match choice {
+    match boot.choice {
         machine::Choice::Detected(m) => println!("machine: {} (from the HWRPB)", m.name),
         machine::Choice::Forced {
             machine: m,
@@ -240,6 +305,15 @@ pub fn alpha_boot_main(console_pcb_phys: u64) -> ! {
         console::device_name(),
         machine::exit_device()
     );
+}
+
+/// Phase 4: the boot arguments judged (every refusal one line and a FAIL
+/// verdict), then the policy they set.
+fn configure(
+    parsed: Parsed,
+    console_error: Option<&'static str>,
+    m: &machine::MachineVector,
+) -> BootConfig<'static> {
     if let Some(e) = console_error {
         refuse(e, "bad console= argument");
     }
@@ -252,7 +326,6 @@ pub fn alpha_boot_main(console_pcb_phys: u64) -> ! {
         Ok(cfg) => cfg,
         Err(e) => refuse(e, "bad boot argument"),
     };
-
     if let Some(prefix) = cfg.tests[..cfg.test_count]
         .iter()
         .find(|p| !run::tests::ALL.iter().any(|t| t.name.starts_with(**p)))
@@ -268,6 +341,16 @@ pub fn alpha_boot_main(console_pcb_phys: u64) -> ! {
     }
     clock::set_skew_us(cfg.clock_skew_us);
     apply_policy(&cfg, m);
+    cfg
+}
+
+/// Phase 5: the clock, the CPU selection and the secondaries.
+fn bring_up(
+    hwrpb: &'static hwrpb::Hwrpb,
+    cfg: &BootConfig<'_>,
+    m: &machine::MachineVector,
+    console_pcb_phys: u64,
+) {
     let source = match machine::start_clock(m, cfg.clock, cfg.tick_hz, hwrpb) {
         Ok(s) => s,
         Err(e) => refuse(e, "bad clock= argument"),
@@ -297,6 +380,15 @@ pub fn alpha_boot_main(console_pcb_phys: u64) -> ! {
             println!("clock: QEMU one-shot alarm, {} Hz tick", clock::tick_hz())
         }
     }
+    smp::BOOT.call_once(|| smp::BootInfo {
+        mapped_cpus: bringup.mapped,
+        boot_gp: pal::gp(),
+    });
+}
+
+/// Phase 6: the test window's page tables on the console's page table, and
+/// the ASN range.
+fn prepare_memory(hwrpb: &hwrpb::Hwrpb, console_pcb_phys: u64) {
     // SAFETY: the console PCB is PAL memory readable through KSEG; offset
     // 0x10 is its page-table base (a PFN).
     let ptbr =
@@ -305,14 +397,6 @@ pub fn alpha_boot_main(console_pcb_phys: u64) -> ! {
         refuse(e, "no room for the test page tables");
     }
     platform::MMU.set_max_asn(hwrpb.max_asn());
-    smp::BOOT.call_once(|| smp::BootInfo {
-        mapped_cpus: bringup.mapped,
-        boot_gp: pal::gp(),
-    });
-    // From here on the boot CPU takes interrupts like every other CPU.
-    ipl::set(ipl::ALL_ON);
-
-    run::run(&cfg)
 }
 
 /// The cross-call fixes, watchdog and fault injection from the command line.
