@@ -410,3 +410,93 @@ fn a_switch_inside_a_walk_is_caught() {
     assert_eq!(mmu.stats[0].switch_in_walk.load(Relaxed), 1);
     assert_eq!(smp.platform.corruptions.load(Relaxed), 1);
 }
+
+/// The proof names whom the flush reached, and how: the CPU running the
+/// space by IPI, the one running another space as not running it; a walk
+/// guard names the space it walks.
+#[test]
+fn a_proof_names_whom_the_flush_reached() {
+    let smp: &'static SimSmp<N> = SimPlatform::machine(Line::Latch, 0, 0, 3);
+    let m = machine(smp);
+    let Machine {
+        mmu,
+        space,
+        other,
+        tables,
+        ..
+    } = m;
+    SimPlatform::run(smp, 3, move |me| match me {
+        0 => {
+            mmu.activate(space);
+            while tables.started.load(Acquire) < 2 {
+                smp.platform.relax();
+            }
+            let proof = mmu.flush_tlb_mm_proved(space);
+            assert_eq!(proof.result, Ok(()));
+            assert_eq!(proof.by_ipi(), CpuMask::single(1));
+            assert_eq!(proof.not_running(), CpuMask::single(2));
+            assert!(proof.stalled().is_empty() && proof.is_complete());
+            let addr = space as *const _ as usize;
+            assert_eq!(mmu.walk_own().space(), addr);
+            assert_eq!(mmu.walk_foreign(space).space(), addr);
+            tables.done.store(true, Release);
+        }
+        _ => {
+            mmu.activate(if me == 1 { space } else { other });
+            tables.started.fetch_add(1, Release);
+            while !tables.done.load(Acquire) {
+                smp.platform.relax();
+            }
+        }
+    });
+}
+
+/// A flush whose IPI is lost (the target waits at IPL 7 on a line that
+/// drops IPIs to masked CPUs) gives up at the watchdog: its proof names the
+/// target as stalled and is not complete, and the free defers; once the
+/// target lowers its IPL and the poll finds the message, a retry frees it.
+#[test]
+fn a_stalled_flush_is_named_in_its_proof() {
+    let smp: &'static SimSmp<N> = SimPlatform::machine(Line::LossyEdgeMasked, 5, 1, 2);
+    smp.policy.watchdog_cycles.store(20_000_000, Relaxed);
+    smp.policy.abort_after.store(1, Relaxed);
+    let m = machine(smp);
+    let Machine {
+        mmu,
+        freer,
+        space,
+        tables,
+        ..
+    } = m;
+    SimPlatform::run(smp, 2, move |me| {
+        if me == 0 {
+            mmu.activate(space);
+            while tables.started.load(Acquire) < 1 {
+                smp.platform.relax();
+            }
+            let token = mmu.unlink_table(space, 3);
+            let proof = mmu.flush_tlb_page_proved(space, VA, false);
+            assert!(proof.result.is_err(), "the lost IPI must stall the flush");
+            assert_eq!(proof.stalled(), CpuMask::single(1));
+            assert!(!proof.is_complete());
+            assert!(proof.by_ipi().is_empty());
+            assert_eq!(freer.free(token, &proof), Freed::Deferred);
+            assert_eq!(tables.freed.load(Relaxed), 0);
+            tables.done.store(true, Release);
+            smp.policy.poll_in_irq.store(true, Relaxed);
+            while freer.retry() == 0 {
+                smp.platform.relax();
+            }
+            assert_eq!(tables.freed.load(Relaxed), 1);
+        } else {
+            mmu.activate(space);
+            let p = &smp.platform;
+            let prev = p.raise_ipl(alphasmp::platform::ipl::HIGH);
+            tables.started.fetch_add(1, Release);
+            while !tables.done.load(Acquire) {
+                p.relax();
+            }
+            p.restore_ipl(prev);
+        }
+    });
+}
