@@ -116,6 +116,11 @@ impl<const N: usize> AddressSpace<N> {
     pub fn active(&self) -> CpuMask {
         CpuMask(self.active.load(Ordering::SeqCst))
     }
+    /// CPUs registered as walking the space without running it
+    /// (`crate::ptfree`).
+    pub fn walkers(&self) -> CpuMask {
+        CpuMask(self.walkers.load(Ordering::SeqCst))
+    }
     /// The version|ASN the space holds on `cpu` (0: none).
     pub fn context(&self, cpu: usize) -> u64 {
         self.context[cpu].load(Ordering::SeqCst) & !RUNNING

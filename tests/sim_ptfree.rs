@@ -106,6 +106,16 @@ impl Tables {
     }
 }
 
+/// Sets `done` when dropped: the other CPUs stop waiting when the one
+/// holding it ends, also if it panics.
+struct Done(&'static Tables);
+
+impl Drop for Done {
+    fn drop(&mut self) {
+        self.0.done.store(true, Release);
+    }
+}
+
 struct Machine {
     smp: &'static SimSmp<N>,
     mmu: &'static SimMmu,
@@ -159,12 +169,6 @@ fn race_walking(m: &Machine, cpus: usize, rounds: usize, how: Walk) {
     SimPlatform::run(smp, cpus, move |me| match me {
         0 => {
             // The walkers stop when the freer ends, also if it panics.
-            struct Done(&'static Tables);
-            impl Drop for Done {
-                fn drop(&mut self) {
-                    self.0.done.store(true, Release);
-                }
-            }
             let _done = Done(tables);
             mmu.activate(space);
             while tables.started.load(Acquire) < cpus as u64 - 1 {
@@ -497,6 +501,78 @@ fn a_stalled_flush_is_named_in_its_proof() {
                 p.relax();
             }
             p.restore_ipl(prev);
+        }
+    });
+}
+
+/// The proved page flush drops the page it names (at an address inside the
+/// page, with bit 13 set), like `flush_tlb_page`, on this CPU and on one
+/// running the space.
+#[test]
+fn a_proved_page_flush_drops_its_page_everywhere() {
+    use alphasmp::sim::PageTable;
+    const PAGE: u64 = 0x2_0000_6000;
+    const F1: u64 = 0x100;
+    const F2: u64 = 0x200;
+    let smp: &'static SimSmp<N> = SimPlatform::machine(Line::Latch, 0, 0, 2);
+    let m = machine(smp);
+    let Machine {
+        mmu, space, tables, ..
+    } = m;
+    let pt: &'static PageTable = Box::leak(Box::new(PageTable::new()));
+    pt.map(PAGE, F1);
+    SimPlatform::run(smp, 2, move |me| {
+        mmu.activate(space);
+        assert_eq!(smp.platform.read(pt, PAGE + 0x123), Some(F1));
+        tables.started.fetch_add(1, Release);
+        if me == 0 {
+            // CPU 1 stops waiting when this ends, also if it panics.
+            let _done = Done(tables);
+            while tables.started.load(Acquire) < 2 {
+                smp.platform.relax();
+            }
+            pt.map(PAGE, F2);
+            let proof = mmu.flush_tlb_page_proved(space, PAGE + 0x123, false);
+            assert_eq!(proof.result, Ok(()));
+            assert_eq!(smp.platform.read(pt, PAGE + 0x123), Some(F2), "CPU 0");
+        } else {
+            while !tables.done.load(Acquire) {
+                smp.platform.relax();
+            }
+            assert_eq!(smp.platform.read(pt, PAGE + 0x123), Some(F2), "CPU 1");
+        }
+    });
+}
+
+/// A foreign walk leaves no trace: once its guard is dropped the space's
+/// walker mask is clear again, and a free after it needs no sync.
+#[test]
+fn a_finished_foreign_walk_costs_the_free_nothing() {
+    let smp: &'static SimSmp<N> = SimPlatform::machine(Line::Latch, 0, 0, 2);
+    let m = machine(smp);
+    let Machine {
+        mmu,
+        freer,
+        space,
+        other,
+        tables,
+        ..
+    } = m;
+    SimPlatform::run(smp, 2, move |me| {
+        if me == 1 {
+            mmu.activate(other);
+            drop(mmu.walk_foreign(space));
+            drop(mmu.walk_foreign(space));
+            tables.started.fetch_add(1, Release);
+        } else {
+            mmu.activate(space);
+            while tables.started.load(Acquire) < 1 {
+                smp.platform.relax();
+            }
+            assert!(space.walkers().is_empty(), "{:?}", space.walkers());
+            let token = mmu.unlink_table(space, 2);
+            let proof = mmu.flush_tlb_mm_proved(space);
+            assert_eq!(freer.free(token, &proof), Freed::Elided);
         }
     });
 }
