@@ -576,3 +576,22 @@ fn a_finished_foreign_walk_costs_the_free_nothing() {
         }
     });
 }
+
+/// The lazy case from a CPU other than 0: the freer (and flusher) is never
+/// among the CPUs it syncs with.
+#[test]
+fn the_freer_never_syncs_with_itself() {
+    let smp: &'static SimSmp<N> = SimPlatform::machine(Line::Latch, 0, 0, 3);
+    let m = machine(smp);
+    let Machine {
+        mmu, freer, space, ..
+    } = m;
+    SimPlatform::run_on(smp, CpuMask::single(2), move |_| {
+        mmu.activate(space);
+        let token = mmu.unlink_table(space, 1);
+        let proof = mmu.flush_tlb_mm_proved(space);
+        assert_eq!(freer.free(token, &proof), Freed::Elided);
+    });
+    assert_eq!(freer.stats.sync_rounds.load(Relaxed), 0);
+    assert_eq!(freer.stats.elided_lazy.load(Relaxed), 1);
+}
