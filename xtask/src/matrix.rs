@@ -275,7 +275,9 @@ pub fn markdown(cells: &[Cell], p: &Params) -> String {
     s
 }
 
-fn json_str(s: &str) -> String {
+/// `s` as a JSON string literal (quotes, backslashes and control
+/// characters escaped); also the report's (`crate::report`).
+pub(crate) fn json_str(s: &str) -> String {
     let mut out = String::from("\"");
     for ch in s.chars() {
         match ch {

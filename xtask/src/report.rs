@@ -20,6 +20,7 @@ use alphasmp_bootargs::experiment::{
     Expect, FAULTS, FIXES, FORMAT_VERSION, NATIVE_FAULTS, predict_for,
 };
 
+use crate::matrix::json_str;
 use crate::util::{Context, Result, err};
 
 const BEGIN: &str = "experiment-begin:";
@@ -966,20 +967,6 @@ fn notes(s: &mut String, e: &Experiment) {
         )
         .ok();
     }
-}
-
-fn json_str(s: &str) -> String {
-    let mut out = String::from("\"");
-    for ch in s.chars() {
-        match ch {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 fn json_fields<'a>(fields: impl Iterator<Item = &'a (String, Value)>) -> String {
