@@ -431,6 +431,7 @@ fn a_proof_names_whom_the_flush_reached() {
     } = m;
     SimPlatform::run(smp, 3, move |me| match me {
         0 => {
+            let _done = Done(tables);
             mmu.activate(space);
             while tables.started.load(Acquire) < 2 {
                 smp.platform.relax();
@@ -474,6 +475,7 @@ fn a_stalled_flush_is_named_in_its_proof() {
     } = m;
     SimPlatform::run(smp, 2, move |me| {
         if me == 0 {
+            let _done = Done(tables);
             mmu.activate(space);
             while tables.started.load(Acquire) < 1 {
                 smp.platform.relax();
@@ -486,6 +488,10 @@ fn a_stalled_flush_is_named_in_its_proof() {
             assert!(proof.by_ipi().is_empty());
             assert_eq!(freer.free(token, &proof), Freed::Deferred);
             assert_eq!(tables.freed.load(Relaxed), 0);
+            // CPU 1 still holds IPL 7: a retry's sync cannot reach it, so
+            // nothing may be freed yet.
+            assert_eq!(freer.retry(), 0, "a retry freed without a sync");
+            assert_eq!(freer.deferred(), 1);
             tables.done.store(true, Release);
             smp.policy.poll_in_irq.store(true, Relaxed);
             while freer.retry() == 0 {
