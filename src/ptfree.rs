@@ -340,7 +340,12 @@ impl<P: Hooks + 'static, const N: usize> TableFreer<P, N> {
         let covered = CpuMask(proof.by_ipi.0 | proof.not_running.0);
         let mut need = CpuMask(smp.online().0 & !covered.0);
         let foreign = CpuMask(walkers.0 & !proof.by_ipi.0);
-        need = CpuMask((need.0 | foreign.0) & !(1 << me) & !(1 << proof.flusher));
+        // The flusher ran the flush in task context, outside any walk, and
+        // the proof never carries its bit. This CPU is the flusher or was
+        // covered by the flush; it is excluded for the one case left, a CPU
+        // that came online after the flush began (it cannot walk a table
+        // unlinked before then).
+        need = CpuMask(need.0 | foreign.0).without(proof.flusher).without(me);
         if need.is_empty() {
             self.stats.elided.fetch_add(1, Ordering::Relaxed);
             if proof.by_ipi.is_empty() {

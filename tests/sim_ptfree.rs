@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize};
 
 use alphasmp::cpumask::CpuMask;
 use alphasmp::platform::Platform;
-use alphasmp::ptfree::{Freed, Refusal, TableFreer};
+use alphasmp::ptfree::{FlushProof, Freed, Refusal, TableFreer, Unlinked};
 use alphasmp::sim::{Line, SimPlatform, SimSmp};
 use alphasmp::tlb::{AddressSpace, Mmu};
 
@@ -600,4 +600,92 @@ fn the_freer_never_syncs_with_itself() {
     });
     assert_eq!(freer.stats.sync_rounds.load(Relaxed), 0);
     assert_eq!(freer.stats.elided_lazy.load(Relaxed), 1);
+}
+
+/// A proof handed to another CPU: CPU 1 flushes, CPU 2 frees. The flusher
+/// ran the flush itself (it was walking nothing then) and the freer was
+/// reached by the flush's IPI, so the free needs no sync, in particular
+/// none to the flusher, whose bit the proof never carries.
+#[test]
+fn a_proof_freed_on_another_cpu_needs_no_sync_with_the_flusher() {
+    let smp: &'static SimSmp<N> = SimPlatform::machine(Line::Latch, 0, 0, 3);
+    let m = machine(smp);
+    let Machine {
+        mmu,
+        freer,
+        space,
+        tables,
+        ..
+    } = m;
+    type Handoff = std::sync::Mutex<Option<(Unlinked, FlushProof)>>;
+    let handoff: &'static Handoff = Box::leak(Box::new(std::sync::Mutex::new(None)));
+    SimPlatform::run_on(smp, CpuMask(0b110), move |me| {
+        mmu.activate(space);
+        if me == 1 {
+            while tables.started.load(Acquire) < 1 {
+                smp.platform.relax();
+            }
+            let token = mmu.unlink_table(space, 3);
+            let proof = mmu.flush_tlb_mm_proved(space);
+            assert_eq!(proof.by_ipi(), CpuMask::single(2));
+            *handoff.lock().unwrap() = Some((token, proof));
+            while !tables.done.load(Acquire) {
+                smp.platform.relax();
+            }
+        } else {
+            let _done = Done(tables);
+            tables.started.fetch_add(1, Release);
+            let (token, proof) = loop {
+                if let Some(p) = handoff.lock().unwrap().take() {
+                    break p;
+                }
+                smp.platform.relax();
+            };
+            assert_eq!(freer.free(token, &proof), Freed::Elided);
+        }
+    });
+    assert_eq!(freer.stats.sync_rounds.load(Relaxed), 0);
+    assert_eq!(freer.stats.elided.load(Relaxed), 1);
+}
+
+/// A foreign walker the flush could not reach (it runs another space) is
+/// the one CPU the free syncs with, and the statistics say so: one round,
+/// one target, one of them foreign.
+#[test]
+fn an_ongoing_foreign_walk_gets_exactly_one_sync() {
+    let smp: &'static SimSmp<N> = SimPlatform::machine(Line::Latch, 0, 0, 2);
+    let m = machine(smp);
+    let Machine {
+        mmu,
+        freer,
+        space,
+        other,
+        tables,
+        ..
+    } = m;
+    SimPlatform::run(smp, 2, move |me| {
+        if me == 1 {
+            mmu.activate(other);
+            let guard = mmu.walk_foreign(space);
+            tables.started.fetch_add(1, Release);
+            // Hold the walk until the free has begun its sync round.
+            while freer.stats.sync_rounds.load(Acquire) == 0 {
+                smp.platform.relax();
+            }
+            drop(guard);
+        } else {
+            mmu.activate(space);
+            while tables.started.load(Acquire) < 1 {
+                smp.platform.relax();
+            }
+            let token = mmu.unlink_table(space, 4);
+            let proof = mmu.flush_tlb_mm_proved(space);
+            assert_eq!(proof.not_running(), CpuMask::single(1));
+            assert_eq!(freer.free(token, &proof), Freed::Synced(CpuMask::single(1)));
+        }
+    });
+    assert_eq!(freer.stats.sync_rounds.load(Relaxed), 1);
+    assert_eq!(freer.stats.sync_targets.load(Relaxed), 1);
+    assert_eq!(freer.stats.sync_foreign.load(Relaxed), 1);
+    assert_eq!(freer.stats.elided.load(Relaxed), 0);
 }
