@@ -9,6 +9,11 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+#[path = "linux.rs"]
+pub mod linux;
+
+use plotters::prelude::*;
+
 use crate::matrix::FIXES;
 use crate::qemu::{self, RunSpec};
 use crate::util::{Context, Result, err};
@@ -19,6 +24,9 @@ pub struct Config {
     pub smps: Vec<u32>,
     pub fixes: Vec<(&'static str, &'static str)>,
     pub waits: Vec<&'static str>,
+    /// Boots of Linux and of ours per CPU count for the comparison
+    /// (`--linux-boots`; used with `--linux`).
+    pub linux_boots: u32,
 }
 
 impl Config {
@@ -90,55 +98,257 @@ pub fn parse(output: &str, smp: u32, fix: &str, wait: &str) -> Vec<Measurement> 
         .collect()
 }
 
-/// Boots every configuration; `progress` gets one line per boot.
-pub fn run(
-    kernel: &Path,
-    cfg: &Config,
-    mut progress: impl FnMut(&str),
-) -> Result<Vec<Measurement>> {
-    let mut all = Vec::new();
-    let total = cfg.boots();
+/// The configuration of ours that Linux is compared with: the default fix
+/// set and wait policy where selected, else the first of each.
+pub fn compared(cfg: &Config) -> ((&'static str, &'static str), &'static str) {
+    let fix = cfg
+        .fixes
+        .iter()
+        .copied()
+        .find(|f| f.0 == DEFAULT_FIX)
+        .unwrap_or(cfg.fixes[0]);
+    let wait = cfg
+        .waits
+        .iter()
+        .copied()
+        .find(|w| *w == DEFAULT_WAIT)
+        .unwrap_or(cfg.waits[0]);
+    (fix, wait)
+}
+
+/// Linux and ours, booted in turn on the same QEMU command line.
+#[derive(Clone, Debug, Default)]
+pub struct Comparison {
+    /// Linux's release (`6.12.118`).
+    pub version: String,
+    /// Our configuration compared (fix set, wait policy).
+    pub fix: String,
+    pub wait: String,
+    /// Per CPU count, per boot, in boot order: Linux's measurements and
+    /// ours; boot i of each ran back to back (Linux first).
+    pub linux: Vec<(u32, Vec<Vec<Measurement>>)>,
+    pub ours: Vec<(u32, Vec<Vec<Measurement>>)>,
+}
+
+/// One row of the comparison: a shape measured on both sides.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Row {
+    pub smp: u32,
+    pub label: String,
+    /// Throughput rows compare time per shootdown (1 / per_s).
+    pub throughput: bool,
+    /// Medians over boots of each boot's median (ns; throughput: ns per
+    /// operation, whole machine).
+    pub ours_ns: f64,
+    pub linux_ns: f64,
+    /// "x Linux": ours / Linux of each back-to-back pair of boots, the
+    /// median over pairs and its spread.
+    pub ratio: f64,
+    pub ratio_min: f64,
+    pub ratio_max: f64,
+    /// Linux's own p90 and p99 (medians over boots; latency rows).
+    pub linux_p90_ns: f64,
+    pub linux_p99_ns: f64,
+}
+
+/// What a measurement costs, as a time: the median latency, or the time
+/// per operation of a throughput run.
+pub fn cost_ns(m: &Measurement) -> f64 {
+    if m.target.is_empty() {
+        1e9 / m.per_s.max(1) as f64
+    } else {
+        m.median_ns as f64
+    }
+}
+
+/// The median (the mean of the middle two for an even count).
+pub fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// The rows of shapes both sides measured, per CPU count, in Linux's order.
+pub fn rows(cmp: &Comparison) -> Vec<Row> {
+    let mut out = Vec::new();
+    for (smp, linux_boots) in &cmp.linux {
+        let Some((_, our_boots)) = cmp.ours.iter().find(|(s, _)| s == smp) else {
+            continue;
+        };
+        let mut seen: Vec<String> = Vec::new();
+        for m in linux_boots.iter().flatten() {
+            let label = m.label();
+            if seen.contains(&label) {
+                continue;
+            }
+            seen.push(label.clone());
+            let pick = |boots: &[Vec<Measurement>]| -> Vec<Option<Measurement>> {
+                boots
+                    .iter()
+                    .map(|b| b.iter().find(|m| m.label() == label).cloned())
+                    .collect()
+            };
+            let l = pick(linux_boots);
+            let o = pick(our_boots);
+            let pairs: Vec<f64> = l
+                .iter()
+                .zip(&o)
+                .filter_map(|(l, o)| Some(cost_ns(o.as_ref()?) / cost_ns(l.as_ref()?)))
+                .collect();
+            if pairs.is_empty() {
+                continue;
+            }
+            let costs = |v: &[Option<Measurement>], f: &dyn Fn(&Measurement) -> f64| {
+                median(&v.iter().flatten().map(f).collect::<Vec<_>>())
+            };
+            out.push(Row {
+                smp: *smp,
+                throughput: m.target.is_empty(),
+                ours_ns: costs(&o, &cost_ns),
+                linux_ns: costs(&l, &cost_ns),
+                ratio: median(&pairs),
+                ratio_min: pairs.iter().copied().fold(f64::INFINITY, f64::min),
+                ratio_max: pairs.iter().copied().fold(0.0, f64::max),
+                linux_p90_ns: costs(&l, &|m| m.p90_ns as f64),
+                linux_p99_ns: costs(&l, &|m| m.p99_ns as f64),
+                label,
+            });
+        }
+    }
+    out
+}
+
+/// What `run` measured.
+pub struct Outcome {
+    /// Ours, one boot per CPU count, fix set and wait policy (with Linux:
+    /// the compared configuration's first boot).
+    pub ms: Vec<Measurement>,
+    pub cmp: Option<Comparison>,
+}
+
+/// One benchmark boot; fails unless it reported.
+fn boot(kernel: &Path, smp: u32, append: &str, what: &str) -> Result<qemu::RunResult> {
+    let r = qemu::run(&RunSpec {
+        kernel,
+        smp,
+        mem: qemu::DEFAULT_MEM_MIB,
+        append,
+        timeout: Duration::from_secs(900),
+        echo: false,
+        image: None,
+        cpu: Default::default(),
+    })?;
+    if !r.output.contains("alphasmp: PASS (benchmark reported)") {
+        let log = crate::util::repo_root().join("target/bench-failed.log");
+        std::fs::write(&log, &r.output).ok();
+        return Err(crate::util::Error {
+            message: format!("benchmark boot failed ({what}): {}", r.describe()),
+            log: Some(log),
+        });
+    }
+    Ok(r)
+}
+
+/// Boots every configuration, with a progress bar (plain lines without a
+/// terminal). With `linux` and `cfg.linux_boots` = N: per CPU count, N
+/// Linux boots and N of ours in the compared configuration, in turn (Linux,
+/// ours, Linux, ours, ...), so both see the same host load; then ours in
+/// the other configurations, once each.
+pub fn run(kernel: &Path, cfg: &Config, linux: Option<&linux::Linux>) -> Result<Outcome> {
+    let n = if linux.is_some() {
+        cfg.linux_boots.max(1) as usize
+    } else {
+        0
+    };
+    let (cmp_fix, cmp_wait) = compared(cfg);
+    let total = cfg.boots() + cfg.smps.len() * (2 * n).saturating_sub(1);
+    let mut bar = linux::Progress::new("bench boots", total as u64);
     let started = Instant::now();
+    let mut ms = Vec::new();
+    let mut cmp = linux.map(|l| Comparison {
+        version: l.version.clone(),
+        fix: cmp_fix.0.into(),
+        wait: cmp_wait.into(),
+        ..Default::default()
+    });
     let mut i = 0;
+    let ours = |smp: u32, fix: (&str, &str), wait: &str| -> Result<(Vec<Measurement>, f64)> {
+        let append = format!("bench={} watchdog_ms=0 wait={wait} {}", cfg.samples, fix.1);
+        let t = Instant::now();
+        let r = boot(
+            kernel,
+            smp,
+            &append,
+            &format!("smp {smp}, {}, wait={wait}", fix.0),
+        )?;
+        Ok((
+            parse(&r.output, smp, fix.0, wait),
+            t.elapsed().as_secs_f64(),
+        ))
+    };
     for &smp in &cfg.smps {
-        for &(fix, args) in &cfg.fixes {
-            for &wait in &cfg.waits {
+        if let (Some(l), Some(cmp)) = (linux, cmp.as_mut()) {
+            let mut lb = Vec::new();
+            let mut ob = Vec::new();
+            for k in 0..n {
                 i += 1;
-                let append = format!("bench={} watchdog_ms=0 wait={wait} {args}", cfg.samples);
                 let t = Instant::now();
-                let r = qemu::run(&RunSpec {
-                    kernel,
+                let r = boot(
+                    &l.vmlinux,
                     smp,
-                    mem: qemu::DEFAULT_MEM_MIB,
-                    append: &append,
-                    timeout: Duration::from_secs(900),
-                    echo: false,
-                    image: None,
-                    cpu: Default::default(),
-                })?;
-                if !r.output.contains("alphasmp: PASS (benchmark reported)") {
-                    let log = crate::util::repo_root().join("target/bench-failed.log");
-                    std::fs::write(&log, &r.output).ok();
-                    return Err(crate::util::Error {
-                        message: format!(
-                            "benchmark boot failed (smp {smp}, {fix}, wait={wait}): {}",
-                            r.describe()
-                        ),
-                        log: Some(log),
-                    });
-                }
-                let ms = parse(&r.output, smp, fix, wait);
-                progress(&format!(
-                    "[{i}/{total}] smp={smp} fix={fix} wait={wait}: {} measurements in {:.1} s (total {:.0} s)",
-                    ms.len(),
+                    &linux::append(cfg.samples),
+                    &format!("Linux {}, smp {smp}", l.version),
+                )?;
+                let lm = parse(&r.output, smp, "linux", "linux");
+                bar.step(&format!(
+                    "[{i}/{total}] smp={smp} Linux {} boot {}/{n}: {} measurements in {:.1} s (total {:.0} s)",
+                    l.version,
+                    k + 1,
+                    lm.len(),
                     t.elapsed().as_secs_f64(),
                     started.elapsed().as_secs_f64()
                 ));
-                all.extend(ms);
+                lb.push(lm);
+                i += 1;
+                let (om, secs) = ours(smp, cmp_fix, cmp_wait)?;
+                bar.step(&format!(
+                    "[{i}/{total}] smp={smp} fix={} wait={cmp_wait} boot {}/{n}: {} measurements in {secs:.1} s (total {:.0} s)",
+                    cmp_fix.0,
+                    k + 1,
+                    om.len(),
+                    started.elapsed().as_secs_f64()
+                ));
+                if k == 0 {
+                    ms.extend(om.iter().cloned());
+                }
+                ob.push(om);
+            }
+            cmp.linux.push((smp, lb));
+            cmp.ours.push((smp, ob));
+        }
+        for &fix in &cfg.fixes {
+            for &wait in &cfg.waits {
+                if linux.is_some() && fix == cmp_fix && wait == cmp_wait {
+                    continue;
+                }
+                i += 1;
+                let (om, secs) = ours(smp, fix, wait)?;
+                bar.step(&format!(
+                    "[{i}/{total}] smp={smp} fix={} wait={wait}: {} measurements in {secs:.1} s (total {:.0} s)",
+                    fix.0,
+                    om.len(),
+                    started.elapsed().as_secs_f64()
+                ));
+                ms.extend(om);
             }
         }
     }
-    Ok(all)
+    bar.finish();
+    Ok(Outcome { ms, cmp })
 }
 
 fn us(ns: u64) -> String {
@@ -171,7 +381,7 @@ fn labels(ms: &[Measurement], throughput: bool) -> Vec<String> {
     v
 }
 
-pub fn markdown(ms: &[Measurement], cfg: &Config, host: &str) -> String {
+pub fn markdown(ms: &[Measurement], cfg: &Config, host: &str, cmp: Option<&Comparison>) -> String {
     let mut s = String::new();
     let smps = &cfg.smps;
     writeln!(s, "Measured by `cargo xtask bench --samples {}` on {host}. In-kernel, on the issuing CPU's cycle counter, {} samples per cell; times in microseconds.", cfg.samples, cfg.samples).ok();
@@ -262,6 +472,177 @@ pub fn markdown(ms: &[Measurement], cfg: &Config, host: &str) -> String {
         }
         writeln!(s).ok();
     }
+    if let Some(cmp) = cmp {
+        writeln!(s).ok();
+        s.push_str(&markdown_linux(cmp));
+    }
+    s
+}
+
+fn ratio_cell(r: &Row) -> String {
+    if r.ratio_min == r.ratio_max {
+        format!("{:.2}x", r.ratio)
+    } else {
+        format!("{:.2}x ({:.2}-{:.2})", r.ratio, r.ratio_min, r.ratio_max)
+    }
+}
+
+/// The comparison with Linux: per CPU count, ours, Linux and "x Linux".
+pub fn markdown_linux(cmp: &Comparison) -> String {
+    let mut s = String::new();
+    let rows = rows(cmp);
+    let boots = cmp.linux.first().map_or(0, |(_, b)| b.len());
+    writeln!(
+        s,
+        "### Beside Linux {}: ours (fix set `{}`, wait={}) and Linux, booted in turn on the same QEMU command line\n",
+        cmp.version, cmp.fix, cmp.wait
+    )
+    .ok();
+    writeln!(s, "Linux {} (Debian's linux-source, tinyconfig plus xtask/linux/alphasmp_bench.config, HZ=1024) runs the same shapes as a built-in (xtask/linux/alphasmp_bench.c) on the same cycle counter. {boots} boot(s) of each per CPU count, in turn (Linux, ours, ...). Ours and Linux: the median over boots of each boot's median, microseconds (throughput rows: microseconds per shootdown or call, whole machine). \"x Linux\": our time over Linux's in each back-to-back pair of boots, the median over pairs (min-max); below 1 we are faster. Linux's busy targets take IPIs by interrupt, which QEMU delivers to a spinning vCPU late (about 2 ms); ours poll with ipi_poll=on.\n", cmp.version).ok();
+    let smps: Vec<u32> = cmp.linux.iter().map(|(s, _)| *s).collect();
+    write!(s, "| measurement |").ok();
+    for smp in &smps {
+        write!(s, " {smp} CPUs: ours | Linux (p90 / p99) | x Linux |").ok();
+    }
+    writeln!(s).ok();
+    writeln!(s, "|---|{}", "---|---|---|".repeat(smps.len())).ok();
+    let mut labels: Vec<String> = Vec::new();
+    for r in &rows {
+        if !labels.contains(&r.label) {
+            labels.push(r.label.clone());
+        }
+    }
+    for label in labels {
+        write!(s, "| {label} |").ok();
+        for &smp in &smps {
+            match rows.iter().find(|r| r.smp == smp && r.label == label) {
+                Some(r) if r.throughput => write!(
+                    s,
+                    " {:.1} | {:.1} | {} |",
+                    r.ours_ns / 1000.0,
+                    r.linux_ns / 1000.0,
+                    ratio_cell(r)
+                )
+                .ok(),
+                Some(r) => write!(
+                    s,
+                    " {} | {} ({} / {}) | {} |",
+                    us(r.ours_ns as u64),
+                    us(r.linux_ns as u64),
+                    us(r.linux_p90_ns as u64),
+                    us(r.linux_p99_ns as u64),
+                    ratio_cell(r)
+                )
+                .ok(),
+                None => write!(s, " - | - | - |").ok(),
+            };
+        }
+        writeln!(s).ok();
+    }
+    // Linux-only shapes (the storm): Linux's numbers alone.
+    let only: Vec<&Measurement> = cmp
+        .linux
+        .iter()
+        .flat_map(|(_, b)| b.iter().flatten())
+        .filter(|m| !rows.iter().any(|r| r.smp == m.smp && r.label == m.label()))
+        .collect();
+    if !only.is_empty() {
+        writeln!(s, "\nLinux only (no row of ours in this run):\n").ok();
+        writeln!(
+            s,
+            "| measurement | CPUs | Linux median over boots |\n|---|---|---|"
+        )
+        .ok();
+        let mut done: Vec<(u32, String)> = Vec::new();
+        for m in &only {
+            let key = (m.smp, m.label());
+            if done.contains(&key) {
+                continue;
+            }
+            let costs: Vec<f64> = only
+                .iter()
+                .filter(|o| o.smp == m.smp && o.label() == key.1)
+                .map(|o| cost_ns(o))
+                .collect();
+            let c = median(&costs);
+            let shown = if m.target.is_empty() {
+                let cpus = f64::from(m.issuers.max(1));
+                format!(
+                    "{:.0}/s ({:.1} us per call per CPU)",
+                    1e9 / c,
+                    c * cpus / 1000.0
+                )
+            } else {
+                format!("{} us", us(c as u64))
+            };
+            writeln!(s, "| {} | {} | {shown} |", key.1, m.smp).ok();
+            done.push(key);
+        }
+    }
+    s
+}
+
+/// The comparison as JSON: the rows and Linux's raw measurements.
+pub fn json_linux(cmp: &Comparison) -> String {
+    let mut s = String::new();
+    writeln!(
+        s,
+        "  \"linux\": {{\n    \"version\": {},\n    \"compared_fix\": {},\n    \"compared_wait\": {},\n    \"rows\": [",
+        jstr(&cmp.version),
+        jstr(&cmp.fix),
+        jstr(&cmp.wait)
+    )
+    .ok();
+    let rows = rows(cmp);
+    for (i, r) in rows.iter().enumerate() {
+        writeln!(
+            s,
+            "      {{\"cpus\": {}, \"label\": {}, \"throughput\": {}, \"ours_median_ns\": {:.0}, \"linux_median_ns\": {:.0}, \"linux_p90_ns\": {:.0}, \"linux_p99_ns\": {:.0}, \"x_linux\": {:.3}, \"x_linux_min\": {:.3}, \"x_linux_max\": {:.3}}}{}",
+            r.smp,
+            jstr(&r.label),
+            r.throughput,
+            r.ours_ns,
+            r.linux_ns,
+            r.linux_p90_ns,
+            r.linux_p99_ns,
+            r.ratio,
+            r.ratio_min,
+            r.ratio_max,
+            if i + 1 < rows.len() { "," } else { "" }
+        )
+        .ok();
+    }
+    s.push_str("    ],\n    \"boots\": [\n");
+    let boots: Vec<(u32, usize, &Vec<Measurement>)> = cmp
+        .linux
+        .iter()
+        .flat_map(|(smp, b)| b.iter().enumerate().map(move |(k, v)| (*smp, k, v)))
+        .collect();
+    for (i, (smp, k, v)) in boots.iter().enumerate() {
+        writeln!(
+            s,
+            "      {{\"cpus\": {smp}, \"boot\": {k}, \"measurements\": ["
+        )
+        .ok();
+        for (j, m) in v.iter().enumerate() {
+            writeln!(
+                s,
+                "        {{\"name\": {}, \"target\": {}, \"issuers\": {}, \"n\": {}, \"median_ns\": {}, \"p90_ns\": {}, \"p99_ns\": {}, \"per_s\": {}}}{}",
+                jstr(&m.name),
+                jstr(&m.target),
+                m.issuers,
+                m.n,
+                m.median_ns,
+                m.p90_ns,
+                m.p99_ns,
+                m.per_s,
+                if j + 1 < v.len() { "," } else { "" }
+            )
+            .ok();
+        }
+        writeln!(s, "      ]}}{}", if i + 1 < boots.len() { "," } else { "" }).ok();
+    }
+    s.push_str("    ]\n  }");
     s
 }
 
@@ -269,7 +650,7 @@ fn jstr(s: &str) -> String {
     format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
-pub fn json(ms: &[Measurement], cfg: &Config, host: &str) -> String {
+pub fn json(ms: &[Measurement], cfg: &Config, host: &str, cmp: Option<&Comparison>) -> String {
     let mut s = String::new();
     writeln!(
         s,
@@ -297,24 +678,50 @@ pub fn json(ms: &[Measurement], cfg: &Config, host: &str) -> String {
         )
         .ok();
     }
-    s.push_str("  ]\n}\n");
+    s.push_str("  ]");
+    if let Some(cmp) = cmp {
+        s.push_str(",\n");
+        s.push_str(&json_linux(cmp));
+    }
+    s.push_str("\n}\n");
     s
 }
 
-/// The plot: left, median latency (log scale) against CPU count for the
-/// main measurements with idle targets (solid: wait=nap, dashed:
-/// wait=spin, fix set `poll`); right, throughput against issuers on the
-/// largest machine. Hand-written SVG.
-pub fn svg(ms: &[Measurement], cfg: &Config) -> String {
-    const W: f64 = 920.0;
-    const H: f64 = 400.0;
-    let (pw, ph, top, left1, left2) = (330.0, 280.0, 50.0, 80.0, 560.0);
-    let fix = if cfg.fixes.iter().any(|f| f.0 == DEFAULT_FIX) {
-        DEFAULT_FIX
-    } else {
-        cfg.fixes[0].0
-    };
-    let colors = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e"];
+/// Linux's median over boots of `f` for `label` on `smp` CPUs.
+fn linux_value(
+    cmp: Option<&Comparison>,
+    smp: u32,
+    label: &str,
+    f: impl Fn(&Measurement) -> f64,
+) -> Option<f64> {
+    let (_, boots) = cmp?.linux.iter().find(|(s, _)| *s == smp)?;
+    let v: Vec<f64> = boots
+        .iter()
+        .flatten()
+        .filter(|m| m.label() == label)
+        .map(f)
+        .collect();
+    (!v.is_empty()).then(|| median(&v))
+}
+
+type Plot<'a, 'b> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
+
+const COLORS: [RGBColor; 5] = [
+    RGBColor(0x1f, 0x77, 0xb4),
+    RGBColor(0xd6, 0x27, 0x28),
+    RGBColor(0x2c, 0xa0, 0x2c),
+    RGBColor(0x94, 0x67, 0xbd),
+    RGBColor(0xff, 0x7f, 0x0e),
+];
+
+/// Left panel: median latency (log scale) against CPU count, idle targets.
+fn plot_latency(
+    area: &Plot<'_, '_>,
+    ms: &[Measurement],
+    cfg: &Config,
+    cmp: Option<&Comparison>,
+) -> std::result::Result<(), Box<dyn std::error::Error>> {
+    let fix = compared(cfg).0.0;
     let series = [
         "call_single_wait (idle)",
         "on_each_cpu_wait (idle)",
@@ -322,147 +729,225 @@ pub fn svg(ms: &[Measurement], cfg: &Config) -> String {
         "flush_tlb_page (idle)",
         "ipi_rtt (idle)",
     ];
-    let mut s = String::new();
-    writeln!(s, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" viewBox=\"0 0 {W} {H}\" font-family=\"sans-serif\" font-size=\"12\">").ok();
-    writeln!(s, "<rect width=\"{W}\" height=\"{H}\" fill=\"white\"/>").ok();
-    // Left panel: log10(us) from 1 us to 100 ms.
-    let (lo, hi) = (0.0f64, 5.0f64);
-    let smps = &cfg.smps;
-    let (smin, smax) = (
-        *smps.iter().min().unwrap_or(&2) as f64,
-        *smps.iter().max().unwrap_or(&4) as f64,
-    );
-    let x1 = |c: f64| {
-        left1
-            + if smax > smin {
-                (c - smin) / (smax - smin) * pw
-            } else {
-                pw / 2.0
-            }
+    let smin = *cfg.smps.iter().min().unwrap_or(&2) as f64;
+    let smax = *cfg.smps.iter().max().unwrap_or(&4) as f64;
+    let title = match cmp {
+        Some(c) => format!(
+            "Median latency, idle targets (ours: {fix}; Linux {})",
+            c.version
+        ),
+        None => format!("Median latency, idle targets (fix set {fix})"),
     };
-    let y1 = |ns: u64| {
-        top + ph - (((ns.max(1) as f64 / 1000.0).log10().clamp(lo, hi) - lo) / (hi - lo)) * ph
-    };
-    writeln!(s, "<text x=\"{}\" y=\"25\" font-size=\"14\">Median latency, idle targets (fix set {fix})</text>", left1).ok();
-    writeln!(s, "<rect x=\"{left1}\" y=\"{top}\" width=\"{pw}\" height=\"{ph}\" fill=\"none\" stroke=\"#888\"/>").ok();
-    for e in 0..=5 {
-        let y = top + ph - (e as f64 - lo) / (hi - lo) * ph;
-        let lab = ["1 us", "10 us", "100 us", "1 ms", "10 ms", "100 ms"][e];
-        writeln!(s, "<line x1=\"{left1}\" x2=\"{}\" y1=\"{y:.1}\" y2=\"{y:.1}\" stroke=\"#eee\"/><text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{lab}</text>", left1 + pw, left1 - 6.0, y + 4.0).ok();
-    }
-    for &c in smps {
-        writeln!(
-            s,
-            "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{c} CPUs</text>",
-            x1(c as f64),
-            top + ph + 18.0
-        )
-        .ok();
-    }
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, ("sans-serif", 15))
+        .margin(10)
+        .x_label_area_size(30)
+        .y_label_area_size(55)
+        .build_cartesian_2d(smin - 0.4..smax + 0.4, (1f64..100_000f64).log_scale())?;
+    chart
+        .configure_mesh()
+        .x_labels(cfg.smps.len().max(2))
+        .x_label_formatter(&|x| format!("{x:.0} CPUs"))
+        .y_desc("microseconds")
+        .y_label_formatter(&|y| format!("{y}"))
+        .light_line_style(WHITE)
+        .draw()?;
     for (i, name) in series.iter().enumerate() {
-        for (wait, dash) in [("nap", ""), ("spin", " stroke-dasharray=\"5,4\"")] {
-            let pts: Vec<String> = smps
+        let color = COLORS[i];
+        for wait in ["nap", "spin"] {
+            let pts: Vec<(f64, f64)> = cfg
+                .smps
                 .iter()
                 .filter_map(|&c| {
                     find(ms, c, fix, wait, name)
-                        .map(|m| format!("{:.1},{:.1}", x1(c as f64), y1(m.median_ns)))
+                        .map(|m| (c as f64, (m.median_ns.max(1) as f64 / 1000.0).max(1.0)))
                 })
                 .collect();
-            if pts.len() > 1 {
-                writeln!(s, "<polyline points=\"{}\" fill=\"none\" stroke=\"{}\" stroke-width=\"2\"{dash}/>", pts.join(" "), colors[i]).ok();
+            if pts.is_empty() {
+                continue;
             }
-            for p in &pts {
-                let (x, y) = p.split_once(',').unwrap();
-                writeln!(
-                    s,
-                    "<circle cx=\"{x}\" cy=\"{y}\" r=\"3\" fill=\"{}\"/>",
-                    colors[i]
-                )
-                .ok();
-            }
-        }
-        writeln!(s, "<rect x=\"{}\" y=\"{}\" width=\"12\" height=\"3\" fill=\"{}\"/><text x=\"{}\" y=\"{}\">{}</text>", left1, top + ph + 32.0 + 14.0 * i as f64, colors[i], left1 + 18.0, top + ph + 37.0 + 14.0 * i as f64, name.trim_end_matches(" (idle)")).ok();
-    }
-    writeln!(
-        s,
-        "<text x=\"{}\" y=\"{}\">solid: wait=nap; dashed: wait=spin</text>",
-        left1 + 200.0,
-        top + ph + 37.0
-    )
-    .ok();
-    // Right panel: throughput (linear) against issuers.
-    let big = *smps.iter().max().unwrap_or(&4);
-    let tp: Vec<&Measurement> = ms
-        .iter()
-        .filter(|m| m.smp == big && m.fix == fix && m.target.is_empty())
-        .collect();
-    let ymax = tp.iter().map(|m| m.per_s).max().unwrap_or(1).max(1) as f64 * 1.1;
-    let x2 = |k: f64| {
-        left2
-            + if big > 1 {
-                (k - 1.0) / (big as f64 - 1.0) * pw
+            let style = ShapeStyle::from(color).stroke_width(2);
+            if wait == "nap" {
+                chart
+                    .draw_series(LineSeries::new(pts.clone(), style))?
+                    .label(name.trim_end_matches(" (idle)"))
+                    .legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
+                    });
             } else {
-                pw / 2.0
+                chart.draw_series(DashedLineSeries::new(pts.clone(), 5, 4, style))?;
             }
-    };
-    let y2 = |v: u64| top + ph - v as f64 / ymax * ph;
-    writeln!(s, "<text x=\"{left2}\" y=\"25\" font-size=\"14\">Shootdowns per second, {big} CPUs (fix set {fix})</text>").ok();
-    writeln!(s, "<rect x=\"{left2}\" y=\"{top}\" width=\"{pw}\" height=\"{ph}\" fill=\"none\" stroke=\"#888\"/>").ok();
-    for t in 0..=4 {
-        let v = (ymax / 4.0 * t as f64) as u64;
-        writeln!(
-            s,
-            "<text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{v}</text>",
-            left2 - 6.0,
-            y2(v) + 4.0
-        )
-        .ok();
-    }
-    for k in 1..=big {
-        writeln!(
-            s,
-            "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{k} issuing</text>",
-            x2(k as f64),
-            top + ph + 18.0
-        )
-        .ok();
-    }
-    for (wait, dash, color) in [
-        ("nap", "", colors[0]),
-        ("spin", " stroke-dasharray=\"5,4\"", colors[1]),
-    ] {
-        let mut pts: Vec<(u32, u64)> = tp
-            .iter()
-            .filter(|m| m.wait == wait)
-            .map(|m| (m.issuers, m.per_s))
-            .collect();
-        pts.sort();
-        let line: Vec<String> = pts
-            .iter()
-            .map(|(k, v)| format!("{:.1},{:.1}", x2(*k as f64), y2(*v)))
-            .collect();
-        if line.len() > 1 {
-            writeln!(s, "<polyline points=\"{}\" fill=\"none\" stroke=\"{color}\" stroke-width=\"2\"{dash}/>", line.join(" ")).ok();
+            chart.draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))?;
         }
-        writeln!(
-            s,
-            "<text x=\"{}\" y=\"{}\" fill=\"{color}\">wait={wait}</text>",
-            left2 + 10.0,
-            top + 16.0 + if wait == "nap" { 0.0 } else { 14.0 }
-        )
-        .ok();
+        let linux: Vec<(f64, f64)> = cfg
+            .smps
+            .iter()
+            .filter_map(|&c| {
+                linux_value(cmp, c, name, |m| m.median_ns as f64)
+                    .map(|v| (c as f64, (v / 1000.0).max(1.0)))
+            })
+            .collect();
+        if !linux.is_empty() {
+            chart.draw_series(LineSeries::new(
+                linux.clone(),
+                ShapeStyle::from(color.mix(0.5)).stroke_width(1),
+            ))?;
+            chart.draw_series(
+                linux
+                    .iter()
+                    .map(|&p| TriangleMarker::new(p, 6, color.filled())),
+            )?;
+        }
     }
-    s.push_str("</svg>\n");
-    s
+    if cmp.is_some() {
+        chart
+            .draw_series(std::iter::empty::<Circle<(f64, f64), i32>>())?
+            .label("Linux: triangles, thin line")
+            .legend(|(x, y)| TriangleMarker::new((x + 8, y), 5, BLACK.filled()));
+    }
+    chart
+        .draw_series(std::iter::empty::<Circle<(f64, f64), i32>>())?
+        .label("ours: solid wait=nap, dashed wait=spin")
+        .legend(|(x, y)| Circle::new((x + 8, y), 3, BLACK.filled()));
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK.mix(0.3))
+        .label_font(("sans-serif", 11))
+        .draw()?;
+    Ok(())
 }
 
-pub fn write(dir: &Path, ms: &[Measurement], cfg: &Config, host: &str) -> Result<()> {
+/// Right panel: shootdowns per second against issuing CPUs on the largest
+/// machine.
+fn plot_throughput(
+    area: &Plot<'_, '_>,
+    ms: &[Measurement],
+    cfg: &Config,
+    cmp: Option<&Comparison>,
+) -> std::result::Result<(), Box<dyn std::error::Error>> {
+    let fix = compared(cfg).0.0;
+    let big = *cfg.smps.iter().max().unwrap_or(&4);
+    let tp: Vec<&Measurement> = ms
+        .iter()
+        .filter(|m| m.smp == big && m.fix == fix && m.name == "shootdown_throughput")
+        .collect();
+    let linux: Vec<(f64, f64)> = (1..=big)
+        .filter_map(|k| {
+            linux_value(cmp, big, &format!("shootdown_throughput x{k}"), |m| {
+                m.per_s as f64
+            })
+            .map(|v| (f64::from(k), v))
+        })
+        .collect();
+    let ymax = tp
+        .iter()
+        .map(|m| m.per_s as f64)
+        .chain(linux.iter().map(|p| p.1))
+        .fold(1.0, f64::max)
+        * 1.15;
+    let mut chart = ChartBuilder::on(area)
+        .caption(
+            format!("Shootdowns per second, {big} CPUs"),
+            ("sans-serif", 15),
+        )
+        .margin(10)
+        .x_label_area_size(30)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.6f64..f64::from(big) + 0.4, 0f64..ymax)?;
+    chart
+        .configure_mesh()
+        .x_labels(big as usize)
+        .x_label_formatter(&|x| format!("{x:.0} issuing"))
+        .y_label_formatter(&|y| format!("{y:.0}"))
+        .light_line_style(WHITE)
+        .draw()?;
+    for (i, wait) in ["nap", "spin"].into_iter().enumerate() {
+        let mut pts: Vec<(f64, f64)> = tp
+            .iter()
+            .filter(|m| m.wait == wait)
+            .map(|m| (f64::from(m.issuers), m.per_s as f64))
+            .collect();
+        pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+        if pts.is_empty() {
+            continue;
+        }
+        let color = COLORS[i];
+        let style = ShapeStyle::from(color).stroke_width(2);
+        if wait == "nap" {
+            chart.draw_series(LineSeries::new(pts.clone(), style))?
+        } else {
+            chart.draw_series(DashedLineSeries::new(pts.clone(), 5, 4, style))?
+        }
+        .label(format!("ours, {fix}, wait={wait}"))
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2)));
+        chart.draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))?;
+    }
+    if !linux.is_empty() {
+        let color = COLORS[2];
+        chart
+            .draw_series(LineSeries::new(
+                linux.clone(),
+                ShapeStyle::from(color).stroke_width(2),
+            ))?
+            .label(format!(
+                "Linux {}",
+                cmp.map(|c| c.version.as_str()).unwrap_or("")
+            ))
+            .legend(move |(x, y)| TriangleMarker::new((x + 8, y), 5, color.filled()));
+        chart.draw_series(
+            linux
+                .iter()
+                .map(|&p| TriangleMarker::new(p, 6, color.filled())),
+        )?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK.mix(0.3))
+        .label_font(("sans-serif", 11))
+        .draw()?;
+    Ok(())
+}
+
+/// The plot (plotters, SVG backend, text as SVG text: no fonts needed):
+/// left, median latency (log scale) against CPU count for the main
+/// measurements with idle targets (solid: wait=nap, dashed: wait=spin, the
+/// compared fix set; Linux's medians as triangles); right, throughput
+/// against issuers on the largest machine, Linux's beside ours.
+pub fn svg(ms: &[Measurement], cfg: &Config, cmp: Option<&Comparison>) -> String {
+    let mut out = String::new();
+    {
+        let root = SVGBackend::with_string(&mut out, (1000, 440)).into_drawing_area();
+        let _ = root.fill(&WHITE);
+        let (left, right) = root.split_horizontally(540);
+        if let Err(e) = plot_latency(&left, ms, cfg, cmp) {
+            eprintln!("warning: the latency plot failed: {e}");
+        }
+        if let Err(e) = plot_throughput(&right, ms, cfg, cmp) {
+            eprintln!("warning: the throughput plot failed: {e}");
+        }
+        let _ = root.present();
+    }
+    out
+}
+
+pub fn write(
+    dir: &Path,
+    ms: &[Measurement],
+    cfg: &Config,
+    host: &str,
+    cmp: Option<&Comparison>,
+) -> Result<()> {
     std::fs::create_dir_all(dir).context(|| format!("creating {}", dir.display()))?;
-    std::fs::write(dir.join("bench.md"), markdown(ms, cfg, host))
+    std::fs::write(dir.join("bench.md"), markdown(ms, cfg, host, cmp))
         .context(|| "writing bench.md".into())?;
-    std::fs::write(dir.join("bench.json"), json(ms, cfg, host))
+    std::fs::write(dir.join("bench.json"), json(ms, cfg, host, cmp))
         .context(|| "writing bench.json".into())?;
-    std::fs::write(dir.join("bench.svg"), svg(ms, cfg)).context(|| "writing bench.svg".into())?;
+    std::fs::write(dir.join("bench.svg"), svg(ms, cfg, cmp))
+        .context(|| "writing bench.svg".into())?;
     Ok(())
 }
 
@@ -520,17 +1005,151 @@ mod tests {
             smps: vec![2],
             fixes: fixes("poll").unwrap(),
             waits: vec!["nap"],
+            linux_boots: 2,
         };
         let ms = parse(OUT, 2, "poll", "nap");
-        let md = markdown(&ms, &cfg, "test host");
+        let md = markdown(&ms, &cfg, "test host", None);
         assert!(
             md.contains("| ipi_rtt (idle) | 26.1 (55.4 / 1648), 1.0x |"),
             "{md}"
         );
         assert!(md.contains("| 2 | 10463 |"), "{md}");
-        let svg = svg(&ms, &cfg);
+        let svg = svg(&ms, &cfg, None);
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
-        assert!(json(&ms, &cfg, "h").contains("\"per_s\": 10463"));
+        assert!(json(&ms, &cfg, "h", None).contains("\"per_s\": 10463"));
         assert!(fixes("bogus").is_err());
+    }
+
+    /// What the Linux built-in (xtask/linux/alphasmp_bench.c) printed on
+    /// QEMU clipper with 2 CPUs, console lines around it included.
+    const LINUX: &str = "serial8250: ttyS0 at I/O 0x3f8 (irq = 4, base_baud = 115200) is a 16550A\n\
+bench: 2 CPU(s), 200 samples per measurement (Linux 6.12.118, cycle counter 250000000 Hz)\n\
+bench-result: name=ipi_rtt target=idle cpus=2 n=200 median_ns=6088 p90_ns=6280 p99_ns=57952 min_ns=5988 max_ns=62216\n\
+bench-result: name=ipi_rtt target=busy cpus=2 n=200 median_ns=1952872 p90_ns=1956776 p99_ns=4968280 min_ns=973280 max_ns=5868280\n\
+bench-result: name=call_single_wait target=idle cpus=2 n=200 median_ns=6488 p90_ns=6836 p99_ns=1331656 min_ns=6308 max_ns=1445496\n\
+bench-result: name=shootdown_throughput issuers=2 cpus=2 n=200 elapsed_ns=190400248 per_s=1050\n\
+bench-result: name=call_storm issuers=2 cpus=2 n=10000 elapsed_ns=9808093804 per_s=1019\n\
+alphasmp: PASS (benchmark reported)\n";
+
+    fn m(smp: u32, name: &str, target: &str, issuers: u32, median: u64, per_s: u64) -> Measurement {
+        Measurement {
+            smp,
+            fix: "poll".into(),
+            wait: "nap".into(),
+            name: name.into(),
+            target: target.into(),
+            issuers,
+            n: 1000,
+            median_ns: median,
+            p90_ns: median * 2,
+            p99_ns: median * 3,
+            per_s,
+        }
+    }
+
+    #[test]
+    fn linux_output_reads_with_our_parser() {
+        let ms = parse(LINUX, 2, "linux", "linux");
+        let labels: Vec<String> = ms.iter().map(Measurement::label).collect();
+        assert_eq!(
+            labels,
+            [
+                "ipi_rtt (idle)",
+                "ipi_rtt (busy)",
+                "call_single_wait (idle)",
+                "shootdown_throughput x2",
+                "call_storm x2"
+            ]
+        );
+        assert_eq!((ms[0].n, ms[0].median_ns, ms[0].p99_ns), (200, 6088, 57952));
+        assert_eq!((ms[4].issuers, ms[4].per_s), (2, 1019));
+    }
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0]), 2.5);
+        assert!(median(&[]).is_nan());
+    }
+
+    #[test]
+    fn the_ratio_is_ours_over_linux_per_pair_of_boots() {
+        let cmp = Comparison {
+            version: "6.12.118".into(),
+            fix: "poll".into(),
+            wait: "nap".into(),
+            linux: vec![(
+                2,
+                vec![
+                    vec![
+                        m(2, "ipi_rtt", "idle", 1, 10_000, 0),
+                        m(2, "shootdown_throughput", "", 1, 0, 1000),
+                        m(2, "call_storm", "", 2, 0, 500),
+                    ],
+                    vec![
+                        m(2, "ipi_rtt", "idle", 1, 20_000, 0),
+                        m(2, "shootdown_throughput", "", 1, 0, 2000),
+                    ],
+                ],
+            )],
+            ours: vec![(
+                2,
+                vec![
+                    vec![
+                        m(2, "ipi_rtt", "idle", 1, 5_000, 0),
+                        m(2, "shootdown_throughput", "", 1, 0, 4000),
+                        m(2, "free_proved", "idle", 1, 1, 0),
+                    ],
+                    vec![
+                        m(2, "ipi_rtt", "idle", 1, 30_000, 0),
+                        m(2, "shootdown_throughput", "", 1, 0, 4000),
+                    ],
+                ],
+            )],
+        };
+        let rows = rows(&cmp);
+        // Only shapes both sides measured; Linux's order.
+        let labels: Vec<&str> = rows.iter().map(|r| r.label.as_str()).collect();
+        assert_eq!(labels, ["ipi_rtt (idle)", "shootdown_throughput x1"]);
+        let ipi = &rows[0];
+        // Pairs: 5/10 = 0.5 and 30/20 = 1.5.
+        assert_eq!((ipi.ratio, ipi.ratio_min, ipi.ratio_max), (1.0, 0.5, 1.5));
+        assert_eq!((ipi.ours_ns, ipi.linux_ns), (17_500.0, 15_000.0));
+        assert_eq!(ipi.linux_p90_ns, 30_000.0);
+        // Throughput compares time per shootdown: 250 us against 1000 and 500.
+        let tp = &rows[1];
+        assert!(tp.throughput);
+        assert_eq!((tp.ratio_min, tp.ratio_max), (0.25, 0.5));
+        assert_eq!(tp.ratio, 0.375);
+
+        let md = markdown_linux(&cmp);
+        assert!(
+            md.contains("| ipi_rtt (idle) | 17.5 | 15.0 (30.0 / 45.0) | 1.00x (0.50-1.50) |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| shootdown_throughput x1 | 250.0 | 750.0 | 0.38x (0.25-0.50) |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| call_storm x2 | 2 | 500/s (4000.0 us per call per CPU) |"),
+            "{md}"
+        );
+        let cfg = Config {
+            samples: 1000,
+            smps: vec![2],
+            fixes: fixes("poll").unwrap(),
+            waits: vec!["nap"],
+            linux_boots: 2,
+        };
+        let j = json(&[], &cfg, "h", Some(&cmp));
+        assert!(
+            j.contains("\"x_linux\": 1.000, \"x_linux_min\": 0.500"),
+            "{j}"
+        );
+        assert!(j.trim_end().ends_with('}'));
+        let svg = svg(&cmp.ours[0].1[0], &cfg, Some(&cmp));
+        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+        assert!(svg.contains("Linux 6.12.118"), "{svg}");
     }
 }

@@ -36,8 +36,13 @@ const USAGE: &str = "usage: cargo xtask <command>
                  fault x fix matrix, one QEMU boot per cell (a cross-check of the experiment);
                  writes DIR/matrix.md and .json (default results/)
   bench [--samples N] [--smp 2,3,4] [--fixes all|F,...] [--wait spin,nap] [--out DIR]
+        [--linux [--linux-boots N]]
                  the benchmark suite (IPI, calls, flushes, throughput; median/p90/p99) per CPU
                  count, fix set and wait policy; writes DIR/bench.md, .json and .svg (default results/)
+                 --linux: also a small SMP Linux (Debian's linux-source-6.12, built once into the
+                 cache with xtask/linux/alphasmp_bench.c built in) on the same QEMU command line,
+                 N boots (default 2) of it and of ours per CPU count in turn; adds the \"x Linux\"
+                 ratio (ours / Linux) and Linux's medians to the results
   stress [--per-cpu N] [--smp N] [--append \"ARGS\"]
                  long stress: edge loss injected, all fixes on; zero watchdog reports required
   mutants [--file src/F.rs]... [--jobs N] [--out DIR]
@@ -830,7 +835,9 @@ fn bench(args: &[String]) -> Result<ExitCode> {
         smps: vec![2, 3, 4],
         fixes: xtask::bench::fixes("all")?,
         waits: vec!["nap", "spin"],
+        linux_boots: 2,
     };
+    let mut with_linux = false;
     let mut out = repo_root().join("results");
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -869,19 +876,42 @@ fn bench(args: &[String]) -> Result<ExitCode> {
                     .collect::<Result<_>>()?
             }
             "--out" => out = value("--out")?.into(),
+            "--linux" => with_linux = true,
+            "--linux-boots" => {
+                cfg.linux_boots = value("--linux-boots")?
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=50).contains(n))
+                    .ok_or_else(|| err("--linux-boots: expected a whole number from 1 to 50"))?
+            }
             other => return Err(err(format!("unknown option '{other}' for bench"))),
         }
     }
+    let started = std::time::Instant::now();
+    let linux = if with_linux {
+        Some(xtask::bench::linux::ensure(&|s| eprintln!("{s}"))?)
+    } else {
+        None
+    };
     let elf = xtask::kernel_elf(false)?;
     let host = host_description();
+    let extra = if with_linux {
+        cfg.smps.len() * (2 * cfg.linux_boots as usize - 1)
+    } else {
+        0
+    };
     eprintln!(
         "==> {} benchmark boots ({} samples per measurement) on {host}",
-        cfg.boots(),
+        cfg.boots() + extra,
         cfg.samples
     );
-    let ms = xtask::bench::run(&elf, &cfg, |line| eprintln!("==> {line}"))?;
-    xtask::bench::write(&out, &ms, &cfg, &host)?;
-    println!("{}", xtask::bench::markdown(&ms, &cfg, &host));
+    let r = xtask::bench::run(&elf, &cfg, linux.as_ref())?;
+    xtask::bench::write(&out, &r.ms, &cfg, &host, r.cmp.as_ref())?;
+    println!(
+        "{}",
+        xtask::bench::markdown(&r.ms, &cfg, &host, r.cmp.as_ref())
+    );
+    eprintln!("==> bench took {}", xtask::util::mmss(started.elapsed()));
     eprintln!(
         "==> wrote {0}/bench.md, {0}/bench.json and {0}/bench.svg",
         out.display()
