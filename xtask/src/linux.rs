@@ -58,7 +58,7 @@ pub const JOBS: u32 = 2;
 
 /// About how many objects the build compiles and links (the progress
 /// bar's length; the bar stops at its end if the build makes more).
-const EXPECTED_STEPS: u64 = 520;
+const EXPECTED_STEPS: u64 = 760;
 
 /// The boot argument that starts the built-in benchmark with N samples.
 pub fn append(samples: u64) -> String {
