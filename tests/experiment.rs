@@ -157,6 +157,36 @@ fn check(r: &RunResult, wait_nap: bool) -> Vec<Cell> {
             .map(|v| v.parse::<i64>().expect("a count"))
             .sum();
         assert_eq!(per_cpu, c.num("done"), "{}", c.line());
+        // Every shootdown freed a page table with its proof. Every CPU runs
+        // the space, so a complete flush covered everyone and the free sent
+        // nothing more. A waiter that gave up left its table deferred unless
+        // its target ran the flush between the give-up and the proof (the
+        // proof counts what ran, not what the waiter saw: a masked-wait
+        // deadlock ends with one side running the other's flush as soon as
+        // it lowers its IPL). The retry after the recovery freed every
+        // deferred table.
+        if c.num("errors") == 0 {
+            assert_eq!(
+                c.num("pt_frees"),
+                c.num("done") + c.num("aborted_cpus"),
+                "{}",
+                c.line()
+            );
+            assert!(
+                c.num("pt_deferred") <= c.num("aborted_cpus"),
+                "{}",
+                c.line()
+            );
+        }
+        assert_eq!(c.num("pt_synced"), 0, "{}", c.line());
+        assert_eq!(
+            c.num("pt_elided") + c.num("pt_deferred"),
+            c.num("pt_frees"),
+            "{}",
+            c.line()
+        );
+        assert_eq!(c.num("pt_freed_late"), c.num("pt_deferred"), "{}", c.line());
+        assert_eq!(c.num("pt_waiting"), 0, "{}", c.line());
     }
     assert_eq!(n_seen.len(), 25, "every cell of the injected set ran");
     // Either cells ran several times (either_runs=3).
@@ -205,6 +235,10 @@ fn injected_experiment_reproduces_every_prediction_in_one_boot() {
             cells
                 .iter()
                 .any(|c| c.get("predicted") == "deadlocks" && c.get("outcome") == "deadlock")
+        );
+        assert!(
+            cells.iter().any(|c| c.num("pt_deferred") > 0),
+            "no lossy cell deferred a table free"
         );
         all.extend(cells);
     }

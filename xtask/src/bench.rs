@@ -9,6 +9,8 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use alphasmp_bootargs::lines::BENCH_RESULT;
+
 #[path = "linux.rs"]
 pub mod linux;
 
@@ -70,16 +72,14 @@ impl Measurement {
     }
 }
 
-/// Parses the `bench-result:` lines of one boot.
+/// Parses the `bench-result:` lines of one boot
+/// (`alphasmp_bootargs::lines::BENCH_RESULT` and `BENCH_THROUGHPUT`).
 pub fn parse(output: &str, smp: u32, fix: &str, wait: &str) -> Vec<Measurement> {
     output
         .lines()
-        .filter_map(|l| l.trim().strip_prefix("bench-result: "))
+        .filter_map(|l| BENCH_RESULT.strip(l))
         .filter_map(|rest| {
-            let get = |k: &str| {
-                rest.split_whitespace()
-                    .find_map(|w| w.strip_prefix(k).and_then(|v| v.strip_prefix('=')))
-            };
+            let get = |k: &str| alphasmp_bootargs::lines::value(rest, k);
             let num = |k: &str| get(k).and_then(|v| v.parse::<u64>().ok());
             Some(Measurement {
                 smp,

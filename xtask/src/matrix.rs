@@ -7,6 +7,8 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
+use alphasmp_bootargs::lines::STRESS_RESULT;
+
 use crate::qemu::{self, Ending, RunSpec};
 use crate::util::{Context, Result};
 
@@ -112,12 +114,10 @@ impl Params {
     }
 }
 
-/// Parses the kernel's `stress-result:` line into key/value pairs.
+/// Parses the kernel's `stress-result:` line
+/// (`alphasmp_bootargs::lines::STRESS_RESULT`) into key/value pairs.
 pub fn parse_result(output: &str) -> Option<Vec<(String, String)>> {
-    let line = output
-        .lines()
-        .rev()
-        .find_map(|l| l.strip_prefix("stress-result: "))?;
+    let line = output.lines().rev().find_map(|l| STRESS_RESULT.strip(l))?;
     Some(
         line.split_whitespace()
             .filter_map(|kv| kv.split_once('='))

@@ -19,10 +19,13 @@ use std::path::Path;
 use alphasmp_bootargs::experiment::{
     Expect, FAULTS, FIXES, FORMAT_VERSION, NATIVE_FAULTS, predict_for,
 };
+use alphasmp_bootargs::lines::{EXPERIMENT_BEGIN, EXPERIMENT_CELL, EXPERIMENT_END, Kind};
 
 use crate::matrix::json_str;
 use crate::util::{Context, Result, err};
 
+/// The line tags of `alphasmp_bootargs::lines` with their colon (a test
+/// checks they agree).
 const BEGIN: &str = "experiment-begin:";
 const CELL: &str = "experiment-cell:";
 const END: &str = "experiment-end:";
@@ -30,98 +33,9 @@ const BANNER: &str = "hwrpb: system ";
 const PASS: &str = "alphasmp: PASS";
 const FAIL: &str = "alphasmp: FAIL";
 
-/// What a key's value must be.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
-    /// An unsigned number.
-    Count,
-    /// A number that may be negative (`detect_ms=-1`: no detection).
-    Signed,
-    /// Comma-separated unsigned numbers.
-    List,
-    /// Any non-empty word.
-    Text,
-}
-
-impl Kind {
-    fn expected(self) -> &'static str {
-        match self {
-            Kind::Count | Kind::Signed => "not a number",
-            Kind::List => "not a comma-separated list of numbers",
-            Kind::Text => "empty",
-        }
-    }
-}
-
-/// The keys of an `experiment-begin:` line (besides `v`), all required.
-const BEGIN_KEYS: &[(&str, Kind)] = &[
-    ("kernel", Kind::Text),
-    ("set", Kind::Text),
-    ("cells", Kind::Count),
-    ("system", Kind::Count),
-    ("member", Kind::Count),
-    ("cpu_type", Kind::Count),
-    ("cpu", Kind::Text),
-    ("pal", Kind::Text),
-    ("machine", Kind::Text),
-    ("cpus", Kind::Count),
-    ("cell_size", Kind::Count),
-    ("either_runs", Kind::Count),
-    ("watchdog_ms", Kind::Count),
-    ("tick_hz", Kind::Count),
-    ("irq_load_us", Kind::Count),
-    ("wait", Kind::Text),
-];
-
 /// The begin keys that identify the machine (the others are parameters).
 const IDENTITY_KEYS: &[&str] = &[
     "system", "member", "cpu_type", "cpu", "pal", "machine", "cpus", "kernel",
-];
-
-/// The keys of an `experiment-cell:` line (besides `v`), all required.
-const CELL_KEYS: &[(&str, Kind)] = &[
-    ("n", Kind::Count),
-    ("run", Kind::Count),
-    ("runs", Kind::Count),
-    ("fault", Kind::Text),
-    ("fix", Kind::Text),
-    ("native", Kind::Count),
-    ("predicted", Kind::Text),
-    ("outcome", Kind::Text),
-    ("cpus", Kind::Count),
-    ("done", Kind::Count),
-    ("done_per_cpu", Kind::List),
-    ("aborted_cpus", Kind::Count),
-    ("cut", Kind::Count),
-    ("elapsed_ms", Kind::Count),
-    ("detect_ms", Kind::Signed),
-    ("stalls", Kind::Count),
-    ("resends", Kind::Count),
-    ("dropped", Kind::Count),
-    ("lock_drains", Kind::Count),
-    ("rescued_call", Kind::Count),
-    ("idle_rescued_call", Kind::Count),
-    ("rescued_other", Kind::Count),
-    ("errors", Kind::Count),
-    ("recovered_calls", Kind::Count),
-    ("census_requests", Kind::Count),
-    ("census_delivered", Kind::Count),
-    ("census_late", Kind::Count),
-    ("census_stranded", Kind::Count),
-    ("census_open", Kind::Count),
-    ("census_dropped", Kind::Count),
-    ("census_unannounced", Kind::Count),
-];
-
-/// The keys of an `experiment-end:` line (besides `v`), all required.
-const END_KEYS: &[(&str, Kind)] = &[
-    ("runs", Kind::Count),
-    ("cells_done", Kind::Count),
-    ("unexpected", Kind::Count),
-    ("native_findings", Kind::Count),
-    ("unrecovered", Kind::Count),
-    ("census_stranded", Kind::Count),
-    ("elapsed_ms", Kind::Count),
 ];
 
 /// Outcomes in the order a repeated cell's counts are listed.
@@ -343,7 +257,7 @@ fn parse_named(text: &str, name: &str) -> std::result::Result<Vec<Experiment>, S
                     if let Some(o) = &open {
                         return Err(unfinished(name, o, Some(at.line)));
                     }
-                    let begin = fields_of(body, "experiment-begin", BEGIN_KEYS, &at)?;
+                    let begin = fields_of(body, "experiment-begin", EXPERIMENT_BEGIN.keys(), &at)?;
                     open = Some(Experiment {
                         line: at.line,
                         begin,
@@ -369,7 +283,7 @@ fn parse_named(text: &str, name: &str) -> std::result::Result<Vec<Experiment>, S
                             "{at}: experiment-end line without an experiment (no {BEGIN} line before it)"
                         ));
                     };
-                    o.end = fields_of(body, "experiment-end", END_KEYS, &at)?;
+                    o.end = fields_of(body, "experiment-end", EXPERIMENT_END.keys(), &at)?;
                     o.end_line = at.line;
                     let said = o.end.count("runs");
                     if said != o.runs.len() as u64 {
@@ -489,7 +403,7 @@ fn fields_of(
 
 /// Parses and checks an `experiment-cell:` line.
 fn run_of(body: &str, at: &At<'_>, begin: &Fields) -> std::result::Result<Run, String> {
-    let fields = fields_of(body, "experiment-cell", CELL_KEYS, at)?;
+    let fields = fields_of(body, "experiment-cell", EXPERIMENT_CELL.keys(), at)?;
     let bad = |key: &str, why: String| {
         Err(format!(
             "{at}: experiment-cell line, key `{key}`: `{}` {why}",
@@ -751,7 +665,7 @@ fn params_text(e: &Experiment) -> String {
         b.text("wait"),
     );
     for (k, v) in &b.0 {
-        if k != "v" && !BEGIN_KEYS.iter().any(|(key, _)| key == k) {
+        if k != "v" && !EXPERIMENT_BEGIN.keys().iter().any(|(key, _)| key == k) {
             write!(s, "; `{k}={v}`").ok();
         }
     }
@@ -1087,7 +1001,7 @@ mod tests {
 
     fn begin(cpus: usize, set: &str, cells: usize) -> String {
         format!(
-            "experiment-begin: v=1 kernel=0.1.0 set={set} cells={cells} system=34 member=5 cpu_type=11 cpu=EV67 pal=0x10001 machine=clipper cpus={cpus} cell_size=150 either_runs=3 watchdog_ms=500 tick_hz=1000 irq_load_us=100 wait=spin"
+            "experiment-begin: v=2 kernel=0.1.0 set={set} cells={cells} system=34 member=5 cpu_type=11 cpu=EV67 pal=0x10001 machine=clipper cpus={cpus} cell_size=150 either_runs=3 watchdog_ms=500 tick_hz=1000 irq_load_us=100 wait=spin"
         )
     }
 
@@ -1105,7 +1019,7 @@ mod tests {
         let done: usize = (0..cpus).map(|i| 100 + i).sum();
         let detect = if outcome == "deadlock" { 505 } else { -1 };
         format!(
-            "experiment-cell: v=1 n={n} run={run} runs={runs} fault={} fix={} native={} predicted={} outcome={outcome} cpus={cpus} done={done} done_per_cpu={} aborted_cpus=0 cut=0 elapsed_ms=1200 detect_ms={detect} stalls=2 resends=3 dropped={dropped} lock_drains=4 rescued_call=5 idle_rescued_call=6 rescued_other=0 errors=0 recovered_calls=1 census_requests=1000 census_delivered=990 census_late=1 census_stranded={dropped} census_open=0 census_dropped={dropped} census_unannounced={dropped}",
+            "experiment-cell: v=2 n={n} run={run} runs={runs} fault={} fix={} native={} predicted={} outcome={outcome} cpus={cpus} done={done} done_per_cpu={} aborted_cpus=0 cut=0 elapsed_ms=1200 detect_ms={detect} stalls=2 resends=3 dropped={dropped} lock_drains=4 rescued_call=5 idle_rescued_call=6 rescued_other=0 errors=0 recovered_calls=1 census_requests=1000 census_delivered=990 census_late=1 census_stranded={dropped} census_open=0 census_dropped={dropped} census_unannounced={dropped} pt_frees={done} pt_elided={done} pt_synced=0 pt_deferred=0 pt_freed_late=0 pt_waiting=0",
             c.fault,
             c.fixes.name,
             c.native as u8,
@@ -1140,7 +1054,7 @@ mod tests {
             }
         }
         lines.push(format!(
-            "experiment-end: v=1 runs={runs} cells_done={} unexpected=0 native_findings=0 unrecovered=0 census_stranded=0 elapsed_ms=134042",
+            "experiment-end: v=2 runs={runs} cells_done={} unexpected=0 native_findings=0 unrecovered=0 census_stranded=0 elapsed_ms=134042",
             cells.len()
         ));
         lines.push(format!(
@@ -1210,7 +1124,7 @@ mod tests {
         assert_eq!(r.fields.get("detect_ms"), Some(&Value::Signed(-1)));
         assert_eq!(r.fields.count("census_delivered"), 990);
         // The fields in the kernel's order, every one of them.
-        assert_eq!(r.fields.0.len(), CELL_KEYS.len() + 1);
+        assert_eq!(r.fields.0.len(), EXPERIMENT_CELL.keys().len());
         assert_eq!(r.fields.0[0].0, "v");
         assert!(e.runs.iter().all(|r| r.as_predicted()));
         let either = e.runs.iter().filter(|r| r.runs() == 3).count();
@@ -1252,12 +1166,12 @@ mod tests {
     #[test]
     fn other_versions_are_refused() {
         let mut lines = predicted(4, Set::Native);
-        lines[2] = lines[2].replace("v=1 ", "v=2 ");
+        lines[2] = lines[2].replace("v=2 ", "v=1 ");
         let why = parse(&lines.join("\n")).unwrap_err();
         assert!(why.contains("line 3"), "{why}");
-        assert!(why.contains("v=2") && why.contains("reads v=1"), "{why}");
+        assert!(why.contains("v=1") && why.contains("reads v=2"), "{why}");
         let mut lines = predicted(4, Set::Native);
-        lines[0] = lines[0].replace("v=1 ", "");
+        lines[0] = lines[0].replace("v=2 ", "");
         let why = parse(&lines.join("\n")).unwrap_err();
         assert!(
             why.contains("line 1: experiment-begin line has no `v=`"),
@@ -1460,5 +1374,12 @@ mod tests {
             "{why}"
         );
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn the_prefixes_are_the_shared_formats_tags() {
+        assert_eq!(BEGIN, format!("{}:", EXPERIMENT_BEGIN.tag));
+        assert_eq!(CELL, format!("{}:", EXPERIMENT_CELL.tag));
+        assert_eq!(END, format!("{}:", EXPERIMENT_END.tag));
     }
 }

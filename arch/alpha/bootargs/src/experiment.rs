@@ -262,9 +262,9 @@ pub fn default_cell_size(cpus: usize) -> u64 {
     if cpus <= 2 { 15_000 } else { 300 }
 }
 
-/// Version of the `experiment-*` lines; `cargo xtask report` refuses
-/// other versions.
-pub const FORMAT_VERSION: u32 = 1;
+/// Version of the `experiment-*` lines (`crate::lines`); `cargo xtask
+/// report` refuses other versions. 2: the cells' `pt_*` keys.
+pub const FORMAT_VERSION: u32 = 2;
 
 #[cfg(test)]
 mod tests {

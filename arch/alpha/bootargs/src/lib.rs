@@ -22,6 +22,7 @@ use core::fmt;
 use alphasmp::cpumask::CpuMask;
 
 pub mod experiment;
+pub mod lines;
 
 /// One boot argument.
 pub struct Key {

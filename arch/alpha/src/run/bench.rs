@@ -28,6 +28,8 @@ use alphasmp::tlb::AddressSpace;
 use alphasmp::xcall::XcallError;
 use alphasmp_bootargs::BootConfig;
 
+use alphasmp_bootargs::lines::{BENCH_PTFREE, BENCH_RESULT, BENCH_THROUGHPUT};
+
 use crate::console::println;
 use crate::percpu::MAX_CPUS;
 use crate::platform::{MMU, SMP};
@@ -276,16 +278,18 @@ fn measure(op: Op, busy: bool, samples: usize) {
     }
     v.sort_unstable();
     println!(
-        "bench-result: name={} target={} cpus={} n={} median_ns={} p90_ns={} p99_ns={} min_ns={} max_ns={}",
-        op.name(),
-        if busy { "busy" } else { "idle" },
-        online.count(),
-        v.len(),
-        percentile(&v, 50),
-        percentile(&v, 90),
-        percentile(&v, 99),
-        v[0],
-        v[v.len() - 1]
+        "{}",
+        BENCH_RESULT.line([
+            &op.name(),
+            &if busy { "busy" } else { "idle" },
+            &online.count(),
+            &v.len(),
+            &percentile(&v, 50),
+            &percentile(&v, 90),
+            &percentile(&v, 99),
+            &v[0],
+            &v[v.len() - 1],
+        ])
     );
 }
 
@@ -325,12 +329,15 @@ fn throughput(k: usize, per: u64) {
             let longest = mask.iter().map(|c| ns[c]).max().unwrap_or(1).max(1);
             let total = per * k as u64;
             println!(
-                "bench-result: name=shootdown_throughput issuers={} cpus={} n={} elapsed_ns={} per_s={}",
-                k,
-                smp::online_count(),
-                total,
-                longest,
-                total * 1_000_000_000 / longest
+                "{}",
+                BENCH_THROUGHPUT.line([
+                    &"shootdown_throughput",
+                    &k,
+                    &smp::online_count(),
+                    &total,
+                    &longest,
+                    &(total * 1_000_000_000 / longest),
+                ])
             );
         }
         Err(cpu) => {
@@ -365,14 +372,16 @@ pub fn run(cfg: &BootConfig<'_>) -> ! {
     }
     let st = &FREER.stats;
     println!(
-        "bench-ptfree: cpus={} frees={} elided={} elided_lazy={} sync_rounds={} sync_ipis={} deferred={}",
-        n,
-        FREES.load(Ordering::Relaxed),
-        st.elided.load(Ordering::Relaxed),
-        st.elided_lazy.load(Ordering::Relaxed),
-        st.sync_rounds.load(Ordering::Relaxed),
-        st.sync_targets.load(Ordering::Relaxed),
-        st.deferred.load(Ordering::Relaxed),
+        "{}",
+        BENCH_PTFREE.line([
+            &n,
+            &FREES.load(Ordering::Relaxed),
+            &st.elided.load(Ordering::Relaxed),
+            &st.elided_lazy.load(Ordering::Relaxed),
+            &st.sync_rounds.load(Ordering::Relaxed),
+            &st.sync_targets.load(Ordering::Relaxed),
+            &st.deferred.load(Ordering::Relaxed),
+        ])
     );
     for k in 1..=n {
         throughput(k, (cfg.bench / 2).max(1));

@@ -31,6 +31,7 @@ use alloc::vec::Vec;
 use alphasmp::census::Counts;
 use alphasmp_bootargs::BootConfig;
 use alphasmp_bootargs::experiment::{self, CellId, Expect, FORMAT_VERSION};
+use alphasmp_bootargs::lines::{EXPERIMENT_BEGIN, EXPERIMENT_CELL, EXPERIMENT_END};
 
 use super::stress::{self, CellResult, Counters, Outcome, PerCpu};
 use crate::console::println;
@@ -130,25 +131,6 @@ fn census() -> Counts {
 }
 
 /// The census's counters as `key=value` words.
-struct CensusWords(Counts);
-
-impl core::fmt::Display for CensusWords {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        let c = &self.0;
-        write!(
-            f,
-            "census_requests={} census_delivered={} census_late={} census_stranded={} census_open={} census_dropped={} census_unannounced={}",
-            c.requests,
-            c.delivered,
-            c.late,
-            c.stranded,
-            c.open(),
-            c.dropped,
-            c.unannounced
-        )
-    }
-}
-
 /// Nanoseconds in which every CPU takes at least four clock interrupts.
 fn four_clock_periods() -> u64 {
     let hz = match clock::base_hz() {
@@ -169,29 +151,32 @@ fn print_begin(cfg: &BootConfig<'_>, cells: usize, size: u64) {
             me.pal_revision(),
         )
     });
+    let wait = if SMP.policy.nap.load(Ordering::Relaxed) {
+        "nap"
+    } else {
+        "spin"
+    };
     println!(
-        "experiment-begin: v={} kernel={} set={} cells={} system={} member={} cpu_type={} cpu={} pal={:#x} machine={} cpus={} cell_size={} either_runs={} watchdog_ms={} tick_hz={} irq_load_us={} wait={}",
-        FORMAT_VERSION,
-        env!("CARGO_PKG_VERSION"),
-        cfg.experiment.name(),
-        cells,
-        system,
-        member,
-        cpu_type,
-        alphasmp_srm::machine::cpu_type::name(cpu_type),
-        pal,
-        machine::current().map_or("?", |m| m.name),
-        smp::online_count(),
-        size,
-        cfg.either_runs,
-        cfg.watchdog_ms,
-        clock::tick_hz(),
-        cfg.irq_load_us,
-        if SMP.policy.nap.load(Ordering::Relaxed) {
-            "nap"
-        } else {
-            "spin"
-        },
+        "{}",
+        EXPERIMENT_BEGIN.line([
+            &FORMAT_VERSION,
+            &env!("CARGO_PKG_VERSION"),
+            &cfg.experiment.name(),
+            &cells,
+            &system,
+            &member,
+            &cpu_type,
+            &alphasmp_srm::machine::cpu_type::name(cpu_type),
+            &format_args!("{pal:#x}"),
+            &machine::current().map_or("?", |m| m.name),
+            &smp::online_count(),
+            &size,
+            &cfg.either_runs,
+            &cfg.watchdog_ms,
+            &clock::tick_hz(),
+            &cfg.irq_load_us,
+            &wait,
+        ])
     );
 }
 
@@ -236,7 +221,7 @@ pub fn run(cfg: &BootConfig<'_>) -> ! {
         };
         for run in 1..=runs {
             apply(cell);
-            let r = stress::run_cell(&stress::Spec {
+            let mut r = stress::run_cell(&stress::Spec {
                 per_cpu: size,
                 masked_wait: cell.inject().masked_wait,
                 bound_ns: (CELL_BOUND_WATCHDOGS * cfg.watchdog_ms * 1_000_000).max(2_000_000_000),
@@ -247,6 +232,11 @@ pub fn run(cfg: &BootConfig<'_>) -> ! {
             let counts = census();
             stranded_total += counts.stranded;
             let recovered = recover();
+            if recovered.is_ok() {
+                // Every CPU answers again: the frees whose flush stalled
+                // can be completed by a sync now.
+                r.frees.retry();
+            }
             let outcome = r.outcome.name();
             print_cell(
                 n,
@@ -311,15 +301,17 @@ pub fn run(cfg: &BootConfig<'_>) -> ! {
         );
     }
     println!(
-        "experiment-end: v={} runs={} cells_done={} unexpected={} native_findings={} unrecovered={} census_stranded={} elapsed_ms={}",
-        FORMAT_VERSION,
-        rows.len(),
-        rows.last().map_or(0, |r| r.n),
-        unexpected,
-        findings,
-        unrecovered.as_ref().map_or(0, |(n, _, _)| *n),
-        stranded_total,
-        elapsed_ms
+        "{}",
+        EXPERIMENT_END.line([
+            &FORMAT_VERSION,
+            &rows.len(),
+            &rows.last().map_or(0, |r| r.n),
+            &unexpected,
+            &findings,
+            &unrecovered.as_ref().map_or(0, |(n, _, _)| *n),
+            &stranded_total,
+            &elapsed_ms,
+        ])
     );
     let pass = unrecovered.is_none() && unexpected == 0;
     let why = alloc::format!(
@@ -366,28 +358,50 @@ fn print_cell(
         census.stranded,
         calls
     );
+    let c = Counters::read();
+    let pt = &r.frees;
     println!(
-        "experiment-cell: v={} n={} run={} runs={} fault={} fix={} native={} predicted={} outcome={} cpus={} done={} done_per_cpu={} aborted_cpus={} cut={} elapsed_ms={} detect_ms={} {} errors={} recovered_calls={} {}",
-        FORMAT_VERSION,
-        n,
-        run,
-        runs,
-        cell.fault,
-        cell.fixes.name,
-        cell.native as u8,
-        expect.name(),
-        outcome,
-        smp::online_count(),
-        r.total_done(),
-        PerCpu(&r.done),
-        r.aborted_cpus,
-        r.cut as u8,
-        r.elapsed_ns / 1_000_000,
-        r.detect_ns.map_or(-1, |ns| (ns / 1_000_000) as i64),
-        Counters,
-        r.errors,
-        calls,
-        CensusWords(*census),
+        "{}",
+        EXPERIMENT_CELL.line([
+            &FORMAT_VERSION,
+            &n,
+            &run,
+            &runs,
+            &cell.fault,
+            &cell.fixes.name,
+            &(cell.native as u8),
+            &expect.name(),
+            &outcome,
+            &smp::online_count(),
+            &r.total_done(),
+            &PerCpu(&r.done),
+            &r.aborted_cpus,
+            &(r.cut as u8),
+            &(r.elapsed_ns / 1_000_000),
+            &r.detect_ns.map_or(-1, |ns| (ns / 1_000_000) as i64),
+            &r.errors,
+            &calls,
+            &c.stalls,
+            &c.resends,
+            &c.dropped,
+            &c.lock_drains,
+            &c.rescued_call,
+            &c.idle_rescued_call,
+            &c.rescued_other,
+            &census.requests,
+            &census.delivered,
+            &census.late,
+            &census.stranded,
+            &census.open(),
+            &census.dropped,
+            &census.unannounced,
+            &pt.total(),
+            &pt.elided,
+            &pt.synced,
+            &pt.deferred,
+            &pt.freed_late,
+            &pt.waiting,
+        ])
     );
 }
 

@@ -10,23 +10,41 @@
 //! gives up, or the run's time bound, tells every worker to stop after its
 //! current shootdown; each CPU's count is kept either way.
 //!
+//! Every shootdown is also the flush of a page-table free
+//! (`alphasmp::ptfree`): the worker unlinks a (pretend) table, flushes the
+//! page with proof and frees the table with that proof. Every CPU runs the
+//! space, so a complete flush covers everyone and the free sends nothing
+//! more; a flush that stalls leaves its table on the deferred list, which
+//! the experiment's recovery retries. The `pt_*` counts say what happened.
+//!
 //! [`run_cell`] is one such run; the experiment (`run::experiment`) runs
 //! many of them in one boot.
 
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use alphasmp::mailbox::IpiMessage;
+use alphasmp::ptfree::{FlushProof, Freed, TableFreer};
 use alphasmp::tlb::AddressSpace;
 use alphasmp::xcall::XcallError;
 use alphasmp_bootargs::BootConfig;
+use alphasmp_bootargs::lines::STRESS_RESULT;
 
 use crate::console::println;
 use crate::percpu::{CPUS, MAX_CPUS};
-use crate::platform::{MMU, SMP};
+use crate::platform::{AlphaPlatform, MMU, SMP};
 use crate::{clock, ipl, mm, smp};
 
 static SPACE: AddressSpace<MAX_CPUS> = AddressSpace::new();
 const PAGE: u64 = 7;
+
+/// The workload's table frees. The tables are pretend (numbers): a release
+/// is a count.
+pub static FREER: TableFreer<AlphaPlatform, MAX_CPUS> = TableFreer::new(&MMU, &released);
+static RELEASED: AtomicU64 = AtomicU64::new(0);
+
+fn released(_: u64) {
+    RELEASED.fetch_add(1, Ordering::Relaxed);
+}
 
 /// What every worker of one run shares: the parameters, the start barrier
 /// and what the workers report. Lives on the boot CPU's stack for the run;
@@ -51,6 +69,19 @@ struct Run {
     /// 1 + the target a CPU's wait gave up on (0: none).
     aborted: [AtomicU64; MAX_CPUS],
     other_errors: AtomicU64,
+    /// How each worker's table frees went.
+    pt_elided: AtomicU64,
+    pt_synced: AtomicU64,
+    pt_deferred: AtomicU64,
+}
+
+/// One shootdown: unlink (pretend) table `n`, flush the page with proof,
+/// free the table with that proof.
+fn free_one(n: u64) -> (FlushProof, Freed) {
+    let token = MMU.unlink_table(&SPACE, n);
+    let proof = MMU.flush_tlb_page_proved(&SPACE, mm::va(PAGE), false);
+    let freed = FREER.free(token, &proof);
+    (proof, freed)
 }
 
 fn worker(me: usize, ctx: usize) -> u64 {
@@ -94,13 +125,24 @@ fn worker(me: usize, ctx: usize) -> u64 {
             let ms = (clock::now_ns() - run.start_ns) / 1_000_000;
             println!("stress: {}% after {} ms", i * 100 / total, ms);
         }
-        let result = if run.masked_wait {
+        // Under the masked-wait fault the whole free waits masked: its
+        // flush, and its sync round if it needed one (it never does here:
+        // every CPU runs the space). Otherwise the free runs in task
+        // context at this CPU's own level.
+        let (proof, freed) = if run.masked_wait {
             let _masked = ipl::IplGuard::raise(ipl::HIGH);
-            MMU.flush_tlb_page(&SPACE, mm::va(PAGE), false)
+            free_one(i)
         } else {
-            MMU.flush_tlb_page(&SPACE, mm::va(PAGE), false)
+            free_one(i)
         };
-        match result {
+        match freed {
+            Freed::Elided => run.pt_elided.fetch_add(1, Ordering::Relaxed),
+            Freed::Synced(_) => run.pt_synced.fetch_add(1, Ordering::Relaxed),
+            Freed::Deferred => run.pt_deferred.fetch_add(1, Ordering::Relaxed),
+            // The deferred list is full: the run cannot free its tables.
+            Freed::Refused(..) => run.other_errors.fetch_add(1, Ordering::Relaxed),
+        };
+        match proof.result {
             Ok(()) => done += 1,
             Err(XcallError::Stalled { target }) => {
                 let at = clock::now_ns() - my_start;
@@ -174,6 +216,33 @@ pub struct CellResult {
     /// Time to detection: the first waiter's give-up, on its own clock.
     pub detect_ns: Option<u64>,
     pub errors: u64,
+    pub frees: PtFrees,
+}
+
+/// The workload's page-table frees in one run.
+#[derive(Clone, Copy, Default)]
+pub struct PtFrees {
+    pub elided: u64,
+    pub synced: u64,
+    /// Left on the deferred list because their flush stalled.
+    pub deferred: u64,
+    /// Deferred ones a later sync freed (the experiment's retry).
+    pub freed_late: u64,
+    /// Still on the deferred list.
+    pub waiting: u64,
+}
+
+impl PtFrees {
+    pub fn total(&self) -> u64 {
+        self.elided + self.synced + self.deferred
+    }
+
+    /// Frees the deferred tables if every CPU answers a sync now (after a
+    /// recovery), and counts them.
+    pub fn retry(&mut self) {
+        self.freed_late += FREER.retry() as u64;
+        self.waiting = FREER.deferred() as u64;
+    }
 }
 
 impl CellResult {
@@ -198,6 +267,9 @@ pub fn run_cell(spec: &Spec) -> CellResult {
         first_abort_ns: AtomicU64::new(u64::MAX),
         aborted: [const { AtomicU64::new(0) }; MAX_CPUS],
         other_errors: AtomicU64::new(0),
+        pt_elided: AtomicU64::new(0),
+        pt_synced: AtomicU64::new(0),
+        pt_deferred: AtomicU64::new(0),
     };
     // Every worker ends: each wait is bounded by the watchdog's abort, and
     // each worker by the time bound plus its last wait.
@@ -233,28 +305,41 @@ pub fn run_cell(spec: &Spec) -> CellResult {
         elapsed_ns,
         detect_ns: (first != u64::MAX).then_some(first),
         errors,
+        frees: PtFrees {
+            elided: run.pt_elided.load(Ordering::Relaxed),
+            synced: run.pt_synced.load(Ordering::Relaxed),
+            deferred: run.pt_deferred.load(Ordering::Relaxed),
+            freed_late: 0,
+            waiting: FREER.deferred() as u64,
+        },
     }
 }
 
-/// The counters every result line carries, as `key=value` words.
-pub struct Counters;
+/// The core's counters every result line carries, summed over CPUs.
+pub struct Counters {
+    pub stalls: u64,
+    pub resends: u64,
+    pub dropped: u64,
+    pub lock_drains: u64,
+    pub rescued_call: u64,
+    pub idle_rescued_call: u64,
+    pub rescued_other: u64,
+}
 
-impl core::fmt::Display for Counters {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+impl Counters {
+    pub fn read() -> Counters {
         let rescued: [u64; IpiMessage::COUNT] =
             core::array::from_fn(|i| sum(|c| SMP.cpu(c).stats.rescued[i].load(Ordering::Relaxed)));
         let call = IpiMessage::CALL_FUNCTION.index();
-        write!(
-            f,
-            "stalls={} resends={} dropped={} lock_drains={} rescued_call={} idle_rescued_call={} rescued_other={}",
-            sum(|c| SMP.cpu(c).stats.stalls.load(Ordering::Relaxed)),
-            sum(|c| SMP.cpu(c).stats.resends.load(Ordering::Relaxed)),
-            sum(|c| CPUS[c].dropped_ipis.load(Ordering::Relaxed)),
-            sum(|c| SMP.cpu(c).stats.lock_drains.load(Ordering::Relaxed)),
-            rescued[call],
-            sum(|c| SMP.cpu(c).stats.idle_rescued[call].load(Ordering::Relaxed)),
-            rescued.iter().sum::<u64>() - rescued[call],
-        )
+        Counters {
+            stalls: sum(|c| SMP.cpu(c).stats.stalls.load(Ordering::Relaxed)),
+            resends: sum(|c| SMP.cpu(c).stats.resends.load(Ordering::Relaxed)),
+            dropped: sum(|c| CPUS[c].dropped_ipis.load(Ordering::Relaxed)),
+            lock_drains: sum(|c| SMP.cpu(c).stats.lock_drains.load(Ordering::Relaxed)),
+            rescued_call: rescued[call],
+            idle_rescued_call: sum(|c| SMP.cpu(c).stats.idle_rescued[call].load(Ordering::Relaxed)),
+            rescued_other: rescued.iter().sum::<u64>() - rescued[call],
+        }
     }
 }
 
@@ -304,20 +389,36 @@ pub fn run(cfg: &BootConfig<'_>) -> ! {
         Outcome::NeverFinished(_) => "deadlock",
         o => o.name(),
     };
+    let c = Counters::read();
+    let pt = r.frees;
     println!(
-        "stress-result: outcome={} cpus={} per_cpu={} done={} done_per_cpu={} aborted_cpus={} cut={} elapsed_ms={} elapsed_us={} detect_ms={} {} errors={}",
-        outcome,
-        online.count(),
-        cfg.stress,
-        r.total_done(),
-        PerCpu(&r.done),
-        r.aborted_cpus,
-        r.cut as u8,
-        r.elapsed_ns / 1_000_000,
-        r.elapsed_ns / 1_000,
-        r.detect_ns.map_or(-1, |n| (n / 1_000_000) as i64),
-        Counters,
-        r.errors,
+        "{}",
+        STRESS_RESULT.line([
+            &outcome,
+            &online.count(),
+            &cfg.stress,
+            &r.total_done(),
+            &PerCpu(&r.done),
+            &r.aborted_cpus,
+            &(r.cut as u8),
+            &(r.elapsed_ns / 1_000_000),
+            &(r.elapsed_ns / 1_000),
+            &r.detect_ns.map_or(-1, |n| (n / 1_000_000) as i64),
+            &r.errors,
+            &c.stalls,
+            &c.resends,
+            &c.dropped,
+            &c.lock_drains,
+            &c.rescued_call,
+            &c.idle_rescued_call,
+            &c.rescued_other,
+            &pt.total(),
+            &pt.elided,
+            &pt.synced,
+            &pt.deferred,
+            &pt.freed_late,
+            &pt.waiting,
+        ])
     );
     // The verdict is the stress-result line, which the host reads.
     smp::finish(true, "stress run reported")
