@@ -356,6 +356,10 @@ pub fn run(kernel: &Path, cfg: &Config, linux: Option<&linux::Linux>) -> Result<
             let mut ob = Vec::new();
             for k in 0..n {
                 i += 1;
+                bar.set(
+                    i as u64 - 1,
+                    &format!("smp={smp}: Linux boot {}/{n}", k + 1),
+                );
                 let t = Instant::now();
                 let r = boot(
                     &l.vmlinux,
@@ -374,6 +378,7 @@ pub fn run(kernel: &Path, cfg: &Config, linux: Option<&linux::Linux>) -> Result<
                 ));
                 lb.push(lm);
                 i += 1;
+                bar.set(i as u64 - 1, &format!("smp={smp}: our boot {}/{n}", k + 1));
                 let (om, secs) = ours(smp, cmp_fix, cmp_wait)?;
                 bar.step(&format!(
                     "[{i}/{total}] smp={smp} fix={} wait={cmp_wait} boot {}/{n}: {} measurements in {secs:.1} s (total {:.0} s)",
@@ -411,6 +416,10 @@ pub fn run(kernel: &Path, cfg: &Config, linux: Option<&linux::Linux>) -> Result<
                     continue;
                 }
                 i += 1;
+                bar.set(
+                    i as u64 - 1,
+                    &format!("smp={smp}: fix={} wait={wait}", fix.0),
+                );
                 let (om, secs) = ours(smp, fix, wait)?;
                 bar.step(&format!(
                     "[{i}/{total}] smp={smp} fix={} wait={wait}: {} measurements in {secs:.1} s (total {:.0} s)",
