@@ -519,9 +519,10 @@ fn gdb_session_breaks_steps_and_sees_every_cpu() {
         "continue",
         "next",
         "info threads",
-        "rbreak-rust kernel::smp::finish",
+        "break kernel::smp::finish",
         "continue",
         "bt 2",
+        "rbreak-rust smp::finish",
     ];
     let session = xtask::gdb::Session {
         spec: RunSpec {
@@ -552,9 +553,16 @@ fn gdb_session_breaks_steps_and_sees_every_cpu() {
             "CPU {cpu} is a thread"
         );
     }
+    // Breakpoints and stop lines name functions by their Rust paths.
     assert!(
-        g.contains("hit Breakpoint 2, _RNvNtC") && g.contains("smp6finish"),
-        "breakpoint on a mangled Rust path"
+        g.contains("Breakpoint 2 at 0x") && g.contains("hit Breakpoint 2, kernel::smp::finish ("),
+        "break kernel::smp::finish, and the stop line reads as Rust"
+    );
+    assert!(!g.contains("_RNv"), "no mangled name is shown anywhere");
+    // The helper for paths without their crate finds the same function.
+    assert!(
+        g.contains("Breakpoint 3 at 0x"),
+        "rbreak-rust smp::finish found the function"
     );
     // The backtrace reads as Rust: the frame's function by its path, and
     // the `&str` argument as the string itself (exactly its bytes).

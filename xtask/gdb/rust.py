@@ -1,16 +1,17 @@
 # gdb commands for the kernel, loaded by `cargo xtask gdb`.
 #
-# The GCC backend writes Rust functions into the DWARF under their mangled
-# (v0) names, so `break kernel::smp::finish` finds nothing. `rbreak-rust
-# PATH` turns a Rust path into the v0 spelling of its segments (each one
-# length-prefixed: kernel::smp::finish -> 6kernel3smp6finish) and sets a
-# breakpoint on every function whose name ends that way; a path without a
-# crate prefix (smp::finish) matches in any crate.
+# gdb reads a copy of the kernel whose function names are Rust paths
+# (xtask/src/rustnames.rs rewrites the v0 symbols the GCC backend writes),
+# so `break kernel::smp::finish` works as typed. `rbreak-rust PATH` sets a
+# breakpoint on every function whose path ends with PATH, so a path without
+# its crate (smp::finish) finds it in any crate; it also matches the few
+# names left in v0 form (a generic path longer than its symbol), through
+# the v0 spelling of the segments (kernel::smp::finish -> 6kernel3smp6finish).
 import gdb
 
 
 class RbreakRust(gdb.Command):
-    """rbreak-rust PATH: break on the Rust function(s) PATH (e.g. kernel::smp::finish)."""
+    """rbreak-rust PATH: break on the Rust function(s) whose path ends with PATH (e.g. smp::finish)."""
 
     def __init__(self):
         super().__init__("rbreak-rust", gdb.COMMAND_BREAKPOINTS)
@@ -22,10 +23,12 @@ class RbreakRust(gdb.Command):
         parts = [p for p in path.split("::") if p]
         if not all(p.replace("_", "a").isalnum() for p in parts):
             raise gdb.GdbError("rbreak-rust: %r is not a Rust path" % path)
+        # Rust names: the whole path, or its end after a `::`.
+        gdb.execute("rbreak ^%s$" % "::".join(parts), from_tty)
+        gdb.execute("rbreak ::%s$" % "::".join(parts), from_tty)
+        # Names still in v0 form end with the last segment's encoding.
         encoded = "".join("%d%s" % (len(p), p) for p in parts)
-        # v0 names end with the last segment; a trailing hash segment is
-        # not used by v0, so anchor at the end.
-        gdb.execute("rbreak %s$" % encoded, from_tty)
+        gdb.execute("rbreak _R.*%s$" % encoded, from_tty)
 
 
 RbreakRust()

@@ -119,6 +119,19 @@ fn start_guest(s: &Session<'_>, port: u16) -> Result<(Guest, std::thread::JoinHa
     Ok((Guest(child), copier))
 }
 
+/// The kernel as gdb reads it: a copy beside it whose function names are
+/// Rust paths (`crate::rustnames`), so `break kernel::smp::finish` and
+/// the stop lines read as Rust. Written anew for each session.
+pub fn rust_named_copy(kernel: &Path) -> Result<PathBuf> {
+    let mut elf = fs::read(kernel).context(|| format!("reading {}", kernel.display()))?;
+    crate::rustnames::rustify(&mut elf)?;
+    let mut name = kernel.as_os_str().to_owned();
+    name.push(".rust-names");
+    let copy = PathBuf::from(name);
+    fs::write(&copy, &elf).context(|| format!("writing {}", copy.display()))?;
+    Ok(copy)
+}
+
 fn gdb_command(kernel: &Path, port: u16) -> Command {
     let mut gdb = Command::new("gdb-multiarch");
     gdb.arg("-q")
@@ -148,10 +161,10 @@ pub fn interactive(s: &Session<'_>) -> Result<i32> {
         s.serial_log.display()
     );
     eprintln!(
-        "==> try: break alpha_boot_main, rbreak-rust kernel::smp::finish, continue, info threads, next; Ctrl-C stops the guest, quit ends the session"
+        "==> try: break alpha_boot_main, break kernel::smp::finish, continue, info threads, next; Ctrl-C stops the guest, quit ends the session"
     );
     let _sigint = IgnoreSigint::new();
-    let status = gdb_command(s.spec.kernel, port)
+    let status = gdb_command(&rust_named_copy(s.spec.kernel)?, port)
         .status()
         .context(|| "starting gdb-multiarch".into())?;
     drop(guest);
@@ -167,7 +180,7 @@ pub fn interactive(s: &Session<'_>) -> Result<i32> {
 pub fn batch(s: &Session<'_>, timeout: Duration) -> Result<BatchResult> {
     let port = free_port()?;
     let (guest, copier) = start_guest(s, port)?;
-    let mut gdb = gdb_command(s.spec.kernel, port);
+    let mut gdb = gdb_command(&rust_named_copy(s.spec.kernel)?, port);
     gdb.args(["-nx", "-batch"]);
     for c in &s.commands {
         gdb.arg("-ex").arg(c);

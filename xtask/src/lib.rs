@@ -8,6 +8,7 @@ pub mod kernel;
 pub mod matrix;
 pub mod qemu;
 pub mod report;
+pub mod rustnames;
 pub mod symbolize;
 pub mod toolchain;
 pub mod util;
