@@ -241,8 +241,17 @@ pub struct Policy {
     /// Waiters nap ([`Platform::nap`]) instead of spinning.
     pub nap: AtomicBool,
     /// Under `nap`: spin this many cycles of a wait before the first nap
-    /// (a call that completes within it costs no wake IPI).
+    /// (a call that completes within it costs no wake IPI). Under
+    /// `adaptive`: the most a wait spins.
     pub spin_before_nap: AtomicU64,
+    /// Under `nap`: choose per wait iteration (see [`Smp::spins`]): spin
+    /// while the wait is younger than `spin_before_nap` and at most
+    /// `spin_cpus` online CPUs are awake, else nap.
+    pub adaptive: AtomicBool,
+    /// Under `adaptive`: the most awake CPUs at which a waiter still spins
+    /// (0: no limit). Where virtual CPUs share fewer host cores, a spinning
+    /// waiter beyond that takes a core from the CPU it waits for.
+    pub spin_cpus: AtomicU64,
 }
 
 impl Policy {
@@ -256,6 +265,8 @@ impl Policy {
             allow_masked_wait: AtomicBool::new(false),
             nap: AtomicBool::new(false),
             spin_before_nap: AtomicU64::new(0),
+            adaptive: AtomicBool::new(false),
+            spin_cpus: AtomicU64::new(0),
         }
     }
 }
@@ -370,6 +381,11 @@ pub struct Smp<P, const N: usize> {
     serial: spin::Mutex<()>,
     /// CPUs napping while they wait for `serial` (bit per CPU).
     serial_nappers: AtomicU64,
+    /// CPUs asleep: napping in a wait, or idle in the platform's sleep
+    /// ([`Smp::note_asleep`]). Each CPU sets and clears only its own bit
+    /// (Relaxed: a hint for [`Smp::spins`], never a condition a wait or a
+    /// wake depends on).
+    asleep: AtomicU64,
     pub policy: Policy,
 }
 
@@ -382,6 +398,7 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
             online: AtomicU64::new(0),
             serial: spin::Mutex::new(()),
             serial_nappers: AtomicU64::new(0),
+            asleep: AtomicU64::new(0),
             policy: Policy::new(),
         }
     }
@@ -730,10 +747,7 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
                     .fetch_add(1, Ordering::Relaxed);
                 self.rescue_drain();
             }
-            let spin_first = self.policy.spin_before_nap.load(Ordering::Relaxed);
-            if self.policy.nap.load(Ordering::Relaxed)
-                && self.platform.cycles().wrapping_sub(since) >= spin_first
-            {
+            if !self.spins(since) {
                 self.serial_nappers.fetch_or(1 << me, Ordering::SeqCst);
                 self.nap_unless(|| !self.serial.is_locked());
                 self.serial_nappers.fetch_and(!(1 << me), Ordering::Relaxed);
@@ -753,9 +767,48 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
         fence(Ordering::SeqCst);
         if !done() {
             st.stats.naps.fetch_add(1, Ordering::Relaxed);
+            self.note_asleep(true);
             self.platform.nap();
+            self.note_asleep(false);
         }
         st.napping.store(false, Ordering::Relaxed);
+    }
+
+    /// The platform's idle loop tells the core that this CPU sleeps (or is
+    /// awake again), for [`spins`](Self::spins).
+    pub fn note_asleep(&self, asleep: bool) {
+        let bit = 1u64 << self.platform.cpu_id();
+        if asleep {
+            self.asleep.fetch_or(bit, Ordering::Relaxed);
+        } else {
+            self.asleep.fetch_and(!bit, Ordering::Relaxed);
+        }
+    }
+
+    /// Online CPUs that are not asleep.
+    pub fn awake(&self) -> CpuMask {
+        CpuMask(self.online().0 & !self.asleep.load(Ordering::Relaxed))
+    }
+
+    /// Whether a wait that began at cycle `since` spins this iteration
+    /// (else it naps). `spin`: always. `nap`: once the wait is older than
+    /// `spin_before_nap`. `adaptive`: while the wait is younger than
+    /// `spin_before_nap` and no more than `spin_cpus` CPUs are awake; a
+    /// young wait on a machine with room for every awake CPU costs no wake
+    /// IPI and no sleep, and a wait among more awake CPUs than the host has
+    /// cores for (the storm) or an old wait gives its time back. Any answer
+    /// is safe: a spin re-checks, a nap is the nap protocol's.
+    pub fn spins(&self, since: u64) -> bool {
+        if !self.policy.nap.load(Ordering::Relaxed) {
+            return true;
+        }
+        let budget = self.policy.spin_before_nap.load(Ordering::Relaxed);
+        let young = self.platform.cycles().wrapping_sub(since) < budget;
+        if !self.policy.adaptive.load(Ordering::Relaxed) {
+            return young;
+        }
+        let limit = self.policy.spin_cpus.load(Ordering::Relaxed);
+        young && (limit == 0 || self.awake().count() as u64 <= limit)
     }
 
     /// One iteration of a wait for `done()` that began at cycle `since`:
@@ -764,10 +817,7 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
     /// [`wake_if_napping`](Self::wake_if_napping) for this CPU after its
     /// Release store). Also for the platform's own waits.
     pub fn pause(&self, since: u64, done: impl Fn() -> bool) {
-        let spin_first = self.policy.spin_before_nap.load(Ordering::Relaxed);
-        if !self.policy.nap.load(Ordering::Relaxed)
-            || (spin_first != 0 && self.platform.cycles().wrapping_sub(since) < spin_first)
-        {
+        if self.spins(since) {
             self.platform.relax();
             return;
         }

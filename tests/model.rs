@@ -205,6 +205,20 @@ fn a_lost_wake_needs_the_clock_bound() {
     expect(2, &["LOSSY", "NAP"], true);
 }
 
+/// Adaptive waiters (any mix of spinning and napping iterations) keep
+/// every nap guarantee: always woken on the latch, cured by the poll with
+/// the clock bound on both lossy lines, and the masked-wait outcomes as
+/// before.
+#[test]
+fn adaptive_waiters_keep_the_nap_guarantees() {
+    expect(2, &["NAP", "ADAPTIVE", "NOTICK"], false);
+    expect(2, &["LOSSY", "POLL", "NAP", "ADAPTIVE"], false);
+    expect(2, &["LOSSY_MASKED", "POLL", "NAP", "ADAPTIVE"], false);
+    expect(2, &["LOSSY", "NAP", "ADAPTIVE"], true);
+    expect(2, &["MASKED", "NAP", "ADAPTIVE"], true);
+    expect(2, &["MASKED", "LOCK", "NAP", "ADAPTIVE"], false);
+}
+
 /// Napping changes neither masked-wait outcome.
 #[test]
 fn masked_napping_waiters_as_before() {

@@ -366,6 +366,20 @@ enum Seen {
 enum Wait {
     Spin,
     Nap,
+    /// Spin while young and at most 2 CPUs are awake, else nap.
+    Adaptive,
+}
+
+/// The adaptive waiters' spin budget in the simulator (steps).
+const ADAPTIVE_SPIN: u64 = 60;
+
+/// Sets `p` for adaptive waiters: spin at most `ADAPTIVE_SPIN` steps, and
+/// only while at most 2 CPUs are awake.
+fn adaptive(p: &alphasmp::xcall::Policy) {
+    p.nap.store(true, Relaxed);
+    p.adaptive.store(true, Relaxed);
+    p.spin_before_nap.store(ADAPTIVE_SPIN, Relaxed);
+    p.spin_cpus.store(2, Relaxed);
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -395,6 +409,9 @@ fn m_run(seed: u64, line: Line, c: MCell, watchdog: u64) -> MRun {
     let smp: &SimSmp = SimPlatform::seeded(line, M_TICK, M_TICK_LEN, CPUS, seed);
     let p = &smp.policy;
     p.nap.store(c.wait == Wait::Nap, Relaxed);
+    if c.wait == Wait::Adaptive {
+        adaptive(p);
+    }
     p.serialize.store(
         matches!(c.fix, FixSet::LockDrain | FixSet::LockDrainPoll),
         Relaxed,
@@ -554,7 +571,7 @@ fn m_check(fix: FixSet, cells: &[(Wait, bool, bool, Seen)]) -> Vec<u64> {
 
 use FixSet as F;
 use Seen::{Completes, Crawls, Deadlocks, DeadlocksEvery};
-use Wait::{Nap, Spin};
+use Wait::{Adaptive, Nap, Spin};
 
 /// No fix. Spinning at IPL 0, a waiter is at IPL 7 only in its tick handler,
 /// so this is `edge_loss`: a call lost there strands (nothing re-announces
@@ -624,6 +641,10 @@ fn edge_loss_masked_poll() {
             (Nap, true, false, DeadlocksEvery),
             (Spin, false, true, Completes),
             (Nap, false, true, Crawls),
+            // Four CPUs all calling are more awake than spin_cpus=2: the
+            // adaptive waiters nap, and crawl as napping ones do.
+            (Adaptive, false, false, Crawls),
+            (Adaptive, false, true, Crawls),
         ],
     );
 }
@@ -712,4 +733,87 @@ fn edge_loss_masked_napping_waiters_with_the_poll_wait_at_most_a_few_ticks() {
             );
         }
     }
+}
+
+/// Adaptive waiters on a lossless line: every call of every seed completes
+/// (any mix of spinning and napping keeps the nap protocol), and with all
+/// four CPUs calling (more awake than `spin_cpus`=2) waits do nap.
+#[test]
+fn adaptive_waiters_complete_every_call() {
+    let mut naps = 0;
+    for seed in 0..m_seeds() {
+        for masked in [false, true] {
+            let c = MCell {
+                fix: if masked { F::LockDrain } else { F::None },
+                wait: Adaptive,
+                masked,
+                idle_nap: seed % 2 == 0,
+            };
+            let r = m_run(seed, Line::Latch, c, 400 * M_TICK_STEPS);
+            assert!(!r.stalled, "seed {seed} masked {masked}: a waiter stalled");
+            naps += r.naps;
+        }
+    }
+    assert!(naps > 0, "four busy CPUs never napped");
+}
+
+/// The adaptive choice itself: a young wait spins while at most
+/// `spin_cpus` CPUs are awake (CPUs asleep in the idle loop or in a nap do
+/// not count), naps once more are awake or once the wait is older than its
+/// budget; `spin_cpus`=0 lifts the limit; plain `nap` and `spin` ignore it.
+#[test]
+fn adaptive_waits_spin_only_while_young_and_few_cpus_are_awake() {
+    use std::sync::atomic::AtomicU64;
+    let smp: &SimSmp = SimPlatform::machine(Line::Latch, 0, 0, CPUS);
+    let p = &smp.policy;
+    p.nap.store(true, Relaxed);
+    p.adaptive.store(true, Relaxed);
+    p.spin_cpus.store(2, Relaxed);
+    // A budget no test run reaches (cycles are nanoseconds here).
+    p.spin_before_nap.store(60_000_000_000, Relaxed);
+    let step: &'static AtomicU64 = Box::leak(Box::new(AtomicU64::new(0)));
+    SimPlatform::run(smp, CPUS, move |me| {
+        let wait_for = |n: u64| {
+            while step.load(std::sync::atomic::Ordering::Acquire) < n {
+                std::thread::yield_now();
+            }
+        };
+        if me == 0 {
+            let now = smp.platform.cycles();
+            assert_eq!(smp.awake().count(), 4);
+            assert!(!smp.spins(now), "4 awake, limit 2: nap");
+            p.spin_cpus.store(0, Relaxed);
+            assert!(smp.spins(now), "no limit: spin");
+            p.spin_cpus.store(2, Relaxed);
+            // CPUs 1 and 2 go to sleep.
+            step.store(1, std::sync::atomic::Ordering::Release);
+            while smp.awake().count() > 2 {
+                std::thread::yield_now();
+            }
+            assert!(smp.spins(now), "2 awake, limit 2: spin");
+            // An old wait naps whoever is awake.
+            assert!(
+                !smp.spins(now.wrapping_sub(60_000_000_001)),
+                "past the budget: nap"
+            );
+            p.adaptive.store(false, Relaxed);
+            p.spin_before_nap.store(0, Relaxed);
+            assert!(!smp.spins(now), "plain nap without a spin budget: nap");
+            p.nap.store(false, Relaxed);
+            assert!(smp.spins(now), "spin: spin");
+            step.store(2, std::sync::atomic::Ordering::Release);
+        } else if me <= 2 {
+            wait_for(1);
+            smp.note_asleep(true);
+            wait_for(2);
+            smp.note_asleep(false);
+        } else {
+            wait_for(2);
+        }
+    });
+    assert_eq!(
+        smp.awake().count(),
+        CPUS,
+        "every CPU marked itself awake again"
+    );
 }

@@ -26,6 +26,10 @@
  *              wakes it with an IPI (lost like any IPI under LOSSY, and
  *              always under LOSSY_MASKED: a napper is at IPL 7); the
  *              clock's next interrupt also ends the nap
+ *   ADAPTIVE   with NAP: each iteration of a wait may spin at IPL 0
+ *              instead of napping (wait=adaptive chooses by the wait's age
+ *              and how many CPUs are awake; the model lets it choose
+ *              anything)
  *   NOTICK     with NAP: no clock bound, only an IPI ends a nap (what a
  *              wtint without a periodic interrupt would do)
  *   CENSUS     the census of IPI delivery (src/census.rs), checked as a
@@ -305,6 +309,9 @@ proctype cpu(byte me) {
 #ifdef NAP
   do
   :: atomic { done[me] -> break }
+#ifdef ADAPTIVE
+  :: atomic { !done[me] -> skip }       /* spin this iteration, at IPL 0 */
+#endif
   :: atomic { !done[me] -> masked[me] = 1 };
      napping[me] = 1;                  /* then the SeqCst fence */
      if

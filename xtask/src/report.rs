@@ -847,7 +847,7 @@ fn notes(s: &mut String, e: &Experiment) {
         )
         .ok();
     }
-    let nap = e.begin.text("wait") == "nap";
+    let nap = e.begin.text("wait") != "spin";
     let cpus = u32::try_from(e.cpus()).unwrap_or(u32::MAX);
     let mut seen: Vec<u64> = Vec::new();
     for r in &e.runs {

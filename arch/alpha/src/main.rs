@@ -410,10 +410,18 @@ fn apply_policy(cfg: &BootConfig<'_>, m: &machine::MachineVector) {
         .store(clock::ns_to_cycles(cfg.watchdog_ms * 1_000_000), Relaxed);
     p.allow_masked_wait.store(cfg.inject.masked_wait, Relaxed);
     let wait = cfg.wait.unwrap_or(m.default_wait);
-    p.nap
-        .store(wait == alphasmp_bootargs::WaitArg::Nap, Relaxed);
+    use alphasmp_bootargs::WaitArg;
+    let adaptive = wait == WaitArg::Adaptive;
+    p.nap.store(wait != WaitArg::Spin, Relaxed);
+    p.adaptive.store(adaptive, Relaxed);
+    let spin_us = match cfg.nap_after_us {
+        0 if adaptive => alphasmp_bootargs::ADAPTIVE_SPIN_US,
+        us => us,
+    };
     p.spin_before_nap
-        .store(clock::ns_to_cycles(cfg.nap_after_us * 1000), Relaxed);
+        .store(clock::ns_to_cycles(spin_us * 1000), Relaxed);
+    p.spin_cpus
+        .store(cfg.spin_cpus.unwrap_or(m.spin_cpus), Relaxed);
     platform::INJECT_EDGE_LOSS.store(cfg.inject.edge_loss, Relaxed);
     platform::INJECT_EDGE_LOSS_MASKED.store(cfg.inject.edge_loss_masked, Relaxed);
     pal::WTINT_RETURNS.store(cfg.wtint_returns, Relaxed);

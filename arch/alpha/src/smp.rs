@@ -322,7 +322,9 @@ fn idle_loop(cpu: usize) -> ! {
             let _off = ipl::IplGuard::raise(ipl::HIGH);
             if !idle_work_pending(cpu) {
                 let watched = IDLE_WINDOW.pause(cpu);
+                SMP.note_asleep(true);
                 pal::wtint();
+                SMP.note_asleep(false);
                 if watched {
                     IDLE_WINDOW.after_wait(cpu);
                 }

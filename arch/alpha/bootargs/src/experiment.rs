@@ -245,6 +245,10 @@ pub fn predict(fault: &str, fix: &str, smp: u32) -> Expect {
 /// every completed call wakes its napping caller with an IPI whose handler
 /// drains the whole mailbox, a lost CALL bit included. Masked waiters nap at
 /// IPL 7 and take nothing, so those cells stay as they were.
+///
+/// Adaptive waiters (`wait=adaptive`) nap at times: `nap` is true for them,
+/// and the napping prediction (spin's, with "either" where a nap may turn a
+/// deadlock into a crawl) covers both ways of waiting.
 pub fn predict_for(fault: &str, fix: &str, smp: u32, nap: bool) -> Expect {
     let e = predict(fault, fix, smp);
     let masked = fault == "masked_wait" || fault == "both";

@@ -215,12 +215,21 @@ pub enum WaitArg {
     /// wakes the napper with an IPI, and the clock bounds every nap.
     #[default]
     Nap,
+    /// Per wait: spin while the wait is young and the awake CPUs fit the
+    /// machine (`spin_cpus`), else nap (`alphasmp::xcall::Smp::spins`).
+    Adaptive,
 }
 
 impl WaitArg {
-    pub const NAMES: &'static [(&'static str, WaitArg)] =
-        &[("spin", WaitArg::Spin), ("nap", WaitArg::Nap)];
+    pub const NAMES: &'static [(&'static str, WaitArg)] = &[
+        ("spin", WaitArg::Spin),
+        ("nap", WaitArg::Nap),
+        ("adaptive", WaitArg::Adaptive),
+    ];
 }
+
+/// With `wait=adaptive` and `nap_after_us=0`, how long a wait spins at most.
+pub const ADAPTIVE_SPIN_US: u64 = 100;
 
 /// The spelling of `value` in a name table.
 pub fn name_of<T: PartialEq + Copy>(table: &[(&'static str, T)], value: T) -> &'static str {
@@ -265,6 +274,9 @@ pub struct BootConfig<'a> {
     /// `wait=`; None: the machine vector's default.
     pub wait: Option<WaitArg>,
     pub nap_after_us: u64,
+    /// `spin_cpus=`: under `wait=adaptive`, the most awake CPUs at which a
+    /// waiter spins; None: the machine vector's.
+    pub spin_cpus: Option<u64>,
     /// Samples per benchmark measurement; 0: no benchmark run.
     pub bench: u64,
     /// `wtint=returns`: wait-for-interrupt returns at once.
@@ -567,13 +579,13 @@ pub const KEYS: &[Key] = &[
     },
     Key {
         name: "wait",
-        values: "`spin`, `nap`",
+        values: "`spin`, `nap`, `adaptive`",
         default: None,
         help: "how a CPU waits for a synchronous call, the serialization lock or posted work: spin, or nap in `wtint` until woken by the CPU that ends the wait (or the next clock interrupt); not given: the machine vector's choice (`nap` on QEMU's clipper, where vCPUs share host cores; `spin` on Tsunami and Marvel, see \"Speed\")",
         lands: "SMP.policy.nap (main.rs apply_policy), MachineVector::default_wait",
         example: "spin",
         set: |c, v| {
-            c.wait = Some(choice(WaitArg::NAMES, v, "spin|nap")?);
+            c.wait = Some(choice(WaitArg::NAMES, v, "spin|nap|adaptive")?);
             Ok(())
         },
     },
@@ -581,11 +593,23 @@ pub const KEYS: &[Key] = &[
         name: "nap_after_us",
         values: "0 to 10000",
         default: Some("0"),
-        help: "with `wait=nap`, spin this long before a wait's first nap",
+        help: "with `wait=nap`, spin this long before a wait's first nap; with `wait=adaptive`, the most a wait spins (0: 100 us)",
         lands: "SMP.policy.spin_before_nap (main.rs apply_policy)",
         example: "250",
         set: |c, v| {
             c.nap_after_us = number(v, 0, 10_000, "a whole number from 0 to 10000")?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "spin_cpus",
+        values: "0 to 64",
+        default: None,
+        help: "with `wait=adaptive`, a waiter spins only while at most this many CPUs are awake (0: no limit); not given: the machine vector's (2 on QEMU's clipper, where vCPUs share the host's cores; no limit on real machines)",
+        lands: "SMP.policy.spin_cpus (main.rs apply_policy), MachineVector::spin_cpus",
+        example: "4",
+        set: |c, v| {
+            c.spin_cpus = Some(number(v, 0, 64, "a whole number from 0 to 64")?);
             Ok(())
         },
     },

@@ -30,6 +30,8 @@ pub static VECTOR: MachineVector = MachineVector {
     signal_failure: pvpanic_failure,
     exit_device,
     default_wait: WaitArg::Nap,
+    // The hosts this runs on have 2 cores or more.
+    spin_cpus: 2,
 };
 
 fn probe(h: &Hwrpb) {

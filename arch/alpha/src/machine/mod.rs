@@ -81,6 +81,10 @@ pub struct MachineVector {
     /// the next tick (the simulator and spin model's `edge_loss_masked`
     /// runs, README "Speed").
     pub default_wait: WaitArg,
+    /// Under `wait=adaptive`, the most awake CPUs at which a waiter still
+    /// spins when `spin_cpus=` is not given (0: no limit). A real machine
+    /// gives every CPU its own core; QEMU's vCPUs share the host's.
+    pub spin_cpus: u64,
 }
 
 impl fmt::Debug for MachineVector {
