@@ -28,11 +28,12 @@
  * bench.rs's run_on_cpus spinners). Busy rounds spin on the target only
  * for single-target measurements, on every other CPU for the others.
  *
- * Under QEMU a vCPU spinning in a loop takes an interrupt late (about two
- * of Linux's ticks, 2 ms at HZ=1024); Linux's busy targets wait for the
- * IPI's interrupt, so their rows show that. The alphasmp kernel's busy
- * targets poll their mailbox with ipi_poll=on (its default fix set) and
- * do not wait for it; with ipi_poll=off its ipi_rtt (busy) shows the
+ * Under QEMU on a loaded host, a vCPU spinning in a loop often takes an
+ * interrupt late (about 2 ms, two of Linux's ticks at HZ=1024; on a quiet
+ * host within microseconds). Linux's busy targets wait for the IPI's
+ * interrupt, so their rows show it when it happens. The alphasmp kernel's
+ * busy targets poll their mailbox with ipi_poll=on (its default fix set)
+ * and do not wait for it; with ipi_poll=off its ipi_rtt (busy) shows the
  * same 2 ms.
  *
  * How each shape matches the alphasmp kernel's:
