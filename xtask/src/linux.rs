@@ -134,7 +134,7 @@ pub fn cache_key(
     key.add("recipe", RECIPE.as_bytes());
     key.add(SOURCE_PACKAGE, package_version.as_bytes());
     key.add("compiler", compiler_version.as_bytes());
-    key.add("jobs-independent makefile line", MAKEFILE_LINE.as_bytes());
+    key.add("makefile line", MAKEFILE_LINE.as_bytes());
     key.add(FRAGMENT, fragment);
     key.add(MODULE, module);
     for (name, bytes) in patches {
