@@ -788,6 +788,33 @@ fn linux_value(
     (!v.is_empty()).then(|| median(&v))
 }
 
+/// Our median latency for `label`: over the compared boots where the
+/// comparison has them (as its table), else the one boot's.
+fn ours_value(
+    cmp: Option<&Comparison>,
+    ms: &[Measurement],
+    smp: u32,
+    fix: &str,
+    wait: &str,
+    label: &str,
+) -> Option<f64> {
+    let boots = cmp
+        .filter(|c| c.fix == fix && c.wait == wait)
+        .and_then(|c| c.ours.iter().find(|(s, _)| *s == smp));
+    if let Some((_, boots)) = boots {
+        let v: Vec<f64> = boots
+            .iter()
+            .flatten()
+            .filter(|m| m.label() == label)
+            .map(|m| m.median_ns as f64)
+            .collect();
+        if !v.is_empty() {
+            return Some(median(&v));
+        }
+    }
+    find(ms, smp, fix, wait, label).map(|m| m.median_ns as f64)
+}
+
 type Plot<'a, 'b> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
 
 const COLORS: [RGBColor; 5] = [
@@ -843,8 +870,8 @@ fn plot_latency(
                 .smps
                 .iter()
                 .filter_map(|&c| {
-                    find(ms, c, fix, wait, name)
-                        .map(|m| (c as f64, (m.median_ns.max(1) as f64 / 1000.0).max(1.0)))
+                    ours_value(cmp, ms, c, fix, wait, name)
+                        .map(|v| (c as f64, (v / 1000.0).max(1.0)))
                 })
                 .collect();
             if pts.is_empty() {
