@@ -97,6 +97,26 @@ fn selftests_pass_on_2_ev6_cpus() {
     assert!(r.lines_with("FAULT").next().is_none(), "a fault on EV6");
 }
 
+/// Under `-icount` QEMU runs the vCPUs one at a time, round robin, and
+/// guest time counts instructions: a CPU that spins on another can use up
+/// its bound before the other runs at all (a legal schedule). Bring-up and
+/// every self-test must still pass: their waits for another CPU sleep in
+/// wtint after a millisecond (`clock::pause_since`). Before that, START
+/// was never acknowledged ("did not acknowledge START within 10000 ms").
+#[test]
+fn selftests_pass_under_icount() {
+    for (smp, name) in [(2, Some("ev6")), (4, None)] {
+        let cpu = CpuModel { name, icount: true };
+        let r = boot_on(cpu, smp, qemu::DEFAULT_MEM_MIB, "");
+        assert!(
+            r.passed(),
+            "self-tests on {smp} CPUs ({}) under -icount did not pass: {}",
+            name.unwrap_or("ev67"),
+            r.describe()
+        );
+    }
+}
+
 /// DEC's EV6 OSF PALcode returns from `wtint` at once: the idle loop and
 /// every nap spin. The suite must not depend on a real sleep.
 #[test]

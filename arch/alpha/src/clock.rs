@@ -207,6 +207,34 @@ pub fn delay_ns(ns: u64) {
     }
 }
 
+/// One pause of a wait for another CPU that began at `since_ns`: a spin
+/// while the wait is younger than [`SPIN_FIRST_NS`], then a sleep in wtint
+/// until the next interrupt (every CPU takes the periodic clock interrupt,
+/// so a sleep lasts a base period at most). An emulator that runs its CPUs
+/// one at a time (QEMU under `-icount`) runs the CPU waited for only while
+/// this one sleeps; everywhere else the sleep costs at most a period of
+/// the wait's end. For task context at IPL 0 (at a raised IPL wtint returns
+/// at once for a pending masked interrupt, and the pause is a spin).
+pub fn pause_since(since_ns: u64) {
+    if now_ns().saturating_sub(since_ns) < SPIN_FIRST_NS {
+        core::hint::spin_loop();
+    } else {
+        crate::pal::wtint();
+    }
+}
+
+/// How long [`pause_since`] spins before it sleeps.
+pub const SPIN_FIRST_NS: u64 = 1_000_000;
+
+/// Waits `ns` (at least) with [`pause_since`]'s pauses: other CPUs run
+/// meanwhile even where the emulator runs one CPU at a time.
+pub fn sleep_ns(ns: u64) {
+    let start = now_ns();
+    while now_ns() - start < ns {
+        pause_since(start);
+    }
+}
+
 // ---- The per-CPU tick ------------------------------------------------------
 //
 // Every SRM console delivers a periodic clock interrupt (entInt type 1) to

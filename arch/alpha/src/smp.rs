@@ -269,13 +269,20 @@ pub fn start_secondaries(h: &Hwrpb, console_pcb_phys: u64) -> Bringup {
     Bringup { mapped }
 }
 
+/// Waits up to `ns` for `done()`: spins for the first millisecond (a
+/// START is usually taken within two), then sleeps in wtint between checks
+/// (the clock started before bring-up ends each sleep within a tick). An
+/// emulator that runs its CPUs one at a time (QEMU under `-icount`) runs
+/// the console's secondary only while this CPU sleeps: a wait that only
+/// spun there never saw its START taken.
 fn wait_ns(ns: u64, done: impl Fn() -> bool) -> bool {
-    let end = clock::now_ns() + ns;
+    let start = clock::now_ns();
+    let end = start + ns;
     while !done() {
         if clock::now_ns() > end {
             return false;
         }
-        core::hint::spin_loop();
+        clock::pause_since(start);
     }
     true
 }

@@ -214,9 +214,11 @@ pub fn replace_l3_under_walkers(cfg: &BootConfig<'_>) -> Outcome {
             .post_task(cpu, walker, ctx, since, bound)
             .map_err(|e| Failure(alloc::format!("walker on CPU {cpu} not posted: {e:?}")))?;
     }
-    let end = clock::now_ns() + 5_000_000_000;
-    while run.ready.load(Ordering::Acquire) < walkers.count() as u64 && clock::now_ns() < end {
-        core::hint::spin_loop();
+    let start = clock::now_ns();
+    while run.ready.load(Ordering::Acquire) < walkers.count() as u64
+        && clock::now_ns() < start + 5_000_000_000
+    {
+        clock::pause_since(start);
     }
     let deferred = freer(&run, rounds);
     run.done.store(true, Ordering::Release);

@@ -26,9 +26,9 @@ fn hits() -> [u64; MAX_CPUS] {
 
 /// Waits (bounded) until the hit counters reach `want`.
 fn settle(want: [u64; MAX_CPUS]) -> [u64; MAX_CPUS] {
-    let end = clock::now_ns() + 200_000_000;
-    while hits() != want && clock::now_ns() < end {
-        core::hint::spin_loop();
+    let start = clock::now_ns();
+    while hits() != want && clock::now_ns() < start + super::platform::LIVENESS_NS {
+        clock::pause_since(start);
     }
     hits()
 }
@@ -182,9 +182,11 @@ pub fn misuse_is_refused(_: &BootConfig<'_>) -> Outcome {
         NESTED.store(0, Ordering::Relaxed);
         SMP.call_single(other, wait_from_interrupt, 0, false)
             .map_err(fail)?;
-        let end = clock::now_ns() + 100_000_000;
-        while NESTED.load(Ordering::Acquire) == 0 && clock::now_ns() < end {
-            core::hint::spin_loop();
+        let start = clock::now_ns();
+        while NESTED.load(Ordering::Acquire) == 0
+            && clock::now_ns() < start + super::platform::LIVENESS_NS
+        {
+            clock::pause_since(start);
         }
         check_eq!(
             NESTED.load(Ordering::Acquire),
