@@ -953,12 +953,13 @@ fn plot_throughput(
             .map(|v| (f64::from(k), v))
         })
         .collect();
+    // Headroom above the highest point for the legend.
     let ymax = tp
         .iter()
         .map(|m| m.per_s as f64)
         .chain(linux.iter().map(|p| p.1))
         .fold(1.0, f64::max)
-        * 1.15;
+        * 1.5;
     let mut chart = ChartBuilder::on(area)
         .caption(
             format!("Shootdowns per second, {big} CPUs"),
