@@ -11,11 +11,9 @@ use std::time::{Duration, Instant};
 
 use alphasmp_bootargs::lines::BENCH_RESULT;
 
-#[path = "linux.rs"]
-pub mod linux;
-
 use plotters::prelude::*;
 
+use crate::linux;
 use crate::matrix::FIXES;
 use crate::qemu::{self, RunSpec};
 use crate::util::{Context, Result, err};

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod gdb;
 pub mod image;
 pub mod kernel;
+pub mod linux;
 pub mod matrix;
 pub mod qemu;
 pub mod report;

@@ -165,67 +165,9 @@ fn patches() -> Result<Vec<(String, Vec<u8>)>> {
         .collect()
 }
 
-fn is_installed(pkg: &str) -> bool {
-    Command::new("dpkg-query")
-        .args(["-W", "-f=${Status}", pkg])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
-        .unwrap_or(false)
-}
-
-/// Installs the missing ones of `packages` with apt-get (as
-/// `toolchain::ensure` does for the toolchain's).
-pub fn install_packages(packages: &[&str], say: &dyn Fn(&str)) -> Result<()> {
-    let missing: Vec<&str> = packages
-        .iter()
-        .copied()
-        .filter(|p| !is_installed(p))
-        .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    if Command::new("apt-get").arg("--version").output().is_err() {
-        return Err(err(format!(
-            "missing Debian packages {} and no apt-get: install them by hand",
-            missing.join(" ")
-        )));
-    }
-    say(&format!(
-        "==> installing Debian packages: {}",
-        missing.join(" ")
-    ));
-    let root = output(Command::new("id").arg("-u"), "id -u")?.trim() == "0";
-    let apt = |args: &[&str]| -> Command {
-        let mut c = if root {
-            Command::new("apt-get")
-        } else {
-            let mut c = Command::new("sudo");
-            c.arg("apt-get");
-            c
-        };
-        c.env("DEBIAN_FRONTEND", "noninteractive").args(args);
-        c
-    };
-    let log = toolchain::cache_root().join("logs/apt.log");
-    run_logged(
-        "apt-get update",
-        &mut apt(&["update"]),
-        &log,
-        Duration::from_secs(30),
-    )?;
-    let mut install = apt(&["install", "-y", "--no-install-recommends"]);
-    install.args(&missing);
-    run_logged(
-        "apt-get install",
-        &mut install,
-        &log,
-        Duration::from_secs(30),
-    )
-}
-
 /// Installs what is missing and builds (or reuses) the Linux.
 pub fn ensure(say: &dyn Fn(&str)) -> Result<Linux> {
-    install_packages(PACKAGES, say)?;
+    toolchain::install_packages(PACKAGES, say)?;
     let package_version = output(
         Command::new("dpkg-query").args(["-W", "-f=${Version}", SOURCE_PACKAGE]),
         "dpkg-query",

@@ -35,7 +35,7 @@ const USAGE: &str = "usage: cargo xtask <command>
   matrix [--per-cpu N] [--smp 2,4] [--out DIR] [--check]
                  fault x fix matrix, one QEMU boot per cell (a cross-check of the experiment);
                  writes DIR/matrix.md and .json (default results/)
-  bench [--samples N] [--smp 2,3,4] [--fixes all|F,...] [--wait spin,nap] [--out DIR]
+  bench [--samples N] [--smp 2,3,4] [--fixes all|F,...] [--wait spin,nap,adaptive] [--linux [--linux-boots N]] [--out DIR]
         [--linux [--linux-boots N]]
                  the benchmark suite (IPI, calls, flushes, throughput; median/p90/p99) per CPU
                  count, fix set and wait policy; writes DIR/bench.md, .json and .svg (default results/)
@@ -869,8 +869,9 @@ fn bench(args: &[String]) -> Result<ExitCode> {
                     .map(|w| match w {
                         "nap" => Ok("nap"),
                         "spin" => Ok("spin"),
+                        "adaptive" => Ok("adaptive"),
                         other => Err(err(format!(
-                            "--wait {other}: expected spin, nap or both (spin,nap)"
+                            "--wait {other}: expected spin, nap, adaptive or a list (spin,nap)"
                         ))),
                     })
                     .collect::<Result<_>>()?
@@ -889,7 +890,7 @@ fn bench(args: &[String]) -> Result<ExitCode> {
     }
     let started = std::time::Instant::now();
     let linux = if with_linux {
-        Some(xtask::bench::linux::ensure(&|s| eprintln!("{s}"))?)
+        Some(xtask::linux::ensure(&|s| eprintln!("{s}"))?)
     } else {
         None
     };

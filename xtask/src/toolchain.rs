@@ -128,7 +128,7 @@ pub fn ensure(quiet: bool) -> Result<Toolchain> {
             eprintln!("{s}");
         }
     };
-    ensure_packages(&say)?;
+    install_packages(PACKAGES, &say)?;
     let channel = pinned_channel()?;
     let rust_sysroot = ensure_rust_components(&channel)?;
     let rustc_version = output(
@@ -179,8 +179,10 @@ fn is_installed(pkg: &str) -> bool {
         .unwrap_or(false)
 }
 
-fn ensure_packages(say: &dyn Fn(&str)) -> Result<()> {
-    let missing: Vec<&str> = PACKAGES
+/// Installs the missing ones of `packages` with apt-get (the toolchain's,
+/// and `linux`'s for `bench --linux`).
+pub fn install_packages(packages: &[&str], say: &dyn Fn(&str)) -> Result<()> {
+    let missing: Vec<&str> = packages
         .iter()
         .copied()
         .filter(|p| !is_installed(p))
