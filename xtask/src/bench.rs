@@ -36,9 +36,10 @@ impl Config {
 }
 
 /// The kernel's default policy: the configuration the README's main table
-/// shows (ipi_poll=on is the default fix set, wait=nap the default wait).
+/// shows (ipi_poll=on is the default fix set, wait=adaptive clipper's
+/// default wait).
 pub const DEFAULT_FIX: &str = "poll";
-pub const DEFAULT_WAIT: &str = "nap";
+pub const DEFAULT_WAIT: &str = "adaptive";
 
 /// One `bench-result:` line, with the boot it came from.
 #[derive(Clone, Debug, PartialEq)]
@@ -863,7 +864,7 @@ fn plot_latency(
         .draw()?;
     for (i, name) in series.iter().enumerate() {
         let color = COLORS[i];
-        for wait in ["nap", "spin"] {
+        for wait in [DEFAULT_WAIT, "spin"] {
             let pts: Vec<(f64, f64)> = cfg
                 .smps
                 .iter()
@@ -876,7 +877,7 @@ fn plot_latency(
                 continue;
             }
             let style = ShapeStyle::from(color).stroke_width(2);
-            if wait == "nap" {
+            if wait == DEFAULT_WAIT {
                 chart
                     .draw_series(LineSeries::new(pts.clone(), style))?
                     .label(name.trim_end_matches(" (idle)"))
@@ -917,7 +918,7 @@ fn plot_latency(
     }
     chart
         .draw_series(std::iter::empty::<Circle<(f64, f64), i32>>())?
-        .label("ours: solid wait=nap, dashed wait=spin")
+        .label(format!("ours: solid wait={DEFAULT_WAIT}, dashed wait=spin"))
         .legend(|(x, y)| Circle::new((x + 8, y), 3, BLACK.filled()));
     chart
         .configure_series_labels()
@@ -974,7 +975,7 @@ fn plot_throughput(
         .y_label_formatter(&|y| format!("{y:.0}"))
         .light_line_style(WHITE)
         .draw()?;
-    for (i, wait) in ["nap", "spin"].into_iter().enumerate() {
+    for (i, wait) in [DEFAULT_WAIT, "spin"].into_iter().enumerate() {
         let mut pts: Vec<(f64, f64)> = tp
             .iter()
             .filter(|m| m.wait == wait)
@@ -986,7 +987,7 @@ fn plot_throughput(
         }
         let color = COLORS[i];
         let style = ShapeStyle::from(color).stroke_width(2);
-        if wait == "nap" {
+        if wait == DEFAULT_WAIT {
             chart.draw_series(LineSeries::new(pts.clone(), style))?
         } else {
             chart.draw_series(DashedLineSeries::new(pts.clone(), 5, 4, style))?
@@ -1025,7 +1026,7 @@ fn plot_throughput(
 
 /// The plot (plotters, SVG backend, text as SVG text: no fonts needed):
 /// left, median latency (log scale) against CPU count for the main
-/// measurements with idle targets (solid: wait=nap, dashed: wait=spin, the
+/// measurements with idle targets (solid: the default wait, dashed: wait=spin, the
 /// compared fix set; Linux's medians as triangles); right, throughput
 /// against issuers on the largest machine, Linux's beside ours.
 pub fn svg(ms: &[Measurement], cfg: &Config, cmp: Option<&Comparison>) -> String {

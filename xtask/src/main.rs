@@ -834,7 +834,7 @@ fn bench(args: &[String]) -> Result<ExitCode> {
         samples: 1000,
         smps: vec![2, 3, 4],
         fixes: xtask::bench::fixes("all")?,
-        waits: vec!["nap", "spin"],
+        waits: vec!["adaptive", "nap", "spin"],
         linux_boots: 2,
     };
     let mut with_linux = false;

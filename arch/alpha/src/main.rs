@@ -420,8 +420,7 @@ fn apply_policy(cfg: &BootConfig<'_>, m: &machine::MachineVector) {
     };
     p.spin_before_nap
         .store(clock::ns_to_cycles(spin_us * 1000), Relaxed);
-    p.spin_cpus
-        .store(cfg.spin_cpus.unwrap_or(m.spin_cpus), Relaxed);
+    p.spin_cpus.store(cfg.spin_cpus, Relaxed);
     platform::INJECT_EDGE_LOSS.store(cfg.inject.edge_loss, Relaxed);
     platform::INJECT_EDGE_LOSS_MASKED.store(cfg.inject.edge_loss_masked, Relaxed);
     pal::WTINT_RETURNS.store(cfg.wtint_returns, Relaxed);

@@ -228,8 +228,12 @@ impl WaitArg {
     ];
 }
 
-/// With `wait=adaptive` and `nap_after_us=0`, how long a wait spins at most.
-pub const ADAPTIVE_SPIN_US: u64 = 100;
+/// With `wait=adaptive` and `nap_after_us=0`, how long a wait spins at
+/// most: long enough for a call to a running or idle CPU on 2 or 4 vCPUs
+/// (5 to 15 us), short enough that a wait among more vCPUs than host cores
+/// gives its core back soon (README "Speed": 20 us measured best of 20,
+/// 50 and 100).
+pub const ADAPTIVE_SPIN_US: u64 = 20;
 
 /// The spelling of `value` in a name table.
 pub fn name_of<T: PartialEq + Copy>(table: &[(&'static str, T)], value: T) -> &'static str {
@@ -275,8 +279,8 @@ pub struct BootConfig<'a> {
     pub wait: Option<WaitArg>,
     pub nap_after_us: u64,
     /// `spin_cpus=`: under `wait=adaptive`, the most awake CPUs at which a
-    /// waiter spins; None: the machine vector's.
-    pub spin_cpus: Option<u64>,
+    /// waiter spins (0: no limit).
+    pub spin_cpus: u64,
     /// Samples per benchmark measurement; 0: no benchmark run.
     pub bench: u64,
     /// `wtint=returns`: wait-for-interrupt returns at once.
@@ -581,7 +585,7 @@ pub const KEYS: &[Key] = &[
         name: "wait",
         values: "`spin`, `nap`, `adaptive`",
         default: None,
-        help: "how a CPU waits for a synchronous call, the serialization lock or posted work: spin, or nap in `wtint` until woken by the CPU that ends the wait (or the next clock interrupt); not given: the machine vector's choice (`nap` on QEMU's clipper, where vCPUs share host cores; `spin` on Tsunami and Marvel, see \"Speed\")",
+        help: "how a CPU waits for a synchronous call, the serialization lock or posted work: spin; nap in `wtint` until woken by the CPU that ends the wait (or the next clock interrupt); or adaptive: spin a wait's first `nap_after_us` (default 20 us), then nap; not given: the machine vector's choice (`adaptive` on QEMU's clipper, where vCPUs share host cores; `spin` on Tsunami and Marvel, see \"Speed\")",
         lands: "SMP.policy.nap (main.rs apply_policy), MachineVector::default_wait",
         example: "spin",
         set: |c, v| {
@@ -593,7 +597,7 @@ pub const KEYS: &[Key] = &[
         name: "nap_after_us",
         values: "0 to 10000",
         default: Some("0"),
-        help: "with `wait=nap`, spin this long before a wait's first nap; with `wait=adaptive`, the most a wait spins (0: 100 us)",
+        help: "with `wait=nap`, spin this long before a wait's first nap; with `wait=adaptive`, the most a wait spins (0: 20 us)",
         lands: "SMP.policy.spin_before_nap (main.rs apply_policy)",
         example: "250",
         set: |c, v| {
@@ -604,12 +608,12 @@ pub const KEYS: &[Key] = &[
     Key {
         name: "spin_cpus",
         values: "0 to 64",
-        default: None,
-        help: "with `wait=adaptive`, a waiter spins only while at most this many CPUs are awake (0: no limit); not given: the machine vector's (2 on QEMU's clipper, where vCPUs share the host's cores; no limit on real machines)",
-        lands: "SMP.policy.spin_cpus (main.rs apply_policy), MachineVector::spin_cpus",
+        default: Some("0"),
+        help: "with `wait=adaptive`, a waiter spins only while at most this many CPUs are awake (0: no limit; a limit of 2 on 4 vCPUs sharing 2 host cores measured worse than none, README \"Speed\")",
+        lands: "SMP.policy.spin_cpus (main.rs apply_policy)",
         example: "4",
         set: |c, v| {
-            c.spin_cpus = Some(number(v, 0, 64, "a whole number from 0 to 64")?);
+            c.spin_cpus = number(v, 0, 64, "a whole number from 0 to 64")?;
             Ok(())
         },
     },

@@ -75,16 +75,13 @@ pub struct MachineVector {
     /// The exit path, for the banner.
     pub exit_device: fn() -> &'static str,
     /// How waiters wait when `wait=` is not given. Napping pays where
-    /// vCPUs share host cores (QEMU); on a real machine a nap costs a
+    /// vCPUs share host cores (QEMU: adaptive, a short spin and then a
+    /// nap, measured best there); on a real machine a nap costs a
     /// wake-up IPI per wait, and if EV7 loses IPI edges whenever IPL 7
     /// masks them, every wake of a napper is lost and each wait lasts until
     /// the next tick (the simulator and spin model's `edge_loss_masked`
     /// runs, README "Speed").
     pub default_wait: WaitArg,
-    /// Under `wait=adaptive`, the most awake CPUs at which a waiter still
-    /// spins when `spin_cpus=` is not given (0: no limit). A real machine
-    /// gives every CPU its own core; QEMU's vCPUs share the host's.
-    pub spin_cpus: u64,
 }
 
 impl fmt::Debug for MachineVector {

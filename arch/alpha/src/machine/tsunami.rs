@@ -34,7 +34,6 @@ pub static VECTOR: MachineVector = MachineVector {
     signal_failure: super::no_failure_signal,
     exit_device,
     default_wait: WaitArg::Spin,
-    spin_cpus: 0,
 };
 
 /// The CPUs Tsunami-class machines are built with.
