@@ -106,7 +106,11 @@ fn selftests_pass_on_2_ev6_cpus() {
 #[test]
 fn selftests_pass_under_icount() {
     for (smp, name) in [(2, Some("ev6")), (4, None)] {
-        let cpu = CpuModel { name, icount: true };
+        let cpu = CpuModel {
+            name,
+            icount: true,
+            ..Default::default()
+        };
         let r = boot_on(cpu, smp, qemu::DEFAULT_MEM_MIB, "");
         assert!(
             r.passed(),

@@ -27,6 +27,9 @@ pub struct Config {
     /// Boots of Linux and of ours per CPU count for the comparison
     /// (`--linux-boots`; used with `--linux`).
     pub linux_boots: u32,
+    /// How QEMU runs every boot (`--instructions`: counted instructions
+    /// instead of time).
+    pub cpu: qemu::CpuModel,
 }
 
 impl Config {
@@ -273,9 +276,16 @@ pub fn parse_storm(output: &str, smp: u32, fix: &str, wait: &str) -> Option<Meas
 }
 
 /// One benchmark boot; fails unless it reported.
-fn boot(kernel: &Path, smp: u32, append: &str, what: &str) -> Result<qemu::RunResult> {
+fn boot(
+    kernel: &Path,
+    cpu: qemu::CpuModel,
+    smp: u32,
+    append: &str,
+    what: &str,
+) -> Result<qemu::RunResult> {
     boot_until(
         kernel,
+        cpu,
         smp,
         append,
         what,
@@ -286,6 +296,7 @@ fn boot(kernel: &Path, smp: u32, append: &str, what: &str) -> Result<qemu::RunRe
 /// One boot; fails unless its output has `pass`.
 fn boot_until(
     kernel: &Path,
+    cpu: qemu::CpuModel,
     smp: u32,
     append: &str,
     what: &str,
@@ -299,7 +310,7 @@ fn boot_until(
         timeout: Duration::from_secs(900),
         echo: false,
         image: None,
-        cpu: Default::default(),
+        cpu,
     })?;
     if !r.output.contains(pass) {
         let log = crate::util::repo_root().join("target/bench-failed.log");
@@ -340,6 +351,7 @@ pub fn run(kernel: &Path, cfg: &Config, linux: Option<&linux::Linux>) -> Result<
         let t = Instant::now();
         let r = boot(
             kernel,
+            cfg.cpu,
             smp,
             &append,
             &format!("smp {smp}, {}, wait={wait}", fix.0),
@@ -362,6 +374,7 @@ pub fn run(kernel: &Path, cfg: &Config, linux: Option<&linux::Linux>) -> Result<
                 let t = Instant::now();
                 let r = boot(
                     &l.vmlinux,
+                    cfg.cpu,
                     smp,
                     &linux::append(cfg.samples),
                     &format!("Linux {}, smp {smp}", l.version),
@@ -398,6 +411,7 @@ pub fn run(kernel: &Path, cfg: &Config, linux: Option<&linux::Linux>) -> Result<
                 );
                 let r = boot_until(
                     kernel,
+                    cfg.cpu,
                     smp,
                     &append,
                     &format!("storm, smp {smp}"),
@@ -467,7 +481,11 @@ fn labels(ms: &[Measurement], throughput: bool) -> Vec<String> {
 pub fn markdown(ms: &[Measurement], cfg: &Config, host: &str, cmp: Option<&Comparison>) -> String {
     let mut s = String::new();
     let smps = &cfg.smps;
-    writeln!(s, "Measured by `cargo xtask bench --samples {}` on {host}. In-kernel, on the issuing CPU's cycle counter, {} samples per cell; times in microseconds.", cfg.samples, cfg.samples).ok();
+    if cfg.cpu.count_instructions {
+        writeln!(s, "Measured by `cargo xtask bench --instructions --samples {}` on {host}, every boot under `-icount shift=0,sleep=off`: QEMU runs the vCPUs one at a time and one instruction is one nanosecond of guest time, so each figure below counts **thousands of guest instructions** run by all CPUs during the operation (where the tables say microseconds), the same on any host. A spinning waiter's loop counts too (it runs until the round robin moves on), a napping one's does not. {} samples per cell.", cfg.samples, cfg.samples).ok();
+    } else {
+        writeln!(s, "Measured by `cargo xtask bench --samples {}` on {host}. In-kernel, on the issuing CPU's cycle counter, {} samples per cell; times in microseconds.", cfg.samples, cfg.samples).ok();
+    }
     writeln!(s, "Targets idle: in the idle loop's wtint; busy: spinning at IPL 0. \"x IPI\": the median over the bare IPI round trip (idle target) of the same boot.\n").ok();
     for wait in &cfg.waits {
         let fix = if cfg.fixes.iter().any(|f| f.0 == DEFAULT_FIX) {
@@ -1113,6 +1131,7 @@ mod tests {
     #[test]
     fn tables_and_plot_show_what_was_measured() {
         let cfg = Config {
+            cpu: Default::default(),
             samples: 1000,
             smps: vec![2],
             fixes: fixes("poll").unwrap(),
@@ -1257,6 +1276,7 @@ alphasmp: PASS (benchmark reported)\n";
             "{md}"
         );
         let cfg = Config {
+            cpu: Default::default(),
             samples: 1000,
             smps: vec![2],
             fixes: fixes("poll").unwrap(),

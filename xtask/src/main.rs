@@ -35,14 +35,17 @@ const USAGE: &str = "usage: cargo xtask <command>
   matrix [--per-cpu N] [--smp 2,4] [--out DIR] [--check]
                  fault x fix matrix, one QEMU boot per cell (a cross-check of the experiment);
                  writes DIR/matrix.md and .json (default results/)
-  bench [--samples N] [--smp 2,3,4] [--fixes all|F,...] [--wait spin,nap,adaptive] [--linux [--linux-boots N]] [--out DIR]
-        [--linux [--linux-boots N]]
+  bench [--samples N] [--smp 2,3,4] [--fixes all|F,...] [--wait spin,nap,adaptive] [--out DIR]
+        [--linux [--linux-boots N]] [--instructions]
                  the benchmark suite (IPI, calls, flushes, throughput; median/p90/p99) per CPU
                  count, fix set and wait policy; writes DIR/bench.md, .json and .svg (default results/)
                  --linux: also a small SMP Linux (Debian's linux-source-6.12, built once into the
                  cache with xtask/linux/alphasmp_bench.c built in) on the same QEMU command line,
                  N boots (default 2) of it and of ours per CPU count in turn; adds the \"x Linux\"
                  ratio (ours / Linux) and Linux's medians to the results
+                 --instructions: every boot under -icount shift=0,sleep=off: the vCPUs run one
+                 at a time and a \"time\" counts the instructions all of them ran (host noise
+                 cannot move it; spinning waiters inflate it, napping ones do not)
   stress [--per-cpu N] [--smp N] [--append \"ARGS\"]
                  long stress: edge loss injected, all fixes on; zero watchdog reports required
   mutants [--file src/F.rs]... [--jobs N] [--out DIR]
@@ -836,6 +839,7 @@ fn bench(args: &[String]) -> Result<ExitCode> {
         fixes: xtask::bench::fixes("all")?,
         waits: vec!["adaptive", "nap", "spin"],
         linux_boots: 2,
+        cpu: Default::default(),
     };
     let mut with_linux = false;
     let mut out = repo_root().join("results");
@@ -878,6 +882,7 @@ fn bench(args: &[String]) -> Result<ExitCode> {
             }
             "--out" => out = value("--out")?.into(),
             "--linux" => with_linux = true,
+            "--instructions" => cfg.cpu.count_instructions = true,
             "--linux-boots" => {
                 cfg.linux_boots = value("--linux-boots")?
                     .parse()

@@ -51,6 +51,12 @@ pub struct CpuModel {
     /// in guest time before another runs at all (a legal schedule that
     /// parallel vCPUs rarely show).
     pub icount: bool,
+    /// `-icount shift=0,sleep=off` instead: one instruction is one
+    /// nanosecond of guest time and idle time jumps to the next timer, so
+    /// a run is the same whatever the host does, and a time measured on the
+    /// guest's cycle counter counts the instructions every vCPU ran
+    /// meanwhile (`cargo xtask bench --instructions`).
+    pub count_instructions: bool,
 }
 
 /// The CPU models `--cpu` takes: the three generations the kernel claims
@@ -62,6 +68,7 @@ impl CpuModel {
     pub const EV6: CpuModel = CpuModel {
         name: Some("ev6"),
         icount: false,
+        count_instructions: false,
     };
 
     /// Parses a `--cpu` value.
@@ -235,7 +242,9 @@ pub fn command(spec: &RunSpec<'_>) -> Command {
     if let Some(cpu) = spec.cpu.name {
         cmd.args(["-cpu", cpu]);
     }
-    if spec.cpu.icount {
+    if spec.cpu.count_instructions {
+        cmd.args(["-icount", "shift=0,sleep=off"]);
+    } else if spec.cpu.icount {
         cmd.args(["-icount", "shift=auto"]);
     }
     cmd.args(["-append", &spec.append_line()]);
@@ -370,10 +379,19 @@ mod tests {
         let both = args(CpuModel {
             name: Some("ev68"),
             icount: true,
+            count_instructions: false,
         });
         assert!(
             both.contains("-cpu ev68") && both.contains("-icount shift=auto"),
             "{both}"
+        );
+        let counted = args(CpuModel {
+            count_instructions: true,
+            ..Default::default()
+        });
+        assert!(
+            counted.contains("-icount shift=0,sleep=off") && !counted.contains("shift=auto"),
+            "{counted}"
         );
         assert_eq!(CpuModel::parse("ev6").unwrap(), "ev6");
         assert!(
