@@ -347,7 +347,17 @@ pub fn run(kernel: &Path, cfg: &Config, linux: Option<&linux::Linux>) -> Result<
     });
     let mut i = 0;
     let ours = |smp: u32, fix: (&str, &str), wait: &str| -> Result<(Vec<Measurement>, f64)> {
-        let append = format!("bench={} watchdog_ms=0 wait={wait} {}", cfg.samples, fix.1);
+        // Under counted instructions a busy target would hold the round
+        // robin for a whole slice per sample: idle targets only.
+        let busy = if cfg.cpu.count_instructions {
+            " bench_busy=off"
+        } else {
+            ""
+        };
+        let append = format!(
+            "bench={} watchdog_ms=0 wait={wait} {}{busy}",
+            cfg.samples, fix.1
+        );
         let t = Instant::now();
         let r = boot(
             kernel,

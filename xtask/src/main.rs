@@ -894,6 +894,11 @@ fn bench(args: &[String]) -> Result<ExitCode> {
         }
     }
     let started = std::time::Instant::now();
+    if with_linux && cfg.cpu.count_instructions {
+        return Err(err(
+            "--instructions with --linux: Linux's suite measures busy targets too, and under counted instructions each busy sample holds the round robin for a whole slice",
+        ));
+    }
     let linux = if with_linux {
         Some(xtask::linux::ensure(&|s| eprintln!("{s}"))?)
     } else {

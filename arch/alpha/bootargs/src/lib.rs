@@ -283,6 +283,8 @@ pub struct BootConfig<'a> {
     pub spin_cpus: u64,
     /// Samples per benchmark measurement; 0: no benchmark run.
     pub bench: u64,
+    /// `bench_busy=off`: the benchmark measures idle targets only.
+    pub bench_busy: bool,
     /// `wtint=returns`: wait-for-interrupt returns at once.
     pub wtint_returns: bool,
     /// `experiment=`: the cells one boot runs (Off: no experiment).
@@ -674,6 +676,18 @@ pub const KEYS: &[Key] = &[
         example: "2000",
         set: |c, v| {
             c.bench = number(v, 1000, 100_000, "a whole number from 1000 to 100000")?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "bench_busy",
+        values: "`on`/`off`",
+        default: Some("on"),
+        help: "with `bench`, also measure with busy targets (off: idle targets only; under `-icount` a busy target holds the round robin for a whole slice per sample)",
+        lands: "run::bench",
+        example: "off",
+        set: |c, v| {
+            c.bench_busy = yes_no(v)?;
             Ok(())
         },
     },
