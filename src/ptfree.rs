@@ -345,7 +345,9 @@ impl<P: Hooks + 'static, const N: usize> TableFreer<P, N> {
         // covered by the flush; it is excluded for the one case left, a CPU
         // that came online after the flush began (it cannot walk a table
         // unlinked before then).
-        need = CpuMask(need.0 | foreign.0).without(proof.flusher).without(me);
+        need = CpuMask(need.0 | foreign.0)
+            .without(proof.flusher)
+            .without(me);
         if need.is_empty() {
             self.stats.elided.fetch_add(1, Ordering::Relaxed);
             if proof.by_ipi.is_empty() {
