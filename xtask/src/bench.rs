@@ -232,49 +232,6 @@ pub struct Outcome {
     pub cmp: Option<Comparison>,
 }
 
-/// The storm's rounds per CPU on both sides (the kernel's `storm_rounds`
-/// default, the Linux built-in's default).
-pub const STORM_ROUNDS: u64 = 5000;
-
-/// Our storm as a measurement, from the self-test's line `storm: C
-/// synchronous calls from N CPUs in M ms (T ns per call per CPU)`: named
-/// and shaped as the Linux built-in's `call_storm` (N issuers, per_s =
-/// calls per second, whole machine).
-pub fn parse_storm(output: &str, smp: u32, fix: &str, wait: &str) -> Option<Measurement> {
-    let line = output
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("storm: "))?;
-    let mut words = line.split_whitespace();
-    let calls: u64 = words.next()?.parse().ok()?;
-    let cpus: u32 = line
-        .split(" from ")
-        .nth(1)?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()?;
-    let per_call_cpu: u64 = line
-        .rsplit_once('(')?
-        .1
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()?;
-    Some(Measurement {
-        smp,
-        fix: fix.into(),
-        wait: wait.into(),
-        name: "call_storm".into(),
-        target: String::new(),
-        issuers: cpus,
-        n: calls,
-        median_ns: 0,
-        p90_ns: 0,
-        p99_ns: 0,
-        per_s: u64::from(cpus) * 1_000_000_000 / per_call_cpu.max(1),
-    })
-}
-
 /// One benchmark boot; fails unless it reported.
 fn boot(
     kernel: &Path,
@@ -412,22 +369,6 @@ pub fn run(kernel: &Path, cfg: &Config, linux: Option<&linux::Linux>) -> Result<
                 if k == 0 {
                     ms.extend(om.iter().cloned());
                 }
-                // Our storm is a self-test, not part of the suite: a
-                // short boot of its own, right after.
-                let mut om = om;
-                let append = format!(
-                    "tests=xcall.concurrent_storm storm_rounds={STORM_ROUNDS} watchdog_ms=0 wait={cmp_wait} {}",
-                    cmp_fix.1
-                );
-                let r = boot_until(
-                    kernel,
-                    cfg.cpu,
-                    smp,
-                    &append,
-                    &format!("storm, smp {smp}"),
-                    "alphasmp: PASS (1 passed, 0 failed)",
-                )?;
-                om.extend(parse_storm(&r.output, smp, cmp_fix.0, cmp_wait));
                 ob.push(om);
             }
             cmp.linux.push((smp, lb));
@@ -1204,15 +1145,6 @@ alphasmp: PASS (benchmark reported)\n";
         );
         assert_eq!((ms[0].n, ms[0].median_ns, ms[0].p99_ns), (200, 6088, 57952));
         assert_eq!((ms[4].issuers, ms[4].per_s), (2, 1019));
-    }
-
-    #[test]
-    fn our_storm_line_reads_as_the_linux_storm() {
-        let out = "test xcall.concurrent_storm ...\n  storm: 10000 synchronous calls from 2 CPUs in 87 ms (17520 ns per call per CPU)\ntest xcall.concurrent_storm ... ok (88028 us)\n";
-        let m = parse_storm(out, 2, "poll", "nap").unwrap();
-        assert_eq!(m.label(), "call_storm x2");
-        assert_eq!((m.n, m.issuers, m.per_s), (10000, 2, 114155));
-        assert!(parse_storm("no storm here", 2, "poll", "nap").is_none());
     }
 
     #[test]

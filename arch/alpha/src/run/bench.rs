@@ -18,6 +18,11 @@
 //! sent no IPI); and the walk guards (`walk_own`, `walk_foreign`). A
 //! `bench-ptfree:` line gives the sync rounds and IPIs the proved frees
 //! sent, and how many they elided.
+//!
+//! Throughput lines close the suite: 1 to N CPUs issuing page flushes at
+//! once (`shootdown_throughput`), and the storm (`call_storm`): every CPU
+//! makes 5000 synchronous calls at once, the target rotating over the
+//! others, as the Linux built-in of `cargo xtask bench --linux` does.
 
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -353,6 +358,66 @@ fn throughput(k: usize, per: u64) {
     }
 }
 
+/// Calls each CPU makes in the storm (as the Linux built-in's).
+const STORM_CALLS: u64 = 5000;
+
+/// The storm: every CPU makes [`STORM_CALLS`] synchronous calls at once,
+/// the target rotating over the others; returns its own time (ns).
+fn storm_issuer(me: usize, ctx: usize) -> u64 {
+    // SAFETY: `storm` passes the address of its `Throughput` and keeps it
+    // alive until every issuer has returned.
+    let t = unsafe { &*(ctx as *const Throughput) };
+    t.ready.fetch_add(1, Ordering::AcqRel);
+    let sent = clock::now_ns();
+    while t.ready.load(Ordering::Acquire) < t.issuers {
+        clock::pause_since(sent);
+    }
+    let online: alloc::vec::Vec<usize> = smp::online_cpus().filter(|c| *c != me).collect();
+    let start = clock::now_ns();
+    for i in 0..t.per_issuer as usize {
+        let target = online[(me + i) % online.len()];
+        if SMP.call_single(target, noop, 0, true).is_err() {
+            ERRORS.fetch_add(1, Ordering::Relaxed);
+            break;
+        }
+    }
+    clock::now_ns() - start
+}
+
+/// The storm on every online CPU, as a throughput line (`call_storm`, the
+/// whole machine's calls per second).
+fn storm() {
+    let online = smp::online();
+    let t = Throughput {
+        issuers: online.count() as u64,
+        per_issuer: STORM_CALLS,
+        ready: AtomicU64::new(0),
+    };
+    match smp::run_on_cpus_with(online, storm_issuer, &raw const t as usize, 600_000_000_000) {
+        Ok(ns) => {
+            let longest = online.iter().map(|c| ns[c]).max().unwrap_or(1).max(1);
+            let total = STORM_CALLS * online.count() as u64;
+            println!(
+                "{}",
+                BENCH_THROUGHPUT.line([
+                    &"call_storm",
+                    &online.count(),
+                    &online.count(),
+                    &total,
+                    &longest,
+                    &(total * 1_000_000_000 / longest),
+                ])
+            );
+        }
+        Err(cpu) => {
+            println!("bench: the storm: CPU {cpu} did not finish");
+            ERRORS.fetch_add(1, Ordering::Relaxed);
+            // An issuer may still use `t`: it must not go away.
+            smp::finish(false, "bench: the storm did not finish");
+        }
+    }
+}
+
 fn activate(_: usize) -> u64 {
     MMU.activate(&SPACE);
     0
@@ -392,6 +457,7 @@ pub fn run(cfg: &BootConfig<'_>) -> ! {
     for k in 1..=n {
         throughput(k, (cfg.bench / 2).max(1));
     }
+    storm();
     let errors = ERRORS.load(Ordering::Relaxed);
     if errors > 0 {
         smp::finish(false, "bench: some measurements failed");
