@@ -17,7 +17,8 @@
 //! points inside it: linkers share string tails (`finish` may be the end
 //! of `..._6kernel3smp6finish`), and overwriting would change that other
 //! name. The references are every symbol's name offset and every
-//! `DW_FORM_strp` attribute of every DIE (read with `gimli`).
+//! `.debug_str` offset of every DIE's attributes, direct (`DW_FORM_strp`)
+//! or through `.debug_str_offsets` (read with `gimli`).
 
 use std::collections::BTreeSet;
 use std::ops::Range;
@@ -109,8 +110,20 @@ fn strp_offsets(file: &ElfFile64<'_, Endianness>) -> Result<BTreeSet<usize>> {
         while let Some((_, entry)) = entries.next_dfs().map_err(bad)? {
             let mut attrs = entry.attrs();
             while let Some(attr) = attrs.next().map_err(bad)? {
-                if let gimli::AttributeValue::DebugStrRef(o) = attr.value() {
-                    refs.insert(o.0);
+                match attr.value() {
+                    gimli::AttributeValue::DebugStrRef(o) => {
+                        refs.insert(o.0);
+                    }
+                    // DWARF 5's indirect form (split DWARF): the offset is
+                    // in .debug_str_offsets.
+                    gimli::AttributeValue::DebugStrOffsetsIndex(i) => {
+                        let o = dwarf
+                            .debug_str_offsets
+                            .get_str_offset(unit.encoding().format, unit.str_offsets_base, i)
+                            .map_err(bad)?;
+                        refs.insert(o.0);
+                    }
+                    _ => {}
                 }
             }
         }
