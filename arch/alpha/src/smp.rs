@@ -377,9 +377,12 @@ pub static IDLE_WINDOW: IdleWindow = IdleWindow {
 
 impl IdleWindow {
     /// Pauses `cpu`'s idle loop between its check and its wtint, once,
-    /// when a test armed it for that CPU: until work is posted to it (at
-    /// most 1 s), then 200 us more, so the PING that follows the post
-    /// arrives inside the window.
+    /// when a test armed it for that CPU: until work is posted to it and
+    /// the PING that follows the post is in its mailbox (at most 1 s each),
+    /// so the PING arrives inside the window. (Waiting a fixed 200 us
+    /// instead assumed the poster runs meanwhile; under -icount, where
+    /// QEMU runs one CPU at a time, the poster could still be between its
+    /// post and its PING when the window closed.)
     fn pause(&self, cpu: usize) -> bool {
         if self.cpu.load(Ordering::Relaxed) != cpu
             || self
@@ -391,7 +394,9 @@ impl IdleWindow {
         }
         self.inside.store(true, Ordering::Release);
         wait_ns(1_000_000_000, || SMP.task_pending(cpu));
-        clock::delay_ns(200_000);
+        wait_ns(1_000_000_000, || {
+            SMP.cpu(cpu).mailbox.peek().contains(IpiMessage::PING)
+        });
         self.clock_at_exit.store(
             crate::interrupt::COUNTS[cpu][1].load(Ordering::Relaxed),
             Ordering::Relaxed,
