@@ -640,7 +640,7 @@ fn matrix(args: &[String]) -> Result<ExitCode> {
     let elf = xtask::kernel_elf(false)?;
     eprintln!(
         "==> fault x fix matrix: {} cells, {}",
-        p.smps.len() * 20,
+        p.smps.len() * xtask::matrix::FAULTS.len() * xtask::matrix::FIXES.len(),
         p.common_args()
     );
     let cells = xtask::matrix::run_all(&elf, &p, |c| println!("{}", xtask::matrix::describe(c)))?;

@@ -230,7 +230,7 @@ pub fn markdown(cells: &[Cell], p: &Params) -> String {
         p.common_args()
     )
     .ok();
-    writeln!(s, "Cell: outcome (time to detection for a deadlock; IPIs dropped / CALL messages rescued by the poll in interrupts + by the idle loop's poll / re-sent / lock drains). The `poll` fix is both polls: seed patch 2/3 polls only inside interrupts; this kernel's idle loop polls too, and its rescues are counted apart. `!` marks an outcome the protocol did not predict.").ok();
+    writeln!(s, "Cell: outcome (time to detection for a deadlock; IPIs dropped / CALL messages rescued by the poll in interrupts + by the idle loop's poll / re-sent / lock drains). The `poll` fix is both polls: the series' patch 2/3 polls only inside interrupts; this kernel's idle loop polls too, and its rescues are counted apart. `!` marks an outcome the protocol did not predict.").ok();
     for &smp in &p.smps {
         writeln!(s, "\n**{smp} CPUs**\n").ok();
         write!(s, "| fault \\ fix |").ok();
