@@ -201,6 +201,44 @@ fn assert_suite_passes_through(r: &RunResult) {
         "kernel did not take BOOTED_OSFLAGS"
     );
     assert!(r.output.contains("alphasmp: PASS"));
+    assert_halts_on_the_console_pcb(r);
+}
+
+/// The hexadecimal number that follows `marker` on the first line holding it.
+fn hex_after(r: &RunResult, marker: &str) -> Option<u64> {
+    let line = r.lines_with(marker).next()?;
+    let rest = &line[line.find(marker)? + marker.len()..];
+    let digits: String = rest
+        .strip_prefix("0x")?
+        .chars()
+        .take_while(char::is_ascii_hexdigit)
+        .collect();
+    u64::from_str_radix(&digits, 16).ok()
+}
+
+/// The console entered the loader on the boot CPU's slot PCB; the loader
+/// had to SWPPAL on its own and the kernel ran on a copy of that. Before
+/// the final halt the kernel is back on the console's PCB, by the PAL's own
+/// answer (a switch to the current PCB returns it), as Linux does.
+fn assert_halts_on_the_console_pcb(r: &RunResult) {
+    let slot = hex_after(r, "on the boot CPU's slot PCB at ").expect("srm-emu names the PCB");
+    assert_eq!(
+        hex_after(r, "the console's PCB is "),
+        Some(slot),
+        "the loader names another PCB"
+    );
+    let now = hex_after(r, "halts on the console's PCB at ").unwrap_or_else(|| {
+        panic!(
+            "the run did not return to the console's PCB before halting: {}",
+            r.describe()
+        )
+    });
+    assert_eq!(now, slot, "the PAL reports another PCB in place");
+    let ran_on = hex_after(r, "(the kernel ran on ").expect("the PCB left");
+    assert_ne!(ran_on, slot);
+    // Then the halt, after the exit line with the halt request.
+    let exit = r.output.find("halts on the console's PCB").unwrap();
+    assert!(r.output[..exit].contains("exit: CPU 0 slot flags"));
 }
 
 /// The image boots run on QEMU's EV6 (21264, no count extension), the

@@ -75,6 +75,16 @@ LEAF(pal_swpctx)			# a0 = physical PCB address
 	ret	$31, ($26), 1
 END(pal_swpctx)
 
+# pal_swpctx_keep_sp(pcb_phys, pcb_kseg): swpctx to a PCB that is not
+# this CPU's, on this same stack: its ksp is set to $30 first, so the
+# switch (which loads $30 from the new PCB) leaves the stack where it is.
+LEAF(pal_swpctx_keep_sp)
+	stq	$30, 0($17)
+	mb
+	call_pal 0x30
+	ret	$31, ($26), 1
+END(pal_swpctx_keep_sp)
+
 LEAF(cpu_mb)
 	mb
 	ret	$31, ($26), 1

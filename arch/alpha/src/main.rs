@@ -39,8 +39,9 @@ unsafe extern "Rust" {
 }
 
 /// Where QEMU's loader puts the `-append` string: 0x6000 below the kernel's
-/// lowest physical address (Linux's ZERO_PGE convention).
-const CMDLINE_BELOW_KERNEL: u64 = 0x6000;
+/// lowest physical address (Linux's ZERO_PGE convention), as the SRM
+/// images' loader does too.
+const CMDLINE_BELOW_KERNEL: u64 = alphasmp_srm::image::ZERO_PAGE_BELOW;
 const CMDLINE_MAX: usize = 256;
 /// Upper bound on the heap; less if memory is smaller.
 const HEAP_MAX: u64 = 32 << 20;
@@ -64,6 +65,20 @@ fn cmdline_page() -> Option<&'static str> {
     let bytes = unsafe { core::slice::from_raw_parts(ptr, CMDLINE_MAX) };
     let len = bytes.iter().position(|b| *b == 0).unwrap_or(CMDLINE_MAX);
     core::str::from_utf8(&bytes[..len]).ok()
+}
+
+/// The console's own PCB, where the SRM images' loader named it in the
+/// parameter page (`alphasmp_srm::image::ConsolePcb`); None when booted
+/// straight from QEMU, whose loader leaves those words zero.
+fn console_pcb_page() -> Option<alphasmp_srm::image::ConsolePcb> {
+    let (start, _) = kernel_range();
+    let at = (start & !KSEG) - CMDLINE_BELOW_KERNEL + alphasmp_srm::image::ZERO_PAGE_CONSOLE_PCB;
+    let word = |i: u64| {
+        // SAFETY: the parameter page below the kernel is RAM that a loader
+        // filled (or left zero); these two quadwords lie inside it.
+        unsafe { core::ptr::read_volatile((KSEG | (at + 8 * i)) as *const u64) }
+    };
+    alphasmp_srm::image::ConsolePcb::from_words([word(0), word(1)])
 }
 
 /// GET_ENV's answer: a static, 8-byte aligned buffer (no heap needed, so
@@ -138,6 +153,7 @@ fn no_hwrpb(e: alphasmp_srm::hwrpb::HwrpbError) -> ! {
 #[unsafe(no_mangle)]
 pub fn alpha_boot_main(console_pcb_phys: u64) -> ! {
     let hwrpb = early();
+    machine::note_console_pcb(console_pcb_page(), console_pcb_phys);
     let boot = choose_machine(hwrpb);
     banner(hwrpb, &boot);
     let cfg = configure(boot.parsed, boot.console_error, boot.machine);

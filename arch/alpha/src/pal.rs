@@ -18,6 +18,7 @@ unsafe extern "Rust" {
     fn pal_cserve(selector: u64, a1: u64, a2: u64) -> u64;
     fn pal_wrmces(value: u64) -> u64;
     fn pal_swpctx(pcb_phys: u64) -> u64;
+    fn pal_swpctx_keep_sp(pcb_phys: u64, pcb_kseg: u64) -> u64;
     fn cpu_mb();
     fn cpu_rpcc() -> u64;
     fn cpu_gp() -> u64;
@@ -192,4 +193,18 @@ pub fn gp() -> u64 {
 pub unsafe fn swpctx(pcb_phys: u64) -> u64 {
     // SAFETY: guaranteed by the caller.
     unsafe { pal_swpctx(pcb_phys) }
+}
+
+/// Switches to the hardware context at physical address `pcb_phys` while
+/// staying on the current stack: the new PCB's `ksp` is set to this
+/// stack's pointer first (CALL_PAL swpctx loads `$sp` from it). Returns the
+/// previous PCB's physical address.
+///
+/// # Safety
+/// `pcb_phys` must be the physical address of a valid PCB whose page table
+/// maps this stack and this code (the one in use), and whose `ksp` no one
+/// else relies on.
+pub unsafe fn swpctx_keep_stack(pcb_phys: u64) -> u64 {
+    // SAFETY: guaranteed by the caller; KSEG reaches every physical address.
+    unsafe { pal_swpctx_keep_sp(pcb_phys, crate::hwrpb::KSEG | pcb_phys) }
 }

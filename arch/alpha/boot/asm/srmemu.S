@@ -23,12 +23,17 @@ _start:
 
 	.text
 
-# emu_enter(sp, pc): jump to the image's first byte the way a console
-# would, with $30 = sp and every other register holding garbage (SRM
-# promises nothing else), at the current IPL (7).
+# emu_enter(sp, pc, pcb): make the PCB at physical `pcb` current
+# (swpctx), then jump to the image's first byte the way a console would,
+# with $30 = sp and every other register holding garbage (SRM promises
+# nothing else), at the current IPL (7).
 LEAF(emu_enter)
-	mov	$16, $30
-	mov	$17, $28
+	mov	$16, $9
+	mov	$17, $10
+	mov	$18, $16
+	call_pal 0x30			# swpctx (loads $30 from the PCB: replaced below)
+	mov	$9, $30
+	mov	$10, $28
 	ldah	$1, 0x5a5a($31)
 	lda	$1, 0x5a5a($1)
 	sll	$1, 32, $2

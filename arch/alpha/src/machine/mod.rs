@@ -29,7 +29,7 @@ mod marvel;
 mod tsunami;
 
 use core::fmt;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use alphasmp_bootargs::{ClockArg, ConsoleArg, WaitArg};
 use alphasmp_srm::hwrpb::HaltRequest;
@@ -399,10 +399,67 @@ pub fn end_run(pass: bool) -> ! {
             }
         ));
     }
+    back_to_console_pcb();
     if !pass {
         fail_signal();
     }
     pal::halt()
+}
+
+/// The console's own PCB as the loader named it (physical; 0: none named),
+/// and the PCB the boot CPU entered the kernel on.
+static CONSOLE_PCB: AtomicU64 = AtomicU64::new(0);
+static ENTRY_PCB: AtomicU64 = AtomicU64::new(0);
+
+/// Records, at boot, the console's own PCB (where the SRM images' loader
+/// named it) and the PCB the kernel was entered on.
+pub fn note_console_pcb(console: Option<alphasmp_srm::image::ConsolePcb>, entry: u64) {
+    ENTRY_PCB.store(entry, Ordering::Relaxed);
+    CONSOLE_PCB.store(console.map_or(0, |c| c.0), Ordering::Relaxed);
+}
+
+/// Before the final halt, puts the console's own PCB back in place of the
+/// loader's copy the kernel ran on (docs/hardware.md §5; Linux's
+/// `srm_paging_stop` reloads the PCB it found at entry): the console then
+/// takes the CPU back on the context it entered the bootstrap with. Only
+/// the boot CPU, still on its entry PCB, switches, and only to a PCB on
+/// the same page table (the kernel never left the console's); anything
+/// else is said in one line and the halt happens where the CPU is.
+fn back_to_console_pcb() {
+    let console = CONSOLE_PCB.load(Ordering::Relaxed);
+    let entry = ENTRY_PCB.load(Ordering::Relaxed);
+    let here = percpu::this().pcb_phys.load(Ordering::Relaxed);
+    if console == 0 || console == here || here != entry {
+        return;
+    }
+    let ptbr = |pcb: u64| {
+        // SAFETY: both are PCBs in RAM (the console's, named by the loader
+        // and checked aligned; this CPU's current one), reached through
+        // KSEG; the PTBR is their third quadword.
+        unsafe { core::ptr::read_volatile((hwrpb::KSEG | (pcb + 0x10)) as *const u64) }
+    };
+    let (theirs, ours) = (ptbr(console), ptbr(here));
+    if theirs != ours {
+        crate::console::print_panic(format_args!(
+            "exit: the console's PCB at {console:#x} names page table PFN {theirs:#x}, not this run's {ours:#x}: halting on the PCB at {here:#x}\n"
+        ));
+        return;
+    }
+    // SAFETY: the console's PCB maps the page table this CPU runs on (just
+    // checked), so this code and stack stay mapped; its ksp is the
+    // console's to overwrite (a halt saves the current context into the
+    // current PCB anyway). IPL is 7 and the other CPUs are stopped.
+    let left = unsafe { pal::swpctx_keep_stack(console) };
+    // A switch to the current PCB returns it: the PAL's own word that the
+    // console's PCB is the one in place.
+    // SAFETY: `console` is now this CPU's current PCB, on this stack.
+    let now = unsafe { pal::swpctx(console) };
+    pal::tbi(pal::Tbi::All);
+    percpu::this().pcb_phys.store(now, Ordering::Relaxed);
+    crate::console::print_panic(format_args!(
+        "exit: CPU {} halts on the console's PCB at {now:#x} (the kernel ran on {left:#x})\n",
+        cpus::this()
+    ));
 }
 
 fn fail_signal() {

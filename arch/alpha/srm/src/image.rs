@@ -44,6 +44,45 @@ pub const CMDLINE_MAX: u64 = 256;
 /// Where in the parameter page the loader leaves the PCB the kernel is
 /// entered on (128-byte aligned, after the initrd words at 0x100/0x108).
 pub const ZERO_PAGE_PCB: u64 = 0x200;
+/// Where in the parameter page the loader names the console's own PCB: a
+/// tag quadword, then the PCB's physical address (see [`ConsolePcb`]).
+pub const ZERO_PAGE_CONSOLE_PCB: u64 = 0x180;
+// The two words sit between the initrd words (0x100, 0x108) and the
+// kernel's PCB, inside the bytes the loader copies.
+const _: () =
+    assert!(ZERO_PAGE_CONSOLE_PCB >= 0x110 && ZERO_PAGE_CONSOLE_PCB + 16 <= ZERO_PAGE_PCB);
+
+/// The console's own PCB, as the loader hands it to the kernel.
+///
+/// A console enters a bootstrap on the boot CPU's per-CPU slot HWPCB (DEC's
+/// console sets the slot's halt PCBB to the slot itself; docs/hardware.md
+/// §5). The loader must leave it for its own PCB to SWPPAL, and the kernel
+/// runs on a copy of that one; before the final halt the kernel switches
+/// back to the console's, as Linux's `srm_paging_stop` does with the PCB
+/// it found at entry. QEMU's loader leaves these words zero, so a kernel
+/// booted straight from QEMU finds no tag and stays on the PCB it entered
+/// on, which is then qemu-palcode's own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConsolePcb(pub u64);
+
+impl ConsolePcb {
+    /// The tag before the address ("CONSPCB" and a NUL).
+    pub const TAG: u64 = u64::from_le_bytes(*b"CONSPCB\0");
+
+    /// The two quadwords the loader writes at [`ZERO_PAGE_CONSOLE_PCB`].
+    pub fn words(self) -> [u64; 2] {
+        [Self::TAG, self.0]
+    }
+
+    /// The PCB the words name: None without the tag, or when the address
+    /// cannot be a PCB (zero, or not quadword aligned; slot HWPCBs need
+    /// not be 128-byte aligned: qemu-palcode's sit at 0x40 past a 128-byte
+    /// boundary, and its `swpctx` takes them).
+    pub fn from_words(words: [u64; 2]) -> Option<Self> {
+        (words[0] == Self::TAG && words[1] != 0 && words[1].is_multiple_of(8))
+            .then_some(Self(words[1]))
+    }
+}
 
 /// The loader's header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -424,6 +463,18 @@ mod tests {
             mem_len: mem,
             sum: 0,
         }
+    }
+
+    #[test]
+    fn console_pcb_words_round_trip_and_refuse_what_is_not_a_pcb() {
+        // qemu-palcode's boot slot HWPCB (not 128-byte aligned).
+        let pcb = ConsolePcb(0x1_8140);
+        assert_eq!(ConsolePcb::from_words(pcb.words()), Some(pcb));
+        // QEMU's loader leaves the page zero: no tag, no PCB.
+        assert_eq!(ConsolePcb::from_words([0, 0]), None);
+        assert_eq!(ConsolePcb::from_words([0, pcb.0]), None);
+        assert_eq!(ConsolePcb::from_words([ConsolePcb::TAG, 0]), None);
+        assert_eq!(ConsolePcb::from_words([ConsolePcb::TAG, pcb.0 + 4]), None);
     }
 
     #[test]

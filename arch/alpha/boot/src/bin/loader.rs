@@ -16,7 +16,9 @@
 //!    from it and from the image's pages (`alphasmp_srm::image`, host-tested),
 //!    copy the payload there with a trampoline and the parameter page after
 //!    it, and let the trampoline copy the kernel into place and enter it as
-//!    QEMU's PALcode does (`$27` = entry, `$18` = its PCB, IPL 7).
+//!    QEMU's PALcode does (`$27` = entry, `$18` = its PCB, IPL 7), naming
+//!    in the parameter page the console's own PCB, which the kernel
+//!    returns to before it halts.
 //!
 //! Every refusal is one line `alphasmp loader: FAIL: ...`, then a halt back
 //! to the console.
@@ -69,7 +71,8 @@ const PCB_FLAGS: usize = 5;
 const MAX_PAGES: usize = 4096;
 
 /// Bytes of the parameter page the trampoline copies (command line at 0,
-/// initrd words at 0x100/0x108, the PCB at ZERO_PAGE_PCB).
+/// initrd words at 0x100/0x108, the console's PCB at ZERO_PAGE_CONSOLE_PCB,
+/// the kernel's PCB at ZERO_PAGE_PCB).
 const PARAM_BYTES: usize = 0x400;
 
 /// Proof that OSF/1 PALcode runs: made only in [`loader_main`], after
@@ -281,14 +284,19 @@ fn after_switch(
     // The kernel moves to its own stack at once; until then this is below
     // its first byte, inside the parameter page area.
     page[k_pcb + PCB_KSP] = KSEG | hdr.load_phys;
+    // The PCB the console entered us on, which SWPPAL left behind: the
+    // kernel returns to it before it halts (image::ConsolePcb).
+    let console_pcb = image::ConsolePcb(h.phys_addr() + h.slot(h.boot_cpu()).offset());
+    let at = image::ZERO_PAGE_CONSOLE_PCB as usize / 8;
+    page[at..at + 2].copy_from_slice(&console_pcb.words());
     // SAFETY: `param` is in the staging tail page (ours), PARAM_BYTES long.
     unsafe { core::ptr::copy_nonoverlapping(page.as_ptr(), param as *mut u64, PARAM_BYTES / 8) };
     osf.imb();
 
     let zero_page = hdr.load_phys - image::ZERO_PAGE_BELOW;
     println!(
-        "alphasmp loader: kernel {} bytes for physical {:#x} (entry {:#x}), staged at {stage:#x}; entering it",
-        hdr.payload_len, hdr.load_phys, hdr.entry
+        "alphasmp loader: kernel {} bytes for physical {:#x} (entry {:#x}), staged at {stage:#x}; the console's PCB is {:#x}; entering it",
+        hdr.payload_len, hdr.load_phys, hdr.entry, console_pcb.0
     );
     let tramp: fn(u64, u64, u64, u64, u64, u64) -> ! =
         // SAFETY: the trampoline was copied to `tail_pa` (instruction

@@ -20,6 +20,8 @@
 //!   is removed;
 //! - this program marks itself console memory in the memory cluster table
 //!   and stays resident to answer GET_ENV(BOOTED_OSFLAGS) in the callbacks;
+//! - the boot CPU's slot HWPCB is the current PCB (this stack, the
+//!   console's L1, FEN), as a console enters a bootstrap;
 //! - every register but `$30` holds garbage at the jump.
 //!
 //! What it cannot emulate: the console's PALcode stays qemu-palcode's
@@ -41,7 +43,7 @@ unsafe extern "Rust" {
     static mut emu_crb_next: u64;
     static mut emu_env_len: u64;
     static mut emu_env: [u8; 256];
-    fn emu_enter(sp: u64, pc: u64) -> !;
+    fn emu_enter(sp: u64, pc: u64, pcb_phys: u64) -> !;
     fn emu_wrvptptr(vptb: u64);
     fn emu_tbia();
     fn emu_halt() -> !;
@@ -307,13 +309,22 @@ pub fn srmemu_main(console_pcb: u64) -> ! {
     crb_table.write(crb::off::DISPATCH_VA, desc);
     crb_table.write(crb::off::DISPATCH_PA, kseg_phys(desc));
 
+    let sp = load_va + total * PAGE - 64;
+    // A console runs the bootstrap on the boot CPU's slot HWPCB (DEC's
+    // console points the slot's halt PCBB at the slot itself): fill it with
+    // this stack and the console's L1, and switch to it at the jump, so
+    // that the loader leaves, and the kernel must come back to, the PCB a
+    // real console would have.
+    let slot = h.slot(h.boot_cpu());
+    slot.set_hwpcb(sp, l1_pfn);
+    let slot_pcb = hw_phys + slot.offset();
     println!(
-        "srm-emu: {pages} image pages at {load_va:#x} backed by physical {:#x}, {:#x}, ... (descending, one page apart), {STACK_PAGES} stack pages after them; VPTB {SRM_VPTB:#x}; BOOTED_OSFLAGS \"{flags}\"; jumping to {load_va:#x}",
+        "srm-emu: {pages} image pages at {load_va:#x} backed by physical {:#x}, {:#x}, ... (descending, one page apart), {STACK_PAGES} stack pages after them; VPTB {SRM_VPTB:#x}; BOOTED_OSFLAGS \"{flags}\"; on the boot CPU's slot PCB at {slot_pcb:#x}; jumping to {load_va:#x}",
         backing(0),
         backing(1)
     );
-    let sp = load_va + total * PAGE - 64;
     // SAFETY: the image and its stack are mapped at `load_va` on the page
-    // tables in use; this is the jump a console makes.
-    unsafe { emu_enter(sp, load_va) }
+    // tables in use, and the slot's PCB names those tables and that stack;
+    // this is the jump a console makes.
+    unsafe { emu_enter(sp, load_va, slot_pcb) }
 }
