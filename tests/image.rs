@@ -317,6 +317,23 @@ fn truncated_disk_does_not_boot() {
     );
 }
 
+/// A console PCB that does not map the page table the kernel runs on is
+/// not switched to: one line says so, and the run halts where it is, with
+/// its verdict intact.
+#[test]
+fn a_console_pcb_on_another_page_table_is_not_switched_to() {
+    let r = boot_image(1, "ewa0+foreignpcb", &images().written.bootp, "tests=smp");
+    assert!(r.passed(), "{}", r.describe());
+    let line = r
+        .line_starting("exit: the console's PCB at ")
+        .unwrap_or_else(|| panic!("no refusal line: {}", r.describe()));
+    assert!(
+        line.contains("names page table PFN") && line.contains("halting on the PCB at"),
+        "{line}"
+    );
+    assert!(r.lines_with("halts on the console's PCB").next().is_none());
+}
+
 #[test]
 fn kernel_address_in_console_memory_is_refused_by_the_loader() {
     // 0x10000 is inside the PALcode's reserved cluster: the loader must

@@ -23,15 +23,22 @@ _start:
 
 	.text
 
-# emu_enter(sp, pc, pcb): make the PCB at physical `pcb` current
-# (swpctx), then jump to the image's first byte the way a console would,
-# with $30 = sp and every other register holding garbage (SRM promises
-# nothing else), at the current IPL (7).
+# emu_enter(sp, pc, pcb, pcb_kseg, ptbr_after): make the PCB at physical
+# `pcb` current (swpctx), store `ptbr_after` into its PTBR field in memory
+# (the same value unless a test wants a console PCB that names another
+# page table; the live PTBR is not changed by the store), then jump to the
+# image's first byte the way a console would, with $30 = sp and every
+# other register holding garbage (SRM promises nothing else), at the
+# current IPL (7).
 LEAF(emu_enter)
 	mov	$16, $9
 	mov	$17, $10
+	mov	$19, $11
+	mov	$20, $12
 	mov	$18, $16
 	call_pal 0x30			# swpctx (loads $30 from the PCB: replaced below)
+	stq	$12, 0x10($11)
+	mb
 	mov	$9, $30
 	mov	$10, $28
 	ldah	$1, 0x5a5a($31)

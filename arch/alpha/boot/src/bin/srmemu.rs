@@ -5,7 +5,9 @@
 //! `-append "DEVICE FLAGS..."`: DEVICE is `dka0` (the image is a disk:
 //! check the boot block at LBN 0 as SRM does, then load the blocks it
 //! names) or `ewa0` (the image is a BOOTP file, loaded whole), optionally
-//! `@0xVA` to load it at another address than 0x20000000, or `+levels4`
+//! `@0xVA` to load it at another address than 0x20000000, `+foreignpcb`
+//! to leave the boot slot's PCB naming another page table once it is
+//! current (a test of the kernel's switch back at halt), or `+levels4`
 //! to report the VPTB of 4-level page tables (tests of the loader's
 //! refusals); the rest is what `boot -flags` would put in
 //! BOOTED_OSFLAGS. Then, as a console would:
@@ -43,7 +45,7 @@ unsafe extern "Rust" {
     static mut emu_crb_next: u64;
     static mut emu_env_len: u64;
     static mut emu_env: [u8; 256];
-    fn emu_enter(sp: u64, pc: u64, pcb_phys: u64) -> !;
+    fn emu_enter(sp: u64, pc: u64, pcb_phys: u64, pcb_kseg: u64, ptbr_after: u64) -> !;
     fn emu_wrvptptr(vptb: u64);
     fn emu_tbia();
     fn emu_halt() -> !;
@@ -127,6 +129,10 @@ pub fn srmemu_main(console_pcb: u64) -> ! {
     // `page_table_levels` is 4 (1 << 43), to show that the loader refuses
     // it before it walks anything (the tables stay 3-level underneath).
     let (word, levels4) = match word.strip_suffix("+levels4") {
+        Some(w) => (w, true),
+        None => (word, false),
+    };
+    let (word, foreign_pcb) = match word.strip_suffix("+foreignpcb") {
         Some(w) => (w, true),
         None => (word, false),
     };
@@ -323,8 +329,12 @@ pub fn srmemu_main(console_pcb: u64) -> ! {
         backing(0),
         backing(1)
     );
+    // `+foreignpcb`: once current, the slot's PCB names another page table
+    // in memory (the live PTBR stays the console's), to show that the
+    // kernel refuses to switch back to a PCB that does not map it.
+    let ptbr_after = if foreign_pcb { l1_pfn + 1 } else { l1_pfn };
     // SAFETY: the image and its stack are mapped at `load_va` on the page
     // tables in use, and the slot's PCB names those tables and that stack;
     // this is the jump a console makes.
-    unsafe { emu_enter(sp, load_va, slot_pcb) }
+    unsafe { emu_enter(sp, load_va, slot_pcb, KSEG | slot_pcb, ptbr_after) }
 }
