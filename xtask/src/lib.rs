@@ -7,6 +7,7 @@ pub mod image;
 pub mod kernel;
 pub mod linux;
 pub mod matrix;
+pub mod profile;
 pub mod qemu;
 pub mod report;
 pub mod rustnames;

@@ -46,6 +46,12 @@ const USAGE: &str = "usage: cargo xtask <command>
                  --instructions: every boot under -icount shift=0,sleep=off: the vCPUs run one
                  at a time and a \"time\" counts the instructions all of them ran (host noise
                  cannot move it; spinning waiters inflate it, napping ones do not)
+  profile [--op NAME,...] [--smp 2,4] [--wait nap|spin|adaptive] [--samples N] [--cpu ev6|ev67|ev68]
+          [--top N] [--out FILE]
+                 where one operation's instructions go, function by function, on every CPU:
+                 boots the benchmark with only that measurement (default call_single_wait, idle
+                 target; default 2 CPUs, wait=nap, 1000 samples) under -icount with QEMU's
+                 instruction trace, and writes FILE (default results/profile.md)
   stress [--per-cpu N] [--smp N] [--append \"ARGS\"]
                  long stress: edge loss injected, all fixes on; zero watchdog reports required
   mutants [--file src/F.rs]... [--jobs N] [--out DIR]
@@ -71,6 +77,7 @@ fn main() -> ExitCode {
         Some("report") => report(&args[1..]),
         Some("stress") => stress(&args[1..]),
         Some("bench") => bench(&args[1..]),
+        Some("profile") => profile(&args[1..]),
         Some("toolchain") => toolchain(&args[1..]),
         Some("mutants") => mutants(&args[1..]),
         Some("help" | "-h" | "--help") => {
@@ -830,6 +837,78 @@ fn mutants(args: &[String]) -> Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+fn profile(args: &[String]) -> Result<ExitCode> {
+    let mut cfg = xtask::profile::Config {
+        ops: vec!["call_single_wait".into()],
+        smps: vec![2],
+        wait: "nap".into(),
+        samples: 1000,
+        cpu: None,
+        top: 25,
+    };
+    let mut out = repo_root().join("results/profile.md");
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = |name: &str| {
+            it.next()
+                .cloned()
+                .ok_or_else(|| err(format!("{name} needs a value")))
+        };
+        match a.as_str() {
+            "--op" => {
+                cfg.ops = value("--op")?.split(',').map(str::to_string).collect();
+                for op in &cfg.ops {
+                    alphasmp_bootargs::BootConfig::parse(&format!("bench_only={op}"))
+                        .map_err(|e| err(format!("--op: {e}")))?;
+                }
+            }
+            "--smp" => {
+                cfg.smps = value("--smp")?
+                    .split(',')
+                    .map(parse_smp)
+                    .collect::<Result<_>>()?;
+                if cfg.smps.contains(&1) {
+                    return Err(err("--smp 1: the benchmarks need 2 or more CPUs"));
+                }
+            }
+            "--wait" => {
+                let w = value("--wait")?;
+                alphasmp_bootargs::BootConfig::parse(&format!("wait={w}"))
+                    .map_err(|e| err(format!("--wait: {e}")))?;
+                cfg.wait = w;
+            }
+            "--samples" => {
+                let v = value("--samples")?;
+                cfg.samples = alphasmp_bootargs::BootConfig::parse(&format!("bench={v}"))
+                    .map_err(|e| err(format!("--samples: {e}")))?
+                    .bench;
+            }
+            "--cpu" => cfg.cpu = Some(qemu::CpuModel::parse(&value("--cpu")?)?),
+            "--top" => cfg.top = parse_positive("--top", &value("--top")?)? as usize,
+            "--out" => out = value("--out")?.into(),
+            other => return Err(err(format!("unknown option '{other}' for profile"))),
+        }
+    }
+    let kernel = xtask::kernel_elf(false)?;
+    let profiles = xtask::profile::run(&cfg, &kernel)?;
+    let bytes = std::fs::read(&kernel).context(|| format!("reading {}", kernel.display()))?;
+    let syms = xtask::profile::Symbols::from_elf(&bytes)?;
+    let mut text = String::from("# Where the instructions go\n\n");
+    text.push_str(&format!(
+        "Made by `cargo xtask profile {}` (instructions counted in QEMU's trace under \
+         `-icount shift=0,sleep=off`, per operation, on every CPU; see xtask/src/profile.rs).\n",
+        args.join(" ")
+    ));
+    text.push_str(&xtask::profile::report(&cfg, &syms, &profiles));
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir).context(|| format!("creating {}", dir.display()))?;
+    }
+    print!("{text}");
+    std::fs::write(&out, text).context(|| format!("writing {}", out.display()))?;
+    eprintln!("==> wrote {}", out.display());
+    Ok(ExitCode::SUCCESS)
 }
 
 fn bench(args: &[String]) -> Result<ExitCode> {

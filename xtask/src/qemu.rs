@@ -263,10 +263,17 @@ pub fn command(spec: &RunSpec<'_>) -> Command {
 
 /// Boots the kernel and waits for the end (or the timeout).
 pub fn run(spec: &RunSpec<'_>) -> Result<RunResult> {
+    run_with_args(spec, &[])
+}
+
+/// [`run`] with more QEMU options after the machine's (`cargo xtask
+/// profile` adds its instruction trace).
+pub fn run_with_args(spec: &RunSpec<'_>, extra: &[&std::ffi::OsStr]) -> Result<RunResult> {
     check_smp(spec.smp)?;
     check_append_len(&spec.append_line())?;
     check_mem(spec.mem)?;
     let mut cmd = command(spec);
+    cmd.args(extra);
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

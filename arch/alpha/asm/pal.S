@@ -85,6 +85,17 @@ LEAF(pal_swpctx_keep_sp)
 	ret	$31, ($26), 1
 END(pal_swpctx_keep_sp)
 
+# The benchmark's profiling window (arch/alpha/src/run/bench.rs): empty
+# functions whose only job is to appear at their own addresses in QEMU's
+# instruction trace (`cargo xtask profile`).
+LEAF(bench_window_open)
+	ret	$31, ($26), 1
+END(bench_window_open)
+
+LEAF(bench_window_close)
+	ret	$31, ($26), 1
+END(bench_window_close)
+
 LEAF(cpu_mb)
 	mb
 	ret	$31, ($26), 1

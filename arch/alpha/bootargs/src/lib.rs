@@ -235,6 +235,34 @@ impl WaitArg {
 /// 50 and 100).
 pub const ADAPTIVE_SPIN_US: u64 = 20;
 
+/// The benchmark's measurements, in the order it runs them: the latency
+/// measurements (`bench-result:` lines), then the two throughput ones. The
+/// kernel's `run::bench` names its measurements from this table, and
+/// `bench_only=` takes one of these names.
+pub const BENCH_OPS: &[&str] = &[
+    "ipi_rtt",
+    "call_single_wait",
+    "call_single_nowait",
+    "on_each_cpu_wait",
+    "flush_tlb_all",
+    "flush_tlb_mm",
+    "flush_tlb_page",
+    "flush_icache",
+    "free_proved",
+    "free_always",
+    "free_never",
+    "free_proved_local",
+    "free_always_local",
+    "walk_own",
+    "walk_foreign",
+    "shootdown_throughput",
+    "call_storm",
+];
+
+/// What `bench_only=` expected (every name of [`BENCH_OPS`]; a host test
+/// keeps the two together).
+const BENCH_OPS_EXPECTED: &str = "all, or one of ipi_rtt, call_single_wait, call_single_nowait, on_each_cpu_wait, flush_tlb_all, flush_tlb_mm, flush_tlb_page, flush_icache, free_proved, free_always, free_never, free_proved_local, free_always_local, walk_own, walk_foreign, shootdown_throughput, call_storm";
+
 /// The spelling of `value` in a name table.
 pub fn name_of<T: PartialEq + Copy>(table: &[(&'static str, T)], value: T) -> &'static str {
     table
@@ -285,6 +313,9 @@ pub struct BootConfig<'a> {
     pub bench: u64,
     /// `bench_busy=off`: the benchmark measures idle targets only.
     pub bench_busy: bool,
+    /// `bench_only=`: the one measurement of [`BENCH_OPS`] to run (its
+    /// index); None: all of them.
+    pub bench_only: Option<usize>,
     /// `wtint=returns`: wait-for-interrupt returns at once.
     pub wtint_returns: bool,
     /// `experiment=`: the cells one boot runs (Off: no experiment).
@@ -692,6 +723,26 @@ pub const KEYS: &[Key] = &[
         },
     },
     Key {
+        name: "bench_only",
+        values: "`all` or a measurement's name (`ipi_rtt`, `call_single_wait`, ... `call_storm`: README \"Speed\")",
+        default: Some("all"),
+        help: "with `bench`, run only this measurement (idle and busy as `bench_busy` says); what `cargo xtask profile` boots to count one operation's instructions function by function",
+        lands: "run::bench",
+        example: "call_single_wait",
+        set: |c, v| {
+            c.bench_only = match v {
+                "all" => None,
+                _ => Some(
+                    BENCH_OPS
+                        .iter()
+                        .position(|n| *n == v)
+                        .ok_or(BENCH_OPS_EXPECTED)?,
+                ),
+            };
+            Ok(())
+        },
+    },
+    Key {
         name: "wtint",
         values: "`waits`, `returns`",
         default: Some("waits"),
@@ -826,6 +877,24 @@ mod tests {
         assert_eq!(c.fault, Fault::Overflow);
         assert_eq!(c.tick_hz, 250);
         assert!(c.selects("div.edges") && c.selects("mem.copy") && !c.selects("heap.vec"));
+    }
+
+    #[test]
+    fn bench_only_takes_every_measurement_and_refuses_others() {
+        assert_eq!(BootConfig::defaults().bench_only, None);
+        for (i, name) in BENCH_OPS.iter().enumerate() {
+            let line = std::format!("bench=1000 bench_only={name}");
+            assert_eq!(BootConfig::parse(&line).unwrap().bench_only, Some(i));
+            assert!(
+                BENCH_OPS_EXPECTED.contains(name),
+                "{name} not in the message"
+            );
+        }
+        let e = BootConfig::parse("bench_only=call_single").unwrap_err();
+        assert!(
+            e.to_string().contains("call_single_wait") && !e.to_string().contains('\n'),
+            "{e}"
+        );
     }
 
     #[test]

@@ -31,7 +31,7 @@ use alphasmp::cpumask::CpuMask;
 use alphasmp::mailbox::IpiMessage;
 use alphasmp::tlb::AddressSpace;
 use alphasmp::xcall::XcallError;
-use alphasmp_bootargs::BootConfig;
+use alphasmp_bootargs::{BENCH_OPS, BootConfig};
 
 use alphasmp_bootargs::lines::{BENCH_PTFREE, BENCH_RESULT, BENCH_THROUGHPUT};
 
@@ -57,6 +57,33 @@ static FREER: alphasmp::ptfree::TableFreer<crate::platform::AlphaPlatform, MAX_C
 static RAN: AtomicBool = AtomicBool::new(false);
 /// Failures of the whole run (any round).
 static ERRORS: AtomicU64 = AtomicU64::new(0);
+
+/// `BENCH_OPS` names the latency measurements in `Op` order, then these.
+const SHOOTDOWN_THROUGHPUT: usize = Op::ALL.len();
+const CALL_STORM: usize = Op::ALL.len() + 1;
+const _: () = assert!(BENCH_OPS.len() == Op::ALL.len() + 2);
+
+// The profiling window (`cargo xtask profile`): right before a
+// measurement's operations the CPU that issues them calls
+// [`window_open`], right after them [`window_close`]; the tool counts
+// what every CPU ran between the two calls in QEMU's instruction trace
+// and divides by the operations the result line reports. The two are
+// empty functions in `asm/pal.S`, so that the trace shows two distinct
+// addresses whatever the compiler inlines.
+unsafe extern "Rust" {
+    fn bench_window_open();
+    fn bench_window_close();
+}
+
+fn window_open() {
+    // SAFETY: an empty assembly function (a return).
+    unsafe { bench_window_open() }
+}
+
+fn window_close() {
+    // SAFETY: an empty assembly function (a return).
+    unsafe { bench_window_close() }
+}
 
 /// One measuring round, shared by its CPUs through their context: the
 /// measurer samples `op`, the others spin (busy targets) until it is done.
@@ -116,24 +143,10 @@ impl Op {
         Op::WalkOwn,
         Op::WalkForeign,
     ];
+    /// Its name: its place in `alphasmp_bootargs::BENCH_OPS`, which
+    /// `bench_only=` takes.
     fn name(self) -> &'static str {
-        match self {
-            Op::IpiRtt => "ipi_rtt",
-            Op::CallSingleWait => "call_single_wait",
-            Op::CallSingleNoWait => "call_single_nowait",
-            Op::OnEachCpuWait => "on_each_cpu_wait",
-            Op::FlushTlbAll => "flush_tlb_all",
-            Op::FlushTlbMm => "flush_tlb_mm",
-            Op::FlushTlbPage => "flush_tlb_page",
-            Op::FlushIcache => "flush_icache",
-            Op::FreeProved => "free_proved",
-            Op::FreeAlways => "free_always",
-            Op::FreeNever => "free_never",
-            Op::FreeProvedLocal => "free_proved_local",
-            Op::FreeAlwaysLocal => "free_always_local",
-            Op::WalkOwn => "walk_own",
-            Op::WalkForeign => "walk_foreign",
-        }
+        BENCH_OPS[self as usize]
     }
     /// Measured against one other CPU (else against all).
     fn single_target(self) -> bool {
@@ -233,6 +246,7 @@ fn round(me: usize, ctx: usize) -> u64 {
     }
     let target = next_cpu(me);
     let mut v = Vec::with_capacity(r.samples);
+    window_open();
     for _ in 0..r.samples {
         match sample(r.op, target) {
             Ok(ns) => v.push(ns),
@@ -242,6 +256,7 @@ fn round(me: usize, ctx: usize) -> u64 {
             }
         }
     }
+    window_close();
     *r.result.lock() = v;
     r.done.store(true, Ordering::Release);
     0
@@ -333,7 +348,10 @@ fn throughput(k: usize, per: u64) {
         per_issuer: per,
         ready: AtomicU64::new(0),
     };
-    match smp::run_on_cpus_with(mask, issuer, &raw const t as usize, 600_000_000_000) {
+    window_open();
+    let done = smp::run_on_cpus_with(mask, issuer, &raw const t as usize, 600_000_000_000);
+    window_close();
+    match done {
         Ok(ns) => {
             let longest = mask.iter().map(|c| ns[c]).max().unwrap_or(1).max(1);
             let total = per * k as u64;
@@ -393,7 +411,10 @@ fn storm() {
         per_issuer: STORM_CALLS,
         ready: AtomicU64::new(0),
     };
-    match smp::run_on_cpus_with(online, storm_issuer, &raw const t as usize, 600_000_000_000) {
+    window_open();
+    let done = smp::run_on_cpus_with(online, storm_issuer, &raw const t as usize, 600_000_000_000);
+    window_close();
+    match done {
         Ok(ns) => {
             let longest = online.iter().map(|c| ns[c]).max().unwrap_or(1).max(1);
             let total = STORM_CALLS * online.count() as u64;
@@ -435,7 +456,11 @@ pub fn run(cfg: &BootConfig<'_>) -> ! {
     if n < 2 {
         smp::finish(false, "bench needs 2 or more CPUs");
     }
+    let only = |i: usize| cfg.bench_only.is_none_or(|o| o == i);
     for op in Op::ALL {
+        if !only(op as usize) {
+            continue;
+        }
         measure(op, false, cfg.bench as usize);
         if cfg.bench_busy {
             measure(op, true, cfg.bench as usize);
@@ -454,10 +479,14 @@ pub fn run(cfg: &BootConfig<'_>) -> ! {
             &st.deferred.load(Ordering::Relaxed),
         ])
     );
-    for k in 1..=n {
-        throughput(k, (cfg.bench / 2).max(1));
+    if only(SHOOTDOWN_THROUGHPUT) {
+        for k in 1..=n {
+            throughput(k, (cfg.bench / 2).max(1));
+        }
     }
-    storm();
+    if only(CALL_STORM) {
+        storm();
+    }
     let errors = ERRORS.load(Ordering::Relaxed);
     if errors > 0 {
         smp::finish(false, "bench: some measurements failed");
