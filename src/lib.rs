@@ -15,6 +15,7 @@ pub mod ptfree;
 pub mod queue;
 pub mod recover;
 pub mod rng;
+pub mod scale;
 #[cfg(feature = "sim")]
 pub mod sim;
 pub mod sync;

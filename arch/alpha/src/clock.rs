@@ -13,14 +13,41 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use crate::ipl::{self, IplGuard};
 use crate::percpu::{self, MAX_CPUS};
 use crate::{cpus, pal};
+use alphasmp::scale::Scale;
 
 static EXTENDED: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 static CYCLE_FREQ: AtomicU64 = AtomicU64::new(250_000_000);
+
+/// Cycles to nanoseconds and back, as multiply-and-shift factors
+/// (`alphasmp::scale`: Alpha has no divide instruction), for CYCLE_FREQ.
+/// Written by `init` on the boot CPU before any other CPU starts.
+static TO_NS: [AtomicU64; 2] = scale_atomics(Scale::new(1_000_000_000, 250_000_000));
+static TO_CYCLES: [AtomicU64; 2] = scale_atomics(Scale::new(250_000_000, 1_000_000_000));
+
+const fn scale_atomics(s: Scale) -> [AtomicU64; 2] {
+    let (mult, shift) = s.parts();
+    [AtomicU64::new(mult), AtomicU64::new(shift as u64)]
+}
+
+fn store_scale(to: &[AtomicU64; 2], s: Scale) {
+    let (mult, shift) = s.parts();
+    to[0].store(mult, Ordering::Relaxed);
+    to[1].store(u64::from(shift), Ordering::Relaxed);
+}
+
+fn load_scale(from: &[AtomicU64; 2]) -> Scale {
+    Scale::from_parts(
+        from[0].load(Ordering::Relaxed),
+        from[1].load(Ordering::Relaxed) as u32,
+    )
+}
 
 /// Records the cycle-counter frequency (from the HWRPB).
 pub fn init(cycle_freq: u64) {
     if cycle_freq != 0 {
         CYCLE_FREQ.store(cycle_freq, Ordering::Relaxed);
+        store_scale(&TO_NS, Scale::new(1_000_000_000, cycle_freq));
+        store_scale(&TO_CYCLES, Scale::new(cycle_freq, 1_000_000_000));
     }
 }
 
@@ -186,12 +213,12 @@ pub fn resume_counter(saved: StoppedCounter) {
 
 /// Converts cycles to nanoseconds.
 pub fn cycles_to_ns(c: u64) -> u64 {
-    (u128::from(c) * 1_000_000_000 / u128::from(cycle_freq())) as u64
+    load_scale(&TO_NS).apply(c)
 }
 
 /// Converts nanoseconds to cycles.
 pub fn ns_to_cycles(ns: u64) -> u64 {
-    (u128::from(ns) * u128::from(cycle_freq()) / 1_000_000_000) as u64
+    load_scale(&TO_CYCLES).apply(ns)
 }
 
 /// Nanoseconds on this CPU's clock.
