@@ -7,6 +7,7 @@
 #![cfg_attr(not(test), no_std)]
 
 pub mod census;
+pub mod counter;
 pub mod cpuid;
 pub mod cpumask;
 pub mod mailbox;

@@ -4,18 +4,20 @@
 //! `rpcc` gives a 32-bit counter (250 MHz under QEMU: it wraps every ~17 s).
 //! Each CPU extends it in software: `EXTENDED[cpu]` holds the last full
 //! 64-bit value; a read that finds the low half smaller than before adds
-//! 2^32. Only the owning CPU writes its slot, at IPL 7 so an interrupt
-//! handler reading the clock cannot interleave; the periodic tick reads it
-//! often enough that at most one wrap happens between reads.
+//! 2^32. Only the owning CPU writes its slot, at any IPL: a read that an
+//! interrupt's own read came into starts again (`alphasmp::counter`); the
+//! periodic tick reads it often enough that at most one wrap happens
+//! between reads.
 
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, Ordering, compiler_fence};
 
 use crate::ipl::{self, IplGuard};
 use crate::percpu::{self, MAX_CPUS};
 use crate::{cpus, pal};
+use alphasmp::counter::Extended;
 use alphasmp::scale::Scale;
 
-static EXTENDED: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+static EXTENDED: [Extended; MAX_CPUS] = [const { Extended::new() }; MAX_CPUS];
 static CYCLE_FREQ: AtomicU64 = AtomicU64::new(250_000_000);
 
 /// Cycles to nanoseconds and back, as multiply-and-shift factors
@@ -80,28 +82,36 @@ pub fn cycles() -> u64 {
 
 /// This CPU's cycle count since it first read the clock, 64-bit, plus the
 /// correction the periodic interrupt made (below).
+///
+/// No IPL raise (two PAL calls on every clock read): the extension is safe
+/// against this CPU's interrupts by itself (`alphasmp::counter`), and the
+/// correction and the self-test's stopped value, which only this CPU's
+/// interrupts (and IPL 7 code) change, are read again after the counter:
+/// if either moved, an interrupt came in between, and the read starts
+/// again. The compiler fences keep the second reads after the counter
+/// read (a CPU sees its own interrupts' stores in program order).
 fn raw_cycles() -> u64 {
-    let _ipl = IplGuard::raise(ipl::HIGH);
     let cpu = cpus::this();
-    let correction = CORRECTION[cpu].load(Ordering::Relaxed);
-    match STOPPED_AT[cpu].load(Ordering::Relaxed) {
-        0 => extended_counter(cpu) + correction,
-        stopped => stopped + correction,
+    loop {
+        let correction = CORRECTION[cpu].load(Ordering::Relaxed);
+        let stopped = STOPPED_AT[cpu].load(Ordering::Relaxed);
+        compiler_fence(Ordering::SeqCst);
+        let value = match stopped {
+            0 => extended_counter(cpu),
+            stopped => stopped,
+        } + correction;
+        compiler_fence(Ordering::SeqCst);
+        if CORRECTION[cpu].load(Ordering::Relaxed) == correction
+            && STOPPED_AT[cpu].load(Ordering::Relaxed) == stopped
+        {
+            return value;
+        }
     }
 }
 
-/// The counter extended to 64 bits (at IPL 7, on `cpu` itself).
+/// The counter extended to 64 bits (on `cpu` itself, any IPL).
 fn extended_counter(cpu: usize) -> u64 {
-    let slot = &EXTENDED[cpu];
-    let prev = slot.load(Ordering::Relaxed);
-    let low = u64::from(pal::rpcc32());
-    let mut high = prev & !0xffff_ffff;
-    if low < (prev & 0xffff_ffff) {
-        high += 1 << 32;
-    }
-    let now = high | low;
-    slot.store(now, Ordering::Relaxed);
-    now
+    EXTENDED[cpu].read(pal::rpcc32)
 }
 
 // ---- Time when the cycle counter stops ---------------------------------
@@ -161,7 +171,7 @@ fn floor_step() {
 pub fn since_last_read() -> u64 {
     let _ipl = IplGuard::raise(ipl::HIGH);
     let cpu = cpus::this();
-    let before = EXTENDED[cpu].load(Ordering::Relaxed);
+    let before = EXTENDED[cpu].last();
     extended_counter(cpu).wrapping_sub(before)
 }
 
