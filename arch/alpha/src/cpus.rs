@@ -42,6 +42,7 @@ const GUARD_MASK: u64 = !0xff;
 /// writable, that no CPU runs on yet (or the caller's own, at its start).
 pub unsafe fn set_stack_guard(base: u64, cpu: usize) {
     debug_assert_eq!(base % STACK_SIZE, 0);
+    assert!(cpu < MAX_CPUS, "logical CPU {cpu} out of range");
     // SAFETY: per the contract, the word is the stack's own lowest
     // quadword, which no frame uses while the stack is in bounds.
     unsafe { core::ptr::write_volatile(base as *mut u64, GUARD | cpu as u64) };
@@ -52,6 +53,14 @@ pub fn init_boot_stack() {
     // SAFETY: asm/head.S aligns the boot stack to STACK_SIZE; the boot CPU
     // runs near its top, far from the guard word.
     unsafe { set_stack_guard(&raw const boot_stack as u64, 0) };
+}
+
+/// The lowest address of the STACK_SIZE-aligned stack the caller runs on
+/// (from `$sp` as a number, so the compiler cannot take the guard word for
+/// part of a local variable).
+#[inline]
+pub fn stack_base() -> u64 {
+    pal::sp() & !(STACK_SIZE - 1)
 }
 
 /// Kernel stacks whose guard was found broken (an overflow): `this()`
@@ -67,17 +76,29 @@ pub static GUARD_MISSES: AtomicU64 = AtomicU64::new(0);
 /// CPU another CPU's identity.
 #[inline]
 pub fn this() -> usize {
-    let marker = 0u8;
-    let base = (&raw const marker as u64) & !(STACK_SIZE - 1);
+    let base = stack_base();
     // SAFETY: the running stack lies in mapped kernel memory and is
     // STACK_SIZE-aligned, so `base` is its first quadword, which is mapped.
     let word = unsafe { core::ptr::read_volatile(base as *const u64) };
     if word & GUARD_MASK == GUARD {
-        return (word & 0xff) as usize;
+        // Below MAX_CPUS: only `set_stack_guard` writes the low byte, with
+        // a logical id. The mask tells the compiler so (no bounds check in
+        // `percpu::this`, which stays small enough to inline).
+        return (word & 0xff) as usize & (MAX_CPUS - 1);
     }
+    guard_missed()
+}
+
+/// [`this`] for a stack whose guard is broken (out of line: never taken
+/// unless a stack overflowed).
+#[cold]
+#[inline(never)]
+fn guard_missed() -> usize {
     GUARD_MISSES.fetch_add(1, Ordering::Relaxed);
     from_whami()
 }
+
+const _: () = assert!(MAX_CPUS.is_power_of_two() && MAX_CPUS <= 256);
 
 /// The calling CPU's logical id by `whami` (for checks of [`this`]).
 pub fn from_whami() -> usize {

@@ -22,6 +22,7 @@ unsafe extern "Rust" {
     fn cpu_mb();
     fn cpu_rpcc() -> u64;
     fn cpu_gp() -> u64;
+    fn cpu_sp() -> u64;
 }
 
 /// Stops the whole machine. Under QEMU this ends the emulator with exit status
@@ -178,6 +179,13 @@ pub fn rpcc32() -> u32 {
 }
 
 /// The global pointer of the running code (for wrkgp checks).
+/// The stack pointer ($30) of the caller.
+#[inline]
+pub fn sp() -> u64 {
+    // SAFETY: reads $30, no side effects.
+    unsafe { cpu_sp() }
+}
+
 pub fn gp() -> u64 {
     // SAFETY: reads $29, no side effects.
     unsafe { cpu_gp() }

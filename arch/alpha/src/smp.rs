@@ -144,10 +144,8 @@ pub struct Bringup {
 /// Identity checks every CPU does for itself when it comes online.
 fn record_identity(cpu: usize) {
     let me = &CPUS[cpu];
-    let marker = 0u64;
     me.id_seen.store(pal::whami(), Ordering::Relaxed);
-    me.stack_seen
-        .store(&raw const marker as u64, Ordering::Relaxed);
+    me.stack_seen.store(pal::sp(), Ordering::Relaxed);
     me.gp_seen.store(pal::gp(), Ordering::Relaxed);
 }
 

@@ -119,8 +119,7 @@ pub fn per_cpu_identity(_: &BootConfig<'_>) -> Outcome {
     // own identity, by whami, and is counted.
     fn broken_guard(cpu: usize) -> u64 {
         let _off = ipl::IplGuard::raise(ipl::HIGH);
-        let marker = 0u8;
-        let base = (&raw const marker as u64) & !(STACK_SIZE as u64 - 1);
+        let base = cpus::stack_base();
         // SAFETY: the guard word of this CPU's own stack; the test puts it
         // back before anything else runs on this CPU (IPL 7).
         let saved = unsafe { core::ptr::read_volatile(base as *const u64) };
