@@ -66,6 +66,7 @@ impl PerCpu {
 pub static CPUS: [PerCpu; MAX_CPUS] = [const { PerCpu::new() }; MAX_CPUS];
 
 /// The calling CPU's slot.
+#[inline]
 pub fn this() -> &'static PerCpu {
     &CPUS[crate::cpus::this()]
 }

@@ -27,6 +27,7 @@ pub static INJECT_EDGE_LOSS_MASKED: AtomicBool = AtomicBool::new(false);
 pub static SMP: Smp<AlphaPlatform, MAX_CPUS> = Smp::new(AlphaPlatform);
 
 impl Platform for AlphaPlatform {
+    #[inline]
     fn cpu_id(&self) -> usize {
         cpus::this()
     }
