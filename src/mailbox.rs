@@ -44,7 +44,7 @@ impl IpiMessage {
 
     /// Index of a single-bit message (0 for CALL_FUNCTION, ...).
     pub fn index(self) -> usize {
-        self.bits().trailing_zeros() as usize
+        crate::cpumask::lowest_bit(self.bits())
     }
 
     /// Short names, in index order.

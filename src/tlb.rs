@@ -525,7 +525,10 @@ impl<P: Hooks + 'static, const N: usize> Mmu<P, N> {
                 .fold(0, |m, r| m | r.unread.load(Ordering::Relaxed));
             return (
                 Err(XcallError::Stalled {
-                    target: held.trailing_zeros() as usize,
+                    target: match held {
+                        0 => 64,
+                        h => crate::cpumask::lowest_bit(h),
+                    },
                 }),
                 CpuMask::EMPTY,
             );
