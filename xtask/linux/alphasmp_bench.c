@@ -12,7 +12,10 @@
  *
  * Boot arguments: alphasmp_bench=N (samples per measurement; without it
  * the file does nothing), alphasmp_bench_storm=R (storm rounds per CPU,
- * default 5000, the kernel's storm_rounds default).
+ * default 5000, the kernel's storm_rounds default), alphasmp_bench_only=NAME
+ * (only that measurement, idle targets: what cargo xtask profile --linux
+ * boots, counting the instructions between bench_window_open and
+ * bench_window_close).
  *
  * Time: the issuing CPU's cycle counter (rpcc, 32 bits, wrap-safe for
  * each sample) converted with the HWRPB's cycle frequency, as the alphasmp
@@ -115,6 +118,37 @@ static int __init bench_storm_setup(char *s)
 	return 1;
 }
 __setup("alphasmp_bench_storm=", bench_storm_setup);
+
+/* alphasmp_bench_only=NAME: run only that measurement (idle targets). */
+static char bench_only[32];
+
+static int __init bench_only_setup(char *s)
+{
+	strscpy(bench_only, s, sizeof(bench_only));
+	return 1;
+}
+__setup("alphasmp_bench_only=", bench_only_setup);
+
+static bool selected(const char *name)
+{
+	return !bench_only[0] || !strcmp(bench_only, name);
+}
+
+/*
+ * The profiling window (cargo xtask profile --linux): called right before
+ * and right after a measurement's operations, as the alphasmp kernel's
+ * bench does; out of line so that QEMU's instruction trace shows their
+ * addresses.
+ */
+noinline void bench_window_open(void)
+{
+	asm volatile("" ::: "memory");
+}
+
+noinline void bench_window_close(void)
+{
+	asm volatile("" ::: "memory");
+}
 
 /* ---- Time ---------------------------------------------------------- */
 
@@ -344,8 +378,10 @@ static void measure(enum bench_op op, bool busy, u64 *v, unsigned long n)
 		while (atomic_read(&group.started) < group.members)
 			cpu_relax();
 	}
+	bench_window_open();
 	for (i = 0; i < n; i++)
 		v[i] = cc_to_ns(bench_sample(op, target));
+	bench_window_close();
 	if (busy) {
 		WRITE_ONCE(group.stop, 1);
 		wait_for_completion(&group.all_done);
@@ -437,7 +473,9 @@ static u64 run_group(u64 (*fn)(struct group *, int), int k,
 		return 1;
 	}
 	/* Sleeping here frees this CPU for its own group thread. */
+	bench_window_open();
 	wait_for_completion(&group.all_done);
+	bench_window_close();
 	for_each_cpu(cpu, &mask)
 		longest = max(longest, cc_to_ns(group.elapsed[cpu]));
 	return longest;
@@ -474,12 +512,15 @@ static int __init alphasmp_bench(void)
 	vm_flags_init(&bench_vma, VM_EXEC | VM_READ);
 
 	for (op = 0; op < OP_COUNT; op++) {
+		if (!selected(op_names[op]))
+			continue;
 		measure(op, false, v, n);
-		measure(op, true, v, n);
+		if (!bench_only[0])
+			measure(op, true, v, n);
 	}
 	kfree(v);
 
-	for (k = 1; k <= cpus; k++) {
+	for (k = 1; k <= cpus && selected("shootdown_throughput"); k++) {
 		unsigned long per = max(n / 2, 1UL);
 		u64 total = per * k;
 		u64 ns = run_group(issuer_fn, k, per);
@@ -488,7 +529,7 @@ static int __init alphasmp_bench(void)
 			k, cpus, total, ns, total * NSEC_PER_SEC / ns);
 	}
 
-	{
+	if (selected("call_storm")) {
 		u64 calls = bench_storm_rounds * cpus;
 		int before = atomic_read(&storm_hits);
 		u64 ns = run_group(storm_fn, cpus, bench_storm_rounds);

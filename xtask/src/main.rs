@@ -47,11 +47,12 @@ const USAGE: &str = "usage: cargo xtask <command>
                  at a time and a \"time\" counts the instructions all of them ran (host noise
                  cannot move it; spinning waiters inflate it, napping ones do not)
   profile [--op NAME,...] [--smp 2,4] [--wait nap|spin|adaptive] [--samples N] [--cpu ev6|ev67|ev68]
-          [--top N] [--out FILE]
+          [--top N] [--linux] [--out FILE]
                  where one operation's instructions go, function by function, on every CPU:
                  boots the benchmark with only that measurement (default call_single_wait, idle
                  target; default 2 CPUs, wait=nap, 1000 samples) under -icount with QEMU's
-                 instruction trace, and writes FILE (default results/profile.md)
+                 instruction trace, and writes FILE (default results/profile.md); --linux: the
+                 same measurement of the Linux of bench --linux, beside ours
   stress [--per-cpu N] [--smp N] [--append \"ARGS\"]
                  long stress: edge loss injected, all fixes on; zero watchdog reports required
   mutants [--file src/F.rs]... [--jobs N] [--out DIR]
@@ -849,6 +850,7 @@ fn profile(args: &[String]) -> Result<ExitCode> {
         top: 25,
     };
     let mut out = repo_root().join("results/profile.md");
+    let mut with_linux = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut value = |name: &str| {
@@ -888,20 +890,28 @@ fn profile(args: &[String]) -> Result<ExitCode> {
             "--cpu" => cfg.cpu = Some(qemu::CpuModel::parse(&value("--cpu")?)?),
             "--top" => cfg.top = parse_positive("--top", &value("--top")?)? as usize,
             "--out" => out = value("--out")?.into(),
+            "--linux" => with_linux = true,
             other => return Err(err(format!("unknown option '{other}' for profile"))),
         }
     }
     let kernel = xtask::kernel_elf(false)?;
-    let profiles = xtask::profile::run(&cfg, &kernel)?;
-    let bytes = std::fs::read(&kernel).context(|| format!("reading {}", kernel.display()))?;
-    let syms = xtask::profile::Symbols::from_elf(&bytes)?;
+    let linux = if with_linux {
+        Some(xtask::linux::ensure(&|m| eprintln!("==> {m}"))?)
+    } else {
+        None
+    };
+    let mut systems = vec![xtask::profile::System::ours(&kernel, &cfg)];
+    if let Some(l) = &linux {
+        systems.push(xtask::profile::System::linux(l, &cfg));
+    }
+    let profiles = xtask::profile::run(&cfg, &systems)?;
     let mut text = String::from("# Where the instructions go\n\n");
     text.push_str(&format!(
         "Made by `cargo xtask profile {}` (instructions counted in QEMU's trace under \
          `-icount shift=0,sleep=off`, per operation, on every CPU; see xtask/src/profile.rs).\n",
         args.join(" ")
     ));
-    text.push_str(&xtask::profile::report(&cfg, &syms, &profiles));
+    text.push_str(&xtask::profile::report(&cfg, &profiles));
     if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir).context(|| format!("creating {}", dir.display()))?;
     }

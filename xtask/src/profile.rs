@@ -114,6 +114,8 @@ pub enum Place {
 pub struct Window {
     pub opener: usize,
     pub counts: HashMap<(usize, Place), u64>,
+    /// Entries into each kernel function (its first instruction run).
+    pub calls: HashMap<(usize, usize), u64>,
 }
 
 impl Window {
@@ -129,6 +131,7 @@ impl Window {
 
 #[derive(Default, Clone, Copy)]
 struct CpuState {
+    last_pc: u64,
     last_kernel: Option<usize>,
     pal_before: Option<usize>,
     pal_run: u64,
@@ -183,6 +186,7 @@ impl<'a> Tracer<'a> {
             self.current = Some(Window {
                 opener: cpu,
                 counts: HashMap::new(),
+                calls: HashMap::new(),
             });
             for s in &mut self.cpus {
                 s.pal_run = 0;
@@ -207,6 +211,7 @@ impl<'a> Tracer<'a> {
             if !pal {
                 state.last_kernel = self.syms.find(pc);
             }
+            state.last_pc = pc;
             return;
         };
         if pal {
@@ -214,6 +219,7 @@ impl<'a> Tracer<'a> {
                 state.pal_before = state.last_kernel;
             }
             state.pal_run += 1;
+            state.last_pc = pc;
             return;
         }
         let f = self.syms.find(pc);
@@ -226,6 +232,15 @@ impl<'a> Tracer<'a> {
             state.pal_run = 0;
         }
         state.last_kernel = f;
+        // An entry: the first instruction, or the one after GCC's two-word
+        // gp load (local callers branch past it) when not reached from it.
+        if let Some(i) = f {
+            let start = self.syms.funcs[i].0;
+            if pc == start || (pc == start + 8 && state.last_pc != start + 4) {
+                *w.calls.entry((cpu, i)).or_insert(0) += 1;
+            }
+        }
+        state.last_pc = pc;
         let at = f.map_or(Place::Unknown, Place::Kernel);
         *w.counts.entry((cpu, at)).or_insert(0) += 1;
     }
@@ -296,118 +311,202 @@ pub struct Config {
     pub top: usize,
 }
 
-/// One profiled measurement.
+/// A kernel to profile: this one, or the Linux built for the comparison.
+pub struct System<'a> {
+    /// `alphasmp` or `Linux 6.12.118`.
+    pub name: String,
+    pub elf: &'a Path,
+    /// The boot arguments for one measurement.
+    pub append: Box<dyn Fn(&str) -> String + 'a>,
+}
+
+impl<'a> System<'a> {
+    /// This kernel, with `cfg`'s wait policy.
+    pub fn ours(elf: &'a Path, cfg: &Config) -> Self {
+        let (samples, wait) = (cfg.samples, cfg.wait.clone());
+        System {
+            name: "alphasmp".into(),
+            elf,
+            append: Box::new(move |op| {
+                format!("bench={samples} bench_only={op} bench_busy=off wait={wait}")
+            }),
+        }
+    }
+
+    /// The Linux of `cargo xtask bench --linux`, its built-in benchmark
+    /// limited to `op`.
+    pub fn linux(l: &'a crate::linux::Linux, cfg: &Config) -> Self {
+        let samples = cfg.samples;
+        System {
+            name: format!("Linux {}", l.version),
+            elf: &l.vmlinux,
+            append: Box::new(move |op| {
+                format!("{} alphasmp_bench_only={op}", crate::linux::append(samples))
+            }),
+        }
+    }
+}
+
+/// One profiled measurement, with names resolved.
 pub struct Profile {
+    pub system: String,
     pub op: String,
     pub smp: u32,
     pub target: String,
     pub ops: u64,
-    pub window: Window,
+    pub opener: usize,
+    /// Instructions per CPU.
+    pub per_cpu: BTreeMap<usize, u64>,
+    /// Instructions per place (function or PAL run), per CPU.
+    pub functions: BTreeMap<String, BTreeMap<usize, u64>>,
+    /// Instructions per area, per CPU.
+    pub areas: BTreeMap<String, BTreeMap<usize, u64>>,
+    /// Entries per function, all CPUs.
+    pub calls: BTreeMap<String, u64>,
 }
 
-/// Boots each (op, CPU count) once with the instruction trace and returns
-/// the windows with the operations they held.
-pub fn run(cfg: &Config, kernel: &Path) -> Result<Vec<Profile>> {
-    let bytes = std::fs::read(kernel).context(|| format!("reading {}", kernel.display()))?;
-    let syms = Symbols::from_elf(&bytes)?;
-    let open = syms
-        .address_of("bench_window_open")
-        .ok_or_else(|| err("the kernel has no bench_window_open"))?;
-    let close = syms
-        .address_of("bench_window_close")
-        .ok_or_else(|| err("the kernel has no bench_window_close"))?;
+impl Profile {
+    fn new(
+        system: &str,
+        op: &str,
+        smp: u32,
+        target: String,
+        ops: u64,
+        w: &Window,
+        syms: &Symbols,
+    ) -> Self {
+        let mut p = Profile {
+            system: system.to_string(),
+            op: op.to_string(),
+            smp,
+            target,
+            ops,
+            opener: w.opener,
+            per_cpu: w.per_cpu(),
+            functions: BTreeMap::new(),
+            areas: BTreeMap::new(),
+            calls: BTreeMap::new(),
+        };
+        for ((cpu, place), n) in &w.counts {
+            let (name, area) = describe(syms, *place);
+            *p.areas.entry(area).or_default().entry(*cpu).or_insert(0) += n;
+            *p.functions
+                .entry(name)
+                .or_default()
+                .entry(*cpu)
+                .or_insert(0) += n;
+        }
+        for ((_, i), n) in &w.calls {
+            *p.calls.entry(syms.name(*i).to_string()).or_insert(0) += n;
+        }
+        p
+    }
+
+    /// Instructions per operation, all CPUs.
+    pub fn per_op(&self) -> f64 {
+        self.per_cpu.values().sum::<u64>() as f64 / self.ops.max(1) as f64
+    }
+}
+
+/// Boots each (op, CPU count) of each system once with the instruction
+/// trace and returns its windows.
+pub fn run(cfg: &Config, systems: &[System<'_>]) -> Result<Vec<Profile>> {
     let mut out = Vec::new();
     for op in &cfg.ops {
         for &smp in &cfg.smps {
-            let append = format!(
-                "bench={} bench_only={op} bench_busy=off wait={}",
-                cfg.samples, cfg.wait
-            );
-            alphasmp_bootargs::BootConfig::parse(&append)
-                .map_err(|e| err(format!("profile: {e}")))?;
-            eprintln!("==> profile: {op} on {smp} CPUs ({append})");
-            let dir = fifo_dir()?;
-            let fifo = dir.join("trace");
-            crate::util::output(std::process::Command::new("mkfifo").arg(&fifo), "mkfifo")?;
-            let reader = {
-                let syms = &syms;
-                let fifo = &fifo;
-                std::thread::scope(|s| -> Result<(qemu::RunResult, Vec<Window>)> {
-                    let h = s.spawn(move || -> Result<Vec<Window>> {
-                        let f = std::fs::File::open(fifo)
-                            .context(|| format!("opening {}", fifo.display()))?;
-                        let mut t = Tracer::new(syms, open, close);
-                        let mut r = BufReader::with_capacity(1 << 20, f);
-                        let mut line = String::new();
-                        loop {
-                            line.clear();
-                            match r.read_line(&mut line) {
-                                Ok(0) => break,
-                                Ok(_) => t.line(&line),
-                                Err(e) => return Err(err(format!("reading the trace: {e}"))),
-                            }
-                        }
-                        Ok(t.windows)
-                    });
-                    let spec = RunSpec {
-                        kernel,
-                        smp,
-                        mem: qemu::DEFAULT_MEM_MIB,
-                        append: &append,
-                        timeout: Duration::from_secs(1800),
-                        echo: false,
-                        image: None,
-                        cpu: CpuModel {
-                            name: cfg.cpu,
-                            icount: false,
-                            count_instructions: true,
-                        },
-                    };
-                    let extra = [
-                        "-singlestep".as_ref(),
-                        "-d".as_ref(),
-                        "exec,nochain".as_ref(),
-                        "-D".as_ref(),
-                        fifo.as_os_str(),
-                    ];
-                    let r = qemu::run_with_args(&spec, &extra);
-                    if r.is_err() {
-                        // Unblock the reader if QEMU never opened the FIFO.
-                        let _ = std::fs::OpenOptions::new().write(true).open(fifo);
-                    }
-                    let windows = h.join().map_err(|_| err("the trace reader panicked"))??;
-                    Ok((r?, windows))
-                })
-            };
-            std::fs::remove_dir_all(&dir).ok();
-            let (r, windows) = reader?;
-            if !r.verdict().is_some_and(|v| v.starts_with("PASS")) {
-                return Err(err(format!(
-                    "profile boot of {op} on {smp} CPUs failed: {}\n{}",
-                    r.describe(),
-                    r.output
-                )));
-            }
-            let counts = operations(&r.output);
-            if counts.len() != windows.len() {
-                return Err(err(format!(
-                    "{} result lines but {} trace windows",
-                    counts.len(),
-                    windows.len()
-                )));
-            }
-            for ((target, ops), window) in counts.into_iter().zip(windows) {
-                out.push(Profile {
-                    op: op.clone(),
-                    smp,
-                    target,
-                    ops,
-                    window,
-                });
+            for sys in systems {
+                out.extend(profile_one(cfg, sys, op, smp)?);
             }
         }
     }
     Ok(out)
+}
+
+fn profile_one(cfg: &Config, sys: &System<'_>, op: &str, smp: u32) -> Result<Vec<Profile>> {
+    let bytes = std::fs::read(sys.elf).context(|| format!("reading {}", sys.elf.display()))?;
+    let syms = Symbols::from_elf(&bytes)?;
+    let mark = |name: &str| {
+        syms.address_of(name)
+            .ok_or_else(|| err(format!("{}: no function {name}", sys.elf.display())))
+    };
+    let (open, close) = (mark("bench_window_open")?, mark("bench_window_close")?);
+    let append = (sys.append)(op);
+    eprintln!("==> profile: {op} on {smp} CPUs, {} ({append})", sys.name);
+    let dir = fifo_dir()?;
+    let fifo = dir.join("trace");
+    crate::util::output(std::process::Command::new("mkfifo").arg(&fifo), "mkfifo")?;
+    let syms_ref = &syms;
+    let fifo_ref = &fifo;
+    let result = std::thread::scope(|s| -> Result<(qemu::RunResult, Vec<Window>)> {
+        let h = s.spawn(move || -> Result<Vec<Window>> {
+            let f = std::fs::File::open(fifo_ref)
+                .context(|| format!("opening {}", fifo_ref.display()))?;
+            let mut t = Tracer::new(syms_ref, open, close);
+            let mut r = BufReader::with_capacity(1 << 20, f);
+            let mut line = String::new();
+            loop {
+                line.clear();
+                match r.read_line(&mut line) {
+                    Ok(0) => break,
+                    Ok(_) => t.line(&line),
+                    Err(e) => return Err(err(format!("reading the trace: {e}"))),
+                }
+            }
+            Ok(t.windows)
+        });
+        let spec = RunSpec {
+            kernel: sys.elf,
+            smp,
+            mem: qemu::DEFAULT_MEM_MIB,
+            append: &append,
+            timeout: Duration::from_secs(3600),
+            echo: false,
+            image: None,
+            cpu: CpuModel {
+                name: cfg.cpu,
+                icount: false,
+                count_instructions: true,
+            },
+        };
+        let extra = [
+            "-singlestep".as_ref(),
+            "-d".as_ref(),
+            "exec,nochain".as_ref(),
+            "-D".as_ref(),
+            fifo_ref.as_os_str(),
+        ];
+        let r = qemu::run_with_args(&spec, &extra);
+        if r.is_err() {
+            // Unblock the reader if QEMU never opened the FIFO.
+            let _ = std::fs::OpenOptions::new().write(true).open(fifo_ref);
+        }
+        let windows = h.join().map_err(|_| err("the trace reader panicked"))??;
+        Ok((r?, windows))
+    });
+    std::fs::remove_dir_all(&dir).ok();
+    let (r, windows) = result?;
+    if !r.verdict().is_some_and(|v| v.starts_with("PASS")) {
+        return Err(err(format!(
+            "profile boot of {op} on {smp} CPUs ({}) failed: {}\n{}",
+            sys.name,
+            r.describe(),
+            r.output
+        )));
+    }
+    let counts = operations(&r.output);
+    if counts.len() != windows.len() {
+        return Err(err(format!(
+            "{}: {} result lines but {} trace windows",
+            sys.name,
+            counts.len(),
+            windows.len()
+        )));
+    }
+    Ok(counts
+        .into_iter()
+        .zip(windows)
+        .map(|((target, ops), w)| Profile::new(&sys.name, op, smp, target, ops, &w, &syms))
+        .collect())
 }
 
 /// The operations each result line reports, in order: (target, count).
@@ -450,50 +549,77 @@ fn per_op(n: u64, ops: u64) -> String {
     }
 }
 
-/// The markdown report of `profiles`.
-pub fn report(cfg: &Config, syms: &Symbols, profiles: &[Profile]) -> String {
+/// The markdown report of `profiles`: a summary table (instructions per
+/// operation, per system), then each profile by area and by function.
+pub fn report(cfg: &Config, profiles: &[Profile]) -> String {
     let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "\n| measurement | CPUs | system | instructions per operation | issuing CPU | other CPUs |"
+    );
+    let _ = writeln!(s, "|---|---:|---|---:|---:|---:|");
     for p in profiles {
-        let cpus = p.window.per_cpu();
-        let all: u64 = cpus.values().sum();
+        let mine = *p.per_cpu.get(&p.opener).unwrap_or(&0);
+        let all: u64 = p.per_cpu.values().sum();
         let _ = writeln!(
             s,
-            "\n## {} ({} target), {} CPUs, wait={}: {} instructions per operation\n",
+            "| {} ({}) | {} | {} | {} | {} | {} |",
             p.op,
             p.target,
             p.smp,
-            cfg.wait,
+            system_label(cfg, p),
+            per_op(all, p.ops),
+            per_op(mine, p.ops),
+            per_op(all - mine, p.ops)
+        );
+    }
+    for p in profiles {
+        let cpus = &p.per_cpu;
+        let all: u64 = cpus.values().sum();
+        let _ = writeln!(
+            s,
+            "\n## {} ({} target), {} CPUs, {}: {} instructions per operation\n",
+            p.op,
+            p.target,
+            p.smp,
+            system_label(cfg, p),
             per_op(all, p.ops)
         );
         let _ = writeln!(
             s,
             "{} operations issued by CPU {}; counted on every CPU between the window's marks.\n",
-            p.ops, p.window.opener
+            p.ops, p.opener
         );
-        let header = |s: &mut String, first: &str| {
+        let header = |s: &mut String, first: &str, with_calls: bool| {
             let _ = write!(s, "| {first} |");
             for c in cpus.keys() {
                 let _ = write!(s, " CPU {c} |");
             }
-            let _ = writeln!(s, " all |");
+            let _ = write!(s, " all |");
+            if with_calls {
+                let _ = write!(s, " calls |");
+            }
+            let _ = writeln!(s);
             let _ = write!(s, "|---|");
             for _ in cpus.keys() {
                 let _ = write!(s, "---:|");
             }
-            let _ = writeln!(s, "---:|");
+            let _ = write!(s, "---:|");
+            if with_calls {
+                let _ = write!(s, "---:|");
+            }
+            let _ = writeln!(s);
         };
-        // By area.
-        let mut areas: BTreeMap<String, BTreeMap<usize, u64>> = BTreeMap::new();
-        let mut funcs: BTreeMap<String, BTreeMap<usize, u64>> = BTreeMap::new();
-        for ((cpu, place), n) in &p.window.counts {
-            let (name, area) = describe(syms, *place);
-            *areas.entry(area).or_default().entry(*cpu).or_insert(0) += n;
-            *funcs.entry(name).or_default().entry(*cpu).or_insert(0) += n;
-        }
-        let rows = |s: &mut String, map: BTreeMap<String, BTreeMap<usize, u64>>, top: usize| {
-            let mut v: Vec<_> = map.into_iter().collect();
+        let rows = |s: &mut String,
+                    map: &BTreeMap<String, BTreeMap<usize, u64>>,
+                    top: usize,
+                    calls: Option<&BTreeMap<String, u64>>| {
+            let mut v: Vec<_> = map.iter().collect();
             v.sort_by_key(|(name, per)| {
-                (std::cmp::Reverse(per.values().sum::<u64>()), name.clone())
+                (
+                    std::cmp::Reverse(per.values().sum::<u64>()),
+                    (*name).clone(),
+                )
             });
             let shown = v.len().min(top);
             for (name, per) in &v[..shown] {
@@ -501,33 +627,54 @@ pub fn report(cfg: &Config, syms: &Symbols, profiles: &[Profile]) -> String {
                 for c in cpus.keys() {
                     let _ = write!(s, " {} |", per_op(*per.get(c).unwrap_or(&0), p.ops));
                 }
-                let _ = writeln!(s, " {} |", per_op(per.values().sum(), p.ops));
+                let _ = write!(s, " {} |", per_op(per.values().sum(), p.ops));
+                if let Some(calls) = calls {
+                    let _ = write!(s, " {} |", per_op(*calls.get(*name).unwrap_or(&0), p.ops));
+                }
+                let _ = writeln!(s);
             }
             if v.len() > shown {
                 let rest: u64 = v[shown..]
                     .iter()
                     .map(|(_, per)| per.values().sum::<u64>())
                     .sum();
-                let _ = writeln!(
+                let _ = write!(
                     s,
                     "| ({} more) |{} {} |",
                     v.len() - shown,
                     " |".repeat(cpus.len()),
                     per_op(rest, p.ops)
                 );
+                if calls.is_some() {
+                    let _ = write!(s, " |");
+                }
+                let _ = writeln!(s);
             }
         };
-        header(&mut s, "area");
-        rows(&mut s, areas, usize::MAX);
+        header(&mut s, "area", false);
+        rows(&mut s, &p.areas, usize::MAX, None);
         let _ = write!(s, "| **total** |");
         for n in cpus.values() {
             let _ = write!(s, " **{}** |", per_op(*n, p.ops));
         }
         let _ = writeln!(s, " **{}** |\n", per_op(all, p.ops));
-        header(&mut s, "function");
-        rows(&mut s, funcs, cfg.top);
+        let _ = writeln!(
+            s,
+            "Instructions per operation by function on each CPU, and calls per operation \
+             (entries at the function's first instruction, all CPUs).\n"
+        );
+        header(&mut s, "function", true);
+        rows(&mut s, &p.functions, cfg.top, Some(&p.calls));
     }
     s
+}
+
+fn system_label(cfg: &Config, p: &Profile) -> String {
+    if p.system == "alphasmp" {
+        format!("alphasmp, wait={}", cfg.wait)
+    } else {
+        p.system.clone()
+    }
 }
 
 #[cfg(test)]
@@ -583,6 +730,12 @@ mod tests {
         feed(1, 0x1400);
         feed(1, 0x300);
         feed(1, 0x1504);
+        // A local call into call_single past its gp load (+8) is an entry;
+        // falling through from +4 to +8 is not.
+        feed(1, 0x1108);
+        feed(1, 0x1100);
+        feed(1, 0x1104);
+        feed(1, 0x1108);
         // CPU 1 running the close address does not close CPU 0's window.
         feed(1, 0x1010);
         feed(0, 0x1010);
@@ -614,7 +767,14 @@ mod tests {
         assert_eq!(get(1, rti), 1);
         assert_eq!(describe(&syms, rti).1, "PAL: rti");
         assert_eq!(get(1, Place::Kernel(1)), 1);
-        assert_eq!(w.per_cpu(), BTreeMap::from([(0, 7), (1, 7)]));
+        assert_eq!(w.per_cpu(), BTreeMap::from([(0, 7), (1, 11)]));
+        assert_eq!(w.calls.get(&(1, 2)), Some(&2));
+        // Entries: the open mark and pal_swpipl on CPU 0 (0x1104 and 0x1204
+        // are not first instructions); ent_int and trap_common on CPU 1.
+        assert_eq!(w.calls.get(&(0, 3)), Some(&1));
+        assert_eq!(w.calls.get(&(0, 2)), None);
+        assert_eq!(w.calls.get(&(1, 4)), Some(&1));
+        assert_eq!(w.calls.get(&(1, 5)), Some(&1));
     }
 
     #[test]
