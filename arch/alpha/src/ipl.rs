@@ -31,6 +31,21 @@ pub const IPI: u8 = 6;
 /// All asynchronous interrupts masked.
 pub const HIGH: u8 = 7;
 
+/// Raises to at least `level` and returns the level before. To HIGH (the
+/// most common raise) it is one PAL call, `swpipl`, whose answer is the
+/// previous level: nothing is above HIGH, so it never lowers. Below HIGH
+/// it reads the level first (`rdps`), so that a higher level is kept.
+pub fn raise_to(level: u8) -> u8 {
+    if level >= HIGH {
+        return swap(HIGH);
+    }
+    let cur = current();
+    if level > cur {
+        swap(level);
+    }
+    cur
+}
+
 /// The current IPL of this CPU.
 pub fn current() -> u8 {
     (pal::rdps() & 7) as u8
@@ -47,10 +62,7 @@ pub struct IplGuard {
 impl IplGuard {
     /// Raises to at least `level` (a higher current level is kept).
     pub fn raise(level: u8) -> Self {
-        let cur = current();
-        if level > cur {
-            swap(level);
-        }
+        let cur = raise_to(level);
         IplGuard {
             previous: cur,
             _not_send: core::marker::PhantomData,

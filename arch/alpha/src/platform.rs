@@ -66,11 +66,7 @@ impl Platform for AlphaPlatform {
     // wake: the default, an IPI with no message, subject to the same
     // edge-loss injection as any IPI.
     fn raise_ipl(&self, level: u8) -> u8 {
-        let cur = ipl::current();
-        if level > cur {
-            ipl::swap(level);
-        }
-        cur
+        ipl::raise_to(level)
     }
     fn restore_ipl(&self, previous: u8) {
         ipl::swap(previous);
