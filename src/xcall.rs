@@ -803,7 +803,8 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
             return true;
         }
         let budget = self.policy.spin_before_nap.load(Ordering::Relaxed);
-        let young = self.platform.cycles().wrapping_sub(since) < budget;
+        // No budget: no wait is young (and no clock read is needed).
+        let young = budget != 0 && self.platform.cycles().wrapping_sub(since) < budget;
         if !self.policy.adaptive.load(Ordering::Relaxed) {
             return young;
         }
