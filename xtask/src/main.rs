@@ -47,12 +47,13 @@ const USAGE: &str = "usage: cargo xtask <command>
                  at a time and a \"time\" counts the instructions all of them ran (host noise
                  cannot move it; spinning waiters inflate it, napping ones do not)
   profile [--op NAME,...] [--smp 2,4] [--wait nap|spin|adaptive] [--samples N] [--cpu ev6|ev67|ev68]
-          [--top N] [--linux] [--out FILE]
+          [--top N] [--linux [--linux-samples N]] [--out FILE]
                  where one operation's instructions go, function by function, on every CPU:
                  boots the benchmark with only that measurement (default call_single_wait, idle
                  target; default 2 CPUs, wait=nap, 1000 samples) under -icount with QEMU's
                  instruction trace, and writes FILE (default results/profile.md); --linux: the
-                 same measurement of the Linux of bench --linux, beside ours
+                 same measurement of the Linux of bench --linux, beside ours (N operations,
+                 default 20: its waiters spin, each through a whole -icount slice)
   stress [--per-cpu N] [--smp N] [--append \"ARGS\"]
                  long stress: edge loss injected, all fixes on; zero watchdog reports required
   mutants [--file src/F.rs]... [--jobs N] [--out DIR]
@@ -848,6 +849,7 @@ fn profile(args: &[String]) -> Result<ExitCode> {
         samples: 1000,
         cpu: None,
         top: 25,
+        linux_samples: 20,
     };
     let mut out = repo_root().join("results/profile.md");
     let mut with_linux = false;
@@ -891,6 +893,9 @@ fn profile(args: &[String]) -> Result<ExitCode> {
             "--top" => cfg.top = parse_positive("--top", &value("--top")?)? as usize,
             "--out" => out = value("--out")?.into(),
             "--linux" => with_linux = true,
+            "--linux-samples" => {
+                cfg.linux_samples = parse_positive("--linux-samples", &value("--linux-samples")?)?
+            }
             other => return Err(err(format!("unknown option '{other}' for profile"))),
         }
     }

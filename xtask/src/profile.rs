@@ -132,6 +132,8 @@ impl Window {
 #[derive(Default, Clone, Copy)]
 struct CpuState {
     last_pc: u64,
+    /// The last PC in kernel code (looked up only when a PAL run starts).
+    last_kernel_pc: u64,
     last_kernel: Option<usize>,
     pal_before: Option<usize>,
     pal_run: u64,
@@ -149,13 +151,35 @@ pub struct Tracer<'a> {
     pub other_lines: u64,
 }
 
-/// The CPU and PC of a `Trace N: HOST [CS/PC/FLAGS/CFLAGS] ...` line.
+/// The CPU and PC of a `Trace N: HOST [CS/PC/FLAGS/CFLAGS] ...` line
+/// (byte by byte: a profile reads a few hundred million of them).
 pub fn parse_trace_line(line: &str) -> Option<(usize, u64)> {
-    let rest = line.strip_prefix("Trace ")?;
-    let (cpu, rest) = rest.split_once(':')?;
-    let fields = rest.split_once('[')?.1.split_once(']')?.0;
-    let pc = fields.split('/').nth(1)?;
-    Some((cpu.trim().parse().ok()?, u64::from_str_radix(pc, 16).ok()?))
+    let b = line.as_bytes().strip_prefix(b"Trace ")?;
+    let mut i = 0;
+    let mut cpu = 0usize;
+    while i < b.len() && b[i].is_ascii_digit() {
+        cpu = cpu * 10 + usize::from(b[i] - b'0');
+        i += 1;
+    }
+    if i == 0 || b.get(i) != Some(&b':') {
+        return None;
+    }
+    let open = i + b[i..].iter().position(|&c| c == b'[')?;
+    let slash = open + b[open..].iter().position(|&c| c == b'/')?;
+    let mut pc = 0u64;
+    let mut digits = 0;
+    for &c in &b[slash + 1..] {
+        let d = match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            b'A'..=b'F' => c - b'A' + 10,
+            b'/' => break,
+            _ => return None,
+        };
+        pc = (pc << 4) | u64::from(d);
+        digits += 1;
+    }
+    (digits > 0 && digits <= 16).then_some((cpu, pc))
 }
 
 impl<'a> Tracer<'a> {
@@ -209,14 +233,17 @@ impl<'a> Tracer<'a> {
         let state = &mut self.cpus[cpu];
         let Some(w) = self.current.as_mut() else {
             if !pal {
-                state.last_kernel = self.syms.find(pc);
+                state.last_kernel_pc = pc;
+                state.last_kernel = None;
             }
             state.last_pc = pc;
             return;
         };
         if pal {
             if state.pal_run == 0 {
-                state.pal_before = state.last_kernel;
+                state.pal_before = state
+                    .last_kernel
+                    .or_else(|| self.syms.find(state.last_kernel_pc));
             }
             state.pal_run += 1;
             state.last_pc = pc;
@@ -232,6 +259,7 @@ impl<'a> Tracer<'a> {
             state.pal_run = 0;
         }
         state.last_kernel = f;
+        state.last_kernel_pc = pc;
         // An entry: the first instruction, or the one after GCC's two-word
         // gp load (local callers branch past it) when not reached from it.
         if let Some(i) = f {
@@ -309,6 +337,11 @@ pub struct Config {
     pub samples: u64,
     pub cpu: Option<&'static str>,
     pub top: usize,
+    /// Operations per Linux boot: its waiters spin, and under `-icount`
+    /// a spinning vCPU runs until its slice ends (up to the next timer,
+    /// about a million instructions) before the target runs, so each of
+    /// its operations traces that many lines.
+    pub linux_samples: u64,
 }
 
 /// A kernel to profile: this one, or the Linux built for the comparison.
@@ -336,7 +369,7 @@ impl<'a> System<'a> {
     /// The Linux of `cargo xtask bench --linux`, its built-in benchmark
     /// limited to `op`.
     pub fn linux(l: &'a crate::linux::Linux, cfg: &Config) -> Self {
-        let samples = cfg.samples;
+        let samples = cfg.linux_samples;
         System {
             name: format!("Linux {}", l.version),
             elf: &l.vmlinux,
@@ -705,6 +738,8 @@ mod tests {
         );
         assert_eq!(parse_trace_line("Linking TBs 0x1 [0] index 0 -> 0x2"), None);
         assert_eq!(parse_trace_line("Trace x: [a/b]"), None);
+        assert_eq!(parse_trace_line("Trace 12: 0x1 [0/ab/0/0]"), Some((12, 0xab)));
+        assert_eq!(parse_trace_line("Trace 1: 0x1 [0/xyz/0/0]"), None);
     }
 
     #[test]
