@@ -640,3 +640,57 @@ fn page_tables_are_freed_safely_under_walkers() {
         }
     }
 }
+
+/// `cargo xtask profile` end to end: one measurement under QEMU's
+/// instruction trace, counted where it ran. The issuing CPU's count holds
+/// the call's own code, the target's its interrupt and handler; both took
+/// a PAL trap entry (the IPI to the target, the wake to the napping
+/// caller), and every operation was counted once.
+#[test]
+fn profile_counts_a_call_where_it_runs() {
+    let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let cfg = xtask::profile::Config {
+        ops: vec!["call_single_wait".into()],
+        smps: vec![2],
+        wait: "nap".into(),
+        samples: 1000,
+        cpu: None,
+        top: 10,
+        linux_samples: 20,
+    };
+    let systems = [xtask::profile::System::ours(kernel(), &cfg)];
+    let profiles = xtask::profile::run(&cfg, &systems).expect("the profile boot");
+    assert_eq!(profiles.len(), 1);
+    let p = &profiles[0];
+    assert_eq!((p.ops, p.opener, p.target.as_str()), (1000, 0, "idle"));
+    assert_eq!(p.per_cpu.keys().copied().collect::<Vec<_>>(), [0, 1]);
+    let on = |cpu: usize, name: &str| {
+        p.functions
+            .iter()
+            .filter(|(f, _)| f.contains(name))
+            .map(|(_, per)| *per.get(&cpu).unwrap_or(&0))
+            .sum::<u64>()
+    };
+    assert!(on(0, "::call_single") >= 1000, "{:?}", p.per_cpu);
+    assert_eq!(on(1, "::call_single"), 0);
+    assert!(on(1, "::handle_ipi") >= 1000);
+    assert!(on(0, "PAL: trap entry") > 0 && on(1, "PAL: trap entry") > 0);
+    // Each operation calls the function it measures exactly once.
+    let calls: u64 = p
+        .calls
+        .iter()
+        .filter(|(f, _)| f.ends_with("::call_single") || f.contains("::call_single."))
+        .map(|(_, n)| *n)
+        .sum();
+    assert_eq!(calls, 1000, "{:?}", p.calls);
+    let per_op = p.per_op();
+    assert!(
+        (500.0..50_000.0).contains(&per_op),
+        "{per_op} instructions per call"
+    );
+    let report = xtask::profile::report(&cfg, &profiles);
+    assert!(
+        report.contains("| function | CPU 0 | CPU 1 | all | calls |"),
+        "{report}"
+    );
+}
