@@ -25,11 +25,6 @@ LEAF(pal_whami)
 	ret	$31, ($26), 1
 END(pal_whami)
 
-LEAF(pal_swpipl)			# a0 = new IPL, returns the old one
-	call_pal 0x35
-	ret	$31, ($26), 1
-END(pal_swpipl)
-
 LEAF(pal_rdps)
 	call_pal 0x36
 	ret	$31, ($26), 1
@@ -104,6 +99,28 @@ LEAF(cpu_sp)
 	mov	$30, $0
 	ret	$31, ($26), 1
 END(cpu_sp)
+
+# The first quadword of the 64 KiB-aligned kernel stack $sp is on: the
+# guard word cpus::this reads (one leaf, three instructions, on every
+# identity lookup; cpus::STACK_SIZE must stay 64 KiB, which the Rust side
+# asserts).
+LEAF(cpu_stack_guard)
+	zapnot	$30, 0xfc, $0
+	ldq	$0, 0($0)
+	ret	$31, ($26), 1
+END(cpu_stack_guard)
+
+# pal_swpipl_noted(ipl): swpipl, with the new level noted first in the
+# IPL quadword of the running stack (its base + 8, after the guard word;
+# cpus::IPL_NOTE), where other CPUs read it for the edge-loss injection and
+# the watchdog's reports. The note is the level as last set by software:
+# interrupt entry and rti change the IPL without it.
+LEAF(pal_swpipl_noted)
+	zapnot	$30, 0xfc, $1
+	stq	$16, 8($1)
+	call_pal 0x35
+	ret	$31, ($26), 1
+END(pal_swpipl_noted)
 
 LEAF(cpu_mb)
 	mb

@@ -43,9 +43,34 @@ const GUARD_MASK: u64 = !0xff;
 pub unsafe fn set_stack_guard(base: u64, cpu: usize) {
     debug_assert_eq!(base % STACK_SIZE, 0);
     assert!(cpu < MAX_CPUS, "logical CPU {cpu} out of range");
-    // SAFETY: per the contract, the word is the stack's own lowest
-    // quadword, which no frame uses while the stack is in bounds.
-    unsafe { core::ptr::write_volatile(base as *mut u64, GUARD | cpu as u64) };
+    // SAFETY: per the contract, the words are the stack's own lowest two
+    // quadwords, which no frame uses while the stack is in bounds. A CPU
+    // starts at IPL 7.
+    unsafe {
+        core::ptr::write_volatile(base as *mut u64, GUARD | cpu as u64);
+        core::ptr::write_volatile((base + IPL_NOTE) as *mut u64, 7);
+    }
+    STACK_BASE[cpu].store(base, Ordering::Release);
+}
+
+/// Where in a kernel stack (from its base) its CPU notes the IPL it last
+/// set (`pal::swpipl_noted`, asm/pal.S).
+pub const IPL_NOTE: u64 = 8;
+
+/// Each logical CPU's kernel stack base (0: not given out yet).
+static STACK_BASE: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+
+/// The IPL logical CPU `cpu` last set by software (its stack's note); 7
+/// for a CPU without a stack yet (it starts at IPL 7).
+pub fn ipl_of(cpu: usize) -> u8 {
+    let base = STACK_BASE.get(cpu).map_or(0, |b| b.load(Ordering::Acquire));
+    if base == 0 {
+        return 7;
+    }
+    // SAFETY: the note is an aligned quadword of that CPU's stack (never
+    // freed), which its CPU writes with single quadword stores.
+    let note = unsafe { &*((base + IPL_NOTE) as *const AtomicU64) };
+    (note.load(Ordering::Acquire) & 7) as u8
 }
 
 /// Writes the boot CPU's guard (the boot CPU, first thing in Rust).
@@ -76,10 +101,7 @@ pub static GUARD_MISSES: AtomicU64 = AtomicU64::new(0);
 /// CPU another CPU's identity.
 #[inline]
 pub fn this() -> usize {
-    let base = stack_base();
-    // SAFETY: the running stack lies in mapped kernel memory and is
-    // STACK_SIZE-aligned, so `base` is its first quadword, which is mapped.
-    let word = unsafe { core::ptr::read_volatile(base as *const u64) };
+    let word = pal::stack_guard();
     if word & GUARD_MASK == GUARD {
         // Below MAX_CPUS: only `set_stack_guard` writes the low byte, with
         // a logical id. The mask tells the compiler so (no bounds check in
@@ -99,6 +121,8 @@ fn guard_missed() -> usize {
 }
 
 const _: () = assert!(MAX_CPUS.is_power_of_two() && MAX_CPUS <= 256);
+// asm/pal.S's cpu_stack_guard aligns $sp to 64 KiB (zapnot 0xfc).
+const _: () = assert!(STACK_SIZE == 64 * 1024);
 
 /// The calling CPU's logical id by `whami` (for checks of [`this`]).
 pub fn from_whami() -> usize {

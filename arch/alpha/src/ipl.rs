@@ -18,7 +18,7 @@
 //! Only [`IplGuard`] changes the level: it raises (never lowers) and restores
 //! the previous level when dropped, so guards nest.
 
-use crate::{pal, percpu};
+use crate::pal;
 
 /// Every interrupt enabled.
 pub const ALL_ON: u8 = 0;
@@ -89,8 +89,5 @@ pub fn set(level: u8) -> u8 {
 /// swpipl, recording the level for diagnostics (watchdog reports show other
 /// CPUs' IPL as last set by software; interrupt entry and rti are not seen).
 pub fn swap(level: u8) -> u8 {
-    percpu::this()
-        .last_ipl
-        .store(level & 7, core::sync::atomic::Ordering::Relaxed);
-    pal::swpipl(level)
+    pal::swpipl_noted(level)
 }

@@ -9,7 +9,6 @@ unsafe extern "Rust" {
     fn pal_halt() -> !;
     fn pal_wripir(cpu: u64);
     fn pal_whami() -> u64;
-    fn pal_swpipl(ipl: u64) -> u64;
     fn pal_rdps() -> u64;
     fn pal_wrent(entry: u64, which: u64);
     fn pal_tbi(kind: i64, va: u64);
@@ -23,6 +22,8 @@ unsafe extern "Rust" {
     fn cpu_rpcc() -> u64;
     fn cpu_gp() -> u64;
     fn cpu_sp() -> u64;
+    fn cpu_stack_guard() -> u64;
+    fn pal_swpipl_noted(ipl: u64) -> u64;
 }
 
 /// Stops the whole machine. Under QEMU this ends the emulator with exit status
@@ -49,14 +50,17 @@ pub fn whami() -> usize {
     unsafe { pal_whami() as usize }
 }
 
-/// Sets the interrupt priority level, returning the previous one.
-///
-/// Use [`crate::ipl`] instead, which records the level for diagnostics and
-/// whose guard restores it on drop.
-pub fn swpipl(ipl: u8) -> u8 {
-    // SAFETY: swpipl changes only which interrupts are deliverable; the
-    // value is masked to the architected 0..=7.
-    unsafe { pal_swpipl(u64::from(ipl & 7)) as u8 }
+/// Sets the interrupt priority level (CALL_PAL swpipl), returning the
+/// previous one, with the new level noted first in the running stack's IPL
+/// word (`cpus::ipl_of`), in one leaf: no identity lookup. Use
+/// [`crate::ipl`], whose guard restores the level on drop.
+#[inline]
+pub fn swpipl_noted(ipl: u8) -> u8 {
+    // SAFETY: swpipl changes only which interrupts are deliverable (the
+    // value is masked to the architected 0..=7); the note is the running
+    // kernel stack's second quadword, which no frame uses while the stack
+    // is in bounds.
+    unsafe { pal_swpipl_noted(u64::from(ipl & 7)) as u8 }
 }
 
 /// The processor status: bits 2:0 are the current IPL.
@@ -184,6 +188,15 @@ pub fn rpcc32() -> u32 {
 pub fn sp() -> u64 {
     // SAFETY: reads $30, no side effects.
     unsafe { cpu_sp() }
+}
+
+/// The first quadword of the 64 KiB-aligned stack the caller runs on
+/// (`cpus::this`'s guard word).
+#[inline]
+pub fn stack_guard() -> u64 {
+    // SAFETY: reads the lowest quadword of the running kernel stack, which
+    // is mapped (every kernel stack is STACK_SIZE long and aligned).
+    unsafe { cpu_stack_guard() }
 }
 
 pub fn gp() -> u64 {

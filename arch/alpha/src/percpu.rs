@@ -4,7 +4,7 @@
 //! online; other CPUs read them after seeing its online bit in the SMP core
 //! (Release/Acquire). Counters are Relaxed statistics.
 
-use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize};
 
 pub use crate::cpus::MAX_CPUS;
 
@@ -31,8 +31,6 @@ pub struct PerCpu {
     /// Interrupt handlers currently running on this CPU (0 or 1: handlers
     /// run at IPL 7 and do not nest).
     pub irq_depth: AtomicU32,
-    /// The IPL this CPU last reported (for watchdog diagnostics).
-    pub last_ipl: AtomicU8,
     /// Physical address of the PCB this CPU runs on (for swpctx).
     pub pcb_phys: AtomicU64,
     /// What `$18` held when this secondary entered (qemu-palcode: its PCB).
@@ -54,7 +52,6 @@ impl PerCpu {
             ticks: AtomicU64::new(0),
             next_tick_ns: AtomicU64::new(0),
             irq_depth: AtomicU32::new(0),
-            last_ipl: AtomicU8::new(7),
             pcb_phys: AtomicU64::new(0),
             entry_a2: AtomicU64::new(0),
             dropped_ipis: AtomicU64::new(0),

@@ -47,7 +47,7 @@ impl Platform for AlphaPlatform {
             panic!("IPI to CPU {cpu}, which is not in the CPU map");
         };
         let in_handler = target.irq_depth.load(Ordering::Acquire) > 0;
-        let masked = in_handler || target.last_ipl.load(Ordering::Acquire) >= crate::ipl::HIGH;
+        let masked = in_handler || cpus::ipl_of(cpu) >= crate::ipl::HIGH;
         if (INJECT_EDGE_LOSS.load(Ordering::Relaxed) && in_handler)
             || (INJECT_EDGE_LOSS_MASKED.load(Ordering::Relaxed) && masked)
         {
@@ -148,7 +148,7 @@ impl Hooks for AlphaPlatform {
             } else {
                 "empty"
             },
-            t.last_ipl.load(Ordering::Relaxed),
+            cpus::ipl_of(r.target),
             if t.irq_depth.load(Ordering::Relaxed) > 0 {
                 ""
             } else {
