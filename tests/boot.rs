@@ -694,3 +694,33 @@ fn profile_counts_a_call_where_it_runs() {
         "{report}"
     );
 }
+
+/// The benchmark's throughput rounds finish when QEMU runs the vCPUs one
+/// at a time (`cargo xtask bench --instructions`): an issuer that waits
+/// for the others must let them run. Its start barrier was a pure spin,
+/// which held the round robin, and the second issuer never started (the
+/// boot hung until the timeout).
+#[test]
+fn throughput_rounds_finish_when_vcpus_take_turns() {
+    let cpu = CpuModel {
+        count_instructions: true,
+        ..CpuModel::default()
+    };
+    let r = boot_on(
+        cpu,
+        2,
+        qemu::DEFAULT_MEM_MIB,
+        "bench=1000 bench_busy=off wait=nap bench_only=shootdown_throughput",
+    );
+    assert_eq!(
+        r.verdict(),
+        Some("PASS (benchmark reported)"),
+        "{}",
+        r.describe()
+    );
+    assert!(
+        r.lines_with("name=shootdown_throughput issuers=2 ")
+            .next()
+            .is_some()
+    );
+}

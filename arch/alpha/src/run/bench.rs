@@ -323,8 +323,13 @@ fn issuer(_me: usize, ctx: usize) -> u64 {
     // it alive until every issuer has returned.
     let t = unsafe { &*(ctx as *const Throughput) };
     t.ready.fetch_add(1, Ordering::AcqRel);
+    // Spins (its first millisecond: every round on parallel vCPUs), then
+    // lets a round-robin emulator run the others (under -icount a pure
+    // spin here never let the second issuer start: cargo xtask bench
+    // --instructions hung in this barrier).
+    let sent = clock::now_ns();
     while t.ready.load(Ordering::Acquire) < t.issuers {
-        core::hint::spin_loop();
+        clock::pause_since(sent);
     }
     // Each issuer times itself on its own clock (clocks of different CPUs
     // are not synchronised on real machines).
