@@ -147,6 +147,22 @@ fn parse_mem(v: &str) -> Result<u32> {
 }
 
 /// Parses a whole number greater than zero for option `name`.
+/// `--smp` of the benchmark commands: a list of CPU counts, each 2 or more.
+fn bench_smps(v: &str) -> Result<Vec<u32>> {
+    let smps: Vec<u32> = v.split(',').map(parse_smp).collect::<Result<_>>()?;
+    if smps.contains(&1) {
+        return Err(err("--smp 1: the benchmarks need 2 or more CPUs"));
+    }
+    Ok(smps)
+}
+
+/// `--samples` of the benchmark commands, as the kernel's `bench=` takes it.
+fn bench_samples(v: &str) -> Result<u64> {
+    Ok(alphasmp_bootargs::BootConfig::parse(&format!("bench={v}"))
+        .map_err(|e| err(format!("--samples: {e}")))?
+        .bench)
+}
+
 fn parse_positive(name: &str, v: &str) -> Result<u64> {
     v.parse()
         .ok()
@@ -868,27 +884,14 @@ fn profile(args: &[String]) -> Result<ExitCode> {
                         .map_err(|e| err(format!("--op: {e}")))?;
                 }
             }
-            "--smp" => {
-                cfg.smps = value("--smp")?
-                    .split(',')
-                    .map(parse_smp)
-                    .collect::<Result<_>>()?;
-                if cfg.smps.contains(&1) {
-                    return Err(err("--smp 1: the benchmarks need 2 or more CPUs"));
-                }
-            }
+            "--smp" => cfg.smps = bench_smps(&value("--smp")?)?,
             "--wait" => {
                 let w = value("--wait")?;
                 alphasmp_bootargs::BootConfig::parse(&format!("wait={w}"))
                     .map_err(|e| err(format!("--wait: {e}")))?;
                 cfg.wait = w;
             }
-            "--samples" => {
-                let v = value("--samples")?;
-                cfg.samples = alphasmp_bootargs::BootConfig::parse(&format!("bench={v}"))
-                    .map_err(|e| err(format!("--samples: {e}")))?
-                    .bench;
-            }
+            "--samples" => cfg.samples = bench_samples(&value("--samples")?)?,
             "--cpu" => cfg.cpu = Some(qemu::CpuModel::parse(&value("--cpu")?)?),
             "--top" => cfg.top = parse_positive("--top", &value("--top")?)? as usize,
             "--out" => out = value("--out")?.into(),
@@ -945,21 +948,8 @@ fn bench(args: &[String]) -> Result<ExitCode> {
                 .ok_or_else(|| err(format!("{name} needs a value")))
         };
         match a.as_str() {
-            "--samples" => {
-                let v = value("--samples")?;
-                cfg.samples = alphasmp_bootargs::BootConfig::parse(&format!("bench={v}"))
-                    .map_err(|e| err(format!("--samples: {e}")))?
-                    .bench;
-            }
-            "--smp" => {
-                cfg.smps = value("--smp")?
-                    .split(',')
-                    .map(parse_smp)
-                    .collect::<Result<_>>()?;
-                if cfg.smps.contains(&1) {
-                    return Err(err("--smp 1: the benchmarks need 2 or more CPUs"));
-                }
-            }
+            "--samples" => cfg.samples = bench_samples(&value("--samples")?)?,
+            "--smp" => cfg.smps = bench_smps(&value("--smp")?)?,
             "--fixes" => cfg.fixes = xtask::bench::fixes(&value("--fixes")?)?,
             "--wait" => {
                 cfg.waits = value("--wait")?
