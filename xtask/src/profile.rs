@@ -738,7 +738,10 @@ mod tests {
         );
         assert_eq!(parse_trace_line("Linking TBs 0x1 [0] index 0 -> 0x2"), None);
         assert_eq!(parse_trace_line("Trace x: [a/b]"), None);
-        assert_eq!(parse_trace_line("Trace 12: 0x1 [0/ab/0/0]"), Some((12, 0xab)));
+        assert_eq!(
+            parse_trace_line("Trace 12: 0x1 [0/ab/0/0]"),
+            Some((12, 0xab))
+        );
         assert_eq!(parse_trace_line("Trace 1: 0x1 [0/xyz/0/0]"), None);
     }
 
