@@ -11,7 +11,7 @@
 //!    watchdog's abort threshold) and injection.
 //! 2. Run the workload (`stress::run_cell`): a waiter that gives up ends
 //!    the cell for everyone (deadlock), the time bound cuts a crawl.
-//! 3. Injection off; wait four clock periods so the census judges every
+//! 3. Injection off; wait eight clock periods so the census judges every
 //!    request of the cell (`alphasmp::census`), and read it.
 //! 4. Recover (`alphasmp::recover`): every CPU, reached through its task
 //!    slot (which its idle loop checks after every interrupt, so no IPI
@@ -132,12 +132,15 @@ fn census() -> Counts {
 
 /// The census's counters as `key=value` words.
 /// Nanoseconds in which every CPU takes at least four clock interrupts.
-fn four_clock_periods() -> u64 {
+/// How long the census gets to judge a cell's last requests: eight clock
+/// periods (it needs two once every CPU takes the clock again; four were
+/// once too few, census_open=1, after a watchdog-cut cell).
+fn judging_wait() -> u64 {
     let hz = match clock::base_hz() {
         0 => clock::tick_hz(),
         hz => hz,
     };
-    4 * 1_000_000_000 / hz.max(1)
+    8 * 1_000_000_000 / hz.max(1)
 }
 
 /// The machine's identity for the report's heading.
@@ -230,7 +233,7 @@ pub fn run(cfg: &BootConfig<'_>) -> ! {
                 progress: false,
             });
             injection_off();
-            clock::delay_ns(four_clock_periods());
+            clock::delay_ns(judging_wait());
             let counts = census();
             stranded_total += counts.stranded;
             let recovered = recover();
