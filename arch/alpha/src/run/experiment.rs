@@ -130,8 +130,6 @@ fn census() -> Counts {
     all
 }
 
-/// The census's counters as `key=value` words.
-/// Nanoseconds in which every CPU takes at least four clock interrupts.
 /// How long the census gets to judge a cell's last requests: eight clock
 /// periods (it needs two once every CPU takes the clock again; four were
 /// once too few, census_open=1, after a watchdog-cut cell).
