@@ -85,6 +85,14 @@ fn window_close() {
     unsafe { bench_window_close() }
 }
 
+/// Runs `f` inside the profiling window.
+fn windowed<T>(f: impl FnOnce() -> T) -> T {
+    window_open();
+    let r = f();
+    window_close();
+    r
+}
+
 /// One measuring round, shared by its CPUs through their context: the
 /// measurer samples `op`, the others spin (busy targets) until it is done.
 struct Round {
@@ -353,9 +361,8 @@ fn throughput(k: usize, per: u64) {
         per_issuer: per,
         ready: AtomicU64::new(0),
     };
-    window_open();
-    let done = smp::run_on_cpus_with(mask, issuer, &raw const t as usize, 600_000_000_000);
-    window_close();
+    let done =
+        windowed(|| smp::run_on_cpus_with(mask, issuer, &raw const t as usize, 600_000_000_000));
     match done {
         Ok(ns) => {
             let longest = mask.iter().map(|c| ns[c]).max().unwrap_or(1).max(1);
@@ -416,9 +423,9 @@ fn storm() {
         per_issuer: STORM_CALLS,
         ready: AtomicU64::new(0),
     };
-    window_open();
-    let done = smp::run_on_cpus_with(online, storm_issuer, &raw const t as usize, 600_000_000_000);
-    window_close();
+    let done = windowed(|| {
+        smp::run_on_cpus_with(online, storm_issuer, &raw const t as usize, 600_000_000_000)
+    });
     match done {
         Ok(ns) => {
             let longest = online.iter().map(|c| ns[c]).max().unwrap_or(1).max(1);
