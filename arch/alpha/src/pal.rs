@@ -5,6 +5,11 @@
 //! declared `extern "Rust"`: with scalar arguments the GCC backend gives them
 //! the Alpha C convention (arguments in $16-$21, result in $0).
 
+/// KSEG: physical address + this = a kernel virtual address (the
+/// architected constant; `hwrpb::KSEG` is the same, kept there for the
+/// rest of the kernel, and this module stays below it).
+const KSEG: u64 = 0xfffffc00_0000_0000;
+
 unsafe extern "Rust" {
     fn pal_halt() -> !;
     fn pal_wripir(cpu: u64);
@@ -227,5 +232,5 @@ pub unsafe fn swpctx(pcb_phys: u64) -> u64 {
 /// else relies on.
 pub unsafe fn swpctx_keep_stack(pcb_phys: u64) -> u64 {
     // SAFETY: guaranteed by the caller; KSEG reaches every physical address.
-    unsafe { pal_swpctx_keep_sp(pcb_phys, crate::hwrpb::KSEG | pcb_phys) }
+    unsafe { pal_swpctx_keep_sp(pcb_phys, KSEG | pcb_phys) }
 }
