@@ -790,6 +790,21 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
         CpuMask(self.online().0 & !self.asleep.load(Ordering::Relaxed))
     }
 
+    /// Online CPUs that are awake or have a message in their mailbox (and
+    /// so are about to wake): what halt polling counts against its limit
+    /// (`crate::idlepoll`). A poller that counted only the awake ones
+    /// would keep its core while the CPUs an IPI just went to wait for
+    /// one. Relaxed reads: a stale answer only polls or sleeps once more.
+    pub fn awake_or_called(&self) -> CpuMask {
+        let mut m = self.awake();
+        for cpu in self.online().iter() {
+            if !self.cpus[cpu].mailbox.peek().is_empty() {
+                m.insert(cpu);
+            }
+        }
+        m
+    }
+
     /// Whether a wait that began at cycle `since` spins this iteration
     /// (else it naps). `spin`: always. `nap`: once the wait is older than
     /// `spin_before_nap`. `adaptive`: while the wait is younger than

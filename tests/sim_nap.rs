@@ -817,3 +817,45 @@ fn adaptive_waits_spin_only_while_young_and_few_cpus_are_awake() {
         "every CPU marked itself awake again"
     );
 }
+
+/// Halt polling's count (`Smp::awake_or_called`): a CPU asleep with a
+/// message waiting in its mailbox is about to wake and counts as busy; one
+/// asleep with an empty mailbox does not. Without the mailbox term, a CPU
+/// an IPI was just sent to would not count and another CPU would poll
+/// while it waits for a core.
+#[test]
+fn a_sleeping_cpu_with_a_message_waiting_counts_as_called() {
+    use alphasmp::mailbox::IpiMessage;
+    use std::sync::atomic::Ordering::{Acquire, Release};
+    let smp: &SimSmp = SimPlatform::machine(Line::Latch, 0, 0, CPUS);
+    let step: &'static AtomicU64 = Box::leak(Box::new(AtomicU64::new(0)));
+    SimPlatform::run(smp, CPUS, move |me| {
+        let wait_for = |n: u64| {
+            while step.load(Acquire) < n {
+                std::thread::yield_now();
+            }
+        };
+        if me == 0 {
+            while smp.awake().contains(1) {
+                std::thread::yield_now();
+            }
+            let before = smp.awake_or_called();
+            smp.send_message(1, IpiMessage::PING).unwrap();
+            let after = smp.awake_or_called();
+            // Release CPU 1 before any assertion can end this thread.
+            step.store(1, Release);
+            assert!(!before.contains(1), "asleep, nothing sent");
+            assert!(before.contains(0));
+            assert!(after.contains(1), "asleep with a message waiting: called");
+        } else if me == 1 {
+            // Asleep with IPIs masked, so the message waits in the mailbox
+            // until this CPU lowers its IPL again.
+            let prev = smp.platform.raise_ipl(ipl::HIGH);
+            smp.note_asleep(true);
+            wait_for(1);
+            smp.note_asleep(false);
+            smp.platform.restore_ipl(prev);
+        }
+    });
+    assert_eq!(smp.awake_or_called().count(), CPUS, "all awake again");
+}

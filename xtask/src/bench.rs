@@ -305,9 +305,11 @@ pub fn run(kernel: &Path, cfg: &Config, linux: Option<&linux::Linux>) -> Result<
     let mut i = 0;
     let ours = |smp: u32, fix: (&str, &str), wait: &str| -> Result<(Vec<Measurement>, f64)> {
         // Under counted instructions a busy target would hold the round
-        // robin for a whole slice per sample: idle targets only.
+        // robin for a whole slice per sample: idle targets only, and idle
+        // targets that halt rather than poll (a poll's instructions are
+        // waiting, not the cost of the path).
         let busy = if cfg.cpu.count_instructions {
-            " bench_busy=off"
+            " bench_busy=off idle_poll_us=0"
         } else {
             ""
         };

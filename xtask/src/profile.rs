@@ -361,7 +361,9 @@ impl<'a> System<'a> {
             name: "alphasmp".into(),
             elf,
             append: Box::new(move |op| {
-                format!("bench={samples} bench_only={op} bench_busy=off wait={wait}")
+                // Idle targets halt: a halt poll's instructions are
+                // waiting, not the cost of the path.
+                format!("bench={samples} bench_only={op} bench_busy=off wait={wait} idle_poll_us=0")
             }),
         }
     }

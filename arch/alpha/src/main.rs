@@ -440,9 +440,14 @@ fn apply_policy(cfg: &BootConfig<'_>, m: &machine::MachineVector) {
     platform::INJECT_EDGE_LOSS.store(cfg.inject.edge_loss, Relaxed);
     platform::INJECT_EDGE_LOSS_MASKED.store(cfg.inject.edge_loss_masked, Relaxed);
     pal::WTINT_RETURNS.store(cfg.wtint_returns, Relaxed);
+    let idle_poll_us = cfg.idle_poll_us.unwrap_or(m.default_idle_poll_us);
+    smp::IDLE_POLL.set(alphasmp::idlepoll::Limits {
+        window: clock::ns_to_cycles(idle_poll_us * 1000),
+        awake_cpus: cfg.idle_poll_cpus,
+    });
     interrupt::IRQ_LOAD_NS.store(cfg.irq_load_us * 1000, Relaxed);
     println!(
-        "policy: ipi_lock={} ipi_poll={} resend={} watchdog={} ms inject={} wait={}{}{}",
+        "policy: ipi_lock={} ipi_poll={} resend={} watchdog={} ms inject={} wait={}{} idle_poll={} us{}",
         if cfg.ipi_lock { "on" } else { "off" },
         if cfg.ipi_poll { "on" } else { "off" },
         if cfg.resend { "on" } else { "off" },
@@ -454,6 +459,7 @@ fn apply_policy(cfg: &BootConfig<'_>, m: &machine::MachineVector) {
         } else {
             ""
         },
+        idle_poll_us,
         if cfg.wtint_returns {
             " wtint=returns"
         } else {

@@ -13,7 +13,7 @@
 //! Slots, `rxrdy`/`txrdy` bits and `wripir` use physical CPU ids; all kernel
 //! data uses the logical ids of `crate::cpus`.
 
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use alloc::alloc::{Layout, alloc};
 use alphasmp::cpumask::CpuMask;
@@ -316,7 +316,75 @@ pub fn alpha_secondary_main(pcb_phys: u64) -> ! {
     idle_loop(cpu)
 }
 
+/// The halt-polling bounds every idle loop reads (`idle_poll_us=`,
+/// `idle_poll_cpus=`; set by the boot CPU before the secondaries start).
+pub static IDLE_POLL: IdlePollLimits = IdlePollLimits {
+    window: AtomicU64::new(0),
+    awake_cpus: AtomicU64::new(0),
+};
+
+/// [`alphasmp::idlepoll::Limits`] as atomics (Relaxed: set once before
+/// any idle loop runs, and any value read is a safe answer).
+pub struct IdlePollLimits {
+    window: AtomicU64,
+    awake_cpus: AtomicU64,
+}
+
+impl IdlePollLimits {
+    pub fn set(&self, l: alphasmp::idlepoll::Limits) {
+        self.window.store(l.window, Ordering::Relaxed);
+        self.awake_cpus.store(l.awake_cpus, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> alphasmp::idlepoll::Limits {
+        alphasmp::idlepoll::Limits {
+            window: self.window.load(Ordering::Relaxed),
+            awake_cpus: self.awake_cpus.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// When each CPU's idle loop last saw a new IPI (its cycle counter; 0:
+/// never). Written by that CPU only; read by the others' idle loops.
+static IPI_SEEN_AT: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+
+/// Whether this CPU's idle loop polls this time round instead of waiting
+/// in `wtint` (halt polling, `alphasmp::idlepoll`): after an IPI, for the
+/// window, while few enough CPUs are busy, and never while a self-test
+/// watches its wait ([`IDLE_WINDOW`]).
+///
+/// Busy: awake, or sent a message not yet taken, or sent one within the
+/// window. The last counts the CPUs of the same broadcast that already
+/// went back to sleep, so that after an IPI to several CPUs none of them
+/// polls (where vCPUs outnumber host cores, a poller takes a core those
+/// CPUs need for their next wake-up: measured, README "Speed"); after a
+/// call to this CPU alone it does. The stamps are per-CPU cycle counts,
+/// which real machines do not keep in step; any answer is safe (the
+/// module protocol of `alphasmp::idlepoll`), and real machines do not
+/// poll unless asked to.
+fn idle_polls(cpu: usize, poll: &mut alphasmp::idlepoll::IdlePoll) -> bool {
+    let limits = IDLE_POLL.get();
+    if limits.window == 0 || IDLE_WINDOW.cpu.load(Ordering::Relaxed) == cpu {
+        return false;
+    }
+    let ipis = crate::interrupt::COUNTS[cpu][0].load(Ordering::Relaxed);
+    let now = clock::cycles();
+    if poll.is_new(ipis) {
+        IPI_SEEN_AT[cpu].store(now.max(1), Ordering::Relaxed);
+    }
+    let mut busy = SMP.awake_or_called();
+    for other in SMP.online().iter() {
+        let at = IPI_SEEN_AT[other].load(Ordering::Relaxed);
+        if at != 0 && now.wrapping_sub(at) < limits.window {
+            busy.insert(other);
+        }
+    }
+    poll.polls(limits, ipis, now, busy.count() as u64)
+}
+
 fn idle_loop(cpu: usize) -> ! {
+    let mut poll =
+        alphasmp::idlepoll::IdlePoll::new(crate::interrupt::COUNTS[cpu][0].load(Ordering::Relaxed));
     loop {
         // Check for work and sleep with every interrupt held off, as
         // Linux's idle loop does: a PING that arrives between the check and
@@ -325,7 +393,7 @@ fn idle_loop(cpu: usize) -> ! {
         // the interrupts that ended the wait (ticks, IPIs) are taken.
         {
             let _off = ipl::IplGuard::raise(ipl::HIGH);
-            if !idle_work_pending(cpu) {
+            if !idle_work_pending(cpu) && !idle_polls(cpu, &mut poll) {
                 let watched = IDLE_WINDOW.pause(cpu);
                 SMP.note_asleep(true);
                 pal::wtint();

@@ -309,6 +309,13 @@ pub struct BootConfig<'a> {
     /// `spin_cpus=`: under `wait=adaptive`, the most awake CPUs at which a
     /// waiter spins (0: no limit).
     pub spin_cpus: u64,
+    /// `idle_poll_us=`: how long an idle CPU polls after an IPI before it
+    /// waits for interrupts (`alphasmp::idlepoll`); None: the machine
+    /// vector's choice.
+    pub idle_poll_us: Option<u64>,
+    /// `idle_poll_cpus=`: an idle CPU polls only while at most this many
+    /// CPUs are awake (0: no limit).
+    pub idle_poll_cpus: u64,
     /// Samples per benchmark measurement; 0: no benchmark run.
     pub bench: u64,
     /// `bench_busy=off`: the benchmark measures idle targets only.
@@ -651,6 +658,30 @@ pub const KEYS: &[Key] = &[
         },
     },
     Key {
+        name: "idle_poll_us",
+        values: "0 to 10000",
+        default: None,
+        help: "halt polling: an idle CPU that takes an IPI keeps polling this long (restarted by each IPI) before it waits in `wtint` again, so the next call finds it running (`alphasmp::idlepoll`; 0: never poll); not given: the machine vector's choice (200 on QEMU's clipper, where waking a vCPU costs more than the call; 0 on Tsunami and Marvel, as Linux)",
+        lands: "smp::IDLE_POLL (main.rs apply_policy), MachineVector::default_idle_poll_us",
+        example: "0",
+        set: |c, v| {
+            c.idle_poll_us = Some(number(v, 0, 10_000, "a whole number from 0 to 10000")?);
+            Ok(())
+        },
+    },
+    Key {
+        name: "idle_poll_cpus",
+        values: "0 to 64",
+        default: Some("2"),
+        help: "halt polling only while at most this many CPUs are awake, the poller included (0: no limit): where vCPUs outnumber host cores a poller takes a core from the CPU that would send it work",
+        lands: "smp::IDLE_POLL (main.rs apply_policy)",
+        example: "0",
+        set: |c, v| {
+            c.idle_poll_cpus = number(v, 0, 64, "a whole number from 0 to 64")?;
+            Ok(())
+        },
+    },
+    Key {
         name: "experiment",
         values: "`native`, `injected`, `all`",
         default: None,
@@ -974,6 +1005,17 @@ mod tests {
         assert!(matches!(
             BootConfig::parse("wtint=sleeps"),
             Err(BootArgError::BadValue { key: "wtint", .. })
+        ));
+        let d = BootConfig::parse("").unwrap();
+        assert_eq!((d.idle_poll_us, d.idle_poll_cpus), (None, 2));
+        let c = BootConfig::parse("idle_poll_us=0 idle_poll_cpus=4").unwrap();
+        assert_eq!((c.idle_poll_us, c.idle_poll_cpus), (Some(0), 4));
+        assert!(matches!(
+            BootConfig::parse("idle_poll_us=10001"),
+            Err(BootArgError::BadValue {
+                key: "idle_poll_us",
+                ..
+            })
         ));
     }
 

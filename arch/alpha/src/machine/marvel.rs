@@ -47,6 +47,7 @@ pub static VECTOR: MachineVector = MachineVector {
     signal_failure: super::no_failure_signal,
     exit_device,
     default_wait: WaitArg::Spin,
+    default_idle_poll_us: 0,
 };
 
 /// The EV7 PALcode's tick: nothing to program, its rate only known from

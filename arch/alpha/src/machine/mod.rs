@@ -82,6 +82,11 @@ pub struct MachineVector {
     /// the next tick (the simulator and spin model's `edge_loss_masked`
     /// runs, README "Speed").
     pub default_wait: WaitArg,
+    /// How long an idle CPU polls after an IPI when `idle_poll_us=` is not
+    /// given (`alphasmp::idlepoll`). Where waking a halted vCPU costs more
+    /// than the call (QEMU) polling pays; on a real machine it costs power
+    /// and Linux does not poll, so real machines do not either.
+    pub default_idle_poll_us: u64,
 }
 
 impl fmt::Debug for MachineVector {

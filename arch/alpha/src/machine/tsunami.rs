@@ -34,6 +34,7 @@ pub static VECTOR: MachineVector = MachineVector {
     signal_failure: super::no_failure_signal,
     exit_device,
     default_wait: WaitArg::Spin,
+    default_idle_poll_us: 0,
 };
 
 /// The CPUs Tsunami-class machines are built with.
