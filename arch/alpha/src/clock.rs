@@ -80,6 +80,46 @@ pub fn cycles() -> u64 {
     }
 }
 
+/// The start of a short interval timed on this CPU ([`Interval::cycles`]).
+///
+/// Where the counter never stops (the interrupt floor is off: QEMU) it is
+/// the raw 32-bit counter, wrap-safe for intervals under 2^32 cycles (17 s
+/// at QEMU's 250 MHz), which is what Linux's `get_cycles` gives its
+/// benchmark (`xtask/linux/alphasmp_bench.c`): a few instructions where
+/// [`cycles`] costs about 120 (the extension to 64 bits, the floor's
+/// correction, the injected skew), so a benchmark sample carries the same
+/// clock cost in both kernels. Where the counter may stop in `wtint` (real
+/// machines, the floor on) it is [`cycles`], corrected.
+#[derive(Clone, Copy, Debug)]
+pub struct Interval {
+    raw: bool,
+    start: u64,
+}
+
+impl Interval {
+    pub fn start() -> Interval {
+        let raw = !FLOOR_ENABLED.load(Ordering::Relaxed)
+            && STOPPED_AT[cpus::this()].load(Ordering::Relaxed) == 0;
+        Interval {
+            raw,
+            start: if raw {
+                u64::from(pal::rpcc32())
+            } else {
+                cycles()
+            },
+        }
+    }
+
+    /// Cycles since [`start`](Self::start), on the same CPU.
+    pub fn cycles(self) -> u64 {
+        if self.raw {
+            u64::from(pal::rpcc32().wrapping_sub(self.start as u32))
+        } else {
+            cycles() - self.start
+        }
+    }
+}
+
 /// This CPU's cycle count since it first read the clock, 64-bit, plus the
 /// correction the periodic interrupt made (below).
 ///

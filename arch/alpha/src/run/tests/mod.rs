@@ -41,6 +41,10 @@ pub const ALL: &[Test] = &[
         run: platform::tick_rate,
     },
     Test {
+        name: "clock.interval_agrees_with_the_clock",
+        run: platform::interval_agrees_with_the_clock,
+    },
+    Test {
         name: "clock.interrupts_bound_time",
         run: platform::interrupts_bound_time,
     },

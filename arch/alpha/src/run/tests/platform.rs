@@ -169,6 +169,33 @@ pub fn ipl_guard_nests(_: &BootConfig<'_>) -> Outcome {
     Ok(())
 }
 
+/// The benchmark's interval timer (`clock::Interval`, the raw 32-bit
+/// counter where it never stops) reads the same clock as `clock::cycles`:
+/// an interval around a pair of clock reads measures no less than the
+/// pair and no more than a second pair around it (no tolerance needed, so
+/// it holds under -icount and on a loaded host alike; wrong units, a wrong
+/// wrap or an offset larger than two clock reads break one side: an
+/// offset of 100 cycles passed, within what the reads themselves cost).
+pub fn interval_agrees_with_the_clock(_: &BootConfig<'_>) -> Outcome {
+    let _off = ipl::IplGuard::raise(ipl::HIGH);
+    for delay_ns in [0, 200_000] {
+        let c0 = clock::cycles();
+        let interval = clock::Interval::start();
+        let c1 = clock::cycles();
+        clock::delay_ns(delay_ns);
+        let c2 = clock::cycles();
+        let timed = interval.cycles();
+        let c3 = clock::cycles();
+        check!(
+            c2 - c1 <= timed && timed <= c3 - c0,
+            "interval {timed} cycles around {} and inside {} ({delay_ns} ns delay)",
+            c2 - c1,
+            c3 - c0
+        );
+    }
+    Ok(())
+}
+
 /// Measurement window for the tick rate.
 const WINDOW_NS: u64 = 500_000_000;
 
