@@ -46,13 +46,17 @@ impl Platform for AlphaPlatform {
             // The core range-checks against its online mask first.
             panic!("IPI to CPU {cpu}, which is not in the CPU map");
         };
-        let in_handler = target.irq_depth.load(Ordering::Acquire) > 0;
-        let masked = in_handler || cpus::ipl_of(cpu) >= crate::ipl::HIGH;
-        if (INJECT_EDGE_LOSS.load(Ordering::Relaxed) && in_handler)
-            || (INJECT_EDGE_LOSS_MASKED.load(Ordering::Relaxed) && masked)
-        {
-            target.dropped_ipis.fetch_add(1, Ordering::Relaxed);
-            return false;
+        // The target's state is read only when an injection asks for it
+        // (two loads and a PAL-noted IPL off every IPI's path otherwise).
+        let edge_loss = INJECT_EDGE_LOSS.load(Ordering::Relaxed);
+        let edge_loss_masked = INJECT_EDGE_LOSS_MASKED.load(Ordering::Relaxed);
+        if edge_loss || edge_loss_masked {
+            let in_handler = target.irq_depth.load(Ordering::Acquire) > 0;
+            let masked = in_handler || cpus::ipl_of(cpu) >= crate::ipl::HIGH;
+            if (edge_loss && in_handler) || (edge_loss_masked && masked) {
+                target.dropped_ipis.fetch_add(1, Ordering::Relaxed);
+                return false;
+            }
         }
         pal::wripir(phys);
         true
