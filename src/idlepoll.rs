@@ -16,7 +16,8 @@
 //! Protocol: [`IdlePoll`] is owned by one CPU's idle loop and touches no
 //! shared state; the loop feeds it the CPU's count of IPI interrupts taken
 //! (the interrupt dispatch's own counter), the cycle counter and the
-//! number of awake CPUs. Any answer is safe: polling only skips a
+//! number of CPUs it counts as busy (awake, called, or called within the
+//! window). Any answer is safe: polling only skips a
 //! `wtint`, which may return at once anyway, and the loop takes interrupts
 //! at IPL 0 between its checks either way, so no message, wake or work item
 //! can be missed by a poll and nothing is lost by a sleep that the loop
@@ -29,10 +30,11 @@ pub struct Limits {
     /// How long a CPU keeps polling after its last IPI, in cycles; 0: never
     /// poll.
     pub window: u64,
-    /// Poll only while at most this many CPUs are awake (this one
-    /// included); 0: no limit. Where more vCPUs poll than the host has
+    /// Poll only while at most this many CPUs are busy (this one
+    /// included; what counts as busy is the caller's: awake, called, or
+    /// called within the window); 0: no limit. Where more vCPUs poll than the host has
     /// cores, a poller takes a core from the CPU it waits to hear from.
-    pub awake_cpus: u64,
+    pub busy_cpus: u64,
 }
 
 /// One CPU's polling state.
@@ -64,10 +66,10 @@ impl IdlePoll {
 
     /// Whether the idle loop polls this time round instead of waiting for
     /// an interrupt. `ipis`: the CPU's IPI interrupts taken so far; `now`:
-    /// the cycle counter; `awake`: the CPUs the caller counts as busy
-    /// (awake, or called), this one included.
+    /// the cycle counter; `busy`: the CPUs the caller counts as busy,
+    /// this one included.
     /// A change in `ipis` (re)opens the window at `now`.
-    pub fn polls(&mut self, limits: Limits, ipis: u64, now: u64, awake: u64) -> bool {
+    pub fn polls(&mut self, limits: Limits, ipis: u64, now: u64, busy: u64) -> bool {
         if limits.window == 0 {
             return false;
         }
@@ -76,10 +78,10 @@ impl IdlePoll {
             self.since = now;
             self.open = true;
         }
-        let crowded = limits.awake_cpus != 0 && awake > limits.awake_cpus;
+        let crowded = limits.busy_cpus != 0 && busy > limits.busy_cpus;
         if !self.open || crowded || now.wrapping_sub(self.since) >= limits.window {
-            // Closed until the next IPI: also when more CPUs are awake or
-            // called than the limit, so a CPU that was one of several an
+            // Closed until the next IPI: also when more CPUs are busy than
+            // the limit, so a CPU that was one of several an
             // IPI went to does not poll while the others still wait for a
             // core, nor once they are back asleep.
             self.open = false;
@@ -95,7 +97,7 @@ mod tests {
 
     const L: Limits = Limits {
         window: 100,
-        awake_cpus: 2,
+        busy_cpus: 2,
     };
 
     #[test]
@@ -126,13 +128,13 @@ mod tests {
     }
 
     #[test]
-    fn too_many_awake_cpus_close_the_window_until_the_next_ipi() {
+    fn too_many_busy_cpus_close_the_window_until_the_next_ipi() {
         let mut p = IdlePoll::new(0);
         assert!(p.polls(L, 1, 0, 2));
         assert!(!p.polls(L, 1, 10, 3));
         assert!(!p.polls(L, 1, 20, 2), "closed, not paused");
         assert!(p.polls(L, 2, 30, 2));
-        let unlimited = Limits { awake_cpus: 0, ..L };
+        let unlimited = Limits { busy_cpus: 0, ..L };
         assert!(p.polls(unlimited, 3, 60, 64));
     }
 

@@ -443,7 +443,7 @@ fn apply_policy(cfg: &BootConfig<'_>, m: &machine::MachineVector) {
     let idle_poll_us = cfg.idle_poll_us.unwrap_or(m.default_idle_poll_us);
     smp::IDLE_POLL.set(alphasmp::idlepoll::Limits {
         window: clock::ns_to_cycles(idle_poll_us * 1000),
-        awake_cpus: cfg.idle_poll_cpus,
+        busy_cpus: cfg.idle_poll_cpus,
     });
     interrupt::IRQ_LOAD_NS.store(cfg.irq_load_us * 1000, Relaxed);
     println!(

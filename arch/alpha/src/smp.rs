@@ -124,6 +124,23 @@ pub fn online_cpus() -> impl Iterator<Item = usize> {
     SMP.online().iter()
 }
 
+/// Waits until every online CPU has taken `n` clock interrupts from now,
+/// at most `bound_ns`; returns whether they all did. What a CPU does at its
+/// clock interrupt (ticks made from the counter, the census's judgement)
+/// has then happened, however long the host left its vCPU unrun.
+pub fn wait_clock_interrupts(n: u64, bound_ns: u64) -> bool {
+    let taken = |c: usize| crate::interrupt::COUNTS[c][1].load(Ordering::Relaxed);
+    let seen: [u64; MAX_CPUS] = core::array::from_fn(taken);
+    let start = clock::now_ns();
+    while online_cpus().any(|c| taken(c) < seen[c] + n) {
+        if clock::now_ns() > start + bound_ns {
+            return false;
+        }
+        clock::pause_since(start);
+    }
+    true
+}
+
 /// Facts from boot that the self-tests check.
 pub struct BootInfo {
     /// CPUs in the CPU map (chosen to run), the boot CPU included.
@@ -320,26 +337,26 @@ pub fn alpha_secondary_main(pcb_phys: u64) -> ! {
 /// `idle_poll_cpus=`; set by the boot CPU before the secondaries start).
 pub static IDLE_POLL: IdlePollLimits = IdlePollLimits {
     window: AtomicU64::new(0),
-    awake_cpus: AtomicU64::new(0),
+    busy_cpus: AtomicU64::new(0),
 };
 
 /// [`alphasmp::idlepoll::Limits`] as atomics (Relaxed: set once before
 /// any idle loop runs, and any value read is a safe answer).
 pub struct IdlePollLimits {
     window: AtomicU64,
-    awake_cpus: AtomicU64,
+    busy_cpus: AtomicU64,
 }
 
 impl IdlePollLimits {
     pub fn set(&self, l: alphasmp::idlepoll::Limits) {
         self.window.store(l.window, Ordering::Relaxed);
-        self.awake_cpus.store(l.awake_cpus, Ordering::Relaxed);
+        self.busy_cpus.store(l.busy_cpus, Ordering::Relaxed);
     }
 
     pub fn get(&self) -> alphasmp::idlepoll::Limits {
         alphasmp::idlepoll::Limits {
             window: self.window.load(Ordering::Relaxed),
-            awake_cpus: self.awake_cpus.load(Ordering::Relaxed),
+            busy_cpus: self.busy_cpus.load(Ordering::Relaxed),
         }
     }
 }

@@ -314,7 +314,8 @@ pub struct BootConfig<'a> {
     /// vector's choice.
     pub idle_poll_us: Option<u64>,
     /// `idle_poll_cpus=`: an idle CPU polls only while at most this many
-    /// CPUs are awake (0: no limit).
+    /// CPUs are busy: awake, called, or called within the window (0: no
+    /// limit).
     pub idle_poll_cpus: u64,
     /// Samples per benchmark measurement; 0: no benchmark run.
     pub bench: u64,
@@ -673,7 +674,7 @@ pub const KEYS: &[Key] = &[
         name: "idle_poll_cpus",
         values: "0 to 64",
         default: Some("2"),
-        help: "halt polling only while at most this many CPUs are awake, the poller included (0: no limit): where vCPUs outnumber host cores a poller takes a core from the CPU that would send it work",
+        help: "halt polling only while at most this many CPUs are busy, the poller included: awake, with a message waiting, or sent an IPI within the poll window (0: no limit); where vCPUs outnumber host cores a poller takes a core from the CPUs an IPI just went to",
         lands: "smp::IDLE_POLL (main.rs apply_policy)",
         example: "0",
         set: |c, v| {

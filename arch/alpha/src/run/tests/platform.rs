@@ -225,16 +225,7 @@ pub fn tick_rate(_: &BootConfig<'_>) -> Outcome {
         if smp::run_on_cpus(smp::online(), nothing, LIVENESS_NS).is_err() {
             return false;
         }
-        let clock_irqs = |c: usize| crate::interrupt::COUNTS[c][1].load(Ordering::Relaxed);
-        let seen: [u64; MAX_CPUS] = core::array::from_fn(clock_irqs);
-        let start = clock::now_ns();
-        while smp::online_cpus().any(|c| clock_irqs(c) == seen[c]) {
-            if clock::now_ns() > start + LIVENESS_NS {
-                return false;
-            }
-            clock::pause_since(start);
-        }
-        true
+        smp::wait_clock_interrupts(1, LIVENESS_NS)
     };
     check!(
         caught_up(),
