@@ -28,8 +28,11 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
-/// One CPU's extended counter.
+/// One CPU's extended counter, alone in its cache line: every read
+/// stores to it, and counters of different CPUs in one line would make
+/// each CPU's clock read take the line from the others.
 #[derive(Debug, Default)]
+#[repr(align(64))]
 pub struct Extended(AtomicU64);
 
 impl Extended {

@@ -300,6 +300,21 @@ pub fn pause_since(since_ns: u64) {
     }
 }
 
+/// Waits until `done()`, with [`pause_since`]'s pauses, looking at
+/// `done()` several times between two of its clock reads (a read costs
+/// hundreds of instructions, a look one load).
+pub fn wait_since(since_ns: u64, done: impl Fn() -> bool) {
+    while !done() {
+        for _ in 0..16 {
+            core::hint::spin_loop();
+            if done() {
+                return;
+            }
+        }
+        pause_since(since_ns);
+    }
+}
+
 /// How long [`pause_since`] spins before it sleeps.
 pub const SPIN_FIRST_NS: u64 = 1_000_000;
 
