@@ -162,6 +162,7 @@ impl Census {
     }
 
     /// Sender, after the interrupt request was issued (`issued`) or dropped.
+    #[inline]
     pub fn end_request(&self, n: u64, issued: bool) {
         if !issued {
             self.dropped.fetch_add(1, Ordering::Relaxed);
@@ -174,6 +175,7 @@ impl Census {
     }
 
     /// Target, at the entry of an IPI interrupt, before draining.
+    #[inline]
     pub fn on_ipi_interrupt(&self) {
         let r = self.req.load(Ordering::SeqCst);
         let lo = self.served_or_judged();
@@ -219,6 +221,7 @@ impl Census {
             .store(self.sent.load(Ordering::Acquire), Ordering::Relaxed);
     }
 
+    #[inline]
     fn served_or_judged(&self) -> u64 {
         self.served
             .load(Ordering::Relaxed)

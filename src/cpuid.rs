@@ -149,11 +149,13 @@ impl CpuMap {
     }
 
     /// Whether [`build`](Self::build) has completed.
+    #[inline]
     pub fn is_built(&self) -> bool {
         self.state.load(Ordering::Acquire) == READY
     }
 
     /// The logical id of physical CPU `phys`, if it is present.
+    #[inline]
     pub fn logical(&self, phys: usize) -> Option<usize> {
         if phys >= MAX_CPUS || !self.is_built() {
             return None;
@@ -163,6 +165,7 @@ impl CpuMap {
     }
 
     /// The physical id of logical CPU `logical`, if there is one.
+    #[inline]
     pub fn physical(&self, logical: usize) -> Option<usize> {
         if logical >= MAX_CPUS || !self.is_built() {
             return None;

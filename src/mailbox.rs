@@ -97,6 +97,7 @@ impl Mailbox {
 
     /// Looks without taking (diagnostics and the in-interrupt poll's cheap
     /// first check).
+    #[inline]
     pub fn peek(&self) -> IpiMessage {
         IpiMessage::from_bits_retain(self.bits.load(Ordering::Acquire))
     }

@@ -38,6 +38,7 @@ impl Csd {
     }
     /// Whether the descriptor is still in use (Acquire: a waiter that sees
     /// it unlocked sees everything the function did).
+    #[inline]
     pub fn locked(&self) -> bool {
         self.flags.load(Ordering::Acquire) & LOCK != 0
     }

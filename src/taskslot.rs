@@ -48,6 +48,7 @@ impl TaskSlot {
     }
 
     /// Whether a posted function waits to be taken.
+    #[inline]
     pub fn pending(&self) -> bool {
         self.state.load(Ordering::Relaxed) == POSTED
     }

@@ -130,6 +130,7 @@ pub fn from_whami() -> usize {
 }
 
 /// The physical id (for `wripir`, HWRPB slots, rxrdy) of logical CPU `cpu`.
+#[inline]
 pub fn physical(cpu: usize) -> Option<usize> {
     MAP.physical(cpu)
 }

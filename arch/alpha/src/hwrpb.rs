@@ -90,6 +90,7 @@ pub fn set(h: Hwrpb) -> &'static Hwrpb {
 }
 
 /// The HWRPB found at boot (None only before `set`).
+#[inline]
 pub fn get() -> Option<&'static Hwrpb> {
     FOUND.get()
 }

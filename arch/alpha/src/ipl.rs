@@ -35,6 +35,7 @@ pub const HIGH: u8 = 7;
 /// most common raise) it is one PAL call, `swpipl`, whose answer is the
 /// previous level: nothing is above HIGH, so it never lowers. Below HIGH
 /// it reads the level first (`rdps`), so that a higher level is kept.
+#[inline]
 pub fn raise_to(level: u8) -> u8 {
     if level >= HIGH {
         return swap(HIGH);
@@ -47,6 +48,7 @@ pub fn raise_to(level: u8) -> u8 {
 }
 
 /// The current IPL of this CPU.
+#[inline]
 pub fn current() -> u8 {
     (pal::rdps() & 7) as u8
 }
@@ -61,6 +63,7 @@ pub struct IplGuard {
 
 impl IplGuard {
     /// Raises to at least `level` (a higher current level is kept).
+    #[inline]
     pub fn raise(level: u8) -> Self {
         let cur = raise_to(level);
         IplGuard {
@@ -76,6 +79,7 @@ impl IplGuard {
 }
 
 impl Drop for IplGuard {
+    #[inline]
     fn drop(&mut self) {
         swap(self.previous);
     }
@@ -88,6 +92,7 @@ pub fn set(level: u8) -> u8 {
 
 /// swpipl, recording the level for diagnostics (watchdog reports show other
 /// CPUs' IPL as last set by software; interrupt entry and rti are not seen).
+#[inline]
 pub fn swap(level: u8) -> u8 {
     pal::swpipl_noted(level)
 }

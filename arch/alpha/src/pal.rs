@@ -41,6 +41,7 @@ pub fn halt() -> ! {
 /// Requests an interprocessor interrupt on `cpu` (CALL_PAL wripir).
 ///
 /// The interrupt carries no payload; the receiver learns why from its mailbox.
+#[inline]
 pub fn wripir(cpu: usize) {
     // SAFETY: wripir only posts an interrupt request; on clipper PALcode takes
     // the target modulo 4, so any value is harmless (callers range-check).
@@ -50,6 +51,7 @@ pub fn wripir(cpu: usize) {
 /// This CPU's physical number (CALL_PAL whami): the HWRPB slot index, on
 /// EV7 the PID. Kernel data is indexed by the dense logical id instead
 /// (`crate::cpus::this`).
+#[inline]
 pub fn whami() -> usize {
     // SAFETY: whami reads a processor register and has no side effects.
     unsafe { pal_whami() as usize }
@@ -69,6 +71,7 @@ pub fn swpipl_noted(ipl: u8) -> u8 {
 }
 
 /// The processor status: bits 2:0 are the current IPL.
+#[inline]
 pub fn rdps() -> u64 {
     // SAFETY: rdps reads a processor register and has no side effects.
     unsafe { pal_rdps() }
@@ -136,6 +139,7 @@ pub fn imb() {
 /// for a skip count of 0 (docs/hardware.md, "wtint on DEC's EV6
 /// PALcode"), and `wtint=returns` makes every call do so; so no caller may
 /// rely on a real sleep.
+#[inline]
 pub fn wtint() {
     if WTINT_RETURNS.load(core::sync::atomic::Ordering::Relaxed) {
         cpu_relax();
@@ -176,12 +180,14 @@ pub fn wrmces(value: u64) {
 }
 
 /// Full memory barrier (`mb`).
+#[inline]
 pub fn mb() {
     // SAFETY: a barrier instruction has no operands.
     unsafe { cpu_mb() }
 }
 
 /// The low 32 bits of the process cycle counter (`rpcc`).
+#[inline]
 pub fn rpcc32() -> u32 {
     // SAFETY: rpcc reads a counter and has no side effects.
     unsafe { cpu_rpcc() as u32 }

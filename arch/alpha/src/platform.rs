@@ -31,6 +31,7 @@ impl Platform for AlphaPlatform {
     fn cpu_id(&self) -> usize {
         cpus::this()
     }
+    #[inline]
     fn send_ipi(&self, cpu: usize) {
         self.request_ipi(cpu);
     }
@@ -61,6 +62,7 @@ impl Platform for AlphaPlatform {
         pal::wripir(phys);
         true
     }
+    #[inline]
     fn nap(&self) {
         // At IPL 7 (the core's caller): wtint returns once any interrupt is
         // pending, masked or not (docs/qemu.md §3.2; Linux's idle loop relies
@@ -69,18 +71,23 @@ impl Platform for AlphaPlatform {
     }
     // wake: the default, an IPI with no message, subject to the same
     // edge-loss injection as any IPI.
+    #[inline]
     fn raise_ipl(&self, level: u8) -> u8 {
         ipl::raise_to(level)
     }
+    #[inline]
     fn restore_ipl(&self, previous: u8) {
         ipl::swap(previous);
     }
+    #[inline]
     fn ipl(&self) -> u8 {
         ipl::current()
     }
+    #[inline]
     fn ipi_ipl(&self) -> u8 {
         machine::ipi_ipl()
     }
+    #[inline]
     fn in_interrupt(&self) -> bool {
         percpu::this().irq_depth.load(Ordering::Relaxed) > 0
     }
@@ -113,6 +120,7 @@ impl Platform for AlphaPlatform {
             pal::swpctx(pcb);
         }
     }
+    #[inline]
     fn cycles(&self) -> u64 {
         clock::cycles()
     }

@@ -190,6 +190,7 @@ pub fn identify<'a>(
 /// (Linux's IPL_TIMER; docs/hardware.md §9). Before the HWRPB is read the
 /// lower, real-hardware value is assumed: it counts more callers as
 /// masked, which is the safe side.
+#[inline]
 pub fn ipi_ipl() -> u8 {
     use alphasmp::platform::ipl::{IPI_OSF_PALCODE, IPI_QEMU_PALCODE};
     if QEMU.load(Ordering::Relaxed) {
