@@ -834,21 +834,28 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
     /// Release store). Also for the platform's own waits.
     pub fn pause(&self, since: u64, done: impl Fn() -> bool) {
         if self.spins(since) {
-            // A look at `done()` costs a load; the clock reads of `spins`
-            // and of the caller's watchdog cost hundreds of instructions
-            // each (Alpha: rpcc and its 64-bit extension). Looking only
-            // between reads would notice the end that much later.
-            for _ in 0..LOOKS_PER_CLOCK_READ {
-                self.platform.relax();
-                if done() {
-                    return;
-                }
-            }
+            self.look(done);
             return;
         }
         let prev = self.platform.raise_ipl(ipl::HIGH);
         self.nap_unless(done);
         self.platform.restore_ipl(prev);
+    }
+
+    /// Spins for up to [`LOOKS_PER_CLOCK_READ`] looks at `done()`; returns
+    /// whether it held. A look costs a load; the clock reads of `spins`
+    /// and of a caller's watchdog cost hundreds of instructions each
+    /// (Alpha: rpcc and its 64-bit extension), so a waiter that looked
+    /// only between reads would notice the end that much later.
+    #[inline]
+    fn look(&self, done: impl Fn() -> bool) -> bool {
+        for _ in 0..LOOKS_PER_CLOCK_READ {
+            self.platform.relax();
+            if done() {
+                return true;
+            }
+        }
+        false
     }
 
     /// The waker's side: after the Release store that ends `cpu`'s wait.

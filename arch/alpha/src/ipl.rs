@@ -54,9 +54,13 @@ pub fn current() -> u8 {
 }
 
 /// Raises the IPL for the guard's lifetime, then restores the previous one.
+/// A guard that found the level already at or above its own changes
+/// nothing and restores nothing (a swpipl saved: under QEMU each one ends
+/// a translation block); code inside a guard leaves the IPL as it found it.
 #[must_use = "the IPL is restored when the guard is dropped"]
 pub struct IplGuard {
     previous: u8,
+    raised: bool,
     // Not Send: the saved level belongs to this CPU.
     _not_send: core::marker::PhantomData<*const ()>,
 }
@@ -68,6 +72,7 @@ impl IplGuard {
         let cur = raise_to(level);
         IplGuard {
             previous: cur,
+            raised: cur < level,
             _not_send: core::marker::PhantomData,
         }
     }
@@ -81,7 +86,9 @@ impl IplGuard {
 impl Drop for IplGuard {
     #[inline]
     fn drop(&mut self) {
-        swap(self.previous);
+        if self.raised {
+            swap(self.previous);
+        }
     }
 }
 
