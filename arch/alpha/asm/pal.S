@@ -100,16 +100,6 @@ LEAF(cpu_sp)
 	ret	$31, ($26), 1
 END(cpu_sp)
 
-# The first quadword of the 64 KiB-aligned kernel stack $sp is on: the
-# guard word cpus::this reads (one leaf, three instructions, on every
-# identity lookup; cpus::STACK_SIZE must stay 64 KiB, which the Rust side
-# asserts).
-LEAF(cpu_stack_guard)
-	zapnot	$30, 0xfc, $0
-	ldq	$0, 0($0)
-	ret	$31, ($26), 1
-END(cpu_stack_guard)
-
 # pal_swpipl_noted(ipl): swpipl, with the new level noted first in the
 # IPL quadword of the running stack (its base + 8, after the guard word;
 # cpus::IPL_NOTE), where other CPUs read it for the edge-loss injection and

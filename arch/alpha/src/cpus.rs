@@ -121,7 +121,7 @@ fn guard_missed() -> usize {
 }
 
 const _: () = assert!(MAX_CPUS.is_power_of_two() && MAX_CPUS <= 256);
-// asm/pal.S's cpu_stack_guard aligns $sp to 64 KiB (zapnot 0xfc).
+// pal::stack_guard and asm/pal.S's pal_swpipl_noted align to 64 KiB.
 const _: () = assert!(STACK_SIZE == 64 * 1024);
 
 /// The calling CPU's logical id by `whami` (for checks of [`this`]).

@@ -27,7 +27,6 @@ unsafe extern "Rust" {
     fn cpu_rpcc() -> u64;
     fn cpu_gp() -> u64;
     fn cpu_sp() -> u64;
-    fn cpu_stack_guard() -> u64;
     fn pal_swpipl_noted(ipl: u64) -> u64;
 }
 
@@ -203,11 +202,22 @@ pub fn sp() -> u64 {
 
 /// The first quadword of the 64 KiB-aligned stack the caller runs on
 /// (`cpus::this`'s guard word).
+///
+/// Found from the address of a local, which lies on that stack, in Rust:
+/// a call to an assembly leaf would cost its return, which
+/// under QEMU is an indirect jump looked up at run time, and the kernel
+/// asks for its CPU's identity many times per cross-call. The address goes
+/// through `black_box`, so the compiler cannot tie the load to the local
+/// (it knows nothing of the aligned stack beneath it).
 #[inline]
 pub fn stack_guard() -> u64 {
-    // SAFETY: reads the lowest quadword of the running kernel stack, which
-    // is mapped (every kernel stack is STACK_SIZE long and aligned).
-    unsafe { cpu_stack_guard() }
+    let probe = 0u64;
+    let here = core::hint::black_box(core::ptr::addr_of!(probe)) as u64;
+    // SAFETY: `probe` lives on the running kernel stack, which is
+    // STACK_SIZE (64 KiB) long and aligned, so its lowest quadword is
+    // mapped and holds the guard (or, for a stack the kernel did not give
+    // out, some word that `cpus::this` rejects).
+    unsafe { core::ptr::read_volatile((here & !0xffff) as *const u64) }
 }
 
 pub fn gp() -> u64 {
