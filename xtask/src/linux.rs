@@ -421,6 +421,14 @@ impl Progress {
         }
     }
 
+    /// Prints `line` above the bar (or as a line) without moving it.
+    pub fn note(&self, line: &str) {
+        match &self.bar {
+            Some(b) => b.println(line),
+            None => eprintln!("{line}"),
+        }
+    }
+
     /// Removes the bar.
     pub fn finish(self) {
         if let Some(b) = self.bar {
