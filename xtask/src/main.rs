@@ -53,7 +53,8 @@ const USAGE: &str = "usage: cargo xtask <command>
                  target; default 2 CPUs, wait=nap, 1000 samples) under -icount with QEMU's
                  instruction trace, and writes FILE (default results/profile.md); --linux: the
                  same measurement of the Linux of bench --linux, beside ours (N operations,
-                 default 20: its waiters spin, each through a whole -icount slice)
+                 default 20: its waiters spin, each through a whole -icount slice), traced
+                 from its console line \"serial8250: ttyS1\" on (its boot is too long to trace)
   stress [--per-cpu N] [--smp N] [--append \"ARGS\"]
                  long stress: edge loss injected, all fixes on; zero watchdog reports required
   mutants [--file src/F.rs]... [--jobs N] [--out DIR]

@@ -20,6 +20,14 @@
 //! spins that only wait for the round robin), and a load that misses in
 //! every cache costs what an add costs. They are what host noise cannot
 //! move, and they say which code runs how often.
+//!
+//! Linux's boot is too long to trace instruction by instruction (over 30
+//! minutes), so its trace starts at a console line shortly before its
+//! benchmark ([`System::trace_from`]): QEMU runs with unchained blocks and
+//! no log until then, and the line makes xtask stop the machine through
+//! QEMU's monitor, switch it to one instruction per block with the trace
+//! on, and let it go on. Every line counted in a window must be a
+//! one-instruction block, or the profile fails (the trace started late).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -149,6 +157,9 @@ pub struct Tracer<'a> {
     pub windows: Vec<Window>,
     /// Lines that were not instruction lines (QEMU's own messages).
     pub other_lines: u64,
+    /// Lines inside a window whose block held more than one instruction
+    /// (so the counts would be short): must stay 0.
+    pub multi_instruction: u64,
 }
 
 /// The CPU and PC of a `Trace N: HOST [CS/PC/FLAGS/CFLAGS] ...` line
@@ -192,12 +203,18 @@ impl<'a> Tracer<'a> {
             current: None,
             windows: Vec::new(),
             other_lines: 0,
+            multi_instruction: 0,
         }
     }
 
     pub fn line(&mut self, line: &str) {
         match parse_trace_line(line) {
-            Some((cpu, pc)) => self.instruction(cpu, pc),
+            Some((cpu, pc)) => {
+                self.instruction(cpu, pc);
+                if self.current.is_some() && !one_instruction(line) {
+                    self.multi_instruction += 1;
+                }
+            }
             None => self.other_lines += 1,
         }
     }
@@ -325,7 +342,8 @@ fn area_of(name: &str) -> String {
             let m = m.split(['<', ' ', '>']).next().unwrap_or(m);
             format!("{c}::{m}")
         }
-        _ => "asm".into(),
+        // Our assembly, and every function of a C kernel (Linux).
+        _ => "unmangled (asm, C)".into(),
     }
 }
 
@@ -351,6 +369,12 @@ pub struct System<'a> {
     pub elf: &'a Path,
     /// The boot arguments for one measurement.
     pub append: Box<dyn Fn(&str) -> String + 'a>,
+    /// None: traced instruction by instruction from power-on. Some(line):
+    /// run untraced until the console prints `line`, then stopped, switched
+    /// to one instruction per block with the trace on (QEMU's monitor:
+    /// `stop`, `singlestep on`, `log exec,nochain`, `cont`), for a system
+    /// whose boot is too long to trace (Linux's: over 30 minutes).
+    pub trace_from: Option<&'static str>,
 }
 
 impl<'a> System<'a> {
@@ -365,6 +389,7 @@ impl<'a> System<'a> {
                 // waiting, not the cost of the path.
                 format!("bench={samples} bench_only={op} bench_busy=off wait={wait} idle_poll_us=0")
             }),
+            trace_from: None,
         }
     }
 
@@ -378,8 +403,28 @@ impl<'a> System<'a> {
             append: Box::new(move |op| {
                 format!("{} alphasmp_bench_only={op}", crate::linux::append(samples))
             }),
+            // The last line before the built-in benchmark starts: far
+            // enough from the window for the host to stop the machine
+            // first (checked: every line counted in a window must be a
+            // one-instruction block).
+            trace_from: Some(LINUX_TRACE_FROM),
         }
     }
+}
+
+/// The console line of Linux's boot at which its trace starts.
+pub const LINUX_TRACE_FROM: &str = "serial8250: ttyS1";
+
+/// Whether a `Trace` line's block is one instruction (its CFLAGS' count
+/// field is 1: `-singlestep`, or the monitor's `singlestep on`).
+pub fn one_instruction(line: &str) -> bool {
+    let Some(end) = line.find(']') else {
+        return false;
+    };
+    let Some(slash) = line[..end].rfind('/') else {
+        return false;
+    };
+    u32::from_str_radix(&line[slash + 1..end], 16).is_ok_and(|cflags| cflags & 0x1ff == 1)
 }
 
 /// One profiled measurement, with names resolved.
@@ -472,8 +517,9 @@ fn profile_one(cfg: &Config, sys: &System<'_>, op: &str, smp: u32) -> Result<Vec
     crate::util::output(std::process::Command::new("mkfifo").arg(&fifo), "mkfifo")?;
     let syms_ref = &syms;
     let fifo_ref = &fifo;
+    let dir_ref = &dir;
     let result = std::thread::scope(|s| -> Result<(qemu::RunResult, Vec<Window>)> {
-        let h = s.spawn(move || -> Result<Vec<Window>> {
+        let h = s.spawn(move || -> Result<(Vec<Window>, u64)> {
             let f = std::fs::File::open(fifo_ref)
                 .context(|| format!("opening {}", fifo_ref.display()))?;
             let mut t = Tracer::new(syms_ref, open, close);
@@ -487,7 +533,7 @@ fn profile_one(cfg: &Config, sys: &System<'_>, op: &str, smp: u32) -> Result<Vec
                     Err(e) => return Err(err(format!("reading the trace: {e}"))),
                 }
             }
-            Ok(t.windows)
+            Ok((t.windows, t.multi_instruction))
         });
         let spec = RunSpec {
             kernel: sys.elf,
@@ -503,19 +549,69 @@ fn profile_one(cfg: &Config, sys: &System<'_>, op: &str, smp: u32) -> Result<Vec
                 count_instructions: true,
             },
         };
-        let extra = [
-            "-singlestep".as_ref(),
-            "-d".as_ref(),
-            "exec,nochain".as_ref(),
-            "-D".as_ref(),
-            fifo_ref.as_os_str(),
-        ];
-        let r = qemu::run_with_args(&spec, &extra);
-        if r.is_err() {
-            // Unblock the reader if QEMU never opened the FIFO.
-            let _ = std::fs::OpenOptions::new().write(true).open(fifo_ref);
+        let monitor = format!(
+            "unix:{},server=on,wait=off",
+            dir_ref.join("monitor").display()
+        );
+        let extra: Vec<&std::ffi::OsStr> = match sys.trace_from {
+            None => vec![
+                "-singlestep".as_ref(),
+                "-d".as_ref(),
+                "exec,nochain".as_ref(),
+                "-D".as_ref(),
+                fifo_ref.as_os_str(),
+            ],
+            // Unchained blocks from the start: a block is looked up again
+            // at every jump, and the lookup's key holds the single-step
+            // flag, so `singlestep on` applies at the next jump.
+            Some(_) => vec![
+                "-d".as_ref(),
+                "nochain".as_ref(),
+                "-D".as_ref(),
+                fifo_ref.as_os_str(),
+                "-monitor".as_ref(),
+                monitor.as_ref(),
+            ],
+        };
+        let mut started = sys.trace_from.is_none();
+        let mut start_error = None;
+        let mut watch = |line: &str| {
+            if started || !sys.trace_from.is_some_and(|t| line.contains(t)) {
+                return;
+            }
+            started = true;
+            if let Err(e) = start_trace(&dir_ref.join("monitor")) {
+                start_error = Some(e);
+            }
+        };
+        let r = qemu::run_watching(&spec, &extra, &mut watch);
+        // Unblock the reader if QEMU never opened the FIFO (it failed, or
+        // the trace never started); without a reader left, no effect.
+        {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            let _ = std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(fifo_ref);
         }
-        let windows = h.join().map_err(|_| err("the trace reader panicked"))??;
+        let (windows, multi) = h.join().map_err(|_| err("the trace reader panicked"))??;
+        if let Some(e) = start_error {
+            return Err(e);
+        }
+        if !started {
+            return Err(err(format!(
+                "{}: the console never printed {:?}, where the trace starts",
+                sys.name,
+                sys.trace_from.unwrap_or_default()
+            )));
+        }
+        if multi > 0 {
+            return Err(err(format!(
+                "{}: {multi} trace lines inside the windows were blocks of several \
+                 instructions, so the counts would be short (the trace started too late)",
+                sys.name
+            )));
+        }
         Ok((r?, windows))
     });
     std::fs::remove_dir_all(&dir).ok();
@@ -542,6 +638,22 @@ fn profile_one(cfg: &Config, sys: &System<'_>, op: &str, smp: u32) -> Result<Vec
         .zip(windows)
         .map(|((target, ops), w)| Profile::new(&sys.name, op, smp, target, ops, &w, &syms))
         .collect())
+}
+
+/// Stops the machine, switches QEMU to one instruction per block with the
+/// trace on, and lets it go on (through its monitor socket).
+fn start_trace(socket: &Path) -> Result<()> {
+    use std::io::Write as _;
+    let mut s = std::os::unix::net::UnixStream::connect(socket)
+        .context(|| format!("connecting to QEMU's monitor at {}", socket.display()))?;
+    for c in ["stop", "singlestep on", "log exec,nochain", "cont"] {
+        s.write_all(format!("{c}\n").as_bytes())
+            .context(|| format!("monitor command {c}"))?;
+        // The monitor takes one command per line; a pause keeps them from
+        // being read before the previous one ran.
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
 }
 
 /// The operations each result line reports, in order: (target, count).
@@ -827,7 +939,34 @@ mod tests {
             area_of("<kernel::platform::AlphaPlatform as alphasmp::platform::Platform>::send_ipi"),
             "kernel::platform"
         );
-        assert_eq!(area_of("trap_common"), "asm");
+        assert_eq!(area_of("trap_common"), "unmangled (asm, C)");
+    }
+
+    #[test]
+    fn only_one_instruction_blocks_count() {
+        // QEMU 7.2's lines: CFLAGS' low 9 bits are the block's instruction
+        // limit, 1 under -singlestep or the monitor's `singlestep on`.
+        let one = "Trace 0: 0x7fef48d11440 [0000000000000000/fffffc000031d1b4/01000000/ff020201] bench_window_open";
+        let many = "Trace 0: 0x7fef48d11440 [0000000000000000/fffffc000031d1b4/01000000/ff020000] bench_window_open";
+        assert!(one_instruction(one));
+        assert!(!one_instruction(many));
+        assert!(!one_instruction("Trace 0: no brackets"));
+        // Inside a window a block of several instructions is counted as a
+        // fault of the trace; outside, not.
+        let syms = Symbols::from_list(&[
+            (0x1000, 0x10, "bench_window_open"),
+            (0x1010, 0x10, "bench_window_close"),
+        ]);
+        let mut t = Tracer::new(&syms, 0x1000, 0x1010);
+        let line = |pc: u64, cflags: &str| {
+            format!("Trace 0: 0x7f [0000000000000000/{pc:016x}/01000000/{cflags}] f")
+        };
+        t.line(&line(0x1010, "ff020000"));
+        t.line(&line(0x1000, "ff020201"));
+        t.line(&line(0x1004, "ff020000"));
+        t.line(&line(0x1010, "ff020201"));
+        assert_eq!(t.windows.len(), 1);
+        assert_eq!(t.multi_instruction, 1);
     }
 
     #[test]

@@ -269,6 +269,16 @@ pub fn run(spec: &RunSpec<'_>) -> Result<RunResult> {
 /// [`run`] with more QEMU options after the machine's (`cargo xtask
 /// profile` adds its instruction trace).
 pub fn run_with_args(spec: &RunSpec<'_>, extra: &[&std::ffi::OsStr]) -> Result<RunResult> {
+    run_watching(spec, extra, &mut |_| {})
+}
+
+/// [`run_with_args`], showing `watch` each console line as it comes
+/// (`cargo xtask profile` starts Linux's trace at one).
+pub fn run_watching(
+    spec: &RunSpec<'_>,
+    extra: &[&std::ffi::OsStr],
+    watch: &mut dyn FnMut(&str),
+) -> Result<RunResult> {
     check_smp(spec.smp)?;
     check_append_len(&spec.append_line())?;
     check_mem(spec.mem)?;
@@ -309,6 +319,7 @@ pub fn run_with_args(spec: &RunSpec<'_>, extra: &[&std::ffi::OsStr]) -> Result<R
         if line.starts_with("PCI: ") {
             return; // PALcode's own enumeration messages
         }
+        watch(&line);
         let line = match symbols.as_mut() {
             Some(s) if s.wants(&line) => s.annotate_line(&line),
             _ => line,
