@@ -305,7 +305,7 @@ pub fn pause_since(since_ns: u64) {
 /// hundreds of instructions, a look one load).
 pub fn wait_since(since_ns: u64, done: impl Fn() -> bool) {
     while !done() {
-        for _ in 0..16 {
+        for _ in 0..alphasmp::xcall::LOOKS_PER_CLOCK_READ {
             core::hint::spin_loop();
             if done() {
                 return;
