@@ -36,35 +36,17 @@ fn check(ncpu: u32, defines: &[&str]) -> (u32, PathBuf) {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::copy(model(), dir.join("xcall.pml")).unwrap();
-    let mut spin = Command::new("spin");
-    spin.current_dir(&dir)
-        .arg("-a")
-        .arg(format!("-DNCPU={ncpu}"))
-        .args(defines.iter().map(|d| format!("-D{d}")))
-        .arg("xcall.pml");
-    run(&mut spin, "spin -a");
-    // NFAIR: weak fairness needs room for every process (2 per CPU + init).
-    // 2-CPU state spaces take well under a second to search, so compiling
-    // pan.c unoptimized (0.6 s against 2.5 s at -O2) is the faster way;
-    // 3-CPU ones take up to half a minute and need -O2.
-    let opt = if ncpu <= 2 { "-O0" } else { "-O2" };
     // The census and the recovery are safety properties (assertions, every
     // reachable state; -E: the CPUs idle for ever, so no end state is valid
     // or needed); everything else the liveness one under weak fairness.
     let census = defines.contains(&"CENSUS") || defines.contains(&"RECOVER");
-    let mode = if census { "-DSAFETY" } else { "-DNFAIR=3" };
-    run(
-        Command::new("gcc")
-            .current_dir(&dir)
-            .args([opt, "-w", mode, "-o", "pan", "pan.c"]),
-        "gcc pan.c",
-    );
+    let pan = verifier(&dir, ncpu, defines, census);
     let search: &[&str] = if census {
         &["-E", "-m4000000"]
     } else {
         &["-a", "-f", "-m4000000"]
     };
-    let out = Command::new(dir.join("pan"))
+    let out = Command::new(&pan)
         .current_dir(&dir)
         .args(search)
         .output()
@@ -80,6 +62,72 @@ fn check(ncpu: u32, defines: &[&str]) -> (u32, PathBuf) {
         "search was truncated:\n{text}"
     );
     (errors, dir)
+}
+
+/// The verifier (spin's pan) for one configuration, built once per model
+/// text, configuration, compiler and spin: a warm `cargo xtask test` runs
+/// the searches only. Compiling the 70-odd verifiers took about half of
+/// this file's CPU time (0.6 s each for 2 CPUs, 2.5 s for 3). Kept in the
+/// cache beside the toolchain (`$ALPHASMP_CACHE/spin/<key>`); the key
+/// hashes every input, so an edited model or a new compiler builds anew.
+fn verifier(dir: &Path, ncpu: u32, defines: &[&str], census: bool) -> PathBuf {
+    // NFAIR: weak fairness needs room for every process (2 per CPU + init).
+    // 2-CPU state spaces take well under a second to search, so compiling
+    // pan.c unoptimized (0.6 s against 2.5 s at -O2) is the faster way;
+    // 3-CPU ones take up to half a minute and need -O2.
+    let opt = if ncpu <= 2 { "-O0" } else { "-O2" };
+    let mode = if census { "-DSAFETY" } else { "-DNFAIR=3" };
+    let spin_args: Vec<String> = [format!("-DNCPU={ncpu}")]
+        .into_iter()
+        .chain(defines.iter().map(|d| format!("-D{d}")))
+        .collect();
+    let mut key = xtask::util::Key::new("spin verifier");
+    key.add("model", &std::fs::read(model()).expect("the model reads"));
+    key.add("spin args", spin_args.join(" ").as_bytes());
+    key.add("gcc args", format!("{opt} {mode}").as_bytes());
+    key.add("tools", tool_versions().as_bytes());
+    let cached = xtask::toolchain::cache_root()
+        .join("spin")
+        .join(key.finish())
+        .join("pan");
+    if cached.is_file() {
+        return cached;
+    }
+    run(
+        Command::new("spin")
+            .current_dir(dir)
+            .arg("-a")
+            .args(&spin_args)
+            .arg("xcall.pml"),
+        "spin -a",
+    );
+    run(
+        Command::new("gcc")
+            .current_dir(dir)
+            .args([opt, "-w", mode, "-o", "pan", "pan.c"]),
+        "gcc pan.c",
+    );
+    // Into the cache by rename, so a test running the same configuration
+    // at the same time sees the whole file or none. A cache that cannot be
+    // written costs only the next run's compile.
+    let parent = cached.parent().expect("a directory");
+    let partial = parent.join(format!("pan.{}", std::process::id()));
+    let stored = std::fs::create_dir_all(parent)
+        .and_then(|()| std::fs::copy(dir.join("pan"), &partial))
+        .and_then(|_| std::fs::rename(&partial, &cached));
+    if stored.is_err() {
+        let _ = std::fs::remove_file(&partial);
+    }
+    dir.join("pan")
+}
+
+/// What else the verifier depends on: spin's and gcc's versions.
+fn tool_versions() -> &'static str {
+    static VERSIONS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    VERSIONS.get_or_init(|| {
+        run(Command::new("spin").arg("-V"), "spin -V")
+            + &run(Command::new("gcc").arg("--version"), "gcc --version")
+    })
 }
 
 fn expect(ncpu: u32, defines: &[&str], deadlock: bool) {
