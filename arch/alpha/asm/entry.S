@@ -11,7 +11,7 @@
 # (struct TrapFrame in arch/alpha/src/trap.rs), calls
 #   alpha_trap(frame: *mut TrapFrame)
 # and restores. rti pops the PALcode frame, which restores PS (so the IPL),
-# PC, gp and the original $16-$18.
+# PC, gp and the original $16-$18; the IPL it restores is noted first.
 
 	.set noreorder
 	.set noat
@@ -65,6 +65,13 @@
 trap_common:
 	jsr	$26, alpha_trap
 	ldgp	$29, 0($26)
+	# rti restores the interrupted PS, so its IPL: note that level in the
+	# stack's IPL quadword (cpus::IPL_NOTE, as pal_swpipl_noted does), as
+	# the handler left the IPL where it raised it (interrupt::dispatch).
+	ldq	$0, FRAME($sp)
+	zapnot	$sp, 0xfc, $1
+	and	$0, 7, $0
+	stq	$0, 8($1)
 	ldq	$0, 0($sp)
 	ldq	$1, 8($sp)
 	ldq	$2, 16($sp)

@@ -54,13 +54,15 @@ pub unsafe fn set_stack_guard(base: u64, cpu: usize) {
 }
 
 /// Where in a kernel stack (from its base) its CPU notes the IPL it last
-/// set (`pal::swpipl_noted`, asm/pal.S).
+/// set (`pal::swpipl_noted`, asm/pal.S) or returned to from an interrupt
+/// (asm/entry.S).
 pub const IPL_NOTE: u64 = 8;
 
 /// Each logical CPU's kernel stack base (0: not given out yet).
 static STACK_BASE: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 
-/// The IPL logical CPU `cpu` last set by software (its stack's note); 7
+/// The IPL logical CPU `cpu` last set by software or returned to from an
+/// interrupt (its stack's note); 7
 /// for a CPU without a stack yet (it starts at IPL 7).
 pub fn ipl_of(cpu: usize) -> u8 {
     let base = STACK_BASE.get(cpu).map_or(0, |b| b.load(Ordering::Acquire));

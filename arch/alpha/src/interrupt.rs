@@ -4,10 +4,10 @@
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::console::println;
-use crate::ipl::{self, IplGuard};
+use crate::ipl;
 use crate::percpu::{self, MAX_CPUS};
 use crate::platform::SMP;
-use crate::{clock, cpus, ipi, machine};
+use crate::{clock, cpus, machine};
 
 /// Interrupts taken, per CPU and type (0..=4).
 pub static COUNTS: [[AtomicU64; 5]; MAX_CPUS] =
@@ -23,14 +23,17 @@ pub fn dispatch(kind: u64, a1: u64, a2: u64, pc: u64, interrupted_ipl: u8) {
     let taken = COUNTS[cpu]
         .get(kind as usize)
         .map_or(0, |c| c.fetch_add(1, Ordering::Relaxed) + 1);
-    // Like Linux's do_entInt: handlers run with everything masked.
-    let _ipl = IplGuard::raise(ipl::HIGH);
-    let me = percpu::this();
+    // Like Linux's do_entInt: handlers run with everything masked, until
+    // the return from the interrupt restores the interrupted IPL.
+    ipl::raise_for_handler();
+    let me = &percpu::CPUS[cpu];
     me.irq_depth.fetch_add(1, Ordering::Relaxed);
     match kind {
         0 => {
             SMP.census_ipi_interrupt();
-            ipi::drain_mailbox();
+            // At IPL 7, so IPIs cannot nest in the drain (`handle_ipi`'s
+            // contract).
+            SMP.handle_ipi();
             // A secondary console interrupts the primary when it posts a
             // line (its txrdy bit); take it so that console can go on.
             if let Some(h) = crate::hwrpb::get()

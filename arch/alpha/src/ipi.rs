@@ -1,5 +1,6 @@
 //! The kernel side of IPIs: sending through the SMP core (mailbox bits, then
-//! `wripir` in `AlphaPlatform::send_ipi`) and draining on receipt.
+//! `wripir` in `AlphaPlatform::send_ipi`) and the idle loop's poll (the IPI
+//! interrupt drains in `interrupt::dispatch`).
 
 use alphasmp::mailbox::IpiMessage;
 
@@ -14,15 +15,9 @@ pub fn send(cpu: usize, msg: IpiMessage) {
     }
 }
 
-/// Drains this CPU's mailbox and handles every message, at IPL 6 or higher
-/// so the IPI interrupt cannot nest inside it on this CPU.
-pub fn drain_mailbox() -> usize {
-    let _ipl = IplGuard::raise(ipl::IPI);
-    SMP.handle_ipi()
-}
-
-/// The idle loop's poll (policy-gated), at IPL 6 like `drain_mailbox`;
-/// what it finds is counted as an idle rescue.
+/// The idle loop's poll (policy-gated), at IPL 6 so that the IPI interrupt
+/// cannot nest inside its drain; what it finds is counted as an idle
+/// rescue.
 pub fn poll_when_idle() -> usize {
     let _ipl = IplGuard::raise(ipl::IPI);
     SMP.poll_when_idle()

@@ -16,7 +16,10 @@
 //! machine's (`machine::ipi_ipl`). Raising to [`IPI`] masks them on both.
 //!
 //! Only [`IplGuard`] changes the level: it raises (never lowers) and restores
-//! the previous level when dropped, so guards nest.
+//! the previous level when dropped, so guards nest. Two exceptions: boot
+//! code and the idle loop [`set`] it, and an interrupt handler raises to
+//! [`HIGH`] for the rest of the interrupt ([`raise_for_handler`]), whose
+//! return restores the interrupted level.
 
 use crate::pal;
 
@@ -92,13 +95,26 @@ impl Drop for IplGuard {
     }
 }
 
+/// Raises to [`HIGH`] until the interrupt handler that calls it returns:
+/// no guard restores it, because the return from the interrupt (PALcode's
+/// rti) restores the interrupted code's PS, IPL included, and asm/entry.S
+/// notes that level first. One `swpipl` per interrupt, as Linux's
+/// `do_entInt` (which never lowers either); a restore just before rti
+/// would be a second PAL call doing nothing rti does not do. Only
+/// `interrupt::dispatch` calls it.
+#[inline]
+pub fn raise_for_handler() {
+    swap(HIGH);
+}
+
 /// Sets the IPL unconditionally (boot code and the idle loop only).
 pub fn set(level: u8) -> u8 {
     swap(level)
 }
 
-/// swpipl, recording the level for diagnostics (watchdog reports show other
-/// CPUs' IPL as last set by software; interrupt entry and rti are not seen).
+/// swpipl, recording the level for other CPUs (the edge-loss injection and
+/// watchdog reports read it; rti's restore is noted by asm/entry.S,
+/// interrupt entry's raise is not seen before the handler's own).
 #[inline]
 pub fn swap(level: u8) -> u8 {
     pal::swpipl_noted(level)

@@ -37,6 +37,10 @@ pub const ALL: &[Test] = &[
         run: platform::ipl_guard_nests,
     },
     Test {
+        name: "ipl.note_follows_interrupt_return",
+        run: platform::ipl_note_follows_interrupt_return,
+    },
+    Test {
         name: "clock.tick_rate",
         run: platform::tick_rate,
     },

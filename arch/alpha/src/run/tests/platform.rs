@@ -169,6 +169,32 @@ pub fn ipl_guard_nests(_: &BootConfig<'_>) -> Outcome {
     Ok(())
 }
 
+/// The IPL note other CPUs read (`cpus::ipl_of`: the edge-loss injection,
+/// watchdog reports) is this CPU's real level again once an interrupt has
+/// returned: the handler stays at 7 to its end, and asm/entry.S notes the
+/// level that rti restores. (Before, the handler's own restore noted the
+/// level PALcode had entered it at, and the note said 5 or 6 at IPL 0.)
+pub fn ipl_note_follows_interrupt_return(_: &BootConfig<'_>) -> Outcome {
+    let me = cpus::this();
+    for level in [ipl::ALL_ON, ipl::DEVICE] {
+        let _g = ipl::IplGuard::raise(level);
+        let clock_irqs = || crate::interrupt::COUNTS[me][1].load(Ordering::Relaxed);
+        let before = clock_irqs();
+        let start = clock::now_ns();
+        // The clock's level is above DEVICE: its interrupt arrives at both.
+        while clock_irqs() == before && clock::now_ns() - start < 1_000_000_000 {
+            clock::pause_since(start);
+        }
+        check!(
+            clock_irqs() != before,
+            "no clock interrupt within 1 s at IPL {level}"
+        );
+        check_eq!(ipl::current(), level, "the IPL after the interrupt");
+        check_eq!(cpus::ipl_of(me), level, "the noted IPL after the interrupt");
+    }
+    Ok(())
+}
+
 /// The benchmark's interval timer (`clock::Interval`, the raw 32-bit
 /// counter where it never stops) reads the same clock as `clock::cycles`:
 /// an interval around a pair of clock reads measures no less than the
