@@ -2,7 +2,9 @@
 #
 # PALcode has already pushed its 48-byte frame (PS, PC, GP, A0, A1, A2) at
 # $sp, loaded gp with the kernel gp (wrkgp) and put the entry's arguments in
-# $16-$18. Each stub below extends that frame with every integer register:
+# $16-$18. Each stub below extends that frame with the integer registers
+# (every one for an exception; for an interrupt all but the callee-saved
+# $9-$15, see int_common):
 #
 #   $sp + 0   .. 255 : regs[0..31], indexed by register number; slots 16-18
 #                      hold the entry arguments, slot 31 the entry number
@@ -19,7 +21,7 @@
 
 #define FRAME 256
 
-	.macro SAVE_AND_CALL entry
+	.macro SAVE_AND_CALL entry, common, callee_saved
 	lda	$sp, -FRAME($sp)
 	stq	$0, 0($sp)
 	stq	$1, 8($sp)
@@ -30,6 +32,7 @@
 	stq	$6, 48($sp)
 	stq	$7, 56($sp)
 	stq	$8, 64($sp)
+	.if \callee_saved
 	stq	$9, 72($sp)
 	stq	$10, 80($sp)
 	stq	$11, 88($sp)
@@ -37,6 +40,7 @@
 	stq	$13, 104($sp)
 	stq	$14, 112($sp)
 	stq	$15, 120($sp)
+	.endif
 	stq	$16, 128($sp)
 	stq	$17, 136($sp)
 	stq	$18, 144($sp)
@@ -56,7 +60,7 @@
 	lda	$1, \entry($31)
 	stq	$1, 248($sp)
 	mov	$sp, $16
-	br	$31, trap_common
+	br	$31, \common
 	.endm
 
 	.align 4
@@ -65,6 +69,14 @@
 trap_common:
 	jsr	$26, alpha_trap
 	ldgp	$29, 0($26)
+	ldq	$9, 72($sp)
+	ldq	$10, 80($sp)
+	ldq	$11, 88($sp)
+	ldq	$12, 96($sp)
+	ldq	$13, 104($sp)
+	ldq	$14, 112($sp)
+	ldq	$15, 120($sp)
+$Lrestore_scratch:
 	# rti restores the interrupted PS, so its IPL: note that level in the
 	# stack's IPL quadword (cpus::IPL_NOTE, as pal_swpipl_noted does), as
 	# the handler left the IPL where it raised it (interrupt::dispatch).
@@ -81,13 +93,6 @@ trap_common:
 	ldq	$6, 48($sp)
 	ldq	$7, 56($sp)
 	ldq	$8, 64($sp)
-	ldq	$9, 72($sp)
-	ldq	$10, 80($sp)
-	ldq	$11, 88($sp)
-	ldq	$12, 96($sp)
-	ldq	$13, 104($sp)
-	ldq	$14, 112($sp)
-	ldq	$15, 120($sp)
 	ldq	$19, 152($sp)
 	ldq	$20, 160($sp)
 	ldq	$21, 168($sp)
@@ -102,11 +107,25 @@ trap_common:
 	call_pal 0x3f			# rti
 	.size trap_common, . - trap_common
 
-#define ENTRY(name, n) .align 4; .globl name; .type name, @function; name: SAVE_AND_CALL n; .size name, . - name
+# An interrupt saves and restores only what alpha_trap may change: the
+# callee-saved $9-$15 come back from it as from any call (the calling
+# convention), and no handler reads or edits them in the frame, whose
+# slots 9-15 stay unwritten. Exceptions save everything: a fault's report
+# may show any register.
+	.align 4
+	.globl int_common
+	.type int_common, @function
+int_common:
+	jsr	$26, alpha_trap
+	ldgp	$29, 0($26)
+	br	$31, $Lrestore_scratch
+	.size int_common, . - int_common
 
-ENTRY(ent_int, 0)
-ENTRY(ent_arith, 1)
-ENTRY(ent_mm, 2)
-ENTRY(ent_if, 3)
-ENTRY(ent_una, 4)
-ENTRY(ent_sys, 5)
+#define ENTRY(name, n, common, callee) .align 4; .globl name; .type name, @function; name: SAVE_AND_CALL n, common, callee; .size name, . - name
+
+ENTRY(ent_int, 0, int_common, 0)
+ENTRY(ent_arith, 1, trap_common, 1)
+ENTRY(ent_mm, 2, trap_common, 1)
+ENTRY(ent_if, 3, trap_common, 1)
+ENTRY(ent_una, 4, trap_common, 1)
+ENTRY(ent_sys, 5, trap_common, 1)

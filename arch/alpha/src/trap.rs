@@ -15,7 +15,9 @@ use crate::pal::{self, Entry};
 #[repr(C)]
 pub struct TrapFrame {
     /// Registers by number; 16-18 hold the entry arguments a0-a2, 29 the
-    /// kernel gp, 30 the interrupted $sp, 31 the entry number.
+    /// kernel gp, 30 the interrupted $sp, 31 the entry number. An
+    /// interrupt's frame leaves 9-15 (callee-saved, so preserved by
+    /// `alpha_trap` itself) unwritten: read them for exceptions only.
     pub regs: [u64; 32],
     /// Processor status at the time of the exception (IPL in bits 2:0).
     pub ps: u64,
