@@ -422,16 +422,6 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
         &self.cpus[cpu]
     }
 
-    fn check_target(&self, cpu: usize) -> Result<(), XcallError> {
-        if cpu >= N {
-            Err(XcallError::NoSuchCpu(cpu))
-        } else if !self.online().contains(cpu) {
-            Err(XcallError::Offline(cpu))
-        } else {
-            Ok(())
-        }
-    }
-
     // ---- IPIs ------------------------------------------------------------
 
     /// Posts `msg` to `cpu`'s mailbox and interrupts it.
@@ -598,7 +588,10 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
         arg: usize,
         wait: bool,
     ) -> Result<(), XcallError> {
-        self.check_target(cpu)?;
+        // In range for the mask; `call_many_tracked` checks it is online.
+        if cpu >= N {
+            return Err(XcallError::NoSuchCpu(cpu));
+        }
         self.call_many(CpuMask::single(cpu), f, arg, wait)
     }
 
@@ -633,8 +626,15 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
         wait: bool,
     ) -> Result<(), CallFailed> {
         let early = |error| CallFailed { error, sent: false };
-        for cpu in mask.iter() {
-            self.check_target(cpu).map_err(early)?;
+        // One read of the online mask for all targets; the lowest target
+        // that is not online is the one reported.
+        let offline = CpuMask(mask.0 & !self.online().0);
+        if let Some(cpu) = offline.iter().next() {
+            return Err(early(if cpu >= N {
+                XcallError::NoSuchCpu(cpu)
+            } else {
+                XcallError::Offline(cpu)
+            }));
         }
         let in_irq = self.in_interrupt();
         if wait && in_irq {
