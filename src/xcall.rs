@@ -870,11 +870,20 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
         }
     }
 
-    /// Spins until `csd` is unlocked, under the watchdog policy.
+    /// Spins until `csd` is unlocked, under the watchdog policy. The check
+    /// that finds it unlocked already (a descriptor being reserved, nearly
+    /// always) is inline; the wait itself is not.
+    #[inline]
     fn wait_unlocked(&self, csd: &Csd, target: usize) -> Result<(), XcallError> {
         if !csd.locked() {
             return Ok(());
         }
+        self.wait_locked(csd, target)
+    }
+
+    /// [`wait_unlocked`](Self::wait_unlocked) past its first look.
+    #[inline(never)]
+    fn wait_locked(&self, csd: &Csd, target: usize) -> Result<(), XcallError> {
         let start = self.platform.cycles();
         let mut reports = 0u64;
         let me = self.platform.cpu_id();
