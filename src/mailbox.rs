@@ -103,10 +103,18 @@ impl Mailbox {
     }
 
     /// Owner side: takes bits until the word reads 0, calling `handle` for
-    /// each batch. Returns the number of batches.
+    /// each batch. Returns the number of batches. It looks before it takes:
+    /// the look that ends a drain is a load, not a swap (an atomic
+    /// read-modify-write, which costs far more on every machine and is a
+    /// helper call under QEMU). A bit posted just after that look is as
+    /// one posted just after a swap that found nothing: its sender's IPI
+    /// comes after the post and drains it.
     pub fn drain(&self, mut handle: impl FnMut(IpiMessage)) -> usize {
         let mut batches = 0;
         loop {
+            if self.peek().is_empty() {
+                return batches;
+            }
             let got = self.take();
             if got.is_empty() {
                 return batches;
