@@ -107,16 +107,21 @@ $Lrestore_scratch:
 	call_pal 0x3f			# rti
 	.size trap_common, . - trap_common
 
-# An interrupt saves and restores only what alpha_trap may change: the
-# callee-saved $9-$15 come back from it as from any call (the calling
-# convention), and no handler reads or edits them in the frame, whose
-# slots 9-15 stay unwritten. Exceptions save everything: a fault's report
-# may show any register.
+# An interrupt saves and restores only what alpha_trap (or, for an IPI,
+# alpha_ipi_interrupt) may change: the callee-saved $9-$15 come back from
+# it as from any call (the calling convention), and no handler reads or
+# edits them in the frame, whose slots 9-15 stay unwritten. Exceptions
+# save everything: a fault's report may show any register.
 	.align 4
 	.globl int_common
 	.type int_common, @function
 int_common:
-	jsr	$26, alpha_trap
+	ldq	$1, 128($16)		# the interrupt's type (PALcode's a0)
+	bne	$1, 1f
+	jsr	$26, alpha_ipi_interrupt	# an IPI: interrupt.rs, no frame needed
+	ldgp	$29, 0($26)
+	br	$31, $Lrestore_scratch
+1:	jsr	$26, alpha_trap
 	ldgp	$29, 0($26)
 	br	$31, $Lrestore_scratch
 	.size int_common, . - int_common

@@ -16,6 +16,39 @@ pub static COUNTS: [[AtomicU64; 5]; MAX_CPUS] =
 /// Extra time each clock interrupt spends at IPL 7 (irq_load_us).
 pub static IRQ_LOAD_NS: AtomicU64 = AtomicU64::new(0);
 
+/// The IPI interrupt (type 0), the one every cross-call takes: asm/entry.S
+/// calls this for it directly, not `alpha_trap` and [`dispatch`]. Its work
+/// is `dispatch`'s for type 0 (counted, at IPL 7 until rti, in the handler
+/// depth; no poll after it: it drained the mailbox), in a function small
+/// enough that GCC saves only the registers it uses. Inside `alpha_trap`
+/// the same path saved eight callee-saved registers and spilled the
+/// frame's arguments for the other types' code.
+#[unsafe(no_mangle)]
+pub fn alpha_ipi_interrupt() {
+    let cpu = cpus::this();
+    COUNTS[cpu][0].fetch_add(1, Ordering::Relaxed);
+    ipl::raise_for_handler();
+    let me = &percpu::CPUS[cpu];
+    me.irq_depth.fetch_add(1, Ordering::Relaxed);
+    ipi();
+    me.irq_depth.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// The IPI's work, at IPL 7 inside the handler.
+#[inline]
+fn ipi() {
+    SMP.census_ipi_interrupt();
+    // At IPL 7, so IPIs cannot nest in the drain (`handle_ipi`'s contract).
+    SMP.handle_ipi();
+    // A secondary console interrupts the primary when it posts a line (its
+    // txrdy bit); take it so that console can go on.
+    if let Some(h) = crate::hwrpb::get()
+        && h.txrdy() != 0
+    {
+        crate::hwrpb::drain_secondary_consoles(h);
+    }
+}
+
 /// Handles one interrupt; `pc` is where the interrupted code resumes and
 /// `interrupted_ipl` the IPL it ran at (the PAL frame's PS).
 pub fn dispatch(kind: u64, a1: u64, a2: u64, pc: u64, interrupted_ipl: u8) {
@@ -29,19 +62,7 @@ pub fn dispatch(kind: u64, a1: u64, a2: u64, pc: u64, interrupted_ipl: u8) {
     let me = &percpu::CPUS[cpu];
     me.irq_depth.fetch_add(1, Ordering::Relaxed);
     match kind {
-        0 => {
-            SMP.census_ipi_interrupt();
-            // At IPL 7, so IPIs cannot nest in the drain (`handle_ipi`'s
-            // contract).
-            SMP.handle_ipi();
-            // A secondary console interrupts the primary when it posts a
-            // line (its txrdy bit); take it so that console can go on.
-            if let Some(h) = crate::hwrpb::get()
-                && h.txrdy() != 0
-            {
-                crate::hwrpb::drain_secondary_consoles(h);
-            }
-        }
+        0 => ipi(),
         1 => {
             SMP.census_clock();
             let ticks = machine::on_clock_interrupt();

@@ -1,10 +1,11 @@
 //! Exception and interrupt entry from PALcode.
 //!
-//! `asm/entry.S` saves every register into a [`TrapFrame`] and calls
-//! [`alpha_trap`]. Interrupts are dispatched by type; every other entry
-//! (arithmetic trap, memory-management fault, instruction fault, unaligned
-//! access, system call) prints one diagnostic line and panics: a fault must
-//! never become a silent hang.
+//! `asm/entry.S` saves the registers into a [`TrapFrame`] and calls
+//! [`alpha_trap`] (an IPI: `interrupt::alpha_ipi_interrupt`). Interrupts
+//! are dispatched by type; every other entry (arithmetic trap,
+//! memory-management fault, instruction fault, unaligned access, system
+//! call) prints one diagnostic line and panics: a fault must never become
+//! a silent hang.
 
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
@@ -94,7 +95,8 @@ const GEN_INTDIV: u64 = -2i64 as u64;
 pub static RESUME_INTDIV: AtomicU32 = AtomicU32::new(0);
 pub static INTDIV_RESUMED: AtomicU64 = AtomicU64::new(0);
 
-/// Called by `asm/entry.S` for every exception and interrupt.
+/// Called by `asm/entry.S` for every exception and every interrupt but the
+/// IPI (`interrupt::alpha_ipi_interrupt`).
 #[unsafe(no_mangle)]
 pub fn alpha_trap(frame: *mut TrapFrame) {
     // SAFETY: entry.S passes the frame it just built on this CPU's stack;
