@@ -79,7 +79,7 @@ trap_common:
 $Lrestore_scratch:
 	# rti restores the interrupted PS, so its IPL: note that level in the
 	# stack's IPL quadword (cpus::IPL_NOTE, as pal_swpipl_noted does), as
-	# the handler left the IPL where it raised it (interrupt::dispatch).
+	# an interrupt handler leaves the IPL where it raised it (interrupt.rs).
 	ldq	$0, FRAME($sp)
 	zapnot	$sp, 0xfc, $1
 	and	$0, 7, $0

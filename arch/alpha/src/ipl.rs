@@ -100,8 +100,9 @@ impl Drop for IplGuard {
 /// rti) restores the interrupted code's PS, IPL included, and asm/entry.S
 /// notes that level first. One `swpipl` per interrupt, as Linux's
 /// `do_entInt` (which never lowers either); a restore just before rti
-/// would be a second PAL call doing nothing rti does not do. Only
-/// `interrupt::dispatch` calls it.
+/// would be a second PAL call doing nothing rti does not do. Only the
+/// handlers' entries call it (`interrupt::dispatch`,
+/// `interrupt::alpha_ipi_interrupt`).
 #[inline]
 pub fn raise_for_handler() {
     swap(HIGH);
