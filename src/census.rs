@@ -116,6 +116,16 @@ pub struct Counts {
     pub unannounced: u64,
 }
 
+/// Where one CPU's census stands ([`Census::marks`]): a request is open
+/// while its number is above both `served` and `judged`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Marks {
+    pub numbered: u64,
+    pub issued: u64,
+    pub served: u64,
+    pub judged: u64,
+}
+
 impl Counts {
     pub fn add(&mut self, o: &Counts) {
         self.requests += o.requests;
@@ -247,6 +257,17 @@ impl Census {
         found
     }
 
+    /// The census's marks, for a report on requests left open: how many
+    /// were numbered and issued, and how far serving and judging reached.
+    pub fn marks(&self) -> Marks {
+        Marks {
+            numbered: self.req.load(Ordering::Relaxed),
+            issued: self.sent.load(Ordering::Relaxed),
+            served: self.served.load(Ordering::Relaxed),
+            judged: self.judged.load(Ordering::Relaxed),
+        }
+    }
+
     pub fn counts(&self) -> Counts {
         Counts {
             requests: self.req.load(Ordering::Relaxed),
@@ -298,6 +319,32 @@ mod tests {
         c.on_clock();
         c.on_clock();
         assert_eq!(c.counts().stranded, 0);
+        assert_eq!(c.counts().open(), 0);
+    }
+
+    #[test]
+    fn the_marks_say_where_an_open_request_stands() {
+        let c = Census::new();
+        for _ in 0..2 {
+            let n = c.begin_request();
+            c.end_request(n, true);
+        }
+        c.on_ipi_interrupt();
+        let n = c.begin_request();
+        assert_eq!(c.counts().open(), 1);
+        assert_eq!(
+            c.marks(),
+            Marks {
+                numbered: 3,
+                issued: 2,
+                served: 2,
+                judged: 0
+            }
+        );
+        c.end_request(n, true);
+        c.on_clock();
+        c.on_clock();
+        assert_eq!(c.marks().judged, 3);
         assert_eq!(c.counts().open(), 0);
     }
 

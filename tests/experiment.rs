@@ -142,7 +142,17 @@ fn check(r: &RunResult, wait_nap: bool) -> Vec<Cell> {
         // The census against the injection's ground truth: every request
         // judged, and exactly the dropped ones that no later edge covered
         // found stranded.
-        assert_eq!(c.num("census_open"), 0, "{}", c.line());
+        assert_eq!(
+            c.num("census_open"),
+            0,
+            "{}\n{}",
+            c.line(),
+            r.output
+                .lines()
+                .filter(|l| l.starts_with("experiment: census:"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
         assert_eq!(
             c.num("census_stranded"),
             c.num("census_unannounced"),
