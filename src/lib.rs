@@ -11,6 +11,7 @@ pub mod counter;
 pub mod cpuid;
 pub mod cpumask;
 pub mod idlepoll;
+pub mod lazyflush;
 pub mod mailbox;
 pub mod platform;
 pub mod ptfree;

@@ -59,6 +59,7 @@
 use core::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 
 use crate::cpumask::CpuMask;
+use crate::lazyflush::LazyFlush;
 use crate::platform::TlbOp;
 
 use crate::xcall::{Hooks, Smp, XcallError};
@@ -139,6 +140,12 @@ pub struct TlbStats {
     pub contexts_zeroed: AtomicU64,
     /// Flushes that needed no IPI (space active nowhere else).
     pub ipis_avoided: AtomicU64,
+    /// All-CPU flushes by this CPU: CPUs they skipped because those slept
+    /// in their idle loop (`crate::lazyflush`).
+    pub idle_skipped: AtomicU64,
+    /// Whole-TLB flushes this CPU made when it woke from its idle sleep,
+    /// for all-CPU flushes that skipped it.
+    pub idle_catch_ups: AtomicU64,
     /// Flush requests this CPU found corrupted (reported through
     /// [`Hooks::report_corruption`]; it flushed everything instead).
     pub corrupt_requests: AtomicU64,
@@ -163,6 +170,8 @@ impl TlbStats {
             rollovers: AtomicU64::new(0),
             contexts_zeroed: AtomicU64::new(0),
             ipis_avoided: AtomicU64::new(0),
+            idle_skipped: AtomicU64::new(0),
+            idle_catch_ups: AtomicU64::new(0),
             corrupt_requests: AtomicU64::new(0),
             applied_mid_switch: AtomicU64::new(0),
             switch_in_walk: AtomicU64::new(0),
@@ -273,6 +282,11 @@ pub struct Mmu<P: 'static, const N: usize> {
     /// Set by each CPU (only) while it walks page tables locklessly
     /// (`crate::ptfree::WalkGuard`): it must not switch spaces meanwhile.
     walking: [core::sync::atomic::AtomicBool; N],
+    /// All-CPU flushes skip CPUs asleep in their idle loop, which flush
+    /// when they wake (`crate::lazyflush`).
+    lazy: LazyFlush<N>,
+    /// Whether they do (boot argument `lazy_flush`; on by default).
+    lazy_on: core::sync::atomic::AtomicBool,
     pub stats: [TlbStats; N],
 }
 
@@ -286,6 +300,8 @@ impl<P: Hooks + 'static, const N: usize> Mmu<P, N> {
             requests: [const { [const { Request::new() }; REQUESTS] }; N],
             switching: [const { core::sync::atomic::AtomicBool::new(false) }; N],
             walking: [const { core::sync::atomic::AtomicBool::new(false) }; N],
+            lazy: LazyFlush::new(),
+            lazy_on: core::sync::atomic::AtomicBool::new(true),
             stats: [const { TlbStats::new() }; N],
         }
     }
@@ -298,6 +314,52 @@ impl<P: Hooks + 'static, const N: usize> Mmu<P, N> {
 
     fn p(&self) -> &P {
         &self.smp.platform
+    }
+
+    /// Whether all-CPU flushes skip CPUs asleep in their idle loop
+    /// (`crate::lazyflush`). Switch it only while no CPU sleeps in
+    /// [`idle_enter`](Self::idle_enter) .. [`idle_leave`](Self::idle_leave)
+    /// would be wrong to skip: a CPU that entered keeps its bit until it
+    /// leaves, and leaving always catches up.
+    pub fn set_lazy_idle(&self, on: bool) {
+        self.lazy_on.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether all-CPU flushes skip sleeping idle CPUs.
+    pub fn lazy_idle(&self) -> bool {
+        self.lazy_on.load(Ordering::Relaxed)
+    }
+
+    /// The idle loop, with interrupts held off, just before it sleeps:
+    /// returns whether this CPU is now skipped by all-CPU flushes (then it
+    /// must call [`idle_leave`](Self::idle_leave) when the sleep ends,
+    /// before it lets interrupts in).
+    pub fn idle_enter(&self) -> bool {
+        if !self.lazy_on.load(Ordering::Relaxed) {
+            return false;
+        }
+        self.lazy.enter_idle(self.p().cpu_id());
+        true
+    }
+
+    /// CPUs asleep in their idle loop now, which all-CPU flushes skip (a
+    /// hint: any of them may be waking).
+    pub fn idle_cpus(&self) -> CpuMask {
+        self.lazy.idle()
+    }
+
+    /// The idle loop, interrupts still held off, when its sleep ends: no
+    /// longer skipped; if a flush skipped it meanwhile, flushes the whole
+    /// TLB now, before anything can use a translation.
+    pub fn idle_leave(&self) {
+        let cpu = self.p().cpu_id();
+        if let Some(g) = self.lazy.leave_idle(cpu) {
+            self.tlb(cpu, TlbOp::All);
+            self.stats[cpu]
+                .idle_catch_ups
+                .fetch_add(1, Ordering::Relaxed);
+            self.lazy.flushed(cpu, g);
+        }
     }
 
     fn tlb(&self, cpu: usize, op: TlbOp) {
@@ -422,7 +484,13 @@ impl<P: Hooks + 'static, const N: usize> Mmu<P, N> {
                 .fetch_add(1, Ordering::Relaxed);
         };
         match op {
-            Op::All => self.tlb(cpu, TlbOp::All),
+            Op::All => {
+                // The generation this flush covers is read before it
+                // (`crate::lazyflush`): this CPU need not catch up to it.
+                let g = self.lazy.current();
+                self.tlb(cpu, TlbOp::All);
+                self.lazy.flushed(cpu, g);
+            }
             Op::Imb => {
                 self.p().imb();
                 self.stats[cpu].imb.fetch_add(1, Ordering::Relaxed);
@@ -685,8 +753,22 @@ impl<P: Hooks + 'static, const N: usize> Mmu<P, N> {
     }
 
     /// Every TLB entry on every CPU, global (kernel) ones included.
+    /// CPUs asleep in their idle loop are not interrupted: they flush
+    /// when they wake, before they use any translation
+    /// (`crate::lazyflush`).
     pub fn flush_tlb_all(&'static self) -> Result<(), XcallError> {
-        self.shoot(Op::All, 0, 0, 0, self.smp.online())
+        let online = self.smp.online();
+        if !self.lazy_on.load(Ordering::Relaxed) {
+            return self.shoot(Op::All, 0, 0, 0, online);
+        }
+        let targets = self.lazy.begin(online);
+        let skipped = (online.0 & !targets.0).count_ones();
+        if skipped != 0 {
+            self.stats[self.p().cpu_id()]
+                .idle_skipped
+                .fetch_add(u64::from(skipped), Ordering::Relaxed);
+        }
+        self.shoot(Op::All, 0, 0, 0, targets)
     }
 
     /// Every translation of `space`, everywhere.

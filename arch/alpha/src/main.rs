@@ -446,8 +446,9 @@ fn apply_policy(cfg: &BootConfig<'_>, m: &machine::MachineVector) {
         busy_cpus: cfg.idle_poll_cpus,
     });
     interrupt::IRQ_LOAD_NS.store(cfg.irq_load_us * 1000, Relaxed);
+    platform::MMU.set_lazy_idle(cfg.lazy_flush);
     println!(
-        "policy: ipi_lock={} ipi_poll={} resend={} watchdog={} ms inject={} wait={}{} idle_poll={} us{}",
+        "policy: ipi_lock={} ipi_poll={} resend={} watchdog={} ms inject={} wait={}{} idle_poll={} us{}{}",
         if cfg.ipi_lock { "on" } else { "off" },
         if cfg.ipi_poll { "on" } else { "off" },
         if cfg.resend { "on" } else { "off" },
@@ -464,6 +465,11 @@ fn apply_policy(cfg: &BootConfig<'_>, m: &machine::MachineVector) {
             " wtint=returns"
         } else {
             ""
+        },
+        if cfg.lazy_flush {
+            ""
+        } else {
+            " lazy_flush=off"
         }
     );
 }

@@ -23,7 +23,7 @@ use alphasmp_srm::start;
 use crate::console::println;
 use crate::hwrpb::{self, Hwrpb};
 use crate::percpu::{self, CPUS, MAX_CPUS, STACK_SIZE};
-use crate::platform::SMP;
+use crate::platform::{MMU, SMP};
 use crate::{clock, cpus, ipi, ipl, machine, pal, trap};
 
 unsafe extern "Rust" {
@@ -413,7 +413,14 @@ fn idle_loop(cpu: usize) -> ! {
             if !idle_work_pending(cpu) && !idle_polls(cpu, &mut poll) {
                 let watched = IDLE_WINDOW.pause(cpu);
                 SMP.note_asleep(true);
+                // All-CPU TLB flushes skip this CPU while it sleeps; it
+                // catches up here, before interrupts are let in
+                // (`alphasmp::lazyflush`).
+                let lazy = MMU.idle_enter();
                 pal::wtint();
+                if lazy {
+                    MMU.idle_leave();
+                }
                 SMP.note_asleep(false);
                 if watched {
                     IDLE_WINDOW.after_wait(cpu);

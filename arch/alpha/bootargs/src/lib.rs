@@ -317,6 +317,9 @@ pub struct BootConfig<'a> {
     /// CPUs are busy: awake, called, or called within the window (0: no
     /// limit).
     pub idle_poll_cpus: u64,
+    /// `lazy_flush=`: all-CPU TLB flushes skip CPUs asleep in their idle
+    /// loop, which flush when they wake.
+    pub lazy_flush: bool,
     /// Samples per benchmark measurement; 0: no benchmark run.
     pub bench: u64,
     /// `bench_busy=off`: the benchmark measures idle targets only.
@@ -679,6 +682,18 @@ pub const KEYS: &[Key] = &[
         example: "0",
         set: |c, v| {
             c.idle_poll_cpus = number(v, 0, 64, "a whole number from 0 to 64")?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "lazy_flush",
+        values: "`on`/`off`",
+        default: Some("on"),
+        help: "all-CPU TLB flushes (`flush_tlb_all`) do not interrupt CPUs asleep in their idle loop; each flushes its whole TLB when it wakes, before it uses a translation (`alphasmp::lazyflush`; off: every CPU is interrupted, as Linux on Alpha does)",
+        lands: "MMU.set_lazy_idle (main.rs apply_policy)",
+        example: "off",
+        set: |c, v| {
+            c.lazy_flush = yes_no(v)?;
             Ok(())
         },
     },

@@ -101,6 +101,64 @@ pub fn page_flush_is_observed_everywhere(_: &BootConfig<'_>) -> Outcome {
     Ok(())
 }
 
+/// The all-CPU flush skips CPUs asleep in their idle loop, which flush
+/// their whole TLB when they wake (`alphasmp::lazyflush`): the flush is
+/// issued once every other CPU sleeps, must skip at least one of them
+/// (tried up to ten times: a CPU can wake between the look and the flush),
+/// and every CPU must then read the new frame, each skipped one having
+/// caught up. Where `wtint` returns at once (DEC's EV6 PALcode,
+/// `wtint=returns`) a CPU is hardly ever seen asleep, and with
+/// `lazy_flush=off` none is skipped: only the reads are checked there.
+pub fn flush_all_skips_sleeping_cpus(_: &BootConfig<'_>) -> Outcome {
+    prime()?;
+    let me = cpus::this();
+    let others = smp::online().without(me);
+    if others.is_empty() {
+        return Ok(());
+    }
+    let must_skip = MMU.lazy_idle() && !crate::pal::WTINT_RETURNS.load(Ordering::Relaxed);
+    let catch_ups = |c: usize| MMU.stats[c].idle_catch_ups.load(Ordering::Relaxed);
+    let before: [u64; MAX_CPUS] = core::array::from_fn(catch_ups);
+    let mut skipped = 0;
+    for (attempt, to) in [1usize, 2].into_iter().cycle().take(10).enumerate() {
+        mm::set(PAGE, Some(frame(to)));
+        let start = crate::clock::now_ns();
+        while MMU.idle_cpus().0 & others.0 != others.0
+            && crate::clock::now_ns() - start < 100_000_000
+        {
+            core::hint::spin_loop();
+        }
+        let was = MMU.stats[me].idle_skipped.load(Ordering::Relaxed);
+        MMU.flush_tlb_all()
+            .map_err(|e| Failure(alloc::format!("flush_tlb_all: {e}")))?;
+        skipped = MMU.stats[me].idle_skipped.load(Ordering::Relaxed) - was;
+        let seen = every_cpu_reads()?;
+        for c in smp::online_cpus() {
+            check_eq!(
+                seen[c],
+                MARKERS[to],
+                "CPU {c} after flush_tlb_all (attempt {attempt}, {skipped} CPU(s) skipped)"
+            );
+        }
+        if skipped > 0 || !must_skip {
+            break;
+        }
+    }
+    if must_skip {
+        check!(
+            skipped > 0,
+            "no attempt found a CPU asleep to skip (idle now: {:#x})",
+            MMU.idle_cpus().0
+        );
+        let caught_up = others.iter().filter(|c| catch_ups(*c) > before[*c]).count();
+        check!(
+            caught_up > 0,
+            "{skipped} CPU(s) skipped, but none caught up when it woke"
+        );
+    }
+    Ok(())
+}
+
 /// The negative control: without a flush, a stale translation is really
 /// observed, so the positive test above is not passing by accident.
 pub fn stale_without_flush(_: &BootConfig<'_>) -> Outcome {
