@@ -334,11 +334,14 @@ impl<P: Hooks + 'static, const N: usize> Mmu<P, N> {
     /// returns whether this CPU is now skipped by all-CPU flushes (then it
     /// must call [`idle_leave`](Self::idle_leave) when the sleep ends,
     /// before it lets interrupts in).
-    pub fn idle_enter(&self) -> bool {
+    /// `cpu` is the calling CPU (the idle loop knows it: no lookup on its
+    /// wake-up path).
+    #[inline]
+    pub fn idle_enter(&self, cpu: usize) -> bool {
         if !self.lazy_on.load(Ordering::Relaxed) {
             return false;
         }
-        self.lazy.enter_idle(self.p().cpu_id());
+        self.lazy.enter_idle(cpu);
         true
     }
 
@@ -351,15 +354,21 @@ impl<P: Hooks + 'static, const N: usize> Mmu<P, N> {
     /// The idle loop, interrupts still held off, when its sleep ends: no
     /// longer skipped; if a flush skipped it meanwhile, flushes the whole
     /// TLB now, before anything can use a translation.
-    pub fn idle_leave(&self) {
-        let cpu = self.p().cpu_id();
+    #[inline]
+    pub fn idle_leave(&self, cpu: usize) {
         if let Some(g) = self.lazy.leave_idle(cpu) {
-            self.tlb(cpu, TlbOp::All);
-            self.stats[cpu]
-                .idle_catch_ups
-                .fetch_add(1, Ordering::Relaxed);
-            self.lazy.flushed(cpu, g);
+            self.catch_up(cpu, g);
         }
+    }
+
+    /// The whole-TLB flush of a CPU that a flush skipped while it slept.
+    #[inline(never)]
+    fn catch_up(&self, cpu: usize, g: u64) {
+        self.tlb(cpu, TlbOp::All);
+        self.stats[cpu]
+            .idle_catch_ups
+            .fetch_add(1, Ordering::Relaxed);
+        self.lazy.flushed(cpu, g);
     }
 
     fn tlb(&self, cpu: usize, op: TlbOp) {

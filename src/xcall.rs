@@ -361,15 +361,23 @@ pub trait Hooks: Platform {
 struct DrainMark<'a>(&'a AtomicUsize);
 
 impl<'a> DrainMark<'a> {
+    /// The depth has one writer, its CPU; a drain nested in another (an
+    /// interrupt's, over a drain the interrupt found running) ends before
+    /// the outer one goes on and leaves the depth as it found it, so a load
+    /// and a store do what a read-modify-write would, without its locked
+    /// sequence on every IPI's path.
+    #[inline]
     fn enter(depth: &'a AtomicUsize) -> Self {
-        depth.fetch_add(1, Ordering::Relaxed);
+        depth.store(depth.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
         DrainMark(depth)
     }
 }
 
 impl Drop for DrainMark<'_> {
+    #[inline]
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.0
+            .store(self.0.load(Ordering::Relaxed) - 1, Ordering::Relaxed);
     }
 }
 
@@ -581,6 +589,7 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
     // ---- Calls -------------------------------------------------------------
 
     /// Runs `f(arg)` on `cpu`; with `wait`, returns after it ran.
+    #[inline]
     pub fn call_single(
         &self,
         cpu: usize,
@@ -777,7 +786,14 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
     /// The platform's idle loop tells the core that this CPU sleeps (or is
     /// awake again), for [`spins`](Self::spins).
     pub fn note_asleep(&self, asleep: bool) {
-        let bit = 1u64 << self.platform.cpu_id();
+        self.note_asleep_on(self.platform.cpu_id(), asleep);
+    }
+
+    /// [`note_asleep`](Self::note_asleep) where the caller knows it runs on
+    /// `cpu` (the idle loop: no lookup on its wake-up path).
+    #[inline]
+    pub fn note_asleep_on(&self, cpu: usize, asleep: bool) {
+        let bit = 1u64 << cpu;
         if asleep {
             self.asleep.fetch_or(bit, Ordering::Relaxed);
         } else {
@@ -890,51 +906,61 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
         self.cpus[me]
             .waiting_for
             .store(target + 1, Ordering::Relaxed);
-        let result = self.wait_loop(csd, target, start, &mut reports);
-        self.cpus[me].waiting_for.store(0, Ordering::Relaxed);
-        result
-    }
-
-    fn wait_loop(
-        &self,
-        csd: &Csd,
-        target: usize,
-        start: u64,
-        reports: &mut u64,
-    ) -> Result<(), XcallError> {
-        while csd.locked() {
+        let result = loop {
+            if !csd.locked() {
+                break Ok(());
+            }
             self.pause(start, || !csd.locked());
             let bound = self.policy.watchdog_cycles.load(Ordering::Relaxed);
             if bound == 0 || !csd.locked() {
                 continue;
             }
             let waited = self.platform.cycles().wrapping_sub(start);
-            if waited < bound * (*reports + 1) {
+            if waited < bound * (reports + 1) {
                 continue;
             }
-            *reports += 1;
-            let me = self.platform.cpu_id();
-            self.cpus[me].stats.stalls.fetch_add(1, Ordering::Relaxed);
-            let t = &self.cpus[target];
-            self.platform.report_stall(&StallReport {
-                waiter: me,
-                target,
-                target_mailbox: t.mailbox.peek(),
-                target_queue_pending: !t.queue.is_empty(),
-                target_waiting_for: t.waiting_for.load(Ordering::Relaxed).checked_sub(1),
-                waited_cycles: waited,
-                nth: *reports,
-                func: csd.func.load(Ordering::Relaxed),
-                arg: csd.arg.load(Ordering::Relaxed),
-            });
-            let abort_after = self.policy.abort_after.load(Ordering::Relaxed);
-            if abort_after != 0 && *reports >= abort_after {
-                return Err(XcallError::Stalled { target });
+            reports += 1;
+            if let Err(e) = self.overdue(csd, target, waited, reports) {
+                break Err(e);
             }
-            if self.policy.resend.load(Ordering::Relaxed) {
-                self.cpus[me].stats.resends.fetch_add(1, Ordering::Relaxed);
-                self.post(target, IpiMessage::CALL_FUNCTION);
-            }
+        };
+        self.cpus[me].waiting_for.store(0, Ordering::Relaxed);
+        result
+    }
+
+    /// A wait passed its `reports`-th watchdog period: reports it, gives
+    /// up at the abort threshold, re-sends if asked. Out of line: the wait
+    /// loop itself stays small enough for the compiler to keep whole.
+    #[cold]
+    #[inline(never)]
+    fn overdue(
+        &self,
+        csd: &Csd,
+        target: usize,
+        waited: u64,
+        reports: u64,
+    ) -> Result<(), XcallError> {
+        let me = self.platform.cpu_id();
+        self.cpus[me].stats.stalls.fetch_add(1, Ordering::Relaxed);
+        let t = &self.cpus[target];
+        self.platform.report_stall(&StallReport {
+            waiter: me,
+            target,
+            target_mailbox: t.mailbox.peek(),
+            target_queue_pending: !t.queue.is_empty(),
+            target_waiting_for: t.waiting_for.load(Ordering::Relaxed).checked_sub(1),
+            waited_cycles: waited,
+            nth: reports,
+            func: csd.func.load(Ordering::Relaxed),
+            arg: csd.arg.load(Ordering::Relaxed),
+        });
+        let abort_after = self.policy.abort_after.load(Ordering::Relaxed);
+        if abort_after != 0 && reports >= abort_after {
+            return Err(XcallError::Stalled { target });
+        }
+        if self.policy.resend.load(Ordering::Relaxed) {
+            self.cpus[me].stats.resends.fetch_add(1, Ordering::Relaxed);
+            self.post(target, IpiMessage::CALL_FUNCTION);
         }
         Ok(())
     }

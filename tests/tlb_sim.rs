@@ -888,13 +888,13 @@ fn flush_all_skips_idle_cpus_and_they_flush_when_they_wake() {
             (Some(F2), Some(F2))
         } else {
             let prev = smp.platform.raise_ipl(7);
-            assert!(mmu.idle_enter(), "lazy flushes are on by default");
+            assert!(mmu.idle_enter(me), "lazy flushes are on by default");
             stage.fetch_add(1, Relaxed);
             while stage.load(Relaxed) < 100 {
                 smp.platform.relax();
             }
             let asleep = smp.platform.read_global(kpt, VA);
-            mmu.idle_leave();
+            mmu.idle_leave(me);
             let woken = smp.platform.read_global(kpt, VA);
             smp.platform.restore_ipl(prev);
             (asleep, woken)
@@ -927,7 +927,7 @@ fn flush_all_interrupts_every_cpu_with_lazy_flushes_off() {
             mmu.flush_tlb_all().unwrap();
             stage.store(100, Relaxed);
         } else {
-            assert!(!mmu.idle_enter(), "off: not entered");
+            assert!(!mmu.idle_enter(me), "off: not entered");
             stage.fetch_add(1, Relaxed);
             while stage.load(Relaxed) < 100 {
                 smp.platform.relax();

@@ -97,6 +97,7 @@ pub struct Interval {
 }
 
 impl Interval {
+    #[inline]
     pub fn start() -> Interval {
         let raw = !FLOOR_ENABLED.load(Ordering::Relaxed)
             && STOPPED_AT[cpus::this()].load(Ordering::Relaxed) == 0;
@@ -111,6 +112,7 @@ impl Interval {
     }
 
     /// Cycles since [`start`](Self::start), on the same CPU.
+    #[inline]
     pub fn cycles(self) -> u64 {
         if self.raw {
             u64::from(pal::rpcc32().wrapping_sub(self.start as u32))

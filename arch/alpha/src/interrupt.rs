@@ -26,12 +26,27 @@ pub static IRQ_LOAD_NS: AtomicU64 = AtomicU64::new(0);
 #[unsafe(no_mangle)]
 pub fn alpha_ipi_interrupt() {
     let cpu = cpus::this();
-    COUNTS[cpu][0].fetch_add(1, Ordering::Relaxed);
+    count(&COUNTS[cpu][0]);
     ipl::raise_for_handler();
     let me = &percpu::CPUS[cpu];
-    me.irq_depth.fetch_add(1, Ordering::Relaxed);
+    let depth = me.irq_depth.load(Ordering::Relaxed);
+    me.irq_depth.store(depth + 1, Ordering::Relaxed);
     ipi();
-    me.irq_depth.fetch_sub(1, Ordering::Relaxed);
+    me.irq_depth.store(depth, Ordering::Relaxed);
+}
+
+/// Adds one to an interrupt count. Each count and each `irq_depth` has one
+/// writer, its CPU, and only from its interrupt handlers: an interrupt
+/// that nests between the load and the store is of another type (one type
+/// cannot nest in itself: its level is masked until `rti`) and leaves this
+/// count as it found it, and `irq_depth` too (it restores what it raised).
+/// So a load and a store do what an atomic read-modify-write did, without
+/// its locked sequence on the path of every IPI.
+#[inline]
+fn count(c: &AtomicU64) -> u64 {
+    let n = c.load(Ordering::Relaxed) + 1;
+    c.store(n, Ordering::Relaxed);
+    n
 }
 
 /// The IPI's work, at IPL 7 inside the handler.
@@ -53,14 +68,13 @@ fn ipi() {
 /// `interrupted_ipl` the IPL it ran at (the PAL frame's PS).
 pub fn dispatch(kind: u64, a1: u64, a2: u64, pc: u64, interrupted_ipl: u8) {
     let cpu = cpus::this();
-    let taken = COUNTS[cpu]
-        .get(kind as usize)
-        .map_or(0, |c| c.fetch_add(1, Ordering::Relaxed) + 1);
+    let taken = COUNTS[cpu].get(kind as usize).map_or(0, count);
     // Like Linux's do_entInt: handlers run with everything masked, until
     // the return from the interrupt restores the interrupted IPL.
     ipl::raise_for_handler();
     let me = &percpu::CPUS[cpu];
-    me.irq_depth.fetch_add(1, Ordering::Relaxed);
+    let depth = me.irq_depth.load(Ordering::Relaxed);
+    me.irq_depth.store(depth + 1, Ordering::Relaxed);
     match kind {
         0 => ipi(),
         1 => {
@@ -94,5 +108,5 @@ pub fn dispatch(kind: u64, a1: u64, a2: u64, pc: u64, interrupted_ipl: u8) {
         // calls inside a region that masks them).
         SMP.poll_in_interrupt(interrupted_ipl);
     }
-    me.irq_depth.fetch_sub(1, Ordering::Relaxed);
+    me.irq_depth.store(depth, Ordering::Relaxed);
 }

@@ -412,16 +412,16 @@ fn idle_loop(cpu: usize) -> ! {
             let _off = ipl::IplGuard::raise(ipl::HIGH);
             if !idle_work_pending(cpu) && !idle_polls(cpu, &mut poll) {
                 let watched = IDLE_WINDOW.pause(cpu);
-                SMP.note_asleep(true);
+                SMP.note_asleep_on(cpu, true);
                 // All-CPU TLB flushes skip this CPU while it sleeps; it
                 // catches up here, before interrupts are let in
                 // (`alphasmp::lazyflush`).
-                let lazy = MMU.idle_enter();
+                let lazy = MMU.idle_enter(cpu);
                 pal::wtint();
                 if lazy {
-                    MMU.idle_leave();
+                    MMU.idle_leave(cpu);
                 }
-                SMP.note_asleep(false);
+                SMP.note_asleep_on(cpu, false);
                 if watched {
                     IDLE_WINDOW.after_wait(cpu);
                 }
