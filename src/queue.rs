@@ -42,6 +42,14 @@ impl Csd {
     pub fn locked(&self) -> bool {
         self.flags.load(Ordering::Acquire) & LOCK != 0
     }
+    /// [`locked`](Self::locked) without the Acquire, for a waiter's
+    /// repeated looks: the wait that sees it unlocked issues one Acquire
+    /// fence afterwards (Linux's `smp_cond_load_acquire` shape), instead
+    /// of a barrier on every look.
+    #[inline]
+    pub fn locked_relaxed(&self) -> bool {
+        self.flags.load(Ordering::Relaxed) & LOCK != 0
+    }
 }
 
 impl Default for Csd {

@@ -830,12 +830,19 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
     /// cores for (the storm) or an old wait gives its time back. Any answer
     /// is safe: a spin re-checks, a nap is the nap protocol's.
     pub fn spins(&self, since: u64) -> bool {
+        self.spins_at(since, || self.platform.cycles())
+    }
+
+    /// [`spins`](Self::spins) with the clock `now()` gives (read only when
+    /// the policy needs it).
+    #[inline]
+    fn spins_at(&self, since: u64, now: impl FnOnce() -> u64) -> bool {
         if !self.policy.nap.load(Ordering::Relaxed) {
             return true;
         }
         let budget = self.policy.spin_before_nap.load(Ordering::Relaxed);
         // No budget: no wait is young (and no clock read is needed).
-        let young = budget != 0 && self.platform.cycles().wrapping_sub(since) < budget;
+        let young = budget != 0 && now().wrapping_sub(since) < budget;
         if !self.policy.adaptive.load(Ordering::Relaxed) {
             return young;
         }
@@ -849,7 +856,13 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
     /// [`wake_if_napping`](Self::wake_if_napping) for this CPU after its
     /// Release store). Also for the platform's own waits.
     pub fn pause(&self, since: u64, done: impl Fn() -> bool) {
-        if self.spins(since) {
+        self.pause_at(since, || self.platform.cycles(), done);
+    }
+
+    /// [`pause`](Self::pause) with the clock `now()` gives.
+    #[inline]
+    fn pause_at(&self, since: u64, now: impl FnOnce() -> u64, done: impl Fn() -> bool) {
+        if self.spins_at(since, now) {
             self.look(done);
             return;
         }
@@ -906,16 +919,24 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
         self.cpus[me]
             .waiting_for
             .store(target + 1, Ordering::Relaxed);
+        // One clock read per iteration, after the looks: it serves the
+        // watchdog at once and the next iteration's spin-or-nap choice
+        // (a few looks stale), where each used to read the clock itself.
+        let mut now = start;
         let result = loop {
-            if !csd.locked() {
+            if !csd.locked_relaxed() {
                 break Ok(());
             }
-            self.pause(start, || !csd.locked());
+            self.pause_at(start, || now, || !csd.locked_relaxed());
+            if !csd.locked_relaxed() {
+                break Ok(());
+            }
+            now = self.platform.cycles();
             let bound = self.policy.watchdog_cycles.load(Ordering::Relaxed);
-            if bound == 0 || !csd.locked() {
+            if bound == 0 {
                 continue;
             }
-            let waited = self.platform.cycles().wrapping_sub(start);
+            let waited = now.wrapping_sub(start);
             if waited < bound * (reports + 1) {
                 continue;
             }
@@ -924,6 +945,10 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
                 break Err(e);
             }
         };
+        // The looks were Relaxed: this fence makes the wait that saw the
+        // descriptor unlocked see everything the function did (pairs with
+        // the target's Release store of the flags).
+        fence(Ordering::Acquire);
         self.cpus[me].waiting_for.store(0, Ordering::Relaxed);
         result
     }
