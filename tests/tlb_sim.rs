@@ -862,16 +862,19 @@ fn flush_all_removes_global_translations_everywhere() {
     assert_eq!(out, vec![Some(F2); SIM_CPUS]);
 }
 
-/// The all-CPU flush skips CPUs asleep in their idle loop
-/// (`alphasmp::lazyflush`): CPUs 1.. sleep with interrupts held off (an IPI
-/// would stay pending, and the flush, waiting for it, would never return),
-/// CPU 0 remaps a global page and flushes. The sleepers really were not
-/// reached (each still reads the old frame while it sleeps: the negative
-/// control), and each reads the new frame once its sleep ends, before
-/// anything else.
-#[test]
-fn flush_all_skips_idle_cpus_and_they_flush_when_they_wake() {
+/// What one CPU read of the page while asleep, and after it woke.
+type AsleepAndWoken = (Option<u64>, Option<u64>);
+
+/// CPUs 1.. go to sleep in the idle loop while CPU 0 remaps a global page
+/// from F1 to F2 and flushes every CPU; each sleeper reads the page while
+/// it sleeps and again once it has woken. With `lazy` (the default) the
+/// sleepers hold interrupts off, as the kernel's idle loop does around
+/// `wtint` (an IPI would stay pending, and the flush, waiting for it,
+/// would never return); without, they sleep at IPL 0, where the flush's
+/// IPI reaches them.
+fn flush_all_over_sleepers(lazy: bool) -> (&'static SimMmu, Vec<AsleepAndWoken>) {
     let (smp, mmu) = setup();
+    mmu.set_lazy_idle(lazy);
     let kpt: &'static PageTable = Box::leak(Box::new(PageTable::new()));
     kpt.map(VA, F1);
     let stage: &'static AtomicU64 = Box::leak(Box::new(AtomicU64::new(0)));
@@ -885,21 +888,32 @@ fn flush_all_skips_idle_cpus_and_they_flush_when_they_wake() {
             mmu.flush_tlb_all().unwrap();
             assert_eq!(smp.platform.read_global(kpt, VA), Some(F2));
             stage.store(100, Relaxed);
-            (Some(F2), Some(F2))
-        } else {
-            let prev = smp.platform.raise_ipl(7);
-            assert!(mmu.idle_enter(me), "lazy flushes are on by default");
-            stage.fetch_add(1, Relaxed);
-            while stage.load(Relaxed) < 100 {
-                smp.platform.relax();
-            }
-            let asleep = smp.platform.read_global(kpt, VA);
-            mmu.idle_leave(me);
-            let woken = smp.platform.read_global(kpt, VA);
-            smp.platform.restore_ipl(prev);
-            (asleep, woken)
+            return (Some(F2), Some(F2));
         }
+        let prev = smp.platform.raise_ipl(if lazy { 7 } else { 0 });
+        assert_eq!(mmu.idle_enter(me), lazy, "entered only with lazy flushes");
+        stage.fetch_add(1, Relaxed);
+        while stage.load(Relaxed) < 100 {
+            smp.platform.relax();
+        }
+        let asleep = smp.platform.read_global(kpt, VA);
+        if lazy {
+            mmu.idle_leave(me);
+        }
+        let woken = smp.platform.read_global(kpt, VA);
+        smp.platform.restore_ipl(prev);
+        (asleep, woken)
     });
+    (mmu, out)
+}
+
+/// The all-CPU flush skips CPUs asleep in their idle loop
+/// (`alphasmp::lazyflush`). The sleepers really were not reached (each
+/// still reads the old frame while it sleeps: the negative control), and
+/// each reads the new frame once its sleep ends, before anything else.
+#[test]
+fn flush_all_skips_idle_cpus_and_they_flush_when_they_wake() {
+    let (mmu, out) = flush_all_over_sleepers(true);
     for (cpu, (asleep, woken)) in out.iter().enumerate().skip(1) {
         assert_eq!(*asleep, Some(F1), "CPU {cpu} was reached while asleep");
         assert_eq!(*woken, Some(F2), "CPU {cpu} did not catch up");
@@ -912,29 +926,7 @@ fn flush_all_skips_idle_cpus_and_they_flush_when_they_wake() {
 /// sleep is not skipped: the flush interrupts it as before.
 #[test]
 fn flush_all_interrupts_every_cpu_with_lazy_flushes_off() {
-    let (smp, mmu) = setup();
-    mmu.set_lazy_idle(false);
-    let kpt: &'static PageTable = Box::leak(Box::new(PageTable::new()));
-    kpt.map(VA, F1);
-    let stage: &'static AtomicU64 = Box::leak(Box::new(AtomicU64::new(0)));
-    let out = SimPlatform::run(smp, SIM_CPUS, move |me| {
-        assert_eq!(smp.platform.read_global(kpt, VA), Some(F1));
-        if me == 0 {
-            while stage.load(Relaxed) < SIM_CPUS as u64 - 1 {
-                smp.platform.relax();
-            }
-            kpt.map(VA, F2);
-            mmu.flush_tlb_all().unwrap();
-            stage.store(100, Relaxed);
-        } else {
-            assert!(!mmu.idle_enter(me), "off: not entered");
-            stage.fetch_add(1, Relaxed);
-            while stage.load(Relaxed) < 100 {
-                smp.platform.relax();
-            }
-        }
-        smp.platform.read_global(kpt, VA)
-    });
-    assert_eq!(out, vec![Some(F2); SIM_CPUS]);
+    let (mmu, out) = flush_all_over_sleepers(false);
+    assert_eq!(out, vec![(Some(F2), Some(F2)); SIM_CPUS]);
     assert_eq!(stat(mmu, 0, |s| &s.idle_skipped), 0);
 }
