@@ -35,8 +35,10 @@
 //!   `_range_`) takes the next flush number first, then flushes as always
 //!   and returns a [`FlushProof`]: the CPUs whose IPI handler ran the
 //!   flush's body (`by_ipi`), the CPUs that were not running the space when
-//!   the flush decided (`not_running`: covered without an IPI), and those
-//!   that never ran it (`stalled`, when the watchdog gave up).
+//!   the flush decided (`not_running`: covered without an IPI), those that
+//!   ran it but slept in their idle loop (`asleep`: skipped, they flush
+//!   when they wake, `crate::lazyflush`), and those that never ran it
+//!   (`stalled`, when the watchdog gave up).
 //! - **Free**: [`TableFreer::free`] consumes the token and a proof of the
 //!   same space numbered above the token's (the flush started after the
 //!   unlink; anything else is refused and the token handed back). It reads
@@ -64,6 +66,14 @@
 //!   sees the bit and syncs X, or the walker sees the unlink and never
 //!   reaches the table (tests/loom.rs checks both orders, and that
 //!   release/acquire alone is not enough).
+//! - If X slept in its idle loop when the flush decided (`asleep`), it was
+//!   in no walk (the idle loop sleeps outside any), and a walk it starts
+//!   after waking is the store-buffer pattern again: the flusher's
+//!   generation bump comes after the unlink and before its fence and its
+//!   read of the sleep marks; X clears its mark, fences and reads the
+//!   generation before it runs anything. X was seen asleep, so X sees the
+//!   bump, and with it the unlink (`crate::lazyflush`; a foreign walk it
+//!   starts later is the case above, its bit in `walkers`).
 //! - Every other CPU gets the no-op call, which it runs outside any walk.
 
 use core::sync::atomic::{AtomicU64, Ordering, fence};
@@ -85,6 +95,7 @@ pub struct FlushProof {
     pub result: Result<(), XcallError>,
     by_ipi: CpuMask,
     not_running: CpuMask,
+    asleep: CpuMask,
     stalled: CpuMask,
 }
 
@@ -96,6 +107,11 @@ impl FlushProof {
     /// Other CPUs not running the space when the flush decided.
     pub fn not_running(&self) -> CpuMask {
         self.not_running
+    }
+    /// Other CPUs running the space but asleep in their idle loop when the
+    /// flush decided: skipped, they flush when they wake.
+    pub fn asleep(&self) -> CpuMask {
+        self.asleep
     }
     /// CPUs sent the flush that never ran it (the watchdog gave up).
     pub fn stalled(&self) -> CpuMask {
@@ -208,6 +224,7 @@ impl<P: Hooks + 'static, const N: usize> Mmu<P, N> {
             result: c.result,
             by_ipi: c.by_ipi,
             not_running: c.not_running,
+            asleep: c.asleep,
             stalled: c.stalled,
         }
     }
@@ -337,7 +354,7 @@ impl<P: Hooks + 'static, const N: usize> TableFreer<P, N> {
         // After the unlink's fence (program order): the freer's read of the
         // store-buffer pattern.
         let walkers = CpuMask(space.walkers.load(Ordering::SeqCst));
-        let covered = CpuMask(proof.by_ipi.0 | proof.not_running.0);
+        let covered = CpuMask(proof.by_ipi.0 | proof.not_running.0 | proof.asleep.0);
         let mut need = CpuMask(smp.online().0 & !covered.0);
         let foreign = CpuMask(walkers.0 & !proof.by_ipi.0);
         // The flusher ran the flush in task context, outside any walk, and

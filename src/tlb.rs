@@ -187,6 +187,10 @@ pub(crate) struct Coverage {
     /// Other CPUs not running the space when the flush decided (context 0,
     /// or zeroed by the flush): covered without an IPI.
     pub(crate) not_running: CpuMask,
+    /// Other CPUs running the space but asleep in their idle loop when the
+    /// flush decided (after its bump of the lazy-flush generation): they
+    /// catch up when they wake, before anything else (`crate::lazyflush`).
+    pub(crate) asleep: CpuMask,
     /// CPUs sent the flush that had not run it when the wait gave up.
     pub(crate) stalled: CpuMask,
 }
@@ -361,10 +365,22 @@ impl<P: Hooks + 'static, const N: usize> Mmu<P, N> {
         }
     }
 
-    /// The whole-TLB flush of a CPU that a flush skipped while it slept.
+    /// What a CPU that flushes skipped while it slept does when it wakes:
+    /// what every flush op would have done, together. Its whole TLB (the
+    /// all-CPU flush, and every space's pages), and a new context for the
+    /// space still current on it, whose ASN-tagged icache lines that also
+    /// retires (a space flush with exec, as its IPI body does where the
+    /// space is current). Spaces it does not run had their context
+    /// zeroed by the flushes themselves, as for any CPU.
     #[inline(never)]
     fn catch_up(&self, cpu: usize, g: u64) {
         self.tlb(cpu, TlbOp::All);
+        let current = self.current[cpu].load(Ordering::SeqCst);
+        if current != 0 {
+            // SAFETY: `current` only ever holds addresses of 'static spaces.
+            let space = unsafe { &*(current as *const AddressSpace<N>) };
+            self.load_new_context(cpu, space);
+        }
         self.stats[cpu]
             .idle_catch_ups
             .fetch_add(1, Ordering::Relaxed);
@@ -665,7 +681,18 @@ impl<P: Hooks + 'static, const N: usize> Mmu<P, N> {
         let addr = space as *const _ as usize;
         let mut remote = CpuMask::EMPTY;
         let mut not_running = CpuMask::EMPTY;
-        for cpu in self.smp.online().without(me).iter() {
+        let mut skipped = CpuMask::EMPTY;
+        let others = self.smp.online().without(me);
+        // Only CPUs that run the space would be interrupted; of those, the
+        // ones asleep in their idle loop catch up when they wake.
+        let running = CpuMask(
+            others
+                .iter()
+                .filter(|c| space.context[*c].load(Ordering::Relaxed) & RUNNING != 0)
+                .fold(0, |m, c| m | 1 << c),
+        );
+        let asleep = self.sleepers(me, running);
+        for cpu in others.iter() {
             let word = &space.context[cpu];
             let mut seen = word.load(Ordering::SeqCst);
             loop {
@@ -674,7 +701,11 @@ impl<P: Hooks + 'static, const N: usize> Mmu<P, N> {
                     break;
                 }
                 if seen & RUNNING != 0 {
-                    remote.insert(cpu);
+                    if asleep.contains(cpu) {
+                        skipped.insert(cpu);
+                    } else {
+                        remote.insert(cpu);
+                    }
                     break;
                 }
                 // Fails if `cpu` set RUNNING (or took a new context) since
@@ -698,6 +729,7 @@ impl<P: Hooks + 'static, const N: usize> Mmu<P, N> {
                 result: Ok(()),
                 by_ipi: CpuMask::EMPTY,
                 not_running,
+                asleep: skipped,
                 stalled: CpuMask::EMPTY,
             };
         }
@@ -708,6 +740,7 @@ impl<P: Hooks + 'static, const N: usize> Mmu<P, N> {
             result,
             by_ipi: read,
             not_running,
+            asleep: skipped,
             stalled: CpuMask(remote.0 & !read.0),
         }
     }
@@ -766,18 +799,31 @@ impl<P: Hooks + 'static, const N: usize> Mmu<P, N> {
     /// when they wake, before they use any translation
     /// (`crate::lazyflush`).
     pub fn flush_tlb_all(&'static self) -> Result<(), XcallError> {
+        let me = self.p().cpu_id();
         let online = self.smp.online();
-        if !self.lazy_on.load(Ordering::Relaxed) {
-            return self.shoot(Op::All, 0, 0, 0, online);
+        let asleep = self.sleepers(me, online.without(me));
+        self.shoot(Op::All, 0, 0, 0, CpuMask(online.0 & !asleep.0))
+    }
+
+    /// Of `candidates` (other CPUs a flush by `me` would interrupt), those
+    /// it may skip instead: asleep in their idle loop, where they flush
+    /// when they wake (`crate::lazyflush`). A look without a barrier
+    /// first: only when some candidate seems asleep does the flush bump
+    /// the generation (after its mapping change) and read the marks again
+    /// behind the fence, so a flush that skips nobody leaves the others no
+    /// flush to catch up with.
+    fn sleepers(&self, me: usize, candidates: CpuMask) -> CpuMask {
+        if !self.lazy_on.load(Ordering::Relaxed) || self.lazy.idle().0 & candidates.0 == 0 {
+            return CpuMask::EMPTY;
         }
-        let targets = self.lazy.begin(online);
-        let skipped = (online.0 & !targets.0).count_ones();
-        if skipped != 0 {
-            self.stats[self.p().cpu_id()]
+        let awake = self.lazy.begin(candidates);
+        let asleep = CpuMask(candidates.0 & !awake.0);
+        if !asleep.is_empty() {
+            self.stats[me]
                 .idle_skipped
-                .fetch_add(u64::from(skipped), Ordering::Relaxed);
+                .fetch_add(asleep.count() as u64, Ordering::Relaxed);
         }
-        self.shoot(Op::All, 0, 0, 0, targets)
+        asleep
     }
 
     /// Every translation of `space`, everywhere.

@@ -676,6 +676,12 @@ enum Where {
     /// moves to T before it takes the IPI: the handler finds S no longer
     /// current and only zeroes its context.
     Leaving,
+    /// Running S and asleep in its idle loop (interrupts held off) when
+    /// the flush looks at it: the flush skips it (an IPI would stay
+    /// pending and the flush would stall), and it catches up when it wakes
+    /// (`alphasmp::lazyflush`). While asleep it must still see the old
+    /// translation (the flush really did not reach it).
+    Asleep,
 }
 
 /// CPU 1 primes S's page at VA, is `place`d, CPU 0 (running S too, or not)
@@ -721,6 +727,22 @@ fn stale_check(
                     stage.store(1, Relaxed);
                     wait_for(2);
                     mmu.activate(s);
+                }
+                Where::Asleep => {
+                    let prev = smp.platform.raise_ipl(alphasmp::platform::ipl::HIGH);
+                    assert!(mmu.idle_enter(1));
+                    stage.store(1, Relaxed);
+                    wait_for(2);
+                    let asleep = seen(smp, pt, change.exec());
+                    if change != Change::NoFlush {
+                        assert_ne!(
+                            asleep,
+                            change.fresh(),
+                            "{change:?}: CPU 1 was reached while asleep"
+                        );
+                    }
+                    mmu.idle_leave(1);
+                    smp.platform.restore_ipl(prev);
                 }
                 Where::Leaving => {
                     let prev = smp.platform.raise_ipl(alphasmp::platform::ipl::HIGH);
@@ -815,6 +837,21 @@ fn a_cpu_that_left_the_space_sees_no_stale_translation() {
 fn a_cpu_leaving_the_space_during_the_flush_sees_no_stale_translation() {
     for change in CHANGES {
         assert_fresh(change, Where::Leaving, false);
+    }
+}
+
+/// The sleeping path: CPU 1 runs S and sleeps in its idle loop; every
+/// space flush skips it and it catches up when it wakes, before it reads.
+/// Page migration is left out: it interrupts every online CPU by design
+/// (the compaction fix), so a CPU asleep with interrupts held off would
+/// stall it, as the kernel's idle loop never does (its sleep ends at any
+/// pending interrupt).
+#[test]
+fn a_cpu_asleep_in_its_idle_loop_is_skipped_and_catches_up() {
+    for change in CHANGES {
+        if !matches!(change, Change::Migrate | Change::MigrateExec) {
+            assert_fresh(change, Where::Asleep, true);
+        }
     }
 }
 

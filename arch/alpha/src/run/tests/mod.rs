@@ -85,8 +85,8 @@ pub const ALL: &[Test] = &[
         run: tlb::page_flush_is_observed_everywhere,
     },
     Test {
-        name: "tlb.flush_all_skips_sleeping_cpus",
-        run: tlb::flush_all_skips_sleeping_cpus,
+        name: "tlb.flushes_skip_sleeping_cpus",
+        run: tlb::flushes_skip_sleeping_cpus,
     },
     Test {
         name: "tlb.stale_without_flush",

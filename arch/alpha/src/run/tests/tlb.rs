@@ -101,16 +101,34 @@ pub fn page_flush_is_observed_everywhere(_: &BootConfig<'_>) -> Outcome {
     Ok(())
 }
 
-/// The all-CPU flush skips CPUs asleep in their idle loop, which flush
-/// their whole TLB when they wake (`alphasmp::lazyflush`): the flush is
-/// issued once every other CPU sleeps, must skip at least one of them
-/// (tried up to ten times: a CPU can wake between the look and the flush),
-/// and every CPU must then read the new frame, each skipped one having
-/// caught up. Where `wtint` returns at once (DEC's EV6 PALcode,
-/// `wtint=returns`) a CPU is hardly ever seen asleep, and with
-/// `lazy_flush=off` none is skipped: only the reads are checked there.
-pub fn flush_all_skips_sleeping_cpus(_: &BootConfig<'_>) -> Outcome {
+/// Flushes skip CPUs asleep in their idle loop, which flush when they
+/// wake (`alphasmp::lazyflush`): the all-CPU flush, and a page flush of
+/// the space every CPU runs. Each is issued once every other CPU sleeps,
+/// must skip at least one of them (tried up to ten times: a CPU can wake
+/// between the look and the flush), and every CPU must then read the new
+/// frame, each skipped one having caught up. Where `wtint` returns at once
+/// (DEC's EV6 PALcode, `wtint=returns`) a CPU is hardly ever seen asleep,
+/// and with `lazy_flush=off` none is skipped: only the reads are checked
+/// there.
+pub fn flushes_skip_sleeping_cpus(_: &BootConfig<'_>) -> Outcome {
     prime()?;
+    type Flush = fn() -> Result<(), alphasmp::xcall::XcallError>;
+    let flushes: [(&str, Flush); 2] = [
+        ("flush_tlb_page", || {
+            MMU.flush_tlb_page(&SPACE, mm::va(PAGE), false)
+        }),
+        ("flush_tlb_all", || MMU.flush_tlb_all()),
+    ];
+    for (what, flush) in flushes {
+        skipped_and_caught_up(what, flush)?;
+    }
+    Ok(())
+}
+
+fn skipped_and_caught_up(
+    what: &str,
+    flush: fn() -> Result<(), alphasmp::xcall::XcallError>,
+) -> Outcome {
     let me = cpus::this();
     let others = smp::online().without(me);
     if others.is_empty() {
@@ -129,15 +147,14 @@ pub fn flush_all_skips_sleeping_cpus(_: &BootConfig<'_>) -> Outcome {
             core::hint::spin_loop();
         }
         let was = MMU.stats[me].idle_skipped.load(Ordering::Relaxed);
-        MMU.flush_tlb_all()
-            .map_err(|e| Failure(alloc::format!("flush_tlb_all: {e}")))?;
+        flush().map_err(|e| Failure(alloc::format!("{what}: {e}")))?;
         skipped = MMU.stats[me].idle_skipped.load(Ordering::Relaxed) - was;
         let seen = every_cpu_reads()?;
         for c in smp::online_cpus() {
             check_eq!(
                 seen[c],
                 MARKERS[to],
-                "CPU {c} after flush_tlb_all (attempt {attempt}, {skipped} CPU(s) skipped)"
+                "CPU {c} after {what} (attempt {attempt}, {skipped} CPU(s) skipped)"
             );
         }
         if skipped > 0 || !must_skip {
@@ -147,13 +164,13 @@ pub fn flush_all_skips_sleeping_cpus(_: &BootConfig<'_>) -> Outcome {
     if must_skip {
         check!(
             skipped > 0,
-            "no attempt found a CPU asleep to skip (idle now: {:#x})",
+            "{what}: no attempt found a CPU asleep to skip (idle now: {:#x})",
             MMU.idle_cpus().0
         );
         let caught_up = others.iter().filter(|c| catch_ups(*c) > before[*c]).count();
         check!(
             caught_up > 0,
-            "{skipped} CPU(s) skipped, but none caught up when it woke"
+            "{what}: {skipped} CPU(s) skipped, but none caught up when it woke"
         );
     }
     Ok(())
