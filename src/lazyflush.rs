@@ -1,10 +1,10 @@
-//! Deferred whole-TLB flushes for sleeping idle CPUs: a flush of every
-//! CPU's TLB ([`Mmu::flush_tlb_all`](crate::tlb::Mmu::flush_tlb_all)) does
-//! not interrupt a CPU that sleeps in its idle loop; that CPU flushes its
-//! whole TLB itself when it wakes, before it runs anything that could use
-//! a translation. The same idea as Linux's lazy-TLB idle CPUs on x86,
-//! applied here to the all-CPU flush (space flushes already skip every CPU
-//! that does not run the space: `crate::tlb`).
+//! Deferred TLB flushes for sleeping idle CPUs: a flush
+//! ([`Mmu::flush_tlb_all`](crate::tlb::Mmu::flush_tlb_all), or a flush of
+//! a space the CPU still has current) does not interrupt a CPU that sleeps
+//! in its idle loop; that CPU catches up itself when it wakes, before it
+//! runs anything that could use a translation (`crate::tlb`: its whole TLB
+//! and a new context for its current space). The same idea as Linux's
+//! lazy-TLB idle CPUs on x86.
 //!
 //! # Protocol
 //!
@@ -13,24 +13,26 @@
 //!   it when it wakes ([`LazyFlush::leave_idle`]), with interrupts held
 //!   off in between (so no handler, and no flush body, runs on it while
 //!   the bit is set). The idle loop uses no translation between the two.
-//! - `generation`: **incremented** by every flusher ([`LazyFlush::begin`]) after
-//!   the mapping change it flushes for and before it reads `idle`.
+//! - `generation`: **incremented** by a flusher that may skip someone
+//!   ([`LazyFlush::begin`]), after the mapping change it flushes for and
+//!   before it reads `idle` again.
 //! - `seen[cpu]`: written only by `cpu`, with a generation it read
-//!   *before* a whole-TLB flush of its own (its IPI body, or the catch-up
-//!   in `leave_idle`): every flush up to that generation is covered.
+//!   *before* a catch-up, or before a whole-TLB flush of its IPI body
+//!   (while awake it is never skipped, so that covers every generation up
+//!   to the one read).
 //!
-//! The flusher does `generation += 1; fence(SeqCst); read idle`; the waking CPU
-//! does `clear its idle bit; fence(SeqCst); read generation`. With both fences in
-//! the single total order of SeqCst fences, either the flusher's read sees
-//! the bit clear (it interrupts the CPU, as before) or the CPU's read sees
-//! the new generation (it flushes before it goes on): a CPU can never both
-//! be skipped and miss the generation. A CPU that sets its bit after the
-//! flusher read it was interrupted and flushes in its handler (or, if the
-//! IPI's interrupt is taken only after the sleep, at the catch-up too).
-//! `generation` is an increment with Release, read with Acquire: a CPU that sees
-//! the generation also sees the mapping change made before it. The loom
-//! tests (tests/loom.rs) check this, and that dropping either fence loses
-//! a flush.
+//! The flusher does `generation += 1; fence(SeqCst); read idle`; the waking
+//! CPU does `clear its idle bit; fence(SeqCst); read generation`. With both
+//! fences in the single total order of SeqCst fences, either the flusher's
+//! read sees the bit clear (it interrupts the CPU, as before) or the CPU's
+//! read sees the new generation (it catches up before it goes on): a CPU
+//! can never both be skipped and miss the generation. A CPU that sets its
+//! bit after the flusher read it was interrupted and flushes in its
+//! handler (or, if the IPI's interrupt is taken only after the sleep, at
+//! the catch-up too). `generation` is an increment with Release, read with
+//! Acquire: a CPU that sees the generation also sees the mapping change
+//! made before it. The loom tests (tests/loom.rs) check this, and that
+//! dropping either fence loses a flush.
 //!
 //! A napping waiter (`crate::xcall`) is not idle here: it sleeps inside a
 //! wait, not at the idle loop's top, and is interrupted as before.
