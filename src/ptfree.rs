@@ -68,12 +68,12 @@
 //!   release/acquire alone is not enough).
 //! - If X slept in its idle loop when the flush decided (`asleep`), it was
 //!   in no walk (the idle loop sleeps outside any), and a walk it starts
-//!   after waking is the store-buffer pattern again: the flusher's
-//!   generation bump comes after the unlink and before its fence and its
-//!   read of the sleep marks; X clears its mark, fences and reads the
-//!   generation before it runs anything. X was seen asleep, so X sees the
-//!   bump, and with it the unlink (`crate::lazyflush`; a foreign walk it
-//!   starts later is the case above, its bit in `walkers`).
+//!   after waking comes after the unlink: the flusher skipped X with a
+//!   Release read-modify-write of X's sleep word, after the unlink in
+//!   program order, and X's Acquire swap of that word when it wakes reads
+//!   it (or a later one of the same release sequence) before X runs
+//!   anything (`crate::lazyflush`; a foreign walk it starts later is the
+//!   case above, its bit in `walkers`).
 //! - Every other CPU gets the no-op call, which it runs outside any walk.
 
 use core::sync::atomic::{AtomicU64, Ordering, fence};

@@ -188,8 +188,9 @@ pub(crate) struct Coverage {
     /// or zeroed by the flush): covered without an IPI.
     pub(crate) not_running: CpuMask,
     /// Other CPUs running the space but asleep in their idle loop when the
-    /// flush decided (after its bump of the lazy-flush generation): they
-    /// catch up when they wake, before anything else (`crate::lazyflush`).
+    /// flush decided (each skip a Release read-modify-write of the CPU's
+    /// sleep word): they catch up when they wake, before anything else
+    /// (`crate::lazyflush`).
     pub(crate) asleep: CpuMask,
     /// CPUs sent the flush that had not run it when the wait gave up.
     pub(crate) stalled: CpuMask,
@@ -360,8 +361,8 @@ impl<P: Hooks + 'static, const N: usize> Mmu<P, N> {
     /// TLB now, before anything can use a translation.
     #[inline]
     pub fn idle_leave(&self, cpu: usize) {
-        if let Some(g) = self.lazy.leave_idle(cpu) {
-            self.catch_up(cpu, g);
+        if self.lazy.leave_idle(cpu) {
+            self.catch_up(cpu);
         }
     }
 
@@ -373,7 +374,7 @@ impl<P: Hooks + 'static, const N: usize> Mmu<P, N> {
     /// space is current). Spaces it does not run had their context
     /// zeroed by the flushes themselves, as for any CPU.
     #[inline(never)]
-    fn catch_up(&self, cpu: usize, g: u64) {
+    fn catch_up(&self, cpu: usize) {
         self.tlb(cpu, TlbOp::All);
         let current = self.current[cpu].load(Ordering::SeqCst);
         if current != 0 {
@@ -384,7 +385,6 @@ impl<P: Hooks + 'static, const N: usize> Mmu<P, N> {
         self.stats[cpu]
             .idle_catch_ups
             .fetch_add(1, Ordering::Relaxed);
-        self.lazy.flushed(cpu, g);
     }
 
     fn tlb(&self, cpu: usize, op: TlbOp) {
@@ -509,13 +509,7 @@ impl<P: Hooks + 'static, const N: usize> Mmu<P, N> {
                 .fetch_add(1, Ordering::Relaxed);
         };
         match op {
-            Op::All => {
-                // The generation this flush covers is read before it
-                // (`crate::lazyflush`): this CPU need not catch up to it.
-                let g = self.lazy.current();
-                self.tlb(cpu, TlbOp::All);
-                self.lazy.flushed(cpu, g);
-            }
+            Op::All => self.tlb(cpu, TlbOp::All),
             Op::Imb => {
                 self.p().imb();
                 self.stats[cpu].imb.fetch_add(1, Ordering::Relaxed);
@@ -806,18 +800,14 @@ impl<P: Hooks + 'static, const N: usize> Mmu<P, N> {
     }
 
     /// Of `candidates` (other CPUs a flush by `me` would interrupt), those
-    /// it may skip instead: asleep in their idle loop, where they flush
-    /// when they wake (`crate::lazyflush`). A look without a barrier
-    /// first: only when some candidate seems asleep does the flush bump
-    /// the generation (after its mapping change) and read the marks again
-    /// behind the fence, so a flush that skips nobody leaves the others no
-    /// flush to catch up with.
+    /// it skips instead: asleep in their idle loop, now told to catch up
+    /// when they wake (`crate::lazyflush`; after the flush's mapping
+    /// change, which the skip releases to them).
     fn sleepers(&self, me: usize, candidates: CpuMask) -> CpuMask {
-        if !self.lazy_on.load(Ordering::Relaxed) || self.lazy.idle().0 & candidates.0 == 0 {
+        if !self.lazy_on.load(Ordering::Relaxed) {
             return CpuMask::EMPTY;
         }
-        let awake = self.lazy.begin(candidates);
-        let asleep = CpuMask(candidates.0 & !awake.0);
+        let asleep = self.lazy.skip_sleepers(candidates);
         if !asleep.is_empty() {
             self.stats[me]
                 .idle_skipped
