@@ -140,11 +140,11 @@ pub struct TlbStats {
     pub contexts_zeroed: AtomicU64,
     /// Flushes that needed no IPI (space active nowhere else).
     pub ipis_avoided: AtomicU64,
-    /// All-CPU flushes by this CPU: CPUs they skipped because those slept
-    /// in their idle loop (`crate::lazyflush`).
+    /// Flushes by this CPU: CPUs they skipped because those slept in
+    /// their idle loop (`crate::lazyflush`).
     pub idle_skipped: AtomicU64,
-    /// Whole-TLB flushes this CPU made when it woke from its idle sleep,
-    /// for all-CPU flushes that skipped it.
+    /// Catch-ups this CPU made when it woke from its idle sleep, for
+    /// flushes that skipped it.
     pub idle_catch_ups: AtomicU64,
     /// Flush requests this CPU found corrupted (reported through
     /// [`Hooks::report_corruption`]; it flushed everything instead).
@@ -287,8 +287,8 @@ pub struct Mmu<P: 'static, const N: usize> {
     /// Set by each CPU (only) while it walks page tables locklessly
     /// (`crate::ptfree::WalkGuard`): it must not switch spaces meanwhile.
     walking: [core::sync::atomic::AtomicBool; N],
-    /// All-CPU flushes skip CPUs asleep in their idle loop, which flush
-    /// when they wake (`crate::lazyflush`).
+    /// Flushes skip CPUs asleep in their idle loop, which catch up when
+    /// they wake (`crate::lazyflush`).
     lazy: LazyFlush<N>,
     /// Whether they do (boot argument `lazy_flush`; on by default).
     lazy_on: core::sync::atomic::AtomicBool,
@@ -321,22 +321,22 @@ impl<P: Hooks + 'static, const N: usize> Mmu<P, N> {
         &self.smp.platform
     }
 
-    /// Whether all-CPU flushes skip CPUs asleep in their idle loop
-    /// (`crate::lazyflush`). Switch it only while no CPU sleeps in
-    /// [`idle_enter`](Self::idle_enter) .. [`idle_leave`](Self::idle_leave)
-    /// would be wrong to skip: a CPU that entered keeps its bit until it
-    /// leaves, and leaving always catches up.
+    /// Whether flushes skip CPUs asleep in their idle loop
+    /// (`crate::lazyflush`). Safe to switch at any time: off, a flush
+    /// skips nobody (a CPU already asleep is interrupted, its `wtint`
+    /// ends); a CPU that entered the sleep while it was on still swaps its
+    /// word back when it wakes and catches up if it was skipped.
     pub fn set_lazy_idle(&self, on: bool) {
         self.lazy_on.store(on, Ordering::Relaxed);
     }
 
-    /// Whether all-CPU flushes skip sleeping idle CPUs.
+    /// Whether flushes skip sleeping idle CPUs.
     pub fn lazy_idle(&self) -> bool {
         self.lazy_on.load(Ordering::Relaxed)
     }
 
     /// The idle loop, with interrupts held off, just before it sleeps:
-    /// returns whether this CPU is now skipped by all-CPU flushes (then it
+    /// returns whether flushes may now skip this CPU (then it
     /// must call [`idle_leave`](Self::idle_leave) when the sleep ends,
     /// before it lets interrupts in).
     /// `cpu` is the calling CPU (the idle loop knows it: no lookup on its
@@ -350,15 +350,15 @@ impl<P: Hooks + 'static, const N: usize> Mmu<P, N> {
         true
     }
 
-    /// CPUs asleep in their idle loop now, which all-CPU flushes skip (a
-    /// hint: any of them may be waking).
+    /// CPUs asleep in their idle loop now, which flushes skip (a hint: any
+    /// of them may be waking).
     pub fn idle_cpus(&self) -> CpuMask {
         self.lazy.idle()
     }
 
     /// The idle loop, interrupts still held off, when its sleep ends: no
-    /// longer skipped; if a flush skipped it meanwhile, flushes the whole
-    /// TLB now, before anything can use a translation.
+    /// longer skipped; if a flush skipped it meanwhile, catches up now,
+    /// before anything can use a translation.
     #[inline]
     pub fn idle_leave(&self, cpu: usize) {
         if self.lazy.leave_idle(cpu) {

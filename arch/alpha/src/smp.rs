@@ -413,8 +413,8 @@ fn idle_loop(cpu: usize) -> ! {
             if !idle_work_pending(cpu) && !idle_polls(cpu, &mut poll) {
                 let watched = IDLE_WINDOW.pause(cpu);
                 SMP.note_asleep_on(cpu, true);
-                // All-CPU TLB flushes skip this CPU while it sleeps; it
-                // catches up here, before interrupts are let in
+                // TLB flushes skip this CPU while it sleeps; it catches
+                // up here, before interrupts are let in
                 // (`alphasmp::lazyflush`).
                 let lazy = MMU.idle_enter(cpu);
                 pal::wtint();

@@ -317,8 +317,8 @@ pub struct BootConfig<'a> {
     /// CPUs are busy: awake, called, or called within the window (0: no
     /// limit).
     pub idle_poll_cpus: u64,
-    /// `lazy_flush=`: all-CPU TLB flushes skip CPUs asleep in their idle
-    /// loop, which flush when they wake.
+    /// `lazy_flush=`: TLB flushes skip CPUs asleep in their idle loop,
+    /// which catch up when they wake.
     pub lazy_flush: bool,
     /// Samples per benchmark measurement; 0: no benchmark run.
     pub bench: u64,
@@ -689,7 +689,7 @@ pub const KEYS: &[Key] = &[
         name: "lazy_flush",
         values: "`on`/`off`",
         default: Some("on"),
-        help: "all-CPU TLB flushes (`flush_tlb_all`) do not interrupt CPUs asleep in their idle loop; each flushes its whole TLB when it wakes, before it uses a translation (`alphasmp::lazyflush`; off: every CPU is interrupted, as Linux on Alpha does)",
+        help: "TLB flushes (`flush_tlb_all`, and flushes of an address space a sleeping CPU still has current; not page migration) do not interrupt CPUs asleep in their idle loop; each catches up when it wakes, before it uses a translation: its whole TLB and a new ASN for its current space (`alphasmp::lazyflush`; off: those CPUs are interrupted, as Linux on Alpha does)",
         lands: "MMU.set_lazy_idle (main.rs apply_policy)",
         example: "off",
         set: |c, v| {
