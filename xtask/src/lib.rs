@@ -12,6 +12,7 @@ pub mod qemu;
 pub mod report;
 pub mod rustnames;
 pub mod symbolize;
+pub mod testrun;
 pub mod toolchain;
 pub mod util;
 

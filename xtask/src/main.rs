@@ -498,56 +498,144 @@ fn test(args: &[String]) -> Result<ExitCode> {
     let elf = xtask::kernel::build(&tc)?;
     eprintln!("==> kernel: {}", elf.display());
     let root = repo_root();
-    let cargo = |what: &str, args: &[&str], envs: &[(&str, &str)]| -> Result<()> {
-        eprintln!("==> {what}: cargo {}", args.join(" "));
-        let mut cmd = Command::new("cargo");
-        cmd.current_dir(&root)
-            .env("ALPHASMP_KERNEL", &elf)
-            .args(args);
+    let began = std::time::Instant::now();
+    // Every command below sees the kernel and the mode.
+    let env = |cmd: &mut Command| {
+        cmd.env("ALPHASMP_KERNEL", &elf);
         if long {
             cmd.env("ALPHASMP_LONG", "1");
-        }
-        for (k, v) in envs {
-            cmd.env(k, v);
-        }
-        let status = cmd
-            .status()
-            .map_err(|e| err(format!("starting cargo: {e}")))?;
-        if status.success() {
-            Ok(())
-        } else {
-            Err(err(format!("{what} failed")))
         }
     };
     // 0. Habits: formatting and clippy, host and Alpha crates.
     lint_all(&tc)?;
-    // 1. Host unit tests, simulator, spin models, QEMU boots and the
-    //    one-boot experiment.
-    cargo(
-        "host tests, simulator, spin models, QEMU boots",
-        &["test", "--workspace"],
-        &[],
+    // 1. Build every host test binary once (xtask/src/testrun.rs).
+    eprintln!("==> build: cargo test --workspace --no-run");
+    let mut build = Command::new("cargo");
+    build.current_dir(&root).args([
+        "test",
+        "--workspace",
+        "--no-run",
+        "--message-format=json-render-diagnostics",
+    ]);
+    env(&mut build);
+    let json = xtask::util::output(
+        build.stderr(std::process::Stdio::inherit()),
+        "building the tests",
     )?;
-    // 2. loom: the lock-free modules compiled against loom's atomics.
-    let loom_dir = root.join("target/loom");
-    cargo(
-        "loom",
+    let (qemu, host): (Vec<_>, Vec<_>) = xtask::testrun::parse_artifacts(&json)?
+        .into_iter()
+        .partition(|b| b.boots_qemu());
+    // 2. Host-only work side by side: unit tests, simulators, spin models,
+    //    the doc tests, loom (the lock-free modules against loom's
+    //    atomics) and Miri (the unit tests of src/), longest first.
+    let mut jobs: Vec<xtask::testrun::Job> = host
+        .iter()
+        .map(|b| {
+            let mut cmd = Command::new(&b.path);
+            cmd.current_dir(&b.dir);
+            env(&mut cmd);
+            xtask::testrun::Job {
+                name: b.name.clone(),
+                cmd,
+            }
+        })
+        .collect();
+    let mut cargo_job = |name: &str, args: &[&str], envs: &[(&str, String)]| {
+        let mut cmd = Command::new("cargo");
+        cmd.current_dir(&root).args(args);
+        env(&mut cmd);
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        jobs.push(xtask::testrun::Job {
+            name: name.into(),
+            cmd,
+        });
+    };
+    cargo_job("doc tests", &["test", "--workspace", "--doc"], &[]);
+    cargo_job(
+        "loom models",
         &["test", "--release", "--test", "loom"],
         &[
-            ("RUSTFLAGS", "--cfg loom"),
-            ("CARGO_TARGET_DIR", &loom_dir.display().to_string()),
+            ("RUSTFLAGS", "--cfg loom".into()),
+            (
+                "CARGO_TARGET_DIR",
+                root.join("target/loom").display().to_string(),
+            ),
         ],
-    )?;
-    // 3. Miri over the unit tests of src/.
-    let miri_dir = root.join("target/miri");
-    cargo(
+    );
+    cargo_job(
         "miri",
         &["miri", "test", "--lib"],
-        &[("CARGO_TARGET_DIR", &miri_dir.display().to_string())],
-    )?;
+        &[(
+            "CARGO_TARGET_DIR",
+            root.join("target/miri").display().to_string(),
+        )],
+    );
+    let mut times = xtask::testrun::Times::load(root.join("target/xtask/test-times"));
+    times.order(&mut jobs);
+    let width = std::thread::available_parallelism().map_or(2, |n| n.get());
     eprintln!(
-        "==> all test stages passed{}",
-        if long { " (long mode)" } else { "" }
+        "==> host tests, simulators, spin models, loom, Miri: {} jobs, {width} at a time",
+        jobs.len()
+    );
+    let finished = xtask::testrun::run_side_by_side(jobs, width, |f| {
+        let tally = xtask::testrun::Tally::of(&f.output);
+        if f.ok() {
+            eprintln!(
+                "  ok      {:<22} {tally:<28} {:>6.1} s",
+                f.name,
+                f.took.as_secs_f64()
+            );
+        } else {
+            eprintln!("---- {} ----\n{}", f.name, f.output.trim_end());
+            let why = match &f.status {
+                Ok(s) => s.to_string(),
+                Err(e) => format!("cannot start: {e}"),
+            };
+            eprintln!(
+                "  FAILED  {:<22} {tally} ({why}) {:>6.1} s",
+                f.name,
+                f.took.as_secs_f64()
+            );
+        }
+    });
+    for f in &finished {
+        times.record(&f.name, f.took);
+    }
+    times.save();
+    let failed: Vec<&str> = finished
+        .iter()
+        .filter(|f| !f.ok())
+        .map(|f| f.name.as_str())
+        .collect();
+    if !failed.is_empty() {
+        return Err(err(format!("failed: {} (output above)", failed.join(", "))));
+    }
+    // 3. The QEMU boots, one binary at a time with nothing beside them (a
+    //    4-CPU guest fills both cores of a 2-core host), output as it comes.
+    for b in &qemu {
+        eprintln!("==> QEMU: {}", b.name);
+        let t = std::time::Instant::now();
+        let mut cmd = Command::new(&b.path);
+        cmd.current_dir(&b.dir);
+        env(&mut cmd);
+        let status = cmd
+            .status()
+            .map_err(|e| err(format!("starting {}: {e}", b.path.display())))?;
+        if !status.success() {
+            return Err(err(format!("{} failed", b.name)));
+        }
+        eprintln!(
+            "  ok      {:<22} {:>6.1} s",
+            b.name,
+            t.elapsed().as_secs_f64()
+        );
+    }
+    eprintln!(
+        "==> all test stages passed{} in {}",
+        if long { " (long mode)" } else { "" },
+        xtask::util::mmss(began.elapsed())
     );
     Ok(ExitCode::SUCCESS)
 }
