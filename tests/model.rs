@@ -41,11 +41,7 @@ fn check(ncpu: u32, defines: &[&str]) -> (u32, PathBuf) {
     // or needed); everything else the liveness one under weak fairness.
     let census = defines.contains(&"CENSUS") || defines.contains(&"RECOVER");
     let pan = verifier(&dir, ncpu, defines, census);
-    let search: &[&str] = if census {
-        &["-E"]
-    } else {
-        &["-a", "-f"]
-    };
+    let search: &[&str] = if census { &["-E"] } else { &["-a", "-f"] };
     // Sized to the searches: the deepest reaches about 1,000 steps (a
     // truncated search fails below), and 2-CPU state spaces hold a few
     // thousand states. pan allocates both up front, and the defaults
