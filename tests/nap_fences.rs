@@ -73,6 +73,9 @@
 //! debug.
 //!
 //! `ALPHASMP_LONG=1` runs 10 times the iterations of the zero-count tests.
+//!
+//! xtask-test: alone (`cargo xtask test` runs this file with nothing
+//! beside it, as it runs the QEMU boots).
 
 use std::cell::Cell;
 use std::hint::black_box;

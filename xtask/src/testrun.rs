@@ -11,9 +11,11 @@
 //! the longest first, and then the QEMU ones in sequence with nothing
 //! beside them.
 //!
-//! A binary boots QEMU when its source names `xtask::qemu` (or `qemu::`
-//! after a `use xtask::qemu`): the rule reads the test's own text, so a new
-//! QEMU test is never run beside other work by accident.
+//! A binary runs alone when its source names `xtask::qemu` (it boots
+//! QEMU) or says `xtask-test: alone` (the host-thread races of
+//! `tests/nap_fences.rs`, which need the cores to themselves): the rule
+//! reads the test's own text, so a new QEMU test is never run beside other
+//! work by accident.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -37,19 +39,22 @@ pub struct Binary {
 }
 
 impl Binary {
-    /// True when the binary boots QEMU (see the module's header).
-    pub fn boots_qemu(&self) -> bool {
+    /// True when the binary must run alone (see the module's header).
+    pub fn runs_alone(&self) -> bool {
         self.source
             .as_ref()
             .and_then(|p| std::fs::read_to_string(p).ok())
-            .is_some_and(|text| names_qemu(&text))
+            .is_some_and(|text| runs_alone(&text))
     }
 }
 
-/// The rule behind [`Binary::boots_qemu`], on a source text.
-pub fn names_qemu(source: &str) -> bool {
-    source.contains("xtask::qemu")
+/// The rule behind [`Binary::runs_alone`], on a source text.
+pub fn runs_alone(source: &str) -> bool {
+    source.contains("xtask::qemu") || source.contains(ALONE)
 }
+
+/// What a test's source says to run alone without booting QEMU.
+pub const ALONE: &str = "xtask-test: alone";
 
 /// The test binaries in `cargo test --no-run --message-format=json` output
 /// (one JSON object per line; other lines are ignored).
@@ -309,18 +314,19 @@ mod tests {
     }
 
     /// The rule on this repository's own tests: the ones known to boot QEMU
-    /// are found, the simulators and models are not.
+    /// and the host-thread races are found, the simulators and models are
+    /// not.
     #[test]
-    fn the_qemu_tests_are_found_by_their_text() {
+    fn the_tests_that_run_alone_are_found_by_their_text() {
         let tests = crate::util::repo_root().join("tests");
-        let boots = |name: &str| {
-            names_qemu(&std::fs::read_to_string(tests.join(format!("{name}.rs"))).unwrap())
+        let alone = |name: &str| {
+            runs_alone(&std::fs::read_to_string(tests.join(format!("{name}.rs"))).unwrap())
         };
-        for name in ["boot", "experiment", "image", "matrix"] {
-            assert!(boots(name), "{name}");
+        for name in ["boot", "experiment", "image", "matrix", "nap_fences"] {
+            assert!(alone(name), "{name}");
         }
         for name in ["model", "loom", "sim_nap", "tlb_sim", "xcall_sim"] {
-            assert!(!boots(name), "{name}");
+            assert!(!alone(name), "{name}");
         }
     }
 
