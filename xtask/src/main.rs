@@ -522,9 +522,14 @@ fn test(args: &[String]) -> Result<ExitCode> {
         build.stderr(std::process::Stdio::inherit()),
         "building the tests",
     )?;
-    let (alone, host): (Vec<_>, Vec<_>) = xtask::testrun::parse_artifacts(&json)?
-        .into_iter()
-        .partition(|b| b.runs_alone());
+    let (mut alone, mut host) = (Vec::new(), Vec::new());
+    for b in xtask::testrun::parse_artifacts(&json)? {
+        if b.runs_alone()? {
+            alone.push(b);
+        } else {
+            host.push(b);
+        }
+    }
     // 2. Host-only work side by side: unit tests, simulators, spin models,
     //    the doc tests, loom (the lock-free modules against loom's
     //    atomics) and Miri (the unit tests of src/), longest first.
@@ -579,7 +584,9 @@ fn test(args: &[String]) -> Result<ExitCode> {
         "==> host tests, simulators, spin models, loom, Miri: {} jobs, {width} at a time",
         jobs.len()
     );
-    let finished = xtask::testrun::run_side_by_side(jobs, width, |f| {
+    let names: Vec<String> = jobs.iter().map(|j| j.name.clone()).collect();
+    let heartbeat = std::time::Duration::from_secs(60);
+    let finished = xtask::testrun::run_side_by_side(jobs, width, heartbeat, |f| {
         let tally = xtask::testrun::Tally::of(&f.output);
         if f.ok() {
             eprintln!(
@@ -600,10 +607,15 @@ fn test(args: &[String]) -> Result<ExitCode> {
             );
         }
     });
-    for f in &finished {
-        times.record(&f.name, f.took);
+    // Passing runs in the default mode only: a failure's time, or a long
+    // run's, says little about the next run's order.
+    if !long {
+        for f in finished.iter().filter(|f| f.ok()) {
+            times.record(&f.name, f.took);
+        }
+        times.keep_only(&names.iter().map(String::as_str).collect::<Vec<_>>());
+        times.save();
     }
-    times.save();
     let failed: Vec<&str> = finished
         .iter()
         .filter(|f| !f.ok())

@@ -40,17 +40,22 @@ pub struct Binary {
 
 impl Binary {
     /// True when the binary must run alone (see the module's header).
-    pub fn runs_alone(&self) -> bool {
-        self.source
-            .as_ref()
-            .and_then(|p| std::fs::read_to_string(p).ok())
-            .is_some_and(|text| runs_alone(&text))
+    /// A source that cannot be read is an error, not a guess.
+    pub fn runs_alone(&self) -> Result<bool> {
+        match &self.source {
+            None => Ok(false),
+            Some(p) => Ok(runs_alone(
+                &std::fs::read_to_string(p).context(|| format!("reading {}", p.display()))?,
+            )),
+        }
     }
 }
 
-/// The rule behind [`Binary::runs_alone`], on a source text.
+/// The rule behind [`Binary::runs_alone`], on a source text: any use of
+/// the QEMU module (`xtask::qemu`, or `qemu::` after importing it), or the
+/// marker.
 pub fn runs_alone(source: &str) -> bool {
-    source.contains("xtask::qemu") || source.contains(ALONE)
+    source.contains("xtask::qemu") || source.contains("qemu::") || source.contains(ALONE)
 }
 
 /// What a test's source says to run alone without booting QEMU.
@@ -133,15 +138,16 @@ impl Tally {
 }
 
 impl std::fmt::Display for Tally {
+    /// `5 passed, 1 failed, 1 ignored`, padded to the width asked for.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} passed", self.passed)?;
+        let mut text = format!("{} passed", self.passed);
         if self.failed > 0 {
-            write!(f, ", {} failed", self.failed)?;
+            text.push_str(&format!(", {} failed", self.failed));
         }
         if self.ignored > 0 {
-            write!(f, ", {} ignored", self.ignored)?;
+            text.push_str(&format!(", {} ignored", self.ignored));
         }
-        Ok(())
+        f.pad(&text)
     }
 }
 
@@ -168,39 +174,74 @@ impl Finished {
 /// Runs `jobs` at most `width` at a time, in the order given, each with
 /// stdout and stderr captured into one text; `done` sees each as it ends.
 /// Every job runs even when one fails, so one run reports every failure.
+/// Every `heartbeat` without a job ending it names the jobs still running
+/// and for how long, so a hung one is visible while it hangs.
 pub fn run_side_by_side(
     jobs: Vec<Job>,
     width: usize,
+    heartbeat: Duration,
     mut done: impl FnMut(&Finished),
 ) -> Vec<Finished> {
     let (tx, rx) = mpsc::channel::<Finished>();
     let mut queue = jobs.into_iter();
-    let mut running = 0;
+    let mut running: Vec<(String, Instant, std::thread::JoinHandle<()>)> = Vec::new();
     let mut finished = Vec::new();
-    let start_next = |queue: &mut std::vec::IntoIter<Job>, running: &mut usize| {
-        let Some(mut job) = queue.next() else {
-            return;
-        };
-        *running += 1;
-        let tx = tx.clone();
-        std::thread::spawn(move || {
+    let start_next =
+        |queue: &mut std::vec::IntoIter<Job>,
+         running: &mut Vec<(String, Instant, std::thread::JoinHandle<()>)>| {
+            let Some(mut job) = queue.next() else {
+                return;
+            };
+            let tx = tx.clone();
+            let name = job.name.clone();
             let began = Instant::now();
-            let (status, output) = capture(&mut job.cmd);
-            tx.send(Finished {
-                name: job.name,
-                status,
-                output,
-                took: began.elapsed(),
-            })
-            .ok();
-        });
-    };
+            let handle = std::thread::spawn(move || {
+                let (status, output) = capture(&mut job.cmd);
+                tx.send(Finished {
+                    name: job.name,
+                    status,
+                    output,
+                    took: began.elapsed(),
+                })
+                .ok();
+            });
+            running.push((name, began, handle));
+        };
     for _ in 0..width.max(1) {
         start_next(&mut queue, &mut running);
     }
-    while running > 0 {
-        let Ok(f) = rx.recv() else { break };
-        running -= 1;
+    while !running.is_empty() {
+        let f = match rx.recv_timeout(heartbeat) {
+            Ok(f) => f,
+            Err(_) => {
+                // A thread that ended without a report (it panicked) is a
+                // failed job, not a wait for ever.
+                let Some(i) = running.iter().position(|(_, _, h)| h.is_finished()) else {
+                    let names: Vec<String> = running
+                        .iter()
+                        .map(|(n, t, _)| format!("{n} ({} s)", t.elapsed().as_secs()))
+                        .collect();
+                    eprintln!("  ... still running: {}", names.join(", "));
+                    continue;
+                };
+                // Its report may have arrived just now: take it if so.
+                match rx.try_recv() {
+                    Ok(f) => f,
+                    Err(_) => {
+                        let (name, began, _) = &running[i];
+                        Finished {
+                            name: name.clone(),
+                            status: Err(std::io::Error::other("the job's runner thread panicked")),
+                            output: String::new(),
+                            took: began.elapsed(),
+                        }
+                    }
+                }
+            }
+        };
+        if let Some(i) = running.iter().position(|(n, _, _)| *n == f.name) {
+            running.swap_remove(i);
+        }
         done(&f);
         finished.push(f);
         start_next(&mut queue, &mut running);
@@ -275,6 +316,11 @@ impl Times {
         self.seconds.insert(name.to_string(), took.as_secs_f64());
     }
 
+    /// Forgets the jobs not in `names` (renamed, removed, now run alone).
+    pub fn keep_only(&mut self, names: &[&str]) {
+        self.seconds.retain(|n, _| names.contains(&n.as_str()));
+    }
+
     /// Best effort: a cache that cannot be written costs only the order.
     pub fn save(&self) {
         let text: String = self
@@ -328,6 +374,9 @@ mod tests {
         for name in ["model", "loom", "sim_nap", "tlb_sim", "xcall_sim"] {
             assert!(!alone(name), "{name}");
         }
+        // However the module is imported.
+        assert!(runs_alone("use xtask::{matrix, qemu};\nqemu::run(&spec);"));
+        assert!(!runs_alone("// a simulator: no emulator here"));
     }
 
     #[test]
@@ -363,7 +412,9 @@ mod tests {
             sh("c", "echo c"),
         ];
         let mut seen = Vec::new();
-        let done = run_side_by_side(jobs, 2, |f| seen.push(f.name.clone()));
+        let done = run_side_by_side(jobs, 2, Duration::from_secs(60), |f| {
+            seen.push(f.name.clone())
+        });
         seen.sort();
         assert_eq!(seen, ["a", "b", "c"]);
         let get = |n: &str| done.iter().find(|f| f.name == n).unwrap();
@@ -380,6 +431,8 @@ mod tests {
         let mut times = Times::load(path.clone());
         times.record("short", Duration::from_secs(1));
         times.record("long", Duration::from_secs(30));
+        times.record("gone", Duration::from_secs(99));
+        times.keep_only(&["short", "long", "new"]);
         times.save();
         let times = Times::load(path);
         let mut jobs: Vec<Job> = ["short", "new", "long"]
