@@ -245,10 +245,12 @@ fn napping_waiters_are_always_woken_on_a_latching_line() {
 }
 
 /// The same with 3 CPUs (with the clock bound), the longest search in this
-/// file: about 23 million states, 25 s. Named to sort near the front, so
-/// the test harness (which starts tests in name order, two at a time on a
-/// 2-core host) starts it early instead of leaving it for last: 39 s ->
-/// 27 s for the file (measured, warm).
+/// file: about 11 million states visited, 14 s (23 million and 29 s before
+/// an empty tick became one step, see the model). Named to sort near the
+/// front, so the test harness (which starts tests in name order, two at a
+/// time on a 2-core host) starts it early instead of leaving it for last:
+/// 39 s -> 27 s for the file (measured, warm, before the one-step tick; 19 s
+/// after it).
 #[test]
 fn a_napping_waiter_among_three_cpus_is_always_woken() {
     expect(3, &["NAP"], false);

@@ -257,6 +257,17 @@ proctype interrupts(byte c) {
      drain(c);
      in_handler[c] = 0
   /* A clock tick; a pending IPI outranks it (IPIs sit above the clock). */
+#if !defined(POLL) && !defined(CENSUS) && !defined(LOSSY) && !defined(LOSSY_MASKED)
+  /* A tick that does nothing inside is one step. Sound, not an
+     approximation: only the lossy lines read another CPU's in_handler,
+     and only this process reads its own, so the step that clears it
+     commutes with every other process's steps and can be moved up to the
+     step that set it; every run of the two-step tick, deadlocking or
+     not, has a run of the one-step tick with the same steps of every
+     other process. It halves the largest search (3 CPUs, NAP: 1.8 million
+     states, 29 s, to 0.85 million, 14 s). */
+  :: atomic { !masked[c] && !in_handler[c] && !line[c] -> clock[c] = 0 }
+#else
   :: atomic { !masked[c] && !in_handler[c] && !line[c] -> in_handler[c] = 1; clock[c] = 0;
 #ifdef CENSUS
        census_judge(c)
@@ -270,6 +281,7 @@ proctype interrupts(byte c) {
      fi;
 #endif
      in_handler[c] = 0
+#endif
   od
 }
 
