@@ -590,7 +590,7 @@ fn test(args: &[String]) -> Result<ExitCode> {
         let tally = xtask::testrun::Tally::of(&f.output);
         if f.ok() {
             eprintln!(
-                "  ok      {:<22} {tally:<28} {:>6.1} s",
+                "  ok      {:<22} {tally:<20} {:>6.1} s",
                 f.name,
                 f.took.as_secs_f64()
             );
