@@ -21,12 +21,14 @@
 //!    descriptors, and the serialization lock, must be clear, and every CPU
 //!    back at IPL 0. A CPU that does not come back ends the experiment with
 //!    one line naming the cell and the CPU.
-//! 5. Print the cell's line, zero every counter; the next cell starts from
-//!    the workload's start barrier.
+//! 5. Print the cell's line; every CPU, through its task slot, raises its
+//!    IPL to 7, waits until all have, and zeroes its own counters and
+//!    census (`reset_counters`); the next cell starts from the workload's
+//!    start barrier.
 //!
 //! Cells the protocol predicts "either" for run `either_runs=` times.
 
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use alloc::vec::Vec;
 use alphasmp::census::Counts;
@@ -115,12 +117,60 @@ fn recover() -> Result<u64, Unrecovered> {
     Ok(calls)
 }
 
-/// Zeroes every counter a cell line reports (step 5).
-fn reset_counters() {
-    SMP.reset_counters();
+/// Zeroes every counter a cell line reports (step 5), each CPU its own
+/// (`Smp::reset_counters_this_cpu`), all at once: every CPU, reached
+/// through its task slot, raises its IPL to 7 and waits there until all
+/// have, and only then resets. Its own (the census's judging marks are
+/// written by the CPU's own interrupts: reset from another CPU, a
+/// judgement under way could store a mark it read before the reset); all
+/// at IPL 7 first, because reaching the CPUs sends them requests the
+/// census counts (the task slots' IPIs): a CPU that reset while the
+/// request to it was numbered but not yet issued counted it issued but
+/// not numbered, and its census found more requests than were made (seen:
+/// delivered + late + stranded one above the requests, stranded above the
+/// injection's ground truth). Once every CPU is at IPL 7 in its task, the
+/// caller has issued every such request, and nothing is in flight.
+/// `Err(cpu)`: a CPU did not take part.
+fn reset_counters() -> Result<(), usize> {
+    let online = smp::online();
+    RESET_ARRIVED.store(0, Ordering::Relaxed);
+    RESET_EXPECTED.store(online.count() as u64, Ordering::Relaxed);
+    let done = smp::run_on_cpus(online, reset_this_cpu, 5_000_000_000)?;
+    if let Some(cpu) = online.iter().find(|&c| done[c] == 0) {
+        return Err(cpu);
+    }
     for c in CPUS.iter() {
         c.dropped_ipis.store(0, Ordering::Relaxed);
     }
+    Ok(())
+}
+
+/// CPUs at IPL 7 in [`reset_this_cpu`], and how many take part.
+static RESET_ARRIVED: AtomicU64 = AtomicU64::new(0);
+static RESET_EXPECTED: AtomicU64 = AtomicU64::new(0);
+
+/// Step 5 on one CPU, in task context: 1 if it reset, 0 if the others did
+/// not all arrive within the bound (then nobody is sure to be quiet, and
+/// this CPU leaves its counters as they are).
+fn reset_this_cpu(_me: usize) -> u64 {
+    let _masked = ipl::IplGuard::raise(ipl::HIGH);
+    // SeqCst: every CPU's arrival (after its raise) is ordered before any
+    // CPU's reset that counted it.
+    RESET_ARRIVED.fetch_add(1, Ordering::SeqCst);
+    let expected = RESET_EXPECTED.load(Ordering::Relaxed);
+    let start = clock::now_ns();
+    let mut all = true;
+    while RESET_ARRIVED.load(Ordering::SeqCst) < expected {
+        if clock::now_ns() - start > 2_000_000_000 {
+            all = false;
+            break;
+        }
+        core::hint::spin_loop();
+    }
+    if all {
+        SMP.reset_counters_this_cpu();
+    }
+    u64::from(all)
 }
 
 fn census() -> Counts {
@@ -267,9 +317,16 @@ pub fn run(cfg: &BootConfig<'_>) -> ! {
     let started = clock::now_ns();
     let mut rows: Vec<Row> = Vec::new();
     let mut stranded_total = 0;
-    let mut unrecovered = None;
-    reset_counters();
-    'cells: for (i, &cell) in cells.iter().enumerate() {
+    let mut unrecovered = reset_counters()
+        .err()
+        .map(|cpu| (0, cells[0], Unrecovered::NoAnswer(cpu)));
+    // No cell runs on a machine whose first reset did not reach every CPU.
+    let to_run = if unrecovered.is_none() {
+        &cells[..]
+    } else {
+        &[]
+    };
+    'cells: for (i, &cell) in to_run.iter().enumerate() {
         let n = i + 1;
         let expect = experiment::predict_for(cell.fault, cell.fixes.name, ncpus as u32, nap);
         let runs = if expect == Expect::Either {
@@ -320,7 +377,10 @@ pub fn run(cfg: &BootConfig<'_>) -> ! {
                 unrecovered = Some((n, cell, Unrecovered::NoAnswer(cpu)));
                 break 'cells;
             }
-            reset_counters();
+            if let Err(cpu) = reset_counters() {
+                unrecovered = Some((n, cell, Unrecovered::NoAnswer(cpu)));
+                break 'cells;
+            }
         }
     }
     let elapsed_ms = (clock::now_ns() - started) / 1_000_000;
@@ -337,7 +397,9 @@ pub fn run(cfg: &BootConfig<'_>) -> ! {
         let (cpu, what) = match why {
             Unrecovered::NoAnswer(c) => (
                 *c,
-                alloc::string::String::from("did not come back (it never ran the recovery)"),
+                alloc::string::String::from(
+                    "did not come back (it never ran the recovery or the reset between cells)",
+                ),
             ),
             Unrecovered::Left(c, l) => (
                 *c,
