@@ -827,6 +827,26 @@ fn census(s: &mut String, e: &Experiment) {
         )
         .ok();
     }
+    // A run whose census left requests neither served nor judged (the
+    // kernel's census_open, with an `experiment: census:` line per CPU in
+    // the log) did not judge every request: its counts are not a verdict
+    // on the machine's edges.
+    let open: Vec<&Run> = e
+        .runs
+        .iter()
+        .filter(|r| r.fields.count("census_open") > 0)
+        .collect();
+    if !open.is_empty() {
+        let cells: Vec<String> = open.iter().map(|r| r.n().to_string()).collect();
+        write!(
+            s,
+            "; **{} request(s) left open** (neither served nor judged by the end of the census's wait) in {} run(s), cell(s) {}: the log's `experiment: census:` lines say where each such CPU's census stood, and those runs' counts are incomplete",
+            open.iter().map(|r| r.fields.count("census_open")).sum::<u64>(),
+            open.len(),
+            cells.join(", "),
+        )
+        .ok();
+    }
     writeln!(s, ".").ok();
 }
 
@@ -1129,6 +1149,31 @@ mod tests {
         assert!(e.runs.iter().all(|r| r.as_predicted()));
         let either = e.runs.iter().filter(|r| r.runs() == 3).count();
         assert_eq!(either, 18);
+    }
+
+    #[test]
+    fn requests_left_open_are_named_under_the_table() {
+        let lines = predicted(4, Set::Injected);
+        let clean = markdown(&parse(&lines.join("\n")).unwrap());
+        assert!(!clean.contains("left open"), "{clean}");
+        let mut marked = false;
+        let lines: Vec<String> = lines
+            .into_iter()
+            .map(|l| {
+                if !marked && l.starts_with("experiment-cell:") && l.contains(" n=3 ") {
+                    marked = true;
+                    l.replace("census_open=0", "census_open=2")
+                } else {
+                    l
+                }
+            })
+            .collect();
+        assert!(marked);
+        let md = markdown(&parse(&lines.join("\n")).unwrap());
+        assert!(
+            md.contains("**2 request(s) left open**") && md.contains("in 1 run(s), cell(s) 3:"),
+            "{md}"
+        );
     }
 
     #[test]
