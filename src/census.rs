@@ -61,7 +61,11 @@
 //! `req`, `sent` and the drop record's marks are written by senders (atomic
 //! read-modify-writes; `req` SeqCst so its order against the mailbox post
 //! and the target's reads is total); everything else only by the target,
-//! inside its interrupt handlers or polls (Relaxed, single writer).
+//! inside its interrupt handlers or polls (Relaxed, single writer). A
+//! [`Census::reset`] writes all of them, so it runs on the target itself
+//! with its interrupts masked (a judgement it interrupted would store a
+//! mark read before the reset) and when no request to it is half made
+//! (numbered, not yet issued): `Smp::reset_counters_this_cpu`.
 
 use crate::sync::{AtomicU64, Ordering};
 
@@ -279,8 +283,9 @@ impl Census {
         }
     }
 
-    /// Zeroes the census while nothing is sent to this CPU (between
-    /// experiment cells).
+    /// Zeroes the census (between experiment cells): on its CPU, with that
+    /// CPU's interrupts masked, while no request to it is half made (the
+    /// module's "Who writes what").
     pub fn reset(&self) {
         for c in [
             &self.req,

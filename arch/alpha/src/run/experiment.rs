@@ -7,8 +7,12 @@
 //!
 //! # One cell
 //!
-//! 1. Set the cell's fixes (`ipi_lock`, `ipi_poll`, `resend`, and the
-//!    watchdog's abort threshold) and injection.
+//! 1. Zero the counters: every CPU, through its task slot, raises its IPL
+//!    to 7, waits until all have, and zeroes its own counters and census
+//!    (`reset_counters`; a CPU that does not arrive ends the experiment
+//!    with one line naming it). Set the cell's fixes (`ipi_lock`,
+//!    `ipi_poll`, `resend`, and the watchdog's abort threshold) and
+//!    injection.
 //! 2. Run the workload (`stress::run_cell`): a waiter that gives up ends
 //!    the cell for everyone (deadlock), the time bound cuts a crawl.
 //! 3. Injection off; wait eight clock periods, then until every CPU has
@@ -21,10 +25,7 @@
 //!    descriptors, and the serialization lock, must be clear, and every CPU
 //!    back at IPL 0. A CPU that does not come back ends the experiment with
 //!    one line naming the cell and the CPU.
-//! 5. Print the cell's line; every CPU, through its task slot, raises its
-//!    IPL to 7, waits until all have, and zeroes its own counters and
-//!    census (`reset_counters`); the next cell starts from the workload's
-//!    start barrier.
+//! 5. Print the cell's line; the next run starts at step 1.
 //!
 //! Cells the protocol predicts "either" for run `either_runs=` times.
 
@@ -94,6 +95,9 @@ enum Unrecovered {
     Left(usize, alphasmp::recover::Leftovers),
     /// The CPU came back at a raised IPL.
     Ipl(usize, u64),
+    /// The CPU did not reach the counters' reset before the run (the
+    /// others waited for it at IPL 7 and gave up).
+    NotReset(usize),
 }
 
 /// Step 4: returns the number of stranded calls run.
@@ -117,7 +121,7 @@ fn recover() -> Result<u64, Unrecovered> {
     Ok(calls)
 }
 
-/// Zeroes every counter a cell line reports (step 5), each CPU its own
+/// Zeroes every counter a cell line reports (step 1), each CPU its own
 /// (`Smp::reset_counters_this_cpu`), all at once: every CPU, reached
 /// through its task slot, raises its IPL to 7 and waits there until all
 /// have, and only then resets. Its own (the census's judging marks are
@@ -129,15 +133,17 @@ fn recover() -> Result<u64, Unrecovered> {
 /// not numbered, and its census found more requests than were made (seen:
 /// delivered + late + stranded one above the requests, stranded above the
 /// injection's ground truth). Once every CPU is at IPL 7 in its task, the
-/// caller has issued every such request, and nothing is in flight.
-/// `Err(cpu)`: a CPU did not take part.
+/// caller has issued every such request (one may still be pending, masked,
+/// at its target: its number is zeroed with the rest, and taking it later
+/// serves nothing). `Err(cpu)`: a CPU that did not take part.
 fn reset_counters() -> Result<(), usize> {
     let online = smp::online();
     RESET_ARRIVED.store(0, Ordering::Relaxed);
-    RESET_EXPECTED.store(online.count() as u64, Ordering::Relaxed);
-    let done = smp::run_on_cpus(online, reset_this_cpu, 5_000_000_000)?;
-    if let Some(cpu) = online.iter().find(|&c| done[c] == 0) {
-        return Err(cpu);
+    RESET_EXPECTED.store(online.0, Ordering::Relaxed);
+    let missing = smp::run_on_cpus(online, reset_this_cpu, 5_000_000_000)?;
+    // A CPU that gave up names the CPUs it was still waiting for.
+    if let Some(seen) = online.iter().map(|c| missing[c]).find(|&m| m != 0) {
+        return Err(seen.trailing_zeros() as usize);
     }
     for c in CPUS.iter() {
         c.dropped_ipis.store(0, Ordering::Relaxed);
@@ -145,32 +151,32 @@ fn reset_counters() -> Result<(), usize> {
     Ok(())
 }
 
-/// CPUs at IPL 7 in [`reset_this_cpu`], and how many take part.
+/// The CPUs at IPL 7 in [`reset_this_cpu`], and the CPUs that take part.
 static RESET_ARRIVED: AtomicU64 = AtomicU64::new(0);
 static RESET_EXPECTED: AtomicU64 = AtomicU64::new(0);
 
-/// Step 5 on one CPU, in task context: 1 if it reset, 0 if the others did
-/// not all arrive within the bound (then nobody is sure to be quiet, and
-/// this CPU leaves its counters as they are).
-fn reset_this_cpu(_me: usize) -> u64 {
+/// Step 1 on one CPU, in task context: 0 if it reset; else the CPUs it
+/// was still waiting for when the bound ran out (then nobody is sure to be
+/// quiet, and this CPU leaves its counters as they are).
+fn reset_this_cpu(me: usize) -> u64 {
     let _masked = ipl::IplGuard::raise(ipl::HIGH);
     // SeqCst: every CPU's arrival (after its raise) is ordered before any
-    // CPU's reset that counted it.
-    RESET_ARRIVED.fetch_add(1, Ordering::SeqCst);
+    // CPU's reset that saw it.
+    RESET_ARRIVED.fetch_or(1 << me, Ordering::SeqCst);
     let expected = RESET_EXPECTED.load(Ordering::Relaxed);
     let start = clock::now_ns();
-    let mut all = true;
-    while RESET_ARRIVED.load(Ordering::SeqCst) < expected {
-        if clock::now_ns() - start > 2_000_000_000 {
-            all = false;
+    loop {
+        let missing = expected & !RESET_ARRIVED.load(Ordering::SeqCst);
+        if missing == 0 {
             break;
+        }
+        if clock::now_ns() - start > 2_000_000_000 {
+            return missing;
         }
         core::hint::spin_loop();
     }
-    if all {
-        SMP.reset_counters_this_cpu();
-    }
-    u64::from(all)
+    SMP.reset_counters_this_cpu();
+    0
 }
 
 fn census() -> Counts {
@@ -317,16 +323,8 @@ pub fn run(cfg: &BootConfig<'_>) -> ! {
     let started = clock::now_ns();
     let mut rows: Vec<Row> = Vec::new();
     let mut stranded_total = 0;
-    let mut unrecovered = reset_counters()
-        .err()
-        .map(|cpu| (0, cells[0], Unrecovered::NoAnswer(cpu)));
-    // No cell runs on a machine whose first reset did not reach every CPU.
-    let to_run = if unrecovered.is_none() {
-        &cells[..]
-    } else {
-        &[]
-    };
-    'cells: for (i, &cell) in to_run.iter().enumerate() {
+    let mut unrecovered = None;
+    'cells: for (i, &cell) in cells.iter().enumerate() {
         let n = i + 1;
         let expect = experiment::predict_for(cell.fault, cell.fixes.name, ncpus as u32, nap);
         let runs = if expect == Expect::Either {
@@ -335,6 +333,12 @@ pub fn run(cfg: &BootConfig<'_>) -> ! {
             1
         };
         for run in 1..=runs {
+            // Every run starts from zeroed counters (step 5 of the one
+            // before, and before the first).
+            if let Err(cpu) = reset_counters() {
+                unrecovered = Some((n, cell, Unrecovered::NotReset(cpu)));
+                break 'cells;
+            }
             apply(cell);
             let mut r = stress::run_cell(&stress::Spec {
                 per_cpu: size,
@@ -377,10 +381,6 @@ pub fn run(cfg: &BootConfig<'_>) -> ! {
                 unrecovered = Some((n, cell, Unrecovered::NoAnswer(cpu)));
                 break 'cells;
             }
-            if let Err(cpu) = reset_counters() {
-                unrecovered = Some((n, cell, Unrecovered::NoAnswer(cpu)));
-                break 'cells;
-            }
         }
     }
     let elapsed_ms = (clock::now_ns() - started) / 1_000_000;
@@ -397,9 +397,7 @@ pub fn run(cfg: &BootConfig<'_>) -> ! {
         let (cpu, what) = match why {
             Unrecovered::NoAnswer(c) => (
                 *c,
-                alloc::string::String::from(
-                    "did not come back (it never ran the recovery or the reset between cells)",
-                ),
+                alloc::string::String::from("did not come back (it never ran the recovery)"),
             ),
             Unrecovered::Left(c, l) => (
                 *c,
@@ -412,6 +410,12 @@ pub fn run(cfg: &BootConfig<'_>) -> ! {
                 ),
             ),
             Unrecovered::Ipl(c, level) => (*c, alloc::format!("came back at IPL {level}")),
+            Unrecovered::NotReset(c) => (
+                *c,
+                alloc::string::String::from(
+                    "did not reach the counters' reset before the run (the others waited 2 s for it at IPL 7)",
+                ),
+            ),
         };
         println!(
             "experiment: cell {n} ({} x {}) could not be recovered: CPU {cpu} (physical {}) {what}; the experiment ends here",
