@@ -124,10 +124,10 @@ fn recover() -> Result<u64, Unrecovered> {
 /// Zeroes every counter a cell line reports (step 1), each CPU its own
 /// (`Smp::reset_counters_this_cpu`), all at once: every CPU, reached
 /// through its task slot, raises its IPL to 7 and waits there until all
-/// have, and only then resets. Its own (the census's judging marks are
-/// written by the CPU's own interrupts: reset from another CPU, a
-/// judgement under way could store a mark it read before the reset); all
-/// at IPL 7 first, because reaching the CPUs sends them requests the
+/// have, and only then resets. Each CPU resets its own census because
+/// the census's judging marks are written by that CPU's interrupts (reset
+/// from another CPU, a judgement under way could store a mark it read
+/// before the reset); all wait at IPL 7 first because reaching the CPUs sends them requests the
 /// census counts (the task slots' IPIs): a CPU that reset while the
 /// request to it was numbered but not yet issued counted it issued but
 /// not numbered, and its census found more requests than were made (seen:
@@ -333,8 +333,7 @@ pub fn run(cfg: &BootConfig<'_>) -> ! {
             1
         };
         for run in 1..=runs {
-            // Every run starts from zeroed counters (step 5 of the one
-            // before, and before the first).
+            // Every run starts from zeroed counters (step 1).
             if let Err(cpu) = reset_counters() {
                 unrecovered = Some((n, cell, Unrecovered::NotReset(cpu)));
                 break 'cells;
