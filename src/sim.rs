@@ -51,16 +51,17 @@
 //!   handler) a generator seeded by the test picks the next CPU. The same
 //!   seed gives the same interleaving, so a failing run is replayed from its
 //!   seed. The cycle counter is then the global step count, which makes the
-//!   watchdog deterministic too. Each CPU thread sleeps on a condition
-//!   variable of its own, so a hand-over wakes only the chosen thread (64
-//!   CPU threads cost no more per step than 4).
+//!   watchdog deterministic too. Each CPU thread parks until it is its
+//!   turn, so a hand-over wakes only the chosen thread (64 CPU threads cost
+//!   no more per step than 4), and a machine's threads share one host core
+//!   (they never run at once; a hand-over is then a switch on that core).
 
 extern crate std;
 
-use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::cell::Cell;
 use std::collections::HashMap;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 use std::vec::Vec;
 
@@ -289,96 +290,144 @@ pub struct SimPlatform<const N: usize = SIM_CPUS> {
 pub const PERF_IPL: u8 = 6;
 
 /// The seeded scheduler: whose turn it is, and the generator choosing.
+///
+/// Protocol: `turn` names the one CPU thread allowed to run (`NOBODY`
+/// until [`release`](Self::release)). Only the thread whose turn it is
+/// writes `turn` (and `state`): it draws the next CPU, stores its number
+/// with Release and unparks that thread, which loads it with Acquire, so
+/// everything the last holder did happens before the next holder runs. A
+/// thread waits by parking until `turn` is its own; an unpark that comes
+/// before the park leaves a token and the park returns at once, so no
+/// hand-over is lost. A hand-over is one wake-up of one thread (64 CPU
+/// threads cost no more per step than 4).
 struct Baton {
     state: Mutex<BatonState>,
-    /// One per CPU: signalled when the turn passes to that CPU.
-    your_turn: [Condvar; SIM_MAX_CPUS],
+    turn: AtomicUsize,
+    /// The run's CPU threads, by CPU, set before the first turn.
+    threads: Mutex<Vec<Option<std::thread::Thread>>>,
 }
 
 struct BatonState {
-    turn: usize,
+    /// The first CPU to run, until the run is released.
+    first: usize,
     alive: u64,
     rng: XorShift64,
     steps: u64,
 }
 
+/// `turn` before a run is released: no thread runs.
+const NOBODY: usize = usize::MAX;
+
 impl Baton {
     fn new(seed: u64) -> Self {
         Baton {
             state: Mutex::new(BatonState {
-                turn: 0,
+                first: 0,
                 alive: 0,
                 rng: XorShift64::new(seed),
                 steps: 0,
             }),
-            your_turn: [const { Condvar::new() }; SIM_MAX_CPUS],
+            turn: AtomicUsize::new(NOBODY),
+            threads: Mutex::new(std::vec![None; SIM_MAX_CPUS]),
         }
     }
     /// A run starts: the CPUs of `cpus` take turns, the lowest first (no
     /// draw from the generator, so a seed means the same for any run).
+    /// No thread runs until [`release`](Self::release).
     fn start(&self, cpus: CpuMask) {
         let mut s = self.lock();
         assert!(s.alive == 0, "a seeded machine runs one `run` at a time");
         s.alive = cpus.0;
-        s.turn = cpus.iter().next().unwrap_or(0);
+        s.first = cpus.iter().next().unwrap_or(0);
+        self.turn.store(NOBODY, Ordering::Relaxed);
+    }
+    /// Every CPU thread of the run exists: records them and gives the
+    /// first its turn.
+    fn release(&self, threads: impl Iterator<Item = (usize, std::thread::Thread)>) {
+        {
+            let mut t = self.threads.lock().unwrap_or_else(|p| p.into_inner());
+            for (c, th) in threads {
+                t[c] = Some(th);
+            }
+        }
+        let first = self.lock().first;
+        self.give(first);
     }
     fn lock(&self) -> std::sync::MutexGuard<'_, BatonState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
-    fn pick(s: &mut BatonState) {
+    /// The generator's draw among the live CPUs (`None`: none is left).
+    fn pick(s: &mut BatonState) -> Option<usize> {
         let n = s.alive.count_ones() as u64;
         if n == 0 {
-            return;
+            return None;
         }
         let k = s.rng.below(n) as u32;
         let mut m = s.alive;
         for _ in 0..k {
             m &= m - 1;
         }
-        s.turn = m.trailing_zeros() as usize;
-    }
-    fn wait_turn(&self, me: usize) {
-        let s = self.lock();
-        drop(self.wait_for(s, me));
+        Some(m.trailing_zeros() as usize)
     }
     /// Sleeps until it is `me`'s turn.
-    fn wait_for<'a>(
-        &'a self,
-        mut s: std::sync::MutexGuard<'a, BatonState>,
-        me: usize,
-    ) -> std::sync::MutexGuard<'a, BatonState> {
-        while s.turn != me {
-            s = self.your_turn[me]
-                .wait(s)
-                .unwrap_or_else(|p| p.into_inner());
+    fn wait_turn(&self, me: usize) {
+        while self.turn.load(Ordering::Acquire) != me {
+            std::thread::park();
         }
-        s
     }
-    /// Wakes the CPU whose turn it now is.
-    fn hand_over(&self, s: &BatonState) {
-        if s.alive & (1 << s.turn) != 0 {
-            self.your_turn[s.turn].notify_one();
+    /// Gives the turn to `next` and wakes its thread.
+    fn give(&self, next: usize) {
+        self.turn.store(next, Ordering::Release);
+        let t = self.threads.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(th) = &t[next] {
+            th.unpark();
         }
     }
     /// A scheduling point: the generator picks who runs next.
     fn pass(&self, me: usize) {
-        let mut s = self.lock();
-        s.steps += 1;
-        Self::pick(&mut s);
-        if s.turn != me {
-            self.hand_over(&s);
-            drop(self.wait_for(s, me));
+        let next = {
+            let mut s = self.lock();
+            s.steps += 1;
+            Self::pick(&mut s)
+        };
+        if let Some(next) = next.filter(|&n| n != me) {
+            self.give(next);
+            self.wait_turn(me);
         }
     }
     fn exit(&self, me: usize) {
-        let mut s = self.lock();
-        s.alive &= !(1 << me);
-        Self::pick(&mut s);
-        self.hand_over(&s);
+        let next = {
+            let mut s = self.lock();
+            s.alive &= !(1 << me);
+            Self::pick(&mut s)
+        };
+        match next {
+            Some(next) => self.give(next),
+            None => {
+                // The run is over: forget its threads.
+                let mut t = self.threads.lock().unwrap_or_else(|p| p.into_inner());
+                t.iter_mut().for_each(|th| *th = None);
+            }
+        }
     }
     fn steps(&self) -> u64 {
         self.lock().steps
     }
+}
+
+/// The host core for a seeded machine's next run: its threads take turns,
+/// so they all go on one core (a hand-over is then a switch on that core,
+/// not a wake-up sent to another), and successive machines take the
+/// host's cores in turn.
+fn host_core() -> Option<core_affinity::CoreId> {
+    static CORES: OnceLock<Vec<core_affinity::CoreId>> = OnceLock::new();
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let cores = CORES.get_or_init(|| core_affinity::get_core_ids().unwrap_or_default());
+    if cores.is_empty() {
+        return None;
+    }
+    let k = NEXT.fetch_add(1, Ordering::Relaxed) + std::process::id() as usize;
+    Some(cores[k % cores.len()])
 }
 
 std::thread_local! {
@@ -685,13 +734,18 @@ impl<const N: usize> SimPlatform<N> {
         if let Some(b) = &smp.platform.baton {
             b.start(cpus);
         }
+        let pin = smp.platform.baton.as_ref().and_then(|_| host_core());
         let work = Arc::new(work);
         let done = Arc::new(AtomicU64::new(0));
         let handles: Vec<_> = cpus
             .iter()
             .map(|c| {
                 let (work, done) = (work.clone(), done.clone());
+                let core = pin;
                 std::thread::spawn(move || {
+                    if let Some(core) = core {
+                        core_affinity::set_for_current(core);
+                    }
                     THIS_CPU.with(|t| t.set(c));
                     if let Some(b) = &smp.platform.baton {
                         b.wait_turn(c);
@@ -721,6 +775,13 @@ impl<const N: usize> SimPlatform<N> {
                 })
             })
             .collect();
+        if let Some(b) = &smp.platform.baton {
+            b.release(
+                cpus.iter()
+                    .zip(&handles)
+                    .map(|(c, h)| (c, h.thread().clone())),
+            );
+        }
         // Every thread has finished; the first CPU whose work panicked
         // passes its panic (and message) on to the caller.
         let results: Vec<_> = handles

@@ -245,7 +245,7 @@ pub fn command(spec: &RunSpec<'_>) -> Command {
     if spec.cpu.count_instructions {
         cmd.args(["-icount", "shift=0,sleep=off"]);
     } else if spec.cpu.icount {
-        cmd.args(["-icount", "shift=auto"]);
+        cmd.args(["-icount", "shift=auto,sleep=off"]);
     }
     cmd.args(["-append", &spec.append_line()]);
     match &spec.image {
