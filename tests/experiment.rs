@@ -167,12 +167,11 @@ fn check(r: &RunResult, wait_nap: bool) -> Vec<Cell> {
             c.line()
         );
         if c.get("fault") == "none" || c.get("fault") == "masked_wait" {
-            assert_eq!(
-                c.num("census_stranded"),
-                0,
-                "nothing injected: {}",
-                c.line()
-            );
+            // These two rows are the native set's cells (the same runs,
+            // labelled injected): nothing lost, nothing stranded.
+            for k in ["census_stranded", "census_dropped", "dropped"] {
+                assert_eq!(c.num(k), 0, "nothing injected ({k}): {}", c.line());
+            }
         }
         let total = c.num("census_delivered") + c.num("census_late") + c.num("census_stranded");
         assert_eq!(total, c.num("census_requests"), "{}", c.line());
@@ -230,9 +229,10 @@ fn injected_experiment_reproduces_every_prediction_in_one_boot() {
     for smp in [2, 4] {
         // On 4 CPUs the lock+drain cells take about 3 ms per shootdown
         // (every vCPU spins, on two host cores) and are most of the boot;
-        // 100 per CPU still drops about 200 edges in the lossy poll cells
-        // (checked below), as 150 dropped about 270.
-        let size = if smp == 2 { 7500 } else { 100 };
+        // 60 per CPU still drops about 100 edges in each lossy poll cell
+        // (checked below), as 100 dropped about 150 and 150 about 270
+        // (the boot: 18 s at 60, 24 s at 100, 41 s at 150).
+        let size = if smp == 2 { 7500 } else { 60 };
         let r = boot(
             smp,
             &format!("experiment=injected wait=spin cell_size={size} either_runs={EITHER_RUNS}"),
@@ -280,12 +280,15 @@ fn injected_experiment_reproduces_every_prediction_in_one_boot() {
     );
 }
 
-/// Without injection no IPI is stranded, on 2, 3 and 4 CPUs: the census
+/// Without injection no IPI is stranded, on 2 and 3 CPUs: the census
 /// does not blame edges that arrived (and the masked-wait deadlocks of the
 /// native set strand nothing either: those IPIs wait, they are not lost).
+/// On 4 CPUs (and on 2 again) the same ten cells run as the first two rows
+/// of the injected boots, where `check` asserts the same of them; a native
+/// 4-CPU boot here repeated them and took 7 s.
 #[test]
 fn native_experiment_strands_no_ipi() {
-    for smp in [2, 3, 4] {
+    for smp in [2, 3] {
         let size = if smp == 2 { 2000 } else { 100 };
         let r = boot(
             smp,
@@ -301,7 +304,7 @@ fn native_experiment_strands_no_ipi() {
             .filter(|c| c.get("predicted") == Expect::Either.name())
             .collect();
         // (On 2 CPUs the masked waits may or may not deadlock natively;
-        // on 3 and 4 every native cell has one prediction.)
+        // on 3 every native cell has one prediction.)
         assert_eq!(!either.is_empty(), smp == 2, "cells predicted either");
         for c in &either {
             assert_eq!(c.num("runs"), 3, "{}", c.line());
