@@ -58,6 +58,9 @@ mod tests {
     }
 
     #[test]
+    // Arithmetic only (no unsafe, no atomics): nothing for Miri to check,
+    // and 1.3 to 1.5 s of its run.
+    #[cfg_attr(miri, ignore)]
     fn below_stays_in_range_and_spread_covers_widths() {
         let mut r = XorShift64::new(7);
         let mut widths = [false; 65];

@@ -68,6 +68,9 @@ mod tests {
     }
 
     #[test]
+    // Arithmetic only (no unsafe, no atomics): nothing for Miri to check,
+    // and 1.3 to 1.5 s of its run.
+    #[cfg_attr(miri, ignore)]
     fn exact_or_one_less_for_clock_ratios() {
         // Cycle counters from QEMU's 250 MHz to a 2 GHz EV79, both ways.
         let freqs = [
