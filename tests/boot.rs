@@ -6,6 +6,13 @@
 //! plain `cargo test`, is built here with the same code. QEMU boots are
 //! serialised: with 4 vCPUs each, parallel boots on a 2-core machine would
 //! only slow each other down.
+//!
+//! xtask-test: beside host jobs. `./x test` runs this file beside the
+//! host-only jobs (the simulators, the spin model, Miri), not alone: no
+//! check here depends on how the host's cores are shared (the self-tests'
+//! bounds on another CPU are "never", and the clock checks widen their
+//! window by whatever time a stopped vCPU lost, as under `-icount`), and
+//! its boots leave most of a core idle (the suite's clock windows wait).
 
 use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock};
