@@ -51,10 +51,9 @@
 //!   handler) a generator seeded by the test picks the next CPU. The same
 //!   seed gives the same interleaving, so a failing run is replayed from its
 //!   seed. The cycle counter is then the global step count, which makes the
-//!   watchdog deterministic too. Each CPU thread parks until it is its
-//!   turn, so a hand-over wakes only the chosen thread (64 CPU threads cost
-//!   no more per step than 4), and a machine's threads share one host core
-//!   (they never run at once; a hand-over is then a switch on that core).
+//!   watchdog deterministic too. The CPUs are coroutines on the calling
+//!   thread (`corosensei`), so a hand-over is a switch of stacks and 64
+//!   CPUs cost no more per step than 4.
 
 extern crate std;
 
@@ -291,67 +290,42 @@ pub const PERF_IPL: u8 = 6;
 
 /// The seeded scheduler: whose turn it is, and the generator choosing.
 ///
-/// Protocol: `turn` names the one CPU thread allowed to run (`NOBODY`
-/// until [`release`](Self::release)). Only the thread whose turn it is
-/// writes `turn` (and `state`): it draws the next CPU, stores its number
-/// with Release and unparks that thread, which loads it with Acquire, so
-/// everything the last holder did happens before the next holder runs. A
-/// thread waits by parking until `turn` is its own; an unpark that comes
-/// before the park leaves a token and the park returns at once, so no
-/// hand-over is lost. A hand-over is one wake-up of one thread (64 CPU
-/// threads cost no more per step than 4).
+/// A seeded run's CPUs are coroutines on the calling thread
+/// ([`SimPlatform::run_on`]): exactly one runs at a time, by construction.
+/// At a scheduling point the running CPU draws the next one and, if it is
+/// another, records it in `turn` and suspends itself; the run's loop then
+/// resumes that CPU. A hand-over is a switch of stacks, not a wake-up of
+/// another thread.
 struct Baton {
     state: Mutex<BatonState>,
     turn: AtomicUsize,
-    /// The run's CPU threads, by CPU, set before the first turn.
-    threads: Mutex<Vec<Option<std::thread::Thread>>>,
 }
 
 struct BatonState {
-    /// The first CPU to run, until the run is released.
-    first: usize,
     alive: u64,
     rng: XorShift64,
     steps: u64,
 }
 
-/// `turn` before a run is released: no thread runs.
-const NOBODY: usize = usize::MAX;
-
 impl Baton {
     fn new(seed: u64) -> Self {
         Baton {
             state: Mutex::new(BatonState {
-                first: 0,
                 alive: 0,
                 rng: XorShift64::new(seed),
                 steps: 0,
             }),
-            turn: AtomicUsize::new(NOBODY),
-            threads: Mutex::new(std::vec![None; SIM_MAX_CPUS]),
+            turn: AtomicUsize::new(0),
         }
     }
     /// A run starts: the CPUs of `cpus` take turns, the lowest first (no
     /// draw from the generator, so a seed means the same for any run).
-    /// No thread runs until [`release`](Self::release).
     fn start(&self, cpus: CpuMask) {
         let mut s = self.lock();
         assert!(s.alive == 0, "a seeded machine runs one `run` at a time");
         s.alive = cpus.0;
-        s.first = cpus.iter().next().unwrap_or(0);
-        self.turn.store(NOBODY, Ordering::Relaxed);
-    }
-    /// Every CPU thread of the run exists: records them and gives the
-    /// first its turn.
-    fn release(&self, threads: impl Iterator<Item = (usize, std::thread::Thread)>) {
-        {
-            let mut t = self.threads.lock().unwrap_or_else(|p| p.into_inner());
-            for (c, th) in threads {
-                t[c] = Some(th);
-            }
-        }
-        let first = self.lock().first;
-        self.give(first);
+        self.turn
+            .store(cpus.iter().next().unwrap_or(0), Ordering::Relaxed);
     }
     fn lock(&self) -> std::sync::MutexGuard<'_, BatonState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
@@ -369,21 +343,12 @@ impl Baton {
         }
         Some(m.trailing_zeros() as usize)
     }
-    /// Sleeps until it is `me`'s turn.
-    fn wait_turn(&self, me: usize) {
-        while self.turn.load(Ordering::Acquire) != me {
-            std::thread::park();
-        }
+    /// Whose turn it is.
+    fn turn(&self) -> usize {
+        self.turn.load(Ordering::Relaxed)
     }
-    /// Gives the turn to `next` and wakes its thread.
-    fn give(&self, next: usize) {
-        self.turn.store(next, Ordering::Release);
-        let t = self.threads.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(th) = &t[next] {
-            th.unpark();
-        }
-    }
-    /// A scheduling point: the generator picks who runs next.
+    /// A scheduling point: the generator picks who runs next; if that is
+    /// another CPU, this one suspends until its turn comes again.
     fn pass(&self, me: usize) {
         let next = {
             let mut s = self.lock();
@@ -391,43 +356,56 @@ impl Baton {
             Self::pick(&mut s)
         };
         if let Some(next) = next.filter(|&n| n != me) {
-            self.give(next);
-            self.wait_turn(me);
+            self.turn.store(next, Ordering::Relaxed);
+            suspend_this_cpu();
         }
     }
-    fn exit(&self, me: usize) {
+    /// `me` finished: the generator picks who runs next (`None`: the run
+    /// is over).
+    fn exit(&self, me: usize) -> Option<usize> {
         let next = {
             let mut s = self.lock();
             s.alive &= !(1 << me);
             Self::pick(&mut s)
         };
-        match next {
-            Some(next) => self.give(next),
-            None => {
-                // The run is over: forget its threads.
-                let mut t = self.threads.lock().unwrap_or_else(|p| p.into_inner());
-                t.iter_mut().for_each(|th| *th = None);
-            }
+        if let Some(n) = next {
+            self.turn.store(n, Ordering::Relaxed);
         }
+        next
     }
     fn steps(&self) -> u64 {
         self.lock().steps
     }
 }
 
-/// The host core for a seeded machine's next run: its threads take turns,
-/// so they all go on one core (a hand-over is then a switch on that core,
-/// not a wake-up sent to another), and successive machines take the
-/// host's cores in turn.
-fn host_core() -> Option<core_affinity::CoreId> {
-    static CORES: OnceLock<Vec<core_affinity::CoreId>> = OnceLock::new();
-    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let cores = CORES.get_or_init(|| core_affinity::get_core_ids().unwrap_or_default());
-    if cores.is_empty() {
-        return None;
-    }
-    let k = NEXT.fetch_add(1, Ordering::Relaxed) + std::process::id() as usize;
-    Some(cores[k % cores.len()])
+/// A seeded CPU's coroutine: it takes nothing and yields nothing when
+/// suspended, and returns its work's result (or the panic it caught).
+type CpuCoroutine<R> =
+    corosensei::Coroutine<(), (), std::thread::Result<R>, corosensei::stack::DefaultStack>;
+
+/// Each seeded CPU's stack: what a test thread gets by default.
+const CPU_STACK: usize = 2 << 20;
+
+std::thread_local! {
+    /// The yielder of the seeded CPU running on this thread (null when
+    /// none is): each coroutine sets it when it starts and again whenever
+    /// it is resumed, so it always names the running one.
+    static YIELDER: Cell<*const corosensei::Yielder<(), ()>> = const { Cell::new(core::ptr::null()) };
+}
+
+/// Suspends the running seeded CPU; returns when the run's loop resumes
+/// it.
+fn suspend_this_cpu() {
+    let y = YIELDER.with(Cell::get);
+    assert!(
+        !y.is_null(),
+        "a seeded scheduling point outside a seeded CPU"
+    );
+    // SAFETY: `y` is the running coroutine's own yielder (set by its body
+    // when it started and restored below after every resume), which lives
+    // as long as that body runs, and only the running coroutine gets here.
+    unsafe { (*y).suspend(()) };
+    YIELDER.with(|c| c.set(y));
 }
 
 std::thread_local! {
@@ -731,57 +709,23 @@ impl<const N: usize> SimPlatform<N> {
             "{cpus:?}: CPUs beyond N={N}"
         );
         let total = cpus.count() as u64;
-        if let Some(b) = &smp.platform.baton {
-            b.start(cpus);
-        }
-        let pin = smp.platform.baton.as_ref().and_then(|_| host_core());
         let work = Arc::new(work);
         let done = Arc::new(AtomicU64::new(0));
+        if let Some(b) = &smp.platform.baton {
+            return Self::run_seeded(b, cpus, move |c| {
+                Self::cpu_body(smp, c, &*work, &done, total)
+            });
+        }
         let handles: Vec<_> = cpus
             .iter()
             .map(|c| {
                 let (work, done) = (work.clone(), done.clone());
-                let core = pin;
                 std::thread::spawn(move || {
-                    if let Some(core) = core {
-                        core_affinity::set_for_current(core);
-                    }
                     THIS_CPU.with(|t| t.set(c));
-                    if let Some(b) = &smp.platform.baton {
-                        b.wait_turn(c);
-                    }
-                    // A CPU whose work panics (a failed assertion) goes on
-                    // serving interrupts below, so the other CPUs can finish
-                    // and the test reports the panic instead of hanging.
-                    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(c)));
-                    if r.is_err() {
-                        // Leave the interrupt handler the panic cut short.
-                        let cpu = &smp.platform.cpus[c];
-                        cpu.in_handler.store(false, Ordering::Release);
-                        cpu.ipl.store(ipl::ALL_ON, Ordering::Relaxed);
-                    }
-                    done.fetch_add(1, Ordering::AcqRel);
-                    // Idle: keep serving interrupts until everyone is done.
-                    while done.load(Ordering::Acquire) < total {
-                        smp.platform.idle();
-                    }
-                    // An IPI posted just before the last CPU finished is
-                    // visible now (posted before `done` was incremented).
-                    smp.platform.relax();
-                    if let Some(b) = &smp.platform.baton {
-                        b.exit(c);
-                    }
-                    r
+                    Self::cpu_body(smp, c, &*work, &done, total)
                 })
             })
             .collect();
-        if let Some(b) = &smp.platform.baton {
-            b.release(
-                cpus.iter()
-                    .zip(&handles)
-                    .map(|(c, h)| (c, h.thread().clone())),
-            );
-        }
         // Every thread has finished; the first CPU whose work panicked
         // passes its panic (and message) on to the caller.
         let results: Vec<_> = handles
@@ -791,6 +735,86 @@ impl<const N: usize> SimPlatform<N> {
         results
             .into_iter()
             .map(|r| r.unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    }
+
+    /// One CPU of a run: its work, then interrupts until every CPU of the
+    /// run has finished its work. Returns the work's result or its panic.
+    fn cpu_body<R>(
+        smp: &'static SimSmp<N>,
+        c: usize,
+        work: &dyn Fn(usize) -> R,
+        done: &AtomicU64,
+        total: u64,
+    ) -> std::thread::Result<R> {
+        // A CPU whose work panics (a failed assertion) goes on serving
+        // interrupts below, so the other CPUs can finish and the test
+        // reports the panic instead of hanging.
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(c)));
+        if r.is_err() {
+            // Leave the interrupt handler the panic cut short.
+            let cpu = &smp.platform.cpus[c];
+            cpu.in_handler.store(false, Ordering::Release);
+            cpu.ipl.store(ipl::ALL_ON, Ordering::Relaxed);
+        }
+        done.fetch_add(1, Ordering::AcqRel);
+        // Idle: keep serving interrupts until everyone is done.
+        while done.load(Ordering::Acquire) < total {
+            smp.platform.idle();
+        }
+        // An IPI posted just before the last CPU finished is visible now
+        // (posted before `done` was incremented).
+        smp.platform.relax();
+        r
+    }
+
+    /// A seeded run: each CPU of `cpus` is a coroutine on this thread
+    /// running `body`; the loop resumes whichever CPU's turn it is (the
+    /// lowest first) until every CPU has finished.
+    fn run_seeded<R: 'static>(
+        b: &Baton,
+        cpus: CpuMask,
+        body: impl Fn(usize) -> std::thread::Result<R> + 'static,
+    ) -> Vec<R> {
+        b.start(cpus);
+        let body = std::rc::Rc::new(body);
+        let mut coroutines: Vec<Option<CpuCoroutine<R>>> = (0..N).map(|_| None).collect();
+        for c in cpus.iter() {
+            let body = body.clone();
+            let stack = corosensei::stack::DefaultStack::new(CPU_STACK).expect("a CPU stack");
+            coroutines[c] = Some(corosensei::Coroutine::with_stack(
+                stack,
+                move |y: &corosensei::Yielder<(), ()>, ()| {
+                    YIELDER.with(|t| t.set(y));
+                    body(c)
+                },
+            ));
+        }
+        let outer = (THIS_CPU.with(Cell::get), YIELDER.with(Cell::get));
+        let mut results: Vec<Option<std::thread::Result<R>>> = (0..N).map(|_| None).collect();
+        let mut next = Some(b.turn());
+        while let Some(c) = next {
+            THIS_CPU.with(|t| t.set(c));
+            let co = coroutines[c].as_mut().expect("a CPU of the run");
+            next = match co.resume(()) {
+                corosensei::CoroutineResult::Yield(()) => Some(b.turn()),
+                corosensei::CoroutineResult::Return(r) => {
+                    results[c] = Some(r);
+                    b.exit(c)
+                }
+            };
+        }
+        THIS_CPU.with(|t| t.set(outer.0));
+        YIELDER.with(|t| t.set(outer.1));
+        // The first CPU whose work panicked passes its panic (and message)
+        // on to the caller.
+        cpus.iter()
+            .map(|c| {
+                results[c]
+                    .take()
+                    .expect("every CPU of the run finished")
+                    .unwrap_or_else(|p| std::panic::resume_unwind(p))
+            })
             .collect()
     }
 }
