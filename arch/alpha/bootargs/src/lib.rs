@@ -747,13 +747,13 @@ pub const KEYS: &[Key] = &[
     },
     Key {
         name: "bench",
-        values: "1000 to 100000",
+        values: "100 to 100000",
         default: None,
         help: "run only the benchmark suite with this many samples per measurement, print `bench-result:` lines, halt",
         lands: "run::bench",
         example: "2000",
         set: |c, v| {
-            c.bench = number(v, 1000, 100_000, "a whole number from 1000 to 100000")?;
+            c.bench = number(v, 100, 100_000, "a whole number from 100 to 100000")?;
             Ok(())
         },
     },
@@ -1006,11 +1006,12 @@ mod tests {
         assert_eq!(BootConfig::parse("bench=2000").unwrap().bench, 2000);
         assert!(
             matches!(
-                BootConfig::parse("bench=10"),
+                BootConfig::parse("bench=99"),
                 Err(BootArgError::BadValue { key: "bench", .. })
             ),
-            "fewer than 1000 samples"
+            "fewer than 100 samples"
         );
+        assert_eq!(BootConfig::parse("bench=100").unwrap().bench, 100);
         assert!(matches!(
             BootConfig::parse("irq_load_us=9999"),
             Err(BootArgError::BadValue { .. })
