@@ -1,6 +1,7 @@
 //! A simulated multi-CPU platform for host tests (feature `sim`).
 //!
-//! Each simulated CPU is a host thread with its own IPL and IPI line. An IPI
+//! Each simulated CPU has its own IPL and IPI line, and runs on a host
+//! thread of its own (free scheduler) or as a coroutine (seeded). An IPI
 //! is delivered only at explicit points (every `relax`, every IPL restore,
 //! and the idle loop) and only when the CPU's IPL is below the machine's
 //! IPI level (`ipi_ipl`: 6 as on qemu-palcode unless a test sets 5, as on
@@ -379,9 +380,14 @@ impl Baton {
 }
 
 /// A seeded CPU's coroutine: it takes nothing and yields nothing when
-/// suspended, and returns its work's result (or the panic it caught).
-type CpuCoroutine<R> =
-    corosensei::Coroutine<(), (), std::thread::Result<R>, corosensei::stack::DefaultStack>;
+/// suspended, and returns its work's result or the panic its work raised,
+/// or (the outer error) a panic outside its work.
+type CpuCoroutine<R> = corosensei::Coroutine<
+    (),
+    (),
+    std::thread::Result<std::thread::Result<R>>,
+    corosensei::stack::DefaultStack,
+>;
 
 /// Each seeded CPU's stack: what a test thread gets by default.
 const CPU_STACK: usize = 2 << 20;
@@ -404,6 +410,9 @@ fn suspend_this_cpu() {
     // SAFETY: `y` is the running coroutine's own yielder (set by its body
     // when it started and restored below after every resume), which lives
     // as long as that body runs, and only the running coroutine gets here.
+    // A suspended coroutine is never unwound from here: `run_seeded` leaks
+    // the coroutines of a run that failed rather than dropping them (a
+    // drop would unwind each from its `suspend`, past this restore).
     unsafe { (*y).suspend(()) };
     YIELDER.with(|c| c.set(y));
 }
@@ -686,9 +695,10 @@ impl<const N: usize> SimPlatform<N> {
         cpu.ipl.store(old, Ordering::Relaxed);
     }
 
-    /// Runs `work(cpu)` on one thread for each of CPUs `0..cpus` (thread
-    /// `c` is CPU `c`), then keeps every CPU taking interrupts until all have
-    /// finished their work. Returns the results in CPU order.
+    /// Runs `work(cpu)` on each of CPUs `0..cpus` (a host thread each, or a
+    /// coroutine each under the seeded scheduler), then keeps every CPU
+    /// taking interrupts until all have finished their work. Returns the
+    /// results in CPU order.
     pub fn run<R: Send + 'static>(
         smp: &'static SimSmp<N>,
         cpus: usize,
@@ -776,9 +786,15 @@ impl<const N: usize> SimPlatform<N> {
         cpus: CpuMask,
         body: impl Fn(usize) -> std::thread::Result<R> + 'static,
     ) -> Vec<R> {
+        if cpus.is_empty() {
+            return Vec::new();
+        }
         b.start(cpus);
         let body = std::rc::Rc::new(body);
-        let mut coroutines: Vec<Option<CpuCoroutine<R>>> = (0..N).map(|_| None).collect();
+        // Never dropped before every CPU finished (see `suspend_this_cpu`):
+        // a run that fails leaks its coroutines' stacks.
+        let mut coroutines: core::mem::ManuallyDrop<Vec<Option<CpuCoroutine<R>>>> =
+            core::mem::ManuallyDrop::new((0..N).map(|_| None).collect());
         for c in cpus.iter() {
             let body = body.clone();
             let stack = corosensei::stack::DefaultStack::new(CPU_STACK).expect("a CPU stack");
@@ -786,11 +802,22 @@ impl<const N: usize> SimPlatform<N> {
                 stack,
                 move |y: &corosensei::Yielder<(), ()>, ()| {
                     YIELDER.with(|t| t.set(y));
-                    body(c)
+                    // A panic outside the work (a call function run while
+                    // this CPU idles) ends the coroutine here, not in the
+                    // run's loop.
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(c)))
                 },
             ));
         }
-        let outer = (THIS_CPU.with(Cell::get), YIELDER.with(Cell::get));
+        // The caller's own values, back whatever happens below.
+        struct Restore(usize, *const corosensei::Yielder<(), ()>);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                THIS_CPU.with(|t| t.set(self.0));
+                YIELDER.with(|t| t.set(self.1));
+            }
+        }
+        let _restore = Restore(THIS_CPU.with(Cell::get), YIELDER.with(Cell::get));
         let mut results: Vec<Option<std::thread::Result<R>>> = (0..N).map(|_| None).collect();
         let mut next = Some(b.turn());
         while let Some(c) = next {
@@ -798,14 +825,18 @@ impl<const N: usize> SimPlatform<N> {
             let co = coroutines[c].as_mut().expect("a CPU of the run");
             next = match co.resume(()) {
                 corosensei::CoroutineResult::Yield(()) => Some(b.turn()),
-                corosensei::CoroutineResult::Return(r) => {
+                corosensei::CoroutineResult::Return(Ok(r)) => {
                     results[c] = Some(r);
                     b.exit(c)
                 }
+                // The other CPUs cannot finish the run without this one
+                // (the thread version hung here): the panic goes to the
+                // caller, the unfinished coroutines are leaked.
+                corosensei::CoroutineResult::Return(Err(p)) => std::panic::resume_unwind(p),
             };
         }
-        THIS_CPU.with(|t| t.set(outer.0));
-        YIELDER.with(|t| t.set(outer.1));
+        // Every coroutine has returned: dropping them unwinds nothing.
+        drop(core::mem::ManuallyDrop::into_inner(coroutines));
         // The first CPU whose work panicked passes its panic (and message)
         // on to the caller.
         cpus.iter()

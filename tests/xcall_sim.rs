@@ -716,3 +716,50 @@ fn every_cpu_napping_for_the_serialization_lock_is_woken() {
         }
     }
 }
+
+fn boom(_: usize) {
+    panic!("a call function panicked");
+}
+
+/// A call function that panics on a seeded CPU that has finished its work
+/// and idles (outside the catch around the work) reaches the caller of the
+/// run as that panic, for every seed, and the calling thread is no
+/// simulated CPU afterwards. Before, the run dropped the other CPUs'
+/// coroutines, which unwound each from its suspension into its work's
+/// catch; one of them then idled on with the dead CPU's yielder and the
+/// process crashed (a segmentation fault).
+#[test]
+fn a_panic_outside_the_work_reaches_the_caller_of_a_seeded_run() {
+    for seed in 0..20 {
+        let smp: &'static SimSmp = SimPlatform::seeded(Line::Latch, 0, 0, 2, seed);
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            SimPlatform::run(smp, 2, move |me| {
+                if me == 0 {
+                    let _ = smp.call_single(1, boom, 0, true);
+                }
+            })
+        }));
+        let p = r.expect_err("the call function's panic reaches the caller");
+        let msg = p
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        assert!(
+            msg.contains("a call function panicked"),
+            "seed {seed}: {msg}"
+        );
+        assert!(
+            std::panic::catch_unwind(sim::current_cpu).is_err(),
+            "seed {seed}: the caller's thread still looks like a simulated CPU"
+        );
+    }
+}
+
+/// A seeded run of no CPU runs nothing and returns nothing.
+#[test]
+fn a_seeded_run_of_no_cpu_returns_nothing() {
+    let smp: &'static SimSmp = SimPlatform::seeded(Line::Latch, 0, 0, 2, 1);
+    let r: Vec<()> = SimPlatform::run_on(smp, CpuMask::EMPTY, |_| unreachable!("no CPU runs"));
+    assert!(r.is_empty());
+}

@@ -1,5 +1,5 @@
-//! How `cargo xtask test` runs the host test binaries: the ones that boot
-//! QEMU one at a time and alone, everything else side by side.
+//! How `cargo xtask test` runs the host test binaries: most QEMU ones one at
+//! a time and alone, everything else side by side.
 //!
 //! `cargo test --workspace` runs its test binaries one after another. Most
 //! of ours are waits, not work (the simulators sleep and time out in real
@@ -12,10 +12,11 @@
 //! beside them.
 //!
 //! A binary runs alone when its source names `xtask::qemu` (it boots
-//! QEMU) or says `xtask-test: alone` (the host-thread races of
-//! `tests/nap_fences.rs`, which need the cores to themselves): the rule
-//! reads the test's own text, so a new QEMU test is never run beside other
-//! work by accident.
+//! QEMU) and does not say `xtask-test: beside host jobs` (`tests/boot.rs`,
+//! whose checks allow for a shared host), or when it says `xtask-test:
+//! alone` (the host-thread races of `tests/nap_fences.rs`, which need the
+//! cores to themselves): the rule reads the test's own text, so a new QEMU
+//! test is never run beside other work by accident.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -52,8 +53,8 @@ impl Binary {
 }
 
 /// The rule behind [`Binary::runs_alone`], on a source text: any use of
-/// the QEMU module (`xtask::qemu`, or `qemu::` after importing it), or the
-/// marker.
+/// the QEMU module (`xtask::qemu`, or `qemu::` after importing it) without
+/// the [`BESIDE`] marker, or the [`ALONE`] marker.
 pub fn runs_alone(source: &str) -> bool {
     let qemu = source.contains("xtask::qemu") || source.contains("qemu::");
     (qemu && !source.contains(BESIDE)) || source.contains(ALONE)
