@@ -19,9 +19,10 @@
 //!    the serialization lock held) means a CPU did not come back, and the
 //!    caller must not start another run on top of it.
 //! 4. Every CPU zeroes its own counters and census with its interrupts
-//!    masked, once every CPU is in its task at a masked IPL
-//!    ([`Smp::reset_counters_this_cpu`]; [`Smp::reset_counters`] does all
-//!    of them from one CPU where no CPU takes interrupts).
+//!    masked, once every CPU is in its task at a masked IPL (a
+//!    [`Meeting`], then [`Smp::reset_counters_this_cpu`];
+//!    [`Smp::reset_counters`] does all of them from one CPU where no CPU
+//!    takes interrupts).
 //!
 //! Orderings: the queue's take is Acquire (it reads what the callers
 //! published), each descriptor's unlock Release (the owner's next reserve
@@ -29,9 +30,72 @@
 //! caller collected every CPU's step 2 through its task slot (Release on
 //! the slot's DONE, Acquire on the collect), so it sees every unlock.
 
+use crate::cpumask::CpuMask;
 use crate::mailbox::IpiMessage;
-use crate::sync::Ordering;
+use crate::sync::{AtomicU64, Ordering};
 use crate::xcall::{Hooks, Smp};
+
+/// Step 4's meeting: every expected CPU arrives (in its task, IPIs masked)
+/// and waits until all have, within a time bound.
+///
+/// Protocol: the caller [`open`](Self::open)s it with the CPUs expected,
+/// before any of them can arrive (it is the one that then sends them
+/// their tasks). Each CPU sets its own bit in `arrived` once (SeqCst, after
+/// masking its interrupts) and reads `arrived` (SeqCst) until every
+/// expected bit is there or the bound passes. SeqCst orders every CPU's
+/// arrival before any CPU's reset that saw it: no CPU zeroes its census
+/// while another may still be making a counted request. A CPU that gives
+/// up returns the CPUs it was still waiting for; one that arrives after
+/// the others gave up finds them all and returns none, so the caller must
+/// look at every CPU's answer.
+pub struct Meeting {
+    arrived: AtomicU64,
+    expected: AtomicU64,
+}
+
+impl Meeting {
+    pub const fn new() -> Self {
+        Meeting {
+            arrived: AtomicU64::new(0),
+            expected: AtomicU64::new(0),
+        }
+    }
+
+    /// Before the CPUs are sent to it: who is expected, nobody arrived.
+    pub fn open(&self, expected: CpuMask) {
+        self.arrived.store(0, Ordering::Relaxed);
+        self.expected.store(expected.0, Ordering::Relaxed);
+    }
+
+    /// `me` arrives and waits, calling `relax` between looks, until every
+    /// expected CPU has arrived (returns the empty mask) or `now()` has
+    /// moved `bound` past its first reading (returns the CPUs still
+    /// missing).
+    pub fn arrive_and_wait(
+        &self,
+        me: usize,
+        now: impl Fn() -> u64,
+        bound: u64,
+        relax: impl Fn(),
+    ) -> CpuMask {
+        self.arrived.fetch_or(1 << me, Ordering::SeqCst);
+        let expected = self.expected.load(Ordering::Relaxed);
+        let start = now();
+        loop {
+            let missing = expected & !self.arrived.load(Ordering::SeqCst);
+            if missing == 0 || now().wrapping_sub(start) > bound {
+                return CpuMask(missing);
+            }
+            relax();
+        }
+    }
+}
+
+impl Default for Meeting {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 /// What a CPU still has pending after a run (see the module docs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -114,5 +178,63 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
             self.cpu(cpu).stats.reset();
             self.cpu(cpu).census.reset();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use std::sync::atomic::AtomicU64 as Clock;
+    use std::vec::Vec;
+
+    /// A clock that moves one tick per reading: bounds are counted in
+    /// looks, the same on any host and under Miri.
+    fn ticking(c: &Clock) -> impl Fn() -> u64 + '_ {
+        move || c.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn meet(m: &'static Meeting, cpus: &[usize], bound: u64) -> Vec<CpuMask> {
+        let handles: Vec<_> = cpus
+            .iter()
+            .map(|&me| {
+                std::thread::spawn(move || {
+                    let clock = Clock::new(0);
+                    m.arrive_and_wait(me, ticking(&clock), bound, std::thread::yield_now)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    }
+
+    #[test]
+    fn every_expected_cpu_meets_the_others() {
+        static M: Meeting = Meeting::new();
+        M.open(CpuMask(0b111));
+        // A bound far beyond any wait here: only the meeting ends it.
+        assert_eq!(meet(&M, &[0, 1, 2], u64::MAX), [CpuMask::EMPTY; 3]);
+    }
+
+    /// CPUs arriving one after another, each giving up before the next
+    /// comes: each names exactly the CPUs not yet there, CPU 2 (which
+    /// never comes) to the last.
+    #[test]
+    fn a_cpu_that_gives_up_names_the_cpus_not_there() {
+        static M: Meeting = Meeting::new();
+        M.open(CpuMask(0b1111));
+        assert_eq!(meet(&M, &[0], 200), [CpuMask(0b1110)]);
+        assert_eq!(meet(&M, &[1], 200), [CpuMask(0b1100)]);
+        assert_eq!(meet(&M, &[3], 200), [CpuMask(0b100)]);
+    }
+
+    #[test]
+    fn a_cpu_that_comes_after_the_others_gave_up_finds_them_all() {
+        static M: Meeting = Meeting::new();
+        M.open(CpuMask(0b11));
+        assert_eq!(meet(&M, &[0], 50), [CpuMask(0b10)]);
+        assert_eq!(meet(&M, &[1], 50), [CpuMask::EMPTY]);
+        // Opened again, nobody has arrived.
+        M.open(CpuMask(0b11));
+        assert_eq!(meet(&M, &[1], 50), [CpuMask(0b1)]);
     }
 }

@@ -29,10 +29,11 @@
 //!
 //! Cells the protocol predicts "either" for run `either_runs=` times.
 
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::Ordering;
 
 use alloc::vec::Vec;
 use alphasmp::census::Counts;
+use alphasmp::recover::Meeting;
 use alphasmp_bootargs::BootConfig;
 use alphasmp_bootargs::experiment::{self, CellId, Expect, FORMAT_VERSION};
 use alphasmp_bootargs::lines::{EXPERIMENT_BEGIN, EXPERIMENT_CELL, EXPERIMENT_END};
@@ -138,8 +139,7 @@ fn recover() -> Result<u64, Unrecovered> {
 /// serves nothing). `Err(cpu)`: a CPU that did not take part.
 fn reset_counters() -> Result<(), usize> {
     let online = smp::online();
-    RESET_ARRIVED.store(0, Ordering::Relaxed);
-    RESET_EXPECTED.store(online.0, Ordering::Relaxed);
+    RESET.open(online);
     let missing = smp::run_on_cpus(online, reset_this_cpu, 5_000_000_000)?;
     // A CPU that gave up names the CPUs it was still waiting for.
     if let Some(seen) = online.iter().map(|c| missing[c]).find(|&m| m != 0) {
@@ -151,29 +151,21 @@ fn reset_counters() -> Result<(), usize> {
     Ok(())
 }
 
-/// The CPUs at IPL 7 in [`reset_this_cpu`], and the CPUs that take part.
-static RESET_ARRIVED: AtomicU64 = AtomicU64::new(0);
-static RESET_EXPECTED: AtomicU64 = AtomicU64::new(0);
+/// Where the CPUs meet at IPL 7 before each resets its own counters
+/// (`alphasmp::recover::Meeting`, whose docs give the protocol).
+static RESET: Meeting = Meeting::new();
+
+/// How long a CPU waits at the meeting for the others.
+const RESET_BOUND_NS: u64 = 2_000_000_000;
 
 /// Step 1 on one CPU, in task context: 0 if it reset; else the CPUs it
 /// was still waiting for when the bound ran out (then nobody is sure to be
 /// quiet, and this CPU leaves its counters as they are).
 fn reset_this_cpu(me: usize) -> u64 {
     let _masked = ipl::IplGuard::raise(ipl::HIGH);
-    // SeqCst: every CPU's arrival (after its raise) is ordered before any
-    // CPU's reset that saw it.
-    RESET_ARRIVED.fetch_or(1 << me, Ordering::SeqCst);
-    let expected = RESET_EXPECTED.load(Ordering::Relaxed);
-    let start = clock::now_ns();
-    loop {
-        let missing = expected & !RESET_ARRIVED.load(Ordering::SeqCst);
-        if missing == 0 {
-            break;
-        }
-        if clock::now_ns() - start > 2_000_000_000 {
-            return missing;
-        }
-        core::hint::spin_loop();
+    let missing = RESET.arrive_and_wait(me, clock::now_ns, RESET_BOUND_NS, core::hint::spin_loop);
+    if !missing.is_empty() {
+        return missing.0;
     }
     SMP.reset_counters_this_cpu();
     0
