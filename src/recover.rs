@@ -35,13 +35,17 @@ use crate::mailbox::IpiMessage;
 use crate::sync::{AtomicU64, Ordering};
 use crate::xcall::{Hooks, Smp};
 
-/// Step 4's meeting: every expected CPU arrives (in its task, IPIs masked)
-/// and waits until all have, within a time bound.
+/// Step 4's meeting: every expected CPU arrives (in its task) and waits
+/// until all have, within a time bound; each then resets its own counters
+/// with its interrupts masked.
 ///
 /// Protocol: the caller [`open`](Self::open)s it with the CPUs expected,
 /// before any of them can arrive (it is the one that then sends them
-/// their tasks). Each CPU sets its own bit in `arrived` once (SeqCst, after
-/// masking its interrupts) and reads `arrived` (SeqCst) until every
+/// their tasks). Each CPU sets its own bit in `arrived` once (SeqCst) and
+/// reads `arrived` (SeqCst), calling the caller's `relax` between looks
+/// (which may sleep until an interrupt: the kernel waits with interrupts
+/// on, so that an emulator running one CPU at a time runs the others
+/// meanwhile), until every
 /// expected bit is there or the bound passes. SeqCst orders every CPU's
 /// arrival before any CPU's reset that saw it: no CPU zeroes its census
 /// while another may still be making a counted request. A CPU that gives

@@ -175,6 +175,43 @@ fn selftests_pass_under_icount() {
     }
 }
 
+/// The one-boot experiment under `-icount`, on 2 EV6 CPUs with napping
+/// waiters (a spinning waiter holds the only host thread until its
+/// watchdog calls a deadlock): every cell ends as the kernel predicts and
+/// no native cell reads as a lossy machine. Its reset meeting, where every
+/// CPU waits for the others before a cell, once waited at IPL 7, where
+/// wtint returns at once for the pending clock interrupt: the CPUs still
+/// to arrive never ran, and every such boot stopped at its first cell
+/// ("CPU 1 did not reach the counters' reset before the run"). The
+/// schedule follows the instruction count, so the run is the same on
+/// every boot of the same kernel.
+#[test]
+fn the_experiment_runs_under_icount() {
+    let cpu = CpuModel {
+        name: Some("ev6"),
+        icount: true,
+        ..Default::default()
+    };
+    let r = boot_on(
+        cpu,
+        2,
+        qemu::DEFAULT_MEM_MIB,
+        "tick_hz=1000 irq_load_us=100 watchdog_ms=100 experiment=native wait=nap cell_size=100",
+    );
+    let end = r
+        .line_starting("experiment-end:")
+        .unwrap_or_else(|| panic!("no end line: {}", r.describe()));
+    assert!(
+        r.passed()
+            && end.contains(" unexpected=0 ")
+            && end.contains(" unrecovered=0 ")
+            && end.contains(" native_findings=0 ")
+            && !end.contains(" runs=0 "),
+        "{end}\n{}",
+        r.describe()
+    );
+}
+
 /// DEC's EV6 OSF PALcode returns from `wtint` at once: the idle loop and
 /// every nap spin. The suite must not depend on a real sleep. The storm
 /// runs 1000 rounds per CPU here, not 5000: with every vCPU spinning, four

@@ -97,7 +97,7 @@ enum Unrecovered {
     /// The CPU came back at a raised IPL.
     Ipl(usize, u64),
     /// The CPU did not reach the counters' reset before the run (the
-    /// others waited for it at IPL 7 and gave up).
+    /// others waited for it and gave up).
     NotReset(usize),
 }
 
@@ -124,19 +124,29 @@ fn recover() -> Result<u64, Unrecovered> {
 
 /// Zeroes every counter a cell line reports (step 1), each CPU its own
 /// (`Smp::reset_counters_this_cpu`), all at once: every CPU, reached
-/// through its task slot, raises its IPL to 7 and waits there until all
-/// have, and only then resets. Each CPU resets its own census because
-/// the census's judging marks are written by that CPU's interrupts (reset
-/// from another CPU, a judgement under way could store a mark it read
-/// before the reset); all wait at IPL 7 first because reaching the CPUs sends them requests the
-/// census counts (the task slots' IPIs): a CPU that reset while the
-/// request to it was numbered but not yet issued counted it issued but
-/// not numbered, and its census found more requests than were made (seen:
-/// delivered + late + stranded one above the requests, stranded above the
-/// injection's ground truth). Once every CPU is at IPL 7 in its task, the
-/// caller has issued every such request (one may still be pending, masked,
-/// at its target: its number is zeroed with the rest, and taking it later
-/// serves nothing). `Err(cpu)`: a CPU that did not take part.
+/// through its task slot, waits until all have arrived, and only then
+/// resets, at IPL 7. Each CPU resets its own census, with its interrupts
+/// masked, because the census's judging marks are written by that CPU's
+/// interrupts (reset from another CPU, a judgement under way could store
+/// a mark it read before the reset). All meet first because reaching the
+/// CPUs sends them requests the census counts (the task slots' IPIs): a
+/// CPU that reset while the request to it was numbered but not yet issued
+/// counted it issued but not numbered, and its census found more requests
+/// than were made (seen: delivered + late + stranded one above the
+/// requests, stranded above the injection's ground truth). The caller
+/// posts every task before it runs its own, so once every CPU is at the
+/// meeting every such request has been issued (one may still be pending
+/// at its target when that CPU masks its interrupts to reset: its number
+/// is zeroed with the rest, and taking it later serves nothing).
+///
+/// The meeting itself waits with interrupts on, sleeping in wtint once the
+/// wait is a millisecond old (`clock::pause_since`): where the emulator
+/// runs its CPUs one at a time (QEMU under `-icount`), the CPUs still to
+/// arrive run only while the waiters sleep, and a waiter at IPL 7 cannot
+/// (wtint returns at once for the masked clock interrupt pending there).
+/// A meeting held at IPL 7 never ended there: every boot of the
+/// experiment under `-icount` stopped at its first cell. `Err(cpu)`: a
+/// CPU that did not take part.
 fn reset_counters() -> Result<(), usize> {
     let online = smp::online();
     RESET.open(online);
@@ -151,7 +161,7 @@ fn reset_counters() -> Result<(), usize> {
     Ok(())
 }
 
-/// Where the CPUs meet at IPL 7 before each resets its own counters
+/// Where the CPUs meet before each resets its own counters
 /// (`alphasmp::recover::Meeting`, whose docs give the protocol).
 static RESET: Meeting = Meeting::new();
 
@@ -162,11 +172,14 @@ const RESET_BOUND_NS: u64 = 2_000_000_000;
 /// was still waiting for when the bound ran out (then nobody is sure to be
 /// quiet, and this CPU leaves its counters as they are).
 fn reset_this_cpu(me: usize) -> u64 {
-    let _masked = ipl::IplGuard::raise(ipl::HIGH);
-    let missing = RESET.arrive_and_wait(me, clock::now_ns, RESET_BOUND_NS, core::hint::spin_loop);
+    let since = clock::now_ns();
+    let missing = RESET.arrive_and_wait(me, clock::now_ns, RESET_BOUND_NS, || {
+        clock::pause_since(since)
+    });
     if !missing.is_empty() {
         return missing.0;
     }
+    let _masked = ipl::IplGuard::raise(ipl::HIGH);
     SMP.reset_counters_this_cpu();
     0
 }
@@ -404,7 +417,7 @@ pub fn run(cfg: &BootConfig<'_>) -> ! {
             Unrecovered::NotReset(c) => (
                 *c,
                 alloc::string::String::from(
-                    "did not reach the counters' reset before the run (the others waited 2 s for it at IPL 7)",
+                    "did not reach the counters' reset before the run (the others waited 2 s for it)",
                 ),
             ),
         };
