@@ -18,6 +18,9 @@ pub use alphasmp::cpuid::MAX_CPUS;
 /// The machine's CPU map.
 pub static MAP: CpuMap = CpuMap::new();
 
+/// The boot CPU's logical id (the map gives it 0).
+pub const BOOT_CPU: usize = 0;
+
 unsafe extern "Rust" {
     // asm/head.S: the boot CPU's stack, STACK_SIZE long and aligned.
     static boot_stack: u8;

@@ -56,13 +56,28 @@ pub fn post_rxrdy(h: &Hwrpb, bits: u64) {
     unsafe { (*p).fetch_or(bits, core::sync::atomic::Ordering::SeqCst) };
 }
 
+/// Atomically sets `bits` in txrdy (physical CPU numbers): what a
+/// secondary console does once its line is in its slot
+/// (`Slot::set_tx_text`); the self-tests play such a console with it.
+pub fn post_txrdy(h: &Hwrpb, bits: u64) {
+    let p = (base(h) + layout::off::TXRDY) as *const core::sync::atomic::AtomicU64;
+    // SAFETY: txrdy is an aligned quadword of the HWRPB, mapped for the run.
+    unsafe { (*p).fetch_or(bits, core::sync::atomic::Ordering::SeqCst) };
+}
+
 /// Lines taken from secondary consoles (for the exit line).
 pub static SECONDARY_LINES: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
 /// Takes the lines secondary consoles posted (their `txrdy` bits), prints
 /// each as `console CPU n: text`, and clears exactly those bits so each
 /// console can go on (Linux and NetBSD clear them in the IPI handler too).
-/// The boot CPU calls it from its IPI interrupt and before the run ends.
+///
+/// One caller at a time, never nested: a line is read, printed and only
+/// then released, so two drains at once print it twice (seen with every
+/// CPU's IPI handler draining: `smp.secondary_console_lines_once`). The
+/// boot CPU calls it with its interrupts masked (its IPI handler; the
+/// bring-up's wait, raised to IPL 7), and the CPU that ends the run once
+/// the others are stopped.
 pub fn drain_secondary_consoles(h: &Hwrpb) -> u64 {
     let taken = h.take_secondary_lines(|cpu, text| {
         let text = core::str::from_utf8(text)

@@ -31,7 +31,7 @@ pub fn alpha_ipi_interrupt() {
     let me = &percpu::CPUS[cpu];
     let depth = me.irq_depth.load(Ordering::Relaxed);
     me.irq_depth.store(depth + 1, Ordering::Relaxed);
-    ipi();
+    ipi(cpu);
     me.irq_depth.store(depth, Ordering::Relaxed);
 }
 
@@ -51,13 +51,16 @@ fn count(c: &AtomicU64) -> u64 {
 
 /// The IPI's work, at IPL 7 inside the handler.
 #[inline]
-fn ipi() {
+fn ipi(cpu: usize) {
     SMP.census_ipi_interrupt();
     // At IPL 7, so IPIs cannot nest in the drain (`handle_ipi`'s contract).
     SMP.handle_ipi();
     // A secondary console interrupts the primary when it posts a line (its
-    // txrdy bit); take it so that console can go on.
-    if let Some(h) = crate::hwrpb::get()
+    // txrdy bit); the primary takes it so that console can go on. Only
+    // there: handlers on several CPUs would each print the same line
+    // (`drain_secondary_consoles`).
+    if cpu == cpus::BOOT_CPU
+        && let Some(h) = crate::hwrpb::get()
         && h.txrdy() != 0
     {
         crate::hwrpb::drain_secondary_consoles(h);
@@ -76,7 +79,7 @@ pub fn dispatch(kind: u64, a1: u64, a2: u64, pc: u64, interrupted_ipl: u8) {
     let depth = me.irq_depth.load(Ordering::Relaxed);
     me.irq_depth.store(depth + 1, Ordering::Relaxed);
     match kind {
-        0 => ipi(),
+        0 => ipi(cpu),
         1 => {
             SMP.census_clock();
             let ticks = machine::on_clock_interrupt();

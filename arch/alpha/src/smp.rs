@@ -241,9 +241,12 @@ pub fn start_secondaries(h: &Hwrpb, console_pcb_phys: u64) -> Bringup {
         h.set_cpu_restart(entry, entry);
         slot.set_flags((slot.flags() | 0x22) & !alphasmp_srm::hwrpb::flags::BIP);
         // The console may still be answering an earlier message; lines the
-        // secondary consoles post meanwhile are taken so they can go on.
+        // secondary consoles post meanwhile are taken so they can go on,
+        // with interrupts masked: this CPU's IPI handler takes them too,
+        // and one nested in this drain would print the same line again.
         let drained = || {
             if h.txrdy() != 0 {
+                let _masked = ipl::IplGuard::raise(ipl::HIGH);
                 hwrpb::drain_secondary_consoles(h);
             }
         };

@@ -442,6 +442,27 @@ impl<M: Quads> Slot<'_, M> {
         )
     }
 
+    /// What the slot's console does to post a line for the OS, before it
+    /// sets its bit in `txrdy`: the text (at most 80 bytes) in `txbuf`,
+    /// its length in `txlen` (the high half of the IPC buffer's first
+    /// quadword; `rxlen`, the low half, is the OS's and is kept). The
+    /// kernel's self-tests play a secondary console with it.
+    pub fn set_tx_text(&self, line: &[u8]) {
+        let len = line.len().min(slot_off::IPC_TEXT);
+        let first = self.q(slot_off::IPC_BUFFER);
+        self.set(
+            slot_off::IPC_BUFFER,
+            (first & 0xffff_ffff) | (len as u64) << 32,
+        );
+        let mut text = [0u8; slot_off::IPC_TEXT];
+        text[..len].copy_from_slice(&line[..len]);
+        for (i, w) in text.chunks(8).enumerate() {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(w);
+            self.set(slot_off::IPC_TXBUF + 8 * i as u64, u64::from_le_bytes(word));
+        }
+    }
+
     /// The text the slot's console posted for the OS (`txlen` bytes of
     /// `txbuf`, at most 80), copied into `out`; returns its length.
     pub fn tx_text(&self, out: &mut [u8; slot_off::IPC_TEXT]) -> usize {
@@ -731,27 +752,14 @@ mod tests {
         /// One step: posts the next line if the OS took the previous one.
         /// Returns false when it is blocked on a line not yet taken.
         fn step(&mut self, h: &Hwrpb<&fake::Mem>) -> bool {
-            let base = h.slot(self.cpu).offset();
             if h.txrdy() & (1 << self.cpu) != 0 {
                 return self.lines.is_empty();
             }
             let Some(line) = self.lines.pop_front() else {
                 return true;
             };
+            h.slot(self.cpu).set_tx_text(line);
             let m = h.mem();
-            let first = m.read(base + slot_off::IPC_BUFFER);
-            m.write(
-                base + slot_off::IPC_BUFFER,
-                (first & 0xffff_ffff) | (line.len() as u64) << 32,
-            );
-            let mut text = [0u8; 80];
-            text[..line.len()].copy_from_slice(line);
-            for (i, w) in text.chunks(8).enumerate() {
-                m.write(
-                    base + slot_off::IPC_TXBUF + 8 * i as u64,
-                    u64::from_le_bytes(w.try_into().unwrap()),
-                );
-            }
             m.write(off::TXRDY, h.txrdy() | 1 << self.cpu);
             true
         }
@@ -839,6 +847,26 @@ mod tests {
         let mut lines = std::vec::Vec::new();
         h.take_secondary_lines(|cpu, text| lines.push((cpu, text.to_vec())));
         assert_eq!(lines, [(2, b"P02>>>".to_vec())]);
+    }
+
+    /// The console's side of a line: `txlen` in the high half, the OS's
+    /// `rxlen` kept, the text read back whole, a longer line cut at 80.
+    #[test]
+    fn a_posted_line_reads_back_and_keeps_rxlen() {
+        let mem = marvel_like();
+        let h = Hwrpb::new(&mem).unwrap();
+        let slot = h.slot(2);
+        slot.set_message(b"START\r\n");
+        slot.set_tx_text(b"P02>>> halted\r\n");
+        let mut out = [0u8; slot_off::IPC_TEXT];
+        let n = slot.tx_text(&mut out);
+        assert_eq!(&out[..n], b"P02>>> halted\r\n");
+        let base = slot.offset() + slot_off::IPC_BUFFER;
+        assert_eq!((&mem).read(base) & 0xffff_ffff, 7, "rxlen kept");
+        let long = [b'x'; 100];
+        slot.set_tx_text(&long);
+        assert_eq!(slot.tx_text(&mut out), 80);
+        assert_eq!(out, [b'x'; 80]);
     }
 
     #[test]

@@ -61,6 +61,10 @@ pub const ALL: &[Test] = &[
         run: platform::ipi_ping,
     },
     Test {
+        name: "smp.secondary_console_lines_once",
+        run: platform::secondary_console_lines_once,
+    },
+    Test {
         name: "smp.idle_wakes_on_ping",
         run: platform::idle_wakes_on_ping,
     },

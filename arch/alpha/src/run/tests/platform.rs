@@ -606,3 +606,66 @@ pub fn run_on_cpus_timeout_is_clean(_: &BootConfig<'_>) -> Outcome {
     );
     Ok(())
 }
+
+/// Lines a secondary console posted this boot (its slot's text, then its
+/// `txrdy` bit, then an interrupt to the primary, as SRM's console on a
+/// secondary CPU does; docs/hardware.md, "Secondary consoles"), each
+/// printed once and its bit cleared, while every other CPU takes an IPI
+/// at the same moment. The highest CPU plays the console: after each line
+/// it PINGs every other CPU and waits until its bit is clear. Only the
+/// boot CPU may take the lines, with its interrupts masked: when every
+/// CPU's IPI handler took them, two handlers could read the same line
+/// before either cleared its bit, and printed it twice.
+pub fn secondary_console_lines_once(_: &BootConfig<'_>) -> Outcome {
+    let before = crate::hwrpb::SECONDARY_LINES.load(Ordering::Relaxed);
+    let Some(console) = smp::online_cpus().filter(|c| *c != cpus::BOOT_CPU).last() else {
+        return Ok(());
+    };
+    let r = smp::run_on_cpus(
+        alphasmp::cpumask::CpuMask::single(console),
+        play_secondary_console,
+        2 * LIVENESS_NS,
+    );
+    check!(r.is_ok(), "CPU {console} did not come back from its lines");
+    let stuck = r.map_or(0, |v| v[console]);
+    check_eq!(
+        stuck,
+        0,
+        "the line (from 1) whose txrdy bit was never cleared"
+    );
+    let taken = crate::hwrpb::SECONDARY_LINES.load(Ordering::Relaxed) - before;
+    check_eq!(
+        taken,
+        CONSOLE_LINES,
+        "lines printed for {CONSOLE_LINES} posted"
+    );
+    Ok(())
+}
+
+/// Lines [`secondary_console_lines_once`] posts.
+const CONSOLE_LINES: u64 = 8;
+
+/// The secondary console's side: 0 once every line was released, else
+/// 1 + the number of the line whose bit stayed set.
+fn play_secondary_console(me: usize) -> u64 {
+    let (Some(h), Some(phys)) = (crate::hwrpb::get(), cpus::physical(me)) else {
+        return u64::MAX;
+    };
+    let bit = 1u64 << phys;
+    for n in 0..CONSOLE_LINES {
+        let line = alloc::format!("self-test line {n} of {CONSOLE_LINES} from this console");
+        h.slot(phys as u64).set_tx_text(line.as_bytes());
+        crate::hwrpb::post_txrdy(h, bit);
+        for cpu in smp::online_cpus().filter(|c| *c != me) {
+            ipi::send(cpu, IpiMessage::PING);
+        }
+        let sent = clock::now_ns();
+        while h.txrdy() & bit != 0 {
+            if clock::now_ns() > sent + LIVENESS_NS {
+                return n + 1;
+            }
+            clock::pause_since(sent);
+        }
+    }
+    0
+}
