@@ -50,6 +50,25 @@ fn all_active_then(
     });
 }
 
+/// A console that reports more ASNs than EV6/EV7 PALcode keeps (it masks
+/// the PCB's ASN with 0xff): the MMU hands out at most 255, so two spaces
+/// never share a hardware ASN by the mask's wrap (docs/hardware.md, "Known
+/// risks on real machines": `max_asn` trusted). Activates 600 spaces on
+/// one CPU with `max_asn` 1023: every ASN is at most 255, and the hardware
+/// ASNs rolled over.
+#[test]
+fn a_max_asn_above_255_is_capped() {
+    let (smp, mmu) = setup();
+    mmu.set_max_asn(1023);
+    SimPlatform::run(smp, 1, move |_| {
+        for _ in 0..600 {
+            let asn = mmu.activate(space());
+            assert!(asn <= 255, "hardware ASN {asn} above the PALcode's 255");
+        }
+        assert!(stat(mmu, 0, |s| &s.rollovers) >= 2);
+    });
+}
+
 /// ASN rollover, seen through the TLB model. With 63 hardware ASNs, CPU 0
 /// runs space A (ASN x) and reads and executes a page of it, then takes
 /// new ASNs until the hardware ASNs wrap and a space B of the new version
