@@ -359,6 +359,29 @@ fn panic_on_a_secondary_stops_every_cpu() {
     );
 }
 
+/// The end of a run stops every CPU even where no CPU_STOP arrives: IPIs
+/// to a CPU at IPL 7 are lost (`inject=edge_loss_masked`, the EV7
+/// hypothesis; an idle CPU waits in wtint at IPL 7) and nothing reads the
+/// mailbox without the poll (`ipi_poll=off`). The idle secondaries park
+/// from their next clock interrupt instead. Before, each ran on after the
+/// verdict ("CPU n did not acknowledge CPU_STOP" for all three); on a real
+/// machine they would run kernel code under the console CPU 0 halted into.
+#[test]
+fn the_end_stops_every_cpu_when_stop_ipis_are_lost() {
+    let r = boot(
+        4,
+        "tests=smp.all_cpus_online inject=edge_loss_masked ipi_poll=off",
+    );
+    assert!(r.passed(), "{}", r.describe());
+    assert!(
+        r.lines_with("did not acknowledge CPU_STOP")
+            .next()
+            .is_none(),
+        "{}",
+        r.output
+    );
+}
+
 /// A fault on the panic's own way out (the stop of the other CPUs faults
 /// again, as a missing instruction would on a CPU without it) still ends
 /// the run with the failure status instead of waiting for itself.

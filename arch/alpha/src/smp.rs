@@ -535,13 +535,35 @@ impl IdleWindow {
 
 // ---- Stopping every CPU ---------------------------------------------------
 
+/// 1 + the CPU ending the run, once it does ([`stop_others`]); 0 before.
+/// Every other CPU's clock interrupt then parks that CPU, as a CPU_STOP
+/// would. Written once (Release), read by the clock handlers (Relaxed: a
+/// tick that misses it parks at the next).
+static STOPPING: AtomicUsize = AtomicUsize::new(0);
+
+/// Whether the run is ending and this CPU, which is not the one ending it,
+/// must park (the clock handler's fallback for a CPU_STOP that did not
+/// arrive). The CPU ending the run waits for the others with its clock
+/// interrupts on.
+pub fn stop_requested() -> bool {
+    match STOPPING.load(Ordering::Relaxed) {
+        0 => false,
+        ender => ender != cpus::this() + 1,
+    }
+}
+
 /// Sends CPU_STOP to every other online CPU and waits for them to park;
-/// names each that does not (its IPIs are not arriving: it sits at a high
-/// IPL, or the IPI was lost). Those still stop from their tick handler
-/// once `percpu::panicking` is set, or stay behind at the console.
+/// names each that does not (it sits at a high IPL). A CPU whose CPU_STOP
+/// was lost (an EV7 edge, with the poll off: nothing would ever read the
+/// message) parks from its next clock interrupt instead: the flag is set
+/// before the IPIs go out. Before it, every secondary whose IPI was lost
+/// ran on after the verdict (`inject=edge_loss_masked ipi_poll=off`: "did
+/// not acknowledge CPU_STOP" for each); on a real machine it would still
+/// run kernel code under the console that CPU 0 halted into.
 fn stop_others(panic_path: bool) {
     let me = cpus::this();
     let others = online().without(me);
+    STOPPING.store(me + 1, Ordering::Release);
     for cpu in others.iter() {
         if panic_path {
             // The panic path must not panic again on a refused send.
