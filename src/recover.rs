@@ -19,8 +19,8 @@
 //!    the serialization lock held) means a CPU did not come back, and the
 //!    caller must not start another run on top of it.
 //! 4. Every CPU zeroes its own counters and census with its interrupts
-//!    masked, once every CPU is in its task at a masked IPL (a
-//!    [`Meeting`], then [`Smp::reset_counters_this_cpu`];
+//!    masked, once every CPU has arrived in its task (a [`Meeting`], then
+//!    [`Smp::reset_counters_this_cpu`];
 //!    [`Smp::reset_counters`] does all of them from one CPU where no CPU
 //!    takes interrupts).
 //!

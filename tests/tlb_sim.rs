@@ -51,22 +51,47 @@ fn all_active_then(
 }
 
 /// A console that reports more ASNs than EV6/EV7 PALcode keeps (it masks
-/// the PCB's ASN with 0xff): the MMU hands out at most 255, so two spaces
-/// never share a hardware ASN by the mask's wrap (docs/hardware.md, "Known
-/// risks on real machines": `max_asn` trusted). Activates 600 spaces on
-/// one CPU with `max_asn` 1023: every ASN is at most 255, and the hardware
-/// ASNs rolled over.
+/// the PCB's ASN with 0xff): the MMU must roll its ASN version over at 255,
+/// or an ASN comes round again within one version and two spaces share
+/// stale translations (docs/hardware.md, "Known risks on real machines":
+/// `max_asn` trusted). Activates 600 spaces on one CPU with `max_asn` 1023:
+/// no hardware ASN is handed out twice between two rollovers, each
+/// rollover flushed the process TLB entries, and the whole run is the one
+/// `max_asn` 255 gives. (Seen failing with the clamp replaced by
+/// `max(1)`: ASN 0x01 came round again without a rollover.)
 #[test]
 fn a_max_asn_above_255_is_capped() {
-    let (smp, mmu) = setup();
-    mmu.set_max_asn(1023);
-    SimPlatform::run(smp, 1, move |_| {
-        for _ in 0..600 {
-            let asn = mmu.activate(space());
-            assert!(asn <= 255, "hardware ASN {asn} above the PALcode's 255");
-        }
-        assert!(stat(mmu, 0, |s| &s.rollovers) >= 2);
-    });
+    fn run(max_asn: u64) -> (Vec<u64>, u64) {
+        let (smp, mmu) = setup();
+        mmu.set_max_asn(max_asn);
+        let out = SimPlatform::run(smp, 1, move |_| {
+            let mut asns = Vec::new();
+            let mut version = std::collections::HashSet::new();
+            let mut rolled = 0;
+            for _ in 0..600 {
+                let asn = mmu.activate(space());
+                let now = stat(mmu, 0, |s| &s.rollovers);
+                if now != rolled {
+                    rolled = now;
+                    version.clear();
+                }
+                assert!(
+                    version.insert(asn),
+                    "max_asn {max_asn}: hardware ASN {asn:#04x} handed out twice in one version"
+                );
+                asns.push(asn);
+            }
+            assert!(
+                stat(mmu, 0, |s| &s.tbiap) >= rolled,
+                "a rollover without tbiap"
+            );
+            (asns, rolled)
+        });
+        out.into_iter().next().expect("CPU 0's run")
+    }
+    let (asns, rollovers) = run(1023);
+    assert!(rollovers >= 2, "{rollovers} rollovers in 600 activations");
+    assert_eq!((asns, rollovers), run(255), "max_asn 1023 acts as 255");
 }
 
 /// ASN rollover, seen through the TLB model. With 63 hardware ASNs, CPU 0

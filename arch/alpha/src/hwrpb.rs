@@ -72,13 +72,18 @@ pub static SECONDARY_LINES: core::sync::atomic::AtomicU64 = core::sync::atomic::
 /// each as `console CPU n: text`, and clears exactly those bits so each
 /// console can go on (Linux and NetBSD clear them in the IPI handler too).
 ///
-/// One caller at a time, never nested: a line is read, printed and only
-/// then released, so two drains at once print it twice (seen with every
-/// CPU's IPI handler draining: `smp.secondary_console_lines_once`). The
-/// boot CPU calls it with its interrupts masked (its IPI handler; the
-/// bring-up's wait, raised to IPL 7), and the CPU that ends the run once
-/// the others are stopped.
+/// One drain at a time: a line is read, printed and only then released,
+/// so two drains at once print it twice (seen with every CPU's IPI handler
+/// draining: `smp.secondary_console_lines_once`). The boot CPU drains with
+/// its interrupts masked (its IPI and clock handlers; the bring-up's wait,
+/// raised to IPL 7), so its drains never nest; the CPU that ends the run
+/// drains once more, and on a panic path the boot CPU may not have
+/// stopped by then: a drain that finds another under way leaves the lines
+/// to it and returns 0 (`DRAINING`).
 pub fn drain_secondary_consoles(h: &Hwrpb) -> u64 {
+    if DRAINING.swap(true, core::sync::atomic::Ordering::Acquire) {
+        return 0;
+    }
     let taken = h.take_secondary_lines(|cpu, text| {
         let text = core::str::from_utf8(text)
             .unwrap_or("(not text)")
@@ -93,8 +98,13 @@ pub fn drain_secondary_consoles(h: &Hwrpb) -> u64 {
         // taken are cleared, atomically.
         unsafe { (*p).fetch_and(!taken, core::sync::atomic::Ordering::SeqCst) };
     }
+    DRAINING.store(false, core::sync::atomic::Ordering::Release);
     taken
 }
+
+/// Held by the drain under way ([`drain_secondary_consoles`]): set by a
+/// swap (Acquire), cleared by its holder (Release).
+static DRAINING: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 
 /// The HWRPB found at boot.
 static FOUND: spin::Once<Hwrpb> = spin::Once::new();

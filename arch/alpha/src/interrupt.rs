@@ -59,8 +59,15 @@ fn ipi(cpu: usize) {
     // txrdy bit); the primary takes it so that console can go on. Only
     // there: handlers on several CPUs would each print the same line
     // (`drain_secondary_consoles`).
-    if cpu == cpus::BOOT_CPU
-        && let Some(h) = crate::hwrpb::get()
+    if cpu == cpus::BOOT_CPU {
+        drain_consoles();
+    }
+}
+
+/// Takes the secondary consoles' lines, if any (boot CPU, in a handler).
+#[inline]
+fn drain_consoles() {
+    if let Some(h) = crate::hwrpb::get()
         && h.txrdy() != 0
     {
         crate::hwrpb::drain_secondary_consoles(h);
@@ -82,6 +89,11 @@ pub fn dispatch(kind: u64, a1: u64, a2: u64, pc: u64, interrupted_ipl: u8) {
         0 => ipi(cpu),
         1 => {
             SMP.census_clock();
+            if cpu == cpus::BOOT_CPU {
+                // A secondary console's line whose interrupt was lost (an
+                // EV7 edge) waits for the next tick, not for the next IPI.
+                drain_consoles();
+            }
             let ticks = machine::on_clock_interrupt();
             if ticks > 0 {
                 clock::on_tick(ticks);

@@ -537,8 +537,10 @@ impl IdleWindow {
 
 /// 1 + the CPU ending the run, once it does ([`stop_others`]); 0 before.
 /// Every other CPU's clock interrupt then parks that CPU, as a CPU_STOP
-/// would. Written once (Release), read by the clock handlers (Relaxed: a
-/// tick that misses it parks at the next).
+/// would. Written (Release) by each CPU that ends the run: once, unless
+/// another CPU panics meanwhile and stops everyone again (the panic parks
+/// every other CPU anyway, `percpu::panicking`). Read by the clock
+/// handlers (Relaxed: a tick that misses it parks at the next).
 static STOPPING: AtomicUsize = AtomicUsize::new(0);
 
 /// Whether the run is ending and this CPU, which is not the one ending it,

@@ -7,8 +7,8 @@
 //!
 //! # One cell
 //!
-//! 1. Zero the counters: every CPU, through its task slot, raises its IPL
-//!    to 7, waits until all have, and zeroes its own counters and census
+//! 1. Zero the counters: every CPU, through its task slot, waits until all
+//!    have arrived, then zeroes its own counters and census at IPL 7
 //!    (`reset_counters`; a CPU that does not arrive ends the experiment
 //!    with one line naming it). Set the cell's fixes (`ipi_lock`,
 //!    `ipi_poll`, `resend`, and the watchdog's abort threshold) and

@@ -335,6 +335,11 @@ impl<M: Quads> Hwrpb<M> {
     /// lets each of those consoles go on.
     pub fn take_secondary_lines(&self, mut each: impl FnMut(u64, &[u8])) -> u64 {
         let pending = self.txrdy();
+        // The console writes its text, then its bit: the text is read after
+        // the bit (Alpha may reorder two loads; `mb` here, as Linux's
+        // reader). On a host, and under QEMU on one, loads stay in order,
+        // so no test here can see this fence missing.
+        core::sync::atomic::fence(core::sync::atomic::Ordering::Acquire);
         let mut taken = 0;
         for cpu in (0..self.nr_processors().min(64)).filter(|c| pending & (1 << c) != 0) {
             let mut text = [0u8; slot_off::IPC_TEXT];
