@@ -105,7 +105,7 @@ pub fn dispatch(kind: u64, a1: u64, a2: u64, pc: u64, interrupted_ipl: u8) {
                     clock::delay_ns(load);
                 }
             }
-            if percpu::panicking() || crate::smp::stop_requested() {
+            if percpu::panicking() || percpu::stop_requested() {
                 // Fallback stop for a CPU whose CPU_STOP IPI did not arrive.
                 machine::park_this_cpu();
             }

@@ -107,3 +107,27 @@ pub fn start_panicking() -> PanicRole {
 pub fn panicking() -> bool {
     PANICKING.load(core::sync::atomic::Ordering::Relaxed) != 0
 }
+
+/// 1 + the CPU ending the run, once it does (`smp::stop_others`); 0
+/// before. Every other CPU's clock interrupt then parks that CPU, as a
+/// CPU_STOP would. Written (Release) by each CPU that ends the run: once,
+/// unless another CPU panics meanwhile and stops everyone again (the panic
+/// parks every other CPU anyway, [`panicking`]). Read by the clock
+/// handlers (Relaxed: a tick that misses it parks at the next).
+static STOPPING: AtomicUsize = AtomicUsize::new(0);
+
+/// The run ends on logical CPU `ender`: every other CPU must park.
+pub fn request_stop(ender: usize) {
+    STOPPING.store(ender + 1, core::sync::atomic::Ordering::Release);
+}
+
+/// Whether the run is ending and this CPU, which is not the one ending it,
+/// must park (the clock handler's fallback for a CPU_STOP that did not
+/// arrive). The CPU ending the run waits for the others with its clock
+/// interrupts on.
+pub fn stop_requested() -> bool {
+    match STOPPING.load(core::sync::atomic::Ordering::Relaxed) {
+        0 => false,
+        ender => ender != crate::cpus::this() + 1,
+    }
+}

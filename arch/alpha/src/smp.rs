@@ -535,25 +535,6 @@ impl IdleWindow {
 
 // ---- Stopping every CPU ---------------------------------------------------
 
-/// 1 + the CPU ending the run, once it does ([`stop_others`]); 0 before.
-/// Every other CPU's clock interrupt then parks that CPU, as a CPU_STOP
-/// would. Written (Release) by each CPU that ends the run: once, unless
-/// another CPU panics meanwhile and stops everyone again (the panic parks
-/// every other CPU anyway, `percpu::panicking`). Read by the clock
-/// handlers (Relaxed: a tick that misses it parks at the next).
-static STOPPING: AtomicUsize = AtomicUsize::new(0);
-
-/// Whether the run is ending and this CPU, which is not the one ending it,
-/// must park (the clock handler's fallback for a CPU_STOP that did not
-/// arrive). The CPU ending the run waits for the others with its clock
-/// interrupts on.
-pub fn stop_requested() -> bool {
-    match STOPPING.load(Ordering::Relaxed) {
-        0 => false,
-        ender => ender != cpus::this() + 1,
-    }
-}
-
 /// Sends CPU_STOP to every other online CPU and waits for them to park;
 /// names each that does not (it sits at a high IPL). A CPU whose CPU_STOP
 /// was lost (an EV7 edge, with the poll off: nothing would ever read the
@@ -565,7 +546,7 @@ pub fn stop_requested() -> bool {
 fn stop_others(panic_path: bool) {
     let me = cpus::this();
     let others = online().without(me);
-    STOPPING.store(me + 1, Ordering::Release);
+    percpu::request_stop(me);
     for cpu in others.iter() {
         if panic_path {
             // The panic path must not panic again on a refused send.
