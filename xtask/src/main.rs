@@ -9,7 +9,8 @@ use xtask::util::{Context, Result, err, repo_root};
 const USAGE: &str = "usage: cargo xtask <command>
   run [--smp N] [--mem MIB] [--append \"ARGS\"] [--timeout SECS] [--cpu ev6|ev67|ev68] [--icount]
       [--boot disk|bootp [--image FILE]]
-                 build, boot on QEMU (default 4 CPUs), run the self-tests, exit with their verdict;
+                 build, boot on QEMU (default 4 CPUs), run the self-tests (or the run mode --append
+                 picks), exit with the kernel's verdict;
                  --cpu: QEMU's CPU model (default ev67); --icount: guest time counts instructions
                  and the vCPUs run one at a time; --boot: boot the SRM image (default: the one
                  just built) through the emulation of SRM's entry state instead of giving QEMU the ELF

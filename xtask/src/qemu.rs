@@ -138,13 +138,15 @@ impl RunResult {
         self.output.lines().rev().find_map(parse_summary)
     }
 
-    /// Passed: exit status 0, and a summary line with no failed test, or
-    /// (an experiment boot) the experiment's closing line and a PASS verdict.
+    /// Passed: exit status 0, and a summary line with no failed test (the
+    /// self-tests), or, for the run modes that print none (the experiment,
+    /// `stress=`, `bench=`), the kernel's PASS verdict.
     pub fn passed(&self) -> bool {
         self.ending == Ending::Exited(0)
-            && (matches!(self.summary(), Some((p, 0)) if p > 0)
-                || (self.line_starting("experiment-end:").is_some()
-                    && self.verdict().is_some_and(|v| v.starts_with("PASS"))))
+            && match self.summary() {
+                Some((p, f)) => p > 0 && f == 0,
+                None => self.verdict().is_some_and(|v| v.starts_with("PASS")),
+            }
     }
 
     /// The verdict line's text after `alphasmp: `, if printed.
@@ -171,10 +173,12 @@ impl RunResult {
             Ending::Exited(c) => format!("QEMU exit {c}"),
             Ending::TimedOut => "timed out (killed)".to_string(),
         };
-        let summary = match (self.summary(), self.line_starting("experiment-end:")) {
-            (Some((p, f)), _) => format!("{p} passed, {f} failed"),
-            (None, Some(_)) => self.verdict().unwrap_or("no verdict line").to_string(),
-            (None, None) => "no summary line".to_string(),
+        let summary = match self.summary() {
+            Some((p, f)) => format!("{p} passed, {f} failed"),
+            None => self
+                .verdict()
+                .unwrap_or("no summary or verdict line")
+                .to_string(),
         };
         let summary = summary
             .strip_prefix("PASS (")
@@ -375,6 +379,47 @@ mod tests {
         assert_eq!(parse_summary("3 passed, 2 failed\r"), Some((3, 2)));
         assert_eq!(parse_summary("test x ... ok"), None);
         assert_eq!(parse_summary("a passed, 0 failed"), None);
+    }
+
+    fn result(exit: i32, output: &str) -> RunResult {
+        RunResult {
+            ending: Ending::Exited(exit),
+            output: output.to_string(),
+            elapsed: Duration::from_millis(100),
+        }
+    }
+
+    /// Every run mode's verdict: the self-tests' summary, else the
+    /// kernel's verdict line (`stress=` and `bench=` print no summary; a
+    /// stress boot that passed once read "FAIL (no summary line)").
+    #[test]
+    fn each_run_mode_is_judged_by_its_verdict() {
+        let stress = "stress-result: outcome=completed\nalphasmp: PASS (stress run reported)\n";
+        assert!(result(0, stress).passed());
+        assert_eq!(
+            result(0, stress).describe(),
+            "PASS (stress run reported, QEMU exit 0, 0.1 s)"
+        );
+        assert!(!result(1, stress).passed(), "a failure exit");
+        let failed = "alphasmp: FAIL (stress: 3 shootdown(s) refused)\n";
+        assert!(!result(0, failed).passed());
+        assert!(!result(0, "kernel: ...\n").passed(), "no verdict at all");
+        assert_eq!(
+            result(0, "kernel: ...\n").describe(),
+            "FAIL (no summary or verdict line, QEMU exit 0, 0.1 s)"
+        );
+        let tests = "3 passed, 0 failed\nalphasmp: PASS (3 passed, 0 failed)\n";
+        assert!(result(0, tests).passed());
+        let failing = "2 passed, 1 failed\nalphasmp: PASS (a lie)\n";
+        assert!(!result(0, failing).passed(), "the summary decides");
+        assert!(
+            !result(
+                0,
+                "0 passed, 0 failed\nalphasmp: PASS (0 passed, 0 failed)\n"
+            )
+            .passed(),
+            "no test ran"
+        );
     }
 
     #[test]
