@@ -197,6 +197,11 @@ pub struct CpuState<const N: usize> {
     /// Set (SeqCst) while this CPU naps in a wait, so whoever ends the
     /// wait wakes it (module docs, "Napping waiters").
     napping: AtomicBool,
+    /// Under `adaptive` with a [`Policy::spin_floor`]: how long this CPU's
+    /// waits spin now, in cycles (0: not learned yet, the policy's
+    /// `spin_before_nap`). Learned from its own call waits
+    /// ([`learn_budget`]); only this CPU reads or writes it (Relaxed).
+    spin_budget: AtomicU64,
     /// Work posted to run on this CPU in task context (`crate::task`).
     pub task: crate::taskslot::TaskSlot,
     /// What became of the IPIs sent to this CPU (`crate::census`).
@@ -220,6 +225,7 @@ impl<const N: usize> CpuState<N> {
             waiting_for: AtomicUsize::new(0),
             drain_depth: AtomicUsize::new(0),
             napping: AtomicBool::new(false),
+            spin_budget: AtomicU64::new(0),
             task: crate::taskslot::TaskSlot::new(),
             census: crate::census::Census::new(),
         }
@@ -252,6 +258,10 @@ pub struct Policy {
     /// (0: no limit). Where virtual CPUs share fewer host cores, a spinning
     /// waiter beyond that takes a core from the CPU it waits for.
     pub spin_cpus: AtomicU64,
+    /// Under `adaptive`: the least a CPU's learned spin budget falls to, in
+    /// cycles (0: no learning, every wait spins up to `spin_before_nap`).
+    /// See [`learn_budget`].
+    pub spin_floor: AtomicU64,
 }
 
 impl Policy {
@@ -267,6 +277,7 @@ impl Policy {
             spin_before_nap: AtomicU64::new(0),
             adaptive: AtomicBool::new(false),
             spin_cpus: AtomicU64::new(0),
+            spin_floor: AtomicU64::new(0),
         }
     }
 }
@@ -756,7 +767,7 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
                     .fetch_add(1, Ordering::Relaxed);
                 self.rescue_drain();
             }
-            if !self.spins(since) {
+            if !self.spins_at(since, || self.platform.cycles(), self.budget(me)) {
                 self.serial_nappers.fetch_or(1 << me, Ordering::SeqCst);
                 self.nap_unless(|| !self.serial.is_locked());
                 self.serial_nappers.fetch_and(!(1 << me), Ordering::Relaxed);
@@ -823,24 +834,75 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
 
     /// Whether a wait that began at cycle `since` spins this iteration
     /// (else it naps). `spin`: always. `nap`: once the wait is older than
-    /// `spin_before_nap`. `adaptive`: while the wait is younger than
-    /// `spin_before_nap` and no more than `spin_cpus` CPUs are awake; a
+    /// `spin_before_nap`. `adaptive`: while the wait is younger than this
+    /// CPU's spin budget (`spin_before_nap`, or what its waits taught it
+    /// under a `spin_floor`: [`learn_budget`]) and no more than
+    /// `spin_cpus` CPUs are awake; a
     /// young wait on a machine with room for every awake CPU costs no wake
     /// IPI and no sleep, and a wait among more awake CPUs than the host has
     /// cores for (the storm) or an old wait gives its time back. Any answer
     /// is safe: a spin re-checks, a nap is the nap protocol's.
     pub fn spins(&self, since: u64) -> bool {
-        self.spins_at(since, || self.platform.cycles())
+        let budget = self.budget(self.platform.cpu_id());
+        self.spins_at(since, || self.platform.cycles(), budget)
+    }
+
+    /// How long a wait of `me` spins, in cycles: under `adaptive` with a
+    /// [`Policy::spin_floor`], what `me` learned from its waits
+    /// ([`learn_budget`]); else the policy's `spin_before_nap`.
+    #[inline]
+    fn budget(&self, me: usize) -> u64 {
+        let max = self.policy.spin_before_nap.load(Ordering::Relaxed);
+        if !self.learns() {
+            return max;
+        }
+        match self.cpus[me].spin_budget.load(Ordering::Relaxed) {
+            0 => max,
+            b => b.min(max),
+        }
+    }
+
+    /// Whether waits learn their spin budget (`adaptive` with a floor).
+    #[inline]
+    fn learns(&self) -> bool {
+        self.policy.adaptive.load(Ordering::Relaxed)
+            && self.policy.spin_floor.load(Ordering::Relaxed) != 0
+    }
+
+    /// After a call wait of `me` that began at `start` with `budget` to
+    /// spin, and napped or not: the next budget ([`learn_budget`]).
+    #[inline]
+    fn learn(&self, me: usize, start: u64, budget: u64, napped: bool) {
+        if !self.learns() {
+            return;
+        }
+        let end = if napped {
+            WaitEnd::Napped(self.platform.cycles().wrapping_sub(start))
+        } else {
+            WaitEnd::Spun
+        };
+        let next = learn_budget(
+            budget,
+            end,
+            self.policy.spin_floor.load(Ordering::Relaxed),
+            self.policy.spin_before_nap.load(Ordering::Relaxed),
+        );
+        self.cpus[me].spin_budget.store(next, Ordering::Relaxed);
+    }
+
+    /// The spin budget `me` has learned so far, in cycles (0: none yet).
+    /// Diagnostics and tests.
+    pub fn learned_budget(&self, me: usize) -> u64 {
+        self.cpus[me].spin_budget.load(Ordering::Relaxed)
     }
 
     /// [`spins`](Self::spins) with the clock `now()` gives (read only when
-    /// the policy needs it).
+    /// the policy needs it) and the wait's spin budget.
     #[inline]
-    fn spins_at(&self, since: u64, now: impl FnOnce() -> u64) -> bool {
+    fn spins_at(&self, since: u64, now: impl FnOnce() -> u64, budget: u64) -> bool {
         if !self.policy.nap.load(Ordering::Relaxed) {
             return true;
         }
-        let budget = self.policy.spin_before_nap.load(Ordering::Relaxed);
         // No budget: no wait is young (and no clock read is needed).
         let young = budget != 0 && now().wrapping_sub(since) < budget;
         if !self.policy.adaptive.load(Ordering::Relaxed) {
@@ -856,19 +918,29 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
     /// [`wake_if_napping`](Self::wake_if_napping) for this CPU after its
     /// Release store). Also for the platform's own waits.
     pub fn pause(&self, since: u64, done: impl Fn() -> bool) {
-        self.pause_at(since, || self.platform.cycles(), done);
+        let budget = self.budget(self.platform.cpu_id());
+        self.pause_at(since, || self.platform.cycles(), budget, done);
     }
 
-    /// [`pause`](Self::pause) with the clock `now()` gives.
+    /// [`pause`](Self::pause) with the clock `now()` gives and the wait's
+    /// spin budget. Returns whether it napped (or would have, had `done()`
+    /// not held already).
     #[inline]
-    fn pause_at(&self, since: u64, now: impl FnOnce() -> u64, done: impl Fn() -> bool) {
-        if self.spins_at(since, now) {
+    fn pause_at(
+        &self,
+        since: u64,
+        now: impl FnOnce() -> u64,
+        budget: u64,
+        done: impl Fn() -> bool,
+    ) -> bool {
+        if self.spins_at(since, now, budget) {
             self.look(done);
-            return;
+            return false;
         }
         let prev = self.platform.raise_ipl(ipl::HIGH);
         self.nap_unless(done);
         self.platform.restore_ipl(prev);
+        true
     }
 
     /// Spins for up to [`LOOKS_PER_CLOCK_READ`] looks at `done()`; returns
@@ -923,11 +995,13 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
         // watchdog at once and the next iteration's spin-or-nap choice
         // (a few looks stale), where each used to read the clock itself.
         let mut now = start;
+        let budget = self.budget(me);
+        let mut napped = false;
         let result = loop {
             if !csd.locked_relaxed() {
                 break Ok(());
             }
-            self.pause_at(start, || now, || !csd.locked_relaxed());
+            napped |= self.pause_at(start, || now, budget, || !csd.locked_relaxed());
             if !csd.locked_relaxed() {
                 break Ok(());
             }
@@ -950,6 +1024,7 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
         // the target's Release store of the flags).
         fence(Ordering::Acquire);
         self.cpus[me].waiting_for.store(0, Ordering::Relaxed);
+        self.learn(me, start, budget, napped);
         result
     }
 
@@ -989,6 +1064,44 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
         }
         Ok(())
     }
+}
+
+/// How a call wait ended, for [`learn_budget`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WaitEnd {
+    /// While it spun: spinning paid for itself (no nap, no wake).
+    Spun,
+    /// After it spun its budget and napped; this many cycles in all.
+    Napped(u64),
+}
+
+/// The spin budget of a CPU's next call waits, learned from the wait that
+/// just ended (`Smp::learn`), much as a halt-polling governor learns its
+/// window from how its halts end:
+///
+/// - it ended while spinning: the spin paid; grow the budget by an eighth;
+/// - it spun `budget` cycles, napped, and still ended within `max` (the
+///   most any wait spins): a longer spin would have caught it without
+///   the nap and its wake; double it;
+/// - it lasted beyond twice `max`: no spin this policy allows would have
+///   caught it, and the spin only held a core (where virtual CPUs share
+///   fewer host cores, the one its target needed); halve it;
+/// - between the two: keep it.
+///
+/// So a CPU whose waits mostly end soon keeps spinning up to `max` through
+/// the odd long wait (a host that preempts a vCPU now and then: the
+/// eighths outweigh the halvings), and one whose waits mostly outlast any
+/// spin (more busy vCPUs than host cores) falls to `floor`. The result
+/// stays within `[min(floor, max), max]`.
+pub fn learn_budget(budget: u64, end: WaitEnd, floor: u64, max: u64) -> u64 {
+    let floor = floor.min(max);
+    let next = match end {
+        WaitEnd::Spun => budget.saturating_add((budget / 8).max(1)),
+        WaitEnd::Napped(waited) if waited <= max => budget.saturating_mul(2),
+        WaitEnd::Napped(waited) if waited / 2 > max => budget / 2,
+        WaitEnd::Napped(_) => budget,
+    };
+    next.clamp(floor, max)
 }
 
 /// How often a spinning waiter looks at what it waits for between two of

@@ -859,3 +859,107 @@ fn a_sleeping_cpu_with_a_message_waiting_counts_as_called() {
     });
     assert_eq!(smp.awake_or_called().count(), CPUS, "all awake again");
 }
+
+/// The rule itself (`learn_budget`): a wait that ended while spinning
+/// grows the budget by an eighth (at least one cycle); one that napped
+/// and ended within the ceiling doubles it; one that lasted past twice
+/// the ceiling halves it; one in between keeps it; the result stays
+/// within `[min(floor, max), max]`.
+#[test]
+fn the_spin_budget_rule_grows_doubles_halves_and_keeps() {
+    use alphasmp::xcall::{WaitEnd, learn_budget};
+    let (floor, max) = (25, 400);
+    assert_eq!(learn_budget(80, WaitEnd::Spun, floor, max), 90);
+    assert_eq!(
+        learn_budget(7, WaitEnd::Spun, 1, max),
+        8,
+        "an eighth of 7 rounds up to 1"
+    );
+    assert_eq!(learn_budget(390, WaitEnd::Spun, floor, max), max);
+    assert_eq!(learn_budget(80, WaitEnd::Napped(81), floor, max), 160);
+    assert_eq!(learn_budget(80, WaitEnd::Napped(max), floor, max), 160);
+    assert_eq!(learn_budget(300, WaitEnd::Napped(350), floor, max), max);
+    assert_eq!(learn_budget(80, WaitEnd::Napped(max + 1), floor, max), 80);
+    assert_eq!(
+        learn_budget(80, WaitEnd::Napped(2 * max + 1), floor, max),
+        80
+    );
+    assert_eq!(
+        learn_budget(80, WaitEnd::Napped(2 * max + 2), floor, max),
+        40
+    );
+    assert_eq!(
+        learn_budget(30, WaitEnd::Napped(u64::MAX), floor, max),
+        floor
+    );
+    assert_eq!(
+        learn_budget(300, WaitEnd::Napped(5000), 1000, max),
+        max,
+        "a floor above the ceiling is the ceiling"
+    );
+}
+
+/// The simulated machine of the learning test: the called function burns
+/// scheduling steps on it (the seeded scheduler's clock).
+static LEARN_SMP: std::sync::OnceLock<&'static SimSmp> = std::sync::OnceLock::new();
+
+fn burn(steps: usize) {
+    let smp = LEARN_SMP.get().expect("the learning test's machine");
+    for _ in 0..steps {
+        smp.platform.schedule();
+    }
+}
+
+/// Adaptive waiters learn their spin budget (`spin_floor`) from how their
+/// call waits end, on the seeded simulator, where a wait's length is
+/// counted in scheduling steps and the target's function makes each wait
+/// as long as the test needs: calls that outlast twice the ceiling drive
+/// the caller's budget down to the floor; one that ends after a nap
+/// within the ceiling doubles it; calls that end while the caller spins
+/// grow it back to the ceiling. Without a floor nothing is learned.
+#[test]
+fn adaptive_waits_learn_their_spin_budget() {
+    const MAX: u64 = 400;
+    const FLOOR: u64 = 25;
+    // No clock: a nap lasts until an IPI is pending, or 1000 steps.
+    let smp: &SimSmp = SimPlatform::seeded(Line::Latch, 0, 0, 2, 11);
+    LEARN_SMP.set(smp).ok().expect("one learning machine");
+    let p = &smp.policy;
+    p.nap.store(true, Relaxed);
+    p.adaptive.store(true, Relaxed);
+    p.spin_before_nap.store(MAX, Relaxed);
+    p.spin_floor.store(FLOOR, Relaxed);
+    let seen = SimPlatform::run(smp, 2, move |me| {
+        if me != 0 {
+            return Vec::new();
+        }
+        let mut seen = Vec::new();
+        let call = |steps: usize| {
+            smp.call_single(1, burn, steps, true).expect("the call");
+            smp.learned_budget(0)
+        };
+        // Far past twice the ceiling: 400 -> 200 -> 100 -> 50 -> 25 -> 25.
+        for _ in 0..5 {
+            seen.push(call(3000));
+        }
+        // Past the floor, within the ceiling: napped, and soon over.
+        seen.push(call(150));
+        // Calls that end while the caller spins grow it back.
+        for _ in 0..40 {
+            seen.push(call(0));
+        }
+        // No floor: no learning.
+        p.spin_floor.store(0, Relaxed);
+        seen.push(call(3000));
+        seen
+    });
+    let seen = &seen[0];
+    assert_eq!(&seen[..5], &[200, 100, 50, 25, 25], "long waits: {seen:?}");
+    assert_eq!(seen[5], 50, "a nap that ended within the ceiling: {seen:?}");
+    assert_eq!(seen[45], MAX, "quick calls: {seen:?}");
+    assert!(
+        seen[6..46].windows(2).all(|w| w[1] >= w[0]),
+        "quick calls never shrink it: {seen:?}"
+    );
+    assert_eq!(seen[46], MAX, "without a floor it stays: {seen:?}");
+}

@@ -161,7 +161,14 @@ pub fn alpha_boot_main(console_pcb_phys: u64) -> ! {
     prepare_memory(hwrpb, console_pcb_phys);
     // From here on the boot CPU takes interrupts like every other CPU.
     ipl::set(ipl::ALL_ON);
-    run::run(&cfg)
+    // Through a pointer GCC cannot see into, so the run modes are never
+    // inlined here: once they were, their locals grew this frame past a
+    // page, its stack-probing prologue had no source line, and `break
+    // alpha_boot_main` in gdb stopped where gdb knew none (the gdb boot
+    // test). `#[inline(never)]` would not do: the backend is built without
+    // its `master` feature, which is what passes inline attributes to GCC.
+    let run_mode: fn(&BootConfig<'static>) -> ! = core::hint::black_box(run::run);
+    run_mode(&cfg)
 }
 
 /// Phase 1: what every later phase relies on, before any output.
@@ -437,6 +444,13 @@ fn apply_policy(cfg: &BootConfig<'_>, m: &machine::MachineVector) {
     p.spin_before_nap
         .store(clock::ns_to_cycles(spin_us * 1000), Relaxed);
     p.spin_cpus.store(cfg.spin_cpus, Relaxed);
+    let floor_us = match cfg.spin_floor_us {
+        Some(us) => us,
+        None if adaptive => alphasmp_bootargs::ADAPTIVE_SPIN_FLOOR_US,
+        None => 0,
+    };
+    p.spin_floor
+        .store(clock::ns_to_cycles(floor_us * 1000), Relaxed);
     platform::INJECT_EDGE_LOSS.store(cfg.inject.edge_loss, Relaxed);
     platform::INJECT_EDGE_LOSS_MASKED.store(cfg.inject.edge_loss_masked, Relaxed);
     pal::WTINT_RETURNS.store(cfg.wtint_returns, Relaxed);

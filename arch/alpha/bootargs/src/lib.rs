@@ -235,6 +235,13 @@ impl WaitArg {
 /// 50 and 100).
 pub const ADAPTIVE_SPIN_US: u64 = 20;
 
+/// With `wait=adaptive` and `spin_floor_us` not given, the least a CPU's
+/// learned spin budget falls to (`alphasmp::xcall::learn_budget`): about
+/// two round trips of a call to a running CPU under QEMU (README "Speed":
+/// a fixed 5 us budget measured best of 1, 5, 10 and 20 us for the 4-CPU
+/// storm, and worst of them for the 2-CPU one).
+pub const ADAPTIVE_SPIN_FLOOR_US: u64 = 5;
+
 /// The benchmark's measurements, in the order it runs them: the latency
 /// measurements (`bench-result:` lines), then the two throughput ones. The
 /// kernel's `run::bench` names its measurements from this table, and
@@ -309,6 +316,9 @@ pub struct BootConfig<'a> {
     /// `spin_cpus=`: under `wait=adaptive`, the most awake CPUs at which a
     /// waiter spins (0: no limit).
     pub spin_cpus: u64,
+    /// `spin_floor_us=`: under `wait=adaptive`, the least a learned spin
+    /// budget falls to (0: no learning); None: [`ADAPTIVE_SPIN_FLOOR_US`].
+    pub spin_floor_us: Option<u64>,
     /// `idle_poll_us=`: how long an idle CPU polls after an IPI before it
     /// waits for interrupts (`alphasmp::idlepoll`); None: the machine
     /// vector's choice.
@@ -629,7 +639,7 @@ pub const KEYS: &[Key] = &[
         name: "wait",
         values: "`spin`, `nap`, `adaptive`",
         default: None,
-        help: "how a CPU waits for a synchronous call, the serialization lock or posted work: spin; nap in `wtint` until woken by the CPU that ends the wait (or the next clock interrupt); or adaptive: spin a wait's first `nap_after_us` (default 20 us), then nap; not given: the machine vector's choice (`adaptive` on QEMU's clipper, where vCPUs share host cores; `spin` on Tsunami and Marvel, see \"Speed\")",
+        help: "how a CPU waits for a synchronous call, the serialization lock or posted work: spin; nap in `wtint` until woken by the CPU that ends the wait (or the next clock interrupt); or adaptive: spin a wait's first few microseconds (each CPU learns how long from its waits, between `spin_floor_us` and `nap_after_us`: 5 and 20 us), then nap; not given: the machine vector's choice (`adaptive` on QEMU's clipper, where vCPUs share host cores; `spin` on Tsunami and Marvel, see \"Speed\")",
         lands: "SMP.policy.nap (main.rs apply_policy), MachineVector::default_wait",
         example: "spin",
         set: |c, v| {
@@ -658,6 +668,18 @@ pub const KEYS: &[Key] = &[
         example: "4",
         set: |c, v| {
             c.spin_cpus = number(v, 0, 64, "a whole number from 0 to 64")?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "spin_floor_us",
+        values: "0 to 10000",
+        default: None,
+        help: "with `wait=adaptive`, each CPU learns how long its call waits spin from how they ended, between this floor and `nap_after_us`: a wait that ended while spinning grows it by an eighth, one that napped and still ended within the most a wait spins doubles it, one that lasted past twice that halves it (`alphasmp::xcall::learn_budget`, README \"Speed\"); 0: no learning, every wait spins up to `nap_after_us`; not given: 5 us",
+        lands: "SMP.policy.spin_floor (main.rs apply_policy)",
+        example: "0",
+        set: |c, v| {
+            c.spin_floor_us = Some(number(v, 0, 10_000, "a whole number from 0 to 10000")?);
             Ok(())
         },
     },

@@ -414,6 +414,21 @@ fn storm_issuer(me: usize, ctx: usize) -> u64 {
     clock::now_ns() - start
 }
 
+/// Each CPU's learned spin budget after the storm (`wait=adaptive`,
+/// `spin_floor_us`): where its waits left it.
+fn print_learned_budgets() {
+    if SMP.policy.spin_floor.load(Ordering::Relaxed) == 0 {
+        return;
+    }
+    use core::fmt::Write;
+    let mut line = alloc::string::String::new();
+    for cpu in smp::online().iter() {
+        let ns = clock::cycles_to_ns(SMP.learned_budget(cpu));
+        write!(line, " CPU {cpu}: {ns}").ok();
+    }
+    println!("bench: learned spin budgets after the storm (ns):{line}");
+}
+
 /// The storm on every online CPU, as a throughput line (`call_storm`, the
 /// whole machine's calls per second).
 fn storm() {
@@ -441,6 +456,7 @@ fn storm() {
                     &(total * 1_000_000_000 / longest),
                 ])
             );
+            print_learned_budgets();
         }
         Err(cpu) => {
             println!("bench: the storm: CPU {cpu} did not finish");
