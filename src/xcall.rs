@@ -1029,8 +1029,10 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
     }
 
     /// A wait passed its `reports`-th watchdog period: reports it, gives
-    /// up at the abort threshold, re-sends if asked. Out of line: the wait
-    /// loop itself stays small enough for the compiler to keep whole.
+    /// up at the abort threshold, re-sends if asked. Marked out of line so
+    /// the wait loop itself stays small enough to keep whole (a hint this
+    /// project's GCC backend does not pass on: README, "How the toolchain
+    /// works").
     #[cold]
     #[inline(never)]
     fn overdue(
