@@ -87,7 +87,17 @@ const WINDOW: u64 = 256;
 #[cfg(loom)]
 const WINDOW: u64 = 4;
 
-/// One CPU's census as a target of IPIs.
+/// Adds `n` to a word only its CPU writes (its handlers, which do not nest
+/// in one another where they write it).
+#[inline]
+fn add(word: &AtomicU64, n: u64) {
+    word.store(word.load(Ordering::Relaxed) + n, Ordering::Relaxed);
+}
+
+/// One CPU's census as a target of IPIs. `repr(C)`, its senders' words
+/// first: `xcall::CpuState` ends its inbox line with them, and the target's
+/// words after them lie on lines only the target writes.
+#[repr(C)]
 pub struct Census {
     req: AtomicU64,
     sent: AtomicU64,
@@ -153,6 +163,11 @@ impl Default for Census {
 }
 
 impl Census {
+    /// Where the words its senders write end (bytes from its start): the
+    /// layout check of `xcall::CpuState`.
+    #[cfg(not(loom))]
+    pub(crate) const SENDERS_END: usize = core::mem::offset_of!(Census, sent) + 8;
+
     pub const fn new() -> Self {
         Census {
             req: AtomicU64::new(0),
@@ -188,10 +203,31 @@ impl Census {
         self.sent.fetch_add(1, Ordering::Release);
     }
 
-    /// Target, at the entry of an IPI interrupt, before draining.
+    /// Target, at the entry of an IPI interrupt, before draining, and only
+    /// there (the census and its tests): [`Census::ipi_entry`] and
+    /// [`Census::serve`] at once.
     #[inline]
     pub fn on_ipi_interrupt(&self) {
-        let r = self.req.load(Ordering::SeqCst);
+        self.serve(self.ipi_entry());
+    }
+
+    /// Target, at the entry of an IPI interrupt, before it drains the
+    /// mailbox: the number this interrupt serves up to. The interrupt
+    /// passes it to [`Census::serve`] when its drain is done, so that the
+    /// bookkeeping stays off the path to the calls it runs. Nothing else
+    /// changes the target's words in between: the drain makes no rescue,
+    /// and no clock interrupt (the only judge) nests in the IPI handler.
+    #[inline]
+    pub fn ipi_entry(&self) -> u64 {
+        self.req.load(Ordering::SeqCst)
+    }
+
+    /// Target, in the IPI interrupt whose entry read `r`
+    /// ([`Census::ipi_entry`]): serves every request numbered up to `r`.
+    /// Its words have one writer, this CPU in its handlers (which do not
+    /// nest in one another here), so a load and a store count.
+    #[inline]
+    pub fn serve(&self, r: u64) {
         let lo = self.served_or_judged();
         if r > lo {
             let late = self
@@ -199,8 +235,10 @@ impl Census {
                 .load(Ordering::Relaxed)
                 .min(r)
                 .saturating_sub(lo);
-            self.late.fetch_add(late, Ordering::Relaxed);
-            self.delivered.fetch_add(r - lo - late, Ordering::Relaxed);
+            if late != 0 {
+                add(&self.late, late);
+            }
+            add(&self.delivered, r - lo - late);
             self.take_drops(lo, r);
             self.served.store(r, Ordering::Relaxed);
         }

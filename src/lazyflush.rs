@@ -37,6 +37,7 @@
 //! wait, not at the idle loop's top, and is interrupted as before.
 
 use crate::cpumask::CpuMask;
+use crate::line::Line;
 use crate::sync::{AtomicU32, Ordering};
 
 const AWAKE: u32 = 0;
@@ -59,7 +60,9 @@ fn ordering(_which: u8, o: Ordering) -> Ordering {
 
 /// The deferred-flush state for `N` CPUs.
 pub struct LazyFlush<const N: usize> {
-    state: [AtomicU32; N],
+    /// One line each (`crate::line`): every CPU writes its own word on
+    /// each sleep and wake.
+    state: [Line<AtomicU32>; N],
 }
 
 impl<const N: usize> Default for LazyFlush<N> {
@@ -71,7 +74,7 @@ impl<const N: usize> Default for LazyFlush<N> {
 impl<const N: usize> LazyFlush<N> {
     pub const fn new() -> Self {
         LazyFlush {
-            state: [const { AtomicU32::new(AWAKE) }; N],
+            state: [const { Line::new(AtomicU32::new(AWAKE)) }; N],
         }
     }
 

@@ -12,6 +12,7 @@ pub mod cpuid;
 pub mod cpumask;
 pub mod idlepoll;
 pub mod lazyflush;
+pub mod line;
 pub mod mailbox;
 pub mod platform;
 pub mod ptfree;

@@ -64,9 +64,8 @@ impl IpiMessage {
     }
 }
 
-/// One CPU's mailbox word. Cache-line aligned so senders to different CPUs
-/// do not contend on one line.
-#[repr(align(64))]
+/// One CPU's mailbox word. Its owner places it (`xcall::CpuState` puts it
+/// on the line its senders write, beside the call queue's head).
 pub struct Mailbox {
     bits: AtomicU64,
 }

@@ -167,9 +167,7 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
     /// `reset_counters`).
     pub fn reset_counters_this_cpu(&self) {
         let prev = self.platform.raise_ipl(crate::platform::ipl::HIGH);
-        let st = self.cpu(self.platform.cpu_id());
-        st.stats.reset();
-        st.census.reset();
+        self.cpu(self.platform.cpu_id()).reset_counters();
         self.platform.restore_ipl(prev);
     }
 
@@ -179,8 +177,7 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
     /// [`reset_counters_this_cpu`](Self::reset_counters_this_cpu).
     pub fn reset_counters(&self) {
         for cpu in 0..N {
-            self.cpu(cpu).stats.reset();
-            self.cpu(cpu).census.reset();
+            self.cpu(cpu).reset_counters();
         }
     }
 }

@@ -632,8 +632,10 @@ impl<const N: usize> SimPlatform<N> {
             && cpu.ipi_pending.swap(false, Ordering::AcqRel)
         {
             self.interrupt(|| {
-                self.smp().census_ipi_interrupt();
+                let me = self.smp().platform.cpu_id();
+                let upto = self.smp().census_ipi_entry(me);
                 self.smp().handle_ipi();
+                self.smp().census_ipi_served(me, upto);
             });
         }
     }

@@ -60,6 +60,7 @@ use core::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 
 use crate::cpumask::CpuMask;
 use crate::lazyflush::LazyFlush;
+use crate::line::Line;
 use crate::platform::TlbOp;
 
 use crate::xcall::{Hooks, Smp, XcallError};
@@ -279,8 +280,9 @@ pub struct Mmu<P: 'static, const N: usize> {
     /// Address of the space active on each CPU (0: none).
     current: [AtomicUsize; N],
     max_asn: AtomicU64,
-    /// Each CPU's flush requests (see [`Request`]).
-    requests: [[Request; REQUESTS]; N],
+    /// Each CPU's flush requests (see [`Request`]), on lines of their own
+    /// (`crate::line`).
+    requests: [Line<[Request; REQUESTS]>; N],
     /// Set by each CPU (only) while it switches address spaces with IPIs
     /// masked: no flush body may run on it meanwhile.
     switching: [core::sync::atomic::AtomicBool; N],
@@ -292,7 +294,7 @@ pub struct Mmu<P: 'static, const N: usize> {
     lazy: LazyFlush<N>,
     /// Whether they do (boot argument `lazy_flush`; on by default).
     lazy_on: core::sync::atomic::AtomicBool,
-    pub stats: [TlbStats; N],
+    pub stats: [Line<TlbStats>; N],
 }
 
 impl<P: Hooks + 'static, const N: usize> Mmu<P, N> {
@@ -302,12 +304,12 @@ impl<P: Hooks + 'static, const N: usize> Mmu<P, N> {
             last_asn: [const { AtomicU64::new(ASN_FIRST_VERSION) }; N],
             current: [const { AtomicUsize::new(0) }; N],
             max_asn: AtomicU64::new(HW_ASN_MASK),
-            requests: [const { [const { Request::new() }; REQUESTS] }; N],
+            requests: [const { Line::new([const { Request::new() }; REQUESTS]) }; N],
             switching: [const { core::sync::atomic::AtomicBool::new(false) }; N],
             walking: [const { core::sync::atomic::AtomicBool::new(false) }; N],
             lazy: LazyFlush::new(),
             lazy_on: core::sync::atomic::AtomicBool::new(true),
-            stats: [const { TlbStats::new() }; N],
+            stats: [const { Line::new(TlbStats::new()) }; N],
         }
     }
 

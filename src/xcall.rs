@@ -93,6 +93,7 @@ use core::fmt;
 use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
 
 use crate::cpumask::CpuMask;
+use crate::line::Line;
 use crate::mailbox::{IpiMessage, Mailbox};
 use crate::platform::{Platform, ipl};
 use crate::queue::{CallQueue, Csd, LOCK, SYNC};
@@ -102,8 +103,6 @@ pub use crate::queue::CallFn;
 /// Per-CPU counters (Relaxed statistics).
 #[derive(Default)]
 pub struct CpuStats {
-    /// IPIs issued to this CPU, per message type.
-    pub ipi_sent: [AtomicU64; IpiMessage::COUNT],
     /// Messages this CPU handled, per type.
     pub ipi_handled: [AtomicU64; IpiMessage::COUNT],
     /// Messages found by the in-interrupt poll, per type.
@@ -137,9 +136,8 @@ impl CpuStats {
     /// counting).
     pub fn reset(&self) {
         let all = self
-            .ipi_sent
+            .ipi_handled
             .iter()
-            .chain(&self.ipi_handled)
             .chain(&self.rescued)
             .chain(&self.idle_rescued)
             .chain([
@@ -160,7 +158,6 @@ impl CpuStats {
 
     const fn new() -> Self {
         CpuStats {
-            ipi_sent: [const { AtomicU64::new(0) }; IpiMessage::COUNT],
             ipi_handled: [const { AtomicU64::new(0) }; IpiMessage::COUNT],
             rescued: [const { AtomicU64::new(0) }; IpiMessage::COUNT],
             idle_rescued: [const { AtomicU64::new(0) }; IpiMessage::COUNT],
@@ -178,9 +175,31 @@ impl CpuStats {
 }
 
 /// One CPU's cross-call state.
+///
+/// Laid out by cache line (`crate::line`; `repr(C)` keeps the order, and
+/// the descriptors' alignment starts each CPU's state on a line). The
+/// first line is the **inbox**: everything a sender writes when it calls
+/// or interrupts this CPU (the mailbox, the queue head, the per-type sent
+/// counts, the census's `req` and `sent`), and the first things this CPU's
+/// IPI handler reads and writes. A call to an idle or busy CPU then moves
+/// three lines between the two CPUs' caches, each there and back: the
+/// inbox, the descriptor (its own line), and the caller's `napping` flag
+/// (its own line, read by the target; written only around a nap). When
+/// these sat on six lines (the mailbox alone, the queue head alone, the
+/// census and the sent counts on the target's statistics lines, `napping`
+/// beside words the caller writes in every wait), each was one more
+/// transfer on the call's path (measured: docs/cross-calls.md,
+/// "Cache lines"). A constant assertion at the end of this file checks the placement.
+#[repr(C)]
 pub struct CpuState<const N: usize> {
     pub mailbox: Mailbox,
     queue: CallQueue,
+    /// IPIs issued to this CPU, per message type (by their senders,
+    /// Relaxed).
+    pub ipi_sent: [AtomicU64; IpiMessage::COUNT],
+    /// What became of the IPIs sent to this CPU (`crate::census`). Its
+    /// senders' words come first and end the inbox line.
+    pub census: crate::census::Census,
     /// This CPU's descriptors, one per target, for calls from task context.
     pub(crate) cfd: [Csd; N],
     /// ... and for no-wait calls from interrupt context.
@@ -195,8 +214,10 @@ pub struct CpuState<const N: usize> {
     /// handler called them. Only this CPU reads or writes it (Relaxed).
     drain_depth: AtomicUsize,
     /// Set (SeqCst) while this CPU naps in a wait, so whoever ends the
-    /// wait wakes it (module docs, "Napping waiters").
-    napping: AtomicBool,
+    /// wait wakes it (module docs, "Napping waiters"). Alone in its line:
+    /// every target of a call reads it when it is done, and this CPU
+    /// writes the words around it in every wait.
+    napping: Line<AtomicBool>,
     /// Under `adaptive` with a [`Policy::spin_floor`]: how long this CPU's
     /// waits spin now, in cycles (0: not learned yet, the policy's
     /// `spin_before_nap`). Learned from its own call waits
@@ -204,11 +225,19 @@ pub struct CpuState<const N: usize> {
     spin_budget: AtomicU64,
     /// Work posted to run on this CPU in task context (`crate::task`).
     pub task: crate::taskslot::TaskSlot,
-    /// What became of the IPIs sent to this CPU (`crate::census`).
-    pub census: crate::census::Census,
 }
 
 impl<const N: usize> CpuState<N> {
+    /// Zeroes its statistics, sent counts and census (`crate::recover`
+    /// says when that is safe).
+    pub(crate) fn reset_counters(&self) {
+        self.stats.reset();
+        for c in &self.ipi_sent {
+            c.store(0, Ordering::Relaxed);
+        }
+        self.census.reset();
+    }
+
     /// Whether calls sit in this CPU's queue, not yet taken by it
     /// (diagnostics; the tests' "no call stranded" checks).
     pub fn call_pending(&self) -> bool {
@@ -219,15 +248,16 @@ impl<const N: usize> CpuState<N> {
         CpuState {
             mailbox: Mailbox::new(),
             queue: CallQueue::new(),
+            ipi_sent: [const { AtomicU64::new(0) }; IpiMessage::COUNT],
+            census: crate::census::Census::new(),
             cfd: [const { Csd::new() }; N],
             cfd_irq: [const { Csd::new() }; N],
             stats: CpuStats::new(),
             waiting_for: AtomicUsize::new(0),
             drain_depth: AtomicUsize::new(0),
-            napping: AtomicBool::new(false),
+            napping: Line::new(AtomicBool::new(false)),
             spin_budget: AtomicU64::new(0),
             task: crate::taskslot::TaskSlot::new(),
-            census: crate::census::Census::new(),
         }
     }
 }
@@ -403,8 +433,9 @@ pub struct Smp<P, const N: usize> {
     /// CPUs asleep: napping in a wait, or idle in the platform's sleep
     /// ([`Smp::note_asleep`]). Each CPU sets and clears only its own bit
     /// (Relaxed: a hint for [`Smp::spins`], never a condition a wait or a
-    /// wake depends on).
-    asleep: AtomicU64,
+    /// wake depends on). Alone in its line: every idle CPU writes it on
+    /// each sleep and wake, and every call reads the words beside it.
+    asleep: Line<AtomicU64>,
     pub policy: Policy,
 }
 
@@ -417,7 +448,7 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
             online: AtomicU64::new(0),
             serial: spin::Mutex::new(()),
             serial_nappers: AtomicU64::new(0),
-            asleep: AtomicU64::new(0),
+            asleep: Line::new(AtomicU64::new(0)),
             policy: Policy::new(),
         }
     }
@@ -460,16 +491,24 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
         let n = target.census.begin_request();
         target.mailbox.post(msg);
         for m in msg.each() {
-            target.stats.ipi_sent[m.index()].fetch_add(1, Ordering::Relaxed);
+            target.ipi_sent[m.index()].fetch_add(1, Ordering::Relaxed);
         }
         let issued = self.platform.request_ipi(cpu);
         target.census.end_request(n, issued);
     }
 
     /// The platform's IPI interrupt handler calls this at its entry, before
-    /// [`handle_ipi`](Self::handle_ipi): the census's "served" step.
-    pub fn census_ipi_interrupt(&self) {
-        self.cpus[self.platform.cpu_id()].census.on_ipi_interrupt();
+    /// [`handle_ipi`](Self::handle_ipi), and passes what it returns to
+    /// [`census_ipi_served`](Self::census_ipi_served) after it: the
+    /// census's "served" step, its bookkeeping after the calls ran.
+    #[inline]
+    pub fn census_ipi_entry(&self, cpu: usize) -> u64 {
+        self.cpus[cpu].census.ipi_entry()
+    }
+
+    /// See [`census_ipi_entry`](Self::census_ipi_entry).
+    pub fn census_ipi_served(&self, cpu: usize, upto: u64) {
+        self.cpus[cpu].census.serve(upto);
     }
 
     /// The platform's clock interrupt handler calls this: the census's
@@ -1128,3 +1167,19 @@ impl<P: Hooks, const N: usize> Drop for SerialGuard<'_, P, N> {
         }
     }
 }
+
+// The inbox `CpuState`'s docs describe, checked where it is built: the
+// state starts a line and every word a sender writes ends within it
+// (the descriptors and `napping` are `Line`s or line-sized by their types).
+#[cfg(not(loom))]
+const _: () = {
+    use crate::line::LINE;
+    use core::mem::{align_of, offset_of, size_of};
+    type State = CpuState<1>;
+    assert!(align_of::<State>() >= LINE);
+    assert!(offset_of!(State, mailbox) + size_of::<Mailbox>() <= LINE);
+    assert!(offset_of!(State, queue) + size_of::<CallQueue>() <= LINE);
+    assert!(offset_of!(State, ipi_sent) + size_of::<[AtomicU64; IpiMessage::COUNT]>() <= LINE);
+    assert!(offset_of!(State, census) + crate::census::Census::SENDERS_END <= LINE);
+    assert!(size_of::<Csd>() == LINE);
+};

@@ -99,6 +99,9 @@ mod cpumask;
 #[path = "../src/lazyflush.rs"]
 #[allow(dead_code)]
 mod lazyflush;
+#[path = "../src/line.rs"]
+#[allow(dead_code)]
+mod line;
 #[path = "../src/mailbox.rs"]
 #[allow(dead_code)]
 mod mailbox;
@@ -834,7 +837,7 @@ fn task_smp() -> Arc<LoomSmp> {
     for c in 0..CPUS {
         smp.cpu(c).task.touch();
         for i in 0..4 {
-            smp.cpu(c).stats.ipi_sent[i].load(Ordering::Relaxed);
+            smp.cpu(c).ipi_sent[i].load(Ordering::Relaxed);
         }
         smp.wake_if_napping(c);
     }

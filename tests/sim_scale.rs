@@ -232,7 +232,7 @@ fn xcall_storm<const N: usize>(smp: &'static SimSmp<N>, seed: u64, rounds: usize
     );
     for c in (0..N).filter(|c| !online.contains(*c)) {
         let st = &smp.cpu(c).stats;
-        let sent: u64 = st.ipi_sent.iter().map(|s| s.load(Relaxed)).sum();
+        let sent: u64 = smp.cpu(c).ipi_sent.iter().map(|s| s.load(Relaxed)).sum();
         assert_eq!(
             (sent, st.calls_run.load(Relaxed)),
             (0, 0),

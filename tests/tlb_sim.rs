@@ -183,11 +183,11 @@ fn space_used_only_here_needs_no_ipi() {
             std::thread::yield_now();
         }
         let sent_before: u64 = (1..SIM_CPUS)
-            .map(|c| smp.cpu(c).stats.ipi_sent[0].load(Relaxed))
+            .map(|c| smp.cpu(c).ipi_sent[0].load(Relaxed))
             .sum();
         mmu.flush_tlb_mm(s).unwrap();
         let sent_after: u64 = (1..SIM_CPUS)
-            .map(|c| smp.cpu(c).stats.ipi_sent[0].load(Relaxed))
+            .map(|c| smp.cpu(c).ipi_sent[0].load(Relaxed))
             .sum();
         assert_eq!(
             sent_after, sent_before,

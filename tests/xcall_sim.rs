@@ -406,7 +406,7 @@ fn send_message_reaches_its_target_and_refuses_no_such_cpu() {
         "CPU 0 was sent none"
     );
     assert_eq!(
-        smp.cpu(1).stats.ipi_sent[IpiMessage::CPU_STOP.index()].load(Ordering::Relaxed),
+        smp.cpu(1).ipi_sent[IpiMessage::CPU_STOP.index()].load(Ordering::Relaxed),
         1
     );
 }

@@ -172,7 +172,12 @@ inline census_lo(c) {
   fi
 }
 
-/* At an IPI interrupt's entry: serve every request numbered so far. */
+/* At an IPI interrupt's entry: serve every request numbered so far. The
+   kernel reads `req` at the entry and does this bookkeeping after its
+   drain (src/census.rs, Census::serve); the words it touches are this
+   CPU's alone and nothing in between changes them (no rescue in the
+   drain, no tick inside the handler: the tick is this same process), so
+   the one atomic step here covers every run of the two. */
 inline census_serve(c) {
   census_lo(c);
   if

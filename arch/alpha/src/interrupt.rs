@@ -3,15 +3,18 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
+use alphasmp::line::Line;
+
 use crate::console::println;
 use crate::ipl;
 use crate::percpu::{self, MAX_CPUS};
 use crate::platform::SMP;
 use crate::{clock, cpus, machine};
 
-/// Interrupts taken, per CPU and type (0..=4).
-pub static COUNTS: [[AtomicU64; 5]; MAX_CPUS] =
-    [const { [const { AtomicU64::new(0) }; 5] }; MAX_CPUS];
+/// Interrupts taken, per CPU and type (0..=4). Each CPU's counts fill a
+/// line of their own: its handlers write them on every interrupt.
+pub static COUNTS: [Line<[AtomicU64; 5]>; MAX_CPUS] =
+    [const { Line::new([const { AtomicU64::new(0) }; 5]) }; MAX_CPUS];
 
 /// Extra time each clock interrupt spends at IPL 7 (irq_load_us).
 pub static IRQ_LOAD_NS: AtomicU64 = AtomicU64::new(0);
@@ -52,9 +55,10 @@ fn count(c: &AtomicU64) -> u64 {
 /// The IPI's work, at IPL 7 inside the handler.
 #[inline]
 fn ipi(cpu: usize) {
-    SMP.census_ipi_interrupt();
+    let upto = SMP.census_ipi_entry(cpu);
     // At IPL 7, so IPIs cannot nest in the drain (`handle_ipi`'s contract).
     SMP.handle_ipi();
+    SMP.census_ipi_served(cpu, upto);
     // A secondary console interrupts the primary when it posts a line (its
     // txrdy bit); the primary takes it so that console can go on. Only
     // there: handlers on several CPUs would each print the same line

@@ -28,7 +28,7 @@ pub fn counts(cpu: usize, index: usize) -> (u64, u64) {
     use core::sync::atomic::Ordering::Relaxed;
     let s = &SMP.cpu(cpu).stats;
     (
-        s.ipi_sent[index].load(Relaxed),
+        SMP.cpu(cpu).ipi_sent[index].load(Relaxed),
         s.ipi_handled[index].load(Relaxed),
     )
 }

@@ -11,7 +11,10 @@ pub use crate::cpus::MAX_CPUS;
 /// Kernel stack per CPU.
 pub const STACK_SIZE: usize = crate::cpus::STACK_SIZE as usize;
 
-/// One CPU's state.
+/// One CPU's state, alone in its cache line(s): its CPU writes some of
+/// it in every interrupt (`irq_depth`) and tick, and slots that shared a
+/// line would move it between CPUs each time (`alphasmp::line`).
+#[repr(align(64))]
 pub struct PerCpu {
     /// The physical number this CPU read from `whami` when it came online.
     pub id_seen: AtomicUsize,

@@ -17,6 +17,7 @@ use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use alloc::alloc::{Layout, alloc};
 use alphasmp::cpumask::CpuMask;
+use alphasmp::line::Line;
 use alphasmp::mailbox::IpiMessage;
 use alphasmp_srm::start;
 
@@ -365,8 +366,10 @@ impl IdlePollLimits {
 }
 
 /// When each CPU's idle loop last saw a new IPI (its cycle counter; 0:
-/// never). Written by that CPU only; read by the others' idle loops.
-static IPI_SEEN_AT: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+/// never). Written by that CPU only, on each new IPI; read by the others'
+/// idle loops. One line per CPU, so a write moves only its own.
+static IPI_SEEN_AT: [Line<AtomicU64>; MAX_CPUS] =
+    [const { Line::new(AtomicU64::new(0)) }; MAX_CPUS];
 
 /// Whether this CPU's idle loop polls this time round instead of waiting
 /// in `wtint` (halt polling, `alphasmp::idlepoll`): after an IPI, for the
