@@ -466,7 +466,7 @@ pub const KEYS: &[Key] = &[
     Key {
         name: "storm_rounds",
         values: "1 to 10000000",
-        default: Some("5000"),
+        default: Some("2000"),
         help: "synchronous calls per CPU in `xcall.concurrent_storm`",
         lands: "run::tests::xcall",
         example: "77",
