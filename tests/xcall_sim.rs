@@ -763,3 +763,54 @@ fn a_seeded_run_of_no_cpu_returns_nothing() {
     let r: Vec<()> = SimPlatform::run_on(smp, CpuMask::EMPTY, |_| unreachable!("no CPU runs"));
     assert!(r.is_empty());
 }
+
+/// Every counter a CPU keeps (its statistics, the IPIs sent to it, its
+/// census) after calls, as the experiment's recovery sees them.
+fn counters(smp: &SimSmp, cpu: usize) -> (u64, u64, u64) {
+    let st = smp.cpu(cpu);
+    let stats = st.stats.calls_queued.load(Ordering::Relaxed)
+        + st.stats.calls_run.load(Ordering::Relaxed)
+        + st.stats
+            .ipi_handled
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum::<u64>();
+    let sent = st.ipi_sent.iter().map(|c| c.load(Ordering::Relaxed)).sum();
+    let k = st.census.counts();
+    (stats, sent, k.requests + k.delivered)
+}
+
+/// The recovery's step 4 (`crate::recover`): one CPU zeroes every CPU's
+/// counters between runs (`reset_counters`), or each CPU its own in its
+/// task (`reset_counters_this_cpu`); statistics, sent counts and the
+/// census alike.
+#[test]
+fn resetting_counters_zeroes_statistics_sent_counts_and_the_census() {
+    let smp = machine(2);
+    let count = || {
+        SimPlatform::run(smp, 2, move |me| {
+            smp.call_single(1 - me, nothing, 0, true).unwrap();
+        });
+        for cpu in 0..2 {
+            let (stats, sent, census) = counters(smp, cpu);
+            assert!(
+                stats > 0 && sent > 0 && census > 0,
+                "CPU {cpu} counted nothing"
+            );
+        }
+    };
+    count();
+    smp.reset_counters();
+    for cpu in 0..2 {
+        assert_eq!(counters(smp, cpu), (0, 0, 0), "reset_counters, CPU {cpu}");
+    }
+    count();
+    SimPlatform::run(smp, 2, move |_| smp.reset_counters_this_cpu());
+    for cpu in 0..2 {
+        assert_eq!(
+            counters(smp, cpu),
+            (0, 0, 0),
+            "reset_counters_this_cpu, CPU {cpu}"
+        );
+    }
+}
