@@ -535,12 +535,15 @@ fn a_task_no_wait_call_waits_for_its_busy_descriptor() {
 fn the_watchdog_reports_once_per_bound_then_gives_up() {
     const B: u64 = 500;
     let smp: &SimSmp = SimPlatform::seeded(Line::Latch, 0, 0, 2, 0);
+    // One pointer for the call and the check: Rust does not promise one
+    // address per function (a codegen unit may hold its own copy).
+    let f: fn(usize) = nothing;
     smp.policy.watchdog_cycles.store(B, Ordering::Relaxed);
     smp.policy.abort_after.store(3, Ordering::Relaxed);
     let waited = SimPlatform::run_on(smp, CpuMask::single(0), move |_| {
         let before = smp.platform.cycles();
         assert_eq!(
-            smp.call_single(1, nothing, 0, true),
+            smp.call_single(1, f, 0, true),
             Err(XcallError::Stalled { target: 1 })
         );
         smp.platform.cycles() - before
@@ -573,7 +576,7 @@ fn the_watchdog_reports_once_per_bound_then_gives_up() {
         alphasmp::mailbox::IpiMessage::CALL_FUNCTION
     );
     assert_eq!(r.target_waiting_for, None, "CPU 1 waits for nobody");
-    assert_eq!((r.func, r.arg), (nothing as fn(usize) as usize, 0));
+    assert_eq!((r.func, r.arg), (f as usize, 0));
 }
 
 /// Without `abort_after` the watchdog only reports: a wait that lasts past
