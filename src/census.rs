@@ -350,13 +350,18 @@ impl Census {
 mod tests {
     use super::*;
 
-    #[test]
-    fn an_interrupt_serves_every_request_before_it() {
-        let c = Census::new();
-        for _ in 0..3 {
+    /// `k` requests, each numbered and issued.
+    fn issue(c: &Census, k: usize) {
+        for _ in 0..k {
             let n = c.begin_request();
             c.end_request(n, true);
         }
+    }
+
+    #[test]
+    fn an_interrupt_serves_every_request_before_it() {
+        let c = Census::new();
+        issue(&c, 3);
         c.on_ipi_interrupt();
         assert_eq!(c.counts().delivered, 3, "merged edges are served together");
         c.on_clock();
@@ -368,10 +373,7 @@ mod tests {
     #[test]
     fn the_marks_say_where_an_open_request_stands() {
         let c = Census::new();
-        for _ in 0..2 {
-            let n = c.begin_request();
-            c.end_request(n, true);
-        }
+        issue(&c, 2);
         c.on_ipi_interrupt();
         let n = c.begin_request();
         assert_eq!(c.counts().open(), 1);
@@ -454,14 +456,10 @@ mod tests {
         let c = Census::new();
         // Two requests before the rescue (so the rescue's mark is not
         // the first number by chance), one after it.
-        for _ in 0..2 {
-            let n = c.begin_request();
-            c.end_request(n, true);
-        }
+        issue(&c, 2);
         let upto = c.before_rescue();
         c.rescued(upto);
-        let m = c.begin_request();
-        c.end_request(m, true);
+        issue(&c, 1);
         c.on_ipi_interrupt();
         let k = c.counts();
         assert_eq!((k.late, k.delivered), (2, 1));
@@ -475,11 +473,9 @@ mod tests {
     #[test]
     fn an_interrupt_serves_what_was_numbered_at_its_entry() {
         let c = Census::new();
-        let n = c.begin_request();
-        c.end_request(n, true);
+        issue(&c, 1);
         let upto = c.ipi_entry();
-        let m = c.begin_request();
-        c.end_request(m, true);
+        issue(&c, 1);
         c.serve(upto);
         assert_eq!((c.counts().delivered, c.counts().open()), (1, 1));
         c.on_ipi_interrupt();
