@@ -69,8 +69,7 @@
 //! time, a zero-count test that hits its time limit does not assert that
 //! the race was exercised (it says so), and a mutant runs until it has its
 //! lost wakes or enough overlapping iterations (60 s at most). On a 2-core
-//! host that is not too busy the file takes about 4 s in release and 5 s in
-//! debug.
+//! host that is not too busy the file takes about 2 to 5 s.
 //!
 //! `ALPHASMP_LONG=1` runs 10 times the iterations of the zero-count tests.
 //!
@@ -155,9 +154,10 @@ fn copy_run() -> Run {
 /// second), or 1,000,000 overlapping iterations (a lost wake needs the two
 /// sides to overlap; the rarest mutant, the work slot's in debug, has
 /// shown between one per 1,500 and one per 8,000 overlapping iterations on
-/// one host, and between one per 10,000 and one per 150,000 on another,
-/// an Intel Xeon, where 300,000 once showed none), or 60 s (a host so
-/// loaded that the two threads seldom run at once).
+/// one host; on another, an Intel Xeon, three within 35,000 to 223,000,
+/// and, before its two words were put on lines of their own, none in
+/// 300,000 in 2 runs of 5), or 60 s (a host so loaded that the two
+/// threads seldom run at once).
 fn mutant_run() -> Run {
     Run {
         iters: u64::MAX,
@@ -945,8 +945,8 @@ fn work_slot(fenced: bool, run: Run) -> Tally {
     // waiters' mask are different words of different structures): on one
     // line, the waiter's read-modify-write of the mask and the waker's
     // store to the slot meet at that line, which hides the reordering
-    // (seen here: 0 to 10 lost wakes per 300,000 overlapping iterations
-    // on one host, where apart they show many).
+    // (on an Intel Xeon host: 0 to 10 lost wakes per 300,000 overlapping
+    // iterations on one line; apart, 3 within 35,000 to 223,000).
     let work = Alone(AtomicUsize::new(TAKEN));
     let work = &work.0;
     let waiters = Alone(AtomicU64::new(0));
