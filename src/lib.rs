@@ -10,6 +10,7 @@ pub mod census;
 pub mod counter;
 pub mod cpuid;
 pub mod cpumask;
+pub mod hostcores;
 pub mod idlepoll;
 pub mod lazyflush;
 pub mod line;

@@ -39,10 +39,10 @@ impl Config {
 }
 
 /// The kernel's default policy: the configuration the README's main table
-/// shows (ipi_poll=on is the default fix set, wait=adaptive clipper's
+/// shows (ipi_poll=on is the default fix set, wait=auto clipper's
 /// default wait).
 pub const DEFAULT_FIX: &str = "poll";
-pub const DEFAULT_WAIT: &str = "adaptive";
+pub const DEFAULT_WAIT: &str = "auto";
 
 /// One `bench-result:` line, with the boot it came from.
 #[derive(Clone, Debug, PartialEq)]
@@ -130,6 +130,19 @@ pub struct Comparison {
     /// ours; boot i of each ran back to back (Linux first).
     pub linux: Vec<(u32, Vec<Vec<Measurement>>)>,
     pub ours: Vec<(u32, Vec<Vec<Measurement>>)>,
+    /// Per CPU count, per boot of ours: what `wait=auto` settled on
+    /// ([`settled_wait`]; empty for another wait policy).
+    pub settled: Vec<(u32, Vec<String>)>,
+}
+
+/// What a boot with `wait=auto` settled on, from its probe's console line
+/// (`wait: auto: ... : wait=spin`); None when no probe ran.
+pub fn settled_wait(output: &str) -> Option<String> {
+    output
+        .lines()
+        .find(|l| l.starts_with("wait: auto: "))
+        .and_then(|l| l.trim_end().rsplit_once("wait="))
+        .map(|(_, w)| w.to_string())
 }
 
 /// One row of the comparison: a shape measured on both sides.
@@ -331,7 +344,10 @@ pub fn run(kernel: &Path, cfg: &Config, linux: Option<&linux::Linux>) -> Result<
         ..Default::default()
     });
     let mut i = 0;
-    let ours = |smp: u32, fix: (&str, &str), wait: &str| -> Result<(Vec<Measurement>, f64)> {
+    let ours = |smp: u32,
+                fix: (&str, &str),
+                wait: &str|
+     -> Result<(Vec<Measurement>, f64, Option<String>)> {
         // Under counted instructions a busy target would hold the round
         // robin for a whole slice per sample: idle targets only, and idle
         // targets that halt rather than poll (a poll's instructions are
@@ -356,12 +372,18 @@ pub fn run(kernel: &Path, cfg: &Config, linux: Option<&linux::Linux>) -> Result<
         Ok((
             parse(&r.output, smp, fix.0, wait),
             t.elapsed().as_secs_f64(),
+            settled_wait(&r.output),
         ))
+    };
+    let settled_note = |w: &Option<String>| {
+        w.as_ref()
+            .map_or(String::new(), |w| format!(" (settled: {w})"))
     };
     for &smp in &cfg.smps {
         if let (Some(l), Some(cmp)) = (linux, cmp.as_mut()) {
             let mut lb = Vec::new();
             let mut ob = Vec::new();
+            let mut sb = Vec::new();
             for k in 0..n {
                 i += 1;
                 bar.set(
@@ -398,14 +420,16 @@ pub fn run(kernel: &Path, cfg: &Config, linux: Option<&linux::Linux>) -> Result<
                 lb.push(lm);
                 i += 1;
                 bar.set(i as u64 - 1, &format!("smp={smp}: our boot {}/{n}", k + 1));
-                let (om, secs) = ours(smp, cmp_fix, cmp_wait)?;
+                let (om, secs, settled) = ours(smp, cmp_fix, cmp_wait)?;
                 bar.step(&format!(
-                    "[{i}/{total}] smp={smp} fix={} wait={cmp_wait} boot {}/{n}: {} measurements in {secs:.1} s (total {:.0} s)",
+                    "[{i}/{total}] smp={smp} fix={} wait={cmp_wait}{} boot {}/{n}: {} measurements in {secs:.1} s (total {:.0} s)",
                     cmp_fix.0,
+                    settled_note(&settled),
                     k + 1,
                     om.len(),
                     started.elapsed().as_secs_f64()
                 ));
+                sb.extend(settled);
                 if k == 0 {
                     ms.extend(om.iter().cloned());
                 }
@@ -413,6 +437,7 @@ pub fn run(kernel: &Path, cfg: &Config, linux: Option<&linux::Linux>) -> Result<
             }
             cmp.linux.push((smp, lb));
             cmp.ours.push((smp, ob));
+            cmp.settled.push((smp, sb));
         }
         for &fix in &cfg.fixes {
             for &wait in &cfg.waits {
@@ -424,10 +449,11 @@ pub fn run(kernel: &Path, cfg: &Config, linux: Option<&linux::Linux>) -> Result<
                     i as u64 - 1,
                     &format!("smp={smp}: fix={} wait={wait}", fix.0),
                 );
-                let (om, secs) = ours(smp, fix, wait)?;
+                let (om, secs, settled) = ours(smp, fix, wait)?;
                 bar.step(&format!(
-                    "[{i}/{total}] smp={smp} fix={} wait={wait}: {} measurements in {secs:.1} s (total {:.0} s)",
+                    "[{i}/{total}] smp={smp} fix={} wait={wait}{}: {} measurements in {secs:.1} s (total {:.0} s)",
                     fix.0,
+                    settled_note(&settled),
                     om.len(),
                     started.elapsed().as_secs_f64()
                 ));
@@ -591,6 +617,21 @@ pub fn markdown_linux(cmp: &Comparison) -> String {
     )
     .ok();
     writeln!(s, "Linux {} (Debian's linux-source, tinyconfig plus xtask/linux/alphasmp_bench.config, HZ=1024) runs the same shapes as a built-in (xtask/linux/alphasmp_bench.c) on the same cycle counter. {boots} boot(s) of each per CPU count, in turn (Linux, ours, ...). Ours and Linux: the median over boots of each boot's median, microseconds (throughput rows: microseconds per shootdown or call, whole machine). \"x Linux\": our time over Linux's in each back-to-back pair of boots, the median over pairs (min-max); below 1 we are faster. Linux's busy targets take IPIs by interrupt, which QEMU on a loaded host often delivers to a spinning vCPU late (about 2 ms; ours shows the same with ipi_poll=off): the spread shows which boots met it. Ours poll with ipi_poll=on. Linux's flushes name an address space no CPU runs, so its targets drop the ASN where ours invalidate.\n", cmp.version).ok();
+    let settled: Vec<String> = cmp
+        .settled
+        .iter()
+        .filter(|(_, w)| !w.is_empty())
+        .map(|(smp, w)| format!("{smp} CPUs: {}", w.join(", ")))
+        .collect();
+    if !settled.is_empty() {
+        writeln!(
+            s,
+            "What `wait={}` settled on in each of our boots (its probe of the host's cores): {}.\n",
+            cmp.wait,
+            settled.join("; ")
+        )
+        .ok();
+    }
     let smps: Vec<u32> = cmp.linux.iter().map(|(s, _)| *s).collect();
     write!(s, "| measurement |").ok();
     for smp in &smps {
@@ -679,10 +720,18 @@ pub fn json_linux(cmp: &Comparison) -> String {
     let mut s = String::new();
     writeln!(
         s,
-        "  \"linux\": {{\n    \"version\": {},\n    \"compared_fix\": {},\n    \"compared_wait\": {},\n    \"rows\": [",
+        "  \"linux\": {{\n    \"version\": {},\n    \"compared_fix\": {},\n    \"compared_wait\": {},\n    \"settled_waits\": {{{}}},\n    \"rows\": [",
         jstr(&cmp.version),
         jstr(&cmp.fix),
-        jstr(&cmp.wait)
+        jstr(&cmp.wait),
+        cmp.settled
+            .iter()
+            .map(|(smp, w)| format!(
+                "\"{smp}\": [{}]",
+                w.iter().map(|w| jstr(w)).collect::<Vec<_>>().join(", ")
+            ))
+            .collect::<Vec<_>>()
+            .join(", ")
     )
     .ok();
     let rows = rows(cmp);
@@ -1227,6 +1276,30 @@ alphasmp: PASS (benchmark reported)\n";
     }
 
     #[test]
+    fn the_settled_wait_is_read_from_the_probe_line() {
+        let out = "policy: ... wait=auto (the machine's)\r\nwait: auto: every CPU ran 96% or more of one 2 ms slice of a 20 ms probe (4% of it stolen on average): a host core each: wait=spin\r\nbench: 2 CPU(s)\r\n";
+        assert_eq!(settled_wait(out).as_deref(), Some("spin"));
+        assert_eq!(settled_wait("policy: ... wait=adaptive\n"), None);
+        let mut cmp = Comparison {
+            version: "6.12.118".into(),
+            fix: "poll".into(),
+            wait: "auto".into(),
+            ..Default::default()
+        };
+        cmp.settled = vec![
+            (2, vec!["spin".into(), "spin".into()]),
+            (4, vec!["adaptive".into()]),
+        ];
+        let md = markdown_linux(&cmp);
+        assert!(md.contains("2 CPUs: spin, spin; 4 CPUs: adaptive"), "{md}");
+        let js = json_linux(&cmp);
+        assert!(
+            js.contains("\"settled_waits\": {\"2\": [\"spin\", \"spin\"], \"4\": [\"adaptive\"]}"),
+            "{js}"
+        );
+    }
+
+    #[test]
     fn the_ratio_is_ours_over_linux_per_pair_of_boots() {
         let cmp = Comparison {
             version: "6.12.118".into(),
@@ -1260,6 +1333,7 @@ alphasmp: PASS (benchmark reported)\n";
                     ],
                 ],
             )],
+            settled: Vec::new(),
         };
         let rows = rows(&cmp);
         // Only shapes both sides measured; Linux's order.

@@ -36,7 +36,7 @@ const USAGE: &str = "usage: cargo xtask <command>
   matrix [--per-cpu N] [--smp 2,4] [--out DIR] [--check]
                  fault x fix matrix, one QEMU boot per cell (a cross-check of the experiment);
                  writes DIR/matrix.md and .json (default results/)
-  bench [--samples N] [--smp 2,3,4] [--fixes all|F,...] [--wait spin,nap,adaptive] [--out DIR]
+  bench [--samples N] [--smp 2,3,4] [--fixes all|F,...] [--wait auto,adaptive,nap,spin] [--out DIR]
         [--linux [--linux-boots N]] [--instructions]
                  the benchmark suite (IPI, calls, flushes, throughput; median/p90/p99) per CPU
                  count, fix set and wait policy; writes DIR/bench.md, .json and .svg (default results/)
@@ -1037,7 +1037,7 @@ fn bench(args: &[String]) -> Result<ExitCode> {
         samples: 1000,
         smps: vec![2, 3, 4],
         fixes: xtask::bench::fixes("all")?,
-        waits: vec!["adaptive", "nap", "spin"],
+        waits: vec!["auto", "adaptive", "nap", "spin"],
         linux_boots: 2,
         cpu: Default::default(),
     };
@@ -1054,19 +1054,18 @@ fn bench(args: &[String]) -> Result<ExitCode> {
             "--samples" => cfg.samples = bench_samples(&value("--samples")?)?,
             "--smp" => cfg.smps = bench_smps(&value("--smp")?)?,
             "--fixes" => cfg.fixes = xtask::bench::fixes(&value("--fixes")?)?,
-            "--wait" => {
-                cfg.waits = value("--wait")?
-                    .split(',')
-                    .map(|w| match w {
-                        "nap" => Ok("nap"),
-                        "spin" => Ok("spin"),
-                        "adaptive" => Ok("adaptive"),
-                        other => Err(err(format!(
-                            "--wait {other}: expected spin, nap, adaptive or a list (spin,nap)"
-                        ))),
-                    })
-                    .collect::<Result<_>>()?
-            }
+            "--wait" => cfg.waits = value("--wait")?
+                .split(',')
+                .map(|w| match w {
+                    "nap" => Ok("nap"),
+                    "spin" => Ok("spin"),
+                    "adaptive" => Ok("adaptive"),
+                    "auto" => Ok("auto"),
+                    other => Err(err(format!(
+                        "--wait {other}: expected spin, nap, adaptive, auto or a list (spin,nap)"
+                    ))),
+                })
+                .collect::<Result<_>>()?,
             "--out" => out = value("--out")?.into(),
             "--linux" => with_linux = true,
             "--instructions" => cfg.cpu.count_instructions = true,

@@ -24,6 +24,7 @@ mod run;
 mod smp;
 mod srm;
 mod trap;
+mod waitprobe;
 
 use alphasmp_bootargs::BootConfig;
 use alphasmp_srm::crb;
@@ -149,7 +150,8 @@ fn no_hwrpb(e: alphasmp_srm::hwrpb::HwrpbError) -> ! {
 /// 4. [`configure`]: the boot arguments judged, the policy applied;
 /// 5. [`bring_up`]: the clock started, the CPUs chosen and started;
 /// 6. [`prepare_memory`]: the test page tables, the ASN range;
-/// 7. the run mode (`run::run`), at IPL 0.
+/// 7. at IPL 0, `wait=auto`'s probe (`waitprobe::settle`), then the run
+///    mode (`run::run`).
 #[unsafe(no_mangle)]
 pub fn alpha_boot_main(console_pcb_phys: u64) -> ! {
     let hwrpb = early();
@@ -161,6 +163,7 @@ pub fn alpha_boot_main(console_pcb_phys: u64) -> ! {
     prepare_memory(hwrpb, console_pcb_phys);
     // From here on the boot CPU takes interrupts like every other CPU.
     ipl::set(ipl::ALL_ON);
+    waitprobe::settle();
     // Through a pointer GCC cannot see into, so the run modes are never
     // inlined here: once they were, their locals grew this frame past a
     // page, its stack-probing prologue had no source line, and `break
@@ -434,7 +437,10 @@ fn apply_policy(cfg: &BootConfig<'_>, m: &machine::MachineVector) {
     p.allow_masked_wait.store(cfg.inject.masked_wait, Relaxed);
     let wait = cfg.wait.unwrap_or(m.default_wait);
     use alphasmp_bootargs::WaitArg;
-    let adaptive = wait == WaitArg::Adaptive;
+    // `auto` waits adaptively until its probe, once the CPUs are online,
+    // says whether spinning costs anyone a core (`waitprobe::settle`).
+    waitprobe::set_pending(wait == WaitArg::Auto);
+    let adaptive = matches!(wait, WaitArg::Adaptive | WaitArg::Auto);
     p.nap.store(wait != WaitArg::Spin, Relaxed);
     p.adaptive.store(adaptive, Relaxed);
     let spin_us = match cfg.nap_after_us {

@@ -218,6 +218,10 @@ pub enum WaitArg {
     /// Per wait: spin while the wait is young and the awake CPUs fit the
     /// machine (`spin_cpus`), else nap (`alphasmp::xcall::Smp::spins`).
     Adaptive,
+    /// Per boot: a probe once the CPUs are online tells whether each has a
+    /// core of its own (`alphasmp::hostcores`): then `Spin`, else
+    /// `Adaptive`.
+    Auto,
 }
 
 impl WaitArg {
@@ -225,6 +229,7 @@ impl WaitArg {
         ("spin", WaitArg::Spin),
         ("nap", WaitArg::Nap),
         ("adaptive", WaitArg::Adaptive),
+        ("auto", WaitArg::Auto),
     ];
 }
 
@@ -637,13 +642,13 @@ pub const KEYS: &[Key] = &[
     },
     Key {
         name: "wait",
-        values: "`spin`, `nap`, `adaptive`",
+        values: "`spin`, `nap`, `adaptive`, `auto`",
         default: None,
-        help: "how a CPU waits for a synchronous call, the serialization lock or posted work: spin; nap in `wtint` until woken by the CPU that ends the wait (or the next clock interrupt); or adaptive: spin a wait's first few microseconds (each CPU learns how long from its waits, between `spin_floor_us` and `nap_after_us`: 5 and 20 us), then nap; not given: the machine vector's choice (`adaptive` on QEMU's clipper, where vCPUs share host cores; `spin` on Tsunami and Marvel, see \"Speed\")",
-        lands: "SMP.policy.nap (main.rs apply_policy), MachineVector::default_wait",
+        help: "how a CPU waits for a synchronous call, the serialization lock or posted work: spin; nap in `wtint` until woken by the CPU that ends the wait (or the next clock interrupt); adaptive: spin a wait's first few microseconds (each CPU learns how long from its waits, between `spin_floor_us` and `nap_after_us`: 5 and 20 us), then nap; or auto: once the CPUs are online, a 20 ms probe tells whether each has a core of its own (spin) or they share fewer (adaptive); not given: the machine vector's choice (`auto` on QEMU's clipper, whose vCPUs may share host cores; `spin` on Tsunami and Marvel, see \"Speed\")",
+        lands: "SMP.policy.nap (main.rs apply_policy, waitprobe::settle), MachineVector::default_wait",
         example: "spin",
         set: |c, v| {
-            c.wait = Some(choice(WaitArg::NAMES, v, "spin|nap|adaptive")?);
+            c.wait = Some(choice(WaitArg::NAMES, v, "spin|nap|adaptive|auto")?);
             Ok(())
         },
     },
@@ -1009,6 +1014,10 @@ mod tests {
         assert_eq!(
             BootConfig::parse("wait=nap").unwrap().wait,
             Some(WaitArg::Nap)
+        );
+        assert_eq!(
+            BootConfig::parse("wait=auto").unwrap().wait,
+            Some(WaitArg::Auto)
         );
         assert!(matches!(
             BootConfig::parse("wait=doze"),

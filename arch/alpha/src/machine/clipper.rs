@@ -29,9 +29,10 @@ pub static VECTOR: MachineVector = MachineVector {
     report_logout: super::nothing_to_report,
     signal_failure: pvpanic_failure,
     exit_device,
-    // Spin a wait's first 20 us, then nap: measured best of both on 2 and
-    // 4 vCPUs sharing 2 host cores (README "Speed").
-    default_wait: WaitArg::Adaptive,
+    // Probe at boot whether each vCPU has a host core: spin if so (as
+    // Linux does), else spin a wait's first microseconds, then nap
+    // (README "Speed": measured best where vCPUs share host cores).
+    default_wait: WaitArg::Auto,
     // Poll 200 us after each IPI before halting again: a halted vCPU's
     // wake-up costs more than the call (README "Speed").
     default_idle_poll_us: 200,

@@ -75,8 +75,9 @@ pub struct MachineVector {
     /// The exit path, for the banner.
     pub exit_device: fn() -> &'static str,
     /// How waiters wait when `wait=` is not given. Napping pays where
-    /// vCPUs share host cores (QEMU: adaptive, a short spin and then a
-    /// nap, measured best there); on a real machine a nap costs a
+    /// vCPUs share host cores (QEMU: auto, a probe at boot that picks
+    /// adaptive, a short spin and then a nap, measured best there, and
+    /// spin where every vCPU has a host core); on a real machine a nap costs a
     /// wake-up IPI per wait, and if EV7 loses IPI edges whenever IPL 7
     /// masks them, every wake of a napper is lost and each wait lasts until
     /// the next tick (the simulator and spin model's `edge_loss_masked`

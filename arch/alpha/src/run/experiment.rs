@@ -268,13 +268,7 @@ fn print_begin(cfg: &BootConfig<'_>, cells: usize, size: u64) {
             me.pal_revision(),
         )
     });
-    let wait = if !SMP.policy.nap.load(Ordering::Relaxed) {
-        "spin"
-    } else if SMP.policy.adaptive.load(Ordering::Relaxed) {
-        "adaptive"
-    } else {
-        "nap"
-    };
+    let wait = crate::waitprobe::current();
     println!(
         "{}",
         EXPERIMENT_BEGIN.line([

@@ -1,0 +1,161 @@
+//! `wait=auto` (QEMU's clipper's default): once every CPU is online, a
+//! 20 ms probe tells whether each CPU has a host core of its own
+//! (`alphasmp::hostcores`). If so, waiters spin, as Linux's do: a spin
+//! then holds nothing another CPU needs, and it is the quickest way to
+//! see a call end. If not, they wait adaptively (a short spin, then a
+//! nap), which gives the core back to the CPU they wait for.
+//!
+//! Until the probe has spoken, waiters wait adaptively (`main.rs`
+//! `apply_policy`); the switch happens before the run mode starts, while
+//! no CPU waits for another. Either answer keeps every guarantee of the
+//! nap protocol: only speed depends on it.
+//!
+//! Measured (README "Speed", `docs/cross-calls.md` §7): 2 vCPUs on a
+//! 2-core host pass (every CPU ran all of some slice), 4 fail (no slice
+//! above about 60% for the slowest CPU), and under `-icount`, where one
+//! host thread runs the CPUs in turn, every probe fails.
+
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use alphasmp::hostcores::{self, Meter, Probe};
+
+use crate::console::println;
+use crate::percpu::MAX_CPUS;
+use crate::platform::SMP;
+use crate::{clock, pal, smp};
+
+/// Set by `apply_policy` when the wait policy is `auto`; taken by
+/// [`settle`].
+static PENDING: AtomicBool = AtomicBool::new(false);
+
+/// How many CPUs have arrived at the probe's start (its barrier).
+static READY: AtomicU64 = AtomicU64::new(0);
+/// Set by the last CPU to arrive, after it has stored [`START`].
+static GO: AtomicBool = AtomicBool::new(false);
+/// The raw cycle counter (32 bits) when the last CPU arrived: where every
+/// CPU's window starts.
+static START: AtomicU64 = AtomicU64::new(0);
+
+/// Each CPU's measurement, written by that CPU when its window is over.
+static METERS: [spin::Mutex<Option<Meter>>; MAX_CPUS] =
+    [const { spin::Mutex::new(None) }; MAX_CPUS];
+
+/// One slice of the probe's window: long enough to hold many clock
+/// interrupts, short against a host scheduler's time slices.
+const SLICE_NS: u64 = 2_000_000;
+
+/// A step of a CPU's clock longer than this is time it did not run: far
+/// above one look at the clock (about 0.1 us under QEMU) and a clock
+/// interrupt's handler (a few us), far below a host's time slice (ms).
+const GAP_NS: u64 = 20_000;
+
+/// Marks (or clears) the `auto` policy for [`settle`] (boot CPU, before
+/// the secondaries start).
+pub fn set_pending(auto: bool) {
+    PENDING.store(auto, Ordering::Relaxed);
+}
+
+/// Runs the probe if the policy is `auto` and sets the wait policy from
+/// its verdict, with one console line saying what it found (boot CPU, at
+/// IPL 0, every CPU online, before the run mode).
+pub fn settle() {
+    if !PENDING.swap(false, Ordering::Relaxed) {
+        return;
+    }
+    let online = smp::online();
+    if online.count() < 2 {
+        spin_waits();
+        println!(
+            "wait: auto: one CPU, no CPU to wait for: wait={}",
+            current()
+        );
+        return;
+    }
+    READY.store(0, Ordering::Relaxed);
+    GO.store(false, Ordering::Relaxed);
+    // A generous bound: under -icount the CPUs run in turn and each
+    // probe's window is the others' too.
+    if let Err(cpu) = smp::run_on_cpus(online, measure, 10_000_000_000) {
+        println!(
+            "wait: auto: the probe did not finish on CPU {cpu}: wait={}",
+            current()
+        );
+        return;
+    }
+    let meters: alloc::vec::Vec<Meter> = online
+        .iter()
+        .filter_map(|cpu| METERS[cpu].lock().take())
+        .collect();
+    let v = hostcores::verdict(&meters);
+    if v.own_cores {
+        spin_waits();
+    }
+    let (slice_ms, window_ms) = (
+        SLICE_NS / 1_000_000,
+        SLICE_NS * hostcores::SLICES as u64 / 1_000_000,
+    );
+    if v.own_cores {
+        println!(
+            "wait: auto: every CPU ran {}% or more of one {slice_ms} ms slice of a {window_ms} ms probe ({}% of it stolen on average): a host core each: wait={}",
+            v.slowest_permille / 10,
+            v.stolen_permille / 10,
+            current(),
+        );
+    } else {
+        println!(
+            "wait: auto: in no {slice_ms} ms slice of a {window_ms} ms probe did every CPU run {}% (best: {}% for the slowest; {}% stolen on average): CPUs share host cores: wait={}",
+            hostcores::RAN_PERMILLE / 10,
+            v.slowest_permille / 10,
+            v.stolen_permille / 10,
+            current(),
+        );
+    }
+}
+
+/// The wait policy in force, by its boot-argument name (`spin`, `nap`,
+/// `adaptive`): what `auto` became, once settled.
+pub fn current() -> &'static str {
+    if !SMP.policy.nap.load(Ordering::Relaxed) {
+        "spin"
+    } else if SMP.policy.adaptive.load(Ordering::Relaxed) {
+        "adaptive"
+    } else {
+        "nap"
+    }
+}
+
+/// Every wait spins from now on.
+fn spin_waits() {
+    SMP.policy.adaptive.store(false, Ordering::Relaxed);
+    SMP.policy.nap.store(false, Ordering::Relaxed);
+}
+
+/// One CPU's part of the probe: wait until every CPU is here, then look
+/// at the clock until the window is over. The window starts for every
+/// CPU when the last one arrives, on that CPU's clock: the slices must be
+/// the same stretch of time on every CPU, or a host that runs the CPUs in
+/// turn could pass them one slice each. So the probe compares the cycle
+/// counters of different CPUs, which QEMU keeps in step (it derives each
+/// from one host clock, `docs/qemu.md`); on a real machine they may differ
+/// (`docs/hardware.md` §6), and a CPU whose counter lags would count the
+/// lag as time it did not run: the verdict would err towards adaptive.
+fn measure(me: usize) -> u64 {
+    let cpus = smp::online_count() as u64;
+    if READY.fetch_add(1, Ordering::AcqRel) + 1 == cpus {
+        START.store(u64::from(pal::rpcc32()), Ordering::Relaxed);
+        GO.store(true, Ordering::Release);
+    }
+    // Pauses that sleep after a while: where the emulator runs one CPU at
+    // a time, the others arrive only while this one sleeps.
+    clock::wait_since(clock::now_ns(), || GO.load(Ordering::Acquire));
+    let start = START.load(Ordering::Relaxed) as u32;
+    let probe = Probe {
+        slice: clock::ns_to_cycles(SLICE_NS),
+        gap: clock::ns_to_cycles(GAP_NS),
+    };
+    // The raw 32-bit counter wraps after seconds; the window is 20 ms.
+    let mut m = Meter::new(probe, 0);
+    while !m.observe(u64::from(pal::rpcc32().wrapping_sub(start))) {}
+    *METERS[me].lock() = Some(m);
+    0
+}
