@@ -168,8 +168,12 @@ mod tests {
 
     const PROBE: Probe = Probe {
         slice: 1000,
-        gap: 20,
+        gap: 100,
     };
+
+    /// A CPU that runs throughout, looking at its clock this often (a few
+    /// hundred looks a window: Miri runs these too).
+    const RUN: u64 = 50;
 
     /// A CPU that reads its clock every `step` cycles, except that it does
     /// not run in `[from, to)` for each pair of `stops` (relative to the
@@ -190,7 +194,7 @@ mod tests {
 
     #[test]
     fn cpus_that_always_run_have_their_own_cores() {
-        let v = verdict(&[cpu(3, &[]), cpu(5, &[])]);
+        let v = verdict(&[cpu(RUN, &[]), cpu(PROBE.gap, &[])]);
         assert!(v.own_cores);
         assert_eq!(v.slowest_permille, 1000);
         assert_eq!(v.stolen_permille, 0);
@@ -198,10 +202,10 @@ mod tests {
 
     #[test]
     fn steps_at_or_below_the_gap_are_running_time() {
-        let v = verdict(&[cpu(PROBE.gap, &[]), cpu(1, &[])]);
+        let v = verdict(&[cpu(PROBE.gap, &[]), cpu(RUN, &[])]);
         assert!(v.own_cores);
         assert_eq!(v.stolen_permille, 0);
-        let v = verdict(&[cpu(PROBE.gap + 1, &[]), cpu(1, &[])]);
+        let v = verdict(&[cpu(PROBE.gap + 1, &[]), cpu(RUN, &[])]);
         assert!(!v.own_cores, "a CPU whose every step is a gap never ran");
     }
 
@@ -217,7 +221,7 @@ mod tests {
                 .collect()
         };
         let (a, b) = (stops(0), stops(1));
-        let v = verdict(&[cpu(3, &a), cpu(3, &a), cpu(3, &b), cpu(3, &b)]);
+        let v = verdict(&[cpu(RUN, &a), cpu(RUN, &a), cpu(RUN, &b), cpu(RUN, &b)]);
         assert!(!v.own_cores, "{v:?}");
         assert!(v.slowest_permille < RAN_PERMILLE);
         assert!((400..=600).contains(&v.stolen_permille), "{v:?}");
@@ -228,8 +232,8 @@ mod tests {
     #[test]
     fn an_odd_preemption_leaves_quiet_slices() {
         let v = verdict(&[
-            cpu(3, &[(1200, 1900), (5100, 5600)]),
-            cpu(4, &[(3300, 4200)]),
+            cpu(RUN, &[(1200, 1900), (5100, 5600)]),
+            cpu(RUN, &[(3300, 4200)]),
         ]);
         assert!(v.own_cores, "{v:?}");
         assert_eq!(v.slowest_permille, 1000);
@@ -241,12 +245,12 @@ mod tests {
     #[test]
     fn one_starved_cpu_is_enough_to_fail() {
         let stops: Vec<(u64, u64)> = (0..10).map(|k| (k * 1000 + 100, k * 1000 + 400)).collect();
-        let v = verdict(&[cpu(3, &[]), cpu(3, &stops), cpu(3, &[])]);
+        let v = verdict(&[cpu(RUN, &[]), cpu(RUN, &stops), cpu(RUN, &[])]);
         assert!(!v.own_cores, "{v:?}");
         assert!(v.slowest_permille < RAN_PERMILLE, "{v:?}");
         // At the threshold exactly: 200 of 1000 stolen in one slice passes.
         let stops = [(2100, 2300)];
-        let v = verdict(&[cpu(1, &[]), cpu(1, &stops)]);
+        let v = verdict(&[cpu(RUN, &[]), cpu(RUN, &stops)]);
         assert!(v.own_cores, "{v:?}");
     }
 
@@ -261,7 +265,7 @@ mod tests {
                 .map(|k| (k * 1000 + 200, k * 1000 + 500))
                 .collect()
         };
-        let v = verdict(&[cpu(1, &every_other(0)), cpu(1, &every_other(1))]);
+        let v = verdict(&[cpu(RUN, &every_other(0)), cpu(RUN, &every_other(1))]);
         assert!(
             !v.own_cores,
             "each ran 85% of the window, never with the other"
@@ -271,10 +275,10 @@ mod tests {
         let all = |_: u64| -> Vec<(u64, u64)> {
             (0..10).map(|k| (k * 1000 + 200, k * 1000 + 500)).collect()
         };
-        let v = verdict(&[cpu(1, &all(0)), cpu(1, &[])]);
+        let v = verdict(&[cpu(RUN, &all(0)), cpu(RUN, &[])]);
         assert!(!v.own_cores, "{v:?}");
         assert_eq!(v.slowest_permille, 700);
-        let v = verdict(&[cpu(1, &every_other(0)), cpu(1, &[])]);
+        let v = verdict(&[cpu(RUN, &every_other(0)), cpu(RUN, &[])]);
         assert!(v.own_cores);
         assert_eq!(v.best_slice % 2, 1);
     }
