@@ -22,6 +22,7 @@ use std::path::PathBuf;
 use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::Duration;
 
+use alphasmp_bootargs::lines::{WAIT_PROBE, value};
 use xtask::qemu::{self, CpuModel, Ending, RunResult, RunSpec};
 
 fn kernel() -> &'static PathBuf {
@@ -124,33 +125,32 @@ fn assert_all_pass(smp: u32) -> RunResult {
     r
 }
 
-/// What `wait=auto` (clipper's default) settled on, from its one line,
-/// checked against the verdict the line gives: "a host core each" must
-/// have made waiters spin, "share host cores" adaptive (the policy named
-/// is read back from the policy words after the switch,
-/// `waitprobe::current`).
+/// What `wait=auto` (clipper's default) settled on, from its one
+/// `wait-probe:` line, checked against the verdict the line gives:
+/// `cores=own` (every CPU had a host core) must have made waiters spin,
+/// `cores=shared` adaptive, one CPU spin (the policy named is read back
+/// from the policy words after the switch, `waitprobe::current`).
 fn auto_wait(r: &RunResult) -> &'static str {
-    let lines: Vec<&str> = r.lines_with("wait: auto: ").collect();
+    let lines: Vec<&str> = r.lines_with("wait-probe:").collect();
     assert_eq!(
         lines.len(),
         1,
         "one line from the wait=auto probe: {lines:?}"
     );
-    let line = lines[0];
-    let (verdict, wait) = if line.contains("one CPU, no CPU to wait for") {
-        ("one CPU", "spin")
-    } else if line.contains("a host core each") {
-        ("a core each", "spin")
-    } else if line.contains("CPUs share host cores") {
-        ("shared cores", "adaptive")
-    } else {
-        panic!("the probe's line gives no verdict: {line}");
+    let words = WAIT_PROBE.strip(lines[0]).expect("a wait-probe line");
+    let get = |k| value(words, k).unwrap_or_else(|| panic!("no {k}= in {words}"));
+    let want = match get("cores") {
+        "one" | "own" => "spin",
+        "shared" => "adaptive",
+        other => panic!("the probe gave no verdict (cores={other}): {words}"),
     };
-    assert!(
-        line.ends_with(&format!(": wait={wait}")),
-        "with {verdict}, waiters must {wait}: {line}"
+    assert_eq!(
+        get("wait"),
+        want,
+        "with cores={}, waiters must {want}: {words}",
+        get("cores")
     );
-    wait
+    want
 }
 
 #[test]
@@ -179,7 +179,7 @@ fn a_wait_given_runs_no_probe() {
     let r = boot(2, "tests=smp wait=adaptive");
     assert!(r.passed(), "{}", r.describe());
     assert!(
-        r.lines_with("wait: auto").next().is_none(),
+        r.lines_with("wait-probe:").next().is_none(),
         "a probe ran although wait= was given"
     );
     assert!(

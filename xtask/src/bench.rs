@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use alphasmp_bootargs::lines::BENCH_RESULT;
+use alphasmp_bootargs::lines::{BENCH_RESULT, WAIT_PROBE, value};
 
 use plotters::prelude::*;
 
@@ -135,14 +135,14 @@ pub struct Comparison {
     pub settled: Vec<(u32, Vec<String>)>,
 }
 
-/// What a boot with `wait=auto` settled on, from its probe's console line
-/// (`wait: auto: ... : wait=spin`); None when no probe ran.
+/// What a boot with `wait=auto` settled on, from its probe's line
+/// (`wait-probe: ... wait=spin`); None when no probe ran.
 pub fn settled_wait(output: &str) -> Option<String> {
     output
         .lines()
-        .find(|l| l.starts_with("wait: auto: "))
-        .and_then(|l| l.trim_end().rsplit_once("wait="))
-        .map(|(_, w)| w.to_string())
+        .find_map(|l| WAIT_PROBE.strip(l))
+        .and_then(|words| value(words, "wait"))
+        .map(str::to_string)
 }
 
 /// One row of the comparison: a shape measured on both sides.
@@ -1277,7 +1277,7 @@ alphasmp: PASS (benchmark reported)\n";
 
     #[test]
     fn the_settled_wait_is_read_from_the_probe_line() {
-        let out = "policy: ... wait=auto (the machine's)\r\nwait: auto: every CPU ran 96% or more of one 2 ms slice of a 20 ms probe (4% of it stolen on average): a host core each: wait=spin\r\nbench: 2 CPU(s)\r\n";
+        let out = "policy: ... wait=auto (the machine's)\r\nwait-probe: cpus=2 window_ms=20 slice_ms=2 need_pct=80 slowest_pct=96 stolen_pct=4 cores=own wait=spin\r\nbench: 2 CPU(s)\r\n";
         assert_eq!(settled_wait(out).as_deref(), Some("spin"));
         assert_eq!(settled_wait("policy: ... wait=adaptive\n"), None);
         let mut cmp = Comparison {

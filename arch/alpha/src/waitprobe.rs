@@ -18,6 +18,7 @@
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use alphasmp::hostcores::{self, Meter, Probe};
+use alphasmp_bootargs::lines::WAIT_PROBE;
 
 use crate::console::println;
 use crate::percpu::MAX_CPUS;
@@ -63,11 +64,16 @@ pub fn settle() {
         return;
     }
     let online = smp::online();
+    let (slice_ms, window_ms) = (
+        SLICE_NS / 1_000_000,
+        SLICE_NS * hostcores::SLICES as u64 / 1_000_000,
+    );
+    let need_pct = hostcores::RAN_PERMILLE / 10;
     if online.count() < 2 {
         spin_waits();
         println!(
-            "wait: auto: one CPU, no CPU to wait for: wait={}",
-            current()
+            "{}",
+            WAIT_PROBE.line([&1, &0, &slice_ms, &need_pct, &100, &0, &"one", &current()])
         );
         return;
     }
@@ -76,9 +82,19 @@ pub fn settle() {
     // A generous bound: under -icount the CPUs run in turn and each
     // probe's window is the others' too.
     if let Err(cpu) = smp::run_on_cpus(online, measure, 10_000_000_000) {
+        println!("wait: auto: the probe did not finish on CPU {cpu}");
         println!(
-            "wait: auto: the probe did not finish on CPU {cpu}: wait={}",
-            current()
+            "{}",
+            WAIT_PROBE.line([
+                &online.count(),
+                &window_ms,
+                &slice_ms,
+                &need_pct,
+                &0,
+                &0,
+                &"unknown",
+                &current()
+            ])
         );
         return;
     }
@@ -90,26 +106,19 @@ pub fn settle() {
     if v.own_cores {
         spin_waits();
     }
-    let (slice_ms, window_ms) = (
-        SLICE_NS / 1_000_000,
-        SLICE_NS * hostcores::SLICES as u64 / 1_000_000,
+    println!(
+        "{}",
+        WAIT_PROBE.line([
+            &online.count(),
+            &window_ms,
+            &slice_ms,
+            &need_pct,
+            &(v.slowest_permille / 10),
+            &(v.stolen_permille / 10),
+            &if v.own_cores { "own" } else { "shared" },
+            &current(),
+        ])
     );
-    if v.own_cores {
-        println!(
-            "wait: auto: every CPU ran {}% or more of one {slice_ms} ms slice of a {window_ms} ms probe ({}% of it stolen on average): a host core each: wait={}",
-            v.slowest_permille / 10,
-            v.stolen_permille / 10,
-            current(),
-        );
-    } else {
-        println!(
-            "wait: auto: in no {slice_ms} ms slice of a {window_ms} ms probe did every CPU run {}% (best: {}% for the slowest; {}% stolen on average): CPUs share host cores: wait={}",
-            hostcores::RAN_PERMILLE / 10,
-            v.slowest_permille / 10,
-            v.stolen_permille / 10,
-            current(),
-        );
-    }
 }
 
 /// The wait policy in force, by its boot-argument name (`spin`, `nap`,

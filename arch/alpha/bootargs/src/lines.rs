@@ -216,6 +216,26 @@ pub static BENCH_THROUGHPUT: Format<6> = Format {
     ],
 };
 
+/// What `wait=auto`'s probe of the host's cores found and chose
+/// (`alphasmp::hostcores`): `cores=own` when some slice had every CPU
+/// running at least `need_pct` of it, else `shared` (`one`: one CPU, no
+/// probe); `slowest_pct`, what the CPU that ran least ran of the best
+/// slice; `stolen_pct`, the mean share of the window the CPUs did not
+/// run; `wait`, the policy in force afterwards.
+pub static WAIT_PROBE: Format<8> = Format {
+    tag: "wait-probe",
+    keys: [
+        ("cpus", Count),
+        ("window_ms", Count),
+        ("slice_ms", Count),
+        ("need_pct", Count),
+        ("slowest_pct", Count),
+        ("stolen_pct", Count),
+        ("cores", Text),
+        ("wait", Text),
+    ],
+};
+
 /// The benchmark's page-table frees: sync rounds elided and sent.
 pub static BENCH_PTFREE: Format<7> = Format {
     tag: "bench-ptfree",
@@ -338,6 +358,7 @@ mod tests {
         no_repeats(BENCH_RESULT.keys());
         no_repeats(BENCH_THROUGHPUT.keys());
         no_repeats(BENCH_PTFREE.keys());
+        no_repeats(WAIT_PROBE.keys());
         no_repeats(EXPERIMENT_BEGIN.keys());
         no_repeats(EXPERIMENT_CELL.keys());
         no_repeats(EXPERIMENT_END.keys());
