@@ -15,15 +15,18 @@
 //! The probe: every CPU spins for the same short window, reading its
 //! clock. A CPU whose thread the host runs sees its clock advance in
 //! small steps; one the host has stopped sees one large step when it runs
-//! again. Each step longer than a threshold is time the CPU did not run
-//! ("stolen"). The window is cut into slices, and the verdict asks for
-//! one slice in which every CPU ran most of the time: that needs as many
-//! cores as CPUs at once. Where N CPUs share fewer than 0.8 x N cores no
-//! slice can pass, whatever the host's scheduler does, since the CPUs'
-//! running shares in any slice add up to at most the cores they share; a
-//! host that runs every CPU but now and then preempts one (a timer, the
-//! emulator's own I/O thread) still leaves quiet slices. Under QEMU's
-//! `-icount` one host thread runs every CPU in turn, so no slice passes.
+//! again. Each step longer than a threshold (the gap) is time the CPU did
+//! not run ("stolen"). The window is cut into slices, and the verdict asks
+//! for one slice in which every CPU ran at least [`RAN_PERMILLE`] of it:
+//! that needs at least 0.8 x N cores for N CPUs at once (for 2 to 4 CPUs,
+//! a core each). Where N CPUs share fewer, no slice can pass, since the
+//! CPUs' running shares in any slice add up to at most the cores they
+//! share, as long as the host stops a CPU for longer than the gap when it
+//! takes its core away (host schedulers hand out milliseconds; the gap is
+//! microseconds). A host that runs every CPU but now and then preempts
+//! one (a timer, the emulator's own I/O thread) still leaves quiet slices.
+//! Under QEMU's `-icount` one host thread runs the CPUs in turn, for far
+//! longer than the gap each, so no slice passes.
 //!
 //! Protocol: each CPU owns its [`Meter`] and touches no shared state; the
 //! caller collects the meters after every CPU is done and calls
@@ -56,7 +59,9 @@ impl Probe {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Meter {
     probe: Probe,
-    start: u64,
+    /// The clock at the last look.
+    clock: u64,
+    /// Where in the window the last look was.
     last: u64,
     /// Per slice: the cycles of it that a gap covered (a gap across a
     /// slice boundary counts in each slice it covers; past the window's
@@ -69,8 +74,8 @@ impl Meter {
     pub const fn new(probe: Probe, now: u64) -> Self {
         Meter {
             probe,
-            start: now,
-            last: now,
+            clock: now,
+            last: 0,
             stolen: [0; SLICES],
         }
     }
@@ -78,14 +83,20 @@ impl Meter {
     /// One look at the clock. Returns whether the window is over (the
     /// caller stops looking).
     pub fn observe(&mut self, now: u64) -> bool {
-        let step = now.wrapping_sub(self.last);
-        self.last = now;
-        let at = now.wrapping_sub(self.start);
+        // The window advances by each step of the clock, taken modulo
+        // 2^64 (a counter that wraps is no matter); a step backwards (the
+        // top half of that range: a counter that was reset) counts as none.
+        let delta = now.wrapping_sub(self.clock);
+        self.clock = now;
+        let step = if delta > u64::MAX / 2 { 0 } else { delta };
+        let from = self.last;
+        let at = from.saturating_add(step);
+        self.last = at;
         let window = self.probe.window();
         if step > self.probe.gap {
             let slice = self.probe.slice.max(1);
             let end = at.min(window);
-            let mut from = at - step;
+            let mut from = from;
             while from < end {
                 let i = (from / slice) as usize;
                 let upto = ((i as u64 + 1) * slice).min(end);
@@ -248,10 +259,65 @@ mod tests {
         let v = verdict(&[cpu(RUN, &[]), cpu(RUN, &stops), cpu(RUN, &[])]);
         assert!(!v.own_cores, "{v:?}");
         assert!(v.slowest_permille < RAN_PERMILLE, "{v:?}");
-        // At the threshold exactly: 200 of 1000 stolen in one slice passes.
-        let stops = [(2100, 2300)];
-        let v = verdict(&[cpu(RUN, &[]), cpu(RUN, &stops)]);
+    }
+
+    /// The threshold, in every slice: a CPU that ran exactly
+    /// [`RAN_PERMILLE`] of each passes; one cycle less fails.
+    #[test]
+    fn the_threshold_is_inclusive() {
+        let at_most = |stolen: u64| -> Vec<(u64, u64)> {
+            (0..10)
+                .map(|k| (k * 1000 + 100, k * 1000 + 100 + stolen))
+                .collect()
+        };
+        let v = verdict(&[cpu(RUN, &[]), cpu(RUN, &at_most(200))]);
+        assert_eq!(v.slowest_permille, RAN_PERMILLE, "{v:?}");
         assert!(v.own_cores, "{v:?}");
+        let v = verdict(&[cpu(RUN, &[]), cpu(RUN, &at_most(201))]);
+        assert_eq!(v.slowest_permille, RAN_PERMILLE - 1, "{v:?}");
+        assert!(!v.own_cores, "{v:?}");
+    }
+
+    /// The best slice is the first of the slices where the slowest CPU ran
+    /// most.
+    #[test]
+    fn the_best_slice_is_the_first_of_the_best() {
+        let stops: Vec<(u64, u64)> = (0..10)
+            .filter(|k| *k != 3 && *k != 7)
+            .map(|k| (k * 1000 + 100, k * 1000 + 600))
+            .collect();
+        let v = verdict(&[cpu(RUN, &stops), cpu(RUN, &[])]);
+        assert!(v.own_cores);
+        assert_eq!(v.best_slice, 3);
+        assert_eq!(v.slowest_permille, 1000);
+    }
+
+    /// The window ends at the first look at or past its length.
+    #[test]
+    fn the_window_ends_at_its_length() {
+        let mut m = Meter::new(PROBE, 0);
+        let w = PROBE.window();
+        let mut t = 0;
+        while t + RUN < w {
+            t += RUN;
+            assert!(!m.observe(t), "ended at {t}");
+        }
+        assert!(!m.observe(w - 1));
+        assert!(m.observe(w));
+    }
+
+    /// A counter that steps backwards counts no time and does not end the
+    /// window.
+    #[test]
+    fn a_step_backwards_counts_nothing() {
+        let mut m = Meter::new(PROBE, 1_000);
+        assert!(!m.observe(1_050));
+        assert!(!m.observe(900));
+        assert!(!m.observe(950));
+        assert_eq!(m.stolen(), [0; SLICES]);
+        // The window goes on from where it was: 50 + 0 + 50 cycles.
+        assert!(!m.observe(950 + PROBE.window() - 101));
+        assert!(m.observe(950 + PROBE.window() - 100));
     }
 
     /// The verdict looks at each slice across CPUs, not at each CPU's

@@ -47,7 +47,7 @@ const USAGE: &str = "usage: cargo xtask <command>
                  --instructions: every boot under -icount shift=0,sleep=off: the vCPUs run one
                  at a time and a \"time\" counts the instructions all of them ran (host noise
                  cannot move it; spinning waiters inflate it, napping ones do not)
-  profile [--op NAME,...] [--smp 2,4] [--wait nap|spin|adaptive] [--samples N] [--cpu ev6|ev67|ev68]
+  profile [--op NAME,...] [--smp 2,4] [--wait nap|spin|adaptive|auto] [--samples N] [--cpu ev6|ev67|ev68]
           [--top N] [--linux [--linux-samples N]] [--out FILE]
                  where one operation's instructions go, function by function, on every CPU:
                  boots the benchmark with only that measurement (default call_single_wait, idle

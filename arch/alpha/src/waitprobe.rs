@@ -11,13 +11,19 @@
 //! nap protocol: only speed depends on it.
 //!
 //! Measured (README "Speed", `docs/cross-calls.md` §7): 2 vCPUs on a
-//! 2-core host pass (every CPU ran all of some slice), 4 fail (no slice
-//! above about 60% for the slowest CPU), and under `-icount`, where one
-//! host thread runs the CPUs in turn, every probe fails.
+//! 2-core host pass (the slowest CPU ran 95% to 98% of the best slice), 4
+//! fail (0% to 36%), and under `-icount`, where one host thread runs the
+//! CPUs in turn, every probe fails.
+//!
+//! The probe cannot hang the boot: a CPU that waits at its start for
+//! longer than [`BARRIER_NS`] gives up without a measurement, and a probe
+//! that lacks any CPU's measurement leaves the waiters adaptive
+//! (`cores=unknown`).
 
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use alphasmp::hostcores::{self, Meter, Probe};
+use alphasmp::platform::Platform;
 use alphasmp_bootargs::lines::WAIT_PROBE;
 
 use crate::console::println;
@@ -44,6 +50,9 @@ static METERS: [spin::Mutex<Option<Meter>>; MAX_CPUS] =
 /// One slice of the probe's window: long enough to hold many clock
 /// interrupts, short against a host scheduler's time slices.
 const SLICE_NS: u64 = 2_000_000;
+
+/// The longest a CPU waits at the probe's start for the others.
+const BARRIER_NS: u64 = 2_000_000_000;
 
 /// A step of a CPU's clock longer than this is time it did not run: far
 /// above one look at the clock (about 0.1 us under QEMU) and a clock
@@ -102,6 +111,27 @@ pub fn settle() {
         .iter()
         .filter_map(|cpu| METERS[cpu].lock().take())
         .collect();
+    if meters.len() != online.count() {
+        println!(
+            "wait: auto: {} of {} CPUs measured (the others gave up at the start)",
+            meters.len(),
+            online.count()
+        );
+        println!(
+            "{}",
+            WAIT_PROBE.line([
+                &online.count(),
+                &window_ms,
+                &slice_ms,
+                &need_pct,
+                &0,
+                &0,
+                &"unknown",
+                &current()
+            ])
+        );
+        return;
+    }
     let v = hostcores::verdict(&meters);
     if v.own_cores {
         spin_waits();
@@ -146,17 +176,32 @@ fn spin_waits() {
 /// turn could pass them one slice each. So the probe compares the cycle
 /// counters of different CPUs, which QEMU keeps in step (it derives each
 /// from one host clock, `docs/qemu.md`); on a real machine they may differ
-/// (`docs/hardware.md` §6), and a CPU whose counter lags would count the
-/// lag as time it did not run: the verdict would err towards adaptive.
+/// (`docs/hardware.md` §6), and a CPU whose counter leads the last
+/// arriver's would count its lead as time it did not run, one that lags
+/// the whole window: the verdict would err towards adaptive.
 fn measure(me: usize) -> u64 {
-    let cpus = smp::online_count() as u64;
+    let online = smp::online();
+    let cpus = online.count() as u64;
     if READY.fetch_add(1, Ordering::AcqRel) + 1 == cpus {
         START.store(u64::from(pal::rpcc32()), Ordering::Relaxed);
         GO.store(true, Ordering::Release);
+        // The others' pauses sleep after a millisecond (below): an
+        // interrupt ends the sleep, so each starts now, not at its next
+        // clock interrupt.
+        for cpu in online.iter().filter(|&c| c != me) {
+            SMP.platform.wake(cpu);
+        }
     }
     // Pauses that sleep after a while: where the emulator runs one CPU at
-    // a time, the others arrive only while this one sleeps.
-    clock::wait_since(clock::now_ns(), || GO.load(Ordering::Acquire));
+    // a time, the others arrive only while this one sleeps. Bounded: a
+    // CPU that never arrives must not hold the others (or the boot).
+    let since = clock::now_ns();
+    clock::wait_since(since, || {
+        GO.load(Ordering::Acquire) || clock::now_ns().wrapping_sub(since) > BARRIER_NS
+    });
+    if !GO.load(Ordering::Acquire) {
+        return 0;
+    }
     let start = START.load(Ordering::Relaxed) as u32;
     let probe = Probe {
         slice: clock::ns_to_cycles(SLICE_NS),
