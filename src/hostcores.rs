@@ -318,6 +318,12 @@ mod tests {
         // The window goes on from where it was: 50 + 0 + 50 cycles.
         assert!(!m.observe(950 + PROBE.window() - 101));
         assert!(m.observe(950 + PROBE.window() - 100));
+        // Half the counter's range is still a step forwards (it ends the
+        // window); one more cycle is a step backwards.
+        let mut m = Meter::new(PROBE, 0);
+        assert!(m.observe(u64::MAX / 2));
+        let mut m = Meter::new(PROBE, 0);
+        assert!(!m.observe(u64::MAX / 2 + 1));
     }
 
     /// The verdict looks at each slice across CPUs, not at each CPU's

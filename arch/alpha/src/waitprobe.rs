@@ -73,17 +73,10 @@ pub fn settle() {
         return;
     }
     let online = smp::online();
-    let (slice_ms, window_ms) = (
-        SLICE_NS / 1_000_000,
-        SLICE_NS * hostcores::SLICES as u64 / 1_000_000,
-    );
-    let need_pct = hostcores::RAN_PERMILLE / 10;
-    if online.count() < 2 {
+    let cpus = online.count();
+    if cpus < 2 {
         spin_waits();
-        println!(
-            "{}",
-            WAIT_PROBE.line([&1, &0, &slice_ms, &need_pct, &100, &0, &"one", &current()])
-        );
+        report(cpus, 0, None);
         return;
     }
     READY.store(0, Ordering::Relaxed);
@@ -92,60 +85,53 @@ pub fn settle() {
     // probe's window is the others' too.
     if let Err(cpu) = smp::run_on_cpus(online, measure, 10_000_000_000) {
         println!("wait: auto: the probe did not finish on CPU {cpu}");
-        println!(
-            "{}",
-            WAIT_PROBE.line([
-                &online.count(),
-                &window_ms,
-                &slice_ms,
-                &need_pct,
-                &0,
-                &0,
-                &"unknown",
-                &current()
-            ])
-        );
+        report(cpus, WINDOW_MS, None);
         return;
     }
     let meters: alloc::vec::Vec<Meter> = online
         .iter()
         .filter_map(|cpu| METERS[cpu].lock().take())
         .collect();
-    if meters.len() != online.count() {
+    if meters.len() != cpus {
         println!(
-            "wait: auto: {} of {} CPUs measured (the others gave up at the start)",
-            meters.len(),
-            online.count()
+            "wait: auto: {} of {cpus} CPUs measured (the others gave up at the start)",
+            meters.len()
         );
-        println!(
-            "{}",
-            WAIT_PROBE.line([
-                &online.count(),
-                &window_ms,
-                &slice_ms,
-                &need_pct,
-                &0,
-                &0,
-                &"unknown",
-                &current()
-            ])
-        );
+        report(cpus, WINDOW_MS, None);
         return;
     }
     let v = hostcores::verdict(&meters);
     if v.own_cores {
         spin_waits();
     }
+    report(cpus, WINDOW_MS, Some(v));
+}
+
+/// The probe's window, in milliseconds.
+const WINDOW_MS: u64 = SLICE_NS * hostcores::SLICES as u64 / 1_000_000;
+
+/// The `wait-probe:` line: the verdict (None: one CPU, `cores=one`, or a
+/// probe that did not finish, `cores=unknown`) and the policy in force.
+fn report(cpus: usize, window_ms: u64, v: Option<hostcores::Verdict>) {
+    let (slowest, stolen, cores) = match v {
+        Some(v) => (
+            v.slowest_permille / 10,
+            v.stolen_permille / 10,
+            if v.own_cores { "own" } else { "shared" },
+        ),
+        None if cpus < 2 => (100, 0, "one"),
+        None => (0, 0, "unknown"),
+    };
     println!(
         "{}",
         WAIT_PROBE.line([
-            &online.count(),
+            &cpus,
             &window_ms,
-            &slice_ms,
-            &need_pct,
-            &(v.slowest_permille / 10),
-            &(v.stolen_permille / 10),
-            &if v.own_cores { "own" } else { "shared" },
+            &(SLICE_NS / 1_000_000),
+            &(hostcores::RAN_PERMILLE / 10),
+            &slowest,
+            &stolen,
+            &cores,
             &current(),
         ])
     );
