@@ -22,7 +22,6 @@ use std::path::PathBuf;
 use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::Duration;
 
-use alphasmp_bootargs::lines::{WAIT_PROBE, value};
 use xtask::qemu::{self, CpuModel, Ending, RunResult, RunSpec};
 
 fn kernel() -> &'static PathBuf {
@@ -131,24 +130,22 @@ fn assert_all_pass(smp: u32) -> RunResult {
 /// `cores=shared` adaptive, one CPU spin (the policy named is read back
 /// from the policy words after the switch, `waitprobe::current`).
 fn auto_wait(r: &RunResult) -> &'static str {
-    let lines: Vec<&str> = r.lines_with("wait-probe:").collect();
+    let probes = xtask::bench::wait_probes(&r.output);
     assert_eq!(
-        lines.len(),
+        probes.len(),
         1,
-        "one line from the wait=auto probe: {lines:?}"
+        "one line from the wait=auto probe: {probes:?}"
     );
-    let words = WAIT_PROBE.strip(lines[0]).expect("a wait-probe line");
-    let get = |k| value(words, k).unwrap_or_else(|| panic!("no {k}= in {words}"));
-    let want = match get("cores") {
+    let p = &probes[0];
+    let want = match p.cores.as_str() {
         "one" | "own" => "spin",
         "shared" => "adaptive",
-        other => panic!("the probe gave no verdict (cores={other}): {words}"),
+        other => panic!("the probe gave no verdict (cores={other}): {}", p.words),
     };
     assert_eq!(
-        get("wait"),
-        want,
-        "with cores={}, waiters must {want}: {words}",
-        get("cores")
+        p.wait, want,
+        "with cores={}, waiters must {want}: {}",
+        p.cores, p.words
     );
     want
 }
@@ -179,7 +176,7 @@ fn a_wait_given_runs_no_probe() {
     let r = boot(2, "tests=smp wait=adaptive");
     assert!(r.passed(), "{}", r.describe());
     assert!(
-        r.lines_with("wait-probe:").next().is_none(),
+        xtask::bench::wait_probes(&r.output).is_empty(),
         "a probe ran although wait= was given"
     );
     assert!(

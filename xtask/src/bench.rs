@@ -135,14 +135,38 @@ pub struct Comparison {
     pub settled: Vec<(u32, Vec<String>)>,
 }
 
-/// What a boot with `wait=auto` settled on, from its probe's line
-/// (`wait-probe: ... wait=spin`); None when no probe ran.
-pub fn settled_wait(output: &str) -> Option<String> {
+/// One `wait-probe:` line of a boot (`wait=auto`'s probe,
+/// `alphasmp_bootargs::lines::WAIT_PROBE`): its verdict and the policy in
+/// force after it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WaitProbe {
+    /// `own`, `shared`, `one` (one CPU) or `unknown` (the probe did not
+    /// finish).
+    pub cores: String,
+    /// `spin`, `adaptive` or `nap`.
+    pub wait: String,
+    /// The whole line's words, for messages.
+    pub words: String,
+}
+
+/// Every `wait-probe:` line of a boot's output, in order (a line without
+/// `cores=` or `wait=` reads as an empty word there).
+pub fn wait_probes(output: &str) -> Vec<WaitProbe> {
     output
         .lines()
-        .find_map(|l| WAIT_PROBE.strip(l))
-        .and_then(|words| value(words, "wait"))
-        .map(str::to_string)
+        .filter_map(|l| WAIT_PROBE.strip(l))
+        .map(|words| WaitProbe {
+            cores: value(words, "cores").unwrap_or_default().to_string(),
+            wait: value(words, "wait").unwrap_or_default().to_string(),
+            words: words.to_string(),
+        })
+        .collect()
+}
+
+/// What a boot with `wait=auto` settled on (its first probe line's
+/// policy); None when no probe ran.
+pub fn settled_wait(output: &str) -> Option<String> {
+    wait_probes(output).into_iter().next().map(|p| p.wait)
 }
 
 /// One row of the comparison: a shape measured on both sides.
@@ -1279,6 +1303,10 @@ alphasmp: PASS (benchmark reported)\n";
     fn the_settled_wait_is_read_from_the_probe_line() {
         let out = "policy: ... wait=auto (the machine's)\r\nwait-probe: cpus=2 window_ms=20 slice_ms=2 need_pct=80 slowest_pct=96 stolen_pct=4 cores=own wait=spin\r\nbench: 2 CPU(s)\r\n";
         assert_eq!(settled_wait(out).as_deref(), Some("spin"));
+        let p = wait_probes(out);
+        assert_eq!(p.len(), 1);
+        assert_eq!((p[0].cores.as_str(), p[0].wait.as_str()), ("own", "spin"));
+        assert!(wait_probes("wait: auto: the probe did not finish on CPU 1\n").is_empty());
         assert_eq!(settled_wait("policy: ... wait=adaptive\n"), None);
         let mut cmp = Comparison {
             version: "6.12.118".into(),

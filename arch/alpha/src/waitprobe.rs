@@ -162,7 +162,7 @@ fn spin_waits() {
 /// turn could pass them one slice each. So the probe compares the cycle
 /// counters of different CPUs, which QEMU keeps in step (it derives each
 /// from one host clock, `docs/qemu.md`); on a real machine they may differ
-/// (`docs/hardware.md` §6), and a CPU whose counter leads the last
+/// (`docs/hardware.md` §6, "RPCC across CPUs"), and a CPU whose counter leads the last
 /// arriver's would count its lead as time it did not run, one that lags
 /// the whole window: the verdict would err towards adaptive.
 fn measure(me: usize) -> u64 {
