@@ -14,8 +14,9 @@
 //! anyway.
 //!
 //! Protocol: [`IdlePoll`] is owned by one CPU's idle loop and touches no
-//! shared state; the loop feeds it the CPU's count of IPI interrupts taken
-//! (the interrupt dispatch's own counter), the cycle counter and the
+//! shared state; the loop feeds it a count of the messages and calls the
+//! CPU handled (on Alpha less other CPUs' TLB flush requests, which
+//! lazy flushing serves better by a sleeping CPU), the cycle counter and the
 //! number of CPUs it counts as busy (awake, called, or called within the
 //! window). Any answer is safe: polling only skips a
 //! `wtint`, which may return at once anyway, and the loop takes interrupts

@@ -147,6 +147,11 @@ pub struct TlbStats {
     /// Catch-ups this CPU made when it woke from its idle sleep, for
     /// flushes that skipped it.
     pub idle_catch_ups: AtomicU64,
+    /// Other CPUs' flush requests this CPU ran (cross-call bodies; not
+    /// its own flushes' local part). The idle loop's halt polling leaves
+    /// these out of the calls that keep it polling: with lazy flushes a
+    /// sleeping CPU costs a flush nothing, a polling one an interrupt.
+    pub requests_run: AtomicU64,
     /// Flush requests this CPU found corrupted (reported through
     /// [`Hooks::report_corruption`]; it flushed everything instead).
     pub corrupt_requests: AtomicU64,
@@ -173,6 +178,7 @@ impl TlbStats {
             ipis_avoided: AtomicU64::new(0),
             idle_skipped: AtomicU64::new(0),
             idle_catch_ups: AtomicU64::new(0),
+            requests_run: AtomicU64::new(0),
             corrupt_requests: AtomicU64::new(0),
             applied_mid_switch: AtomicU64::new(0),
             switch_in_walk: AtomicU64::new(0),
@@ -921,6 +927,12 @@ fn remote<P: Hooks + 'static, const N: usize>(arg: usize) {
     // Done reading (Release: the owner that sees the bit clear, Acquire,
     // may rewrite the slot after our loads).
     req.unread.fetch_and(!(1 << cpu), Ordering::Release);
+    if !mmu.requests[cpu]
+        .as_ptr_range()
+        .contains(&(req as *const Request))
+    {
+        mmu.stats[cpu].requests_run.fetch_add(1, Ordering::Relaxed);
+    }
     match Op::from_u8(op) {
         Some(op) => mmu.apply(op, space, start, end),
         None => mmu.corrupt_request("flush request with an unknown op", u64::from(op)),

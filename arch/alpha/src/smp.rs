@@ -390,9 +390,9 @@ fn idle_polls(cpu: usize, poll: &mut alphasmp::idlepoll::IdlePoll) -> bool {
     if limits.window == 0 || IDLE_WINDOW.cpu.load(Ordering::Relaxed) == cpu {
         return false;
     }
-    let ipis = crate::interrupt::COUNTS[cpu][0].load(Ordering::Relaxed);
+    let handled = poll_feed(cpu);
     let now = clock::cycles();
-    if poll.is_new(ipis) {
+    if poll.is_new(handled) {
         IPI_SEEN_AT[cpu].store(now.max(1), Ordering::Relaxed);
     }
     let mut busy = SMP.awake_or_called();
@@ -402,21 +402,64 @@ fn idle_polls(cpu: usize, poll: &mut alphasmp::idlepoll::IdlePoll) -> bool {
             busy.insert(other);
         }
     }
-    poll.polls(limits, ipis, now, busy.count() as u64)
+    poll.polls(limits, handled, now, busy.count() as u64)
+}
+
+/// What keeps this CPU's halt polling going: the messages and calls it
+/// handled (by interrupt or by a drain), less other CPUs' TLB flush
+/// requests among those calls while flushes skip sleeping CPUs. A flush
+/// to a sleeping CPU costs its sender nothing (`alphasmp::lazyflush`), to
+/// a polling one an interrupt and a wait; counted as calls, a stream of
+/// flushes kept the CPU polling, so every flush interrupted it (measured:
+/// 999 of 1000 idle `flush_tlb_all`s on 2 CPUs, README "Speed";
+/// `tlb.flushes_let_a_poller_sleep`).
+///
+/// Only this CPU writes these counters, but it reads them at IPL 0: a
+/// flush handled between two reads would show as a change (a call
+/// counted, its flush not yet) and restart the window, which under a
+/// stream of flushes kept a poller awake a few hundred microseconds at a
+/// time. So the sum is read until two reads agree.
+fn poll_feed(cpu: usize) -> u64 {
+    let st = &SMP.cpu(cpu).stats;
+    let lazy = MMU.lazy_idle();
+    let read = || {
+        let handled = |m: IpiMessage| st.ipi_handled[m.index()].load(Ordering::Relaxed);
+        let messages = handled(IpiMessage::PING)
+            + handled(IpiMessage::RESCHEDULE)
+            + handled(IpiMessage::CPU_STOP);
+        let flushes = if lazy {
+            MMU.stats[cpu].requests_run.load(Ordering::Relaxed)
+        } else {
+            0
+        };
+        messages
+            .wrapping_add(st.calls_run.load(Ordering::Relaxed))
+            .wrapping_sub(flushes)
+    };
+    let mut last = read();
+    loop {
+        let now = read();
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
 }
 
 fn idle_loop(cpu: usize) -> ! {
-    let mut poll =
-        alphasmp::idlepoll::IdlePoll::new(crate::interrupt::COUNTS[cpu][0].load(Ordering::Relaxed));
+    let mut poll = alphasmp::idlepoll::IdlePoll::new(poll_feed(cpu));
     loop {
         // Check for work and sleep with every interrupt held off, as
         // Linux's idle loop does: a PING that arrives between the check and
         // wtint stays pending, so wtint returns at once instead of sleeping
         // until the next clock interrupt with work posted. Back at IPL 0
         // the interrupts that ended the wait (ticks, IPIs) are taken.
-        {
+        // A polling CPU decides so at IPL 0 and stays there: an IPI that
+        // arrives while it decides is taken at once, not when it lowers
+        // the IPL again.
+        if !idle_polls(cpu, &mut poll) {
             let _off = ipl::IplGuard::raise(ipl::HIGH);
-            if !idle_work_pending(cpu) && !idle_polls(cpu, &mut poll) {
+            if !idle_work_pending(cpu) {
                 let watched = IDLE_WINDOW.pause(cpu);
                 SMP.note_asleep_on(cpu, true);
                 // TLB flushes skip this CPU while it sleeps; it catches

@@ -93,6 +93,10 @@ pub const ALL: &[Test] = &[
         run: tlb::flushes_skip_sleeping_cpus,
     },
     Test {
+        name: "tlb.flushes_let_a_poller_sleep",
+        run: tlb::flushes_let_a_poller_sleep,
+    },
+    Test {
         name: "tlb.stale_without_flush",
         run: tlb::stale_without_flush,
     },
