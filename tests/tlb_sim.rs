@@ -243,6 +243,14 @@ fn flush_all_and_imb_reach_every_cpu() {
         assert_eq!(stat(mmu, c, |s| &s.tbia), 1, "CPU {c} tbia");
         assert_eq!(stat(mmu, c, |s| &s.imb), 1, "CPU {c} imb");
         assert_eq!(smp.platform.cpus[c].imbs.load(Relaxed), 1);
+        // Other CPUs' requests run here (what halt polling leaves out of
+        // its count, `requests_run`): the issuer's own local parts are not.
+        let others = if c == 0 { 0 } else { 2 };
+        assert_eq!(
+            stat(mmu, c, |s| &s.requests_run),
+            others,
+            "CPU {c} requests_run"
+        );
     }
 }
 
@@ -999,6 +1007,11 @@ fn flush_all_skips_idle_cpus_and_they_flush_when_they_wake() {
         assert_eq!(*asleep, Some(F1), "CPU {cpu} was reached while asleep");
         assert_eq!(*woken, Some(F2), "CPU {cpu} did not catch up");
         assert_eq!(stat(mmu, cpu, |s| &s.idle_catch_ups), 1);
+        assert_eq!(
+            stat(mmu, cpu, |s| &s.requests_run),
+            0,
+            "CPU {cpu} ran a request"
+        );
     }
     assert_eq!(stat(mmu, 0, |s| &s.idle_skipped), SIM_CPUS as u64 - 1);
 }
@@ -1010,4 +1023,11 @@ fn flush_all_interrupts_every_cpu_with_lazy_flushes_off() {
     let (mmu, out) = flush_all_over_sleepers(false);
     assert_eq!(out, vec![(Some(F2), Some(F2)); SIM_CPUS]);
     assert_eq!(stat(mmu, 0, |s| &s.idle_skipped), 0);
+    for cpu in 1..SIM_CPUS {
+        assert_eq!(
+            stat(mmu, cpu, |s| &s.requests_run),
+            1,
+            "CPU {cpu} requests_run"
+        );
+    }
 }
