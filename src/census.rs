@@ -22,6 +22,14 @@
 //!   recovery between experiment cells) that takes at least one message
 //!   reads `req` *before* it takes the mailbox; every request numbered up to
 //!   that value had its message posted before the take, so the take got it.
+//! - **Heard**: a CPU that listens (`crate::listen`: it spins where it
+//!   could take IPIs and looks at its mailbox meanwhile, so senders skip
+//!   the interrupt) serves, when a look takes at least one message, every
+//!   request numbered up to `req` as read before the take, as an interrupt
+//!   would. Requests whose interrupt was issued before the CPU listened
+//!   are served so too, and their interrupts find nothing new: a lost
+//!   edge among them goes unseen, which is why listening is off where the
+//!   census is the measurement (the experiment, fault injection).
 //! - A served request is **late** if a rescue took its message before its
 //!   interrupt served it, else **delivered**.
 //! - **Stranded**: at each clock interrupt `t` takes, the requests counted
@@ -109,6 +117,8 @@ pub struct Census {
     pub delivered: AtomicU64,
     /// Requests served by an interrupt after a rescue had taken the message.
     pub late: AtomicU64,
+    /// Requests served by a listening CPU's look (no interrupt needed).
+    pub heard: AtomicU64,
     /// Requests never served within the bound.
     pub stranded: AtomicU64,
     /// Requests dropped on purpose (injection, simulator).
@@ -125,6 +135,7 @@ pub struct Counts {
     pub requests: u64,
     pub delivered: u64,
     pub late: u64,
+    pub heard: u64,
     pub stranded: u64,
     pub dropped: u64,
     pub unannounced: u64,
@@ -145,6 +156,7 @@ impl Counts {
         self.requests += o.requests;
         self.delivered += o.delivered;
         self.late += o.late;
+        self.heard += o.heard;
         self.stranded += o.stranded;
         self.dropped += o.dropped;
         self.unannounced += o.unannounced;
@@ -152,7 +164,7 @@ impl Counts {
     /// Requests not yet served nor judged.
     pub fn open(&self) -> u64 {
         self.requests
-            .saturating_sub(self.delivered + self.late + self.stranded)
+            .saturating_sub(self.delivered + self.late + self.heard + self.stranded)
     }
 }
 
@@ -178,6 +190,7 @@ impl Census {
             sent_at_clock: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
             late: AtomicU64::new(0),
+            heard: AtomicU64::new(0),
             stranded: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             unannounced: AtomicU64::new(0),
@@ -258,6 +271,24 @@ impl Census {
         }
     }
 
+    /// Target, listening, before a look takes the mailbox: the number to
+    /// pass to [`Census::heard`] if the take found a message.
+    pub fn before_hearing(&self) -> u64 {
+        self.req.load(Ordering::SeqCst)
+    }
+
+    /// Target, with IPIs masked: the listening look after
+    /// [`Census::before_hearing`] found a message. Serves every request
+    /// numbered up to `upto` as heard (module docs).
+    pub fn heard(&self, upto: u64) {
+        let lo = self.served_or_judged();
+        if upto > lo {
+            add(&self.heard, upto - lo);
+            self.take_drops(lo, upto);
+            self.served.store(upto, Ordering::Relaxed);
+        }
+    }
+
     /// Target, at every clock interrupt it takes: judges the requests
     /// issued before its previous one (module docs).
     pub fn on_clock(&self) {
@@ -315,6 +346,7 @@ impl Census {
             requests: self.req.load(Ordering::Relaxed),
             delivered: self.delivered.load(Ordering::Relaxed),
             late: self.late.load(Ordering::Relaxed),
+            heard: self.heard.load(Ordering::Relaxed),
             stranded: self.stranded.load(Ordering::Relaxed),
             dropped: self.dropped.load(Ordering::Relaxed),
             unannounced: self.unannounced.load(Ordering::Relaxed),
@@ -334,6 +366,7 @@ impl Census {
             &self.sent_at_clock,
             &self.delivered,
             &self.late,
+            &self.heard,
             &self.stranded,
             &self.dropped,
             &self.unannounced,
@@ -491,11 +524,31 @@ mod tests {
     }
 
     #[test]
+    fn a_listening_take_serves_as_heard_and_an_interrupt_after_it_finds_nothing() {
+        let c = Census::new();
+        let n1 = c.begin_request();
+        c.end_request(n1, true);
+        let n2 = c.begin_request();
+        c.end_request(n2, true);
+        let upto = c.before_hearing();
+        c.heard(upto);
+        c.on_ipi_interrupt();
+        c.on_clock();
+        c.on_clock();
+        let k = c.counts();
+        assert_eq!((k.heard, k.delivered, k.stranded), (2, 0, 0));
+        assert_eq!(k.open(), 0);
+        c.heard(upto);
+        assert_eq!(c.counts().heard, 2, "served once");
+    }
+
+    #[test]
     fn counts_add_field_by_field() {
         let a = Counts {
-            requests: 7,
+            requests: 9,
             delivered: 3,
             late: 2,
+            heard: 1,
             stranded: 1,
             dropped: 4,
             unannounced: 5,
@@ -505,14 +558,15 @@ mod tests {
         assert_eq!(
             sum,
             Counts {
-                requests: 14,
+                requests: 18,
                 delivered: 6,
                 late: 4,
+                heard: 2,
                 stranded: 2,
                 dropped: 8,
                 unannounced: 10,
             }
         );
-        assert_eq!(sum.open(), 14 - 6 - 4 - 2);
+        assert_eq!(sum.open(), 18 - 6 - 4 - 2 - 2);
     }
 }

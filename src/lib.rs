@@ -14,6 +14,7 @@ pub mod hostcores;
 pub mod idlepoll;
 pub mod lazyflush;
 pub mod line;
+pub mod listen;
 pub mod mailbox;
 pub mod platform;
 pub mod ptfree;

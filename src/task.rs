@@ -171,6 +171,11 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
         {
             return false;
         }
+        // A task may spin without looking at the mailbox: nobody may skip
+        // this CPU's interrupts while it runs (`crate::listen`).
+        if self.is_listening(me) {
+            self.stop_listening();
+        }
         let (func, ctx) = (
             slot.func.load(Ordering::Relaxed),
             slot.ctx.load(Ordering::Relaxed),

@@ -94,6 +94,7 @@ use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
 
 use crate::cpumask::CpuMask;
 use crate::line::Line;
+use crate::listen::Listening;
 use crate::mailbox::{IpiMessage, Mailbox};
 use crate::platform::{Platform, ipl};
 use crate::queue::{CallQueue, Csd, LOCK, SYNC};
@@ -129,6 +130,11 @@ pub struct CpuStats {
     pub polls_masked: AtomicU64,
     /// Wake IPIs this CPU sent to napping waiters.
     pub wakes_sent: AtomicU64,
+    /// Messages this CPU heard while listening, per type (`crate::listen`).
+    pub heard: [AtomicU64; IpiMessage::COUNT],
+    /// Interrupts its senders skipped because this CPU listened (written
+    /// by the senders).
+    pub ipis_elided: AtomicU64,
 }
 
 impl CpuStats {
@@ -140,6 +146,7 @@ impl CpuStats {
             .iter()
             .chain(&self.rescued)
             .chain(&self.idle_rescued)
+            .chain(&self.heard)
             .chain([
                 &self.calls_queued,
                 &self.calls_piggybacked,
@@ -150,6 +157,7 @@ impl CpuStats {
                 &self.naps,
                 &self.polls_masked,
                 &self.wakes_sent,
+                &self.ipis_elided,
             ]);
         for c in all {
             c.store(0, Ordering::Relaxed);
@@ -170,6 +178,8 @@ impl CpuStats {
             naps: AtomicU64::new(0),
             polls_masked: AtomicU64::new(0),
             wakes_sent: AtomicU64::new(0),
+            heard: [const { AtomicU64::new(0) }; IpiMessage::COUNT],
+            ipis_elided: AtomicU64::new(0),
         }
     }
 }
@@ -292,6 +302,9 @@ pub struct Policy {
     /// cycles (0: no learning, every wait spins up to `spin_before_nap`).
     /// See [`learn_budget`].
     pub spin_floor: AtomicU64,
+    /// CPUs that spin where they could take IPIs listen: they look at
+    /// their mailbox, and senders skip their interrupt (`crate::listen`).
+    pub listen: AtomicBool,
 }
 
 impl Policy {
@@ -308,6 +321,7 @@ impl Policy {
             adaptive: AtomicBool::new(false),
             spin_cpus: AtomicU64::new(0),
             spin_floor: AtomicU64::new(0),
+            listen: AtomicBool::new(false),
         }
     }
 }
@@ -436,6 +450,8 @@ pub struct Smp<P, const N: usize> {
     /// wake depends on). Alone in its line: every idle CPU writes it on
     /// each sleep and wake, and every call reads the words beside it.
     asleep: Line<AtomicU64>,
+    /// Which CPUs listen (`crate::listen`).
+    listening: Listening<N>,
     pub policy: Policy,
 }
 
@@ -449,6 +465,7 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
             serial: spin::Mutex::new(()),
             serial_nappers: AtomicU64::new(0),
             asleep: Line::new(AtomicU64::new(0)),
+            listening: Listening::new(),
             policy: Policy::new(),
         }
     }
@@ -493,6 +510,13 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
         for m in msg.each() {
             target.ipi_sent[m.index()].fetch_add(1, Ordering::Relaxed);
         }
+        if self.policy.listen.load(Ordering::Relaxed) && self.listening.elide(cpu) {
+            // It hears the message (`crate::listen`); the census counts
+            // the request when it does.
+            target.stats.ipis_elided.fetch_add(1, Ordering::Relaxed);
+            target.census.end_request(n, true);
+            return;
+        }
         let issued = self.platform.request_ipi(cpu);
         target.census.end_request(n, issued);
     }
@@ -520,11 +544,21 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
     /// Takes this CPU's mailbox outside the IPI interrupt (a poll or a
     /// drain), telling the census if it found a message. With IPIs masked.
     fn rescue_drain(&self) -> usize {
-        let census = &self.cpus[self.platform.cpu_id()].census;
+        let me = self.platform.cpu_id();
+        let census = &self.cpus[me].census;
+        // A CPU that listens may find a message whose sender skipped the
+        // interrupt: nothing else will serve it, so the take does
+        // (`crate::listen`; stopping happens with IPIs masked, so a drain
+        // that finds the flag clear comes after the stop's own look).
+        let listening = self.listening.is_listening(me);
         let upto = census.before_rescue();
         let batches = self.handle_ipi();
         if batches > 0 {
-            census.rescued(upto);
+            if listening {
+                census.heard(upto);
+            } else {
+                census.rescued(upto);
+            }
         }
         batches
     }
@@ -612,6 +646,73 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
             kind(&st.stats)[m.index()].fetch_add(1, Ordering::Relaxed);
         }
         self.rescue_drain()
+    }
+
+    // ---- Listening (`crate::listen`) ----------------------------------------
+
+    /// Whether this CPU may listen now: the policy allows it and it could
+    /// take an IPI here (IPL below the IPI level), so handling a message
+    /// by a look changes nothing but the interrupt's cost.
+    #[inline]
+    fn may_listen(&self) -> bool {
+        self.policy.listen.load(Ordering::Relaxed) && self.platform.ipl() < self.platform.ipi_ipl()
+    }
+
+    /// Starts listening on the calling CPU if it may; returns whether it
+    /// does. Whoever starts must [`hear`](Self::hear) as it spins and
+    /// [`stop_listening`](Self::stop_listening) before it naps, sleeps or
+    /// goes on.
+    pub fn start_listening(&self) -> bool {
+        if !self.may_listen() {
+            return false;
+        }
+        self.listening.start(self.platform.cpu_id());
+        true
+    }
+
+    /// Stops listening on the calling CPU and hears what a sender posted
+    /// meanwhile without an interrupt.
+    pub fn stop_listening(&self) {
+        // With IPIs masked (the clock's level too), so that no interrupt's
+        // poll takes a skipped message between the stop and the look and
+        // counts it as a rescue.
+        let prev = self.platform.raise_ipl(self.platform.ipi_ipl());
+        self.listening.stop(self.platform.cpu_id());
+        self.hear();
+        self.platform.restore_ipl(prev);
+    }
+
+    /// A listening CPU's look: handles what its mailbox holds, with IPIs
+    /// masked as its interrupt would, and tells the census. Returns the
+    /// number of mailbox batches taken.
+    #[inline]
+    pub fn hear(&self) -> usize {
+        let st = &self.cpus[self.platform.cpu_id()];
+        if st.mailbox.peek().is_empty() {
+            return 0;
+        }
+        self.hear_now()
+    }
+
+    #[inline(never)]
+    fn hear_now(&self) -> usize {
+        let prev = self.platform.raise_ipl(self.platform.ipi_ipl());
+        let st = &self.cpus[self.platform.cpu_id()];
+        let upto = st.census.before_hearing();
+        for m in st.mailbox.peek().each() {
+            st.stats.heard[m.index()].fetch_add(1, Ordering::Relaxed);
+        }
+        let batches = self.handle_ipi();
+        if batches > 0 {
+            st.census.heard(upto);
+        }
+        self.platform.restore_ipl(prev);
+        batches
+    }
+
+    /// Whether `cpu` listens now (a hint: diagnostics and tests).
+    pub fn is_listening(&self, cpu: usize) -> bool {
+        self.listening.is_listening(cpu)
     }
 
     /// Runs every call queued for `me` (FIFO), per the module protocol.
@@ -712,6 +813,14 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
         let _serial = if wait && !remote.is_empty() && self.policy.serialize.load(Ordering::Relaxed)
         {
             Some(self.lock_serialized())
+        } else {
+            None
+        };
+        // A waiting caller listens from here to its return (`crate::listen`):
+        // what is posted to it meanwhile is heard in its wait, or by the
+        // guard's stop on the way out.
+        let _listen = if wait && !remote.is_empty() && !self.listening.is_listening(me) {
+            ListenGuard::start(self)
         } else {
             None
         };
@@ -1036,11 +1145,36 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
         let mut now = start;
         let budget = self.budget(me);
         let mut napped = false;
+        // Listening while it spins (`crate::listen`), where it could take
+        // the IPIs it hears anyway.
+        let may_listen = self.may_listen();
+        // A caller that listens already (`call_many_tracked`) stops itself.
+        let caller_listens = self.listening.is_listening(me);
+        let mut listening = caller_listens;
+        let mailbox = &self.cpus[me].mailbox;
         let result = loop {
             if !csd.locked_relaxed() {
                 break Ok(());
             }
-            napped |= self.pause_at(start, || now, budget, || !csd.locked_relaxed());
+            if self.spins_at(start, || now, budget) {
+                if may_listen && !listening {
+                    self.listening.start(me);
+                    listening = true;
+                }
+                self.look(|| !csd.locked_relaxed() || (listening && !mailbox.peek().is_empty()));
+                if listening {
+                    self.hear();
+                }
+            } else {
+                if listening {
+                    self.stop_listening();
+                    listening = false;
+                }
+                let prev = self.platform.raise_ipl(ipl::HIGH);
+                self.nap_unless(|| !csd.locked_relaxed());
+                self.platform.restore_ipl(prev);
+                napped = true;
+            }
             if !csd.locked_relaxed() {
                 break Ok(());
             }
@@ -1061,6 +1195,9 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
         // The looks were Relaxed: this fence makes the wait that saw the
         // descriptor unlocked see everything the function did (pairs with
         // the target's Release store of the flags).
+        if listening && !caller_listens {
+            self.stop_listening();
+        }
         fence(Ordering::Acquire);
         self.cpus[me].waiting_for.store(0, Ordering::Relaxed);
         self.learn(me, start, budget, napped);
@@ -1150,6 +1287,25 @@ pub fn learn_budget(budget: u64, end: WaitEnd, floor: u64, max: u64) -> u64 {
 /// target, back-to-back boots): 8 and 64 looks cut `call_single(wait)`
 /// alike, by about a sixth against one look per read.
 pub const LOOKS_PER_CLOCK_READ: u32 = 16;
+
+/// A caller's listening (`crate::listen`), stopped when it goes.
+struct ListenGuard<'a, P: Hooks, const N: usize>(&'a Smp<P, N>);
+
+impl<'a, P: Hooks, const N: usize> ListenGuard<'a, P, N> {
+    #[inline]
+    fn start(smp: &'a Smp<P, N>) -> Option<Self> {
+        smp.start_listening().then_some(ListenGuard(smp))
+    }
+}
+
+impl<P: Hooks, const N: usize> Drop for ListenGuard<'_, P, N> {
+    #[inline]
+    fn drop(&mut self) {
+        if self.0.is_listening(self.0.platform.cpu_id()) {
+            self.0.stop_listening();
+        }
+    }
+}
 
 /// The serialization lock, held: releasing it wakes the CPUs napping for it.
 struct SerialGuard<'a, P: Hooks, const N: usize> {

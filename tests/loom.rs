@@ -102,6 +102,9 @@ mod lazyflush;
 #[path = "../src/line.rs"]
 #[allow(dead_code)]
 mod line;
+#[path = "../src/listen.rs"]
+#[allow(dead_code)]
+mod listen;
 #[path = "../src/mailbox.rs"]
 #[allow(dead_code)]
 mod mailbox;
@@ -1062,5 +1065,70 @@ fn lazy_flush_loses_no_flush_and_needs_both_orderings() {
     assert!(
         lazy_flush_finds_stale_use(2),
         "MUTANT with the waking CPU's swap Relaxed"
+    );
+}
+
+// ---- listening CPUs: the stop's and the sender's fences (src/listen.rs) ----
+
+/// One message to a CPU that listens and then stops, on the real
+/// `Listening` and `Mailbox` with the fence `mutant` removes (0: none; 1:
+/// the stop's, 2: the sender's): whether loom finds an execution in which
+/// the sender skips the interrupt and the CPU never takes the message.
+/// CPU 1 starts listening, looks once as `Smp::hear` does (a Relaxed peek,
+/// then the take), stops and looks again. CPU 0 posts, then asks whether
+/// it may skip the interrupt.
+fn listen_finds_unheard_message(mutant: u8) -> bool {
+    use std::sync::atomic::AtomicBool as StdBool;
+    let found = std::sync::Arc::new(StdBool::new(false));
+    let seen = found.clone();
+    listen::MUTANT_NO_FENCE.store(mutant, std::sync::atomic::Ordering::Relaxed);
+    loom::model(move || {
+        let flags = Arc::new(listen::Listening::<2>::new());
+        let mb = Arc::new(Mailbox::new());
+        // Every loom atomic of the shared state exists before the spawn.
+        flags.is_listening(1);
+        mb.peek();
+        let listener = {
+            let (flags, mb) = (flags.clone(), mb.clone());
+            thread::spawn(move || {
+                let look = || {
+                    if mb.peek().is_empty() {
+                        IpiMessage::empty()
+                    } else {
+                        mb.take()
+                    }
+                };
+                flags.start(1);
+                let mut heard = look();
+                flags.stop(1);
+                heard |= look();
+                heard
+            })
+        };
+        mb.post(IpiMessage::PING);
+        let skipped = flags.elide(1);
+        let heard = listener.join().unwrap();
+        if skipped && heard.is_empty() {
+            seen.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+    listen::MUTANT_NO_FENCE.store(0, std::sync::atomic::Ordering::Relaxed);
+    found.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// A sender that skips the interrupt is always heard; without the stop's
+/// fence (MUTANT 1) or the sender's (MUTANT 2) loom finds the message
+/// left in the mailbox with no interrupt owed to it. One test, so the
+/// mutant switch is never set while another of these models runs.
+#[test]
+fn listening_loses_no_message_and_needs_both_fences() {
+    assert!(!listen_finds_unheard_message(0), "as written");
+    assert!(
+        listen_finds_unheard_message(1),
+        "MUTANT without the stop's fence"
+    );
+    assert!(
+        listen_finds_unheard_message(2),
+        "MUTANT without the sender's fence"
     );
 }

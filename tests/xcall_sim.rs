@@ -104,6 +104,43 @@ fn concurrent_synchronous_calls_are_neither_lost_nor_duplicated() {
         .map(|c| smp.cpu(c).stats.wakes_sent.load(Ordering::Relaxed))
         .sum();
     assert_eq!(wakes, 0, "nap policy off: nobody naps, so no wake IPIs");
+    let elided: u64 = (0..4)
+        .map(|c| smp.cpu(c).stats.ipis_elided.load(Ordering::Relaxed))
+        .sum();
+    assert_eq!(elided, 0, "listening off: every message has its interrupt");
+}
+
+/// The same storm with listening on (src/listen.rs): every call still
+/// runs exactly once, senders skip interrupts to listening waiters, the
+/// census serves what was heard and strands nothing. With listening off
+/// (the test above) nothing is skipped.
+#[test]
+fn listening_waiters_hear_calls_without_interrupts() {
+    const ROUNDS: u64 = 2_000;
+    let smp = machine(4);
+    smp.policy.listen.store(true, Ordering::Relaxed);
+    let h = hits();
+    SimPlatform::run(smp, 4, move |me| {
+        let arg = h as *const Hits as usize;
+        for round in 0..ROUNDS {
+            let target = (me + 1 + (round as usize % 3)) % 4;
+            smp.call_single(target, record, arg, true).unwrap();
+        }
+        assert!(!smp.is_listening(me), "a caller stops listening on return");
+    });
+    let total: u64 = snapshot(h).iter().sum();
+    assert_eq!(total, 4 * ROUNDS, "every call ran exactly once");
+    let sum = |f: &dyn Fn(usize) -> u64| (0..4).map(f).sum::<u64>();
+    let elided = sum(&|c| smp.cpu(c).stats.ipis_elided.load(Ordering::Relaxed));
+    let heard = sum(&|c| smp.cpu(c).census.counts().heard);
+    let stranded = sum(&|c| smp.cpu(c).census.counts().stranded);
+    assert!(elided > 0, "no interrupt skipped");
+    assert!(heard > 0, "no request heard");
+    assert_eq!(stranded, 0);
+    assert!(
+        (0..4).all(|c| !smp.cpu(c).call_pending() && smp.cpu(c).mailbox.peek().is_empty()),
+        "nothing left behind"
+    );
 }
 
 fn nothing(_: usize) {}

@@ -458,6 +458,9 @@ fn apply_policy(cfg: &BootConfig<'_>, m: &machine::MachineVector) {
     p.spin_floor
         .store(clock::ns_to_cycles(floor_us * 1000), Relaxed);
     platform::INJECT_EDGE_LOSS.store(cfg.inject.edge_loss, Relaxed);
+    // Listening hides the interrupts an injection drops (alphasmp::listen).
+    let injecting = cfg.inject.edge_loss || cfg.inject.edge_loss_masked || cfg.inject.masked_wait;
+    p.listen.store(cfg.ipi_listen && !injecting, Relaxed);
     platform::INJECT_EDGE_LOSS_MASKED.store(cfg.inject.edge_loss_masked, Relaxed);
     pal::WTINT_RETURNS.store(cfg.wtint_returns, Relaxed);
     let idle_poll_us = cfg.idle_poll_us.unwrap_or(m.default_idle_poll_us);
@@ -468,7 +471,7 @@ fn apply_policy(cfg: &BootConfig<'_>, m: &machine::MachineVector) {
     interrupt::IRQ_LOAD_NS.store(cfg.irq_load_us * 1000, Relaxed);
     platform::MMU.set_lazy_idle(cfg.lazy_flush);
     println!(
-        "policy: ipi_lock={} ipi_poll={} resend={} watchdog={} ms inject={} wait={}{} idle_poll={} us{}{}",
+        "policy: ipi_lock={} ipi_poll={} resend={} watchdog={} ms inject={} wait={}{} idle_poll={} us{}{}{}",
         if cfg.ipi_lock { "on" } else { "off" },
         if cfg.ipi_poll { "on" } else { "off" },
         if cfg.resend { "on" } else { "off" },
@@ -490,6 +493,11 @@ fn apply_policy(cfg: &BootConfig<'_>, m: &machine::MachineVector) {
             ""
         } else {
             " lazy_flush=off"
+        },
+        if p.listen.load(Relaxed) {
+            ""
+        } else {
+            " ipi_listen=off"
         }
     );
 }

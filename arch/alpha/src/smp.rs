@@ -449,6 +449,18 @@ fn poll_feed(cpu: usize) -> u64 {
 fn idle_loop(cpu: usize) -> ! {
     let mut poll = alphasmp::idlepoll::IdlePoll::new(poll_feed(cpu));
     loop {
+        // A polling CPU listens (alphasmp::listen): it looks at its
+        // mailbox each time round, and senders skip its interrupt. It
+        // stops before it sleeps, and before a posted task runs
+        // (`run_posted_task` stops it).
+        let polls = idle_polls(cpu, &mut poll);
+        if polls {
+            if SMP.is_listening(cpu) || SMP.start_listening() {
+                SMP.hear();
+            }
+        } else if SMP.is_listening(cpu) {
+            SMP.stop_listening();
+        }
         // Check for work and sleep with every interrupt held off, as
         // Linux's idle loop does: a PING that arrives between the check and
         // wtint stays pending, so wtint returns at once instead of sleeping
@@ -457,7 +469,7 @@ fn idle_loop(cpu: usize) -> ! {
         // A polling CPU decides so at IPL 0 and stays there: an IPI that
         // arrives while it decides is taken at once, not when it lowers
         // the IPL again.
-        if !idle_polls(cpu, &mut poll) {
+        if !polls {
             let _off = ipl::IplGuard::raise(ipl::HIGH);
             if !idle_work_pending(cpu) {
                 let watched = IDLE_WINDOW.pause(cpu);

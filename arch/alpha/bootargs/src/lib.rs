@@ -335,6 +335,9 @@ pub struct BootConfig<'a> {
     /// `lazy_flush=`: TLB flushes skip CPUs asleep in their idle loop,
     /// which catch up when they wake.
     pub lazy_flush: bool,
+    /// `ipi_listen=`: CPUs spinning where they could take IPIs look at
+    /// their mailbox, and senders skip their interrupt.
+    pub ipi_listen: bool,
     /// Samples per benchmark measurement; 0: no benchmark run.
     pub bench: u64,
     /// `bench_busy=off`: the benchmark measures idle targets only.
@@ -721,6 +724,18 @@ pub const KEYS: &[Key] = &[
         example: "off",
         set: |c, v| {
             c.lazy_flush = yes_no(v)?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "ipi_listen",
+        values: "`on`/`off`",
+        default: Some("on"),
+        help: "a CPU that spins where it could take IPIs (a call waiter at IPL 0, an idle CPU halt polling) listens: it looks at its mailbox as it spins, and a sender that finds it listening posts the message without the interrupt (`alphasmp::listen`); off whenever a fault is injected and in the experiment, which count interrupts",
+        lands: "SMP.policy.listen (main.rs apply_policy)",
+        example: "off",
+        set: |c, v| {
+            c.ipi_listen = yes_no(v)?;
             Ok(())
         },
     },

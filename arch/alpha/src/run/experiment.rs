@@ -68,6 +68,9 @@ fn apply(cell: CellId) {
     // watchdog re-sends (two re-sends must have failed to call it deadlock).
     p.abort_after
         .store(if f.resend { 3 } else { 1 }, Ordering::Relaxed);
+    // The experiment counts interrupts: no CPU hears a message without one
+    // (alphasmp::listen).
+    p.listen.store(false, Ordering::Relaxed);
     let inject = cell.inject();
     p.allow_masked_wait
         .store(inject.masked_wait, Ordering::Relaxed);

@@ -77,6 +77,10 @@ pub const ALL: &[Test] = &[
         run: xcall::concurrent_storm,
     },
     Test {
+        name: "xcall.listening_waiters_hear_calls",
+        run: xcall::listening_waiters_hear_calls,
+    },
+    Test {
         name: "xcall.misuse_is_refused",
         run: xcall::misuse_is_refused,
     },

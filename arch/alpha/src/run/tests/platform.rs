@@ -444,6 +444,7 @@ pub const LIVENESS_NS: u64 = 5_000_000_000;
 /// CPU also polls its mailbox at each tick, which would hand it a PING
 /// whose interrupt never came, so "handled" alone proves no delivery).
 pub fn ipi_ping(_: &BootConfig<'_>) -> Outcome {
+    let _listen = super::xcall::Listen::set(false);
     let me = crate::cpus::this();
     let idx = IpiMessage::PING.index();
     for cpu in smp::online_cpus().filter(|c| *c != me) {

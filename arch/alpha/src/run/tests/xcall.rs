@@ -45,6 +45,7 @@ fn plus(mut base: [u64; MAX_CPUS], mask: CpuMask) -> [u64; MAX_CPUS] {
 /// must grow (an idle CPU's tick-time poll would otherwise run the calls
 /// without any IPI, so the hit counts alone prove no delivery).
 pub fn every_variant_exactly_once(_: &BootConfig<'_>) -> Outcome {
+    let _listen = Listen::set(false);
     let me = cpus::this();
     let online = smp::online();
     let irqs_before: [u64; MAX_CPUS] =
@@ -142,6 +143,109 @@ pub fn concurrent_storm(cfg: &BootConfig<'_>) -> Outcome {
         online.count(),
         ns / 1_000_000,
         ns * online.count() as u64 / calls.max(1)
+    );
+    Ok(())
+}
+
+/// Sets the cross-call policy's `listen` for as long as it lives, and puts
+/// the old value back (`alphasmp::listen`). Off, every message comes with
+/// its interrupt: the tests of delivery by interrupt turn it off.
+pub struct Listen(bool);
+
+impl Listen {
+    pub fn set(on: bool) -> Self {
+        Listen(SMP.policy.listen.swap(on, Ordering::Relaxed))
+    }
+}
+
+impl Drop for Listen {
+    fn drop(&mut self) {
+        SMP.policy.listen.store(self.0, Ordering::Relaxed);
+    }
+}
+
+/// The two CPUs of [`listening_waiters_hear_calls`].
+static PAIR: [AtomicU64; 2] = [const { AtomicU64::new(0) }; 2];
+const PAIR_CALLS: u64 = 300;
+
+fn call_the_other(me: usize) -> u64 {
+    let other = if PAIR[0].load(Ordering::Relaxed) as usize == me {
+        PAIR[1].load(Ordering::Relaxed)
+    } else {
+        PAIR[0].load(Ordering::Relaxed)
+    } as usize;
+    (0..PAIR_CALLS)
+        .filter(|_| SMP.call_single(other, hit, 0, true).is_ok())
+        .count() as u64
+}
+
+/// Two CPUs make synchronous calls to each other at once, with listening
+/// on (their waits listen while they spin, under the wait policy in
+/// force: spinning alone would starve the other CPU where the emulator
+/// runs one CPU at a time): each call runs exactly once, the
+/// senders skip interrupts to the listening waiter (without listening
+/// none is skipped), the census counts what was heard, and nothing is
+/// stranded.
+pub fn listening_waiters_hear_calls(_: &BootConfig<'_>) -> Outcome {
+    let me = cpus::this();
+    let Some(other) = smp::online_cpus().find(|c| *c != me) else {
+        return Ok(());
+    };
+    PAIR[0].store(me as u64, Ordering::Relaxed);
+    PAIR[1].store(other as u64, Ordering::Relaxed);
+    let pair = [me, other];
+    let elided = || -> u64 {
+        pair.iter()
+            .map(|c| SMP.cpu(*c).stats.ipis_elided.load(Ordering::Relaxed))
+            .sum()
+    };
+    let census = || pair.map(|c| SMP.cpu(c).census.counts());
+    let (elided_before, census_before, hits_before) = (elided(), census(), hits());
+    let done = {
+        let _listen = Listen::set(true);
+        smp::run_on_cpus(
+            CpuMask(CpuMask::single(me).0 | CpuMask::single(other).0),
+            call_the_other,
+            60_000_000_000,
+        )
+    };
+    let done = done.map_err(|c| {
+        crate::run::selftest::Failure(alloc::format!("CPU {c} did not finish its calls"))
+    })?;
+    check_eq!(done[me] + done[other], 2 * PAIR_CALLS, "calls completed");
+    let after = hits();
+    check_eq!(
+        (
+            after[me] - hits_before[me],
+            after[other] - hits_before[other]
+        ),
+        (PAIR_CALLS, PAIR_CALLS),
+        "calls run on each CPU (none lost or doubled)"
+    );
+    let skipped = elided() - elided_before;
+    let now = census();
+    let heard: u64 = (0..2).map(|i| now[i].heard - census_before[i].heard).sum();
+    let stranded: u64 = (0..2)
+        .map(|i| now[i].stranded - census_before[i].stranded)
+        .sum();
+    crate::println!(
+        "  listening: {skipped} of {} interrupts skipped, {heard} requests heard",
+        2 * PAIR_CALLS
+    );
+    // Where waits spin (wait=spin, what wait=auto picks with a host core
+    // per CPU), nearly every call finds its target waiting; where they nap
+    // soon (adaptive, -icount) few may, and none is required.
+    if !SMP.policy.nap.load(Ordering::Relaxed) {
+        check!(
+            skipped > 0,
+            "no sender skipped an interrupt to a listening waiter"
+        );
+        check!(heard > 0, "the census counted no request as heard");
+    }
+    check_eq!(stranded, 0, "requests stranded");
+    check!(
+        !SMP.is_listening(me),
+        "the caller still listens after its calls"
     );
     Ok(())
 }
