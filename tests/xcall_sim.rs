@@ -73,19 +73,23 @@ fn call_many_and_on_each_cpu_reach_exactly_their_masks() {
     assert_eq!(snapshot(h), [2, 2, 2, 2], "the no-wait call still ran");
 }
 
+/// CPU `me`'s part of a 4-CPU storm: `rounds` synchronous calls, the
+/// target rotating over the other three.
+fn storm_rounds(smp: &SimSmp, h: &Hits, me: usize, rounds: u64) {
+    let arg = h as *const Hits as usize;
+    for round in 0..rounds {
+        let target = (me + 1 + (round as usize % 3)) % 4;
+        smp.call_single(target, record, arg, true).unwrap();
+    }
+}
+
 /// Every CPU sends synchronous calls to every other CPU at once, at IPL 0.
 #[test]
 fn concurrent_synchronous_calls_are_neither_lost_nor_duplicated() {
     const ROUNDS: u64 = 2_000;
     let smp = machine(4);
     let h = hits();
-    SimPlatform::run(smp, 4, move |me| {
-        let arg = h as *const Hits as usize;
-        for round in 0..ROUNDS {
-            let target = (me + 1 + (round as usize % 3)) % 4;
-            smp.call_single(target, record, arg, true).unwrap();
-        }
-    });
+    SimPlatform::run(smp, 4, move |me| storm_rounds(smp, h, me, ROUNDS));
     let total: u64 = snapshot(h).iter().sum();
     assert_eq!(
         total,
@@ -121,11 +125,7 @@ fn listening_waiters_hear_calls_without_interrupts() {
     smp.policy.listen.store(true, Ordering::Relaxed);
     let h = hits();
     SimPlatform::run(smp, 4, move |me| {
-        let arg = h as *const Hits as usize;
-        for round in 0..ROUNDS {
-            let target = (me + 1 + (round as usize % 3)) % 4;
-            smp.call_single(target, record, arg, true).unwrap();
-        }
+        storm_rounds(smp, h, me, ROUNDS);
         assert!(!smp.is_listening(me), "a caller stops listening on return");
     });
     let total: u64 = snapshot(h).iter().sum();
