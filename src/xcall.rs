@@ -532,7 +532,14 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
 
     /// See [`census_ipi_entry`](Self::census_ipi_entry).
     pub fn census_ipi_served(&self, cpu: usize, upto: u64) {
-        self.cpus[cpu].census.serve(upto);
+        let census = &self.cpus[cpu].census;
+        census.serve(upto);
+        // Its drain may have taken a message whose sender skipped the
+        // interrupt, numbered after `upto` was read (`crate::census`,
+        // "Heard").
+        if self.listening.is_listening(cpu) {
+            census.heard();
+        }
     }
 
     /// The platform's clock interrupt handler calls this: the census's
@@ -555,7 +562,7 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
         let batches = self.handle_ipi();
         if batches > 0 {
             if listening {
-                census.heard(upto);
+                census.heard();
             } else {
                 census.rescued(upto);
             }
@@ -698,13 +705,12 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
     fn hear_now(&self) -> usize {
         let prev = self.platform.raise_ipl(self.platform.ipi_ipl());
         let st = &self.cpus[self.platform.cpu_id()];
-        let upto = st.census.before_hearing();
         for m in st.mailbox.peek().each() {
             st.stats.heard[m.index()].fetch_add(1, Ordering::Relaxed);
         }
         let batches = self.handle_ipi();
         if batches > 0 {
-            st.census.heard(upto);
+            st.census.heard();
         }
         self.platform.restore_ipl(prev);
         batches
