@@ -665,8 +665,8 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
         self.policy.listen.load(Ordering::Relaxed) && self.platform.ipl() < self.platform.ipi_ipl()
     }
 
-    /// Starts listening on the calling CPU if it may; returns whether it
-    /// does. Whoever starts must [`hear`](Self::hear) as it spins and
+    /// Starts listening on the calling CPU if it may (again, if it
+    /// listens already); returns whether it does. Whoever starts must [`hear`](Self::hear) as it spins and
     /// [`stop_listening`](Self::stop_listening) before it naps, sleeps or
     /// goes on.
     pub fn start_listening(&self) -> bool {
@@ -1198,12 +1198,12 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
                 break Err(e);
             }
         };
-        // The looks were Relaxed: this fence makes the wait that saw the
-        // descriptor unlocked see everything the function did (pairs with
-        // the target's Release store of the flags).
         if listening && !caller_listens {
             self.stop_listening();
         }
+        // The looks were Relaxed: this fence makes the wait that saw the
+        // descriptor unlocked see everything the function did (pairs with
+        // the target's Release store of the flags).
         fence(Ordering::Acquire);
         self.cpus[me].waiting_for.store(0, Ordering::Relaxed);
         self.learn(me, start, budget, napped);

@@ -451,13 +451,12 @@ fn idle_loop(cpu: usize) -> ! {
     loop {
         // A polling CPU listens (alphasmp::listen): it looks at its
         // mailbox each time round, and senders skip its interrupt. It
-        // stops before it sleeps, and before a posted task runs
-        // (`run_posted_task` stops it).
+        // stops before it sleeps, before a posted task runs
+        // (`run_posted_task` stops it), and once the policy says no (the
+        // experiment turns listening off while CPUs poll).
         let polls = idle_polls(cpu, &mut poll);
-        if polls {
-            if SMP.is_listening(cpu) || SMP.start_listening() {
-                SMP.hear();
-            }
+        if polls && SMP.start_listening() {
+            SMP.hear();
         } else if SMP.is_listening(cpu) {
             SMP.stop_listening();
         }

@@ -186,7 +186,13 @@ fn call_the_other(me: usize) -> u64 {
 /// senders skip interrupts to the listening waiter (without listening
 /// none is skipped), the census counts what was heard, and nothing is
 /// stranded.
-pub fn listening_waiters_hear_calls(_: &BootConfig<'_>) -> Outcome {
+pub fn listening_waiters_hear_calls(cfg: &BootConfig<'_>) -> Outcome {
+    let i = &cfg.inject;
+    if i.edge_loss || i.edge_loss_masked || i.masked_wait {
+        // Listening stays off under injection (main.rs apply_policy):
+        // turned on here, a dropped interrupt would count as stranded.
+        return Ok(());
+    }
     let me = cpus::this();
     let Some(other) = smp::online_cpus().find(|c| *c != me) else {
         return Ok(());
