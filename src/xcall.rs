@@ -76,12 +76,22 @@
 //! - a CPU that ends the wait (unlocks a descriptor, after a SYNC call or
 //!   before an async one, whose owner may be waiting to reuse it; releases
 //!   the serialization lock; frees a work slot, in the kernel) issues a
-//!   SeqCst fence after its Release store and, if `w` is napping, wakes it
-//!   with an IPI carrying no message ([`Platform::wake`]).
+//!   SeqCst fence after its Release store and, if `w` is napping, claims
+//!   the wake (swaps `napping` to false) and, if the swap found it set,
+//!   wakes `w` with an IPI carrying no message ([`Platform::wake`]).
 //!
 //! The two fences order each side's store before its load, so either the
 //! waiter sees the condition met and does not nap, or the waker sees
-//! `napping` and sends the wake. A wake that is lost anyway (an edge lost
+//! `napping` and sends the wake. The claim makes that one wake per nap:
+//! a broadcast's waiter napping for its first target used to be sent a
+//! wake by every target that finished while it slept (measured: 2.9 wake
+//! IPIs per 4-CPU `on_each_cpu` for 1.1 naps). A waker that finds the flag
+//! claimed sends nothing, and loses nothing: the claimer's wake is on its
+//! way, and the waiter, once woken, re-checks everything it waits for, and
+//! before any further nap sets `napping` again and fences, which the
+//! later waker's load (it read a value older than that store) is ordered
+//! before; so that re-check sees the later waker's store (the same
+//! store-buffering argument; tests/loom.rs `nap_two_wakers_*`). A wake that is lost anyway (an edge lost
 //! on EV7, like any IPI) costs at most one clock period: the periodic clock
 //! interrupt ends every nap, and the waiter re-checks its condition after
 //! each one (tests/sim_nap.rs drops every wake and checks that). The watchdog,
@@ -228,6 +238,11 @@ pub struct CpuState<const N: usize> {
     /// every target of a call reads it when it is done, and this CPU
     /// writes the words around it in every wait.
     napping: Line<AtomicBool>,
+    /// Set while this CPU sleeps in the platform's idle loop
+    /// ([`Smp::note_idle_asleep_on`]), not in a wait. Only this CPU writes
+    /// it (Relaxed: a hint for how long a caller spins, never a condition
+    /// a wait or a wake depends on).
+    idle_asleep: AtomicBool,
     /// Under `adaptive` with a [`Policy::spin_floor`]: how long this CPU's
     /// waits spin now, in cycles (0: not learned yet, the policy's
     /// `spin_before_nap`). Learned from its own call waits
@@ -266,6 +281,7 @@ impl<const N: usize> CpuState<N> {
             waiting_for: AtomicUsize::new(0),
             drain_depth: AtomicUsize::new(0),
             napping: Line::new(AtomicBool::new(false)),
+            idle_asleep: AtomicBool::new(false),
             spin_budget: AtomicU64::new(0),
             task: crate::taskslot::TaskSlot::new(),
         }
@@ -302,6 +318,13 @@ pub struct Policy {
     /// cycles (0: no learning, every wait spins up to `spin_before_nap`).
     /// See [`learn_budget`].
     pub spin_floor: AtomicU64,
+    /// Under `adaptive`: how long a wait for a CPU that was asleep in its
+    /// idle loop when called spins before it naps, in cycles, in place of
+    /// the wait's own budget (0: no such case). Such a CPU wakes, runs the
+    /// call and sleeps again: it needs its core only briefly, and the
+    /// waiter's own nap would add a wake of its own to the wait (README
+    /// "Speed": the 4-CPU idle `on_each_cpu`).
+    pub spin_idle: AtomicU64,
     /// CPUs that spin where they could take IPIs listen: they look at
     /// their mailbox, and senders skip their interrupt (`crate::listen`).
     pub listen: AtomicBool,
@@ -321,6 +344,7 @@ impl Policy {
             adaptive: AtomicBool::new(false),
             spin_cpus: AtomicU64::new(0),
             spin_floor: AtomicU64::new(0),
+            spin_idle: AtomicU64::new(0),
             listen: AtomicBool::new(false),
         }
     }
@@ -853,7 +877,7 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
                 // nothing interrupts that between the wait and the store
                 // with a use of the same word (interrupts and drains use
                 // `cfd_irq`), so a plain store reserves it.
-                self.wait_unlocked(csd, t)
+                self.wait_unlocked(csd, t, false)
                     .map(|()| csd.flags.store(LOCK, Ordering::Relaxed))
             };
             if let Err(e) = got {
@@ -883,6 +907,14 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
                 st.stats.calls_piggybacked.fetch_add(1, Ordering::Relaxed);
             }
         }
+        // Which of them sleep in their idle loop as they are called: their
+        // waits spin longer (`Policy::spin_idle`). Read before the IPIs,
+        // which wake them.
+        let idle = if wait {
+            self.idle_asleep(ipis)
+        } else {
+            CpuMask::EMPTY
+        };
         for t in ipis.iter() {
             self.post(t, IpiMessage::CALL_FUNCTION);
         }
@@ -893,7 +925,7 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
         }
         if wait {
             for t in remote.iter() {
-                self.wait_unlocked(&slots[t], t)
+                self.wait_unlocked(&slots[t], t, idle.contains(t))
                     .map_err(|error| CallFailed { error, sent: true })?;
             }
         }
@@ -964,6 +996,34 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
         } else {
             self.asleep.fetch_and(!bit, Ordering::Relaxed);
         }
+    }
+
+    /// [`note_asleep_on`](Self::note_asleep_on) for the platform's idle
+    /// loop, which also marks the CPU asleep in its idle loop rather than
+    /// in a wait.
+    #[inline]
+    pub fn note_idle_asleep_on(&self, cpu: usize, asleep: bool) {
+        self.cpus[cpu].idle_asleep.store(asleep, Ordering::Relaxed);
+        self.note_asleep_on(cpu, asleep);
+    }
+
+    /// Those of `cpus` asleep in the platform's idle loop (not napping in
+    /// a wait), under `adaptive` with [`Policy::spin_idle`] set; else
+    /// none. Relaxed reads: a hint for how long a wait spins.
+    pub fn idle_asleep(&self, cpus: CpuMask) -> CpuMask {
+        let mut idle = CpuMask::EMPTY;
+        if !self.policy.adaptive.load(Ordering::Relaxed)
+            || self.policy.spin_idle.load(Ordering::Relaxed) == 0
+        {
+            return idle;
+        }
+        let asleep = self.asleep.load(Ordering::Relaxed);
+        for t in cpus.iter() {
+            if asleep & (1 << t) != 0 && self.cpus[t].idle_asleep.load(Ordering::Relaxed) {
+                idle.insert(t);
+            }
+        }
+        idle
     }
 
     /// Online CPUs that are not asleep.
@@ -1114,9 +1174,15 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
     }
 
     /// The waker's side: after the Release store that ends `cpu`'s wait.
+    /// The first waker to find `cpu` napping claims the wake (clears the
+    /// flag) and sends it; later ones find it clear and send nothing
+    /// (module docs, "Napping waiters": one wake per nap).
     pub fn wake_if_napping(&self, cpu: usize) {
         fence(Ordering::SeqCst);
-        if cpu < N && self.cpus[cpu].napping.load(Ordering::Relaxed) {
+        if cpu < N
+            && self.cpus[cpu].napping.load(Ordering::Relaxed)
+            && self.cpus[cpu].napping.swap(false, Ordering::Relaxed)
+        {
             self.cpus[self.platform.cpu_id()]
                 .stats
                 .wakes_sent
@@ -1129,16 +1195,18 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
     /// that finds it unlocked already (a descriptor being reserved, nearly
     /// always) is inline; the wait itself is not.
     #[inline]
-    fn wait_unlocked(&self, csd: &Csd, target: usize) -> Result<(), XcallError> {
+    /// `idle`: `target` slept in its idle loop when it was called
+    /// ([`Policy::spin_idle`]).
+    fn wait_unlocked(&self, csd: &Csd, target: usize, idle: bool) -> Result<(), XcallError> {
         if !csd.locked() {
             return Ok(());
         }
-        self.wait_locked(csd, target)
+        self.wait_locked(csd, target, idle)
     }
 
     /// [`wait_unlocked`](Self::wait_unlocked) past its first look.
     #[inline(never)]
-    fn wait_locked(&self, csd: &Csd, target: usize) -> Result<(), XcallError> {
+    fn wait_locked(&self, csd: &Csd, target: usize, idle: bool) -> Result<(), XcallError> {
         let start = self.platform.cycles();
         let mut reports = 0u64;
         let me = self.platform.cpu_id();
@@ -1149,7 +1217,16 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
         // watchdog at once and the next iteration's spin-or-nap choice
         // (a few looks stale), where each used to read the clock itself.
         let mut now = start;
-        let budget = self.budget(me);
+        let spin_idle = if idle {
+            self.policy.spin_idle.load(Ordering::Relaxed)
+        } else {
+            0
+        };
+        let budget = if spin_idle != 0 {
+            spin_idle
+        } else {
+            self.budget(me)
+        };
         let mut napped = false;
         // Listening while it spins (`crate::listen`), where it could take
         // the IPIs it hears anyway.
@@ -1206,7 +1283,11 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
         // the target's Release store of the flags).
         fence(Ordering::Acquire);
         self.cpus[me].waiting_for.store(0, Ordering::Relaxed);
-        self.learn(me, start, budget, napped);
+        // A wait on the idle case's budget teaches nothing about the
+        // others.
+        if spin_idle == 0 {
+            self.learn(me, start, budget, napped);
+        }
         result
     }
 

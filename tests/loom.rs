@@ -536,11 +536,23 @@ fn call_many_stalled_exit_strands_nothing() {
 struct NapPlatform {
     line: [sync::AtomicBool; NAP_CPUS],
     woken: [sync::AtomicBool; NAP_CPUS],
+    /// Wakes sent to each CPU (a nap ends at one it has not seen yet).
+    wakes: [sync::AtomicUsize; NAP_CPUS],
     /// The waker has decided (woken CPU 0 or not).
     settled: sync::AtomicBool,
 }
 
-const NAP_CPUS: usize = 2;
+/// Three CPUs: a waiter and up to two wakers.
+const NAP_CPUS: usize = 3;
+
+loom::thread_local! {
+    /// The wakes this model thread's naps have seen end a nap.
+    static WAKES_SEEN: std::cell::Cell<usize> = std::cell::Cell::new(0);
+    /// A nap of this thread ended because every waker had decided and no
+    /// wake was left for it: a lost wake (a real nap would last until
+    /// the clock's tick).
+    static NAP_LOST: std::cell::Cell<bool> = std::cell::Cell::new(false);
+}
 
 impl platform::Platform for NapPlatform {
     fn cpu_id(&self) -> usize {
@@ -584,15 +596,26 @@ impl platform::Platform for NapPlatform {
         let me = CPU.with(|c| c.get());
         // Yield first: loom then stops offering this thread the values it
         // already read before (a spin without a yield is unbounded).
+        // Each nap ends at a wake sent after the last one a nap of this
+        // thread saw, or once the wakers have decided (settled read first:
+        // a wake sent before the decision is then visible too).
         loop {
             thread::yield_now();
-            if self.woken[me].load(Ordering::Acquire) || self.settled.load(Ordering::Acquire) {
+            let settled = self.settled.load(Ordering::Acquire);
+            let wakes = self.wakes[me].load(Ordering::Acquire);
+            if wakes > WAKES_SEEN.with(|w| w.get()) {
+                WAKES_SEEN.with(|w| w.set(wakes));
+                return;
+            }
+            if settled {
+                NAP_LOST.with(|l| l.set(true));
                 return;
             }
         }
     }
     fn wake(&self, cpu: usize) {
         self.woken[cpu].store(true, Ordering::Release);
+        self.wakes[cpu].fetch_add(1, Ordering::Release);
     }
 }
 
@@ -607,6 +630,7 @@ fn nap_smp() -> Arc<NapSmp> {
     let smp = Arc::new(xcall::Smp::new(NapPlatform {
         line: [const { sync::AtomicBool::new(false) }; NAP_CPUS],
         woken: [const { sync::AtomicBool::new(false) }; NAP_CPUS],
+        wakes: [const { sync::AtomicUsize::new(0) }; NAP_CPUS],
         settled: sync::AtomicBool::new(false),
     }));
     smp.policy.nap.store(true, Ordering::Relaxed);
@@ -620,6 +644,7 @@ fn nap_smp() -> Arc<NapSmp> {
         smp.set_online(c);
         smp.platform.line[c].load(Ordering::Relaxed);
         smp.platform.woken[c].load(Ordering::Relaxed);
+        smp.platform.wakes[c].load(Ordering::Relaxed);
         smp.cpu(c).mailbox.peek();
         smp.cpu(c).call_pending();
         smp.cpu(c).waiting_for.load(Ordering::Relaxed);
@@ -690,6 +715,67 @@ fn nap_pause_and_wake_if_napping_lose_no_wake() {
         );
     });
     runs.assert_both("pause / wake_if_napping");
+}
+
+/// One nap, two wakers: CPU 0 waits in the real `pause` until both of
+/// two flags are set; CPUs 1 and 2 each set one (Release) and call the
+/// real `wake_if_napping(0)`. The first waker to find CPU 0 napping claims
+/// the wake and the other sends none; the waiter, woken, re-checks and
+/// naps again if one flag is still clear, so a later waker must find it
+/// napping again. No nap may outlast both decisions (a lost wake), and
+/// each setting of `napping` is claimed by one wake at most. Seen failing
+/// without the claim (`wake_if_napping` a load only: "2 wakes for 1 times
+/// napping was set") and with `napping` set before the waiter's first nap
+/// only (the claim then clears it for good: "lost wake").
+#[test]
+fn nap_two_wakers_one_claims_lose_no_wake() {
+    let runs = std::sync::Arc::new(NapRuns::default());
+    let r = runs.clone();
+    let mut b = loom::model::Builder::new();
+    b.preemption_bound = Some(2);
+    b.check(move || {
+        let smp = nap_smp();
+        let flags = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0)]);
+        let decided = Arc::new(AtomicUsize::new(0));
+        let wakers: Vec<_> = (1..=2)
+            .map(|cpu| {
+                let (smp, flags, decided) = (smp.clone(), flags.clone(), decided.clone());
+                thread::spawn(move || {
+                    CPU.with(|c| c.set(cpu));
+                    flags[cpu - 1].store(1, Ordering::Release);
+                    smp.wake_if_napping(0);
+                    if decided.fetch_add(1, Ordering::AcqRel) == 1 {
+                        smp.platform.settled.store(true, Ordering::Release);
+                    }
+                })
+            })
+            .collect();
+        CPU.with(|c| c.set(0));
+        let both = || flags.iter().all(|f| f.load(Ordering::Acquire) != 0);
+        // Each `pause` (no spin budget) sets `napping` once, then naps or
+        // not.
+        let mut pauses = 0;
+        while !both() {
+            smp.pause(0, both);
+            pauses += 1;
+        }
+        for w in wakers {
+            w.join().unwrap();
+        }
+        let naps = smp.cpu(0).stats.naps.load(Ordering::Relaxed);
+        let sent = smp.cpu(1).stats.wakes_sent.load(Ordering::Relaxed)
+            + smp.cpu(2).stats.wakes_sent.load(Ordering::Relaxed);
+        r.count(naps != 0);
+        assert!(
+            !NAP_LOST.with(|l| l.get()),
+            "lost wake: a nap of CPU 0 outlasted both wakers' decisions"
+        );
+        assert!(
+            sent <= pauses,
+            "{sent} wakes for {pauses} times napping was set: a wake was not claimed"
+        );
+    });
+    runs.assert_both("two wakers");
 }
 
 fn do_nothing(_: usize) {}

@@ -818,6 +818,85 @@ fn adaptive_waits_spin_only_while_young_and_few_cpus_are_awake() {
     );
 }
 
+/// `Policy::spin_idle`: a call's wait for a CPU that slept in its idle
+/// loop when it was called spins that long instead of its own budget.
+/// CPU 1 sleeps "in its idle loop" with IPIs masked until CPU 2 sees the
+/// call queued for it, so the call waits; with a zero budget CPU 0 naps at
+/// once, with `spin_idle` set it spins the whole wait. A CPU napping in a
+/// wait, or one asleep under a policy that is not adaptive, is no idle
+/// sleeper (`Smp::idle_asleep`).
+#[test]
+fn a_wait_for_a_cpu_asleep_in_its_idle_loop_spins_its_idle_budget() {
+    use std::sync::atomic::Ordering::{Acquire, Release};
+    fn called(_: usize) {}
+    // Naps of CPU 0 in one call to an idle-asleep CPU 1.
+    fn naps_with(spin_idle: u64) -> u64 {
+        let smp: &SimSmp = SimPlatform::machine(Line::Latch, 0, 0, 3);
+        let p = &smp.policy;
+        p.nap.store(true, Relaxed);
+        p.adaptive.store(true, Relaxed);
+        p.spin_before_nap.store(0, Relaxed);
+        p.spin_idle.store(spin_idle, Relaxed);
+        let released: &'static AtomicU64 = Box::leak(Box::new(AtomicU64::new(0)));
+        SimPlatform::run(smp, 3, move |me| match me {
+            0 => {
+                while smp.awake().contains(1) {
+                    std::thread::yield_now();
+                }
+                smp.call_single(1, called, 0, true).unwrap();
+            }
+            1 => {
+                let prev = smp.platform.raise_ipl(ipl::HIGH);
+                smp.note_idle_asleep_on(1, true);
+                while released.load(Acquire) == 0 {
+                    std::thread::yield_now();
+                }
+                smp.note_idle_asleep_on(1, false);
+                smp.platform.restore_ipl(prev);
+                // Takes the IPI (at a delivery point) and runs the call.
+                while smp.cpu(1).call_pending() {
+                    smp.platform.relax();
+                }
+            }
+            _ => {
+                while !smp.cpu(1).call_pending() {
+                    std::thread::yield_now();
+                }
+                // A while, so a waiter on a zero budget has napped.
+                for _ in 0..1000 {
+                    std::thread::yield_now();
+                }
+                released.store(1, Release);
+            }
+        });
+        smp.cpu(0).stats.naps.load(Relaxed)
+    }
+    assert!(naps_with(0) >= 1, "a zero budget naps");
+    assert_eq!(naps_with(60_000_000_000), 0, "the idle budget spins");
+
+    // Who counts as asleep in its idle loop.
+    let smp: &SimSmp = SimPlatform::machine(Line::Latch, 0, 0, 2);
+    let p = &smp.policy;
+    p.spin_idle.store(1, Relaxed);
+    let one = CpuMask::single(1);
+    smp.note_idle_asleep_on(1, true);
+    assert!(smp.idle_asleep(one).is_empty(), "not adaptive: none");
+    p.adaptive.store(true, Relaxed);
+    assert!(smp.idle_asleep(one).contains(1), "adaptive, idle-asleep");
+    p.spin_idle.store(0, Relaxed);
+    assert!(smp.idle_asleep(one).is_empty(), "no idle budget: none");
+    p.spin_idle.store(1, Relaxed);
+    smp.note_idle_asleep_on(1, false);
+    assert!(smp.idle_asleep(one).is_empty(), "awake");
+    SimPlatform::run(smp, 2, move |me| {
+        if me == 1 {
+            smp.note_asleep(true);
+            assert!(smp.idle_asleep(one).is_empty(), "asleep in a wait: no");
+            smp.note_asleep(false);
+        }
+    });
+}
+
 /// Halt polling's count (`Smp::awake_or_called`): a CPU asleep with a
 /// message waiting in its mailbox is about to wake and counts as busy; one
 /// asleep with an empty mailbox does not. Without the mailbox term, a CPU

@@ -226,7 +226,8 @@ inline run_queue(c) {
 #endif
 #ifdef NAP
           if
-          :: napping[i] -> wripir(i, 0); printf("MSC: CPU %d wakes CPU %d\n", c, i)
+          /* The first waker to find it napping claims the wake. */
+          :: napping[i] -> napping[i] = 0; wripir(i, 0); printf("MSC: CPU %d wakes CPU %d\n", c, i)
           :: else -> skip
           fi
 #endif

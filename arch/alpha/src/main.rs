@@ -457,6 +457,13 @@ fn apply_policy(cfg: &BootConfig<'_>, m: &machine::MachineVector) {
     };
     p.spin_floor
         .store(clock::ns_to_cycles(floor_us * 1000), Relaxed);
+    let idle_us = match cfg.spin_idle_us {
+        Some(us) => us,
+        None if adaptive => alphasmp_bootargs::ADAPTIVE_SPIN_IDLE_US,
+        None => 0,
+    };
+    p.spin_idle
+        .store(clock::ns_to_cycles(idle_us * 1000), Relaxed);
     platform::INJECT_EDGE_LOSS.store(cfg.inject.edge_loss, Relaxed);
     // Listening hides the interrupts an injection drops (alphasmp::listen).
     let injecting = cfg.inject.edge_loss || cfg.inject.edge_loss_masked || cfg.inject.masked_wait;

@@ -472,7 +472,7 @@ fn idle_loop(cpu: usize) -> ! {
             let _off = ipl::IplGuard::raise(ipl::HIGH);
             if !idle_work_pending(cpu) {
                 let watched = IDLE_WINDOW.pause(cpu);
-                SMP.note_asleep_on(cpu, true);
+                SMP.note_idle_asleep_on(cpu, true);
                 // TLB flushes skip this CPU while it sleeps; it catches
                 // up here, before interrupts are let in
                 // (`alphasmp::lazyflush`).
@@ -481,7 +481,7 @@ fn idle_loop(cpu: usize) -> ! {
                 if lazy {
                     MMU.idle_leave(cpu);
                 }
-                SMP.note_asleep_on(cpu, false);
+                SMP.note_idle_asleep_on(cpu, false);
                 if watched {
                     IDLE_WINDOW.after_wait(cpu);
                 }

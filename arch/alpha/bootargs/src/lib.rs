@@ -247,6 +247,14 @@ pub const ADAPTIVE_SPIN_US: u64 = 20;
 /// storm, and worst of them for the 2-CPU one).
 pub const ADAPTIVE_SPIN_FLOOR_US: u64 = 5;
 
+/// With `wait=adaptive` and `spin_idle_us` not given, how long a wait for
+/// a CPU that slept in its idle loop when called spins before it naps
+/// (`alphasmp::xcall::Policy::spin_idle`): such a CPU needs a host core
+/// only to wake, run the call and sleep again, and the waiter's own nap
+/// would add a second wake (README "Speed": the 4-CPU idle `on_each_cpu`
+/// 47 -> 29 us with 320 us, against 38 and 42 us with 20 and 80 us).
+pub const ADAPTIVE_SPIN_IDLE_US: u64 = 320;
+
 /// The benchmark's measurements, in the order it runs them: the latency
 /// measurements (`bench-result:` lines), then the two throughput ones. The
 /// kernel's `run::bench` names its measurements from this table, and
@@ -324,6 +332,10 @@ pub struct BootConfig<'a> {
     /// `spin_floor_us=`: under `wait=adaptive`, the least a learned spin
     /// budget falls to (0: no learning); None: [`ADAPTIVE_SPIN_FLOOR_US`].
     pub spin_floor_us: Option<u64>,
+    /// `spin_idle_us=`: under `wait=adaptive`, how long a wait for a CPU
+    /// asleep in its idle loop spins (0: its usual budget); None:
+    /// [`ADAPTIVE_SPIN_IDLE_US`].
+    pub spin_idle_us: Option<u64>,
     /// `idle_poll_us=`: how long an idle CPU polls after an IPI before it
     /// waits for interrupts (`alphasmp::idlepoll`); None: the machine
     /// vector's choice.
@@ -688,6 +700,18 @@ pub const KEYS: &[Key] = &[
         example: "0",
         set: |c, v| {
             c.spin_floor_us = Some(number(v, 0, 10_000, "a whole number from 0 to 10000")?);
+            Ok(())
+        },
+    },
+    Key {
+        name: "spin_idle_us",
+        values: "0 to 10000",
+        default: None,
+        help: "with `wait=adaptive`, a call's wait for a CPU that was asleep in its idle loop when called spins this long before it naps, in place of the learned budget: that CPU wakes, runs the call and sleeps again, and the waiter's own nap would add a wake of its own (README \"Speed\"); 0: no such case; not given: 320 us",
+        lands: "SMP.policy.spin_idle (main.rs apply_policy)",
+        example: "0",
+        set: |c, v| {
+            c.spin_idle_us = Some(number(v, 0, 10_000, "a whole number from 0 to 10000")?);
             Ok(())
         },
     },
