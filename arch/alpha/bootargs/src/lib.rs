@@ -251,8 +251,9 @@ pub const ADAPTIVE_SPIN_FLOOR_US: u64 = 5;
 /// a CPU that slept in its idle loop when called spins before it naps
 /// (`alphasmp::xcall::Policy::spin_idle`): such a CPU needs a host core
 /// only to wake, run the call and sleep again, and the waiter's own nap
-/// would add a second wake (README "Speed": the 4-CPU idle `on_each_cpu`
-/// 47 -> 29 us with 320 us, against 38 and 42 us with 20 and 80 us).
+/// would add a second wake (README "Speed": in interleaved boots the
+/// 4-CPU idle `on_each_cpu` took 27 to 38 us with 320 us, 30 to 42 with
+/// 80 us, 38 with 20 us, and 45 to 55 without the case).
 pub const ADAPTIVE_SPIN_IDLE_US: u64 = 320;
 
 /// The benchmark's measurements, in the order it runs them: the latency
