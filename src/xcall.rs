@@ -248,6 +248,11 @@ pub struct CpuState<const N: usize> {
     /// `spin_before_nap`). Learned from its own call waits
     /// ([`learn_budget`]); only this CPU reads or writes it (Relaxed).
     spin_budget: AtomicU64,
+    /// Under `adaptive` with a [`Policy::spin_floor`]: how long this CPU's
+    /// waits for a CPU asleep in its idle loop spin now, in cycles (0: not
+    /// learned yet, [`Policy::spin_idle`]). Learned from those waits alone
+    /// ([`learn_idle_budget`]); only this CPU reads or writes it (Relaxed).
+    idle_budget: AtomicU64,
     /// Work posted to run on this CPU in task context (`crate::task`).
     pub task: crate::taskslot::TaskSlot,
 }
@@ -283,6 +288,7 @@ impl<const N: usize> CpuState<N> {
             napping: Line::new(AtomicBool::new(false)),
             idle_asleep: AtomicBool::new(false),
             spin_budget: AtomicU64::new(0),
+            idle_budget: AtomicU64::new(0),
             task: crate::taskslot::TaskSlot::new(),
         }
     }
@@ -1017,13 +1023,20 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
         {
             return idle;
         }
-        let asleep = self.asleep.load(Ordering::Relaxed);
         for t in cpus.iter() {
-            if asleep & (1 << t) != 0 && self.cpus[t].idle_asleep.load(Ordering::Relaxed) {
+            if self.is_idle_asleep(t) {
                 idle.insert(t);
             }
         }
         idle
+    }
+
+    /// Whether `cpu` sleeps in the platform's idle loop (not napping in a
+    /// wait), whatever the policy. Relaxed reads.
+    pub fn is_idle_asleep(&self, cpu: usize) -> bool {
+        cpu < N
+            && self.asleep.load(Ordering::Relaxed) & (1 << cpu) != 0
+            && self.cpus[cpu].idle_asleep.load(Ordering::Relaxed)
     }
 
     /// Online CPUs that are not asleep.
@@ -1102,6 +1115,36 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
             self.policy.spin_before_nap.load(Ordering::Relaxed),
         );
         self.cpus[me].spin_budget.store(next, Ordering::Relaxed);
+    }
+
+    /// How long a wait of `me` for a CPU asleep in its idle loop spins, in
+    /// cycles: [`Policy::spin_idle`], or under learning what `me`
+    /// learned from such waits ([`learn_idle_budget`]).
+    fn idle_budget(&self, me: usize) -> u64 {
+        let max = self.policy.spin_idle.load(Ordering::Relaxed);
+        if !self.learns() {
+            return max;
+        }
+        match self.cpus[me].idle_budget.load(Ordering::Relaxed) {
+            0 => max,
+            b => b.min(max),
+        }
+    }
+
+    /// After a wait of `me` for a CPU asleep in its idle loop, on `budget`,
+    /// that napped or not: the next such budget ([`learn_idle_budget`]).
+    #[inline]
+    fn learn_idle(&self, me: usize, budget: u64, napped: bool) {
+        if !self.learns() {
+            return;
+        }
+        let next = learn_idle_budget(
+            budget,
+            napped,
+            self.policy.spin_floor.load(Ordering::Relaxed),
+            self.policy.spin_idle.load(Ordering::Relaxed),
+        );
+        self.cpus[me].idle_budget.store(next, Ordering::Relaxed);
     }
 
     /// The spin budget `me` has learned so far, in cycles (0: none yet).
@@ -1217,13 +1260,11 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
         // watchdog at once and the next iteration's spin-or-nap choice
         // (a few looks stale), where each used to read the clock itself.
         let mut now = start;
-        let spin_idle = if idle {
-            self.policy.spin_idle.load(Ordering::Relaxed)
-        } else {
-            0
-        };
-        let budget = if spin_idle != 0 {
-            spin_idle
+        // A wait for a CPU asleep in its idle loop spins on a budget of
+        // its own (`Policy::spin_idle`).
+        let idle = idle && self.policy.spin_idle.load(Ordering::Relaxed) != 0;
+        let budget = if idle {
+            self.idle_budget(me)
         } else {
             self.budget(me)
         };
@@ -1283,9 +1324,10 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
         // the target's Release store of the flags).
         fence(Ordering::Acquire);
         self.cpus[me].waiting_for.store(0, Ordering::Relaxed);
-        // A wait on the idle case's budget teaches nothing about the
-        // others.
-        if spin_idle == 0 {
+        // Each kind of wait teaches only its own budget.
+        if idle {
+            self.learn_idle(me, budget, napped);
+        } else {
             self.learn(me, start, budget, napped);
         }
         result
@@ -1365,6 +1407,25 @@ pub fn learn_budget(budget: u64, end: WaitEnd, floor: u64, max: u64) -> u64 {
         WaitEnd::Napped(waited) if waited <= max => budget.saturating_mul(2),
         WaitEnd::Napped(waited) if waited / 2 > max => budget / 2,
         WaitEnd::Napped(_) => budget,
+    };
+    next.clamp(floor, max)
+}
+
+/// The next budget of waits for a CPU asleep in its idle loop, after one
+/// on `budget` that napped or not: one that ended while spinning grows it
+/// by an eighth (at least a cycle), one that napped halves it; the result
+/// stays within `[min(floor, max), max]`. Where the CPUs run in parallel a
+/// woken CPU runs the call within tens of microseconds and the budget
+/// stays near `max`; where an emulator runs one CPU at a time (QEMU's
+/// `-icount`), the woken CPU cannot run while the waiter spins, every such
+/// wait spins its whole budget and naps, and the budget falls to the floor
+/// in a few waits.
+pub fn learn_idle_budget(budget: u64, napped: bool, floor: u64, max: u64) -> u64 {
+    let floor = floor.min(max);
+    let next = if napped {
+        budget / 2
+    } else {
+        budget.saturating_add((budget / 8).max(1))
     };
     next.clamp(floor, max)
 }

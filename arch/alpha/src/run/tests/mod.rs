@@ -81,6 +81,10 @@ pub const ALL: &[Test] = &[
         run: xcall::listening_waiters_hear_calls,
     },
     Test {
+        name: "xcall.waits_for_an_idle_cpu_spin",
+        run: xcall::waits_for_an_idle_cpu_spin,
+    },
+    Test {
         name: "xcall.misuse_is_refused",
         run: xcall::misuse_is_refused,
     },

@@ -256,6 +256,92 @@ pub fn listening_waiters_hear_calls(cfg: &BootConfig<'_>) -> Outcome {
     Ok(())
 }
 
+/// The wait policy of [`waits_for_an_idle_cpu_spin`] while it runs: waits
+/// nap at once (no spin budget, nothing learned) except a wait for a CPU
+/// asleep in its idle loop, which spins [`IDLE_SPIN_NS`] first
+/// (`alphasmp::xcall::Policy::spin_idle`). Restores the boot's policy.
+struct IdleCaseOnly([u64; 5]);
+
+/// The idle case's spin in [`waits_for_an_idle_cpu_spin`]: far longer than
+/// waking a CPU takes where CPUs run in parallel, short enough for an
+/// emulator that runs one CPU at a time to spin through it eight times.
+const IDLE_SPIN_NS: u64 = 2_000_000;
+
+impl IdleCaseOnly {
+    fn set() -> Self {
+        let p = &SMP.policy;
+        let was = [
+            p.nap.swap(true, Ordering::Relaxed) as u64,
+            p.adaptive.swap(true, Ordering::Relaxed) as u64,
+            p.spin_before_nap.swap(0, Ordering::Relaxed),
+            p.spin_floor.swap(0, Ordering::Relaxed),
+            p.spin_idle
+                .swap(clock::ns_to_cycles(IDLE_SPIN_NS), Ordering::Relaxed),
+        ];
+        IdleCaseOnly(was)
+    }
+}
+
+impl Drop for IdleCaseOnly {
+    fn drop(&mut self) {
+        let p = &SMP.policy;
+        let [nap, adaptive, before, floor, idle] = self.0;
+        p.nap.store(nap != 0, Ordering::Relaxed);
+        p.adaptive.store(adaptive != 0, Ordering::Relaxed);
+        p.spin_before_nap.store(before, Ordering::Relaxed);
+        p.spin_floor.store(floor, Ordering::Relaxed);
+        p.spin_idle.store(idle, Ordering::Relaxed);
+    }
+}
+
+/// A call's wait for a CPU asleep in its idle loop spins before it naps
+/// (`spin_idle_us`), and the idle loop marks such a CPU: with every other
+/// wait napping at once, 8 calls are made to the next CPU, each once it
+/// is seen asleep in its idle loop; a call whose caller napped must have
+/// lasted the idle spin at least (where CPUs run in parallel the woken CPU
+/// runs the call first and none naps; where an emulator runs one CPU at a
+/// time, `-icount`, it cannot run until the caller naps). Seen failing
+/// with the idle case off (every call napped within microseconds). Where
+/// `wtint` returns at once (`wtint=returns`) a CPU is hardly ever seen
+/// asleep; calls made to an awake CPU are not judged.
+pub fn waits_for_an_idle_cpu_spin(_: &BootConfig<'_>) -> Outcome {
+    let me = cpus::this();
+    let Some(other) = smp::online_cpus().find(|c| *c != me) else {
+        return Ok(());
+    };
+    let naps = || SMP.cpu(me).stats.naps.load(Ordering::Relaxed);
+    let spin = clock::ns_to_cycles(IDLE_SPIN_NS);
+    let (mut to_idle, mut spun) = (0u64, 0u64);
+    let _policy = IdleCaseOnly::set();
+    for call in 0..8 {
+        let start = clock::now_ns();
+        while !SMP.is_idle_asleep(other) && clock::now_ns() - start < 100_000_000 {
+            core::hint::spin_loop();
+        }
+        let asleep = SMP.is_idle_asleep(other);
+        let (before, t0) = (naps(), clock::cycles());
+        SMP.call_single(other, hit, 0, true).map_err(fail)?;
+        let took = clock::cycles().wrapping_sub(t0);
+        if !asleep {
+            continue;
+        }
+        to_idle += 1;
+        if naps() == before {
+            spun += 1;
+        } else {
+            check!(
+                took >= spin,
+                "call {call} to idle CPU {other} napped after {} ns, within the idle spin of {IDLE_SPIN_NS} ns",
+                clock::cycles_to_ns(took)
+            );
+        }
+    }
+    crate::println!(
+        "  idle target: {spun} of {to_idle} calls to a CPU asleep in its idle loop waited without a nap"
+    );
+    Ok(())
+}
+
 static NESTED: AtomicU64 = AtomicU64::new(0);
 
 fn wait_from_interrupt(_: usize) {
