@@ -252,8 +252,9 @@ pub const ADAPTIVE_SPIN_FLOOR_US: u64 = 5;
 /// (`alphasmp::xcall::Policy::spin_idle`): such a CPU needs a host core
 /// only to wake, run the call and sleep again, and the waiter's own nap
 /// would add a second wake (README "Speed": in interleaved boots the
-/// 4-CPU idle `on_each_cpu` took 27 to 38 us with 320 us, 30 to 42 with
-/// 80 us, 38 with 20 us, and 45 to 55 without the case).
+/// 4-CPU idle `on_each_cpu` took 41 to 45 us with 320 us against 53
+/// without the case, 12 rounds; 80 and 20 us measured no better than 320
+/// in shorter runs).
 pub const ADAPTIVE_SPIN_IDLE_US: u64 = 320;
 
 /// The benchmark's measurements, in the order it runs them: the latency
