@@ -1079,11 +1079,20 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
     /// ([`learn_budget`]); else the policy's `spin_before_nap`.
     #[inline]
     fn budget(&self, me: usize) -> u64 {
-        let max = self.policy.spin_before_nap.load(Ordering::Relaxed);
+        self.learned_or(
+            &self.cpus[me].spin_budget,
+            self.policy.spin_before_nap.load(Ordering::Relaxed),
+        )
+    }
+
+    /// A budget of at most `max`: under learning what `learned` holds (0:
+    /// nothing learned yet, `max`), else `max`.
+    #[inline]
+    fn learned_or(&self, learned: &AtomicU64, max: u64) -> u64 {
         if !self.learns() {
             return max;
         }
-        match self.cpus[me].spin_budget.load(Ordering::Relaxed) {
+        match learned.load(Ordering::Relaxed) {
             0 => max,
             b => b.min(max),
         }
@@ -1121,14 +1130,10 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
     /// cycles: [`Policy::spin_idle`], or under learning what `me`
     /// learned from such waits ([`learn_idle_budget`]).
     fn idle_budget(&self, me: usize) -> u64 {
-        let max = self.policy.spin_idle.load(Ordering::Relaxed);
-        if !self.learns() {
-            return max;
-        }
-        match self.cpus[me].idle_budget.load(Ordering::Relaxed) {
-            0 => max,
-            b => b.min(max),
-        }
+        self.learned_or(
+            &self.cpus[me].idle_budget,
+            self.policy.spin_idle.load(Ordering::Relaxed),
+        )
     }
 
     /// After a wait of `me` for a CPU asleep in its idle loop, on `budget`,
