@@ -136,7 +136,20 @@ pub struct Verdict {
     pub slowest_permille: u64,
     /// The mean share of the window the CPUs did not run, in thousandths.
     pub stolen_permille: u64,
+    /// How many CPUs ran at once on average over the window, in
+    /// thousandths (the sum of every CPU's running share): about the host
+    /// cores they had, and 1000 where an emulator runs one CPU at a time.
+    pub running_permille: u64,
+    /// Whether the CPUs ran in parallel: [`running_permille`](Self::running_permille)
+    /// at least [`PARALLEL_PERMILLE`].
+    pub in_parallel: bool,
 }
+
+/// The least [`Verdict::running_permille`] that shows CPUs running in
+/// parallel: halfway between one CPU at a time (1000, `-icount`) and two
+/// cores' worth (2000). A waiter spinning for a CPU it has just woken
+/// helps only if that CPU can run meanwhile (`alphasmp::xcall::Policy::spin_idle`).
+pub const PARALLEL_PERMILLE: u64 = 1500;
 
 /// The verdict over every CPU's meter (none: every CPU trivially has its
 /// own core).
@@ -147,6 +160,8 @@ pub fn verdict(meters: &[Meter]) -> Verdict {
             best_slice: 0,
             slowest_permille: 1000,
             stolen_permille: 0,
+            running_permille: 0,
+            in_parallel: false,
         };
     };
     let mut best_slice = 0;
@@ -163,11 +178,14 @@ pub fn verdict(meters: &[Meter]) -> Verdict {
         .iter()
         .map(|m| m.stolen.iter().sum::<u64>().min(window) * 1000 / window)
         .sum();
+    let running_permille = meters.len() as u64 * 1000 - stolen;
     Verdict {
         own_cores: slowest_permille >= RAN_PERMILLE,
         best_slice,
         slowest_permille,
         stolen_permille: stolen / meters.len() as u64,
+        running_permille,
+        in_parallel: running_permille >= PARALLEL_PERMILLE,
     }
 }
 
@@ -236,6 +254,35 @@ mod tests {
         assert!(!v.own_cores, "{v:?}");
         assert!(v.slowest_permille < RAN_PERMILLE);
         assert!((400..=600).contains(&v.stolen_permille), "{v:?}");
+        assert!((1600..=2400).contains(&v.running_permille), "{v:?}");
+        assert!(v.in_parallel, "two cores' worth at once: {v:?}");
+    }
+
+    /// Two and four CPUs run one at a time (`-icount`): one CPU's worth at
+    /// once, not in parallel; two CPUs that both always run are.
+    #[test]
+    fn cpus_run_one_at_a_time_are_not_in_parallel() {
+        let turn = 700;
+        let turns = |n: u64, k: u64| -> Vec<(u64, u64)> {
+            // CPU k runs the k-th of every n turns.
+            (0..20)
+                .flat_map(|r| {
+                    (0..n)
+                        .filter(move |j| *j != k)
+                        .map(move |j| (r * n + j) * turn)
+                })
+                .map(|from| (from, from + turn))
+                .collect()
+        };
+        for n in [2, 4] {
+            let meters: Vec<Meter> = (0..n).map(|k| cpu(RUN, &turns(n, k))).collect();
+            let v = verdict(&meters);
+            assert!(!v.in_parallel, "{n} CPUs in turn: {v:?}");
+            assert!((800..=1200).contains(&v.running_permille), "{v:?}");
+        }
+        let v = verdict(&[cpu(RUN, &[]), cpu(RUN, &[])]);
+        assert_eq!(v.running_permille, 2000);
+        assert!(v.in_parallel);
     }
 
     /// A host that stops one CPU now and then (a timer, the emulator's I/O

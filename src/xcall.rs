@@ -248,11 +248,6 @@ pub struct CpuState<const N: usize> {
     /// `spin_before_nap`). Learned from its own call waits
     /// ([`learn_budget`]); only this CPU reads or writes it (Relaxed).
     spin_budget: AtomicU64,
-    /// Under `adaptive` with a [`Policy::spin_floor`]: how long this CPU's
-    /// waits for a CPU asleep in its idle loop spin now, in cycles (0: not
-    /// learned yet, [`Policy::spin_idle`]). Learned from those waits alone
-    /// ([`learn_idle_budget`]); only this CPU reads or writes it (Relaxed).
-    idle_budget: AtomicU64,
     /// Work posted to run on this CPU in task context (`crate::task`).
     pub task: crate::taskslot::TaskSlot,
 }
@@ -288,7 +283,6 @@ impl<const N: usize> CpuState<N> {
             napping: Line::new(AtomicBool::new(false)),
             idle_asleep: AtomicBool::new(false),
             spin_budget: AtomicU64::new(0),
-            idle_budget: AtomicU64::new(0),
             task: crate::taskslot::TaskSlot::new(),
         }
     }
@@ -329,7 +323,10 @@ pub struct Policy {
     /// the wait's own budget (0: no such case). Such a CPU wakes, runs the
     /// call and sleeps again: it needs its core only briefly, and the
     /// waiter's own nap would add a wake of its own to the wait (README
-    /// "Speed": the 4-CPU idle `on_each_cpu`).
+    /// "Speed": the 4-CPU idle `on_each_cpu`). Only where CPUs run in
+    /// parallel: where an emulator runs one at a time (`-icount`), the
+    /// woken CPU cannot run while its caller spins, and `wait=auto`'s
+    /// probe sets this to 0 (`crate::hostcores::Verdict::in_parallel`).
     pub spin_idle: AtomicU64,
     /// CPUs that spin where they could take IPIs listen: they look at
     /// their mailbox, and senders skip their interrupt (`crate::listen`).
@@ -1079,20 +1076,11 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
     /// ([`learn_budget`]); else the policy's `spin_before_nap`.
     #[inline]
     fn budget(&self, me: usize) -> u64 {
-        self.learned_or(
-            &self.cpus[me].spin_budget,
-            self.policy.spin_before_nap.load(Ordering::Relaxed),
-        )
-    }
-
-    /// A budget of at most `max`: under learning what `learned` holds (0:
-    /// nothing learned yet, `max`), else `max`.
-    #[inline]
-    fn learned_or(&self, learned: &AtomicU64, max: u64) -> u64 {
+        let max = self.policy.spin_before_nap.load(Ordering::Relaxed);
         if !self.learns() {
             return max;
         }
-        match learned.load(Ordering::Relaxed) {
+        match self.cpus[me].spin_budget.load(Ordering::Relaxed) {
             0 => max,
             b => b.min(max),
         }
@@ -1124,32 +1112,6 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
             self.policy.spin_before_nap.load(Ordering::Relaxed),
         );
         self.cpus[me].spin_budget.store(next, Ordering::Relaxed);
-    }
-
-    /// How long a wait of `me` for a CPU asleep in its idle loop spins, in
-    /// cycles: [`Policy::spin_idle`], or under learning what `me`
-    /// learned from such waits ([`learn_idle_budget`]).
-    fn idle_budget(&self, me: usize) -> u64 {
-        self.learned_or(
-            &self.cpus[me].idle_budget,
-            self.policy.spin_idle.load(Ordering::Relaxed),
-        )
-    }
-
-    /// After a wait of `me` for a CPU asleep in its idle loop, on `budget`,
-    /// that napped or not: the next such budget ([`learn_idle_budget`]).
-    #[inline]
-    fn learn_idle(&self, me: usize, budget: u64, napped: bool) {
-        if !self.learns() {
-            return;
-        }
-        let next = learn_idle_budget(
-            budget,
-            napped,
-            self.policy.spin_floor.load(Ordering::Relaxed),
-            self.policy.spin_idle.load(Ordering::Relaxed),
-        );
-        self.cpus[me].idle_budget.store(next, Ordering::Relaxed);
     }
 
     /// The spin budget `me` has learned so far, in cycles (0: none yet).
@@ -1267,9 +1229,13 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
         let mut now = start;
         // A wait for a CPU asleep in its idle loop spins on a budget of
         // its own (`Policy::spin_idle`).
-        let idle = idle && self.policy.spin_idle.load(Ordering::Relaxed) != 0;
-        let budget = if idle {
-            self.idle_budget(me)
+        let spin_idle = if idle {
+            self.policy.spin_idle.load(Ordering::Relaxed)
+        } else {
+            0
+        };
+        let budget = if spin_idle != 0 {
+            spin_idle
         } else {
             self.budget(me)
         };
@@ -1329,10 +1295,9 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
         // the target's Release store of the flags).
         fence(Ordering::Acquire);
         self.cpus[me].waiting_for.store(0, Ordering::Relaxed);
-        // Each kind of wait teaches only its own budget.
-        if idle {
-            self.learn_idle(me, budget, napped);
-        } else {
+        // A wait on the idle case's budget teaches the learned one
+        // nothing.
+        if spin_idle == 0 {
             self.learn(me, start, budget, napped);
         }
         result
@@ -1412,25 +1377,6 @@ pub fn learn_budget(budget: u64, end: WaitEnd, floor: u64, max: u64) -> u64 {
         WaitEnd::Napped(waited) if waited <= max => budget.saturating_mul(2),
         WaitEnd::Napped(waited) if waited / 2 > max => budget / 2,
         WaitEnd::Napped(_) => budget,
-    };
-    next.clamp(floor, max)
-}
-
-/// The next budget of waits for a CPU asleep in its idle loop, after one
-/// on `budget` that napped or not: one that ended while spinning grows it
-/// by an eighth (at least a cycle), one that napped halves it; the result
-/// stays within `[min(floor, max), max]`. Where the CPUs run in parallel a
-/// woken CPU runs the call within tens of microseconds and the budget
-/// stays near `max`; where an emulator runs one CPU at a time (QEMU's
-/// `-icount`), the woken CPU cannot run while the waiter spins, every such
-/// wait spins its whole budget and naps, and the budget falls to the floor
-/// in a few waits.
-pub fn learn_idle_budget(budget: u64, napped: bool, floor: u64, max: u64) -> u64 {
-    let floor = floor.min(max);
-    let next = if napped {
-        budget / 2
-    } else {
-        budget.saturating_add((budget / 8).max(1))
     };
     next.clamp(floor, max)
 }

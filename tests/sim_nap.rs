@@ -978,30 +978,6 @@ fn the_spin_budget_rule_grows_doubles_halves_and_keeps() {
     );
 }
 
-/// The idle case's rule (`learn_idle_budget`): a wait that ended while
-/// spinning grows the budget by an eighth (at least a cycle), one that
-/// napped halves it, within `[min(floor, max), max]`; a run of napping
-/// waits (an emulator running one CPU at a time) takes it from the
-/// ceiling to the floor in a few waits.
-#[test]
-fn the_idle_budget_rule_grows_and_halves() {
-    use alphasmp::xcall::learn_idle_budget;
-    let (floor, max) = (25, 400);
-    assert_eq!(learn_idle_budget(80, false, floor, max), 90);
-    assert_eq!(learn_idle_budget(7, false, 1, max), 8);
-    assert_eq!(learn_idle_budget(390, false, floor, max), max);
-    assert_eq!(learn_idle_budget(80, true, floor, max), 40);
-    assert_eq!(learn_idle_budget(30, true, floor, max), floor);
-    assert_eq!(learn_idle_budget(300, true, 1000, max), max);
-    let mut b = max;
-    let mut waits = 0;
-    while b > floor {
-        b = learn_idle_budget(b, true, floor, max);
-        waits += 1;
-    }
-    assert_eq!(waits, 4, "400 -> 200 -> 100 -> 50 -> 25");
-}
-
 /// The simulated machine of the learning test: the called function burns
 /// scheduling steps on it (the seeded scheduler's clock).
 static LEARN_SMP: std::sync::OnceLock<&'static SimSmp> = std::sync::OnceLock::new();

@@ -104,6 +104,16 @@ pub fn settle() {
     if v.own_cores {
         spin_waits();
     }
+    if !v.in_parallel {
+        // One CPU at a time: a caller spinning for a CPU it woke keeps
+        // that CPU from running (alphasmp::xcall::Policy::spin_idle).
+        SMP.policy.spin_idle.store(0, Ordering::Relaxed);
+        println!(
+            "wait: auto: the CPUs ran one at a time ({}.{:03} CPUs at once): no idle spin",
+            v.running_permille / 1000,
+            v.running_permille % 1000
+        );
+    }
     report(cpus, WINDOW_MS, Some(v));
 }
 

@@ -709,7 +709,7 @@ pub const KEYS: &[Key] = &[
         name: "spin_idle_us",
         values: "0 to 10000",
         default: None,
-        help: "with `wait=adaptive`, a call's wait for a CPU that was asleep in its idle loop when called spins this long before it naps, in place of the learned budget: that CPU wakes, runs the call and sleeps again, and the waiter's own nap would add a wake of its own (README \"Speed\"); 0: no such case; not given: 320 us",
+        help: "with `wait=adaptive`, a call's wait for a CPU that was asleep in its idle loop when called spins this long before it naps, in place of the learned budget: that CPU wakes, runs the call and sleeps again, and the waiter's own nap would add a wake of its own (README \"Speed\"); 0: no such case; not given: 320 us, or 0 where `wait=auto`'s probe finds the CPUs running one at a time (`-icount`)",
         lands: "SMP.policy.spin_idle (main.rs apply_policy)",
         example: "0",
         set: |c, v| {
