@@ -264,8 +264,10 @@ mod tests {
     fn cpus_run_one_at_a_time_are_not_in_parallel() {
         let turn = 700;
         let turns = |n: u64, k: u64| -> Vec<(u64, u64)> {
-            // CPU k runs the k-th of every n turns.
-            (0..20)
+            // CPU k runs the k-th of every n turns, over the window (few
+            // stops: Miri runs this too).
+            let rounds = PROBE.window() / (n * turn) + 1;
+            (0..rounds)
                 .flat_map(|r| {
                     (0..n)
                         .filter(move |j| *j != k)
