@@ -91,7 +91,9 @@
 //! before any further nap sets `napping` again and fences, which the
 //! later waker's load (it read a value older than that store) is ordered
 //! before; so that re-check sees the later waker's store (the same
-//! store-buffering argument; tests/loom.rs `nap_two_wakers_*`). A wake that is lost anyway (an edge lost
+//! store-buffering argument; tests/loom.rs `nap_two_wakers_*`).
+//!
+//! A wake that is lost anyway (an edge lost
 //! on EV7, like any IPI) costs at most one clock period: the periodic clock
 //! interrupt ends every nap, and the waiter re-checks its condition after
 //! each one (tests/sim_nap.rs drops every wake and checks that). The watchdog,
@@ -1203,10 +1205,9 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
 
     /// Spins until `csd` is unlocked, under the watchdog policy. The check
     /// that finds it unlocked already (a descriptor being reserved, nearly
-    /// always) is inline; the wait itself is not.
+    /// always) is inline; the wait itself is not. `idle`: `target` slept
+    /// in its idle loop when it was called ([`Policy::spin_idle`]).
     #[inline]
-    /// `idle`: `target` slept in its idle loop when it was called
-    /// ([`Policy::spin_idle`]).
     fn wait_unlocked(&self, csd: &Csd, target: usize, idle: bool) -> Result<(), XcallError> {
         if !csd.locked() {
             return Ok(());
