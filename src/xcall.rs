@@ -1031,11 +1031,10 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
     }
 
     /// Whether `cpu` sleeps in the platform's idle loop (not napping in a
-    /// wait), whatever the policy. Relaxed reads.
+    /// wait), whatever the policy; false for a CPU that cannot exist.
+    /// Relaxed read.
     pub fn is_idle_asleep(&self, cpu: usize) -> bool {
-        cpu < N
-            && self.asleep.load(Ordering::Relaxed) & (1 << cpu) != 0
-            && self.cpus[cpu].idle_asleep.load(Ordering::Relaxed)
+        cpu < N && self.cpus[cpu].idle_asleep.load(Ordering::Relaxed)
     }
 
     /// Online CPUs that are not asleep.

@@ -888,6 +888,10 @@ fn a_wait_for_a_cpu_asleep_in_its_idle_loop_spins_its_idle_budget() {
     p.spin_idle.store(1, Relaxed);
     smp.note_idle_asleep_on(1, false);
     assert!(smp.idle_asleep(one).is_empty(), "awake");
+    assert!(
+        !smp.is_idle_asleep(alphasmp::sim::SIM_CPUS),
+        "a CPU that cannot exist"
+    );
     SimPlatform::run(smp, 2, move |me| {
         if me == 1 {
             smp.note_asleep(true);
