@@ -147,6 +147,9 @@ pub struct CpuStats {
     /// Interrupts its senders skipped because this CPU listened (written
     /// by the senders).
     pub ipis_elided: AtomicU64,
+    /// Call waits that spun the idle case's budget (their target slept in
+    /// its idle loop when called: [`Policy::spin_idle`]).
+    pub idle_waits: AtomicU64,
 }
 
 impl CpuStats {
@@ -170,6 +173,7 @@ impl CpuStats {
                 &self.polls_masked,
                 &self.wakes_sent,
                 &self.ipis_elided,
+                &self.idle_waits,
             ]);
         for c in all {
             c.store(0, Ordering::Relaxed);
@@ -192,6 +196,7 @@ impl CpuStats {
             wakes_sent: AtomicU64::new(0),
             heard: [const { AtomicU64::new(0) }; IpiMessage::COUNT],
             ipis_elided: AtomicU64::new(0),
+            idle_waits: AtomicU64::new(0),
         }
     }
 }
@@ -1235,6 +1240,10 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
             0
         };
         let budget = if spin_idle != 0 {
+            self.cpus[me]
+                .stats
+                .idle_waits
+                .fetch_add(1, Ordering::Relaxed);
             spin_idle
         } else {
             self.budget(me)
