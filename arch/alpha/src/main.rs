@@ -154,7 +154,12 @@ fn no_hwrpb(e: alphasmp_srm::hwrpb::HwrpbError) -> ! {
 ///    mode (`run::run`).
 #[unsafe(no_mangle)]
 pub fn alpha_boot_main(console_pcb_phys: u64) -> ! {
-    let hwrpb = early();
+    // Through a pointer too (see the run mode below): inlined here, the
+    // first phase's code was scheduled ahead of any instruction with a
+    // source line, and `break alpha_boot_main` in gdb again stopped where
+    // gdb knew none.
+    let early_phase: fn() -> &'static hwrpb::Hwrpb = core::hint::black_box(early);
+    let hwrpb = early_phase();
     machine::note_console_pcb(console_pcb_page(), console_pcb_phys);
     let boot = choose_machine(hwrpb);
     banner(hwrpb, &boot);

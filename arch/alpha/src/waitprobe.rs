@@ -35,6 +35,16 @@ use crate::{clock, pal, smp};
 /// [`settle`].
 static PENDING: AtomicBool = AtomicBool::new(false);
 
+/// Whether this boot's probe ran and found the CPUs running in parallel
+/// (`hostcores::Verdict::in_parallel`); false where no probe ran.
+static IN_PARALLEL: AtomicBool = AtomicBool::new(false);
+
+/// Whether this boot's probe found the CPUs running in parallel (false
+/// where none ran: a `wait=` given, one CPU, a probe that did not finish).
+pub fn ran_in_parallel() -> bool {
+    IN_PARALLEL.load(Ordering::Relaxed)
+}
+
 /// How many CPUs have arrived at the probe's start (its barrier).
 static READY: AtomicU64 = AtomicU64::new(0);
 /// Set by the last CPU to arrive, after it has stored [`START`].
@@ -104,6 +114,7 @@ pub fn settle() {
     if v.own_cores {
         spin_waits();
     }
+    IN_PARALLEL.store(v.in_parallel, Ordering::Relaxed);
     if !v.in_parallel {
         // One CPU at a time: a caller spinning for a CPU it woke keeps
         // that CPU from running (alphasmp::xcall::Policy::spin_idle).
