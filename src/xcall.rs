@@ -93,12 +93,12 @@
 //! before; so that re-check sees the later waker's store (the same
 //! store-buffering argument; tests/loom.rs `nap_two_wakers_*`).
 //!
-//! A wake that is lost anyway (an edge lost
-//! on EV7, like any IPI) costs at most one clock period: the periodic clock
-//! interrupt ends every nap, and the waiter re-checks its condition after
-//! each one (tests/sim_nap.rs drops every wake and checks that). The watchdog,
-//! the in-interrupt poll and the lock's drain run exactly as when spinning:
-//! a nap is one iteration of the same loops.
+//! A wake that is lost anyway (an edge lost on EV7, like any IPI) costs at
+//! most one clock period: the periodic clock interrupt ends every nap, and
+//! the waiter re-checks its condition after each one (tests/sim_nap.rs
+//! drops every wake and checks that). The watchdog, the in-interrupt poll
+//! and the lock's drain run exactly as when spinning: a nap is one
+//! iteration of the same loops.
 
 use core::fmt;
 // From `crate::sync`, so tests/loom.rs can compile this file against loom.
@@ -700,7 +700,8 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
     }
 
     /// Starts listening on the calling CPU if it may (again, if it
-    /// listens already); returns whether it does. Whoever starts must [`hear`](Self::hear) as it spins and
+    /// listens already); returns whether it does. Whoever starts must
+    /// [`hear`](Self::hear) as it spins and
     /// [`stop_listening`](Self::stop_listening) before it naps, sleeps or
     /// goes on.
     pub fn start_listening(&self) -> bool {
