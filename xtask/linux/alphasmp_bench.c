@@ -23,8 +23,9 @@
  * (throughput, storm) add up per-call deltas, so the 32-bit counter never
  * wraps inside one.
  *
- * The measuring thread (the initcall's) is pinned to CPU 0; the target of
- * single-target measurements is the next online CPU, as in bench.rs.
+ * The measuring thread (a kernel thread the initcall starts) is bound to
+ * CPU 0; the target of single-target measurements is the next online CPU,
+ * as in bench.rs.
  * Targets are "idle" (in Linux's idle loop, which waits in wtint, as the
  * alphasmp idle loop does) or "busy" (a kernel thread bound to the CPU,
  * spinning with interrupts enabled, i.e. at IPL 0 in task context, as
@@ -52,17 +53,22 @@
  *                       spin until f has run (as ours: mark_ran).
  *   on_each_cpu_wait    on_each_cpu(noop, wait=1).
  *   flush_tlb_all       flush_tlb_all() (an on_each_cpu of tbia on Alpha).
- *   flush_tlb_mm        flush_tlb_mm() of an address space that is not
- *                       this CPU's, so it always goes to every other CPU
- *                       (smp_call_function). Difference: ours flushes a
- *                       space every CPU runs (targets invalidate); Linux's
- *                       targets do not run it either and take their
- *                       not-current path (drop the ASN, one store). The
- *                       IPI and call cost is the same shape.
- *   flush_tlb_page      flush_tlb_page() of one page of that space (same
- *                       difference).
+ *   flush_tlb_mm        flush_tlb_mm() of an address space whose threads
+ *                       run on every CPU: every thread of this benchmark
+ *                       (the measuring one and each CPU's spinner) is a
+ *                       kernel thread that adopts the space with
+ *                       kthread_use_mm(), so a busy target runs it and takes
+ *                       a new ASN (flush_tlb_current), as ours does. An
+ *                       idle target runs its idle task (no mm) and drops
+ *                       the ASN (ours skips a CPU asleep in its idle loop).
+ *   flush_tlb_mm_unused flush_tlb_mm() of a space no CPU has run: Linux
+ *                       still calls every other CPU (each drops an ASN it
+ *                       does not have); ours sees from each CPU's context
+ *                       word that none runs it and sends nothing.
+ *   flush_tlb_page      flush_tlb_page() of one (data) page of the space
+ *                       every CPU runs.
  *   flush_icache        flush_icache_user_page() of an executable mapping
- *                       of that space (same difference).
+ *                       of that space (a new ASN where it runs).
  *   shootdown_throughput  k CPUs (the first k online) issue samples/2
  *                       flush_tlb_page each, starting together; each times
  *                       itself; per_s = all shootdowns / the longest time.
@@ -88,6 +94,7 @@
 #include <linux/printk.h>
 #include <linux/reboot.h>
 #include <linux/sched.h>
+#include <linux/sched/mm.h>
 #include <linux/slab.h>
 #include <linux/smp.h>
 #include <linux/sort.h>
@@ -164,14 +171,22 @@ static inline u64 cc_to_ns(u64 cycles)
 	return cycles * NSEC_PER_SEC / cycle_hz;
 }
 
-/* ---- The space the flushes name ------------------------------------ */
+/* ---- The spaces the flushes name ---------------------------------- */
 
 /*
- * Never any CPU's current mm: every flush of it goes to every other CPU.
- * Only its per-CPU ASNs (context[]) are ever touched.
+ * run_mm: a real address space (mm_alloc) that every benchmark thread
+ * adopts (kthread_use_mm), so it is the current mm of the measuring CPU
+ * and of every busy target, as the alphasmp kernel's SPACE is on every
+ * CPU. Two users, as a process with threads on other CPUs: a flush of it
+ * always calls the other CPUs. Kept until power-off.
+ *
+ * unused_mm: never any CPU's mm: every flush of it goes to every other CPU,
+ * which only drops its ASN (context[]).
  */
-static struct mm_struct bench_mm;
+static struct mm_struct *run_mm;
+static struct mm_struct unused_mm;
 static struct vm_area_struct bench_vma;
+static struct vm_area_struct bench_exec_vma;
 #define BENCH_VA 0x120000000UL
 
 /* ---- Operations ---------------------------------------------------- */
@@ -183,6 +198,7 @@ enum bench_op {
 	OP_ON_EACH_CPU_WAIT,
 	OP_FLUSH_TLB_ALL,
 	OP_FLUSH_TLB_MM,
+	OP_FLUSH_TLB_MM_UNUSED,
 	OP_FLUSH_TLB_PAGE,
 	OP_FLUSH_ICACHE,
 	OP_COUNT,
@@ -195,6 +211,7 @@ static const char *const op_names[OP_COUNT] = {
 	[OP_ON_EACH_CPU_WAIT] = "on_each_cpu_wait",
 	[OP_FLUSH_TLB_ALL] = "flush_tlb_all",
 	[OP_FLUSH_TLB_MM] = "flush_tlb_mm",
+	[OP_FLUSH_TLB_MM_UNUSED] = "flush_tlb_mm_unused",
 	[OP_FLUSH_TLB_PAGE] = "flush_tlb_page",
 	[OP_FLUSH_ICACHE] = "flush_icache",
 };
@@ -245,13 +262,16 @@ static u32 bench_sample(enum bench_op op, int target)
 		flush_tlb_all();
 		break;
 	case OP_FLUSH_TLB_MM:
-		flush_tlb_mm(&bench_mm);
+		flush_tlb_mm(run_mm);
+		break;
+	case OP_FLUSH_TLB_MM_UNUSED:
+		flush_tlb_mm(&unused_mm);
 		break;
 	case OP_FLUSH_TLB_PAGE:
 		flush_tlb_page(&bench_vma, BENCH_VA);
 		break;
 	case OP_FLUSH_ICACHE:
-		flush_icache_user_page(&bench_vma, NULL, BENCH_VA, 8);
+		flush_icache_user_page(&bench_exec_vma, NULL, BENCH_VA, 8);
 		break;
 	default:
 		break;
@@ -279,8 +299,10 @@ static int group_thread(void *arg)
 	struct group *g = arg;
 	int cpu = smp_processor_id();
 
+	kthread_use_mm(run_mm);
 	atomic_inc(&g->started);
 	g->elapsed[cpu] = g->fn(g, cpu);
+	kthread_unuse_mm(run_mm);
 	if (atomic_inc_return(&g->finished) == g->members)
 		complete(&g->all_done);
 	return 0;
@@ -483,12 +505,35 @@ static u64 run_group(u64 (*fn)(struct group *, int), int k,
 
 /* ---- The suite ----------------------------------------------------- */
 
+static u64 *latency_v;
+static unsigned long latency_n;
+static struct completion latency_done;
+
+/* Every latency round, from CPU 0, in a thread that runs run_mm. */
+static int latency_thread(void *unused)
+{
+	int op;
+
+	kthread_use_mm(run_mm);
+	for (op = 0; op < OP_COUNT; op++) {
+		if (!selected(op_names[op]))
+			continue;
+		measure(op, false, latency_v, latency_n);
+		if (!bench_only[0])
+			measure(op, true, latency_v, latency_n);
+	}
+	kthread_unuse_mm(run_mm);
+	complete(&latency_done);
+	return 0;
+}
+
 static int __init alphasmp_bench(void)
 {
 	unsigned long n = bench_samples;
 	unsigned int cpus = num_online_cpus();
+	struct task_struct *measurer;
 	u64 *v;
-	int op, k;
+	int k;
 
 	if (!n)
 		return 0;
@@ -506,18 +551,30 @@ static int __init alphasmp_bench(void)
 		pr_info("alphasmp: FAIL (no memory for %lu samples)\n", n);
 		goto off;
 	}
-	bench_mm.context[0] = 0;
-	atomic_set(&bench_mm.mm_users, 2);
-	bench_vma.vm_mm = &bench_mm;
-	vm_flags_init(&bench_vma, VM_EXEC | VM_READ);
-
-	for (op = 0; op < OP_COUNT; op++) {
-		if (!selected(op_names[op]))
-			continue;
-		measure(op, false, v, n);
-		if (!bench_only[0])
-			measure(op, true, v, n);
+	run_mm = mm_alloc();
+	if (!run_mm) {
+		pr_info("alphasmp: FAIL (no memory for an address space)\n");
+		goto off;
 	}
+	mmget(run_mm);
+	atomic_set(&unused_mm.mm_users, 2);
+	bench_vma.vm_mm = run_mm;
+	vm_flags_init(&bench_vma, VM_READ);
+	bench_exec_vma.vm_mm = run_mm;
+	vm_flags_init(&bench_exec_vma, VM_EXEC | VM_READ);
+
+	/* The latency rounds run in a kernel thread on CPU 0 that runs run_mm. */
+	latency_v = v;
+	latency_n = n;
+	init_completion(&latency_done);
+	measurer = kthread_create(latency_thread, NULL, "alphasmp_bench/m");
+	if (IS_ERR(measurer)) {
+		pr_info("alphasmp: FAIL (no measuring thread)\n");
+		goto off;
+	}
+	kthread_bind(measurer, 0);
+	wake_up_process(measurer);
+	wait_for_completion(&latency_done);
 	kfree(v);
 
 	for (k = 1; k <= cpus && selected("shootdown_throughput"); k++) {

@@ -268,6 +268,7 @@ pub const BENCH_OPS: &[&str] = &[
     "on_each_cpu_wait",
     "flush_tlb_all",
     "flush_tlb_mm",
+    "flush_tlb_mm_unused",
     "flush_tlb_page",
     "flush_icache",
     "free_proved",
@@ -283,7 +284,7 @@ pub const BENCH_OPS: &[&str] = &[
 
 /// What `bench_only=` expected (every name of [`BENCH_OPS`]; a host test
 /// keeps the two together).
-const BENCH_OPS_EXPECTED: &str = "all, or one of ipi_rtt, call_single_wait, call_single_nowait, on_each_cpu_wait, flush_tlb_all, flush_tlb_mm, flush_tlb_page, flush_icache, free_proved, free_always, free_never, free_proved_local, free_always_local, walk_own, walk_foreign, shootdown_throughput, call_storm";
+const BENCH_OPS_EXPECTED: &str = "all, or one of ipi_rtt, call_single_wait, call_single_nowait, on_each_cpu_wait, flush_tlb_all, flush_tlb_mm, flush_tlb_mm_unused, flush_tlb_page, flush_icache, free_proved, free_always, free_never, free_proved_local, free_always_local, walk_own, walk_foreign, shootdown_throughput, call_storm";
 
 /// The spelling of `value` in a name table.
 pub fn name_of<T: PartialEq + Copy>(table: &[(&'static str, T)], value: T) -> &'static str {

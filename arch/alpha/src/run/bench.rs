@@ -43,6 +43,8 @@ use crate::{clock, mm, smp};
 static SPACE: AddressSpace<MAX_CPUS> = AddressSpace::new();
 /// A space only the measuring CPU runs (the lazy case).
 static LOCAL: AddressSpace<MAX_CPUS> = AddressSpace::new();
+/// A space no CPU has run: its flush interrupts nobody.
+static UNUSED: AddressSpace<MAX_CPUS> = AddressSpace::new();
 const PAGE: u64 = 9;
 
 /// Frees of the benchmark release nothing real (a count).
@@ -122,6 +124,7 @@ enum Op {
     OnEachCpuWait,
     FlushTlbAll,
     FlushTlbMm,
+    FlushTlbMmUnused,
     FlushTlbPage,
     FlushIcache,
     FreeProved,
@@ -134,13 +137,14 @@ enum Op {
 }
 
 impl Op {
-    const ALL: [Op; 15] = [
+    const ALL: [Op; 16] = [
         Op::IpiRtt,
         Op::CallSingleWait,
         Op::CallSingleNoWait,
         Op::OnEachCpuWait,
         Op::FlushTlbAll,
         Op::FlushTlbMm,
+        Op::FlushTlbMmUnused,
         Op::FlushTlbPage,
         Op::FlushIcache,
         Op::FreeProved,
@@ -226,6 +230,7 @@ fn sample(op: Op, target: usize) -> Result<u64, XcallError> {
         Op::OnEachCpuWait => SMP.on_each_cpu(noop, 0, true)?,
         Op::FlushTlbAll => MMU.flush_tlb_all()?,
         Op::FlushTlbMm => MMU.flush_tlb_mm(&SPACE)?,
+        Op::FlushTlbMmUnused => MMU.flush_tlb_mm(&UNUSED)?,
         Op::FlushTlbPage => MMU.flush_tlb_page(&SPACE, mm::va(PAGE), false)?,
         Op::FlushIcache => MMU.flush_icache_user_page(&SPACE, true)?,
         Op::FreeProved | Op::FreeAlways | Op::FreeNever => free_one(&SPACE, op)?,
