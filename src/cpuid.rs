@@ -165,7 +165,7 @@ impl CpuMap {
     }
 
     /// The physical id of logical CPU `logical`, if there is one.
-    #[inline]
+    #[inline(always)]
     pub fn physical(&self, logical: usize) -> Option<usize> {
         if logical >= MAX_CPUS || !self.is_built() {
             return None;

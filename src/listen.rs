@@ -78,14 +78,14 @@ impl<const N: usize> Listening<N> {
 
     /// `cpu` starts listening: from now on it looks at its mailbox as it
     /// spins, until [`stop`](Self::stop).
-    #[inline]
+    #[inline(always)]
     pub fn start(&self, cpu: usize) {
         self.flags[cpu].store(true, Ordering::Relaxed);
     }
 
     /// `cpu` stops listening. The caller must look at its mailbox after
     /// this returns (a sender may have skipped the interrupt just before).
-    #[inline]
+    #[inline(always)]
     pub fn stop(&self, cpu: usize) {
         self.flags[cpu].store(false, Ordering::Relaxed);
         full_fence(1);
@@ -93,13 +93,14 @@ impl<const N: usize> Listening<N> {
 
     /// A sender, after posting its message to `cpu`: whether `cpu` listens,
     /// so that it will hear the message without an interrupt.
-    #[inline]
+    #[inline(always)]
     pub fn elide(&self, cpu: usize) -> bool {
         full_fence(2);
         self.flags[cpu].load(Ordering::Relaxed)
     }
 
     /// Whether `cpu` listens now (a hint: diagnostics and tests).
+    #[inline(always)]
     pub fn is_listening(&self, cpu: usize) -> bool {
         self.flags[cpu].load(Ordering::Relaxed)
     }

@@ -108,6 +108,7 @@ impl Mailbox {
     /// helper call under QEMU). A bit posted just after that look is as
     /// one posted just after a swap that found nothing: its sender's IPI
     /// comes after the post and drains it.
+    #[inline(always)]
     pub fn drain(&self, mut handle: impl FnMut(IpiMessage)) -> usize {
         let mut batches = 0;
         loop {

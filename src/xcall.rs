@@ -536,6 +536,7 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
 
     /// [`send_message`](Self::send_message) for a CPU number known to be
     /// below `N`: cannot fail.
+    #[inline(always)]
     fn post(&self, cpu: usize, msg: IpiMessage) {
         let target = &self.cpus[cpu];
         // Numbered before the bits are posted (`crate::census`).
@@ -704,6 +705,7 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
     /// [`hear`](Self::hear) as it spins and
     /// [`stop_listening`](Self::stop_listening) before it naps, sleeps or
     /// goes on.
+    #[inline]
     pub fn start_listening(&self) -> bool {
         if !self.may_listen() {
             return false;
@@ -714,6 +716,7 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
 
     /// Stops listening on the calling CPU and hears what a sender posted
     /// meanwhile without an interrupt.
+    #[inline]
     pub fn stop_listening(&self) {
         // With IPIs masked (the clock's level too), so that no interrupt's
         // poll takes a skipped message between the stop and the look and
@@ -727,7 +730,7 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
     /// A listening CPU's look: handles what its mailbox holds, with IPIs
     /// masked as its interrupt would, and tells the census. Returns the
     /// number of mailbox batches taken.
-    #[inline]
+    #[inline(always)]
     pub fn hear(&self) -> usize {
         let st = &self.cpus[self.platform.cpu_id()];
         if st.mailbox.peek().is_empty() {
@@ -769,6 +772,7 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
         self.flush_queue(me);
     }
 
+    #[inline(always)]
     fn flush_queue(&self, me: usize) {
         let st = &self.cpus[me];
         // SAFETY: `me` is the calling CPU (the queue's owner); descriptors

@@ -70,6 +70,7 @@ pub fn set_skew_us(us: u64) {
 }
 
 /// This CPU's cycle count, 64-bit (plus the injected skew, if any).
+#[inline]
 pub fn cycles() -> u64 {
     let skew = SKEW_CYCLES.load(Ordering::Relaxed);
     let raw = raw_cycles();
@@ -132,6 +133,7 @@ impl Interval {
 /// if either moved, an interrupt came in between, and the read starts
 /// again. The compiler fences keep the second reads after the counter
 /// read (a CPU sees its own interrupts' stores in program order).
+#[inline]
 fn raw_cycles() -> u64 {
     let cpu = cpus::this();
     loop {
@@ -152,6 +154,7 @@ fn raw_cycles() -> u64 {
 }
 
 /// The counter extended to 64 bits (on `cpu` itself, any IPL).
+#[inline]
 fn extended_counter(cpu: usize) -> u64 {
     EXTENDED[cpu].read(pal::rpcc32)
 }

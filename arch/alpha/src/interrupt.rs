@@ -53,7 +53,7 @@ fn count(c: &AtomicU64) -> u64 {
 }
 
 /// The IPI's work, at IPL 7 inside the handler.
-#[inline]
+#[inline(always)]
 fn ipi(cpu: usize) {
     let upto = SMP.census_ipi_entry(cpu);
     // At IPL 7, so IPIs cannot nest in the drain (`handle_ipi`'s contract).

@@ -35,9 +35,12 @@ impl Platform for AlphaPlatform {
     fn send_ipi(&self, cpu: usize) {
         self.request_ipi(cpu);
     }
+    #[inline]
     fn request_ipi(&self, cpu: usize) -> bool {
-        // The mailbox bits must be visible before the interrupt is taken.
-        pal::mb();
+        // The mailbox bits must be visible before the interrupt is taken:
+        // an `mb`, inline (a call to `pal::mb` ends QEMU's translated block
+        // twice, at the call and at the return).
+        core::sync::atomic::fence(Ordering::SeqCst);
         // Fault injection (inject=edge_loss): EV7/IO7 deliver wripir as an
         // edge that is lost when the target sits at IPL 7 inside an
         // interrupt handler (docs/cross-calls.md §1.2); edge_loss_masked:
