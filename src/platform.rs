@@ -66,6 +66,13 @@ pub trait Platform: Sync {
     fn ipi_ipl(&self) -> u8;
     /// Whether the caller runs in an interrupt handler.
     fn in_interrupt(&self) -> bool;
+    /// [`in_interrupt`](Self::in_interrupt) for a caller that knows it runs
+    /// on logical CPU `cpu` (a platform may then skip its own lookup).
+    #[inline]
+    fn in_interrupt_on(&self, cpu: usize) -> bool {
+        let _ = cpu;
+        self.in_interrupt()
+    }
     /// Invalidates translation-buffer entries on this CPU.
     fn invalidate_tlb(&self, op: TlbOp);
     /// Instruction memory barrier on this CPU (CALL_PAL imb).

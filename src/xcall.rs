@@ -633,11 +633,14 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
     /// it: in the platform's interrupt handler, or inside a drain of its
     /// mailbox ([`handle_ipi`](Self::handle_ipi)) from anywhere.
     pub fn in_interrupt(&self) -> bool {
-        self.platform.in_interrupt()
-            || self.cpus[self.platform.cpu_id()]
-                .drain_depth
-                .load(Ordering::Relaxed)
-                != 0
+        self.in_interrupt_on(self.platform.cpu_id())
+    }
+
+    /// [`in_interrupt`](Self::in_interrupt) where the caller knows it runs
+    /// on `me` (each lookup of the CPU costs the call path instructions).
+    #[inline]
+    fn in_interrupt_on(&self, me: usize) -> bool {
+        self.platform.in_interrupt_on(me) || self.cpus[me].drain_depth.load(Ordering::Relaxed) != 0
     }
 
     /// The in-interrupt poll: after a non-IPI interrupt, handle anything left in the
@@ -714,16 +717,34 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
         true
     }
 
+    /// [`start_listening`](Self::start_listening) on `me` by a caller that
+    /// knows its IPL is below the IPI level.
+    #[inline]
+    fn start_listening_unmasked(&self, me: usize) -> bool {
+        if !self.policy.listen.load(Ordering::Relaxed) {
+            return false;
+        }
+        self.listening.start(me);
+        true
+    }
+
     /// Stops listening on the calling CPU and hears what a sender posted
     /// meanwhile without an interrupt.
     #[inline]
     pub fn stop_listening(&self) {
+        self.stop_listening_on(self.platform.cpu_id());
+    }
+
+    /// [`stop_listening`](Self::stop_listening) where the caller knows it
+    /// runs on `me`.
+    #[inline]
+    fn stop_listening_on(&self, me: usize) {
         // With IPIs masked (the clock's level too), so that no interrupt's
         // poll takes a skipped message between the stop and the look and
         // counts it as a rescue.
         let prev = self.platform.raise_ipl(self.platform.ipi_ipl());
-        self.listening.stop(self.platform.cpu_id());
-        self.hear();
+        self.listening.stop(me);
+        self.hear_on(me);
         self.platform.restore_ipl(prev);
     }
 
@@ -732,8 +753,13 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
     /// number of mailbox batches taken.
     #[inline(always)]
     pub fn hear(&self) -> usize {
-        let st = &self.cpus[self.platform.cpu_id()];
-        if st.mailbox.peek().is_empty() {
+        self.hear_on(self.platform.cpu_id())
+    }
+
+    /// [`hear`](Self::hear) where the caller knows it runs on `me`.
+    #[inline(always)]
+    fn hear_on(&self, me: usize) -> usize {
+        if self.cpus[me].mailbox.peek().is_empty() {
             return 0;
         }
         self.hear_now()
@@ -841,7 +867,8 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
                 XcallError::Offline(cpu)
             }));
         }
-        let in_irq = self.in_interrupt();
+        let me = self.platform.cpu_id();
+        let in_irq = self.in_interrupt_on(me);
         if wait && in_irq {
             return Err(early(XcallError::WaitInInterrupt));
         }
@@ -853,7 +880,6 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
         // Must not spin for a descriptor (module docs, step 1). Only the
         // masked-wait fault injection still spins, as it is meant to.
         let nonblocking = in_irq || (masked && !masked_wait);
-        let me = self.platform.cpu_id();
         let remote = mask.without(me);
         let _serial = if wait && !remote.is_empty() && self.policy.serialize.load(Ordering::Relaxed)
         {
@@ -864,8 +890,8 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
         // A waiting caller listens from here to its return (`crate::listen`):
         // what is posted to it meanwhile is heard in its wait, or by the
         // guard's stop on the way out.
-        let _listen = if wait && !remote.is_empty() && !self.listening.is_listening(me) {
-            ListenGuard::start(self)
+        let _listen = if wait && !masked && !remote.is_empty() && !self.listening.is_listening(me) {
+            ListenGuard::start(self, me)
         } else {
             None
         };
@@ -892,7 +918,7 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
                 // nothing interrupts that between the wait and the store
                 // with a use of the same word (interrupts and drains use
                 // `cfd_irq`), so a plain store reserves it.
-                self.wait_unlocked(csd, t, false)
+                self.wait_unlocked(me, csd, t, false)
                     .map(|()| csd.flags.store(LOCK, Ordering::Relaxed))
             };
             if let Err(e) = got {
@@ -940,7 +966,7 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
         }
         if wait {
             for t in remote.iter() {
-                self.wait_unlocked(&slots[t], t, idle.contains(t))
+                self.wait_unlocked(me, &slots[t], t, idle.contains(t))
                     .map_err(|error| CallFailed { error, sent: true })?;
             }
         }
@@ -1217,19 +1243,30 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
     /// always) is inline; the wait itself is not. `idle`: `target` slept
     /// in its idle loop when it was called ([`Policy::spin_idle`]).
     #[inline]
-    fn wait_unlocked(&self, csd: &Csd, target: usize, idle: bool) -> Result<(), XcallError> {
+    fn wait_unlocked(
+        &self,
+        me: usize,
+        csd: &Csd,
+        target: usize,
+        idle: bool,
+    ) -> Result<(), XcallError> {
         if !csd.locked() {
             return Ok(());
         }
-        self.wait_locked(csd, target, idle)
+        self.wait_locked(me, csd, target, idle)
     }
 
     /// [`wait_unlocked`](Self::wait_unlocked) past its first look.
     #[inline(never)]
-    fn wait_locked(&self, csd: &Csd, target: usize, idle: bool) -> Result<(), XcallError> {
+    fn wait_locked(
+        &self,
+        me: usize,
+        csd: &Csd,
+        target: usize,
+        idle: bool,
+    ) -> Result<(), XcallError> {
         let start = self.platform.cycles();
         let mut reports = 0u64;
-        let me = self.platform.cpu_id();
         self.cpus[me]
             .waiting_for
             .store(target + 1, Ordering::Relaxed);
@@ -1272,11 +1309,11 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
                 }
                 self.look(|| !csd.locked_relaxed() || (listening && !mailbox.peek().is_empty()));
                 if listening {
-                    self.hear();
+                    self.hear_on(me);
                 }
             } else {
                 if listening {
-                    self.stop_listening();
+                    self.stop_listening_on(me);
                     listening = false;
                 }
                 let prev = self.platform.raise_ipl(ipl::HIGH);
@@ -1302,7 +1339,7 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
             }
         };
         if listening && !caller_listens {
-            self.stop_listening();
+            self.stop_listening_on(me);
         }
         // The looks were Relaxed: this fence makes the wait that saw the
         // descriptor unlocked see everything the function did (pairs with
@@ -1402,20 +1439,22 @@ pub fn learn_budget(budget: u64, end: WaitEnd, floor: u64, max: u64) -> u64 {
 pub const LOOKS_PER_CLOCK_READ: u32 = 16;
 
 /// A caller's listening (`crate::listen`), stopped when it goes.
-struct ListenGuard<'a, P: Hooks, const N: usize>(&'a Smp<P, N>);
+struct ListenGuard<'a, P: Hooks, const N: usize>(&'a Smp<P, N>, usize);
 
 impl<'a, P: Hooks, const N: usize> ListenGuard<'a, P, N> {
+    /// On `me`, whose IPL is below the IPI level.
     #[inline]
-    fn start(smp: &'a Smp<P, N>) -> Option<Self> {
-        smp.start_listening().then_some(ListenGuard(smp))
+    fn start(smp: &'a Smp<P, N>, me: usize) -> Option<Self> {
+        smp.start_listening_unmasked(me)
+            .then_some(ListenGuard(smp, me))
     }
 }
 
 impl<P: Hooks, const N: usize> Drop for ListenGuard<'_, P, N> {
     #[inline]
     fn drop(&mut self) {
-        if self.0.is_listening(self.0.platform.cpu_id()) {
-            self.0.stop_listening();
+        if self.0.listening.is_listening(self.1) {
+            self.0.stop_listening_on(self.1);
         }
     }
 }

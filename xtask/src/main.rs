@@ -48,14 +48,16 @@ const USAGE: &str = "usage: cargo xtask <command>
                  at a time and a \"time\" counts the instructions all of them ran (host noise
                  cannot move it; spinning waiters inflate it, napping ones do not)
   profile [--op NAME,...] [--smp 2,4] [--wait nap|spin|adaptive|auto] [--samples N] [--cpu ev6|ev67|ev68]
-          [--top N] [--linux [--linux-samples N]] [--out FILE]
+          [--top N] [--linux [--linux-samples N]] [--out FILE] [--pcs FILE]
                  where one operation's instructions go, function by function, on every CPU:
                  boots the benchmark with only that measurement (default call_single_wait, idle
                  target; default 2 CPUs, wait=nap, 1000 samples) under -icount with QEMU's
                  instruction trace, and writes FILE (default results/profile.md); --linux: the
                  same measurement of the Linux of bench --linux, beside ours (N operations,
                  default 20: its waiters spin, each through a whole -icount slice), traced
-                 from its console line \"serial8250: ttyS1\" on (its boot is too long to trace)
+                 from its console line \"serial8250: ttyS1\" on (its boot is too long to trace);
+                 --pcs: also writes each address's instructions per operation, per CPU
+                 (to read beside a disassembly or addr2line)
   stress [--per-cpu N] [--smp N] [--append \"ARGS\"]
                  long stress: edge loss injected, all fixes on; zero watchdog reports required
   mutants [--file src/F.rs]... [--jobs N] [--out DIR]
@@ -971,6 +973,7 @@ fn profile(args: &[String]) -> Result<ExitCode> {
         linux_samples: 20,
     };
     let mut out = repo_root().join("results/profile.md");
+    let mut pcs: Option<std::path::PathBuf> = None;
     let mut with_linux = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -998,6 +1001,7 @@ fn profile(args: &[String]) -> Result<ExitCode> {
             "--cpu" => cfg.cpu = Some(qemu::CpuModel::parse(&value("--cpu")?)?),
             "--top" => cfg.top = parse_positive("--top", &value("--top")?)? as usize,
             "--out" => out = value("--out")?.into(),
+            "--pcs" => pcs = Some(value("--pcs")?.into()),
             "--linux" => with_linux = true,
             "--linux-samples" => {
                 cfg.linux_samples = parse_positive("--linux-samples", &value("--linux-samples")?)?
@@ -1029,6 +1033,11 @@ fn profile(args: &[String]) -> Result<ExitCode> {
     print!("{text}");
     std::fs::write(&out, text).context(|| format!("writing {}", out.display()))?;
     eprintln!("==> wrote {}", out.display());
+    if let Some(file) = pcs {
+        let lines: String = profiles.iter().map(|p| p.pcs_text()).collect();
+        std::fs::write(&file, lines).context(|| format!("writing {}", file.display()))?;
+        eprintln!("==> wrote {} (instructions per address)", file.display());
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -124,6 +124,8 @@ pub struct Window {
     pub counts: HashMap<(usize, Place), u64>,
     /// Entries into each kernel function (its first instruction run).
     pub calls: HashMap<(usize, usize), u64>,
+    /// Instructions per kernel address, per CPU (`--pcs`).
+    pub pcs: HashMap<(usize, u64), u64>,
 }
 
 impl Window {
@@ -228,6 +230,7 @@ impl<'a> Tracer<'a> {
                 opener: cpu,
                 counts: HashMap::new(),
                 calls: HashMap::new(),
+                pcs: HashMap::new(),
             });
             for s in &mut self.cpus {
                 s.pal_run = 0;
@@ -288,6 +291,7 @@ impl<'a> Tracer<'a> {
         state.last_pc = pc;
         let at = f.map_or(Place::Unknown, Place::Kernel);
         *w.counts.entry((cpu, at)).or_insert(0) += 1;
+        *w.pcs.entry((cpu, pc)).or_insert(0) += 1;
     }
 
     /// What a place is called in the report, and the area it counts for.
@@ -443,6 +447,9 @@ pub struct Profile {
     pub areas: BTreeMap<String, BTreeMap<usize, u64>>,
     /// Entries per function, all CPUs.
     pub calls: BTreeMap<String, u64>,
+    /// Instructions per kernel address, per CPU: (CPU, address) -> the
+    /// count and the function the address is in.
+    pub pcs: BTreeMap<(usize, u64), (u64, String)>,
 }
 
 impl Profile {
@@ -466,6 +473,14 @@ impl Profile {
             functions: BTreeMap::new(),
             areas: BTreeMap::new(),
             calls: BTreeMap::new(),
+            pcs: w
+                .pcs
+                .iter()
+                .map(|(k, n)| {
+                    let f = syms.find(k.1).map_or("?", |i| syms.name(i));
+                    (*k, (*n, f.to_string()))
+                })
+                .collect(),
         };
         for ((cpu, place), n) in &w.counts {
             let (name, area) = describe(syms, *place);
@@ -485,6 +500,23 @@ impl Profile {
     /// Instructions per operation, all CPUs.
     pub fn per_op(&self) -> f64 {
         self.per_cpu.values().sum::<u64>() as f64 / self.ops.max(1) as f64
+    }
+
+    /// One line per CPU and kernel address run in the window: CPU,
+    /// address, instructions per operation, function (for `addr2line` or
+    /// a disassembly beside it), in address order per CPU.
+    pub fn pcs_text(&self) -> String {
+        let mut s = format!(
+            "# {} {} ({}) on {} CPUs: cpu address per_op function\n",
+            self.system, self.op, self.target, self.smp
+        );
+        for ((cpu, pc), (n, f)) in &self.pcs {
+            s.push_str(&format!(
+                "{cpu} {pc:#x} {:.2} {f}\n",
+                *n as f64 / self.ops.max(1) as f64
+            ));
+        }
+        s
     }
 }
 

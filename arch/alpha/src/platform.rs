@@ -94,6 +94,10 @@ impl Platform for AlphaPlatform {
     fn in_interrupt(&self) -> bool {
         percpu::this().irq_depth.load(Ordering::Relaxed) > 0
     }
+    #[inline]
+    fn in_interrupt_on(&self, cpu: usize) -> bool {
+        percpu::CPUS[cpu].irq_depth.load(Ordering::Relaxed) > 0
+    }
     fn invalidate_tlb(&self, op: TlbOp) {
         pal::tbi(match op {
             TlbOp::All => Tbi::All,
