@@ -1240,8 +1240,9 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
 
     /// Spins until `csd` is unlocked, under the watchdog policy. The check
     /// that finds it unlocked already (a descriptor being reserved, nearly
-    /// always) is inline; the wait itself is not. `idle`: `target` slept
-    /// in its idle loop when it was called ([`Policy::spin_idle`]).
+    /// always) is inline; the wait itself is not. `me`: the calling CPU;
+    /// `idle`: `target` slept in its idle loop when it was called
+    /// ([`Policy::spin_idle`]).
     #[inline]
     fn wait_unlocked(
         &self,
