@@ -145,6 +145,147 @@ fn listening_waiters_hear_calls_without_interrupts() {
 
 fn nothing(_: usize) {}
 
+/// The public listening calls, which the platform's idle loop uses: a CPU
+/// that listens hears a call posted to it without its interrupt, `hear`
+/// tells how many mailbox batches it took, and `stop_listening` hears
+/// what was posted just before the stop.
+#[test]
+fn a_listening_cpu_hears_by_hear_and_by_its_stop() {
+    static RAN: AtomicU64 = AtomicU64::new(0);
+    static STEP: AtomicU64 = AtomicU64::new(0);
+    fn mark(_: usize) {
+        RAN.fetch_add(1, Ordering::SeqCst);
+    }
+    // Bounded, so that a failed assertion on one CPU fails the test
+    // rather than leave the other waiting for ever.
+    fn await_step(n: u64) {
+        let start = std::time::Instant::now();
+        while STEP.load(Ordering::SeqCst) != n {
+            assert!(start.elapsed().as_secs() < 10, "step {n} never came");
+            std::hint::spin_loop();
+        }
+    }
+    let smp = machine(2);
+    smp.policy.listen.store(true, Ordering::Relaxed);
+    SimPlatform::run(smp, 2, move |me| {
+        if me == 1 {
+            assert!(smp.start_listening());
+            assert!(smp.is_listening(1));
+            assert_eq!(smp.hear(), 0, "nothing posted yet");
+            STEP.store(1, Ordering::SeqCst);
+            await_step(2);
+            assert_eq!(smp.hear(), 1, "one batch heard");
+            assert_eq!(RAN.load(Ordering::SeqCst), 1);
+            STEP.store(3, Ordering::SeqCst);
+            await_step(4);
+            smp.stop_listening();
+            assert_eq!(
+                RAN.load(Ordering::SeqCst),
+                2,
+                "the stop heard the second call"
+            );
+            assert!(!smp.is_listening(1));
+        } else {
+            await_step(1);
+            smp.call_single(1, mark, 0, false).unwrap();
+            STEP.store(2, Ordering::SeqCst);
+            await_step(3);
+            smp.call_single(1, mark, 0, false).unwrap();
+            STEP.store(4, Ordering::SeqCst);
+        }
+    });
+    assert_eq!(
+        smp.cpu(1).stats.ipis_elided.load(Ordering::Relaxed),
+        2,
+        "both calls went without their interrupt"
+    );
+}
+
+/// A waiting caller listens from its IPIs to its return, its own share
+/// of a broadcast included (`call_many_tracked`'s listening guard); a
+/// caller that does not wait does not listen.
+#[test]
+fn a_waiting_caller_listens_while_it_runs_its_own_share() {
+    static SEEN: AtomicU64 = AtomicU64::new(0);
+    fn note(arg: usize) {
+        // SAFETY: the test passes its leaked (never freed) machine.
+        let smp = unsafe { &*(arg as *const SimSmp) };
+        if sim::current_cpu() == 0 {
+            SEEN.store(1 + u64::from(smp.is_listening(0)), Ordering::SeqCst);
+        }
+    }
+    let smp = machine(2);
+    smp.policy.listen.store(true, Ordering::Relaxed);
+    SimPlatform::run(smp, 2, move |me| {
+        if me == 0 {
+            let arg = smp as *const SimSmp as usize;
+            smp.on_each_cpu(note, arg, true).unwrap();
+            assert_eq!(
+                SEEN.load(Ordering::SeqCst),
+                2,
+                "it listened during its own share"
+            );
+            assert!(!smp.is_listening(0), "it stops listening on return");
+            smp.on_each_cpu(note, arg, false).unwrap();
+            assert_eq!(
+                SEEN.load(Ordering::SeqCst),
+                1,
+                "a caller that does not wait"
+            );
+        }
+    });
+}
+
+/// A caller whose descriptor is still in use (its earlier no-wait call
+/// to the same CPU, which has IPIs masked, has not been taken yet) waits
+/// for it listening, and stops listening when that wait ends: a no-wait
+/// call never returns listening.
+#[test]
+fn a_wait_for_a_busy_descriptor_stops_listening_when_it_ends() {
+    static STEP: AtomicU64 = AtomicU64::new(0);
+    let smp = machine(2);
+    smp.policy.listen.store(true, Ordering::Relaxed);
+    SimPlatform::run(smp, 2, move |me| {
+        if me == 1 {
+            let prev = smp.platform.raise_ipl(ipl::HIGH);
+            STEP.store(1, Ordering::SeqCst);
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            smp.platform.restore_ipl(prev);
+        } else {
+            while STEP.load(Ordering::SeqCst) != 1 {
+                std::hint::spin_loop();
+            }
+            smp.call_single(1, nothing, 0, false).unwrap();
+            // The descriptor is locked until CPU 1 takes the first call.
+            smp.call_single(1, nothing, 0, false).unwrap();
+            assert!(!smp.is_listening(0), "it returned listening");
+        }
+    });
+}
+
+/// In an interrupt handler (the platform's, not only a drain) a caller
+/// may not wait, and `in_interrupt` says where it is.
+#[test]
+fn a_caller_in_an_interrupt_handler_may_not_wait() {
+    let smp = machine(2);
+    SimPlatform::run(smp, 2, move |me| {
+        if me != 0 {
+            return;
+        }
+        assert!(!smp.in_interrupt());
+        smp.platform.cpus[0]
+            .in_handler
+            .store(true, Ordering::Release);
+        let inside = smp.in_interrupt();
+        let r = smp.call_single(1, nothing, 0, true);
+        smp.platform.cpus[0]
+            .in_handler
+            .store(false, Ordering::Release);
+        assert!(inside);
+        assert_eq!(r, Err(XcallError::WaitInInterrupt));
+    });
+}
+
 #[test]
 fn misuse_is_refused_with_an_error() {
     let smp = machine(2);
