@@ -249,7 +249,16 @@ fn a_wait_for_a_busy_descriptor_stops_listening_when_it_ends() {
         if me == 1 {
             let prev = smp.platform.raise_ipl(ipl::HIGH);
             STEP.store(1, Ordering::SeqCst);
-            std::thread::sleep(std::time::Duration::from_millis(5));
+            // CPU 0's second call waits for its descriptor, listening,
+            // until this CPU takes the first: keep it masked till then.
+            let start = std::time::Instant::now();
+            while !smp.is_listening(0) {
+                assert!(
+                    start.elapsed().as_secs() < 10,
+                    "CPU 0 never waited listening"
+                );
+                std::hint::spin_loop();
+            }
             smp.platform.restore_ipl(prev);
         } else {
             while STEP.load(Ordering::SeqCst) != 1 {
