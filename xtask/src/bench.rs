@@ -567,8 +567,13 @@ pub fn markdown(ms: &[Measurement], cfg: &Config, host: &str, cmp: Option<&Compa
         writeln!(s).ok();
     }
     let top = *smps.iter().max().unwrap_or(&4);
-    writeln!(s, "### Shootdown throughput on {top} CPUs: flush_tlb_page shootdowns per second, whole machine\n").ok();
-    write!(s, "| issuers |").ok();
+    writeln!(
+        s,
+        "### Throughput on {top} CPUs: operations per second, whole machine\n"
+    )
+    .ok();
+    writeln!(s, "`shootdown_throughput xK`: K CPUs issue flush_tlb_page shootdowns at once; `call_storm xK`: K CPUs make synchronous calls to each other at once.\n").ok();
+    write!(s, "| measurement |").ok();
     let combos: Vec<(&str, &str)> = cfg
         .waits
         .iter()
@@ -579,8 +584,11 @@ pub fn markdown(ms: &[Measurement], cfg: &Config, host: &str, cmp: Option<&Compa
     }
     writeln!(s).ok();
     writeln!(s, "|---|{}", "---|".repeat(combos.len())).ok();
-    for label in labels(ms, true) {
-        write!(s, "| {} |", label.rsplit('x').next().unwrap_or("")).ok();
+    for label in labels(ms, true)
+        .into_iter()
+        .filter(|l| combos.iter().any(|(w, f)| find(ms, top, f, w, l).is_some()))
+    {
+        write!(s, "| {label} |").ok();
         for (w, f) in &combos {
             match find(ms, top, f, w, &label) {
                 Some(m) => write!(s, " {} |", m.per_s).ok(),
@@ -1240,7 +1248,16 @@ mod tests {
             md.contains("| ipi_rtt (idle) | 26.1 (55.4 / 1648), 1.0x |"),
             "{md}"
         );
-        assert!(md.contains("| 2 | 10463 |"), "{md}");
+        // Each throughput row names its measurement: the storm is not a
+        // shootdown, and a row measured on no CPU count shown is left out.
+        assert!(md.contains("| shootdown_throughput x2 | 10463 |"), "{md}");
+        let mut with_storm = ms.clone();
+        with_storm.push(m(2, "call_storm", "", 2, 0, 777));
+        with_storm.push(m(3, "call_storm", "", 3, 0, 555));
+        let md2 = markdown(&with_storm, &cfg, "test host", None);
+        assert!(md2.contains("| call_storm x2 | 777 |"), "{md2}");
+        assert!(!md2.contains("call_storm x3"), "{md2}");
+        assert!(!md2.contains("| 2 | 777 |"), "{md2}");
         let svg = svg(&ms, &cfg, None);
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
         assert!(json(&ms, &cfg, "h", None).contains("\"per_s\": 10463"));
