@@ -388,6 +388,38 @@ mod tests {
         ));
     }
 
+    /// Miri runs the core's unit tests (`cargo xtask test`) to find what
+    /// only it can: undefined behaviour in unsafe code and data races. A
+    /// module whose tests it skips (`cfg(all(test, not(miri)))` or
+    /// `cfg_attr(miri, ignore)`) must have nothing of the kind: no
+    /// `unsafe`, no atomics, no threads outside comments.
+    #[test]
+    fn the_modules_miri_skips_have_nothing_for_it() {
+        let src = crate::util::repo_root().join("src");
+        let mut skipped = Vec::new();
+        for entry in std::fs::read_dir(&src).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            if !text.contains("not(miri)") && !text.contains("cfg_attr(miri, ignore)") {
+                continue;
+            }
+            let code: Vec<&str> = text
+                .lines()
+                .map(|l| l.split("//").next().unwrap_or(""))
+                .collect();
+            for word in ["unsafe", "Atomic", "thread::"] {
+                assert!(
+                    !code.iter().any(|l| l.contains(word)),
+                    "{} skips Miri but uses {word}",
+                    path.display()
+                );
+            }
+            skipped.push(path.file_name().unwrap().to_string_lossy().into_owned());
+        }
+        skipped.sort();
+        assert!(skipped.contains(&"hostcores.rs".to_string()), "{skipped:?}");
+    }
+
     #[test]
     fn tallies_sum_every_result_line() {
         let out = "running 3 tests\n\
