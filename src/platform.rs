@@ -5,6 +5,8 @@
 //! per-CPU simulated IPL and IPI line. Everything in `xcall` and `tlb` goes
 //! through this trait and nothing else, so both run the same protocol code.
 
+use crate::cpumask::CpuMask;
+
 /// Interrupt priority levels (Alpha numbering). The level at which IPIs
 /// are masked is the platform's ([`Platform::ipi_ipl`]); the two known
 /// values are here for implementations to name.
@@ -50,6 +52,16 @@ pub trait Platform: Sync {
     fn request_ipi(&self, cpu: usize) -> bool {
         self.send_ipi(cpu);
         true
+    }
+    /// [`request_ipi`](Self::request_ipi) for every CPU in `targets` (a
+    /// broadcast's, at least two), returning those whose request was
+    /// issued. The mailbox bits of all of them are already set. A machine
+    /// whose interrupt controller takes several requests in one store
+    /// overrides it (Alpha: QEMU's clipper, one Cchip MISC store for all,
+    /// where waking halted vCPUs one `wripir` at a time cost the sender
+    /// most of a broadcast); the default requests them one by one.
+    fn request_ipis(&self, targets: CpuMask) -> CpuMask {
+        request_each(self, targets)
     }
     /// Raises this CPU's IPL to at least `level`; returns the previous IPL.
     fn raise_ipl(&self, level: u8) -> u8;
@@ -102,4 +114,16 @@ pub trait Platform: Sync {
     fn wake(&self, cpu: usize) {
         self.send_ipi(cpu);
     }
+}
+
+/// [`Platform::request_ipi`] for each CPU in `targets`: the default
+/// [`Platform::request_ipis`], for implementations that count before it.
+pub fn request_each<P: Platform + ?Sized>(p: &P, targets: CpuMask) -> CpuMask {
+    let mut issued = CpuMask::EMPTY;
+    for cpu in targets.iter() {
+        if p.request_ipi(cpu) {
+            issued.insert(cpu);
+        }
+    }
+    issued
 }

@@ -113,6 +113,10 @@ pub struct SimCpu {
     pub ipi_pending: AtomicBool,
     pub in_handler: AtomicBool,
     pub dropped_ipis: AtomicU64,
+    /// [`Platform::request_ipis`] calls made by this CPU (a broadcast's
+    /// interrupts requested at once), and the targets they named.
+    pub ipi_batches: AtomicU64,
+    pub batched_ipis: AtomicU64,
     pub tlb_ops: AtomicU64,
     /// Of `tlb_ops`, single-page invalidations of both streams (tbis,
     /// [`TlbOp::PageBoth`]): the only single-page ones that reach the ITB.
@@ -873,6 +877,13 @@ impl<const N: usize> Platform for SimPlatform<N> {
         }
         t.ipi_pending.store(true, Ordering::Release);
         true
+    }
+    fn request_ipis(&self, targets: CpuMask) -> CpuMask {
+        let me = self.me();
+        me.ipi_batches.fetch_add(1, Ordering::Relaxed);
+        me.batched_ipis
+            .fetch_add(targets.count() as u64, Ordering::Relaxed);
+        crate::platform::request_each(self, targets)
     }
     fn raise_ipl(&self, level: u8) -> u8 {
         let cpu = self.me();

@@ -104,7 +104,7 @@ use core::fmt;
 // From `crate::sync`, so tests/loom.rs can compile this file against loom.
 use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
 
-use crate::cpumask::CpuMask;
+use crate::cpumask::{CpuMask, lowest_bit};
 use crate::line::Line;
 use crate::listen::Listening;
 use crate::mailbox::{IpiMessage, Mailbox};
@@ -538,6 +538,19 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
     /// below `N`: cannot fail.
     #[inline(always)]
     fn post(&self, cpu: usize, msg: IpiMessage) {
+        if let Some(n) = self.post_bits(cpu, msg) {
+            let issued = self.platform.request_ipi(cpu);
+            self.cpus[cpu].census.end_request(n, issued);
+        }
+    }
+
+    /// A message's first half: numbers the request in `cpu`'s census,
+    /// posts the bits, and returns the number if `cpu` needs the
+    /// interrupt (None: it listens and hears the message without one,
+    /// and the request is counted as such). The caller requests the
+    /// interrupt and passes the number to `Census::end_request`.
+    #[inline(always)]
+    fn post_bits(&self, cpu: usize, msg: IpiMessage) -> Option<u64> {
         let target = &self.cpus[cpu];
         // Numbered before the bits are posted (`crate::census`).
         let n = target.census.begin_request();
@@ -550,10 +563,39 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
             // the request when it does.
             target.stats.ipis_elided.fetch_add(1, Ordering::Relaxed);
             target.census.end_request(n, true);
+            return None;
+        }
+        Some(n)
+    }
+
+    /// [`post`](Self::post) to every CPU in `targets` (each below `N`),
+    /// with one [`Platform::request_ipis`] for all that need the
+    /// interrupt, after all the bits are posted. Each target's census
+    /// sees `post`'s steps in `post`'s order (numbered, posted,
+    /// requested, counted); only the targets' steps interleave. One
+    /// target takes `post` itself.
+    fn post_all(&self, targets: CpuMask, msg: IpiMessage) {
+        if targets.count() == 1 {
+            self.post(lowest_bit(targets.0), msg);
             return;
         }
-        let issued = self.platform.request_ipi(cpu);
-        target.census.end_request(n, issued);
+        let mut numbers = [0u64; N];
+        let mut need = CpuMask::EMPTY;
+        for cpu in targets.iter() {
+            if let Some(n) = self.post_bits(cpu, msg) {
+                numbers[cpu] = n;
+                need.insert(cpu);
+            }
+        }
+        if need.is_empty() {
+            return;
+        }
+        let issued = self.platform.request_ipis(need);
+        for cpu in need.iter() {
+            self.cpus[cpu]
+                .census
+                .end_request(numbers[cpu], issued.contains(cpu));
+        }
     }
 
     /// The platform's IPI interrupt handler calls this at its entry, before
@@ -956,9 +998,7 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
         } else {
             CpuMask::EMPTY
         };
-        for t in ipis.iter() {
-            self.post(t, IpiMessage::CALL_FUNCTION);
-        }
+        self.post_all(ipis, IpiMessage::CALL_FUNCTION);
         if mask.contains(me) {
             let prev = self.platform.raise_ipl(self.platform.ipi_ipl());
             f(arg);

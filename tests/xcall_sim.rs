@@ -73,6 +73,48 @@ fn call_many_and_on_each_cpu_reach_exactly_their_masks() {
     assert_eq!(snapshot(h), [2, 2, 2, 2], "the no-wait call still ran");
 }
 
+/// A broadcast asks the platform for all its interrupts at once
+/// (`Platform::request_ipis`: on QEMU's clipper one Cchip store wakes every
+/// target), after every target's message is posted; a single call asks for
+/// its one interrupt alone. Every target's census numbers and counts its
+/// request as for a lone message, and every call runs once.
+#[test]
+fn a_broadcast_requests_its_interrupts_at_once() {
+    let smp = machine(4);
+    let h = hits();
+    SimPlatform::run(smp, 4, move |me| {
+        if me == 0 {
+            let arg = h as *const Hits as usize;
+            smp.on_each_cpu(record, arg, true).unwrap();
+            smp.call_single(2, record, arg, true).unwrap();
+            smp.call_many(CpuMask(0b1010), record, arg, true).unwrap();
+        }
+    });
+    assert_eq!(snapshot(h), [1, 2, 2, 2], "each call ran once, where sent");
+    let sender = &smp.platform.cpus[0];
+    assert_eq!(
+        sender.ipi_batches.load(Ordering::Relaxed),
+        2,
+        "one request for the broadcast and one for the two-CPU call, none for the single call"
+    );
+    assert_eq!(sender.batched_ipis.load(Ordering::Relaxed), 3 + 2);
+    for cpu in 1..4 {
+        let k = smp.cpu(cpu).census.counts();
+        let calls = snapshot(h)[cpu];
+        assert_eq!(
+            k.requests, calls,
+            "CPU {cpu}: one request numbered per call"
+        );
+        assert_eq!(k.dropped, 0, "CPU {cpu}: nothing dropped on a latched line");
+    }
+    for cpu in 1..4 {
+        assert_eq!(
+            smp.platform.cpus[cpu].ipi_batches.load(Ordering::Relaxed),
+            0
+        );
+    }
+}
+
 /// CPU `me`'s part of a 4-CPU storm: `rounds` synchronous calls, the
 /// target rotating over the other three.
 fn storm_rounds(smp: &SimSmp, h: &Hits, me: usize, rounds: u64) {

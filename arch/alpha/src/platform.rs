@@ -3,6 +3,7 @@
 
 use core::sync::atomic::{AtomicBool, Ordering};
 
+use alphasmp::cpumask::CpuMask;
 use alphasmp::mailbox::IpiMessage;
 use alphasmp::platform::{Platform, TlbOp};
 use alphasmp::xcall::{Hooks, Smp, StallReport};
@@ -13,7 +14,8 @@ use crate::pal::{self, Tbi};
 use crate::percpu::{self, MAX_CPUS};
 use crate::{clock, cpus, ipl, machine};
 
-/// Every Alpha machine: the seam uses only architected PAL calls, with CPU
+/// Every Alpha machine: the seam uses architected PAL calls (and, for a
+/// broadcast's interrupts, the machine layer's `request_ipis`), with CPU
 /// numbers translated between the core's logical ids and `whami`/`wripir`'s
 /// physical ones.
 pub struct AlphaPlatform;
@@ -41,29 +43,27 @@ impl Platform for AlphaPlatform {
         // an `mb`, inline (a call to `pal::mb` ends QEMU's translated block
         // twice, at the call and at the return).
         core::sync::atomic::fence(Ordering::SeqCst);
-        // Fault injection (inject=edge_loss): EV7/IO7 deliver wripir as an
-        // edge that is lost when the target sits at IPL 7 inside an
-        // interrupt handler (docs/cross-calls.md §1.2); edge_loss_masked:
-        // lost whenever the target is at IPL 7, a napping or masked waiter
-        // too (its IPL as last set by software). The mailbox bits stay set.
-        let (Some(target), Some(phys)) = (percpu::CPUS.get(cpu), cpus::physical(cpu)) else {
-            // The core range-checks against its online mask first.
-            panic!("IPI to CPU {cpu}, which is not in the CPU map");
-        };
-        // The target's state is read only when an injection asks for it
-        // (two loads and a PAL-noted IPL off every IPI's path otherwise).
-        let edge_loss = INJECT_EDGE_LOSS.load(Ordering::Relaxed);
-        let edge_loss_masked = INJECT_EDGE_LOSS_MASKED.load(Ordering::Relaxed);
-        if edge_loss || edge_loss_masked {
-            let in_handler = target.irq_depth.load(Ordering::Acquire) > 0;
-            let masked = in_handler || cpus::ipl_of(cpu) >= crate::ipl::HIGH;
-            if (edge_loss && in_handler) || (edge_loss_masked && masked) {
-                target.dropped_ipis.fetch_add(1, Ordering::Relaxed);
-                return false;
+        match injected_physical(cpu) {
+            Some(phys) => {
+                pal::wripir(phys);
+                true
+            }
+            None => false,
+        }
+    }
+    fn request_ipis(&self, targets: CpuMask) -> CpuMask {
+        // As `request_ipi`: the barrier, then each target's injection.
+        core::sync::atomic::fence(Ordering::SeqCst);
+        let mut issued = CpuMask::EMPTY;
+        let mut phys_mask = 0u64;
+        for cpu in targets.iter() {
+            if let Some(phys) = injected_physical(cpu) {
+                issued.insert(cpu);
+                phys_mask |= 1 << phys;
             }
         }
-        pal::wripir(phys);
-        true
+        machine::request_ipis(phys_mask);
+        issued
     }
     #[inline]
     fn nap(&self) {
@@ -203,4 +203,33 @@ impl core::fmt::Display for WaitsFor {
             None => write!(f, "not waiting"),
         }
     }
+}
+
+/// The physical id to interrupt for an IPI to logical `cpu`, or None when
+/// the fault injection drops it (counted on the target).
+///
+/// Fault injection (inject=edge_loss): EV7/IO7 deliver wripir as an edge
+/// that is lost when the target sits at IPL 7 inside an interrupt handler
+/// (docs/cross-calls.md §1.2); edge_loss_masked: lost whenever the target
+/// is at IPL 7, a napping or masked waiter too (its IPL as last set by
+/// software). The mailbox bits stay set.
+#[inline(always)]
+fn injected_physical(cpu: usize) -> Option<usize> {
+    let (Some(target), Some(phys)) = (percpu::CPUS.get(cpu), cpus::physical(cpu)) else {
+        // The core range-checks against its online mask first.
+        panic!("IPI to CPU {cpu}, which is not in the CPU map");
+    };
+    // The target's state is read only when an injection asks for it (two
+    // loads and a PAL-noted IPL off every IPI's path otherwise).
+    let edge_loss = INJECT_EDGE_LOSS.load(Ordering::Relaxed);
+    let edge_loss_masked = INJECT_EDGE_LOSS_MASKED.load(Ordering::Relaxed);
+    if edge_loss || edge_loss_masked {
+        let in_handler = target.irq_depth.load(Ordering::Acquire) > 0;
+        let masked = in_handler || cpus::ipl_of(cpu) >= crate::ipl::HIGH;
+        if (edge_loss && in_handler) || (edge_loss_masked && masked) {
+            target.dropped_ipis.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+    }
+    Some(phys)
 }

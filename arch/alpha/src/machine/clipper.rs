@@ -29,6 +29,7 @@ pub static VECTOR: MachineVector = MachineVector {
     report_logout: super::nothing_to_report,
     signal_failure: pvpanic_failure,
     exit_device,
+    request_ipis,
     // Probe at boot whether each vCPU has a host core: spin if so (as
     // Linux does), else spin a wait's first microseconds, then nap
     // (README "Speed": measured best where vCPUs share host cores).
@@ -41,6 +42,24 @@ pub static VECTOR: MachineVector = MachineVector {
 fn probe(h: &Hwrpb) {
     tsunami::probe(h);
     probe_pvpanic();
+}
+
+/// A broadcast's interrupts in one store of their IPREQ bits to the
+/// Cchip's MISC register (`alphasmp_srm::cchip`). qemu-palcode's `wripir`
+/// is that same store for one CPU (docs/qemu.md §3.1), so the targets see
+/// what a `wripir` each would give them; the sender pays one emulated
+/// device access instead of one per target, where each wakes a halted
+/// vCPU thread (README "Speed": the idle broadcast on 4 CPUs). A real
+/// Tsunami keeps `wripir` (`tsunami.rs`): what its console's PALcode does
+/// for `wripir` is not known here (docs/hardware.md §6).
+fn request_ipis(phys: u64) {
+    let rest = alphasmp_srm::cchip::request_ipis(phys, |reg, value| {
+        // SAFETY: `reg` is the Cchip's MISC register, mapped through KSEG
+        // on clipper; a quadword store of IPREQ bits only requests those
+        // CPUs' interprocessor interrupts and changes no other field.
+        unsafe { core::ptr::write_volatile(reg as *mut u64, value) };
+    });
+    super::wripir_each(rest);
 }
 
 fn exit_device() -> &'static str {

@@ -46,6 +46,8 @@ pub static VECTOR: MachineVector = MachineVector {
     report_logout,
     signal_failure: super::no_failure_signal,
     exit_device,
+    // No Cchip: EV7 interrupts go by `wripir` to each PID.
+    request_ipis: super::wripir_each,
     default_wait: WaitArg::Spin,
     default_idle_poll_us: 0,
 };

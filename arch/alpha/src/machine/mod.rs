@@ -74,6 +74,11 @@ pub struct MachineVector {
     pub signal_failure: fn(),
     /// The exit path, for the banner.
     pub exit_device: fn() -> &'static str,
+    /// Interrupts every CPU in a mask of physical ids (a broadcast's
+    /// targets; the mailbox bits are posted and the barrier issued):
+    /// [`wripir_each`] unless the interrupt controller takes them in one
+    /// store.
+    pub request_ipis: fn(u64),
     /// How waiters wait when `wait=` is not given. Napping pays where
     /// vCPUs share host cores (QEMU: auto, a probe at boot that picks
     /// adaptive, a short spin and then a nap, measured best there, and
@@ -204,6 +209,27 @@ pub fn ipi_ipl() -> u8 {
 /// Whether the HWRPB says QEMU (qemu-palcode is the console).
 pub fn is_qemu() -> bool {
     QEMU.load(Ordering::Relaxed)
+}
+
+/// A broadcast's interrupts, in the chosen machine's way ([`wripir_each`]
+/// before one is chosen).
+#[inline]
+pub fn request_ipis(phys: u64) {
+    match CURRENT.get() {
+        Some(m) => (m.request_ipis)(phys),
+        None => wripir_each(phys),
+    }
+}
+
+/// A `wripir` for each physical id in the mask: the architected way, for
+/// machines whose console PALcode is the only known way to interrupt.
+pub fn wripir_each(phys: u64) {
+    let mut rest = phys;
+    while rest != 0 {
+        let id = alphasmp::cpumask::lowest_bit(rest);
+        rest &= rest - 1;
+        pal::wripir(id);
+    }
 }
 
 /// The machine chosen at boot (None before that).

@@ -33,6 +33,10 @@ pub static VECTOR: MachineVector = MachineVector {
     report_logout: super::nothing_to_report,
     signal_failure: super::no_failure_signal,
     exit_device,
+    // The console's PALcode is the architected way to interrupt: whether
+    // it does more than clipper's one MISC store is not known here
+    // (docs/hardware.md §6), so a broadcast stays a `wripir` each.
+    request_ipis: super::wripir_each,
     default_wait: WaitArg::Spin,
     default_idle_poll_us: 0,
 };

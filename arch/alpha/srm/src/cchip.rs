@@ -1,5 +1,6 @@
-//! The Tsunami/Typhoon Cchip's device interrupt masks (DS10, DS20, ES40
-//! and QEMU's clipper), as addresses and a rule for writing them.
+//! The Tsunami/Typhoon Cchip's device interrupt masks and its
+//! interprocessor interrupt requests (DS10, DS20, ES40 and QEMU's
+//! clipper), as addresses and rules for writing them.
 //!
 //! The Cchip has one device interrupt mask register per CPU, DIM0..DIM3
 //! (Cchip CSRs at physical 0x801a0000000: DIM0/1 at +0x200/+0x240,
@@ -30,6 +31,29 @@ pub fn mask_device_interrupts(present: u64, mut write: impl FnMut(u64, u64)) {
     }
 }
 
+/// KSEG address of the Cchip's MISC register (physical 0x801a0000080).
+pub const MISC: u64 = 0xfffffd01a0000080;
+
+/// MISC's IPREQ field, bits 15:12: a 1 written to bit 12 + n requests an
+/// interprocessor interrupt on CPU n (it sets that CPU's IPINTR bit,
+/// which stays set until the target's PALcode clears it). Every other
+/// field of MISC is read-only or write-1-to-clear or -set, so a store of
+/// IPREQ bits alone changes nothing else (docs/hardware.md §6).
+pub const IPREQ_SHIFT: u32 = 12;
+
+/// Requests an interprocessor interrupt on every CPU in `cpus` (bit n =
+/// physical id n) that a Cchip can have (0 to 3), with one store of their
+/// IPREQ bits to MISC through `write` (address, value); no store when
+/// none. Returns the ids it could not request (above 3), for the caller
+/// to request another way.
+pub fn request_ipis(cpus: u64, mut write: impl FnMut(u64, u64)) -> u64 {
+    let here = cpus & 0xf;
+    if here != 0 {
+        write(MISC, here << IPREQ_SHIFT);
+    }
+    cpus & !0xf
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -40,6 +64,31 @@ mod tests {
         let mut seen = Vec::new();
         mask_device_interrupts(present, |a, v| seen.push((a, v)));
         seen
+    }
+
+    fn ipi_stores(cpus: u64) -> (Vec<(u64, u64)>, u64) {
+        let mut seen = Vec::new();
+        let rest = request_ipis(cpus, |a, v| seen.push((a, v)));
+        (seen, rest)
+    }
+
+    #[test]
+    fn a_broadcast_is_one_misc_store_of_ipreq_bits() {
+        assert_eq!(MISC, 0xfffffd01a0000080, "physical 0x801a0000080 in KSEG");
+        assert_eq!(ipi_stores(0b1110), (vec![(MISC, 0xe000)], 0), "CPUs 1-3");
+        assert_eq!(ipi_stores(0b0101), (vec![(MISC, 0x5000)], 0), "sparse");
+        assert_eq!(ipi_stores(0b1), (vec![(MISC, 0x1000)], 0), "one CPU");
+    }
+
+    #[test]
+    fn no_store_for_no_cpu_and_ids_a_cchip_cannot_have_are_returned() {
+        assert_eq!(ipi_stores(0), (vec![], 0));
+        assert_eq!(ipi_stores(1 << 5), (vec![], 1 << 5));
+        assert_eq!(
+            ipi_stores(1 << 9 | 0b10),
+            (vec![(MISC, 0x2000)], 1 << 9),
+            "the Cchip's part stored, the rest returned"
+        );
     }
 
     #[test]
