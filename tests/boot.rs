@@ -544,10 +544,12 @@ fn whole_suite_passes_through_the_srm_console() {
 }
 
 /// The Marvel machine layer on QEMU: detection overridden, SRM console,
-/// no PCI scan (so no pvpanic), everything else architected.
+/// no PCI scan (so no pvpanic), everything else architected. Three CPUs,
+/// so that the suite's broadcasts (two targets) go through Marvel's own
+/// `request_ipis`, a `wripir` each, where clipper's is one Cchip store.
 #[test]
 fn marvel_machine_layer_runs_on_qemu() {
-    let r = boot(2, "machine=marvel");
+    let r = boot(3, "machine=marvel");
     assert!(r.passed(), "{}", r.describe());
     assert!(
         r.lines_with("machine: marvel (machine=; the HWRPB says clipper)")
