@@ -7,7 +7,9 @@
 //! # Definitions (the README's "The census of IPI delivery" says the same)
 //!
 //! Every IPI *request* to CPU `t` (one `post` of a message and its interrupt
-//! request; wakes of napping waiters carry no message and are not counted)
+//! request, or one target's share of a broadcast's `post_all`, whose
+//! requests go out together after all its messages are posted; wakes of
+//! napping waiters carry no message and are not counted)
 //! takes a number `n` from `t`'s counter `req` *before* its message bits are
 //! posted, and counts itself in `sent` once its interrupt request was issued
 //! (or dropped by a fault injection). `req >= sent` at all times.
@@ -55,8 +57,9 @@
 //! default 1024 Hz). The numbering is per target, not per message: the
 //! census counts requests exactly, but which of several concurrent requests
 //! was stranded is approximate (a sender delayed for a whole clock period
-//! between numbering and issuing its request can be blamed for another's
-//! loss; the totals stay right).
+//! between numbering and issuing its request, which for a broadcast spans
+//! its other targets' posts, can be blamed for another's loss; the totals
+//! stay right).
 //!
 //! # Ground truth (fault injection and the simulator's lossy lines)
 //!

@@ -53,9 +53,9 @@ pub trait Platform: Sync {
         self.send_ipi(cpu);
         true
     }
-    /// [`request_ipi`](Self::request_ipi) for every CPU in `targets` (a
-    /// broadcast's, at least two), returning those whose request was
-    /// issued. The mailbox bits of all of them are already set. A machine
+    /// [`request_ipi`](Self::request_ipi) for every CPU in `targets` (the
+    /// CPUs of a broadcast that need an interrupt, one or more: listening
+    /// ones are left out), returning those whose request was issued. The mailbox bits of all of them are already set. A machine
     /// whose interrupt controller takes several requests in one store
     /// overrides it (Alpha: QEMU's clipper, one Cchip MISC store for all,
     /// where waking halted vCPUs one `wripir` at a time cost the sender

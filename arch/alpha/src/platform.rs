@@ -52,7 +52,10 @@ impl Platform for AlphaPlatform {
         }
     }
     fn request_ipis(&self, targets: CpuMask) -> CpuMask {
-        // As `request_ipi`: the barrier, then each target's injection.
+        // As `request_ipi`: the barrier, then each target's injection. The
+        // injection judges every target before the one request goes out:
+        // a target that leaves its handler in between still loses its IPI,
+        // as it would had the request left just before it did.
         core::sync::atomic::fence(Ordering::SeqCst);
         let mut issued = CpuMask::EMPTY;
         let mut phys_mask = 0u64;

@@ -55,8 +55,10 @@ fn probe(h: &Hwrpb) {
 fn request_ipis(phys: u64) {
     let rest = alphasmp_srm::cchip::request_ipis(phys, |reg, value| {
         // SAFETY: `reg` is the Cchip's MISC register, mapped through KSEG
-        // on clipper; a quadword store of IPREQ bits only requests those
-        // CPUs' interprocessor interrupts and changes no other field.
+        // on clipper; a quadword store of IPREQ bits and zeros elsewhere is
+        // what qemu-palcode's `wripir` stores for one CPU, with more IPREQ
+        // bits: it requests those CPUs' interprocessor interrupts and has
+        // no effect `wripir` would not have.
         unsafe { core::ptr::write_volatile(reg as *mut u64, value) };
     });
     super::wripir_each(rest);

@@ -36,9 +36,10 @@ pub const MISC: u64 = 0xfffffd01a0000080;
 
 /// MISC's IPREQ field, bits 15:12: a 1 written to bit 12 + n requests an
 /// interprocessor interrupt on CPU n (it sets that CPU's IPINTR bit,
-/// which stays set until the target's PALcode clears it). Every other
-/// field of MISC is read-only or write-1-to-clear or -set, so a store of
-/// IPREQ bits alone changes nothing else (docs/hardware.md §6).
+/// which stays set until the target's PALcode clears it). The other
+/// fields the 21272 defines are read-only or write-1-to-clear or -set, so
+/// zeros there change nothing; this is the store qemu-palcode's `wripir`
+/// makes for one CPU (docs/hardware.md §6).
 pub const IPREQ_SHIFT: u32 = 12;
 
 /// Requests an interprocessor interrupt on every CPU in `cpus` (bit n =
