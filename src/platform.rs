@@ -127,3 +127,59 @@ pub fn request_each<P: Platform + ?Sized>(p: &P, targets: CpuMask) -> CpuMask {
     }
     issued
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::sync::atomic::{AtomicU64, Ordering};
+
+    /// A platform that records every CPU `request_ipi` is asked for and
+    /// reports CPU 2's as dropped (as a fault injection would).
+    struct Asked(AtomicU64);
+
+    impl Platform for Asked {
+        fn cpu_id(&self) -> usize {
+            0
+        }
+        fn send_ipi(&self, _cpu: usize) {}
+        fn request_ipi(&self, cpu: usize) -> bool {
+            self.0.fetch_or(1 << cpu, Ordering::Relaxed);
+            cpu != 2
+        }
+        fn raise_ipl(&self, _level: u8) -> u8 {
+            0
+        }
+        fn restore_ipl(&self, _previous: u8) {}
+        fn ipl(&self) -> u8 {
+            0
+        }
+        fn ipi_ipl(&self) -> u8 {
+            ipl::IPI_QEMU_PALCODE
+        }
+        fn in_interrupt(&self) -> bool {
+            false
+        }
+        fn invalidate_tlb(&self, _op: TlbOp) {}
+        fn imb(&self) {}
+        fn load_asn(&self, _asn: u64) {}
+        fn cycles(&self) -> u64 {
+            0
+        }
+        fn cycle_freq(&self) -> u64 {
+            1
+        }
+    }
+
+    #[test]
+    fn the_default_request_ipis_asks_for_each_and_returns_those_issued() {
+        let p = Asked(AtomicU64::new(0));
+        assert_eq!(p.request_ipis(CpuMask(0b1110)), CpuMask(0b1010));
+        assert_eq!(
+            p.0.load(Ordering::Relaxed),
+            0b1110,
+            "each CPU asked for once"
+        );
+        assert_eq!(p.request_ipis(CpuMask::EMPTY), CpuMask::EMPTY);
+        assert_eq!(p.0.load(Ordering::Relaxed), 0b1110, "none asked for");
+    }
+}
