@@ -3,11 +3,11 @@
 //! shape of Linux's `struct alpha_machine_vector`, one per `sys_*.c`), each
 //! a `static` in its own file:
 //!
-//! | vector | file | serves | console (auto) | tick | exit on failure |
-//! |---|---|---|---|---|---|
-//! | `clipper` | `clipper.rs` (Tsunami's functions, plus pvpanic and the alarm) | system type 34, serial "QEMU" | 16550 UART | RTC periodic (or `clock=alarm`) | pvpanic, halt |
-//! | `tsunami` | `tsunami.rs` | system type 34 (DS10, DS20, ES40) | SRM callbacks | RTC periodic | halt to SRM |
-//! | `marvel` | `marvel.rs` | system type 39 (ES47, ES80, GS1280) | SRM callbacks | PAL periodic | halt to SRM |
+//! | vector | file | serves | console (auto) | tick | exit on failure | a broadcast's IPIs |
+//! |---|---|---|---|---|---|---|
+//! | `clipper` | `clipper.rs` (Tsunami's functions, plus pvpanic and the alarm) | system type 34, serial "QEMU" | 16550 UART | RTC periodic (or `clock=alarm`) | pvpanic, halt | one Cchip MISC store |
+//! | `tsunami` | `tsunami.rs` | system type 34 (DS10, DS20, ES40) | SRM callbacks | RTC periodic | halt to SRM | `wripir` each |
+//! | `marvel` | `marvel.rs` | system type 39 (ES47, ES80, GS1280) | SRM callbacks | PAL periodic | halt to SRM | `wripir` each |
 //!
 //! The HWRPB's system type (and whether its serial says QEMU) picks the
 //! first vector in [`VECTORS`] that serves it; `machine=NAME` picks one by
