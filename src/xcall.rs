@@ -20,7 +20,9 @@
 //!    each descriptor on its target's queue (compare-and-swap of the head,
 //!    Release: publishes the fields);
 //! 3. **interrupts** each `t` whose queue was empty before the push: posts
-//!    CALL_FUNCTION in `t`'s mailbox and issues the IPI. A non-empty queue
+//!    CALL_FUNCTION in `t`'s mailbox and issues the IPI (for several
+//!    targets, all the posts first and then one request for all their
+//!    IPIs, [`Platform::request_ipis`]). A non-empty queue
 //!    means an IPI is already on its way, so Linux sends none (this is what
 //!    turns one lost IPI into a stall of every later caller to that CPU:
 //!    the fault-injection work reproduces exactly that);
