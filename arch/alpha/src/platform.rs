@@ -14,8 +14,8 @@ use crate::pal::{self, Tbi};
 use crate::percpu::{self, MAX_CPUS};
 use crate::{clock, cpus, ipl, machine};
 
-/// Every Alpha machine: the seam uses architected PAL calls (and, for a
-/// broadcast's interrupts, the machine layer's `request_ipis`), with CPU
+/// Every Alpha machine: the seam uses architected PAL calls (and, for
+/// interprocessor interrupts, the machine layer's `request_ipis`), with CPU
 /// numbers translated between the core's logical ids and `whami`/`wripir`'s
 /// physical ones.
 pub struct AlphaPlatform;
@@ -45,7 +45,9 @@ impl Platform for AlphaPlatform {
         core::sync::atomic::fence(Ordering::SeqCst);
         match injected_physical(cpu) {
             Some(phys) => {
-                pal::wripir(phys);
+                // The machine's way: on clipper a Cchip store without the
+                // PAL call (`machine::clipper`), elsewhere `wripir`.
+                machine::request_ipis(1 << phys);
                 true
             }
             None => false,

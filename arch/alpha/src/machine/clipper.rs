@@ -44,14 +44,17 @@ fn probe(h: &Hwrpb) {
     probe_pvpanic();
 }
 
-/// A broadcast's interrupts in one store of their IPREQ bits to the
-/// Cchip's MISC register (`alphasmp_srm::cchip`). qemu-palcode's `wripir`
-/// is that same store for one CPU (docs/qemu.md §3.1), so the targets see
-/// what a `wripir` each would give them; the sender pays one emulated
-/// device access instead of one per target, where each wakes a halted
-/// vCPU thread (README "Speed": the idle broadcast on 4 CPUs). A real
-/// Tsunami keeps `wripir` (`tsunami.rs`): what its console's PALcode does
-/// for `wripir` is not known here (docs/hardware.md §6).
+/// Interprocessor interrupts in one store of their IPREQ bits to the
+/// Cchip's MISC register (`alphasmp_srm::cchip`), for one target as for a
+/// broadcast's. qemu-palcode's `wripir` is that same store for one CPU
+/// (docs/qemu.md §3.1), so the targets see what a `wripir` each would give
+/// them. A broadcast's sender pays one emulated device access instead of
+/// one per target, where each wakes a halted vCPU thread (README "Speed":
+/// the idle broadcast on 4 CPUs), and every sender saves the PAL call's
+/// entry and return, which QEMU runs as two changes of translated block
+/// and mode (the busy `call_single(wait)`). A real Tsunami keeps `wripir`
+/// (`tsunami.rs`): what its console's PALcode does for `wripir` is not
+/// known here (docs/hardware.md §6).
 fn request_ipis(phys: u64) {
     let rest = alphasmp_srm::cchip::request_ipis(phys, |reg, value| {
         // SAFETY: `reg` is the Cchip's MISC register, mapped through KSEG

@@ -74,10 +74,10 @@ pub struct MachineVector {
     pub signal_failure: fn(),
     /// The exit path, for the banner.
     pub exit_device: fn() -> &'static str,
-    /// Interrupts every CPU in a mask of physical ids (a broadcast's
-    /// targets; the mailbox bits are posted and the barrier issued):
-    /// [`wripir_each`] unless the interrupt controller takes them in one
-    /// store.
+    /// Interrupts every CPU in a mask of physical ids (one call's target,
+    /// or a broadcast's targets; the mailbox bits are posted and the
+    /// barrier issued): [`wripir_each`] unless the interrupt controller
+    /// takes them in one store.
     pub request_ipis: fn(u64),
     /// How waiters wait when `wait=` is not given. Napping pays where
     /// vCPUs share host cores (QEMU: auto, a probe at boot that picks
@@ -211,8 +211,8 @@ pub fn is_qemu() -> bool {
     QEMU.load(Ordering::Relaxed)
 }
 
-/// A broadcast's interrupts, in the chosen machine's way ([`wripir_each`]
-/// before one is chosen).
+/// Every interprocessor interrupt request, one target's or a broadcast's,
+/// in the chosen machine's way ([`wripir_each`] before one is chosen).
 #[inline]
 pub fn request_ipis(phys: u64) {
     match CURRENT.get() {
