@@ -102,6 +102,12 @@ pub trait Platform: Sync {
     fn relax(&self) {
         core::hint::spin_loop();
     }
+    /// A point where the hardware may take an interrupt as anywhere else,
+    /// named so that the simulator takes pending ones here too: inside a
+    /// window whose interrupts a test must reach (a listening CPU's stop,
+    /// between the stop and its last look). Default: nothing.
+    #[inline(always)]
+    fn may_interrupt(&self) {}
     /// Waits for an interrupt without running (Alpha: CALL_PAL wtint).
     /// Called with every interrupt masked (IPL 7); returns when one is
     /// pending, delivered or not: an IPI, or at the latest the next clock

@@ -936,6 +936,11 @@ impl<const N: usize> Platform for SimPlatform<N> {
         self.deliver();
         self.schedule();
     }
+    fn may_interrupt(&self) {
+        // Others run first, so an IPI may be pending by the delivery.
+        self.schedule();
+        self.deliver();
+    }
     /// wtint as QEMU runs it: the CPU stops until an interrupt is pending,
     /// whatever its IPL: an IPI, or the clock, whose next tick (after
     /// `tick_every` steps, as for a running CPU) ends every nap and is

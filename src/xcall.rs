@@ -615,8 +615,9 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
         census.serve(upto);
         // Its drain may have taken a message whose sender skipped the
         // interrupt, numbered after `upto` was read (`crate::census`,
-        // "Heard").
-        if self.listening.is_listening(cpu) {
+        // "Heard"), also where the interrupt came inside the stop
+        // (`crate::listen`, "Interrupts in the stop").
+        if self.listening.hears(cpu) {
             census.heard();
         }
     }
@@ -633,10 +634,11 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
         let me = self.platform.cpu_id();
         let census = &self.cpus[me].census;
         // A CPU that listens may find a message whose sender skipped the
-        // interrupt: nothing else will serve it, so the take does
-        // (`crate::listen`; stopping happens with IPIs masked, so a drain
-        // that finds the flag clear comes after the stop's own look).
-        let listening = self.listening.is_listening(me);
+        // interrupt: nothing else will serve it, so the take does. So may
+        // one that stops and has not yet made its last look (an interrupt
+        // inside the stop); one that finds the state off comes after that
+        // look (`crate::listen`, "Interrupts in the stop").
+        let listening = self.listening.hears(me);
         let upto = census.before_rescue();
         let batches = self.handle_ipi();
         if batches > 0 {
@@ -783,13 +785,15 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
     /// runs on `me`.
     #[inline]
     fn stop_listening_on(&self, me: usize) {
-        // With IPIs masked (the clock's level too), so that no interrupt's
-        // poll takes a skipped message between the stop and the look and
-        // counts it as a rescue.
-        let prev = self.platform.raise_ipl(self.platform.ipi_ipl());
+        // IPIs stay unmasked: an interrupt between the stop and the look
+        // that takes a skipped message counts it as heard, since the state
+        // says stopping until the look is done (`crate::listen`,
+        // "Interrupts in the stop"), and no IPL change (a PAL call each)
+        // is paid on every wait's way out.
         self.listening.stop(me);
+        self.platform.may_interrupt();
         self.hear_on(me);
-        self.platform.restore_ipl(prev);
+        self.listening.stopped(me);
     }
 
     /// A listening CPU's look: handles what its mailbox holds, with IPIs

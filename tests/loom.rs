@@ -1188,6 +1188,7 @@ fn listen_finds_unheard_message(mutant: u8) -> bool {
                 let mut heard = look();
                 flags.stop(1);
                 heard |= look();
+                flags.stopped(1);
                 heard
             })
         };

@@ -4,6 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use alphasmp::cpumask::CpuMask;
+use alphasmp::mailbox::IpiMessage;
 use alphasmp::platform::{Platform, ipl};
 use alphasmp::sim::{self, Line, SIM_CPUS, SimPlatform, SimSmp};
 use alphasmp::xcall::XcallError;
@@ -240,6 +241,66 @@ fn a_listening_cpu_hears_by_hear_and_by_its_stop() {
         smp.cpu(1).stats.ipis_elided.load(Ordering::Relaxed),
         2,
         "both calls went without their interrupt"
+    );
+}
+
+/// An interrupt between a listening CPU's stop and its last look
+/// (`alphasmp::listen`, "Interrupts in the stop"): its poll takes a call
+/// whose sender skipped the interrupt, and the census must count that
+/// request heard, as the look would have, not leave it to be judged
+/// stranded (an IPI reported lost that was never sent). The simulator
+/// takes interrupts at `Platform::may_interrupt`, inside the stop; a
+/// performance-counter interrupt at every delivery point brings one there.
+#[test]
+fn an_interrupt_inside_the_stop_counts_the_call_heard() {
+    static RAN: AtomicU64 = AtomicU64::new(0);
+    static STEP: AtomicU64 = AtomicU64::new(0);
+    fn mark(_: usize) {
+        RAN.fetch_add(1, Ordering::SeqCst);
+    }
+    fn await_step(n: u64) {
+        let start = std::time::Instant::now();
+        while STEP.load(Ordering::SeqCst) != n {
+            assert!(start.elapsed().as_secs() < 10, "step {n} never came");
+            std::hint::spin_loop();
+        }
+    }
+    let smp = machine(2);
+    smp.policy.listen.store(true, Ordering::Relaxed);
+    smp.policy.poll_in_irq.store(true, Ordering::Relaxed);
+    SimPlatform::run(smp, 2, move |me| {
+        if me == 1 {
+            assert!(smp.start_listening());
+            STEP.store(1, Ordering::SeqCst);
+            await_step(2);
+            // From now on an interrupt at every delivery point: the first
+            // is the stop's.
+            smp.platform.perf_every.store(1, Ordering::SeqCst);
+            smp.stop_listening();
+            smp.platform.perf_every.store(0, Ordering::SeqCst);
+            assert_eq!(RAN.load(Ordering::SeqCst), 1, "the call ran");
+        } else {
+            await_step(1);
+            smp.call_single(1, mark, 0, false).unwrap();
+            STEP.store(2, Ordering::SeqCst);
+        }
+    });
+    let st = &smp.cpu(1).stats;
+    assert_eq!(
+        st.ipis_elided.load(Ordering::Relaxed),
+        1,
+        "the call went without its interrupt"
+    );
+    assert_eq!(
+        st.rescued[IpiMessage::CALL_FUNCTION.index()].load(Ordering::Relaxed),
+        1,
+        "the interrupt inside the stop took it, not the stop's look"
+    );
+    let k = smp.cpu(1).census.counts();
+    assert_eq!(
+        (k.requests, k.heard, k.open()),
+        (1, 1, 0),
+        "the census: {k:?}"
     );
 }
 
