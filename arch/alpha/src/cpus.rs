@@ -78,6 +78,37 @@ pub fn ipl_of(cpu: usize) -> u8 {
     (note.load(Ordering::Acquire) & 7) as u8
 }
 
+/// The IPL of the calling CPU as its running stack's note says, if that
+/// stack carries a guard (None: a stack the kernel did not give out, or
+/// one whose guard an overflow broke; ask `rdps`). Equal to the
+/// processor's IPL everywhere but inside interrupt entry, between
+/// PALcode's raise and the handler's own `swpipl` to 7 (`ipl::current`).
+#[inline]
+pub fn noted_ipl_here() -> Option<u8> {
+    let base = pal::running_stack_base();
+    // SAFETY: the running stack is STACK_SIZE long and aligned, so its two
+    // lowest quadwords are mapped: the guard, and the note beside it,
+    // which only this CPU writes (its `swpipl`s and interrupt returns).
+    let (guard, note) = unsafe {
+        (
+            core::ptr::read_volatile(base as *const u64),
+            core::ptr::read_volatile((base + IPL_NOTE) as *const u64),
+        )
+    };
+    (guard & GUARD_MASK == GUARD).then_some((note & 7) as u8)
+}
+
+/// Notes `level` as the calling CPU's IPL on its running stack, as
+/// `pal::swpipl_noted` does before its `swpipl`.
+#[inline]
+pub fn note_ipl_here(level: u8) {
+    let base = pal::running_stack_base();
+    // SAFETY: as in `noted_ipl_here`: the note is the running stack's own
+    // second quadword, written only by its CPU, in single quadword stores
+    // (other CPUs read it as an AtomicU64, `ipl_of`).
+    unsafe { core::ptr::write_volatile((base + IPL_NOTE) as *mut u64, u64::from(level & 7)) };
+}
+
 /// Writes the boot CPU's guard (the boot CPU, first thing in Rust).
 pub fn init_boot_stack() {
     // SAFETY: asm/head.S aligns the boot stack to STACK_SIZE; the boot CPU

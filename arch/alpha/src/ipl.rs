@@ -50,10 +50,18 @@ pub fn raise_to(level: u8) -> u8 {
     cur
 }
 
-/// The current IPL of this CPU.
+/// The current IPL of this CPU: its running stack's note
+/// (`cpus::noted_ipl_here`), else `rdps`. The note is written by every
+/// [`swap`] (before and after its `swpipl`) and by the return from every
+/// interrupt; the processor's level differs from it only inside interrupt
+/// entry, before the handler's [`raise_for_handler`], where nothing asks.
+/// A load where `rdps` is a call to a PAL stub and back, which QEMU runs
+/// as jumps looked up at run time, several times per cross-call (README
+/// "Speed"). The self-tests `ipl.guard_nests` and
+/// `ipl.note_agrees_with_rdps` compare the two.
 #[inline]
 pub fn current() -> u8 {
-    (pal::rdps() & 7) as u8
+    crate::cpus::noted_ipl_here().unwrap_or_else(|| (pal::rdps() & 7) as u8)
 }
 
 /// Raises the IPL for the guard's lifetime, then restores the previous one.
@@ -113,10 +121,22 @@ pub fn set(level: u8) -> u8 {
     swap(level)
 }
 
+/// The processor's level noted on the running stack as `rdps` reads it:
+/// where a CPU first runs on its stack, before any [`swap`] (the note a new
+/// stack starts with says 7, the level a console starts CPUs at).
+pub fn note_from_rdps() {
+    crate::cpus::note_ipl_here((pal::rdps() & 7) as u8);
+}
+
 /// swpipl, recording the level for other CPUs (the edge-loss injection and
 /// watchdog reports read it; rti's restore is noted by asm/entry.S,
 /// interrupt entry's raise is not seen before the handler's own).
 #[inline]
 pub fn swap(level: u8) -> u8 {
-    pal::swpipl_noted(level)
+    let previous = pal::swpipl_noted(level);
+    // Noted again after: an interrupt taken between the stub's note and
+    // its `swpipl` returns through asm/entry.S, which notes the level it
+    // returns to (the old one), and [`current`] reads the note.
+    crate::cpus::note_ipl_here(level);
+    previous
 }

@@ -182,6 +182,7 @@ pub fn alpha_boot_main(console_pcb_phys: u64) -> ! {
 /// Phase 1: what every later phase relies on, before any output.
 fn early() -> &'static hwrpb::Hwrpb {
     cpus::init_boot_stack();
+    ipl::note_from_rdps();
     trap::install();
     pal::wrmces(7);
     // SAFETY: still on the console's page table, which maps the HWRPB pointer.

@@ -211,13 +211,20 @@ pub fn sp() -> u64 {
 /// (it knows nothing of the aligned stack beneath it).
 #[inline]
 pub fn stack_guard() -> u64 {
+    // SAFETY: the running kernel stack is STACK_SIZE (64 KiB) long and
+    // aligned, so its lowest quadword is mapped and holds the guard (or,
+    // for a stack the kernel did not give out, some word that
+    // `cpus::this` rejects).
+    unsafe { core::ptr::read_volatile(running_stack_base() as *const u64) }
+}
+
+/// The lowest address of the 64 KiB-aligned stack the caller runs on, from
+/// the address of a local ([`stack_guard`]'s way, without a call).
+#[inline]
+pub fn running_stack_base() -> u64 {
     let probe = 0u64;
     let here = core::hint::black_box(core::ptr::addr_of!(probe)) as u64;
-    // SAFETY: `probe` lives on the running kernel stack, which is
-    // STACK_SIZE (64 KiB) long and aligned, so its lowest quadword is
-    // mapped and holds the guard (or, for a stack the kernel did not give
-    // out, some word that `cpus::this` rejects).
-    unsafe { core::ptr::read_volatile((here & !0xffff) as *const u64) }
+    here & !0xffff
 }
 
 pub fn gp() -> u64 {

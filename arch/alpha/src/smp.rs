@@ -312,6 +312,7 @@ pub static IDLE_REQUEST: AtomicUsize = AtomicUsize::new(usize::MAX);
 /// Entry from asm/secondary_start, at IPL 7 on this CPU's own stack.
 #[unsafe(no_mangle)]
 pub fn alpha_secondary_main(pcb_phys: u64) -> ! {
+    ipl::note_from_rdps();
     trap::install();
     pal::wrmces(7);
     let Some(cpu) = cpus::MAP.logical(pal::whami()) else {

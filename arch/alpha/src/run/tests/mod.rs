@@ -41,6 +41,10 @@ pub const ALL: &[Test] = &[
         run: platform::ipl_note_follows_interrupt_return,
     },
     Test {
+        name: "ipl.note_agrees_with_rdps",
+        run: platform::ipl_note_agrees_with_rdps,
+    },
+    Test {
         name: "clock.tick_rate",
         run: platform::tick_rate,
     },

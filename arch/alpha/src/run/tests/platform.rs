@@ -150,22 +150,87 @@ pub fn per_cpu_identity(_: &BootConfig<'_>) -> Outcome {
     Ok(())
 }
 
+/// The processor's own IPL (`rdps`), which `ipl::current` answers from
+/// the stack's note.
+fn rdps_ipl() -> u8 {
+    (crate::pal::rdps() & 7) as u8
+}
+
 pub fn ipl_guard_nests(_: &BootConfig<'_>) -> Outcome {
     check_eq!(ipl::current(), ipl::ALL_ON, "self-tests run at IPL 0");
+    check_eq!(rdps_ipl(), ipl::ALL_ON, "rdps at the start");
     {
         let g1 = ipl::IplGuard::raise(ipl::CLOCK);
         check_eq!(ipl::current(), ipl::CLOCK, "raised to 5");
+        check_eq!(rdps_ipl(), ipl::CLOCK, "rdps raised to 5");
         {
             let g2 = ipl::IplGuard::raise(ipl::DEVICE);
             check_eq!(ipl::current(), ipl::CLOCK, "a lower raise keeps 5");
+            check_eq!(rdps_ipl(), ipl::CLOCK, "rdps after a lower raise");
             check_eq!(g2.previous(), ipl::CLOCK, "inner guard saved 5");
             let _g3 = ipl::IplGuard::raise(ipl::HIGH);
             check_eq!(ipl::current(), ipl::HIGH, "raised to 7");
+            check_eq!(rdps_ipl(), ipl::HIGH, "rdps raised to 7");
         }
         check_eq!(ipl::current(), ipl::CLOCK, "inner guards restored 5");
+        check_eq!(rdps_ipl(), ipl::CLOCK, "rdps restored to 5");
         check_eq!(g1.previous(), ipl::ALL_ON, "outer guard saved 0");
     }
     check_eq!(ipl::current(), ipl::ALL_ON, "back at 0");
+    check_eq!(rdps_ipl(), ipl::ALL_ON, "rdps back at 0");
+    Ok(())
+}
+
+/// `ipl::current` reads the stack's note, not the processor: the two must
+/// agree after every raise and restore while interrupts come and go, on
+/// every CPU (an interrupt taken between the PAL stub's note and its
+/// `swpipl` returns through asm/entry.S, which notes the old level; the
+/// note written again after the `swpipl` puts it right). Until 20 clock
+/// interrupts have come in on each CPU, or 2 s.
+pub fn ipl_note_agrees_with_rdps(_: &BootConfig<'_>) -> Outcome {
+    // Bits 63:32 the step that disagreed (1: a raise, 2: a restore, 3: too
+    // few clock interrupts), 15:8 the note, 7:0 rdps; 0 if all agreed.
+    fn agree(cpu: usize) -> u64 {
+        let clock_irqs = || crate::interrupt::COUNTS[cpu][1].load(Ordering::Relaxed);
+        let before = clock_irqs();
+        let start = clock::now_ns();
+        while clock_irqs() < before + 20 && clock::now_ns() - start < 2_000_000_000 {
+            for level in [ipl::DEVICE, ipl::IPI, ipl::HIGH] {
+                let g = ipl::IplGuard::raise(level);
+                let (noted, real) = (ipl::current(), rdps_ipl());
+                drop(g);
+                if noted != real || real != level {
+                    return (1 << 32) | (u64::from(noted) << 8) | u64::from(real);
+                }
+                let (noted, real) = (ipl::current(), rdps_ipl());
+                if noted != real || real != ipl::ALL_ON {
+                    return (2 << 32) | (u64::from(noted) << 8) | u64::from(real);
+                }
+            }
+        }
+        if clock_irqs() < before + 2 {
+            return 3 << 32;
+        }
+        0
+    }
+    let r = smp::run_on_cpus(smp::online(), agree, 5_000_000_000);
+    let Ok(results) = r else {
+        return Err(Failure(alloc::format!("CPU {r:?} did not finish")));
+    };
+    for cpu in smp::online_cpus() {
+        let v = results[cpu];
+        check!(
+            v >> 32 != 3,
+            "CPU {cpu}: fewer than 2 clock interrupts in 2 s"
+        );
+        check!(
+            v == 0,
+            "CPU {cpu}: after a {} the note said IPL {} and rdps {}",
+            if v >> 32 == 1 { "raise" } else { "restore" },
+            (v >> 8) & 0xff,
+            v & 0xff
+        );
+    }
     Ok(())
 }
 
