@@ -839,6 +839,7 @@ fn profile_counts_a_call_where_it_runs() {
         cpu: None,
         top: 10,
         linux_samples: 20,
+        blocks: false,
     };
     let systems = [xtask::profile::System::ours(kernel(), &cfg)];
     let profiles = xtask::profile::run(&cfg, &systems).expect("the profile boot");
@@ -884,6 +885,8 @@ fn profile_counts_a_call_where_it_runs() {
         ("alphasmp::listen::Listening<", ">::elide"),
         ("alphasmp::listen::Listening<", ">::start"),
         ("alphasmp::listen::Listening<", ">::stop"),
+        ("alphasmp::listen::Listening<", ">::stopped"),
+        ("alphasmp::listen::Listening<", ">::hears"),
         ("alphasmp::mailbox::Mailbox", ">::drain"),
         ("alphasmp::xcall::Smp<", ">::flush_queue"),
     ] {
@@ -908,6 +911,49 @@ fn profile_counts_a_call_where_it_runs() {
         report.contains("| function | CPU 0 | CPU 1 | all | calls |"),
         "{report}"
     );
+}
+
+/// `cargo xtask profile --blocks`: QEMU's usual blocks, one line each. The
+/// IPL stub (`pal_swpipl_noted`: note, `swpipl`, `ret`) is two blocks per
+/// call, since `swpipl` ends its block, where it is four instructions; and
+/// every operation is still counted once.
+#[test]
+fn profile_blocks_counts_translated_blocks() {
+    const SAMPLES: u64 = 200;
+    let _part = SHARE.take(2);
+    let cfg = xtask::profile::Config {
+        ops: vec!["call_single_wait".into()],
+        smps: vec![2],
+        wait: "nap".into(),
+        samples: SAMPLES,
+        cpu: None,
+        top: 10,
+        linux_samples: 20,
+        blocks: true,
+    };
+    let systems = [xtask::profile::System::ours(kernel(), &cfg)];
+    let profiles = xtask::profile::run(&cfg, &systems).expect("the profile boot");
+    let p = &profiles[0];
+    assert_eq!((p.ops, p.opener), (SAMPLES, 0));
+    let stub = "pal_swpipl_noted";
+    let blocks: u64 = p.functions.get(stub).map_or(0, |per| per.values().sum());
+    let calls = p.calls.get(stub).copied().unwrap_or(0);
+    assert!(calls >= SAMPLES, "{calls} calls of {stub}");
+    assert_eq!(
+        blocks,
+        2 * calls,
+        "{stub}: {blocks} blocks in {calls} calls"
+    );
+    let call = "::call_many_tracked";
+    let entries: u64 = p
+        .calls
+        .iter()
+        .filter(|(f, _)| f.ends_with(call) || f.contains(&format!("{call}.")))
+        .map(|(_, n)| *n)
+        .sum();
+    assert_eq!(entries, SAMPLES, "{:?}", p.calls);
+    let report = xtask::profile::report(&cfg, &profiles);
+    assert!(report.contains("blocks per operation"), "{report}");
 }
 
 /// The benchmark's throughput rounds finish when QEMU runs the vCPUs one

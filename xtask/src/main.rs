@@ -48,7 +48,7 @@ const USAGE: &str = "usage: cargo xtask <command>
                  at a time and a \"time\" counts the instructions all of them ran (host noise
                  cannot move it; spinning waiters inflate it, napping ones do not)
   profile [--op NAME,...] [--smp 2,4] [--wait nap|spin|adaptive|auto] [--samples N] [--cpu ev6|ev67|ev68]
-          [--top N] [--linux [--linux-samples N]] [--out FILE] [--pcs FILE]
+          [--top N] [--linux [--linux-samples N]] [--blocks] [--out FILE] [--pcs FILE]
                  where one operation's instructions go, function by function, on every CPU:
                  boots the benchmark with only that measurement (default call_single_wait, idle
                  target; default 2 CPUs, wait=nap, 1000 samples) under -icount with QEMU's
@@ -57,7 +57,10 @@ const USAGE: &str = "usage: cargo xtask <command>
                  default 20: its waiters spin, each through a whole -icount slice), traced
                  from its console line \"serial8250: ttyS1\" on (its boot is too long to trace);
                  --pcs: also writes each address's instructions per operation, per CPU
-                 (to read beside a disassembly or addr2line)
+                 (to read beside a disassembly or addr2line); --blocks: counts translated
+                 blocks entered instead of instructions (QEMU's usual blocks, unchained): each
+                 return, PAL call and IPL change starts one, and each costs the emulator a
+                 lookup, which the instruction count does not see
   stress [--per-cpu N] [--smp N] [--append \"ARGS\"]
                  long stress: edge loss injected, all fixes on; zero watchdog reports required
   mutants [--file src/F.rs]... [--jobs N] [--out DIR]
@@ -971,6 +974,7 @@ fn profile(args: &[String]) -> Result<ExitCode> {
         cpu: None,
         top: 25,
         linux_samples: 20,
+        blocks: false,
     };
     let mut out = repo_root().join("results/profile.md");
     let mut pcs: Option<std::path::PathBuf> = None;
@@ -1003,6 +1007,7 @@ fn profile(args: &[String]) -> Result<ExitCode> {
             "--out" => out = value("--out")?.into(),
             "--pcs" => pcs = Some(value("--pcs")?.into()),
             "--linux" => with_linux = true,
+            "--blocks" => cfg.blocks = true,
             "--linux-samples" => {
                 cfg.linux_samples = parse_positive("--linux-samples", &value("--linux-samples")?)?
             }
@@ -1020,11 +1025,17 @@ fn profile(args: &[String]) -> Result<ExitCode> {
         systems.push(xtask::profile::System::linux(l, &cfg));
     }
     let profiles = xtask::profile::run(&cfg, &systems)?;
-    let mut text = String::from("# Where the instructions go\n\n");
+    let unit = xtask::profile::unit(&cfg);
+    let mut text = format!("# Where the {unit} go\n\n");
     text.push_str(&format!(
-        "Made by `cargo xtask profile {}` (instructions counted in QEMU's trace under \
+        "Made by `cargo xtask profile {}` ({} counted in QEMU's trace under \
          `-icount shift=0,sleep=off`, per operation, on every CPU; see xtask/src/profile.rs).\n",
-        args.join(" ")
+        args.join(" "),
+        if cfg.blocks {
+            "translated blocks entered, unchained,"
+        } else {
+            "instructions"
+        }
     ));
     text.push_str(&xtask::profile::report(&cfg, &profiles));
     if let Some(dir) = out.parent() {

@@ -359,6 +359,16 @@ pub struct Config {
     pub samples: u64,
     pub cpu: Option<&'static str>,
     pub top: usize,
+    /// Count translated blocks entered instead of instructions (`--blocks`):
+    /// QEMU runs its usual blocks, unchained, and logs one line per block
+    /// it enters. Every block ends at a jump, a call or return, a PAL call
+    /// or its return, an IPL change (`swpipl` ends its block so that a
+    /// pending interrupt is taken) or a page's end, and under TCG entering
+    /// one that is not chained to the one before (a return, an indirect
+    /// jump, a PAL call or return, an IPL change) costs a lookup at run
+    /// time, so this counts where the emulator's own overhead goes, which
+    /// the instruction count does not see (docs/cross-calls.md §11).
+    pub blocks: bool,
     /// Operations per Linux boot: its waiters spin, and under `-icount`
     /// a spinning vCPU runs until its slice ends (up to the next timer,
     /// about a million instructions) before the target runs, so each of
@@ -586,6 +596,12 @@ fn profile_one(cfg: &Config, sys: &System<'_>, op: &str, smp: u32) -> Result<Vec
             dir_ref.join("monitor").display()
         );
         let extra: Vec<&std::ffi::OsStr> = match sys.trace_from {
+            None if cfg.blocks => vec![
+                "-d".as_ref(),
+                "exec,nochain".as_ref(),
+                "-D".as_ref(),
+                fifo_ref.as_os_str(),
+            ],
             None => vec![
                 "-singlestep".as_ref(),
                 "-d".as_ref(),
@@ -612,7 +628,7 @@ fn profile_one(cfg: &Config, sys: &System<'_>, op: &str, smp: u32) -> Result<Vec
                 return;
             }
             started = true;
-            if let Err(e) = start_trace(&dir_ref.join("monitor")) {
+            if let Err(e) = start_trace(&dir_ref.join("monitor"), cfg.blocks) {
                 start_error = Some(e);
             }
         };
@@ -637,7 +653,7 @@ fn profile_one(cfg: &Config, sys: &System<'_>, op: &str, smp: u32) -> Result<Vec
                 sys.trace_from.unwrap_or_default()
             )));
         }
-        if multi > 0 {
+        if multi > 0 && !cfg.blocks {
             return Err(err(format!(
                 "{}: {multi} trace lines inside the windows were blocks of several \
                  instructions, so the counts would be short (the trace started too late)",
@@ -672,13 +688,19 @@ fn profile_one(cfg: &Config, sys: &System<'_>, op: &str, smp: u32) -> Result<Vec
         .collect())
 }
 
-/// Stops the machine, switches QEMU to one instruction per block with the
-/// trace on, and lets it go on (through its monitor socket).
-fn start_trace(socket: &Path) -> Result<()> {
+/// Stops the machine, switches QEMU to one instruction per block (unless
+/// `blocks`: blocks as they are) with the trace on, and lets it go on
+/// (through its monitor socket).
+fn start_trace(socket: &Path, blocks: bool) -> Result<()> {
     use std::io::Write as _;
     let mut s = std::os::unix::net::UnixStream::connect(socket)
         .context(|| format!("connecting to QEMU's monitor at {}", socket.display()))?;
-    for c in ["stop", "singlestep on", "log exec,nochain", "cont"] {
+    let commands: &[&str] = if blocks {
+        &["stop", "log exec,nochain", "cont"]
+    } else {
+        &["stop", "singlestep on", "log exec,nochain", "cont"]
+    };
+    for &c in commands {
         s.write_all(format!("{c}\n").as_bytes())
             .context(|| format!("monitor command {c}"))?;
         // The monitor takes one command per line; a pause keeps them from
@@ -713,8 +735,12 @@ fn value_of(rest: &str, key: &str) -> Option<String> {
         .map(str::to_string)
 }
 
+/// A directory of its own for one profile boot's FIFO: per process and per
+/// boot, since one process (the test suite) may run several at once.
 fn fifo_dir() -> Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("alphasmp-profile-{}", std::process::id()));
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("alphasmp-profile-{}-{n}", std::process::id()));
     std::fs::create_dir_all(&dir).context(|| format!("creating {}", dir.display()))?;
     Ok(dir)
 }
@@ -728,13 +754,20 @@ fn per_op(n: u64, ops: u64) -> String {
     }
 }
 
-/// The markdown report of `profiles`: a summary table (instructions per
-/// operation, per system), then each profile by area and by function.
+/// What a profile counts: `instructions`, or `blocks` ([`Config::blocks`]).
+pub fn unit(cfg: &Config) -> &'static str {
+    if cfg.blocks { "blocks" } else { "instructions" }
+}
+
+/// The markdown report of `profiles`: a summary table (instructions, or
+/// blocks, per operation, per system), then each profile by area and by
+/// function.
 pub fn report(cfg: &Config, profiles: &[Profile]) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "\n| measurement | CPUs | system | instructions per operation | issuing CPU | other CPUs |"
+        "\n| measurement | CPUs | system | {} per operation | issuing CPU | other CPUs |",
+        unit(cfg)
     );
     let _ = writeln!(s, "|---|---:|---|---:|---:|---:|");
     for p in profiles {
@@ -757,12 +790,13 @@ pub fn report(cfg: &Config, profiles: &[Profile]) -> String {
         let all: u64 = cpus.values().sum();
         let _ = writeln!(
             s,
-            "\n## {} ({} target), {} CPUs, {}: {} instructions per operation\n",
+            "\n## {} ({} target), {} CPUs, {}: {} {} per operation\n",
             p.op,
             p.target,
             p.smp,
             system_label(cfg, p),
-            per_op(all, p.ops)
+            per_op(all, p.ops),
+            unit(cfg)
         );
         let _ = writeln!(
             s,
@@ -839,8 +873,13 @@ pub fn report(cfg: &Config, profiles: &[Profile]) -> String {
         let _ = writeln!(s, " **{}** |\n", per_op(all, p.ops));
         let _ = writeln!(
             s,
-            "Instructions per operation by function on each CPU, and calls per operation \
-             (entries at the function's first instruction, all CPUs).\n"
+            "{} per operation by function on each CPU, and calls per operation \
+             (entries at the function's first instruction, all CPUs).\n",
+            if cfg.blocks {
+                "Blocks entered"
+            } else {
+                "Instructions"
+            }
         );
         header(&mut s, "function", true);
         rows(&mut s, &p.functions, cfg.top, Some(&p.calls));
