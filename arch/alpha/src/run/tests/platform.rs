@@ -185,7 +185,7 @@ pub fn ipl_guard_nests(_: &BootConfig<'_>) -> Outcome {
 /// agree after every raise and restore while interrupts come and go, on
 /// every CPU (an interrupt taken between the PAL stub's note and its
 /// `swpipl` returns through asm/entry.S, which notes the old level; the
-/// note written again after the `swpipl` puts it right). Until 20 clock
+/// note written again after the `swpipl` puts it right). Until 8 clock
 /// interrupts have come in on each CPU, or 2 s.
 pub fn ipl_note_agrees_with_rdps(_: &BootConfig<'_>) -> Outcome {
     // Bits 63:32 the step that disagreed (1: a raise, 2: a restore, 3: too
@@ -194,7 +194,7 @@ pub fn ipl_note_agrees_with_rdps(_: &BootConfig<'_>) -> Outcome {
         let clock_irqs = || crate::interrupt::COUNTS[cpu][1].load(Ordering::Relaxed);
         let before = clock_irqs();
         let start = clock::now_ns();
-        while clock_irqs() < before + 20 && clock::now_ns() - start < 2_000_000_000 {
+        while clock_irqs() < before + 8 && clock::now_ns() - start < 2_000_000_000 {
             for level in [ipl::DEVICE, ipl::IPI, ipl::HIGH] {
                 let g = ipl::IplGuard::raise(level);
                 let (noted, real) = (ipl::current(), rdps_ipl());
