@@ -817,6 +817,21 @@ fn page_tables_are_freed_safely_under_walkers() {
     }
 }
 
+/// A profile of `call_single_wait` on 2 CPUs with napping waiters,
+/// `samples` operations, in instructions or (`blocks`) blocks.
+fn profile_config(samples: u64, blocks: bool) -> xtask::profile::Config {
+    xtask::profile::Config {
+        ops: vec!["call_single_wait".into()],
+        smps: vec![2],
+        wait: "nap".into(),
+        samples,
+        cpu: None,
+        top: 10,
+        linux_samples: 20,
+        blocks,
+    }
+}
+
 /// `cargo xtask profile` end to end: one measurement under QEMU's
 /// instruction trace, counted where it ran. The issuing CPU's count holds
 /// the call's own code, the target's its interrupt and handler; both took
@@ -831,16 +846,7 @@ fn profile_counts_a_call_where_it_runs() {
     // One QEMU thread under -icount, and this thread reading its trace:
     // two vCPUs' worth (measured: 9.6 CPU-seconds in 5.2 s).
     let _part = SHARE.take(2);
-    let cfg = xtask::profile::Config {
-        ops: vec!["call_single_wait".into()],
-        smps: vec![2],
-        wait: "nap".into(),
-        samples: SAMPLES,
-        cpu: None,
-        top: 10,
-        linux_samples: 20,
-        blocks: false,
-    };
+    let cfg = profile_config(SAMPLES, false);
     let systems = [xtask::profile::System::ours(kernel(), &cfg)];
     let profiles = xtask::profile::run(&cfg, &systems).expect("the profile boot");
     assert_eq!(profiles.len(), 1);
@@ -921,16 +927,7 @@ fn profile_counts_a_call_where_it_runs() {
 fn profile_blocks_counts_translated_blocks() {
     const SAMPLES: u64 = 200;
     let _part = SHARE.take(2);
-    let cfg = xtask::profile::Config {
-        ops: vec!["call_single_wait".into()],
-        smps: vec![2],
-        wait: "nap".into(),
-        samples: SAMPLES,
-        cpu: None,
-        top: 10,
-        linux_samples: 20,
-        blocks: true,
-    };
+    let cfg = profile_config(SAMPLES, true);
     let systems = [xtask::profile::System::ours(kernel(), &cfg)];
     let profiles = xtask::profile::run(&cfg, &systems).expect("the profile boot");
     let p = &profiles[0];

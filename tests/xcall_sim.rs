@@ -188,6 +188,17 @@ fn listening_waiters_hear_calls_without_interrupts() {
 
 fn nothing(_: usize) {}
 
+/// Waits until `step` holds `n`: two CPUs of a test taking turns. Bounded,
+/// so that a failed assertion on one CPU fails the test rather than leave
+/// the other waiting for ever.
+fn await_value(step: &AtomicU64, n: u64) {
+    let start = std::time::Instant::now();
+    while step.load(Ordering::SeqCst) != n {
+        assert!(start.elapsed().as_secs() < 10, "step {n} never came");
+        std::hint::spin_loop();
+    }
+}
+
 /// The public listening calls, which the platform's idle loop uses: a CPU
 /// that listens hears a call posted to it without its interrupt, `hear`
 /// tells how many mailbox batches it took, and `stop_listening` hears
@@ -199,15 +210,7 @@ fn a_listening_cpu_hears_by_hear_and_by_its_stop() {
     fn mark(_: usize) {
         RAN.fetch_add(1, Ordering::SeqCst);
     }
-    // Bounded, so that a failed assertion on one CPU fails the test
-    // rather than leave the other waiting for ever.
-    fn await_step(n: u64) {
-        let start = std::time::Instant::now();
-        while STEP.load(Ordering::SeqCst) != n {
-            assert!(start.elapsed().as_secs() < 10, "step {n} never came");
-            std::hint::spin_loop();
-        }
-    }
+    let await_step = |n| await_value(&STEP, n);
     let smp = machine(2);
     smp.policy.listen.store(true, Ordering::Relaxed);
     SimPlatform::run(smp, 2, move |me| {
@@ -258,13 +261,7 @@ fn an_interrupt_inside_the_stop_counts_the_call_heard() {
     fn mark(_: usize) {
         RAN.fetch_add(1, Ordering::SeqCst);
     }
-    fn await_step(n: u64) {
-        let start = std::time::Instant::now();
-        while STEP.load(Ordering::SeqCst) != n {
-            assert!(start.elapsed().as_secs() < 10, "step {n} never came");
-            std::hint::spin_loop();
-        }
-    }
+    let await_step = |n| await_value(&STEP, n);
     let smp = machine(2);
     smp.policy.listen.store(true, Ordering::Relaxed);
     smp.policy.poll_in_irq.store(true, Ordering::Relaxed);
