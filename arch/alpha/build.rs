@@ -20,6 +20,20 @@ fn main() {
     let linker_script = dir.join("../../linker.ld");
     println!("cargo:rerun-if-changed={}", linker_script.display());
     println!("cargo:rerun-if-env-changed=ALPHASMP_LIBGCC");
+    // `cargo xtask layouts`: the code after the assembly shifted by this
+    // many bytes (linker.ld's __text_pad), a multiple of 4. Before the
+    // script: its DEFINED() sees only symbols defined ahead of it.
+    println!("cargo:rerun-if-env-changed=ALPHASMP_TEXT_PAD");
+    if let Ok(pad) = std::env::var("ALPHASMP_TEXT_PAD") {
+        let bytes: u64 = pad
+            .parse()
+            .ok()
+            .filter(|b| b % 4 == 0 && *b <= 1 << 20)
+            .unwrap_or_else(|| {
+                panic!("ALPHASMP_TEXT_PAD={pad}: not a multiple of 4 bytes up to 1 MiB")
+            });
+        println!("cargo:rustc-link-arg=--defsym=__text_pad={bytes}");
+    }
     println!("cargo:rustc-link-arg=-T{}", linker_script.display());
     println!("cargo:rustc-link-arg=-nostdlib");
     // One loadable segment holds text and data: the kernel runs in KSEG,

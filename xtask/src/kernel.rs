@@ -58,14 +58,32 @@ pub fn clippy(tc: &Toolchain) -> Result<()> {
 
 /// Builds `arch/alpha` (release profile) and returns the kernel ELF's path.
 pub fn build(tc: &Toolchain) -> Result<PathBuf> {
-    let root = repo_root();
-    let target_dir = root.join("target/alpha");
-    let mut cmd = alpha_cargo(tc, "build", &target_dir);
+    build_in(tc, &repo_root().join("target/alpha"), None)
+}
+
+/// Builds the kernel with the code after the assembly shifted by `pad`
+/// bytes (linker.ld's `__text_pad`), in a target directory of its own so
+/// the usual build stays as it is, and returns the ELF's path there.
+pub fn build_layout(tc: &Toolchain, pad: u64) -> Result<PathBuf> {
+    if !pad.is_multiple_of(4) || pad > 1 << 20 {
+        return Err(err(format!(
+            "text pad {pad}: not a multiple of 4 bytes up to 1 MiB"
+        )));
+    }
+    build_in(tc, &repo_root().join("target/alpha-layouts"), Some(pad))
+}
+
+fn build_in(tc: &Toolchain, target_dir: &Path, pad: Option<u64>) -> Result<PathBuf> {
+    let mut cmd = alpha_cargo(tc, "build", target_dir);
+    match pad {
+        Some(p) => cmd.env("ALPHASMP_TEXT_PAD", p.to_string()),
+        None => cmd.env_remove("ALPHASMP_TEXT_PAD"),
+    };
     let out = cmd
         .output()
         .context(|| "starting cargo for the kernel".into())?;
     if !out.status.success() {
-        let log = root.join("target/alpha/build-kernel.log");
+        let log = target_dir.join("build-kernel.log");
         std::fs::create_dir_all(log.parent().unwrap()).ok();
         std::fs::write(&log, &out.stderr).ok();
         let stderr = String::from_utf8_lossy(&out.stderr);
