@@ -103,10 +103,12 @@ END(cpu_sp)
 # pal_swpipl_noted(ipl): swpipl, with the new level noted first in the
 # IPL quadword of the running stack (its base + 8, after the guard word;
 # cpus::IPL_NOTE), where other CPUs read it for the edge-loss injection and
-# the watchdog's reports. The note is the level as last set by software or
-# restored by the return from an interrupt (asm/entry.S notes it before
-# rti); interrupt entry raises the IPL without it, until the handler's
-# own swpipl to 7.
+# the watchdog's reports, and this CPU for its own level (ipl::current). The
+# note is the level as last set by software or restored by the return from
+# an interrupt (asm/entry.S notes it before rti); interrupt entry raises the
+# IPL without it, until the handler's own swpipl to 7. ipl::swap notes the
+# level again after this returns: an interrupt taken between the stq and the
+# call_pal returns through entry.S, which notes the old level.
 LEAF(pal_swpipl_noted)
 	zapnot	$30, 0xfc, $1
 	stq	$16, 8($1)
