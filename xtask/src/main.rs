@@ -141,6 +141,13 @@ fn build(args: &[String]) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The value after option `name` on the command line (an error if none).
+fn value(it: &mut std::slice::Iter<'_, String>, name: &str) -> Result<String> {
+    it.next()
+        .cloned()
+        .ok_or_else(|| err(format!("{name} needs a value")))
+}
+
 /// Parses a `--smp` value: a CPU count the clipper machine can have.
 fn parse_smp(v: &str) -> Result<u32> {
     let n = v.parse().map_err(|_| {
@@ -228,27 +235,24 @@ fn parse_run_args(command: &str, args: &[String]) -> Result<RunArgs> {
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        let mut value = |name: &str| {
-            it.next()
-                .cloned()
-                .ok_or_else(|| err(format!("{name} needs a value")))
-        };
         match (command, a.as_str()) {
-            (_, "--smp") => r.smp = parse_smp(&value("--smp")?)?,
-            (_, "--mem") => r.mem = parse_mem(&value("--mem")?)?,
-            (_, "--append") => r.append = value("--append")?,
-            (_, "--cpu") => r.cpu.name = Some(qemu::CpuModel::parse(&value("--cpu")?)?),
+            (_, "--smp") => r.smp = parse_smp(&value(&mut it, "--smp")?)?,
+            (_, "--mem") => r.mem = parse_mem(&value(&mut it, "--mem")?)?,
+            (_, "--append") => r.append = value(&mut it, "--append")?,
+            (_, "--cpu") => r.cpu.name = Some(qemu::CpuModel::parse(&value(&mut it, "--cpu")?)?),
             (_, "--icount") => r.cpu.icount = true,
-            ("run", "--timeout") => r.timeout = parse_positive("--timeout", &value("--timeout")?)?,
-            ("gdb", "--ex") => r.ex.push(value("--ex")?),
+            ("run", "--timeout") => {
+                r.timeout = parse_positive("--timeout", &value(&mut it, "--timeout")?)?
+            }
+            ("gdb", "--ex") => r.ex.push(value(&mut it, "--ex")?),
             ("run", "--boot") => {
-                r.boot = Some(match value("--boot")?.as_str() {
+                r.boot = Some(match value(&mut it, "--boot")?.as_str() {
                     "disk" => "dka0",
                     "bootp" => "ewa0",
                     other => return Err(err(format!("--boot {other}: expected disk or bootp"))),
                 })
             }
-            ("run", "--image") => r.image = Some(value("--image")?.into()),
+            ("run", "--image") => r.image = Some(value(&mut it, "--image")?.into()),
             (_, other) => {
                 return Err(err(format!(
                     "unknown option '{other}' for {command}\n{USAGE}"
@@ -338,15 +342,10 @@ fn image(args: &[String]) -> Result<ExitCode> {
     );
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        let mut value = |name: &str| {
-            it.next()
-                .cloned()
-                .ok_or_else(|| err(format!("{name} needs a value")))
-        };
         match a.as_str() {
-            "--out" => out = value("--out")?.into(),
-            "--check" => check = Some(value("--check")?.into()),
-            "--elf" => elf = Some(value("--elf")?.into()),
+            "--out" => out = value(&mut it, "--out")?.into(),
+            "--check" => check = Some(value(&mut it, "--check")?.into()),
+            "--elf" => elf = Some(value(&mut it, "--elf")?.into()),
             other => return Err(err(format!("unknown option '{other}' for image"))),
         }
     }
@@ -702,22 +701,22 @@ fn experiment(args: &[String]) -> Result<ExitCode> {
     let mut out = repo_root().join("results");
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        let mut value = |name: &str| {
-            it.next()
-                .cloned()
-                .ok_or_else(|| err(format!("{name} needs a value")))
-        };
         match a.as_str() {
-            "--set" => set = value("--set")?,
+            "--set" => set = value(&mut it, "--set")?,
             "--smp" => {
-                smps = value("--smp")?
+                smps = value(&mut it, "--smp")?
                     .split(',')
                     .map(parse_smp)
                     .collect::<Result<_>>()?
             }
-            "--cell-size" => size = Some(parse_positive("--cell-size", &value("--cell-size")?)?),
-            "--wait" => wait = value("--wait")?,
-            "--out" => out = value("--out")?.into(),
+            "--cell-size" => {
+                size = Some(parse_positive(
+                    "--cell-size",
+                    &value(&mut it, "--cell-size")?,
+                )?)
+            }
+            "--wait" => wait = value(&mut it, "--wait")?,
+            "--out" => out = value(&mut it, "--out")?.into(),
             other => return Err(err(format!("unknown option '{other}' for experiment"))),
         }
     }
@@ -765,20 +764,15 @@ fn matrix(args: &[String]) -> Result<ExitCode> {
     let mut check = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        let mut value = |name: &str| {
-            it.next()
-                .cloned()
-                .ok_or_else(|| err(format!("{name} needs a value")))
-        };
         match a.as_str() {
-            "--per-cpu" => p.per_cpu = parse_positive("--per-cpu", &value("--per-cpu")?)?,
+            "--per-cpu" => p.per_cpu = parse_positive("--per-cpu", &value(&mut it, "--per-cpu")?)?,
             "--smp" => {
-                p.smps = value("--smp")?
+                p.smps = value(&mut it, "--smp")?
                     .split(',')
                     .map(parse_smp)
                     .collect::<Result<_>>()?
             }
-            "--out" => out = value("--out")?.into(),
+            "--out" => out = value(&mut it, "--out")?.into(),
             "--check" => check = true,
             other => return Err(err(format!("unknown option '{other}' for matrix"))),
         }
@@ -809,15 +803,10 @@ fn stress(args: &[String]) -> Result<ExitCode> {
     let (mut per_cpu, mut smp, mut extra) = (250_000u64, 4u32, String::new());
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        let mut value = |name: &str| {
-            it.next()
-                .cloned()
-                .ok_or_else(|| err(format!("{name} needs a value")))
-        };
         match a.as_str() {
-            "--per-cpu" => per_cpu = parse_positive("--per-cpu", &value("--per-cpu")?)?,
-            "--smp" => smp = parse_smp(&value("--smp")?)?,
-            "--append" => extra = value("--append")?,
+            "--per-cpu" => per_cpu = parse_positive("--per-cpu", &value(&mut it, "--per-cpu")?)?,
+            "--smp" => smp = parse_smp(&value(&mut it, "--smp")?)?,
+            "--append" => extra = value(&mut it, "--append")?,
             other => return Err(err(format!("unknown option '{other}' for stress"))),
         }
     }
@@ -900,14 +889,9 @@ fn mutants(args: &[String]) -> Result<ExitCode> {
     let mut jobs = "1".to_string();
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        let mut value = |name: &str| {
-            it.next()
-                .cloned()
-                .ok_or_else(|| err(format!("{name} needs a value")))
-        };
         match a.as_str() {
             "--file" => {
-                let f = value("--file")?;
+                let f = value(&mut it, "--file")?;
                 if !repo_root().join(&f).is_file() || !f.starts_with("src/") {
                     return Err(err(format!(
                         "--file {f}: not a file of the portable core (src/...)"
@@ -915,8 +899,8 @@ fn mutants(args: &[String]) -> Result<ExitCode> {
                 }
                 files.push(f);
             }
-            "--out" => out = value("--out")?.into(),
-            "--jobs" => jobs = parse_positive("--jobs", &value("--jobs")?)?.to_string(),
+            "--out" => out = value(&mut it, "--out")?.into(),
+            "--jobs" => jobs = parse_positive("--jobs", &value(&mut it, "--jobs")?)?.to_string(),
             other => return Err(err(format!("unknown option '{other}' for mutants"))),
         }
     }
@@ -988,14 +972,9 @@ fn layouts(args: &[String]) -> Result<ExitCode> {
     let mut out = repo_root().join("target/layouts");
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        let mut value = |name: &str| {
-            it.next()
-                .cloned()
-                .ok_or_else(|| err(format!("{name} needs a value")))
-        };
         match a.as_str() {
             "--pads" => {
-                pads = value("--pads")?
+                pads = value(&mut it, "--pads")?
                     .split(',')
                     .map(|p| {
                         p.parse::<u64>()
@@ -1003,7 +982,7 @@ fn layouts(args: &[String]) -> Result<ExitCode> {
                     })
                     .collect::<Result<_>>()?;
             }
-            "--out" => out = value("--out")?.into(),
+            "--out" => out = value(&mut it, "--out")?.into(),
             other => return Err(err(format!("unknown option '{other}' for layouts"))),
         }
     }
@@ -1028,16 +1007,11 @@ fn ab(args: &[String]) -> Result<ExitCode> {
     let mut variants = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        let mut value = |name: &str| {
-            it.next()
-                .cloned()
-                .ok_or_else(|| err(format!("{name} needs a value")))
-        };
         match a.as_str() {
-            "--smp" => smp = parse_smp(&value("--smp")?)?,
-            "--rounds" => rounds = parse_positive("--rounds", &value("--rounds")?)? as u32,
+            "--smp" => smp = parse_smp(&value(&mut it, "--smp")?)?,
+            "--rounds" => rounds = parse_positive("--rounds", &value(&mut it, "--rounds")?)? as u32,
             "--append" => {
-                let v = value("--append")?;
+                let v = value(&mut it, "--append")?;
                 alphasmp_bootargs::BootConfig::parse(&v)
                     .map_err(|e| err(format!("--append: {e}")))?;
                 append = v;
@@ -1075,35 +1049,34 @@ fn profile(args: &[String]) -> Result<ExitCode> {
     let mut with_linux = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        let mut value = |name: &str| {
-            it.next()
-                .cloned()
-                .ok_or_else(|| err(format!("{name} needs a value")))
-        };
         match a.as_str() {
             "--op" => {
-                cfg.ops = value("--op")?.split(',').map(str::to_string).collect();
+                cfg.ops = value(&mut it, "--op")?
+                    .split(',')
+                    .map(str::to_string)
+                    .collect();
                 for op in &cfg.ops {
                     alphasmp_bootargs::BootConfig::parse(&format!("bench_only={op}"))
                         .map_err(|e| err(format!("--op: {e}")))?;
                 }
             }
-            "--smp" => cfg.smps = bench_smps(&value("--smp")?)?,
+            "--smp" => cfg.smps = bench_smps(&value(&mut it, "--smp")?)?,
             "--wait" => {
-                let w = value("--wait")?;
+                let w = value(&mut it, "--wait")?;
                 alphasmp_bootargs::BootConfig::parse(&format!("wait={w}"))
                     .map_err(|e| err(format!("--wait: {e}")))?;
                 cfg.wait = w;
             }
-            "--samples" => cfg.samples = bench_samples(&value("--samples")?)?,
-            "--cpu" => cfg.cpu = Some(qemu::CpuModel::parse(&value("--cpu")?)?),
-            "--top" => cfg.top = parse_positive("--top", &value("--top")?)? as usize,
-            "--out" => out = value("--out")?.into(),
-            "--pcs" => pcs = Some(value("--pcs")?.into()),
+            "--samples" => cfg.samples = bench_samples(&value(&mut it, "--samples")?)?,
+            "--cpu" => cfg.cpu = Some(qemu::CpuModel::parse(&value(&mut it, "--cpu")?)?),
+            "--top" => cfg.top = parse_positive("--top", &value(&mut it, "--top")?)? as usize,
+            "--out" => out = value(&mut it, "--out")?.into(),
+            "--pcs" => pcs = Some(value(&mut it, "--pcs")?.into()),
             "--linux" => with_linux = true,
             "--blocks" => cfg.blocks = true,
             "--linux-samples" => {
-                cfg.linux_samples = parse_positive("--linux-samples", &value("--linux-samples")?)?
+                cfg.linux_samples =
+                    parse_positive("--linux-samples", &value(&mut it, "--linux-samples")?)?
             }
             other => return Err(err(format!("unknown option '{other}' for profile"))),
         }
@@ -1159,16 +1132,11 @@ fn bench(args: &[String]) -> Result<ExitCode> {
     let mut out = repo_root().join("results");
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        let mut value = |name: &str| {
-            it.next()
-                .cloned()
-                .ok_or_else(|| err(format!("{name} needs a value")))
-        };
         match a.as_str() {
-            "--samples" => cfg.samples = bench_samples(&value("--samples")?)?,
-            "--smp" => cfg.smps = bench_smps(&value("--smp")?)?,
-            "--fixes" => cfg.fixes = xtask::bench::fixes(&value("--fixes")?)?,
-            "--wait" => cfg.waits = value("--wait")?
+            "--samples" => cfg.samples = bench_samples(&value(&mut it, "--samples")?)?,
+            "--smp" => cfg.smps = bench_smps(&value(&mut it, "--smp")?)?,
+            "--fixes" => cfg.fixes = xtask::bench::fixes(&value(&mut it, "--fixes")?)?,
+            "--wait" => cfg.waits = value(&mut it, "--wait")?
                 .split(',')
                 .map(|w| match w {
                     "nap" => Ok("nap"),
@@ -1180,11 +1148,11 @@ fn bench(args: &[String]) -> Result<ExitCode> {
                     ))),
                 })
                 .collect::<Result<_>>()?,
-            "--out" => out = value("--out")?.into(),
+            "--out" => out = value(&mut it, "--out")?.into(),
             "--linux" => with_linux = true,
             "--instructions" => cfg.cpu.count_instructions = true,
             "--linux-boots" => {
-                cfg.linux_boots = value("--linux-boots")?
+                cfg.linux_boots = value(&mut it, "--linux-boots")?
                     .parse()
                     .ok()
                     .filter(|n| (1..=50).contains(n))
