@@ -53,8 +53,8 @@
 //!
 //! tests/loom.rs checks that a sender that skips the interrupt is always
 //! heard, and that removing either fence loses a message;
-//! tests/sim_experiment.rs that interrupts inside the stop leave the
-//! census exact.
+//! tests/xcall_sim.rs (`an_interrupt_inside_the_stop_counts_the_call_heard`)
+//! that an interrupt inside the stop counts the message heard.
 
 use crate::line::Line;
 use crate::sync::{AtomicU32, Ordering, fence};

@@ -50,9 +50,9 @@ fn probe(h: &Hwrpb) {
 /// (docs/qemu.md §3.1), so the targets see what a `wripir` each would give
 /// them. A broadcast's sender pays one emulated device access instead of
 /// one per target, where each wakes a halted vCPU thread (README "Speed":
-/// the idle broadcast on 4 CPUs), and every sender saves the PAL call's
-/// entry and return, which QEMU runs as two changes of translated block
-/// and mode (the busy `call_single(wait)`). A real Tsunami keeps `wripir`
+/// the idle broadcast on 4 CPUs). A single IPI takes the same store, so
+/// that every IPI on clipper goes one way; without the PAL call it
+/// measured no faster (docs/cross-calls.md §11). A real Tsunami keeps `wripir`
 /// (`tsunami.rs`): what its console's PALcode does for `wripir` is not
 /// known here (docs/hardware.md §6).
 fn request_ipis(phys: u64) {
