@@ -193,7 +193,19 @@ pub fn run(
             }
         }
     }
+    measured(&samples, append)?;
     Ok(samples)
+}
+
+/// One clear line where no boot reported a measurement (the boot
+/// arguments ran no benchmark), rather than an empty report.
+fn measured(samples: &Samples, append: &str) -> Result<()> {
+    if samples.iter().flatten().all(|b| b.is_empty()) {
+        return Err(err(format!(
+            "no boot reported a measurement: does --append include bench=N? ('{append}')"
+        )));
+    }
+    Ok(())
 }
 
 fn boot(kernel: &Path, smp: u32, append: &str) -> Result<String> {
@@ -244,6 +256,16 @@ mod tests {
             "a file that is not there"
         );
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn boots_without_a_measurement_are_an_error() {
+        let mut s: Samples = vec![vec![BTreeMap::new(); 1]; 2];
+        record(&mut s, 0, 0, "alphasmp: PASS (39 passed, 0 failed)\n", 2);
+        let e = measured(&s, "wait=auto").unwrap_err();
+        assert!(e.message.contains("bench=N"), "{}", e.message);
+        record(&mut s, 1, 0, &line("ipi_rtt", "busy", 1800), 2);
+        assert!(measured(&s, "bench=10").is_ok());
     }
 
     /// Two builds each: the figure is the mean of the builds' medians, the
