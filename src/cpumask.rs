@@ -65,6 +65,16 @@ impl CpuMask {
     pub const fn count(self) -> usize {
         self.0.count_ones() as usize
     }
+    /// The CPU, if the set holds exactly one (without counting its bits:
+    /// no count instruction on EV6, see [`lowest_bit`]).
+    #[inline]
+    pub fn only(self) -> Option<usize> {
+        if self.0 != 0 && self.0 & (self.0 - 1) == 0 {
+            Some(lowest_bit(self.0))
+        } else {
+            None
+        }
+    }
     pub const fn is_subset_of(self, other: CpuMask) -> bool {
         self.0 & !other.0 == 0
     }
@@ -90,6 +100,20 @@ mod tests {
     use super::*;
     extern crate std;
     use std::vec::Vec;
+
+    #[test]
+    fn only_names_the_cpu_of_a_set_of_one() {
+        assert_eq!(CpuMask::EMPTY.only(), None);
+        for i in 0..64 {
+            assert_eq!(CpuMask::single(i).only(), Some(i));
+            for j in 0..64 {
+                if j != i {
+                    assert_eq!(CpuMask(1 << i | 1 << j).only(), None, "{i} {j}");
+                }
+            }
+        }
+        assert_eq!(CpuMask(u64::MAX).only(), None);
+    }
 
     #[test]
     fn lowest_bit_agrees_with_trailing_zeros() {

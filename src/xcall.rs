@@ -106,7 +106,7 @@ use core::fmt;
 // From `crate::sync`, so tests/loom.rs can compile this file against loom.
 use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
 
-use crate::cpumask::{CpuMask, lowest_bit};
+use crate::cpumask::CpuMask;
 use crate::line::Line;
 use crate::listen::Listening;
 use crate::mailbox::{IpiMessage, Mailbox};
@@ -577,8 +577,8 @@ impl<P: Hooks, const N: usize> Smp<P, N> {
     /// requested, counted); only the targets' steps interleave. One
     /// target takes `post` itself.
     fn post_all(&self, targets: CpuMask, msg: IpiMessage) {
-        if targets.count() == 1 {
-            self.post(lowest_bit(targets.0), msg);
+        if let Some(cpu) = targets.only() {
+            self.post(cpu, msg);
             return;
         }
         let mut numbers = [0u64; N];

@@ -829,6 +829,7 @@ fn profile_config(samples: u64, blocks: bool) -> xtask::profile::Config {
         top: 10,
         linux_samples: 20,
         blocks,
+        busy: false,
     }
 }
 

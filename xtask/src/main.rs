@@ -48,7 +48,7 @@ const USAGE: &str = "usage: cargo xtask <command>
                  at a time and a \"time\" counts the instructions all of them ran (host noise
                  cannot move it; spinning waiters inflate it, napping ones do not)
   profile [--op NAME,...] [--smp 2,4] [--wait nap|spin|adaptive|auto] [--samples N] [--cpu ev6|ev67|ev68]
-          [--top N] [--linux [--linux-samples N]] [--blocks] [--out FILE] [--pcs FILE]
+          [--top N] [--linux [--linux-samples N]] [--blocks] [--busy] [--out FILE] [--pcs FILE]
                  where one operation's instructions go, function by function, on every CPU:
                  boots the benchmark with only that measurement (default call_single_wait, idle
                  target; default 2 CPUs, wait=nap, 1000 samples) under -icount with QEMU's
@@ -60,7 +60,8 @@ const USAGE: &str = "usage: cargo xtask <command>
                  (to read beside a disassembly or addr2line); --blocks: counts translated
                  blocks entered instead of instructions (QEMU's usual blocks, unchained): each
                  return, PAL call and IPL change starts one, and each costs the emulator a
-                 lookup, which the instruction count does not see
+                 lookup, which the instruction count does not see; --busy: busy targets too
+                 (the target spins in a loop: read the issuing CPU's column and the handler's rows)
   layouts [--pads P,P,...] [--out DIR]
                  build this tree's kernel once per code placement: the code after the
                  assembly shifted by P bytes (default 0,1092,2312), copied to DIR (default
@@ -1043,6 +1044,7 @@ fn profile(args: &[String]) -> Result<ExitCode> {
         top: 25,
         linux_samples: 20,
         blocks: false,
+        busy: false,
     };
     let mut out = repo_root().join("results/profile.md");
     let mut pcs: Option<std::path::PathBuf> = None;
@@ -1074,6 +1076,7 @@ fn profile(args: &[String]) -> Result<ExitCode> {
             "--pcs" => pcs = Some(value(&mut it, "--pcs")?.into()),
             "--linux" => with_linux = true,
             "--blocks" => cfg.blocks = true,
+            "--busy" => cfg.busy = true,
             "--linux-samples" => {
                 cfg.linux_samples =
                     parse_positive("--linux-samples", &value(&mut it, "--linux-samples")?)?

@@ -369,6 +369,11 @@ pub struct Config {
     /// time, so this counts where the emulator's own overhead goes, which
     /// the instruction count does not see (docs/cross-calls.md §11).
     pub blocks: bool,
+    /// Measure busy targets too (`--busy`): each operation then also runs
+    /// with its target spinning in a loop, as the benchmark's busy rows do.
+    /// The target's spin is waiting, so only the issuing CPU's column and
+    /// the target's handler functions say what the path costs.
+    pub busy: bool,
     /// Operations per Linux boot: its waiters spin, and under `-icount`
     /// a spinning vCPU runs until its slice ends (up to the next timer,
     /// about a million instructions) before the target runs, so each of
@@ -395,13 +400,16 @@ impl<'a> System<'a> {
     /// This kernel, with `cfg`'s wait policy.
     pub fn ours(elf: &'a Path, cfg: &Config) -> Self {
         let (samples, wait) = (cfg.samples, cfg.wait.clone());
+        let busy = if cfg.busy { "on" } else { "off" };
         System {
             name: "alphasmp".into(),
             elf,
             append: Box::new(move |op| {
                 // Idle targets halt: a halt poll's instructions are
                 // waiting, not the cost of the path.
-                format!("bench={samples} bench_only={op} bench_busy=off wait={wait} idle_poll_us=0")
+                format!(
+                    "bench={samples} bench_only={op} bench_busy={busy} wait={wait} idle_poll_us=0"
+                )
             }),
             trace_from: None,
         }
@@ -1046,5 +1054,32 @@ mod tests {
         assert_eq!(operations(out), vec![("idle".to_string(), 1000)]);
         let out = "bench-result: name=call_storm issuers=2 cpus=2 n=10000 elapsed_ns=5 per_s=9\n";
         assert_eq!(operations(out), vec![("2 issuing".to_string(), 10000)]);
+    }
+
+    #[test]
+    fn busy_asks_the_kernel_for_busy_targets_too() {
+        let mut cfg = Config {
+            ops: vec!["call_single_wait".into()],
+            smps: vec![2],
+            wait: "spin".into(),
+            samples: 100,
+            cpu: None,
+            top: 5,
+            blocks: false,
+            busy: false,
+            linux_samples: 1,
+        };
+        let elf = Path::new("kernel");
+        let append = |cfg: &Config| (System::ours(elf, cfg).append)("call_single_wait");
+        let idle = append(&cfg);
+        assert!(
+            idle.contains(" bench_busy=off ") && idle.contains(" wait=spin "),
+            "{idle}"
+        );
+        cfg.busy = true;
+        let busy = append(&cfg);
+        assert!(busy.contains(" bench_busy=on "), "{busy}");
+        let parsed = alphasmp_bootargs::BootConfig::parse(&busy).map(|c| c.bench_busy);
+        assert!(matches!(parsed, Ok(true)), "{busy}: {parsed:?}");
     }
 }
