@@ -161,6 +161,17 @@ fn parse_smp(v: &str) -> Result<u32> {
     Ok(n)
 }
 
+/// Parses the experiment's `--wait`: its predictions are made for waiters
+/// that spin or nap, not for the policies that choose between the two.
+fn parse_experiment_wait(v: &str) -> Result<String> {
+    match v {
+        "spin" | "nap" => Ok(v.to_string()),
+        _ => Err(err(format!(
+            "--wait {v}: the experiment's waiters spin or nap (spin|nap)"
+        ))),
+    }
+}
+
 /// Parses a `--mem` value in MiB.
 fn parse_mem(v: &str) -> Result<u32> {
     let n = v.parse().map_err(|_| {
@@ -716,7 +727,7 @@ fn experiment(args: &[String]) -> Result<ExitCode> {
                     &value(&mut it, "--cell-size")?,
                 )?)
             }
-            "--wait" => wait = value(&mut it, "--wait")?,
+            "--wait" => wait = parse_experiment_wait(&value(&mut it, "--wait")?)?,
             "--out" => out = value(&mut it, "--out")?.into(),
             other => return Err(err(format!("unknown option '{other}' for experiment"))),
         }
@@ -1220,6 +1231,19 @@ fn host_description() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_experiment_waits_by_spinning_or_napping_only() {
+        assert_eq!(parse_experiment_wait("spin").ok().as_deref(), Some("spin"));
+        assert_eq!(parse_experiment_wait("nap").ok().as_deref(), Some("nap"));
+        for bad in ["auto", "adaptive", "", "Spin"] {
+            let e = parse_experiment_wait(bad).err().map(|e| e.to_string());
+            assert!(
+                e.as_deref().is_some_and(|e| e.contains("spin|nap")),
+                "{bad}: {e:?}"
+            );
+        }
+    }
 
     fn refusal(command: &str, args: &[&str]) -> String {
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();

@@ -239,11 +239,11 @@ struct InfoLine {
 /// `inner (file:line) inlined in outer+0xoff`.
 fn describe(f: &InfoLine, chain: &[(String, String)]) -> String {
     match chain {
-        [inner, _, ..] => format!(
+        [inner, .., outer] => format!(
             "{} ({}) inlined in {}+{:#x}",
             strip_hash(&inner.0),
             inner.1,
-            f.sym,
+            outer_name(&f.sym, &outer.0),
             f.off
         ),
         // addr2line demangles Rust v0 names that gdb's symbol table prints
@@ -256,6 +256,19 @@ fn describe(f: &InfoLine, chain: &[(String, String)]) -> String {
             None => format!("{}+{:#x}", f.sym, f.off),
         },
     }
+}
+
+/// The name of the function an inlined one sits in: gdb's symbol, unless
+/// that is a raw Rust v0 name (`_RNv...`, which gdb's symbol table prints
+/// as it is), then addr2line's demangled name of the outermost function,
+/// with the symbol's clone suffix (`.isra.0`, `.constprop.0`) kept, since
+/// the offset counts from the clone.
+fn outer_name(sym: &str, demangled: &str) -> String {
+    if !sym.starts_with("_R") || demangled.is_empty() {
+        return sym.to_string();
+    }
+    let suffix = sym.find('.').map_or("", |i| &sym[i..]);
+    format!("{}{suffix}", strip_hash(demangled))
 }
 
 /// `file:line` of a kernel panic line (`PANIC on CPU n at FILE:LINE: msg`).
@@ -427,6 +440,36 @@ mod tests {
         assert_eq!(
             describe(&raw, &demangled),
             "kernel::machine::machine_check+0x1b0 (arch/alpha/src/machine/mod.rs:148)"
+        );
+        // Inlined into a Rust function: the outer name is addr2line's
+        // demangled one too, not gdb's raw symbol.
+        let raw_outer = InfoLine {
+            addr: 0x20,
+            sym: "_RNvNtCs1_6kernel3run3run".into(),
+            off: 0x4f4,
+            place: None,
+        };
+        let chain = [
+            (
+                "kernel::run::raise_fault".to_string(),
+                "arch/alpha/src/run/mod.rs:59".to_string(),
+            ),
+            (
+                "kernel::run::run".to_string(),
+                "arch/alpha/src/run/mod.rs:40".to_string(),
+            ),
+        ];
+        assert_eq!(
+            describe(&raw_outer, &chain),
+            "kernel::run::raise_fault (arch/alpha/src/run/mod.rs:59) inlined in kernel::run::run+0x4f4"
+        );
+        let clone = InfoLine {
+            sym: "_RNvNtCs1_6kernel3run3run.constprop.0".into(),
+            ..raw_outer
+        };
+        assert_eq!(
+            describe(&clone, &chain),
+            "kernel::run::raise_fault (arch/alpha/src/run/mod.rs:59) inlined in kernel::run::run.constprop.0+0x4f4"
         );
     }
 
