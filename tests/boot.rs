@@ -557,6 +557,37 @@ fn marvel_machine_layer_runs_on_qemu() {
             .is_some()
     );
     assert!(r.lines_with("console srm (CRB PUTS)").next().is_some());
+    // qemu-palcode leaves `frut_offset` 0: no tree, nothing written.
+    assert!(
+        r.lines_with("io7: no configuration tree (GCT) in the HWRPB")
+            .next()
+            .is_some()
+            && r.lines_with("io7: no IO7 known").next().is_some(),
+        "{}",
+        r.output
+    );
+}
+
+/// `io7=` names IO7s the tree does not list, and the Marvel layer
+/// quiesces them. QEMU has no IO7 at PE 0, so the first store to its
+/// interrupt controls machine-checks, as a real machine's would for a PE
+/// without one (the reason `io7=` must name only PEs that have one): the
+/// report names the quiesce.
+#[test]
+fn io7_argument_reaches_the_quiesce() {
+    let r = boot(1, "machine=marvel io7=0 tests=ipl.guard");
+    assert!(
+        r.lines_with("io7: io7= adds PE mask 0x1 to the GCT's 0x0")
+            .next()
+            .is_some(),
+        "{}",
+        r.output
+    );
+    let fault = r
+        .line_starting("FAULT entInt (machine check)")
+        .unwrap_or_else(|| panic!("no machine check reported:\n{}", r.output));
+    assert!(fault.contains("quiesce_io7"), "{fault}");
+    assert!(!r.passed());
 }
 
 /// Without `machine=` the HWRPB decides.

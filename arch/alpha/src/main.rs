@@ -269,7 +269,14 @@ fn choose_machine(hwrpb: &'static hwrpb::Hwrpb) -> Boot {
             Some(e)
         }
     };
-    machine::probe_devices(m, hwrpb);
+    // Arguments that did not parse end the run in phase 4, after the
+    // banner; the devices are quiesced by the defaults meanwhile.
+    let defaults = BootConfig::defaults();
+    let cfg = match &parsed {
+        Ok((Ok(cfg), _, _)) => cfg,
+        _ => &defaults,
+    };
+    machine::probe_devices(m, hwrpb, cfg);
     Boot {
         machine: m,
         choice,

@@ -321,6 +321,9 @@ pub struct BootConfig<'a> {
     /// `machine=`: a machine vector's name, checked against the kernel's
     /// list of machine vectors at boot; None: `auto`.
     pub machine: Option<&'a str>,
+    /// `io7=`: PEs with an IO7 to quiesce besides those the console's
+    /// configuration tree lists (bit n: PE n; Marvel only).
+    pub io7: u64,
     pub console: ConsoleArg,
     pub clock: ClockArg,
     /// `cpus=`: physical CPU ids (bit n = whami n) to bring up; None: all.
@@ -610,6 +613,19 @@ pub const KEYS: &[Key] = &[
                 return Err("auto or a machine layer's name");
             }
             c.machine = (v != "auto").then_some(v);
+            Ok(())
+        },
+    },
+    Key {
+        name: "io7",
+        values: "PEs 0 to 31, separated by commas (decimal or 0x-hex)",
+        default: None,
+        help: "Marvel: IO7s to quiesce besides those the console's configuration tree (GCT) lists, as Linux's `io7=` (`marvel_specify_io7`), for a tree that lacks one; name only PEs that have an IO7 (a store to the registers of one that has none is a reference to non-existent I/O space); other machines ignore it",
+        lands: "machine::marvel (quiesce_io7s)",
+        example: "0,2",
+        set: |c, v| {
+            c.io7 = alphasmp_srm::io7::parse_io7_list(v)
+                .map_err(|_| "PEs 0 to 31, separated by commas (decimal or 0x-hex)")?;
             Ok(())
         },
     },
@@ -974,6 +990,19 @@ pub fn markdown_table(out: &mut impl fmt::Write) -> fmt::Result {
 mod tests {
     use super::*;
     use std::string::ToString;
+
+    #[test]
+    fn io7_takes_a_list_of_pes() {
+        assert_eq!(BootConfig::defaults().io7, 0);
+        assert_eq!(
+            BootConfig::parse("io7=0,2,0x1f").unwrap().io7,
+            1 | 4 | 1 << 31
+        );
+        for bad in ["io7=32", "io7=a", "io7=0,,1", "io7="] {
+            let e = BootConfig::parse(bad).unwrap_err().to_string();
+            assert!(e.contains("PEs 0 to 31") && !e.contains('\n'), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn empty_line_gives_defaults() {

@@ -11,7 +11,7 @@ use alphasmp_srm::vectors::DeviceVectors;
 use super::{MachineVector, tsunami};
 use crate::hwrpb::Hwrpb;
 use crate::{clock, pal, percpu};
-use alphasmp_bootargs::WaitArg;
+use alphasmp_bootargs::{BootConfig, WaitArg};
 
 /// QEMU's clipper: Tsunami's functions wherever the two agree (console
 /// UART, RTC tick, Cchip masking, vectors), plus pvpanic.
@@ -39,8 +39,8 @@ pub static VECTOR: MachineVector = MachineVector {
     default_idle_poll_us: 200,
 };
 
-fn probe(h: &Hwrpb) {
-    tsunami::probe(h);
+fn probe(h: &Hwrpb, cfg: &BootConfig<'_>) {
+    tsunami::probe(h, cfg);
     probe_pvpanic();
 }
 

@@ -9,7 +9,8 @@
 //!   each is reported with the frame's sub-packets decoded
 //!   (`alphasmp_srm::ev7_logout`), and `wrmces(7)` releases the frame;
 //! - the IO7s' interrupt lines are disabled at boot, their error sources
-//!   sent to the boot CPU (`alphasmp_srm::io7`, the GCT lists the IO7s);
+//!   sent to the boot CPU (`alphasmp_srm::io7`; the GCT lists the IO7s,
+//!   and `io7=` may name more, as Linux's);
 //! - device vectors name the IO7 (by PID) and its LSI/MSI number.
 //!
 //! CPU numbers are EV7 PIDs (sparse, boot CPU any), which `crate::cpus`
@@ -28,7 +29,7 @@ use alphasmp_srm::{ev7_logout, io7};
 use super::MachineVector;
 use crate::console::println;
 use crate::hwrpb::{self, Hwrpb, KSEG};
-use alphasmp_bootargs::WaitArg;
+use alphasmp_bootargs::{BootConfig, WaitArg};
 
 /// EV7/Marvel: ES47, ES80, GS1280.
 pub static VECTOR: MachineVector = MachineVector {
@@ -71,41 +72,61 @@ fn load(addr: u64) -> u64 {
     unsafe { core::ptr::read_volatile(addr as *const u64) }
 }
 
-/// Quiesces every IO7 the console's GCT lists (boot CPU, once): error and
-/// hot-plug sources to the boot CPU, every LSI and MSI line disabled, as
-/// Linux's `init_io7_irqs` does (docs/hardware.md §4). A line the console
-/// left enabled would otherwise storm CPU 0 into the device-interrupt
-/// panic. Without a GCT (QEMU) nothing is touched, and the banner says so.
-fn quiesce_io7s(h: &Hwrpb) {
+/// Quiesces every IO7 the console's GCT lists, and those `io7=` names
+/// (boot CPU, once): error and hot-plug sources to the boot CPU, every LSI
+/// and MSI line disabled, as Linux's `init_io7_irqs` does
+/// (docs/hardware.md §4). A line the console left enabled would otherwise
+/// storm CPU 0 into the device-interrupt panic. Without a GCT (QEMU) and
+/// without `io7=` nothing is touched, and the banner says so.
+fn quiesce_io7s(h: &Hwrpb, cfg: &BootConfig<'_>) {
     let frut = h.mem().read(io7::hwrpb_off::FRUT_OFFSET);
-    let size = h.mem().read(io7::hwrpb_off::SIZE);
-    if frut == 0 || frut >= size {
-        println!(
-            "io7: no configuration tree (GCT) in the HWRPB; IO7 interrupt lines left as the console set them"
-        );
+    // PEs found, bit n for PE n; a PE number past 63 (not a real one) is
+    // reported where the walk meets it.
+    let mut pes = 0u64;
+    // The tree lies in the console's heap, past the HWRPB's `size`
+    // (`io7::gct_window`).
+    match io7::gct_window(frut) {
+        Some(window) => {
+            let gct = hwrpb::base(h) + frut;
+            let walked = io7::gct_io7_pes(
+                |o| load(gct + o),
+                window,
+                |pe| match pe {
+                    0..64 => pes |= 1 << pe,
+                    _ => println!("io7: the GCT names PE {pe}, beyond any EV7's"),
+                },
+            );
+            if let Err(e) = walked {
+                println!("io7: {e}");
+            }
+        }
+        None => println!("io7: no configuration tree (GCT) in the HWRPB"),
+    }
+    let named = cfg.io7 & !pes;
+    if named != 0 {
+        println!("io7: io7= adds PE mask {named:#x} to the GCT's {pes:#x}");
+    }
+    pes |= named;
+    if pes == 0 {
+        println!("io7: no IO7 known; IO7 interrupt lines left as the console set them");
         return;
     }
-    let gct = hwrpb::base(h) + frut;
     let boot_pid = crate::pal::whami() as u64;
     let store = |addr: u64, value: u64| {
-        // SAFETY: an IO7 control register of an IO7 the GCT reported,
-        // reached through KSEG; these writes only retarget or disable
-        // interrupt lines (Linux's init_io7_irqs makes the same ones).
+        // SAFETY: an IO7 control register of an IO7 the GCT reported or
+        // `io7=` named, reached through KSEG; these writes only retarget or
+        // disable interrupt lines (Linux's init_io7_irqs makes the same ones).
         unsafe { core::ptr::write_volatile(addr as *mut u64, value) };
         crate::pal::mb();
     };
-    let walked = io7::gct_io7_pes(
-        |o| load(gct + o),
-        size - frut,
-        |pe| match io7::quiesce_io7(pe, boot_pid, load, store) {
+    for pe in alphasmp::cpumask::CpuMask(pes).iter() {
+        let pe = pe as u64;
+        match io7::quiesce_io7(pe, boot_pid, load, store) {
             Ok(n) => println!(
                 "io7: PE {pe}: {n} interrupt controls written: LSI and MSI lines off, error sources to PID {boot_pid}"
             ),
             Err(e) => println!("io7: PE {pe}: {e}"),
-        },
-    );
-    if let Err(e) = walked {
-        println!("io7: {e}");
+        }
     }
 }
 

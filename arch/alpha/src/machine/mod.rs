@@ -31,7 +31,7 @@ mod tsunami;
 use core::fmt;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use alphasmp_bootargs::{ClockArg, ConsoleArg, WaitArg};
+use alphasmp_bootargs::{BootConfig, ClockArg, ConsoleArg, WaitArg};
 use alphasmp_srm::hwrpb::HaltRequest;
 use alphasmp_srm::vectors::{Device, DeviceVectors, MachineCheck};
 
@@ -65,7 +65,7 @@ pub struct MachineVector {
     /// rate in Hz.
     pub start_tick: fn(&Hwrpb) -> u64,
     /// Probes and quiesces its devices (boot CPU, once, before the banner).
-    pub probe: fn(&Hwrpb),
+    pub probe: fn(&Hwrpb, &BootConfig<'_>),
     /// How its chipset numbers device interrupt vectors.
     pub device_vectors: DeviceVectors,
     /// Reports a machine check's logout frame (KSEG address; 0: none).
@@ -270,8 +270,8 @@ pub fn last_resort_console() {
 }
 
 /// Probes and quiesces the machine's devices (boot CPU, once).
-pub fn probe_devices(m: &MachineVector, h: &Hwrpb) {
-    (m.probe)(h)
+pub fn probe_devices(m: &MachineVector, h: &Hwrpb, cfg: &BootConfig<'_>) {
+    (m.probe)(h, cfg)
 }
 
 /// The exit path, for the banner.

@@ -7,6 +7,7 @@ use core::ptr::NonNull;
 
 use volatile::VolatilePtr;
 
+use alphasmp_bootargs::BootConfig;
 use alphasmp_srm::machine::{ST_DEC_TSUNAMI, cpu_type};
 use alphasmp_srm::vectors::DeviceVectors;
 
@@ -57,7 +58,7 @@ pub fn start_tick(_: &Hwrpb) -> u64 {
 }
 
 /// Masks every device interrupt at the Cchip, for the CPUs present.
-pub fn probe(h: &Hwrpb) {
+pub fn probe(h: &Hwrpb, _: &BootConfig<'_>) {
     let present = h
         .slots()
         .filter(|s| s.present() && s.index() < 64)

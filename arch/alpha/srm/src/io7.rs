@@ -288,6 +288,25 @@ pub mod gct {
     pub const MAX_PENDING: usize = 256;
 }
 
+/// How many bytes from `hwrpb + frut` a GCT walk may read, given the
+/// HWRPB's `frut_offset`; None: no tree (`frut_offset` 0, as qemu-palcode
+/// leaves it).
+///
+/// Not `size - frut`: DEC's console builds the tree in its own heap, a
+/// block of its own (32 KiB in the reference console), and sets
+/// `frut_offset` to its distance from the HWRPB (`build_fru_table` in
+/// `galaxy_config_tree.c`: `gct_base - 0x2000`, the HWRPB's physical
+/// address), while `size` sums only the HWRPB's own tables (`hwrpb.c`:
+/// the base, the hint block, the slots, the CTB, CRB and memory
+/// descriptors, then the configuration and DSRDB blocks). So on a real
+/// Marvel the tree lies past `size`, and Linux bounds its walk by nothing
+/// but the nodes' magic (`gct6_find_nodes`). Here the bound is the most
+/// nodes a walk visits ([`gct::MAX_NODES`], whole nodes each): the walk
+/// only follows links out of nodes that carry the magic.
+pub fn gct_window(frut: u64) -> Option<u64> {
+    (frut != 0).then_some(u64::from(gct::MAX_NODES) * gct::NODE_SIZE)
+}
+
 /// Why a GCT walk stopped early.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GctError {
@@ -763,6 +782,38 @@ mod tests {
         }
         let mem = gct(&nodes);
         assert_eq!(walk(&mem, mem.len() as u64 * 8).0, Err(GctError::TooWide));
+    }
+
+    /// DEC's console builds the GCT in its own heap and points the
+    /// HWRPB's `frut_offset` at it (`build_fru_table`: `gct_base - 0x2000`,
+    /// the HWRPB's physical address), while the HWRPB's `size` counts only
+    /// the HWRPB's own tables (`hwrpb.c`). So the tree lies past `size`.
+    #[test]
+    fn the_gct_lies_outside_the_hwrpbs_size() {
+        // An HWRPB of 0x1000 bytes (its `size`); the tree 0x3e000 bytes
+        // past its end. (The rule before, a tree only below `size`, found
+        // none here.)
+        let (size, frut) = (0x1000u64, 0x40000u64);
+        assert!(frut > size);
+        let window = gct_window(frut).expect("a tree past the HWRPB's size is a tree");
+        let nodes = [
+            (1, 0, 0, 0, 1),
+            (HOSE, IOP, 0x0000, 2, 0),
+            (HOSE, IOP, 0x0200, 0, 0),
+        ];
+        let mem = gct(&nodes);
+        assert!(window >= mem.len() as u64 * 8);
+        // The walk reads only the nodes the links name, well inside it.
+        let mut pes = Vec::new();
+        let r = gct_io7_pes(|off| mem[(off / 8) as usize], window, |pe| pes.push(pe));
+        assert_eq!((r, pes), (Ok(3), std::vec![0, 2]));
+        // No tree: qemu-palcode leaves frut_offset 0.
+        assert_eq!(gct_window(0), None);
+        // The bound holds every node a walk may visit.
+        assert_eq!(
+            gct_window(frut),
+            Some(u64::from(gct::MAX_NODES) * gct::NODE_SIZE)
+        );
     }
 
     #[test]
