@@ -31,9 +31,11 @@
 //! - **Unlink**: the freer clears the parent entry (its own store), then
 //!   [`Mmu::unlink_table`] issues a SeqCst fence and reads the space's flush
 //!   number into an [`Unlinked`] token.
-//! - **Flush with proof**: [`Mmu::flush_tlb_page_proved`] (and `_mm_`,
-//!   `_range_`) takes the next flush number first, then flushes as always
-//!   and returns a [`FlushProof`]: the CPUs whose IPI handler ran the
+//! - **Flush with proof**: [`Mmu::flush_tlb_table_proved`] (a new ASN where
+//!   the space runs: the hardware walker caches the table itself, so a
+//!   page flush does not cover a table; `_page_` and `_mm_` exist too)
+//!   takes the next flush number first, then flushes as always and returns
+//!   a [`FlushProof`]: the CPUs whose IPI handler ran the
 //!   flush's body (`by_ipi`), the CPUs that were not running the space when
 //!   the flush decided (`not_running`: covered without an IPI), those that
 //!   ran it but slept in their idle loop (`asleep`: skipped, they flush
@@ -241,6 +243,24 @@ impl<P: Hooks + 'static, const N: usize> Mmu<P, N> {
         self.proved(space, || {
             self.shoot_space_tracked(Self::page_op(exec), space, va, va + PAGE_SIZE)
         })
+    }
+
+    /// The flush that follows a table unlink, with the proof: a new ASN
+    /// wherever the space runs (and its context forgotten where it ran),
+    /// as [`flush_tlb_mm_proved`](Self::flush_tlb_mm_proved).
+    ///
+    /// Not a page flush: the hardware's own walker caches the table. EV6
+    /// PALcode fills a TB miss by reading the PTE through the virtual page
+    /// table, and loads that read's translation (the page of the PTE,
+    /// which is the leaf table itself) into the DTB under the space's ASN
+    /// (`DTBM_DOUBLE_3` in DEC's `ev6_osf_pal.mar`). A `tbisd` of a data
+    /// page leaves it, so the next miss in the table's span would read the
+    /// freed table. A new ASN retires every translation of the old one, as
+    /// Linux's Alpha `flush_tlb_range` does (it is `flush_tlb_mm`). QEMU
+    /// walks the tables physically and shows none of this; the simulator's
+    /// TB model does (`tests/sim_ptfree.rs`).
+    pub fn flush_tlb_table_proved(&'static self, space: &'static AddressSpace<N>) -> FlushProof {
+        self.flush_tlb_mm_proved(space)
     }
 
     /// [`flush_tlb_mm`](Mmu::flush_tlb_mm), with the proof.

@@ -151,10 +151,30 @@ pub struct SimCpu {
 /// A virtual-to-physical map for the TLB model: virtual page -> frame
 /// number. The test owns one per address space and repoints entries in it,
 /// as a kernel edits PTEs, before it flushes.
+///
+/// The leaf tables are modelled by identity only: each span of
+/// [`TABLE_SPAN`] bytes (one level-3 table's reach) is served by a table
+/// numbered from 0, which [`relink_table`](Self::relink_table) replaces
+/// by a new one with the same entries (the kernel's copy and relink) and
+/// [`free_table`](Self::free_table) marks freed and poisoned. A CPU's
+/// page-table walker caches which table serves a span ([`TlbModel::walk`]),
+/// so a fill through a cached freed table reads poison ([`POISON_FRAME`]).
 #[derive(Default)]
 pub struct PageTable {
     map: Mutex<HashMap<u64, u64>>,
+    /// Span -> the table serving it now (absent: table 0).
+    tables: Mutex<HashMap<u64, u64>>,
+    /// Tables freed (their entries poisoned).
+    freed: Mutex<std::collections::HashSet<u64>>,
+    next_table: AtomicU64,
 }
+
+/// The bytes one leaf (level-3) table maps: 1024 pages of 8 KiB.
+pub const TABLE_SPAN: u64 = 1024 * PAGE_SIZE;
+
+/// What a fill reads through a freed, poisoned table: a valid-looking
+/// frame no page table of a test ever maps.
+pub const POISON_FRAME: u64 = 0xdead_beef;
 
 impl PageTable {
     pub fn new() -> Self {
@@ -170,6 +190,27 @@ impl PageTable {
     /// The frame the page holding `va` maps to now (what a TLB miss loads).
     pub fn lookup(&self, va: u64) -> Option<u64> {
         self.lock().get(&(va / PAGE_SIZE)).copied()
+    }
+    /// The table serving the span of `va` now.
+    pub fn table_of(&self, va: u64) -> u64 {
+        let t = self.tables.lock().unwrap_or_else(|p| p.into_inner());
+        t.get(&(va / TABLE_SPAN)).copied().unwrap_or(0)
+    }
+    /// Links a new table, a copy of the old, for the span of `va`; returns
+    /// the old one's number (unlinked, not yet freed).
+    pub fn relink_table(&self, va: u64) -> u64 {
+        let new = self.next_table.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut t = self.tables.lock().unwrap_or_else(|p| p.into_inner());
+        t.insert(va / TABLE_SPAN, new).unwrap_or(0)
+    }
+    /// Frees (and poisons) table `table`.
+    pub fn free_table(&self, table: u64) {
+        let mut f = self.freed.lock().unwrap_or_else(|p| p.into_inner());
+        f.insert(table);
+    }
+    fn is_freed(&self, table: u64) -> bool {
+        let f = self.freed.lock().unwrap_or_else(|p| p.into_inner());
+        f.contains(&table)
     }
     fn lock(&self) -> MutexGuard<'_, HashMap<u64, u64>> {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
@@ -192,6 +233,12 @@ pub enum Tag {
 /// - icache lines are (ASN, virtual page) -> the instruction word fetched,
 ///   virtually indexed and ASN-tagged as on EV6: a new ASN retires them,
 ///   and so does imb (every line).
+/// - the walker's cache ([`walk`](Self::walk)): a TB miss reads its PTE
+///   through the virtual page table, whose own translation (the page of
+///   the PTE, that is the leaf table) EV6 PALcode loads into the DTB under
+///   the loaded ASN (`DTBM_DOUBLE_3`: "load TB and return to redo the
+///   ld_vpte", DEC's `ev6_osf_pal.mar`). It is another virtual page, so
+///   tbisd of a data page leaves it; tbia, tbiap and a new ASN do not.
 /// - tbia removes every DTB and ITB entry; tbiap every non-global one;
 ///   tbisd ([`TlbOp::Page`]) the page's DTB entries of the loaded ASN and
 ///   global ones; tbis ([`TlbOp::PageBoth`]) the same in the DTB and the
@@ -205,6 +252,8 @@ pub struct TlbModel {
     pub dtb: HashMap<(Tag, u64), u64>,
     pub itb: HashMap<(Tag, u64), u64>,
     pub icache: HashMap<(u64, u64), u64>,
+    /// (tag, span) -> the leaf table a fill in that span reads through.
+    pub walk: HashMap<(Tag, u64), u64>,
 }
 
 impl TlbModel {
@@ -212,6 +261,25 @@ impl TlbModel {
         tb.get(&(Tag::Asn(self.asn), page))
             .or_else(|| tb.get(&(Tag::Global, page)))
             .copied()
+    }
+
+    /// The frame a TB miss at `va` loads under the loaded ASN: its PTE,
+    /// read through the leaf table the walker has cached for the span (or
+    /// the one linked now, then cached). Through a freed table, poison.
+    fn fill(&mut self, pt: &PageTable, va: u64) -> Option<u64> {
+        let span = va / TABLE_SPAN;
+        let table = match self.hit(&self.walk, span) {
+            Some(t) => t,
+            None => {
+                let t = pt.table_of(va);
+                self.walk.insert((Tag::Asn(self.asn), span), t);
+                t
+            }
+        };
+        if pt.is_freed(table) {
+            return Some(POISON_FRAME);
+        }
+        pt.lookup(va)
     }
 
     fn drop_page(asn: u64, tb: &mut HashMap<(Tag, u64), u64>, page: u64) {
@@ -224,10 +292,12 @@ impl TlbModel {
             TlbOp::All => {
                 self.dtb.clear();
                 self.itb.clear();
+                self.walk.clear();
             }
             TlbOp::AllProcess => {
                 self.dtb.retain(|(t, _), _| *t == Tag::Global);
                 self.itb.retain(|(t, _), _| *t == Tag::Global);
+                self.walk.retain(|(t, _), _| *t == Tag::Global);
             }
             TlbOp::Page(va) => Self::drop_page(self.asn, &mut self.dtb, va / PAGE_SIZE),
             TlbOp::PageBoth(va) => {
@@ -516,7 +586,7 @@ impl<const N: usize> SimPlatform<N> {
         if let Some(frame) = tlb.hit(&tlb.dtb, page) {
             return Some(frame);
         }
-        let frame = pt.lookup(va)?;
+        let frame = tlb.fill(pt, va)?;
         let tag = Tag::Asn(tlb.asn);
         tlb.dtb.insert((tag, page), frame);
         Some(frame)
@@ -549,7 +619,7 @@ impl<const N: usize> SimPlatform<N> {
         let frame = match tlb.hit(&tlb.itb, page) {
             Some(f) => f,
             None => {
-                let f = pt.lookup(va)?;
+                let f = tlb.fill(pt, va)?;
                 let tag = Tag::Asn(tlb.asn);
                 tlb.itb.insert((tag, page), f);
                 f

@@ -550,6 +550,92 @@ fn a_proved_page_flush_drops_its_page_everywhere() {
     });
 }
 
+/// How the freer flushes after an unlink, in the test below.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum TableFlush {
+    /// A page flush of the page the test touched (what the kernel's
+    /// callers did).
+    Page,
+    /// `flush_tlb_table_proved`.
+    Table,
+}
+
+/// CPU 1 runs the space and has read a page of a span (its walker caches
+/// the span's leaf table, as EV6 PALcode's virtual-PTE fill does); CPU 0
+/// copies the table, relinks, unlinks, flushes as `how` says, frees the
+/// old table when the freer allows. Then CPU 1 reads the same page and
+/// another of the span. Returns what CPU 1 read.
+fn after_table_free(how: TableFlush, seed: u64) -> [Option<u64>; 2] {
+    use alphasmp::sim::PageTable;
+    const A: u64 = 0x4_0000_2000;
+    const B: u64 = A + 5 * 0x2000;
+    let smp: &'static SimSmp<N> = SimPlatform::seeded(Line::Latch, 0, 0, 2, seed);
+    let m = machine(smp);
+    let Machine {
+        mmu,
+        freer,
+        space,
+        tables,
+        ..
+    } = m;
+    let pt: &'static PageTable = Box::leak(Box::new(PageTable::new()));
+    pt.map(A, 0x100);
+    pt.map(B, 0x200);
+    let out = SimPlatform::run(smp, 2, move |me| {
+        mmu.activate(space);
+        if me == 1 {
+            assert_eq!(smp.platform.read(pt, A), Some(0x100));
+            tables.started.fetch_add(1, Release);
+            while !tables.done.load(Acquire) {
+                smp.platform.relax();
+            }
+            [smp.platform.read(pt, A), smp.platform.read(pt, B)]
+        } else {
+            let _done = Done(tables);
+            while tables.started.load(Acquire) < 1 {
+                smp.platform.relax();
+            }
+            let old = pt.relink_table(A);
+            let token = mmu.unlink_table(space, old);
+            let proof = match how {
+                TableFlush::Page => mmu.flush_tlb_page_proved(space, A, false),
+                TableFlush::Table => mmu.flush_tlb_table_proved(space),
+            };
+            assert_eq!(proof.result, Ok(()));
+            match freer.free(token, &proof) {
+                Freed::Elided | Freed::Synced(_) => pt.free_table(old),
+                other => panic!("{how:?}: the free did not happen: {other:?}"),
+            }
+            [None, None]
+        }
+    });
+    out[1]
+}
+
+/// The hardware walker's cache of a leaf table: after a table is replaced
+/// and freed, a CPU that ran the space must not fill a translation
+/// through the old table. A page flush leaves the walker's cached table
+/// (another virtual page than the one flushed), and the model shows the
+/// fill reading poison; the table flush gives the space a new ASN there,
+/// and the fills read the new table. The kernel's callers used the page
+/// flush; on a real EV6 their walkers would have read the freed table.
+#[test]
+fn a_table_flush_retires_the_walkers_cached_table() {
+    use alphasmp::sim::POISON_FRAME;
+    for seed in 0..4 {
+        let [a, b] = after_table_free(TableFlush::Page, seed);
+        // The flushed page misses and fills through the stale table, and
+        // so does every other page of the span.
+        assert_eq!(
+            (a, b),
+            (Some(POISON_FRAME), Some(POISON_FRAME)),
+            "seed {seed}: the model must show the page flush's hole"
+        );
+        let fresh = after_table_free(TableFlush::Table, seed);
+        assert_eq!(fresh, [Some(0x100), Some(0x200)], "seed {seed}");
+    }
+}
+
 /// A foreign walk leaves no trace: once its guard is dropped the space's
 /// walker mask is clear again, and a free after it needs no sync.
 #[test]

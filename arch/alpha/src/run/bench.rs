@@ -173,7 +173,11 @@ fn mark_ran(_: usize) {
 }
 
 /// One free of a (pretend) page table of `space`, as `how` decides the
-/// sync round: this kernel's proof, always, or never.
+/// sync round: this kernel's proof, always, or never. The flush is a page
+/// flush: the rows compare the sync round's decision, which does not
+/// depend on the flush's kind; a real table's unlink takes
+/// `flush_tlb_table_proved`, a new ASN where the space runs, since the
+/// hardware walker caches the table.
 fn free_one(space: &'static AddressSpace<MAX_CPUS>, how: Op) -> Result<(), XcallError> {
     match how {
         Op::FreeProved | Op::FreeProvedLocal => {

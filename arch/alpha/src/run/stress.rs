@@ -76,7 +76,10 @@ struct Run {
 }
 
 /// One shootdown: unlink (pretend) table `n`, flush the page with proof,
-/// free the table with that proof.
+/// free the table with that proof. The table is a number no walker reads,
+/// so the page flush stands for the shootdown this run stresses; a real
+/// table's unlink takes `flush_tlb_table_proved` (the hardware walker
+/// caches the table itself), as `ptfree.replace_l3_under_walkers` does.
 fn free_one(n: u64) -> (FlushProof, Freed) {
     let token = MMU.unlink_table(&SPACE, n);
     let proof = MMU.flush_tlb_page_proved(&SPACE, mm::va(PAGE), false);

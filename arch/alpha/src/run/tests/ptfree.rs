@@ -147,7 +147,10 @@ fn freer(run: &Run, rounds: u64) -> Result<u64, Failure> {
             "round {i}: the window's L3 changed under the freer"
         );
         let token = MMU.unlink_table(&SPACE, mm::pfn(old));
-        let proof = MMU.flush_tlb_page_proved(&SPACE, mm::va(PAGE), false);
+        // A new ASN where the space runs, not a page flush: EV6 PALcode's
+        // fills cache the leaf table's own translation
+        // (`Mmu::flush_tlb_table_proved`).
+        let proof = MMU.flush_tlb_table_proved(&SPACE);
         match FREER.free(token, &proof) {
             Freed::Elided | Freed::Synced(_) => {}
             Freed::Deferred => deferred += 1,
