@@ -8,6 +8,7 @@ use core::ptr::NonNull;
 use volatile::VolatilePtr;
 
 use alphasmp_bootargs::BootConfig;
+use alphasmp_srm::isa::{self, PortIo};
 use alphasmp_srm::machine::{ST_DEC_TSUNAMI, cpu_type};
 use alphasmp_srm::vectors::DeviceVectors;
 
@@ -75,11 +76,30 @@ fn exit_device() -> &'static str {
 /// KSEG address of ISA/PCI I/O port 0 behind Pchip0.
 const PCI_IO: u64 = 0xfffffd01fc000000;
 
-fn port(p: u64) -> VolatilePtr<'static, u8> {
-    // SAFETY: ports 0..0x10000 of Pchip0's I/O window are byte-accessible
-    // device registers on every Tsunami-class machine, mapped through KSEG
-    // for the whole run; unassigned ports read 0 (docs/qemu.md §3.3).
-    unsafe { VolatilePtr::new(NonNull::new_unchecked((PCI_IO + p) as *mut u8)) }
+/// ISA ports behind Pchip0, for `alphasmp_srm::isa` (which puts each
+/// access between barriers: Alpha may reorder I/O-space accesses).
+pub struct IsaPorts;
+
+impl IsaPorts {
+    fn port(p: u64) -> VolatilePtr<'static, u8> {
+        // SAFETY: ports 0..0x10000 of Pchip0's I/O window are
+        // byte-accessible device registers on every Tsunami-class machine,
+        // mapped through KSEG for the whole run; unassigned ports read 0
+        // (docs/qemu.md §3.3).
+        unsafe { VolatilePtr::new(NonNull::new_unchecked((PCI_IO + p) as *mut u8)) }
+    }
+}
+
+impl PortIo for IsaPorts {
+    fn store8(&self, port: u64, value: u8) {
+        Self::port(port).write(value);
+    }
+    fn load8(&self, port: u64) -> u8 {
+        Self::port(port).read()
+    }
+    fn mb(&self) {
+        crate::pal::mb();
+    }
 }
 
 /// A 16550-compatible UART, polled, at an ISA port.
@@ -87,26 +107,13 @@ pub struct Uart16550 {
     port: u64,
 }
 
-/// Line status register bit: transmit holding register empty.
-const LSR_THRE: u8 = 0x20;
-
 impl Uart16550 {
     /// COM1, ISA port 0x3f8 (on real machines SRM may own it as its own
     /// console, which is why `console=auto` picks SRM there).
-    pub const COM1: Uart16550 = Uart16550 { port: 0x3f8 };
-
-    fn reg(&self, offset: u64) -> VolatilePtr<'static, u8> {
-        port(self.port + offset)
-    }
+    pub const COM1: Uart16550 = Uart16550 { port: isa::COM1 };
 
     fn put(&self, b: u8) {
-        let mut spins = 0u32;
-        // Bounded: a missing UART must not hang the kernel forever.
-        while self.reg(5).read() & LSR_THRE == 0 && spins < 1_000_000 {
-            spins += 1;
-            core::hint::spin_loop();
-        }
-        self.reg(0).write(b);
+        isa::uart_put(&IsaPorts, self.port, b);
     }
 }
 
@@ -132,13 +139,28 @@ impl Console for Uart16550 {
 /// DIMs of CPUs the HWRPB reports present are written: a 2-CPU Cchip has
 /// no DIM2/DIM3 (`alphasmp_srm::cchip`).
 pub fn mask_device_interrupts(present: u64) {
-    alphasmp_srm::cchip::mask_device_interrupts(present, |reg, value| {
-        // SAFETY: `reg` is the DIM register of a present CPU, a Cchip CSR
-        // on every Tsunami/Typhoon machine, mapped through KSEG; a
-        // quadword store of 0 masks all of that CPU's device interrupt
-        // sources and has no other effect.
-        unsafe { core::ptr::write_volatile(reg as *mut u64, value) };
-    });
+    alphasmp_srm::cchip::mask_device_interrupts(present, &CchipCsrs);
+}
+
+/// The Cchip's CSRs through KSEG.
+struct CchipCsrs;
+
+impl alphasmp_srm::cchip::Csr for CchipCsrs {
+    fn store(&self, addr: u64, value: u64) {
+        // SAFETY: `addr` is the DIM register of a present CPU, a Cchip CSR
+        // on every Tsunami/Typhoon machine, mapped through KSEG; a quadword
+        // store of 0 masks all of that CPU's device interrupt sources and
+        // has no other effect.
+        unsafe { core::ptr::write_volatile(addr as *mut u64, value) };
+    }
+    fn load(&self, addr: u64) -> u64 {
+        // SAFETY: as for the store: a DIM register, which reads back what
+        // was written and has no side effect when read.
+        unsafe { core::ptr::read_volatile(addr as *const u64) }
+    }
+    fn mb(&self) {
+        crate::pal::mb();
+    }
 }
 
 /// COM1 as the console device.
@@ -146,51 +168,11 @@ pub static COM1: Uart16550 = Uart16550::COM1;
 
 // ---- The MC146818 RTC as the periodic tick ---------------------------------
 
-const RTC_INDEX: u64 = 0x70;
-const RTC_DATA: u64 = 0x71;
-const RTC_A: u8 = 0x0a;
-const RTC_B: u8 = 0x0b;
-const RTC_C: u8 = 0x0c;
-/// Register A: 32.768 kHz time base, 1024 Hz periodic rate.
-const A_1024HZ: u8 = 0x26;
-/// Rates Linux accepts as already programmed (`common_init_rtc`).
-const A_ACCEPTED: [u8; 4] = [0x26, 0x25, 0x19, 0x06];
-const B_PIE: u8 = 0x40;
-const B_AIE: u8 = 0x20;
-const B_UIE: u8 = 0x10;
-const B_SQWE: u8 = 0x08;
-
-fn rtc_read(reg: u8) -> u8 {
-    port(RTC_INDEX).write(reg);
-    port(RTC_DATA).read()
-}
-
-fn rtc_write(reg: u8, v: u8) {
-    port(RTC_INDEX).write(reg);
-    port(RTC_DATA).write(v);
-}
-
 /// Turns on the RTC's periodic interrupt (boot CPU, once), which reaches
-/// every CPU as entInt type 1: register A to 1024 Hz unless it already
-/// holds a rate Linux accepts, periodic (PIE) and square-wave (SQWE)
-/// enables on, alarm and update interrupts off, register C read once.
-/// Neither Linux nor NetBSD acknowledges per tick (PALcode or the board
-/// does; docs/hardware.md §6); QEMU needs nothing more (docs/qemu.md §7).
-/// Returns the rate register A selects, in Hz.
+/// every CPU as entInt type 1 (`alphasmp_srm::isa::rtc_start_periodic`:
+/// 1024 Hz unless a rate Linux accepts is set; PIE and SQWE on); QEMU
+/// needs nothing more (docs/qemu.md §7). Returns the rate register A
+/// selects, in Hz.
 pub fn start_rtc_tick() -> u64 {
-    let a = rtc_read(RTC_A) & 0x7f;
-    let a = if A_ACCEPTED.contains(&(a & 0x3f)) {
-        a
-    } else {
-        rtc_write(RTC_A, A_1024HZ);
-        A_1024HZ
-    };
-    let b = rtc_read(RTC_B);
-    rtc_write(RTC_B, (b | B_PIE | B_SQWE) & !(B_AIE | B_UIE));
-    let _ = rtc_read(RTC_C);
-    // Rate select n (3..=15) gives 32768 >> (n - 1) Hz.
-    match a & 0x0f {
-        n @ 3..=15 => 32768 >> (n - 1),
-        _ => crate::clock::FALLBACK_BASE_HZ,
-    }
+    isa::rtc_start_periodic(&IsaPorts).unwrap_or(crate::clock::FALLBACK_BASE_HZ)
 }

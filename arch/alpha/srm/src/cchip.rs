@@ -19,14 +19,28 @@ pub const DIM: [u64; 4] = [
     0xfffffd01a0000640,
 ];
 
+/// Quadword accesses to Cchip CSRs and the barrier: KSEG loads and stores
+/// and `mb` in the kernel, a recording model in the host tests.
+pub trait Csr {
+    fn store(&self, addr: u64, value: u64);
+    fn load(&self, addr: u64) -> u64;
+    fn mb(&self);
+}
+
 /// Masks every device interrupt source of every present CPU: writes 0 to
 /// the DIM of each physical id in `present` (bit n = CPU n, from the
-/// HWRPB's per-CPU slots) that the Cchip has, through `write` (address,
-/// value). Ids above 3 do not exist on a Cchip and are ignored.
-pub fn mask_device_interrupts(present: u64, mut write: impl FnMut(u64, u64)) {
+/// HWRPB's per-CPU slots) that the Cchip has. Ids above 3 do not exist on
+/// a Cchip and are ignored. Each store is followed by a barrier and a
+/// read of the same DIM, as Linux's `tsunami_update_irq_hw` does: the
+/// read returns only once the store has reached the Cchip (Alpha may hold
+/// and reorder I/O-space stores), so the mask holds before the kernel
+/// lowers its IPL.
+pub fn mask_device_interrupts(present: u64, csr: &impl Csr) {
     for (cpu, reg) in DIM.iter().enumerate() {
         if present & (1 << cpu) != 0 {
-            write(*reg, 0);
+            csr.store(*reg, 0);
+            csr.mb();
+            let _ = csr.load(*reg);
         }
     }
 }
@@ -60,11 +74,55 @@ mod tests {
     use super::*;
     use std::vec::Vec;
 
-    /// A recording fake Cchip: the CSR addresses written, in order.
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    enum Ev {
+        Store(u64, u64),
+        Load(u64),
+        Mb,
+    }
+
+    /// A recording fake Cchip.
+    #[derive(Default)]
+    struct Fake(core::cell::RefCell<Vec<Ev>>);
+
+    impl Csr for Fake {
+        fn store(&self, addr: u64, value: u64) {
+            self.0.borrow_mut().push(Ev::Store(addr, value));
+        }
+        fn load(&self, addr: u64) -> u64 {
+            self.0.borrow_mut().push(Ev::Load(addr));
+            0
+        }
+        fn mb(&self) {
+            self.0.borrow_mut().push(Ev::Mb);
+        }
+    }
+
+    fn events(present: u64) -> Vec<Ev> {
+        let fake = Fake::default();
+        mask_device_interrupts(present, &fake);
+        fake.0.into_inner()
+    }
+
+    /// The CSR addresses written, in order.
     fn writes(present: u64) -> Vec<(u64, u64)> {
-        let mut seen = Vec::new();
-        mask_device_interrupts(present, |a, v| seen.push((a, v)));
-        seen
+        events(present)
+            .into_iter()
+            .filter_map(|e| match e {
+                Ev::Store(a, v) => Some((a, v)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn each_dim_store_is_fenced_and_read_back() {
+        let ev = events(0b1101);
+        let want: Vec<Ev> = [0, 2, 3]
+            .iter()
+            .flat_map(|&c| [Ev::Store(DIM[c], 0), Ev::Mb, Ev::Load(DIM[c])])
+            .collect();
+        assert_eq!(ev, want);
     }
 
     fn ipi_stores(cpus: u64) -> (Vec<(u64, u64)>, u64) {

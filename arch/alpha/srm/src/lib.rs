@@ -17,6 +17,7 @@ pub mod ev7_logout;
 pub mod hwrpb;
 pub mod image;
 pub mod io7;
+pub mod isa;
 pub mod machine;
 pub mod pagetable;
 pub mod start;
