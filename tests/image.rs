@@ -267,16 +267,35 @@ fn suite_passes_through_the_disk_image_on_1_ev6_cpu() {
     assert!(k.contains("console srm (CRB PUTS)"), "{k}");
 }
 
+/// Through the BOOTP image on 4 EV6 CPUs, with a line CPU 1's console
+/// posted before the kernel ran (`+txline`): bring-up takes it while it
+/// waits for that console's `txrdy` bit to clear, or CPU 1 would never be
+/// sent its START (the wait ran with the boot CPU's interrupts masked and
+/// nothing took the line: "console txrdy bit stuck; not started").
 #[test]
 fn suite_passes_through_the_bootp_image_on_4_ev6_cpus() {
     let r = boot_image_on(
         CpuModel::EV6,
         4,
-        "ewa0",
+        "ewa0+txline",
         &images().written.bootp,
         "watchdog_ms=1000",
     );
     assert_suite_passes_through(&r);
+    assert!(
+        r.lines_with("srm-emu: CPU 1's console posted a line (txrdy set)")
+            .next()
+            .is_some(),
+        "{}",
+        r.output
+    );
+    assert!(
+        r.lines_with("console CPU 1: a line this console posted before START")
+            .next()
+            .is_some(),
+        "{}",
+        r.output
+    );
     assert!(r.lines_with("smp: 4 of 4 CPU(s) online").next().is_some());
 }
 

@@ -251,7 +251,14 @@ pub fn start_secondaries(h: &Hwrpb, console_pcb_phys: u64) -> Bringup {
                 hwrpb::drain_secondary_consoles(h);
             }
         };
-        if !wait_ns(step_ns, || h.txrdy() & (1 << phys) == 0) {
+        // A line that console posted before its START (its `txrdy` bit) is
+        // taken here too: this CPU's interrupts are masked all through the
+        // bring-up, so nothing else would take it and the wait would end
+        // only at its bound.
+        if !wait_ns(step_ns, || {
+            drained();
+            h.txrdy() & (1 << phys) == 0
+        }) {
             println!("smp: CPU {cpu} (physical {phys}): console txrdy bit stuck; not started");
             budget.record(phys as u64, clock::now_ns() - t0, false);
             continue;

@@ -136,6 +136,15 @@ pub fn srmemu_main(console_pcb: u64) -> ! {
         Some(w) => (w, true),
         None => (word, false),
     };
+    // `+txline`: the console of the first secondary CPU has posted a line
+    // before the kernel starts (its slot's text and `txrdy` bit), as a
+    // real secondary console may; its CPU starts only once the kernel has
+    // taken it, and it is the first the kernel starts, before any other
+    // wait of the bring-up could take the line.
+    let (word, txline) = match word.strip_suffix("+txline") {
+        Some(w) => (w, true),
+        None => (word, false),
+    };
     // `DEVICE@VA`: a console that loads the image somewhere else (to show
     // that the loader refuses to run there).
     let (device, load_va) = match word.split_once('@') {
@@ -314,6 +323,21 @@ pub fn srmemu_main(console_pcb: u64) -> ! {
     let desc = &raw const emu_crb_desc as u64;
     crb_table.write(crb::off::DISPATCH_VA, desc);
     crb_table.write(crb::off::DISPATCH_PA, kseg_phys(desc));
+
+    if txline {
+        let boot = h.boot_cpu();
+        if let Some(cpu) = h
+            .slots()
+            .filter(|c| c.present() && c.index() != boot && c.index() < 64)
+            .map(|c| c.index())
+            .next()
+        {
+            h.slot(cpu)
+                .set_tx_text(b"a line this console posted before START");
+            h.mem().write(hwrpb::off::TXRDY, h.txrdy() | 1 << cpu);
+            println!("srm-emu: CPU {cpu}'s console posted a line (txrdy set)");
+        }
+    }
 
     let sp = load_va + total * PAGE - 64;
     // A console runs the bootstrap on the boot CPU's slot HWPCB (DEC's
