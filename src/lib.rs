@@ -9,6 +9,7 @@
 pub mod census;
 pub mod counter;
 pub mod cpuid;
+pub mod cpulock;
 pub mod cpumask;
 pub mod hostcores;
 pub mod idlepoll;

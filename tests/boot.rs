@@ -393,6 +393,43 @@ fn callsys_from_kernel_is_reported() {
     );
 }
 
+/// A load nothing answers: QEMU raises a machine check, reported by the
+/// entInt path with the code that made the access.
+#[test]
+fn a_machine_check_is_reported_with_its_access() {
+    assert_fault(
+        "mchk",
+        1,
+        "FAULT entInt (machine check) on CPU 0",
+        "fault_load",
+    );
+}
+
+/// A machine check inside this CPU's own SRM console call, with the
+/// console's locks held: the report and the verdict still come out. Before
+/// the locks knew their holder, the report's console call waited for the
+/// CPU's own lock at IPL 7 forever (the boot ran into its timeout).
+#[test]
+fn a_machine_check_inside_a_console_call_is_reported() {
+    let r = boot(2, "tests=ipl.guard console=srm fault=mchk_in_console");
+    assert_eq!(r.ending, Ending::Exited(1), "{}", r.describe());
+    let line = r
+        .lines_with("FAULT entInt (machine check) on CPU 0")
+        .next()
+        .unwrap_or_else(|| panic!("no machine-check report:\n{}", r.output));
+    assert!(line.contains("<fault_load+0x"), "{line}");
+    assert!(
+        r.lines_with("PANIC on CPU 0").next().is_some(),
+        "{}",
+        r.output
+    );
+    assert!(
+        r.lines_with("alphasmp: FAIL (panic)").next().is_some(),
+        "{}",
+        r.output
+    );
+}
+
 #[test]
 fn panic_on_a_secondary_stops_every_cpu() {
     let r = boot(4, "tests=ipl.guard fault=panic");

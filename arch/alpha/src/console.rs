@@ -8,11 +8,14 @@
 //!
 //! Output is serialised by a spin lock held at IPL 7, so an interrupt handler
 //! that prints on the same CPU cannot deadlock against the code it
-//! interrupted, and lines from different CPUs never interleave.
+//! interrupted, and lines from different CPUs never interleave. Only a
+//! machine check comes in at IPL 7: the lock knows its holder
+//! (`alphasmp::cpulock`), so a machine check inside this CPU's own write
+//! does not wait for itself.
 
 use core::fmt::{self, Write};
 
-use spin::Mutex;
+use alphasmp::cpulock::{CpuGuard, CpuLock, Entry};
 
 use crate::ipl::{self, IplGuard};
 
@@ -45,8 +48,21 @@ impl Console for Silent {
 
 /// The device, chosen once at boot.
 static DEVICE: spin::Once<&'static dyn Console> = spin::Once::new();
-/// Serialises output: held at IPL 7 for one formatted message.
-static LOCK: Mutex<()> = Mutex::new(());
+/// Serialises output: held at IPL 7 for one formatted message, by the CPU
+/// its owner number names (its physical id: known from the first line of
+/// the boot on).
+static LOCK: CpuLock = CpuLock::new();
+
+/// The owner number of the calling CPU for the console's locks.
+pub fn owner_id() -> usize {
+    crate::pal::whami()
+}
+
+/// Whether the calling CPU is inside a console write (only a machine check
+/// can interrupt one: writes run at IPL 7).
+pub fn held_here() -> bool {
+    LOCK.holds(owner_id())
+}
 
 fn device() -> &'static dyn Console {
     DEVICE.get().copied().unwrap_or(&Silent)
@@ -65,25 +81,25 @@ pub fn device_name() -> &'static str {
 #[doc(hidden)]
 pub fn _print(args: fmt::Arguments<'_>) {
     let _ipl = IplGuard::raise(ipl::HIGH);
+    // None: this CPU is inside its own write (a machine check's report);
+    // it writes without the lock rather than wait for itself.
     let _held = lock();
     Writer(device()).write_fmt(args).ok();
 }
 
-/// Takes the output lock. A CPU may wait here at IPL 7 for as long as the
-/// other CPUs' lines take at 9600 baud (about 1 ms a character), so no
-/// clock interrupt reads its cycle counter meanwhile: the wait reads it
-/// itself, so the counter's 32-bit wrap is never missed.
-fn lock() -> spin::MutexGuard<'static, ()> {
-    let mut spins = 0u32;
+/// Takes the output lock, or None if this CPU holds it already. A CPU may
+/// wait here at IPL 7 for as long as the other CPUs' lines take at 9600
+/// baud (about 1 ms a character), so no clock interrupt reads its cycle
+/// counter meanwhile: the wait reads it itself, so the counter's 32-bit
+/// wrap is never missed.
+fn lock() -> Option<CpuGuard<'static>> {
+    let me = owner_id();
     loop {
-        if let Some(held) = LOCK.try_lock() {
-            return held;
+        match LOCK.lock_bounded(me, 4096) {
+            Entry::Held(g) => return Some(g),
+            Entry::Reentered => return None,
+            Entry::Busy => crate::clock::keep_counting(),
         }
-        spins = spins.wrapping_add(1);
-        if spins.is_multiple_of(4096) {
-            crate::clock::keep_counting();
-        }
-        core::hint::spin_loop();
     }
 }
 
@@ -92,13 +108,9 @@ fn lock() -> spin::MutexGuard<'static, ()> {
 /// a CPU that was stopped while holding it).
 pub fn print_panic(args: fmt::Arguments<'_>) {
     let _ipl = IplGuard::raise(ipl::HIGH);
-    for _ in 0..2_000_000 {
-        if let Some(_held) = LOCK.try_lock() {
-            Writer(device()).write_fmt(args).ok();
-            return;
-        }
-        core::hint::spin_loop();
-    }
+    // Held, or not: this CPU holds it (a machine check inside its own
+    // write) or the holder never let go within the wait.
+    let _held = LOCK.lock_bounded(owner_id(), 2_000_000);
     Writer(device()).write_fmt(args).ok();
 }
 

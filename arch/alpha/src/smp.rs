@@ -642,6 +642,12 @@ fn stop_others(panic_path: bool) {
 /// with a person at a real console, see README), stops every other CPU and
 /// halts through the machine layer.
 pub fn finish(pass: bool, why: &str) -> ! {
+    let unprinted = machine::MCHK_NOTES_UNPRINTED.load(Ordering::Relaxed);
+    if unprinted > 0 {
+        println!(
+            "note: {unprinted} recoverable machine check(s) came in inside a console write; their notes were not printed"
+        );
+    }
     println!("alphasmp: {} ({why})", if pass { "PASS" } else { "FAIL" });
     stop_others(false);
     machine::end_run(pass)

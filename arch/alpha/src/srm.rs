@@ -20,8 +20,9 @@
 //!   L2/L3 under an unused L1 slot, `mm.rs`), so the console's mappings of
 //!   its dispatch code stay valid and FIXUP is never needed.
 
+use alphasmp::cpulock::CpuLock;
 use alphasmp_srm::crb::{self, Aligned, Status};
-use spin::Mutex;
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use crate::console::Console;
 use crate::hwrpb::{self, Hwrpb};
@@ -35,9 +36,14 @@ unsafe extern "Rust" {
 pub struct Crb {
     /// VA of the dispatch routine's procedure descriptor.
     desc: u64,
-    /// Serialises calls into the console.
-    lock: Mutex<()>,
+    /// Serialises calls into the console (knowing its holder: a machine
+    /// check may come in inside this CPU's own call).
+    lock: CpuLock,
 }
+
+/// Fault injection (`fault=mchk_in_console`): the next console call takes
+/// a machine check inside itself, its locks held.
+pub static MCHK_IN_CALL: AtomicBool = AtomicBool::new(false);
 
 impl Crb {
     /// Finds the dispatcher through the HWRPB's CRB, if it has one.
@@ -50,25 +56,31 @@ impl Crb {
         let desc = unsafe { core::ptr::read_volatile((crb + crb::off::DISPATCH_VA) as *const u64) };
         (desc != 0).then(|| Crb {
             desc,
-            lock: Mutex::new(()),
+            lock: CpuLock::new(),
         })
     }
 
     fn call(&self, code: u64, a1: u64, a2: u64, a3: u64, nargs: u64) -> Status {
         let _ipl = IplGuard::raise(ipl::HIGH);
+        let me = crate::console::owner_id();
         // On the panic path the holder may be a stopped CPU: wait a bounded
-        // time, then call anyway rather than hang without a report.
+        // time, then call anyway rather than hang without a report. A
+        // machine check that came in inside this CPU's own call
+        // (`Entry::Reentered`) calls again rather than wait for itself:
+        // only a fatal one's report does (a recoverable one's note waits,
+        // `machine::machine_check`).
         let _one = if crate::percpu::panicking() {
-            (0..2_000_000).find_map(|_| {
-                let g = self.lock.try_lock();
-                if g.is_none() {
-                    core::hint::spin_loop();
-                }
-                g
-            })
+            self.lock.lock_bounded(me, 2_000_000)
         } else {
-            Some(self.lock.lock())
+            self.lock.lock(me)
         };
+        if MCHK_IN_CALL.swap(false, Ordering::Relaxed) {
+            // SAFETY: fault injection (`fault=mchk_in_console`): a load
+            // from a physical address nothing answers, inside the call
+            // with its locks held; the machine check it raises is
+            // reported and ends the run.
+            unsafe { crate::trap::fault_load(crate::trap::NXM_KSEG) };
+        }
         // SAFETY: `desc` is the console's own dispatch descriptor from the
         // CRB, mapped by the console page table this kernel runs on; the
         // stub follows the console's calling convention; buffers passed in

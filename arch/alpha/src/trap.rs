@@ -56,6 +56,12 @@ unsafe extern "Rust" {
     pub(crate) fn fault_callsys();
 }
 
+/// A KSEG address whose physical address nothing answers on Tsunami,
+/// Typhoon or QEMU's clipper (0x1f8_0000_0000, far above memory and the
+/// chipset's CSRs): a load from it is a machine check (`fault=mchk`; for
+/// fault injection only: on Marvel it is PE 0's IO7 CSR space).
+pub const NXM_KSEG: u64 = 0xfffffc00_00000000 | 0x1f8_0000_0000;
+
 /// Registers the six entry points on the calling CPU. Every CPU runs this
 /// first thing, before it lowers its IPL or can fault.
 pub fn install() {

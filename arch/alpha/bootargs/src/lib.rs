@@ -69,6 +69,12 @@ pub enum Fault {
     /// A panic whose way out faults again: the illegal instruction is
     /// raised a second time while the panicking CPU stops the others.
     FaultWhileEnding,
+    /// A load from a physical address nothing answers: a machine check.
+    Mchk,
+    /// The same load inside an SRM console call, with the console's locks
+    /// held by the faulting CPU (`console=srm`): its report must still come
+    /// out, not wait for locks its own CPU holds.
+    MchkInConsole,
 }
 
 impl Fault {
@@ -83,6 +89,8 @@ impl Fault {
         ("panic", Fault::Panic),
         ("panic_stuck", Fault::PanicStuck),
         ("ending", Fault::FaultWhileEnding),
+        ("mchk", Fault::Mchk),
+        ("mchk_in_console", Fault::MchkInConsole),
     ];
 
     /// The boot-argument spelling.
@@ -463,16 +471,16 @@ pub const KEYS: &[Key] = &[
     },
     Key {
         name: "fault",
-        values: "`none`, `breakpoint`, `illegal`, `overflow`, `unmapped`, `unaligned`, `callsys`, `panic`, `panic_stuck`, `ending`",
+        values: "`none`, `breakpoint`, `illegal`, `overflow`, `unmapped`, `unaligned`, `callsys`, `panic`, `panic_stuck`, `ending`, `mchk`, `mchk_in_console`",
         default: Some("none"),
-        help: "after the self-tests, raise this fault (each must be reported and end the run with failure, never hang); `ending` faults a second time on the panic's way out, as a missing instruction would",
+        help: "after the self-tests, raise this fault (each must be reported and end the run with failure, never hang); `ending` faults a second time on the panic's way out, as a missing instruction would; `mchk` loads from a physical address nothing answers (a machine check), `mchk_in_console` does so inside an SRM console call with the console's locks held (needs `console=srm`)",
         lands: "run::raise_fault",
         example: "panic",
         set: |c, v| {
             c.fault = choice(
                 Fault::NAMES,
                 v,
-                "none|breakpoint|illegal|overflow|unmapped|unaligned|callsys|panic|panic_stuck|ending",
+                "none|breakpoint|illegal|overflow|unmapped|unaligned|callsys|panic|panic_stuck|ending|mchk|mchk_in_console",
             )?;
             Ok(())
         },

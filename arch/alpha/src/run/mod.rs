@@ -67,6 +67,16 @@ fn raise_fault(fault: Fault) -> ! {
                 fault_load(&raw const word as u64 + 3);
             }
             Fault::Callsys => fault_callsys(),
+            Fault::Mchk => {
+                fault_load(crate::trap::NXM_KSEG);
+            }
+            Fault::MchkInConsole => {
+                crate::srm::MCHK_IN_CALL.store(true, core::sync::atomic::Ordering::Relaxed);
+                println!("fault: this line's console call takes the machine check");
+                if crate::srm::MCHK_IN_CALL.swap(false, core::sync::atomic::Ordering::Relaxed) {
+                    println!("error: fault 'mchk_in_console' needs the SRM console (console=srm)");
+                }
+            }
             Fault::FaultWhileEnding => {
                 smp::FAULT_WHILE_ENDING.store(true, core::sync::atomic::Ordering::Relaxed);
                 fault_illegal()
