@@ -121,9 +121,13 @@ fn quiesce_io7s(h: &Hwrpb, cfg: &BootConfig<'_>) {
     };
     for pe in alphasmp::cpumask::CpuMask(pes).iter() {
         let pe = pe as u64;
-        match io7::quiesce_io7(pe, boot_pid, load, store) {
-            Ok(n) => println!(
-                "io7: PE {pe}: {n} interrupt controls written: LSI and MSI lines off, error sources to PID {boot_pid}"
+        // Errors the console's probing latched, cleared before the error
+        // sources are aimed at this CPU (a 0x660 machine check is fatal
+        // here), as Linux clears them once its own probing is done.
+        let cleared = io7::clear_errors(pe, store);
+        match cleared.and_then(|c| io7::quiesce_io7(pe, boot_pid, load, store).map(|n| (c, n))) {
+            Ok((c, n)) => println!(
+                "io7: PE {pe}: {c} error summaries cleared, {n} interrupt controls written: LSI and MSI lines off, error sources to PID {boot_pid}"
             ),
             Err(e) => println!("io7: PE {pe}: {e}"),
         }

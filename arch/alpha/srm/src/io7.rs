@@ -130,6 +130,26 @@ pub mod off {
     pub const CTL_END: u64 = MSI_CTL + 16 * CSR_STRIDE;
 }
 
+/// The error summaries cleared at boot (write-1-to-clear; Linux
+/// `io7_clear_errors`, which writes all ones to each).
+pub mod err_off {
+    use super::CSR_STRIDE;
+    /// In each hose port's CSRs (`io7_ioport_csrs`, at [`super::io7_port_csr_base`]):
+    /// `POx_ERR_SUM`, `POx_TLB_ERR`, `POx_SPL_COMPLT`, `POx_TRANS_SUM`.
+    pub const PORT: [u64; 4] = [
+        128 * CSR_STRIDE,
+        131 * CSR_STRIDE,
+        132 * CSR_STRIDE,
+        133 * CSR_STRIDE,
+    ];
+    /// In the IO7's own CSRs (from [`super::io7_csr_base`]):
+    /// `PO7_ERROR_SUM`, `PO7_UNCRR_SYM`, `PO7_CRRCT_SYM`.
+    pub const PORT7: [u64; 3] = [128 * CSR_STRIDE, 132 * CSR_STRIDE, 133 * CSR_STRIDE];
+}
+
+/// The hose ports of an IO7 (`IO7_NUM_PORTS`).
+pub const HOSE_PORTS: u64 = 4;
+
 /// The error/event controls, in the order Linux retargets them.
 pub const ERROR_CTLS: [u64; 5] = [
     off::HLT_CTL,
@@ -176,6 +196,11 @@ pub const fn kseg(pa: u64) -> Option<u64> {
     Some(KSEG | (pa & ((1 << 41) - 1)))
 }
 
+/// Physical base of hose `port`'s CSRs (`IO7_CSRS_PHYS(pe, port)`).
+pub const fn io7_port_csr_base(pe: u64, port: u64) -> u64 {
+    io7_hose(pe, port) | CSR_WINDOW
+}
+
 /// KSEG base of the IO7's own CSRs, for `pe < 32`.
 pub const fn io7_csr_base_kseg(pe: u64) -> Option<u64> {
     if pe >= MAX_KSEG_PE {
@@ -218,6 +243,36 @@ impl fmt::Display for Io7Error {
             ),
         }
     }
+}
+
+/// Clears the errors the IO7 at `pe` has latched (the console's own
+/// probing leaves some), as Linux's `io7_clear_errors` does: all ones to
+/// each hose port's error summaries and then to the IO7's own. The
+/// kernel does it before [`quiesce_io7`] aims the error sources at the
+/// boot CPU, so that an error left from the console is not delivered to
+/// it as a machine check. `write` is a volatile quadword store followed by
+/// `mb`. Returns the number of writes (19), or an error before any.
+pub fn clear_errors(pe: u64, mut write: impl FnMut(u64, u64)) -> Result<usize, Io7Error> {
+    if pe >= MAX_KSEG_PE {
+        return Err(Io7Error::BeyondKseg(pe));
+    }
+    let mut writes = 0;
+    let mut clear = |pa: u64| {
+        // Below 32, every PE's addresses are in KSEG's reach.
+        if let Some(va) = kseg(pa) {
+            write(va, u64::MAX);
+            writes += 1;
+        }
+    };
+    for port in 0..HOSE_PORTS {
+        for off in err_off::PORT {
+            clear(io7_port_csr_base(pe, port) + off);
+        }
+    }
+    for off in err_off::PORT7 {
+        clear(io7_csr_base(pe) + off);
+    }
+    Ok(writes)
 }
 
 /// Quiesces the IO7 at `pe` as Linux's `init_io7_irqs` does: the five
@@ -662,6 +717,42 @@ mod tests {
         assert!(io7.log.borrow().is_empty());
         let text = std::format!("{}", Io7Error::BeyondKseg(40));
         assert!(text.contains("PE 40") && !text.contains('\n'), "{text}");
+    }
+
+    #[test]
+    fn clearing_errors_writes_ones_to_the_summaries_linux_clears() {
+        let mut w = Vec::new();
+        assert_eq!(clear_errors(0, |a, v| w.push((a, v))), Ok(19));
+        assert!(w.iter().all(|(_, v)| *v == u64::MAX));
+        // PE 0, port 0: hose 0xfff_0000_0000 (PE and port inverted), CSR
+        // window 0xff80_0000, POx_ERR_SUM +0x2000 (the 129th CSR of 64
+        // bytes): phys 0xfff_ff80_2000, KSEG bits 40:0 = 0x1ff_ff80_2000.
+        assert_eq!(w[0].0, 0xfffffdff_ff80_2000);
+        // POx_TLB_ERR, POx_SPL_COMPLT, POx_TRANS_SUM: +0x20c0, +0x2100, +0x2140.
+        assert_eq!(
+            w[1..4].iter().map(|(a, _)| a - w[0].0).collect::<Vec<_>>(),
+            [0xc0, 0x100, 0x140]
+        );
+        // Port 3: inverted port 4 in bits 34:32.
+        assert_eq!(w[12].0, 0xfffffdfc_ff80_2000);
+        // PO7_ERROR_SUM at the port-7 CSRs + 0x2000: 0xff8_ffb0_2000, then
+        // PO7_UNCRR_SYM +0x2100 and PO7_CRRCT_SYM +0x2140 (Linux's comments:
+        // 0x30.2000 and 0x30.2100).
+        assert_eq!(
+            w[16..].iter().map(|(a, _)| *a).collect::<Vec<_>>(),
+            [
+                0xfffffdf8_ffb0_2000,
+                0xfffffdf8_ffb0_2100,
+                0xfffffdf8_ffb0_2140
+            ]
+        );
+        // The LSI controls start at 0x31.0000 of the same base: the error
+        // summaries lie below every interrupt control quiesce_io7 writes.
+        assert!(err_off::PORT7.iter().all(|o| *o < off::LSI_CTL));
+        assert_eq!(
+            clear_errors(32, |_, _| panic!("no write")),
+            Err(Io7Error::BeyondKseg(32))
+        );
     }
 
     // ---- GCT ----
