@@ -356,7 +356,7 @@ pub static MCHK_NOTES_UNPRINTED: AtomicU64 = AtomicU64::new(0);
 
 /// A machine check (entInt type 2). Correctable errors and system events
 /// are reported and their logout frame released with `wrmces(7)`; anything
-/// else is reported as a fault and panics (never a hang).
+/// else is reported, its frame released too, and panics (never a hang).
 pub fn machine_check(vector: u64, logout: u64, pc: u64) {
     let kind = MachineCheck::from_vector(vector);
     // Inside this CPU's own console write (only a machine check comes in
@@ -383,6 +383,12 @@ pub fn machine_check(vector: u64, logout: u64, pc: u64) {
         pal::wrmces(7);
         return;
     }
+    // The frame is read (reported above): released now, so that a second
+    // machine check while the run ends (errors often come in pairs) is
+    // taken and ends the run through the re-entered panic path, where
+    // before the release the PALcode halts the CPU on it (a double machine
+    // check, docs/hardware.md §9) before the verdict line is out.
+    pal::wrmces(7);
     // A synchronous machine check reports the PC after the access; the
     // access is the instruction before it. print_panic: the check may have
     // hit this CPU inside a console write, holding the console lock.
