@@ -27,6 +27,11 @@ impl Quads for Kseg {
         // OS owns (restart address, checksum, slot PCBs, flags, IPC buffers).
         unsafe { core::ptr::write_volatile((self.base + offset) as *mut u64, value) }
     }
+    fn write32(&self, offset: u64, value: u32) {
+        // SAFETY: as in `write`, a longword the OS owns (`rxlen`), 4-byte
+        // aligned by the layout.
+        unsafe { core::ptr::write_volatile((self.base + offset) as *mut u32, value) }
+    }
 }
 
 pub type Hwrpb = layout::Hwrpb<Kseg>;

@@ -44,6 +44,10 @@ impl Quads for Va {
         // SAFETY: `Va::new`'s contract: the table is mapped and writable.
         unsafe { core::ptr::write_volatile((self.0 + offset) as *mut u64, value) }
     }
+    fn write32(&self, offset: u64, value: u32) {
+        // SAFETY: as in `write`.
+        unsafe { core::ptr::write_volatile((self.0 + offset) as *mut u32, value) }
+    }
 }
 
 /// The console's callback dispatch descriptor (a VA), 0 until found.

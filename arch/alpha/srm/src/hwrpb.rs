@@ -10,6 +10,10 @@ use core::fmt;
 pub trait Quads {
     fn read(&self, offset: u64) -> u64;
     fn write(&self, offset: u64, value: u64);
+    /// A 32-bit store at `offset` (4-byte aligned), leaving the other half
+    /// of its quadword untouched: for a field that shares its quadword with
+    /// one the console writes (the IPC buffer's `rxlen` beside `txlen`).
+    fn write32(&self, offset: u64, value: u32);
 }
 
 /// The HWRPB's identification quadword, "HWRPB" big-endian.
@@ -373,6 +377,9 @@ impl<M: Quads> Slot<'_, M> {
     fn set(&self, o: u64, v: u64) {
         self.h.mem.write(self.base + o, v)
     }
+    fn set32(&self, o: u64, v: u32) {
+        self.h.mem.write32(self.base + o, v)
+    }
     pub fn flags(&self) -> u64 {
         self.q(slot_off::FLAGS)
     }
@@ -421,15 +428,12 @@ impl<M: Quads> Slot<'_, M> {
         self.set(p + 0x28, 1); // flags: FEN
     }
     /// Writes a console message ("START\r\n") into the IPC buffer: its
-    /// length in `rxlen` (the low half of the first quadword; `txlen`, the
-    /// high half, belongs to the slot's console and is kept), the text in
-    /// `rxbuf`.
+    /// length in `rxlen` (the low half of the first quadword, by a 32-bit
+    /// store of its own: `txlen`, the high half, is the slot's console's,
+    /// which may store it at any time, so a read and write of the whole
+    /// quadword could undo its store), the text in `rxbuf`.
     pub fn set_message(&self, msg: &[u8]) {
-        let first = self.q(slot_off::IPC_BUFFER);
-        self.set(
-            slot_off::IPC_BUFFER,
-            (first & !0xffff_ffff) | msg.len().min(32) as u64,
-        );
+        self.set32(slot_off::IPC_BUFFER, msg.len().min(32) as u32);
         let mut words = [0u64; 4];
         for (i, b) in msg.iter().take(32).enumerate() {
             words[i / 8] |= u64::from(*b) << (8 * (i % 8));
@@ -494,6 +498,13 @@ pub mod fake {
     /// Memory for a fake HWRPB: quadwords in a vector.
     pub struct Mem(pub RefCell<Vec<u64>>);
 
+    impl Mem {
+        /// A quadword, without the checks (for fakes built on this one).
+        pub fn read_q(&self, offset: u64) -> u64 {
+            self.0.borrow()[(offset / 8) as usize]
+        }
+    }
+
     impl Quads for &Mem {
         fn read(&self, offset: u64) -> u64 {
             assert_eq!(offset % 8, 0, "unaligned HWRPB read at {offset:#x}");
@@ -502,6 +513,12 @@ pub mod fake {
         fn write(&self, offset: u64, value: u64) {
             assert_eq!(offset % 8, 0, "unaligned HWRPB write at {offset:#x}");
             self.0.borrow_mut()[(offset / 8) as usize] = value;
+        }
+        fn write32(&self, offset: u64, value: u32) {
+            assert_eq!(offset % 4, 0, "unaligned HWRPB write at {offset:#x}");
+            let q = &mut self.0.borrow_mut()[(offset / 8) as usize];
+            let shift = 8 * (offset % 8);
+            *q = (*q & !(0xffff_ffff << shift)) | u64::from(value) << shift;
         }
     }
 
@@ -872,6 +889,76 @@ mod tests {
         slot.set_tx_text(&long);
         assert_eq!(slot.tx_text(&mut out), 80);
         assert_eq!(out, [b'x'; 80]);
+    }
+
+    /// A console that stores its `txlen` (the IPC buffer's high half) just
+    /// before the OS's access number `before` to that quadword (counting
+    /// from 0), as a secondary console posting a line at that moment would.
+    struct Racing<'a> {
+        mem: &'a fake::Mem,
+        at: u64,
+        before: usize,
+        seen: core::cell::Cell<usize>,
+        posted: core::cell::Cell<bool>,
+    }
+
+    impl Racing<'_> {
+        fn access(&self, offset: u64) {
+            if offset & !7 == self.at {
+                if self.seen.get() == self.before {
+                    self.post();
+                }
+                self.seen.set(self.seen.get() + 1);
+            }
+        }
+        fn post(&self) {
+            (&self.mem).write32(self.at + 4, 15);
+            self.posted.set(true);
+        }
+    }
+
+    impl Quads for &Racing<'_> {
+        fn read(&self, offset: u64) -> u64 {
+            self.access(offset);
+            self.mem.read_q(offset)
+        }
+        fn write(&self, offset: u64, value: u64) {
+            self.access(offset);
+            (&self.mem).write(offset, value)
+        }
+        fn write32(&self, offset: u64, value: u32) {
+            self.access(offset);
+            (&self.mem).write32(offset, value)
+        }
+    }
+
+    /// The START message's length is stored alone: a line the slot's
+    /// console posts at any moment keeps its `txlen`. (With a read and a
+    /// write of the whole quadword, a post between the two was undone, and
+    /// the line was then taken with the old length.)
+    #[test]
+    fn the_start_message_keeps_a_txlen_posted_meanwhile() {
+        for before in 0..3 {
+            let mem = marvel_like();
+            let at = Hwrpb::new(&mem).unwrap().slot(2).offset() + slot_off::IPC_BUFFER;
+            let racing = Racing {
+                mem: &mem,
+                at,
+                before,
+                seen: core::cell::Cell::new(0),
+                posted: core::cell::Cell::new(false),
+            };
+            let h = Hwrpb::new(&racing).unwrap();
+            h.slot(2).set_message(b"START\r\n");
+            if !racing.posted.get() {
+                racing.post();
+            }
+            assert_eq!(
+                (&mem).read(at),
+                15 << 32 | 7,
+                "posted before access {before}: txlen 15 and rxlen 7"
+            );
+        }
     }
 
     #[test]
