@@ -123,6 +123,34 @@ pub const CIX_MNEMONICS: &[&str] = &["ctpop", "ctlz", "cttz"];
 /// The CIX instructions in an `objdump -d` listing, as `(function,
 /// instruction line)` pairs in listing order.
 pub fn cix_instructions(listing: &str) -> Vec<(String, String)> {
+    instructions_where(listing, |m| CIX_MNEMONICS.contains(&m))
+}
+
+/// Whether an instruction (its mnemonic, `objdump`'s spelling, qualifiers
+/// after a `/`) uses the floating-point unit: loads and stores of FP
+/// registers, FP branches, operates, conversions, moves to and from the
+/// FPCR and between register files, and `fnop` (an FP operate).
+pub fn is_fp_mnemonic(mnemonic: &str) -> bool {
+    let m = mnemonic.split('/').next().unwrap_or("");
+    const EXACT: &[&str] = &[
+        "ldf", "ldg", "lds", "ldt", "stf", "stg", "sts", "stt", "fbeq", "fbne", "fblt", "fble",
+        "fbgt", "fbge", "cpys", "cpysn", "cpyse", "fnop", "fclr", "fmov", "fneg", "fabs",
+        "mt_fpcr", "mf_fpcr", "adds", "addt", "addf", "addg", "subs", "subt", "subf", "subg",
+        "muls", "mult", "mulf", "mulg", "divs", "divt", "divf", "divg",
+    ];
+    EXACT.contains(&m)
+        || ["cvt", "fcmov", "cmpt", "cmpg", "sqrt", "itof", "ftoi"]
+            .iter()
+            .any(|p| m.starts_with(p))
+}
+
+/// The floating-point instructions in an `objdump -d` listing, as
+/// [`cix_instructions`].
+pub fn fp_instructions(listing: &str) -> Vec<(String, String)> {
+    instructions_where(listing, is_fp_mnemonic)
+}
+
+fn instructions_where(listing: &str, hit: impl Fn(&str) -> bool) -> Vec<(String, String)> {
     let mut function = String::new();
     let mut found = Vec::new();
     for line in listing.lines() {
@@ -138,7 +166,7 @@ pub fn cix_instructions(listing: &str) -> Vec<(String, String)> {
         // `    1010004:\t20 00 e0 73 \tcttz\tt0,t1`: the mnemonic is the
         // third tab-separated field.
         let mnemonic = line.split('\t').nth(2).map(str::trim).unwrap_or("");
-        if CIX_MNEMONICS.contains(&mnemonic) {
+        if !mnemonic.is_empty() && hit(mnemonic) {
             found.push((function.clone(), line.trim().to_string()));
         }
     }
@@ -177,7 +205,11 @@ fn identity(path: &Path) -> Option<String> {
 }
 
 /// Refuses an ELF that holds CIX instructions, which an EV6 CPU (DS10,
-/// DS20, early ES40) cannot run ([`crate::toolchain::CPU`]).
+/// DS20, early ES40) cannot run ([`crate::toolchain::CPU`]), or
+/// floating-point ones: DEC's console starts the secondary CPUs with
+/// floating point disabled (FEN 0 in the PCB it loads; qemu-palcode takes
+/// the slot's, where the kernel writes 1), so one would fault there only
+/// on a real machine (docs/hardware.md §2).
 pub fn check_no_cix(elf: &Path) -> Result<()> {
     let out = Command::new("alpha-linux-gnu-objdump")
         .arg("-d")
@@ -197,6 +229,14 @@ pub fn check_no_cix(elf: &Path) -> Result<()> {
             elf.display(),
             found.len(),
             crate::toolchain::CPU
+        )));
+    }
+    let fp = fp_instructions(&String::from_utf8_lossy(&out.stdout));
+    if let Some((function, line)) = fp.first() {
+        return Err(err(format!(
+            "{} holds {} floating-point instruction(s), which fault on the secondary CPUs a DEC console starts with floating point disabled (first in {function}: {line})",
+            elf.display(),
+            fp.len(),
         )));
     }
     Ok(())
@@ -223,6 +263,39 @@ mod tests {
         assert!(found[0].1.contains("cttz"));
         assert_eq!(found[1].0, "other");
         assert!(cix_instructions("").is_empty());
+    }
+
+    #[test]
+    fn fp_instructions_are_found_and_integer_lookalikes_are_not() {
+        let listing = "\n\
+0000000001010000 <f>:\n\
+ 1010000:\t00 00 fe 2f \tunop\t\n\
+ 1010004:\t00 00 5e 9c \tstt\t$f2,0(sp)\n\
+ 1010008:\t1f 04 ff 5f \tfnop\t\n\
+ 101000c:\t00 00 00 00 \tcvtqt/d\t$f1,$f2\n\
+ 1010010:\t02 04 22 40 \taddq\tt0,t1,t1\n\
+ 1010014:\t02 04 22 40 \tmull\tt0,t1,t1\n\
+ 1010018:\t02 04 22 40 \tsubl\tt0,t1,t1\n\
+ 101001c:\t00 00 00 00 \tmult/su\t$f1,$f2,$f3\n\
+ 1010020:\t00 00 00 00 \tldq\tt0,0(sp)\t# stt in a comment\n";
+        let found: Vec<String> = fp_instructions(listing)
+            .into_iter()
+            .map(|(f, l)| {
+                assert_eq!(f, "f");
+                l.split('\t').nth(2).unwrap().to_string()
+            })
+            .collect();
+        assert_eq!(found, ["stt", "fnop", "cvtqt/d", "mult/su"]);
+        for m in [
+            "ldt", "cpys", "mt_fpcr", "fcmoveq", "itoft", "ftoit", "sqrtt/su", "cmpteq",
+        ] {
+            assert!(is_fp_mnemonic(m), "{m}");
+        }
+        for m in [
+            "addq", "subq", "mulq", "umulh", "cmpeq", "cmpult", "stq", "ldl", "s4addq",
+        ] {
+            assert!(!is_fp_mnemonic(m), "{m}");
+        }
     }
 
     /// The check is skipped only for the very file it passed: a stamp
