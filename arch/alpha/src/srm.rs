@@ -22,7 +22,7 @@
 
 use alphasmp::cpulock::CpuLock;
 use alphasmp_srm::crb::{self, Aligned, Status};
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::console::Console;
 use crate::hwrpb::{self, Hwrpb};
@@ -41,9 +41,20 @@ pub struct Crb {
     lock: CpuLock,
 }
 
-/// Fault injection (`fault=mchk_in_console`): the next console call takes
-/// a machine check inside itself, its locks held.
-pub static MCHK_IN_CALL: AtomicBool = AtomicBool::new(false);
+/// Fault injection (`fault=mchk_in_console`): a function the next console
+/// call runs inside itself, its locks held (its address; 0: none).
+static INSIDE_NEXT_CALL: AtomicUsize = AtomicUsize::new(0);
+
+/// Has the next console call run `f` inside itself, with its locks held.
+pub fn run_inside_next_call(f: fn()) {
+    INSIDE_NEXT_CALL.store(f as usize, Ordering::Relaxed);
+}
+
+/// Withdraws what [`run_inside_next_call`] asked, if no call ran it yet;
+/// returns whether it was still pending.
+pub fn cancel_inside_next_call() -> bool {
+    INSIDE_NEXT_CALL.swap(0, Ordering::Relaxed) != 0
+}
 
 impl Crb {
     /// Finds the dispatcher through the HWRPB's CRB, if it has one.
@@ -74,12 +85,14 @@ impl Crb {
         } else {
             self.lock.lock(me)
         };
-        if MCHK_IN_CALL.swap(false, Ordering::Relaxed) {
-            // SAFETY: fault injection (`fault=mchk_in_console`): a load
-            // from a physical address nothing answers, inside the call
-            // with its locks held; the machine check it raises is
-            // reported and ends the run.
-            unsafe { crate::trap::fault_load(crate::trap::NXM_KSEG) };
+        if INSIDE_NEXT_CALL.load(Ordering::Relaxed) != 0 {
+            let f = INSIDE_NEXT_CALL.swap(0, Ordering::Relaxed);
+            if f != 0 {
+                // SAFETY: only `run_inside_next_call` stores a non-zero
+                // value here, the address of a `fn()`.
+                let f: fn() = unsafe { core::mem::transmute::<usize, fn()>(f) };
+                f();
+            }
         }
         // SAFETY: `desc` is the console's own dispatch descriptor from the
         // CRB, mapped by the console page table this kernel runs on; the

@@ -46,6 +46,16 @@ pub fn run(cfg: &BootConfig<'_>) -> ! {
     smp::finish(summary.failed == 0, &why)
 }
 
+/// A load from a physical address nothing answers: a machine check
+/// (`fault=mchk_in_console` runs it inside a console call).
+fn mchk_here() {
+    // SAFETY: a deliberate machine check; the handler reports it and
+    // panics, so this never returns into a broken state.
+    unsafe {
+        fault_load(crate::trap::NXM_KSEG);
+    }
+}
+
 /// Raises the fault asked for with `fault=`; every one must end the run
 /// through the trap report and the panic path, never return.
 fn raise_fault(fault: Fault) -> ! {
@@ -71,9 +81,9 @@ fn raise_fault(fault: Fault) -> ! {
                 fault_load(crate::trap::NXM_KSEG);
             }
             Fault::MchkInConsole => {
-                crate::srm::MCHK_IN_CALL.store(true, core::sync::atomic::Ordering::Relaxed);
+                crate::srm::run_inside_next_call(mchk_here);
                 println!("fault: this line's console call takes the machine check");
-                if crate::srm::MCHK_IN_CALL.swap(false, core::sync::atomic::Ordering::Relaxed) {
+                if crate::srm::cancel_inside_next_call() {
                     println!("error: fault 'mchk_in_console' needs the SRM console (console=srm)");
                 }
             }
