@@ -19,7 +19,9 @@ use std::path::Path;
 use alphasmp_bootargs::experiment::{
     Expect, FAULTS, FIXES, FORMAT_VERSION, NATIVE_FAULTS, predict_for,
 };
-use alphasmp_bootargs::lines::{EXPERIMENT_BEGIN, EXPERIMENT_CELL, EXPERIMENT_END, Kind};
+use alphasmp_bootargs::lines::{
+    EDGE_PROBE, EXPERIMENT_BEGIN, EXPERIMENT_CELL, EXPERIMENT_END, Kind,
+};
 
 use crate::matrix::json_str;
 use crate::util::{Context, Result, err};
@@ -29,6 +31,7 @@ use crate::util::{Context, Result, err};
 const BEGIN: &str = "experiment-begin:";
 const CELL: &str = "experiment-cell:";
 const END: &str = "experiment-end:";
+const PROBE: &str = "edge-probe:";
 const BANNER: &str = "hwrpb: system ";
 const PASS: &str = "alphasmp: PASS";
 const FAIL: &str = "alphasmp: FAIL";
@@ -196,6 +199,8 @@ pub struct Experiment {
     pub begin: Fields,
     /// The serial number from the `hwrpb:` banner of the same boot, if any.
     pub serial: Option<String>,
+    /// The lost-edge probe's lines (one per target CPU), before the cells.
+    pub probes: Vec<Fields>,
     /// Every run of every cell, in log order.
     pub runs: Vec<Run>,
     /// The end line's number in the log.
@@ -262,11 +267,20 @@ fn parse_named(text: &str, name: &str) -> std::result::Result<Vec<Experiment>, S
                         line: at.line,
                         begin,
                         serial: serial.take(),
+                        probes: Vec::new(),
                         runs: Vec::new(),
                         end_line: 0,
                         end: Fields::default(),
                         verdict: None,
                     });
+                }
+                PROBE => {
+                    // The probe of an experiment (a probe run on its own,
+                    // `edge_probe=N`, has no experiment to belong to).
+                    if let Some(o) = open.as_mut() {
+                        o.probes
+                            .push(fields_of(body, "edge-probe", EDGE_PROBE.keys(), &at)?);
+                    }
                 }
                 CELL => {
                     let Some(o) = open.as_mut() else {
@@ -453,7 +467,7 @@ fn run_of(body: &str, at: &At<'_>, begin: &Fields) -> std::result::Result<Run, S
 /// The earliest kernel prefix in a line, and the text after it (for the
 /// verdict, the text from `alphasmp: ` on).
 fn find_prefix(line: &str) -> Option<(&'static str, &str)> {
-    let (at, p) = [BEGIN, CELL, END, BANNER, PASS, FAIL]
+    let (at, p) = [BEGIN, CELL, END, PROBE, BANNER, PASS, FAIL]
         .into_iter()
         .filter_map(|p| line.find(p).map(|at| (at, p)))
         .min_by_key(|&(at, _)| at)?;
@@ -738,6 +752,7 @@ pub fn markdown(exps: &[Experiment]) -> String {
         if !same_params {
             writeln!(s, "Parameters: {}.\n", params_text(e)).ok();
         }
+        probe(&mut s, e);
         table(&mut s, e);
         census(&mut s, e);
         notes(&mut s, e);
@@ -763,6 +778,54 @@ pub fn markdown(exps: &[Experiment]) -> String {
         .ok();
     }
     s
+}
+
+/// The lost-edge probe's totals and what they answer.
+fn probe(s: &mut String, e: &Experiment) {
+    if e.probes.is_empty() {
+        writeln!(
+            s,
+            "Lost-edge probe: not run (`edge_probe=0`, or a kernel before it).\n"
+        )
+        .ok();
+        return;
+    }
+    let sum = |key: &str| e.probes.iter().map(|p| p.count(key)).sum::<u64>();
+    let (sent, inside, taken, lost, dropped, missed) = (
+        sum("sent"),
+        sum("in_handler"),
+        sum("taken"),
+        sum("lost"),
+        sum("dropped"),
+        sum("missed"),
+    );
+    writeln!(
+        s,
+        "Lost-edge probe: {sent} PINGs, each sent the moment its target CPU was seen inside its clock handler at IPL 7 ({inside} still inside right after the send), each alone for three clock periods with the poll off: {taken} taken by their interrupt, {lost} lost; {missed} not sent (the target not seen in a handler in time){}.\n",
+        if dropped > 0 {
+            format!("; {dropped} dropped on purpose by an injection (`inject=`), so this is no finding about the machine")
+        } else {
+            String::new()
+        }
+    )
+    .ok();
+    let answer = if sent == 0 {
+        "Answer: none from the probe (no PING reached a target inside its handler; under `-icount` the CPUs take turns and never meet there).".to_string()
+    } else if lost > 0 && dropped == 0 {
+        format!(
+            "Answer: **this machine loses IPI edges**: {lost} of {sent} IPIs sent into a handler were never taken by their own interrupt. The in-interrupt poll (`poll`, the series' second fix) takes such a message at the target's next interrupt; see the `poll` column below."
+        )
+    } else if lost > 0 {
+        format!(
+            "Answer: {lost} of {sent} lost, as the injection dropped them: the probe sees a lost edge."
+        )
+    } else {
+        format!(
+            "Answer: no lost edge in {sent} IPIs sent into a handler (with none lost in {sent} tries, a rate above {:.1}% is unlikely, at 95% confidence). The cells below still show the first deadlock (waiters with IPIs masked) on any machine.",
+            300.0 / sent as f64
+        )
+    };
+    writeln!(s, "{answer}\n").ok();
 }
 
 /// The fault x fix table of one experiment.
@@ -931,8 +994,13 @@ pub fn json(exps: &[Experiment]) -> String {
         let ssn = e.serial.as_deref().map_or("null".to_string(), json_str);
         writeln!(
             s,
-            "    {{\n      \"line\": {},\n      \"identity\": {{{identity}, \"ssn\": {ssn}}},\n      \"parameters\": {{{params}}},\n      \"runs\": [",
-            e.line
+            "    {{\n      \"line\": {},\n      \"identity\": {{{identity}, \"ssn\": {ssn}}},\n      \"parameters\": {{{params}}},\n      \"edge_probe\": [{}],\n      \"runs\": [",
+            e.line,
+            e.probes
+                .iter()
+                .map(|p| format!("{{{}}}", json_fields(p.0.iter())))
+                .collect::<Vec<_>>()
+                .join(", ")
         )
         .ok();
         for (j, r) in e.runs.iter().enumerate() {
@@ -1149,6 +1217,59 @@ mod tests {
         assert!(e.runs.iter().all(|r| r.as_predicted()));
         let either = e.runs.iter().filter(|r| r.runs() == 3).count();
         assert_eq!(either, 18);
+    }
+
+    /// The probe's lines after the begin line, for targets 1..=3.
+    fn with_probe(cpus: usize, lost: [u64; 3], dropped: u64) -> String {
+        let mut lines = predicted(cpus, Set::Native);
+        let probes: Vec<String> = lost
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                EDGE_PROBE
+                    .line([
+                        &FORMAT_VERSION,
+                        &(i + 1),
+                        &100,
+                        &80,
+                        &(100 - l),
+                        l,
+                        &if i == 0 { dropped } else { 0 },
+                        &0,
+                        &2929,
+                    ])
+                    .to_string()
+            })
+            .collect();
+        lines.splice(1..1, probes);
+        capture(&lines)
+    }
+
+    #[test]
+    fn the_probe_answers_whether_the_machine_loses_edges() {
+        let e = parse(&with_probe(4, [0, 0, 0], 0)).unwrap();
+        assert_eq!(e[0].probes.len(), 3);
+        let md = markdown(&e);
+        assert!(md.contains("Lost-edge probe: 300 PINGs"), "{md}");
+        assert!(md.contains("Answer: no lost edge in 300 IPIs"), "{md}");
+        assert!(md.contains("above 1.0%"), "{md}");
+        let md = markdown(&parse(&with_probe(4, [0, 2, 1], 0)).unwrap());
+        assert!(
+            md.contains("**this machine loses IPI edges**: 3 of 300"),
+            "{md}"
+        );
+        // Lost as an injection dropped them: no finding about the machine.
+        let md = markdown(&parse(&with_probe(4, [5, 0, 0], 5)).unwrap());
+        assert!(md.contains("5 dropped on purpose"), "{md}");
+        assert!(!md.contains("this machine loses"), "{md}");
+        // A log from before the probe: said so, nothing else.
+        let md = markdown(&parse(&capture(&predicted(4, Set::Native))).unwrap());
+        assert!(md.contains("Lost-edge probe: not run"), "{md}");
+        let json = json(&parse(&with_probe(4, [0, 2, 1], 0)).unwrap());
+        assert!(
+            json.contains("\"edge_probe\": [{\"v\": 2, \"target\": 1"),
+            "{json}"
+        );
     }
 
     #[test]

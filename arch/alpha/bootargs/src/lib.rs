@@ -306,6 +306,9 @@ pub fn name_of<T: PartialEq + Copy>(table: &[(&'static str, T)], value: T) -> &'
 /// Maximum number of `tests=` prefixes.
 pub const MAX_TEST_FILTERS: usize = 8;
 
+/// PINGs per target CPU of the lost-edge probe an experiment starts with.
+pub const DEFAULT_EDGE_PROBE: u64 = 100;
+
 /// The parsed boot configuration. `BootConfig::default()` is all zeroes;
 /// [`BootConfig::defaults`] is what an empty command line gives.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
@@ -366,6 +369,13 @@ pub struct BootConfig<'a> {
     pub ipi_listen: bool,
     /// Samples per benchmark measurement; 0: no benchmark run.
     pub bench: u64,
+    /// `edge_probe=N`: the lost-edge probe alone, N PINGs per target CPU
+    /// (0: not as a run mode; the experiment runs it with
+    /// [`DEFAULT_EDGE_PROBE`] unless this is given).
+    pub edge_probe: u64,
+    /// Whether `edge_probe=` was given (with `experiment=`, `edge_probe=0`
+    /// skips the probe).
+    pub edge_probe_given: bool,
     /// `bench_busy=off`: the benchmark measures idle targets only.
     pub bench_busy: bool,
     /// `bench_only=`: the one measurement of [`BENCH_OPS`] to run (its
@@ -847,6 +857,19 @@ pub const KEYS: &[Key] = &[
         example: "2000",
         set: |c, v| {
             c.bench = number(v, 100, 100_000, "a whole number from 100 to 100000")?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "edge_probe",
+        values: "0 to 10000",
+        default: None,
+        help: "run only the lost-edge probe: this many PINGs to each other CPU, each sent the moment that CPU is seen inside its clock handler at IPL 7 (held there 100 us), with no poll and three clock periods of quiet after each; prints `edge-probe:` lines, halts; with `experiment=`, the probe's size there (default 100; 0 skips it)",
+        lands: "run::probe",
+        example: "200",
+        set: |c, v| {
+            c.edge_probe = number(v, 0, 10_000, "a whole number from 0 to 10000")?;
+            c.edge_probe_given = true;
             Ok(())
         },
     },

@@ -236,6 +236,33 @@ pub static WAIT_PROBE: Format<8> = Format {
     ],
 };
 
+/// The lost-edge probe (`edge_probe=N`, and at the start of every
+/// experiment), one line per target CPU: `sent` PINGs, each sent the moment
+/// the target was seen inside its clock handler at IPL 7 (`in_handler`: of
+/// those, how many found it still inside right after the send), with three
+/// of the target's clock periods of quiet after each (`window_us`); `taken`
+/// by the target's IPI interrupt within that window, `lost` not (no poll,
+/// no other traffic: nothing else could take them); `dropped`, the IPIs an
+/// injection dropped on purpose (the ground truth under `inject=`; 0 on a
+/// machine's own run); `missed`, probes not sent because the target was
+/// never seen in a handler within the window. `v`: the experiment's format
+/// version (`experiment::FORMAT_VERSION`; an experiment's log holds these
+/// lines too).
+pub static EDGE_PROBE: Format<9> = Format {
+    tag: "edge-probe",
+    keys: [
+        ("v", Count),
+        ("target", Count),
+        ("sent", Count),
+        ("in_handler", Count),
+        ("taken", Count),
+        ("lost", Count),
+        ("dropped", Count),
+        ("missed", Count),
+        ("window_us", Count),
+    ],
+};
+
 /// The benchmark's page-table frees: sync rounds elided and sent.
 pub static BENCH_PTFREE: Format<7> = Format {
     tag: "bench-ptfree",
@@ -358,6 +385,7 @@ mod tests {
         no_repeats(BENCH_RESULT.keys());
         no_repeats(BENCH_THROUGHPUT.keys());
         no_repeats(BENCH_PTFREE.keys());
+        no_repeats(EDGE_PROBE.keys());
         no_repeats(WAIT_PROBE.keys());
         no_repeats(EXPERIMENT_BEGIN.keys());
         no_repeats(EXPERIMENT_CELL.keys());

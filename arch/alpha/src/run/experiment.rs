@@ -354,6 +354,16 @@ pub fn run(cfg: &BootConfig<'_>) -> ! {
         cfg.watchdog_ms
     );
     print_begin(cfg, cells.len(), size);
+    // The lost-edge probe first: isolated IPIs aimed at the targets'
+    // handlers, which the cells' dense traffic cannot show lost (`probe`).
+    let probe_size = if cfg.edge_probe_given {
+        cfg.edge_probe
+    } else {
+        alphasmp_bootargs::DEFAULT_EDGE_PROBE
+    };
+    if probe_size > 0 {
+        super::probe::probe(probe_size);
+    }
     let started = clock::now_ns();
     let mut rows: Vec<Row> = Vec::new();
     let mut stranded_total = 0;

@@ -4,6 +4,7 @@
 //! | mode | chosen by | does | ends with |
 //! |---|---|---|---|
 //! | experiment | `experiment=native\|injected\|all` | every cell of the fault x fix matrix in this one boot, recovering the machine between cells (`experiment.rs`) | a table, `experiment-*` lines and the verdict |
+//! | lost-edge probe | `edge_probe=N` | N PINGs to each other CPU, each sent while it sits in its clock handler at IPL 7, isolated (`probe.rs`) | `edge-probe:` lines |
 //! | stress | `stress=N` | N synchronous shootdowns per CPU from all CPUs at once (`stress.rs`) | a `stress-result:` line |
 //! | benchmark | `bench=N` | the benchmark suite, N samples each (`bench.rs`) | `bench-result:` lines |
 //! | self-tests | (default) | the self-tests of `tests/` selected by `tests=` (`selftest.rs` runs them), then the deliberate fault of `fault=`, if any | the summary and the verdict line |
@@ -12,6 +13,7 @@
 
 pub mod bench;
 pub mod experiment;
+pub mod probe;
 pub mod selftest;
 pub mod stress;
 pub mod tests;
@@ -28,6 +30,9 @@ use selftest::Summary;
 pub fn run(cfg: &BootConfig<'_>) -> ! {
     if cfg.experiment != alphasmp_bootargs::experiment::Set::Off {
         experiment::run(cfg);
+    }
+    if cfg.edge_probe > 0 {
+        probe::run(cfg.edge_probe);
     }
     if cfg.stress > 0 {
         stress::run(cfg);

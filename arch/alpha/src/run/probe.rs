@@ -1,0 +1,236 @@
+//! The lost-edge probe (`edge_probe=N`, and the start of every
+//! experiment): does this machine lose an IPI sent while its target sits at
+//! IPL 7 in an interrupt handler?
+//!
+//! The experiment's cells cannot say so by themselves: they send IPIs
+//! densely, so an edge lost at one moment is covered by the next IPI to
+//! the same CPU, whose interrupt takes the whole mailbox, and the census
+//! counts only what stays untaken (`alphasmp::census`). The probe isolates
+//! each IPI instead, and aims it at the series' window:
+//!
+//! - the target spins at IPL 0 in task context, taking its clock
+//!   interrupts, each of which holds it at IPL 7 for 100 us
+//!   (`irq_load_us`'s emulated handler work);
+//! - the sender (the boot CPU) watches the target's handler depth and
+//!   sends a PING the moment it is inside a handler;
+//! - nothing else is sent to the target until the PING's handler has run or
+//!   three of the target's clock periods have passed; the poll in
+//!   interrupts is off, so only the PING's own interrupt can take it. A
+//!   PING not taken by then was lost (`lost`); one taken, delivered.
+//!
+//! A lost PING stays in the target's mailbox: before the next probe the
+//! sender sends PINGs (outside the target's handlers) until one is taken,
+//! which takes it too.
+
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use alphasmp::cpumask::CpuMask;
+use alphasmp::mailbox::IpiMessage;
+use alphasmp_bootargs::lines::EDGE_PROBE;
+
+use crate::console::println;
+use crate::interrupt::IRQ_LOAD_NS;
+use crate::percpu;
+use crate::platform::SMP;
+use crate::{clock, cpus, smp};
+
+/// How long each target's clock handler holds it at IPL 7 while probed.
+const HANDLER_NS: u64 = 100_000;
+
+/// What the probe of one target found.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Found {
+    pub sent: u64,
+    pub in_handler: u64,
+    pub taken: u64,
+    pub lost: u64,
+    pub dropped: u64,
+    pub missed: u64,
+}
+
+/// One probe round's shared state: the target spins until `done`.
+struct Round {
+    sender: usize,
+    target: usize,
+    per_target: u64,
+    done: AtomicBool,
+    found: spin::Mutex<Found>,
+}
+
+/// Probes every other online CPU with `per_target` PINGs from this CPU,
+/// prints one `edge-probe:` line each, and returns the totals. The
+/// policy it changes (the poll in interrupts, listening, the handlers'
+/// length) is restored before it returns.
+pub fn probe(per_target: u64) -> Found {
+    let me = cpus::this();
+    let p = &SMP.policy;
+    let poll = p.poll_in_irq.swap(false, Ordering::Relaxed);
+    let listen = p.listen.swap(false, Ordering::Relaxed);
+    let load = IRQ_LOAD_NS.swap(HANDLER_NS, Ordering::Relaxed);
+    let mut total = Found::default();
+    for target in smp::online_cpus().filter(|c| *c != me) {
+        let r = Round {
+            sender: me,
+            target,
+            per_target,
+            done: AtomicBool::new(false),
+            found: spin::Mutex::new(Found::default()),
+        };
+        let mask = CpuMask(CpuMask::single(me).0 | CpuMask::single(target).0);
+        let bound = (per_target + 1) * 2 * (handler_wait_ns() + 100 * window_ns()) + 10_000_000_000;
+        if smp::run_on_cpus_with(mask, round, &raw const r as usize, bound).is_err() {
+            // A CPU may still spin on `r`: it must not go away.
+            smp::finish(false, "edge probe: a round did not finish");
+        }
+        let f = *r.found.lock();
+        println!(
+            "{}",
+            EDGE_PROBE.line([
+                &alphasmp_bootargs::experiment::FORMAT_VERSION,
+                &target,
+                &f.sent,
+                &f.in_handler,
+                &f.taken,
+                &f.lost,
+                &f.dropped,
+                &f.missed,
+                &(window_ns() / 1000),
+            ])
+        );
+        total.sent += f.sent;
+        total.in_handler += f.in_handler;
+        total.taken += f.taken;
+        total.lost += f.lost;
+        total.dropped += f.dropped;
+        total.missed += f.missed;
+    }
+    IRQ_LOAD_NS.store(load, Ordering::Relaxed);
+    p.listen.store(listen, Ordering::Relaxed);
+    p.poll_in_irq.store(poll, Ordering::Relaxed);
+    total
+}
+
+/// Three of a CPU's clock periods: long enough for a target to leave its
+/// handler and take a pending interrupt many times over.
+fn window_ns() -> u64 {
+    3 * 1_000_000_000 / clock::base_hz().max(1)
+}
+
+/// How long the sender waits for the target to enter a handler that holds
+/// it at IPL 7: three of the kernel's ticks (`irq_load_us` applies once
+/// per tick), and at least 30 ms (QEMU's vCPUs, sharing host cores, may
+/// take their clock interrupts late).
+fn handler_wait_ns() -> u64 {
+    (3 * 1_000_000_000 / clock::tick_hz().max(1)).max(30_000_000)
+}
+
+fn round(me: usize, ctx: usize) -> u64 {
+    // SAFETY: `probe` passes the address of its `Round` and keeps it alive
+    // until run_on_cpus_with has collected both CPUs' results.
+    let r = unsafe { &*(ctx as *const Round) };
+    if me != r.sender {
+        // The target: at IPL 0, taking its clock interrupts.
+        while !r.done.load(Ordering::Acquire) {
+            core::hint::spin_loop();
+        }
+        return 0;
+    }
+    let f = send_all(r);
+    *r.found.lock() = f;
+    r.done.store(true, Ordering::Release);
+    0
+}
+
+fn send_all(r: &Round) -> Found {
+    let t = r.target;
+    let depth = &percpu::CPUS[t].irq_depth;
+    let dropped = &percpu::CPUS[t].dropped_ipis;
+    let handled = &SMP.cpu(t).stats.ipi_handled[IpiMessage::PING.index()];
+    let window = window_ns();
+    let mut f = Found::default();
+    for _ in 0..r.per_target {
+        // Wait for the target to enter a clock handler.
+        let since = clock::now_ns();
+        while depth.load(Ordering::Acquire) == 0 {
+            if clock::now_ns() - since > handler_wait_ns() {
+                break;
+            }
+            core::hint::spin_loop();
+        }
+        if depth.load(Ordering::Acquire) == 0 {
+            f.missed += 1;
+            continue;
+        }
+        let before = handled.load(Ordering::Acquire);
+        let dropped_before = dropped.load(Ordering::Relaxed);
+        if SMP.send_message(t, IpiMessage::PING).is_err() {
+            f.missed += 1;
+            continue;
+        }
+        // This PING's own drop, if an injection dropped it (the release's
+        // PINGs below are not probes).
+        f.dropped += dropped.load(Ordering::Relaxed) - dropped_before;
+        f.sent += 1;
+        if depth.load(Ordering::Acquire) > 0 {
+            f.in_handler += 1;
+        }
+        if taken_within(handled, before, window) {
+            f.taken += 1;
+        } else {
+            f.lost += 1;
+            release(t, handled, depth);
+        }
+    }
+    f
+}
+
+/// Whether `handled` moves past `before` within `window` ns.
+fn taken_within(handled: &AtomicU64, before: u64, window: u64) -> bool {
+    let sent = clock::now_ns();
+    while clock::now_ns() - sent < window {
+        if handled.load(Ordering::Acquire) != before {
+            return true;
+        }
+        core::hint::spin_loop();
+    }
+    handled.load(Ordering::Acquire) != before
+}
+
+/// Takes a lost PING out of the target's mailbox: PINGs sent outside its
+/// handlers until one is taken (its interrupt takes the mailbox whole).
+fn release(t: usize, handled: &AtomicU64, depth: &core::sync::atomic::AtomicU32) {
+    for _ in 0..100 {
+        while depth.load(Ordering::Acquire) > 0 {
+            core::hint::spin_loop();
+        }
+        let before = handled.load(Ordering::Acquire);
+        if SMP.send_message(t, IpiMessage::PING).is_ok()
+            && taken_within(handled, before, window_ns())
+        {
+            return;
+        }
+    }
+    println!("edge probe: CPU {t} took no PING in 100 tries");
+}
+
+/// The run mode `edge_probe=N`: the probe alone, then the verdict (the
+/// probe measures; it passes once it ran).
+pub fn run(per_target: u64) -> ! {
+    if smp::online_count() < 2 {
+        smp::finish(false, "edge probe needs 2 or more CPUs");
+    }
+    let f = probe(per_target);
+    println!(
+        "edge probe: {} PINGs sent while their target was in its clock handler at IPL 7 ({} still there after the send): {} taken, {} lost{}",
+        f.sent,
+        f.in_handler,
+        f.taken,
+        f.lost,
+        if f.dropped > 0 {
+            alloc::format!(" ({} dropped on purpose by the injection)", f.dropped)
+        } else {
+            alloc::string::String::new()
+        }
+    );
+    smp::finish(true, "edge probe reported")
+}
