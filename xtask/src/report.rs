@@ -799,9 +799,17 @@ fn probe(s: &mut String, e: &Experiment) {
         sum("dropped"),
         sum("missed"),
     );
+    let unjudged = sum("unjudged");
+    // Three clock periods at the rate the kernel took from the HWRPB.
+    let window_us = e.probes[0].count("window_us");
+    let hz = if window_us > 0 {
+        format!(", {} Hz", 3_000_000 / window_us)
+    } else {
+        String::new()
+    };
     writeln!(
         s,
-        "Lost-edge probe: {sent} PINGs, each sent the moment its target CPU was seen inside its clock handler at IPL 7 ({inside} still inside right after the send), each alone for three clock periods with the poll off: {taken} taken by their interrupt, {lost} lost; {missed} not sent (the target not seen in a handler in time){}.\n",
+        "Lost-edge probe: {sent} PINGs, each sent the moment its target CPU was seen inside its clock handler at IPL 7 ({inside} still inside right after the send), with the poll off and nothing else sent until it was taken or the target had taken two clock interrupts after it (three clock periods: {window_us} us{hz}): {taken} taken by their interrupt, {lost} lost (two clock interrupts taken, the PING not); {unjudged} unjudged (the target did not run for a second); {missed} not sent (the target not seen in a handler in time){}.\n",
         if dropped > 0 {
             format!("; {dropped} dropped on purpose by an injection (`inject=`), so this is no finding about the machine")
         } else {
@@ -1234,6 +1242,7 @@ mod tests {
                         &80,
                         &(100 - l),
                         l,
+                        &0,
                         &if i == 0 { dropped } else { 0 },
                         &0,
                         &2929,
@@ -1251,6 +1260,10 @@ mod tests {
         assert_eq!(e[0].probes.len(), 3);
         let md = markdown(&e);
         assert!(md.contains("Lost-edge probe: 300 PINGs"), "{md}");
+        assert!(
+            md.contains("(three clock periods: 2929 us, 1024 Hz)"),
+            "{md}"
+        );
         assert!(md.contains("Answer: no lost edge in 300 IPIs"), "{md}");
         assert!(md.contains("above 1.0%"), "{md}");
         let md = markdown(&parse(&with_probe(4, [0, 2, 1], 0)).unwrap());

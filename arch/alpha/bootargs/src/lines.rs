@@ -240,15 +240,17 @@ pub static WAIT_PROBE: Format<8> = Format {
 /// experiment), one line per target CPU: `sent` PINGs, each sent the moment
 /// the target was seen inside its clock handler at IPL 7 (`in_handler`: of
 /// those, how many found it still inside right after the send), with three
-/// of the target's clock periods of quiet after each (`window_us`); `taken`
-/// by the target's IPI interrupt within that window, `lost` not (no poll,
-/// no other traffic: nothing else could take them); `dropped`, the IPIs an
-/// injection dropped on purpose (the ground truth under `inject=`; 0 on a
-/// machine's own run); `missed`, probes not sent because the target was
-/// never seen in a handler within the window. `v`: the experiment's format
+/// of the target's clock periods (`window_us`); `taken` by the target's IPI
+/// interrupt, `lost` not, although the target took two clock interrupts
+/// after the send (so it ran at an IPL that takes IPIs in between, and no
+/// poll or other traffic could take the PING); `unjudged`, neither within
+/// a second (the target did not run: a host that deschedules a vCPU);
+/// `dropped`, the IPIs an injection dropped on purpose (the ground truth
+/// under `inject=`; 0 on a machine's own run); `missed`, probes not sent
+/// because the target was never seen in a handler in time. `v`: the experiment's format
 /// version (`experiment::FORMAT_VERSION`; an experiment's log holds these
 /// lines too).
-pub static EDGE_PROBE: Format<9> = Format {
+pub static EDGE_PROBE: Format<10> = Format {
     tag: "edge-probe",
     keys: [
         ("v", Count),
@@ -257,6 +259,7 @@ pub static EDGE_PROBE: Format<9> = Format {
         ("in_handler", Count),
         ("taken", Count),
         ("lost", Count),
+        ("unjudged", Count),
         ("dropped", Count),
         ("missed", Count),
         ("window_us", Count),

@@ -13,10 +13,14 @@
 //!   (`irq_load_us`'s emulated handler work);
 //! - the sender (the boot CPU) watches the target's handler depth and
 //!   sends a PING the moment it is inside a handler;
-//! - nothing else is sent to the target until the PING's handler has run or
-//!   three of the target's clock periods have passed; the poll in
-//!   interrupts is off, so only the PING's own interrupt can take it. A
-//!   PING not taken by then was lost (`lost`); one taken, delivered.
+//! - nothing else is sent to the target until the PING's handler has run,
+//!   or the target has taken two clock interrupts after the send without
+//!   taking it: then it ran at an IPL that takes IPIs in between (it
+//!   returned from a clock interrupt to IPL 0), where a pending IPI would
+//!   have been taken, and it was lost (`lost`; the census's "stranded"
+//!   rule). The poll in interrupts is off, so only the PING's own interrupt
+//!   can take it. A target that takes neither within a second did not run
+//!   (a host that deschedules a vCPU): `unjudged`, not lost.
 //!
 //! A lost PING stays in the target's mailbox: before the next probe the
 //! sender sends PINGs (outside the target's handlers) until one is taken,
@@ -44,6 +48,7 @@ pub struct Found {
     pub in_handler: u64,
     pub taken: u64,
     pub lost: u64,
+    pub unjudged: u64,
     pub dropped: u64,
     pub missed: u64,
 }
@@ -92,6 +97,7 @@ pub fn probe(per_target: u64) -> Found {
                 &f.in_handler,
                 &f.taken,
                 &f.lost,
+                &f.unjudged,
                 &f.dropped,
                 &f.missed,
                 &(window_ns() / 1000),
@@ -101,6 +107,7 @@ pub fn probe(per_target: u64) -> Found {
         total.in_handler += f.in_handler;
         total.taken += f.taken;
         total.lost += f.lost;
+        total.unjudged += f.unjudged;
         total.dropped += f.dropped;
         total.missed += f.missed;
     }
@@ -146,7 +153,6 @@ fn send_all(r: &Round) -> Found {
     let depth = &percpu::CPUS[t].irq_depth;
     let dropped = &percpu::CPUS[t].dropped_ipis;
     let handled = &SMP.cpu(t).stats.ipi_handled[IpiMessage::PING.index()];
-    let window = window_ns();
     let mut f = Found::default();
     for _ in 0..r.per_target {
         // Wait for the target to enter a clock handler.
@@ -163,6 +169,7 @@ fn send_all(r: &Round) -> Found {
         }
         let before = handled.load(Ordering::Acquire);
         let dropped_before = dropped.load(Ordering::Relaxed);
+        let clocks = clock_count(t);
         if SMP.send_message(t, IpiMessage::PING).is_err() {
             f.missed += 1;
             continue;
@@ -174,14 +181,56 @@ fn send_all(r: &Round) -> Found {
         if depth.load(Ordering::Acquire) > 0 {
             f.in_handler += 1;
         }
-        if taken_within(handled, before, window) {
-            f.taken += 1;
-        } else {
-            f.lost += 1;
-            release(t, handled, depth);
+        match judge(t, handled, before, clocks) {
+            Judged::Taken => f.taken += 1,
+            Judged::Lost => {
+                f.lost += 1;
+                release(t, handled, depth);
+            }
+            Judged::Unjudged => {
+                f.unjudged += 1;
+                release(t, handled, depth);
+            }
         }
     }
     f
+}
+
+/// The clock interrupts CPU `t` has taken.
+fn clock_count(t: usize) -> u64 {
+    crate::interrupt::COUNTS[t][1].load(Ordering::Relaxed)
+}
+
+/// What became of one probe's PING.
+enum Judged {
+    Taken,
+    Lost,
+    Unjudged,
+}
+
+/// Waits until the PING is taken (`handled` moves past `before`), or the
+/// target has taken two clock interrupts since the send (`clocks` then)
+/// without taking it, or a second has passed.
+fn judge(t: usize, handled: &AtomicU64, before: u64, clocks: u64) -> Judged {
+    let sent = clock::now_ns();
+    loop {
+        if handled.load(Ordering::Acquire) != before {
+            return Judged::Taken;
+        }
+        if clock_count(t) >= clocks + 2 {
+            // Its IPI interrupt would have come before the second clock's
+            // returns; one last look for a take in flight.
+            return if handled.load(Ordering::Acquire) != before {
+                Judged::Taken
+            } else {
+                Judged::Lost
+            };
+        }
+        if clock::now_ns() - sent > 1_000_000_000 {
+            return Judged::Unjudged;
+        }
+        core::hint::spin_loop();
+    }
 }
 
 /// Whether `handled` moves past `before` within `window` ns.
@@ -221,11 +270,12 @@ pub fn run(per_target: u64) -> ! {
     }
     let f = probe(per_target);
     println!(
-        "edge probe: {} PINGs sent while their target was in its clock handler at IPL 7 ({} still there after the send): {} taken, {} lost{}",
+        "edge probe: {} PINGs sent while their target was in its clock handler at IPL 7 ({} still there after the send): {} taken, {} lost, {} unjudged (the target did not run){}",
         f.sent,
         f.in_handler,
         f.taken,
         f.lost,
+        f.unjudged,
         if f.dropped > 0 {
             alloc::format!(" ({} dropped on purpose by the injection)", f.dropped)
         } else {
