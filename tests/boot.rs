@@ -655,7 +655,7 @@ fn probe_totals(r: &RunResult) -> (u64, u64, u64, u64) {
 /// a busy host's experiment: its vCPU had not run; now the target must
 /// have taken two clock interrupts without taking the PING); with the
 /// series' loss injected (`inject=edge_loss`: an IPI to a CPU inside a
-/// handler is dropped), the probe finds the drops as lost, and only them.
+/// handler is dropped), the probe finds the drops as lost, and no more.
 #[test]
 fn the_edge_probe_finds_injected_losses_and_no_others() {
     let r = boot(2, "edge_probe=100");
@@ -667,8 +667,11 @@ fn the_edge_probe_finds_injected_losses_and_no_others() {
     let r = boot(2, "edge_probe=100 inject=edge_loss");
     assert!(r.passed(), "{}", r.describe());
     let (sent, taken, lost, dropped) = probe_totals(&r);
-    assert!(lost >= 20, "{}", r.output);
-    assert_eq!(lost, dropped, "{}", r.output);
+    // Every drop found lost, or nearly: a PING dropped as its target's
+    // clock handler returns can still be taken by another interrupt's
+    // drain, so lost never exceeds the drops.
+    assert!(lost >= 20 && lost <= dropped, "{}", r.output);
+    assert!(lost * 10 >= dropped * 9, "{}", r.output);
     assert!(taken + lost <= sent, "{}", r.output);
 }
 

@@ -802,11 +802,9 @@ fn probe(s: &mut String, e: &Experiment) {
     let unjudged = sum("unjudged");
     // Three clock periods at the rate the kernel took from the HWRPB.
     let window_us = e.probes[0].count("window_us");
-    let hz = if window_us > 0 {
-        format!(", {} Hz", 3_000_000 / window_us)
-    } else {
-        String::new()
-    };
+    let hz = 3_000_000u64
+        .checked_div(window_us)
+        .map_or(String::new(), |hz| format!(", {hz} Hz"));
     writeln!(
         s,
         "Lost-edge probe: {sent} PINGs, each sent the moment its target CPU was seen inside its clock handler at IPL 7 ({inside} still inside right after the send), with the poll off and nothing else sent until it was taken or the target had taken two clock interrupts after it (three clock periods: {window_us} us{hz}): {taken} taken by their interrupt, {lost} lost (two clock interrupts taken, the PING not); {unjudged} unjudged (the target did not run for a second); {missed} not sent (the target not seen in a handler in time){}.\n",

@@ -19,6 +19,13 @@ pub static COUNTS: [Line<[AtomicU64; 5]>; MAX_CPUS] =
 /// Extra time each clock interrupt spends at IPL 7 (irq_load_us).
 pub static IRQ_LOAD_NS: AtomicU64 = AtomicU64::new(0);
 
+/// The lost-edge probe's target (its CPU number plus one; 0: none), whose
+/// every clock interrupt, tick or not, holds it at IPL 7 for
+/// [`PROBE_HOLD_NS`] (`run::probe`).
+pub static PROBE_TARGET: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+/// See [`PROBE_TARGET`].
+pub static PROBE_HOLD_NS: AtomicU64 = AtomicU64::new(0);
+
 /// The IPI interrupt (type 0), the one every cross-call takes: asm/entry.S
 /// calls this for it directly, not `alpha_trap` and [`dispatch`]. Its work
 /// is `dispatch`'s for type 0 (counted, at IPL 7 until rti, in the handler
@@ -108,6 +115,9 @@ pub fn dispatch(kind: u64, a1: u64, a2: u64, pc: u64, interrupted_ipl: u8) {
                     // IPI edge is lost.
                     clock::delay_ns(load);
                 }
+            }
+            if PROBE_TARGET.load(Ordering::Relaxed) == cpu + 1 {
+                clock::delay_ns(PROBE_HOLD_NS.load(Ordering::Relaxed));
             }
             if percpu::panicking() || percpu::stop_requested() {
                 // Fallback stop for a CPU whose CPU_STOP IPI did not arrive.

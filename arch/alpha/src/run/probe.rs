@@ -9,8 +9,9 @@
 //! each IPI instead, and aims it at the series' window:
 //!
 //! - the target spins at IPL 0 in task context, taking its clock
-//!   interrupts, each of which holds it at IPL 7 for 100 us
-//!   (`irq_load_us`'s emulated handler work);
+//!   interrupts, each of which holds it at IPL 7 for 100 us (emulated
+//!   handler work, as `irq_load_us`'s, but on every clock interrupt of
+//!   the target alone);
 //! - the sender (the boot CPU) watches the target's handler depth and
 //!   sends a PING the moment it is inside a handler;
 //! - nothing else is sent to the target until the PING's handler has run,
@@ -33,7 +34,7 @@ use alphasmp::mailbox::IpiMessage;
 use alphasmp_bootargs::lines::EDGE_PROBE;
 
 use crate::console::println;
-use crate::interrupt::IRQ_LOAD_NS;
+use crate::interrupt::{PROBE_HOLD_NS, PROBE_TARGET};
 use crate::percpu;
 use crate::platform::SMP;
 use crate::{clock, cpus, smp};
@@ -71,7 +72,7 @@ pub fn probe(per_target: u64) -> Found {
     let p = &SMP.policy;
     let poll = p.poll_in_irq.swap(false, Ordering::Relaxed);
     let listen = p.listen.swap(false, Ordering::Relaxed);
-    let load = IRQ_LOAD_NS.swap(HANDLER_NS, Ordering::Relaxed);
+    PROBE_HOLD_NS.store(HANDLER_NS, Ordering::Relaxed);
     let mut total = Found::default();
     for target in smp::online_cpus().filter(|c| *c != me) {
         let r = Round {
@@ -82,11 +83,13 @@ pub fn probe(per_target: u64) -> Found {
             found: spin::Mutex::new(Found::default()),
         };
         let mask = CpuMask(CpuMask::single(me).0 | CpuMask::single(target).0);
+        PROBE_TARGET.store(target + 1, Ordering::Relaxed);
         let bound = (per_target + 1) * 2 * (handler_wait_ns() + 100 * window_ns()) + 10_000_000_000;
         if smp::run_on_cpus_with(mask, round, &raw const r as usize, bound).is_err() {
             // A CPU may still spin on `r`: it must not go away.
             smp::finish(false, "edge probe: a round did not finish");
         }
+        PROBE_TARGET.store(0, Ordering::Relaxed);
         let f = *r.found.lock();
         println!(
             "{}",
@@ -111,7 +114,6 @@ pub fn probe(per_target: u64) -> Found {
         total.dropped += f.dropped;
         total.missed += f.missed;
     }
-    IRQ_LOAD_NS.store(load, Ordering::Relaxed);
     p.listen.store(listen, Ordering::Relaxed);
     p.poll_in_irq.store(poll, Ordering::Relaxed);
     total
@@ -123,12 +125,11 @@ fn window_ns() -> u64 {
     3 * 1_000_000_000 / clock::base_hz().max(1)
 }
 
-/// How long the sender waits for the target to enter a handler that holds
-/// it at IPL 7: three of the kernel's ticks (`irq_load_us` applies once
-/// per tick), and at least 30 ms (QEMU's vCPUs, sharing host cores, may
-/// take their clock interrupts late).
+/// How long the sender waits for the target to enter a clock handler:
+/// three clock periods, and at least 30 ms (QEMU's vCPUs, sharing host
+/// cores, may take their clock interrupts late).
 fn handler_wait_ns() -> u64 {
-    (3 * 1_000_000_000 / clock::tick_hz().max(1)).max(30_000_000)
+    window_ns().max(30_000_000)
 }
 
 fn round(me: usize, ctx: usize) -> u64 {
@@ -155,15 +156,21 @@ fn send_all(r: &Round) -> Found {
     let handled = &SMP.cpu(t).stats.ipi_handled[IpiMessage::PING.index()];
     let mut f = Found::default();
     for _ in 0..r.per_target {
-        // Wait for the target to enter a clock handler.
+        // Wait for the target to enter a clock handler: a new clock
+        // interrupt counted (at its entry), and the target still inside a
+        // handler. (Not any handler: one inside its IPI handler would take
+        // the PING in that handler's own drain.)
         let since = clock::now_ns();
-        while depth.load(Ordering::Acquire) == 0 {
-            if clock::now_ns() - since > handler_wait_ns() {
+        let entered = clock_count(t);
+        let mut inside = false;
+        while clock::now_ns() - since <= handler_wait_ns() {
+            if clock_count(t) != entered && depth.load(Ordering::Acquire) > 0 {
+                inside = true;
                 break;
             }
             core::hint::spin_loop();
         }
-        if depth.load(Ordering::Acquire) == 0 {
+        if !inside {
             f.missed += 1;
             continue;
         }
