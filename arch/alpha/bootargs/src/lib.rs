@@ -864,7 +864,7 @@ pub const KEYS: &[Key] = &[
         name: "edge_probe",
         values: "0 to 10000",
         default: None,
-        help: "run only the lost-edge probe: this many PINGs to each other CPU, each sent the moment that CPU is seen inside its clock handler at IPL 7 (held there 100 us), with no poll and three clock periods of quiet after each; prints `edge-probe:` lines, halts; with `experiment=`, the probe's size there (default 100; 0 skips it)",
+        help: "run only the lost-edge probe: this many PINGs to each other CPU, each sent the moment that CPU is seen inside a clock handler at IPL 7 (each held there 100 us), with no poll and nothing else sent to it until it takes the PING or two more clock interrupts (then the PING is lost); prints `edge-probe:` lines, halts; with `experiment=`, the probe's size there (default 100; 0 skips it)",
         lands: "run::probe",
         example: "200",
         set: |c, v| {

@@ -54,6 +54,18 @@ pub struct Found {
     pub missed: u64,
 }
 
+impl Found {
+    fn add(&mut self, o: &Found) {
+        self.sent += o.sent;
+        self.in_handler += o.in_handler;
+        self.taken += o.taken;
+        self.lost += o.lost;
+        self.unjudged += o.unjudged;
+        self.dropped += o.dropped;
+        self.missed += o.missed;
+    }
+}
+
 /// One probe round's shared state: the target spins until `done`.
 struct Round {
     sender: usize,
@@ -106,13 +118,7 @@ pub fn probe(per_target: u64) -> Found {
                 &(window_ns() / 1000),
             ])
         );
-        total.sent += f.sent;
-        total.in_handler += f.in_handler;
-        total.taken += f.taken;
-        total.lost += f.lost;
-        total.unjudged += f.unjudged;
-        total.dropped += f.dropped;
-        total.missed += f.missed;
+        total.add(&f);
     }
     p.listen.store(listen, Ordering::Relaxed);
     p.poll_in_irq.store(poll, Ordering::Relaxed);
