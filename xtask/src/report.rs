@@ -9,9 +9,14 @@
 //! [`FORMAT_VERSION`]. A capture holds more than that: the SRM console's and
 //! the loader's lines, terminal escape sequences, CR/LF endings and stray
 //! CRs, noise before a line's text, and perhaps several boots (on 2 and on
-//! 4 CPUs, say). [`parse`] finds every begin..end block and refuses, on one
-//! line, whatever it cannot read exactly; [`markdown`] and [`json`] write
-//! the tables, keyed by CPU count; [`run_cli`] does all of it for a file.
+//! 4 CPUs, say), and a capture at 9600 baud may garble a line or stop
+//! early. [`parse`] finds every begin..end block; a cell or probe line it
+//! cannot read exactly costs that line, noted (`capture_notes`), and a
+//! block the capture ends inside is a partial report; it refuses, on one
+//! line, only what leaves nothing to report (no experiment, a begin line of
+//! another format version, a block with no readable line); [`markdown`]
+//! and [`json`] write the tables, keyed by CPU count, the notes first;
+//! [`run_cli`] does all of it for a file.
 
 use std::fmt::{self, Write as _};
 use std::path::Path;
@@ -210,6 +215,12 @@ pub struct Experiment {
     /// The verdict line's text after `alphasmp: ` (`PASS (...)`), if
     /// printed.
     pub verdict: Option<String>,
+    /// What the capture lacked or garbled, one line each (a cell line that
+    /// did not read, a lost line, the end that never came): the report is
+    /// made from the rest, and says so.
+    pub capture_notes: Vec<String>,
+    /// The capture ends before the experiment's end line: `end` is empty.
+    pub partial: bool,
 }
 
 impl Experiment {
@@ -235,9 +246,11 @@ impl fmt::Display for At<'_> {
     }
 }
 
-/// Parses every experiment in a console capture, in log order. Refuses, on
-/// one line, a log without an experiment, a line of another format version,
-/// a line that does not parse, an experiment without its end.
+/// Parses every experiment in a console capture, in log order. A cell or
+/// probe line that does not parse is skipped and noted, an experiment the
+/// capture ends inside is kept as partial; refuses, on one line, a log
+/// without an experiment, a begin line that does not parse (another format
+/// version), an experiment with nothing readable before the capture ends.
 pub fn parse(text: &str) -> std::result::Result<Vec<Experiment>, String> {
     parse_named(text, "the log")
 }
@@ -259,8 +272,8 @@ fn parse_named(text: &str, name: &str) -> std::result::Result<Vec<Experiment>, S
             match prefix {
                 BANNER => serial = serial_of(body),
                 BEGIN => {
-                    if let Some(o) = &open {
-                        return Err(unfinished(name, o, Some(at.line)));
+                    if let Some(o) = open.take() {
+                        done.push(partial(name, o, Some(at.line))?);
                     }
                     let begin = fields_of(body, "experiment-begin", EXPERIMENT_BEGIN.keys(), &at)?;
                     open = Some(Experiment {
@@ -272,14 +285,18 @@ fn parse_named(text: &str, name: &str) -> std::result::Result<Vec<Experiment>, S
                         end_line: 0,
                         end: Fields::default(),
                         verdict: None,
+                        capture_notes: Vec::new(),
+                        partial: false,
                     });
                 }
                 PROBE => {
                     // The probe of an experiment (a probe run on its own,
                     // `edge_probe=N`, has no experiment to belong to).
                     if let Some(o) = open.as_mut() {
-                        o.probes
-                            .push(fields_of(body, "edge-probe", EDGE_PROBE.keys(), &at)?);
+                        match fields_of(body, "edge-probe", EDGE_PROBE.keys(), &at) {
+                            Ok(f) => o.probes.push(f),
+                            Err(why) => o.capture_notes.push(format!("{why}; skipped")),
+                        }
                     }
                 }
                 CELL => {
@@ -288,8 +305,12 @@ fn parse_named(text: &str, name: &str) -> std::result::Result<Vec<Experiment>, S
                             "{at}: experiment-cell line outside an experiment (no {BEGIN} line before it)"
                         ));
                     };
-                    let run = run_of(body, &at, &o.begin)?;
-                    o.runs.push(run);
+                    // A line the capture garbled (noise at 9600 baud, two
+                    // lines run together) costs that run, not the report.
+                    match run_of(body, &at, &o.begin) {
+                        Ok(run) => o.runs.push(run),
+                        Err(why) => o.capture_notes.push(format!("{why}; skipped")),
+                    }
                 }
                 END => {
                     let Some(mut o) = open.take() else {
@@ -301,8 +322,8 @@ fn parse_named(text: &str, name: &str) -> std::result::Result<Vec<Experiment>, S
                     o.end_line = at.line;
                     let said = o.end.count("runs");
                     if said != o.runs.len() as u64 {
-                        return Err(format!(
-                            "{at}: experiment-end says runs={said}, but the experiment begun at line {} has {} experiment-cell line(s) (a line lost or garbled in the capture?)",
+                        o.capture_notes.push(format!(
+                            "{at}: experiment-end says runs={said}, but the experiment begun at line {} has {} readable experiment-cell line(s) (lines lost or garbled in the capture)",
                             o.line,
                             o.runs.len()
                         ));
@@ -323,8 +344,8 @@ fn parse_named(text: &str, name: &str) -> std::result::Result<Vec<Experiment>, S
             }
         }
     }
-    if let Some(o) = &open {
-        return Err(unfinished(name, o, None));
+    if let Some(o) = open.take() {
+        done.push(partial(name, o, None)?);
     }
     if done.is_empty() {
         return Err(format!(
@@ -334,7 +355,23 @@ fn parse_named(text: &str, name: &str) -> std::result::Result<Vec<Experiment>, S
     Ok(done)
 }
 
-/// The refusal for an experiment without its end line.
+/// An experiment without its end line, kept as a partial report if the
+/// capture holds something of it (a probe line or a cell), else refused.
+fn partial(
+    name: &str,
+    mut o: Experiment,
+    next_begin: Option<usize>,
+) -> std::result::Result<Experiment, String> {
+    let why = unfinished(name, &o, next_begin);
+    if o.runs.is_empty() && o.probes.is_empty() {
+        return Err(why);
+    }
+    o.capture_notes.push(format!("{why}: a partial report"));
+    o.partial = true;
+    Ok(o)
+}
+
+/// Why an experiment has no end line.
 fn unfinished(name: &str, o: &Experiment, next_begin: Option<usize>) -> String {
     let cells = o.begin.count("cells");
     let at = match o.runs.last() {
@@ -752,14 +789,29 @@ pub fn markdown(exps: &[Experiment]) -> String {
         if !same_params {
             writeln!(s, "Parameters: {}.\n", params_text(e)).ok();
         }
+        for note in &e.capture_notes {
+            writeln!(s, "Capture: {}.\n", md_escape(note.trim_end_matches('.'))).ok();
+        }
         probe(&mut s, e);
         table(&mut s, e);
-        census(&mut s, e);
-        notes(&mut s, e);
+        if !e.partial {
+            census(&mut s, e);
+            notes(&mut s, e);
+        }
         match &e.verdict {
             Some(v) => writeln!(s, "\nVerdict: `alphasmp: {v}`").ok(),
             None => writeln!(s, "\nVerdict: none in the log").ok(),
         };
+        if e.partial {
+            writeln!(
+                s,
+                "\nEnd: none in the capture; a partial report of {} run(s) of {} cells.",
+                e.runs.len(),
+                e.begin.count("cells")
+            )
+            .ok();
+            continue;
+        }
         let end = &e.end;
         let unrecovered = match end.count("unrecovered") {
             0 => "no unrecovered cell".to_string(),
@@ -1021,9 +1073,16 @@ pub fn json(exps: &[Experiment]) -> String {
             .ok();
         }
         let verdict = e.verdict.as_deref().map_or("null".to_string(), json_str);
+        let notes = e
+            .capture_notes
+            .iter()
+            .map(|n| json_str(n))
+            .collect::<Vec<_>>()
+            .join(", ");
         writeln!(
             s,
-            "      ],\n      \"end\": {{\"line\": {}, {}}},\n      \"verdict\": {verdict}\n    }}{}",
+            "      ],\n      \"partial\": {},\n      \"capture_notes\": [{notes}],\n      \"end\": {{\"line\": {}, {}}},\n      \"verdict\": {verdict}\n    }}{}",
+            e.partial,
             e.end_line,
             json_fields(e.end.0.iter()),
             if i + 1 < exps.len() { "," } else { "" }
@@ -1042,8 +1101,13 @@ pub fn summary(exps: &[Experiment]) -> String {
         .map(|e| {
             let bad = e.not_as_predicted().count();
             format!(
-                "{}: {} runs of {} cells, {}, {}",
+                "{}{}: {} runs of {} cells, {}, {}",
                 cpus_text(e.cpus()),
+                match (e.partial, e.capture_notes.len()) {
+                    (true, _) => " (partial)".to_string(),
+                    (false, 0) => String::new(),
+                    (false, n) => format!(" ({n} capture note(s))"),
+                },
                 e.runs.len(),
                 e.begin.count("cells"),
                 if bad == 0 {
@@ -1324,29 +1388,57 @@ mod tests {
         assert!(cols[3].starts_with("completed (7/5+6/3/4)"), "{}", cols[3]);
     }
 
+    /// A capture that stops (a hung machine, a terminal closed) is a
+    /// partial report of what it holds, saying where it stops; one with
+    /// nothing of the experiment is refused.
     #[test]
-    fn truncated_log_names_the_last_cell() {
+    fn truncated_log_is_a_partial_report_naming_the_last_cell() {
         let lines = predicted(4, Set::Injected);
         let log = lines[..4].join("\r\n");
-        let why = parse(&log).unwrap_err();
+        let e = parse(&log).unwrap();
+        assert!(e[0].partial);
+        assert_eq!(e[0].runs.len(), 3);
+        let why = &e[0].capture_notes[0];
         assert!(why.contains("ends after cell 3 of 25"), "{why}");
         assert!(why.contains("none x poll"), "{why}");
-        assert!(!why.contains('\n'));
+        assert!(
+            why.ends_with("a partial report") && !why.contains('\n'),
+            "{why}"
+        );
+        let md = markdown(&e);
+        assert!(
+            md.contains("End: none in the capture; a partial report of 3 run(s) of 25 cells."),
+            "{md}"
+        );
+        assert!(
+            summary(&e).contains("4 CPUs (partial): 3 runs"),
+            "{}",
+            summary(&e)
+        );
+        // Nothing but the begin line: nothing to report.
+        let why = parse(&lines[..1].join("\n")).unwrap_err();
+        assert!(why.contains("before the first of its 25 cells"), "{why}");
         // A second boot that begins before the first one ended.
         let mut two = lines[..3].to_vec();
         two.extend(predicted(2, Set::Injected));
-        let why = parse(&two.join("\n")).unwrap_err();
+        let e = parse(&two.join("\n")).unwrap();
+        assert_eq!(e.len(), 2);
+        let why = &e[0].capture_notes[0];
         assert!(why.contains("stops after cell 2 of 25"), "{why}");
         assert!(why.contains("line 4"), "{why}");
+        assert!(e[0].partial && !e[1].partial);
     }
 
     #[test]
     fn other_versions_are_refused() {
+        // One cell line of another version: that run is skipped, noted.
         let mut lines = predicted(4, Set::Native);
         lines[2] = lines[2].replace("v=2 ", "v=1 ");
-        let why = parse(&lines.join("\n")).unwrap_err();
+        let e = parse(&lines.join("\n")).unwrap();
+        let why = &e[0].capture_notes[0];
         assert!(why.contains("line 3"), "{why}");
         assert!(why.contains("v=1") && why.contains("reads v=2"), "{why}");
+        // An experiment of another version: refused.
         let mut lines = predicted(4, Set::Native);
         lines[0] = lines[0].replace("v=2 ", "");
         let why = parse(&lines.join("\n")).unwrap_err();
@@ -1364,25 +1456,48 @@ mod tests {
         assert!(parse("").is_err());
     }
 
+    /// A garbled cell line costs its run, named by line and key, not the
+    /// report: the rest is made and the notes head it.
     #[test]
-    fn bad_cell_lines_are_refused_by_line_and_key() {
+    fn bad_cell_lines_are_skipped_by_line_and_key() {
         let mut lines = predicted(4, Set::Native);
         lines[4] = lines[4].replace("outcome=completed ", "");
-        let why = parse(&lines.join("\n")).unwrap_err();
-        assert_eq!(
-            why,
-            "the log, line 5: experiment-cell line has no `outcome=`"
-        );
-        let mut lines = predicted(4, Set::Native);
         lines[6] = lines[6].replace("done=406 ", "done=4x6 ");
-        let why = parse(&lines.join("\n")).unwrap_err();
-        assert!(why.starts_with("the log, line 7:"), "{why}");
-        assert!(why.contains("key `done`: `4x6` is not a number"), "{why}");
-        // An end line that counts more runs than the log holds.
-        let mut lines = predicted(4, Set::Native);
-        lines.remove(3);
-        let why = parse(&lines.join("\n")).unwrap_err();
-        assert!(why.contains("runs=10") && why.contains("has 9"), "{why}");
+        let e = parse(&lines.join("\n")).unwrap();
+        assert_eq!(e[0].runs.len(), 8);
+        let notes = &e[0].capture_notes;
+        assert_eq!(
+            notes[0],
+            "the log, line 5: experiment-cell line has no `outcome=`; skipped"
+        );
+        assert!(notes[1].starts_with("the log, line 7:"), "{notes:?}");
+        assert!(
+            notes[1].contains("key `done`: `4x6` is not a number"),
+            "{notes:?}"
+        );
+        // The end line counts 10 runs, the log holds 8 readable ones.
+        assert!(
+            notes[2].contains("runs=10") && notes[2].contains("has 8"),
+            "{notes:?}"
+        );
+        let md = markdown(&e);
+        assert!(
+            md.contains(
+                "Capture: the log, line 5: experiment-cell line has no `outcome=`; skipped"
+            ),
+            "{md}"
+        );
+        assert!(
+            summary(&e).contains("(3 capture note(s))"),
+            "{}",
+            summary(&e)
+        );
+        let js = json(&e);
+        assert!(
+            js.contains("\"partial\": false")
+                && js.contains("\"capture_notes\": [\"the log, line 5"),
+            "{js}"
+        );
     }
 
     #[test]
@@ -1538,10 +1653,13 @@ mod tests {
         );
         assert!(out.join("experiment.md").exists() && out.join("experiment.json").exists());
         let lines = predicted(4, Set::Native);
-        std::fs::write(&log, lines[..5].join("\n")).unwrap();
+        std::fs::write(&log, lines[..1].join("\n")).unwrap();
         let refused = dir.join("refused");
         let why = run_cli(&log, &refused).unwrap_err().to_string();
-        assert!(why.contains("boot.log ends after cell 4 of 10"), "{why}");
+        assert!(
+            why.contains("boot.log ends before the first of its 10 cells"),
+            "{why}"
+        );
         assert!(!refused.exists());
         let why = run_cli(&dir.join("absent.log"), &refused)
             .unwrap_err()
