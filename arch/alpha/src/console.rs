@@ -32,9 +32,19 @@ struct Writer(&'static dyn Console);
 impl Write for Writer {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         self.0.write_bytes(s.as_bytes());
+        let byte_ns = BYTE_NS.load(core::sync::atomic::Ordering::Relaxed);
+        if byte_ns != 0 {
+            // An emulated slow serial line (`console_baud`): the writer
+            // waits as a UART's polled send would, lock held, at IPL 7.
+            crate::clock::delay_ns(byte_ns * s.len() as u64);
+        }
         Ok(())
     }
 }
+
+/// What each byte written costs on an emulated serial console
+/// (`console_baud=`: ten bit times), 0 for none.
+pub static BYTE_NS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
 /// Output before a device is chosen goes nowhere.
 struct Silent;

@@ -489,6 +489,14 @@ fn apply_policy(cfg: &BootConfig<'_>, m: &machine::MachineVector) {
         busy_cpus: cfg.idle_poll_cpus,
     });
     interrupt::IRQ_LOAD_NS.store(cfg.irq_load_us * 1000, Relaxed);
+    console::BYTE_NS.store(
+        if cfg.console_baud == 0 {
+            0
+        } else {
+            10_000_000_000 / cfg.console_baud
+        },
+        Relaxed,
+    );
     platform::MMU.set_lazy_idle(cfg.lazy_flush);
     println!(
         "policy: ipi_lock={} ipi_poll={} resend={} watchdog={} ms inject={} wait={}{} idle_poll={} us{}{}{}",

@@ -22,6 +22,12 @@ pub struct AlphaPlatform;
 
 /// Fault injection: drop IPIs aimed at a CPU inside an interrupt handler.
 pub static INJECT_EDGE_LOSS: AtomicBool = AtomicBool::new(false);
+/// Per CPU, when its latest watchdog report began (`clock::now_ns`), set
+/// by `report_stall` before it prints; read by the stress run's time to
+/// detection.
+pub static LAST_STALL_REPORT_NS: [core::sync::atomic::AtomicU64; percpu::MAX_CPUS] =
+    [const { core::sync::atomic::AtomicU64::new(0) }; percpu::MAX_CPUS];
+
 /// `inject=edge_loss_masked`: IPIs to a CPU at IPL 7 for any reason are lost.
 pub static INJECT_EDGE_LOSS_MASKED: AtomicBool = AtomicBool::new(false);
 
@@ -154,6 +160,12 @@ impl Hooks for AlphaPlatform {
         );
     }
     fn report_stall(&self, r: &StallReport) {
+        // When the watchdog fired, before the report's own console time
+        // (about a third of a second per report at 9600 baud, more behind
+        // other CPUs' reports): what a time to detection is measured to.
+        if let Some(at) = LAST_STALL_REPORT_NS.get(r.waiter) {
+            at.store(clock::now_ns(), Ordering::Relaxed);
+        }
         let t = &percpu::CPUS[r.target];
         let waits = WaitsFor(r.target_waiting_for);
         println!(

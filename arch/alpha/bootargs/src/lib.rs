@@ -327,6 +327,8 @@ pub struct BootConfig<'a> {
     pub watchdog_ms: u64,
     pub inject: Inject,
     pub irq_load_us: u64,
+    /// `console_baud=`: an emulated serial console's speed (0: none).
+    pub console_baud: u64,
     /// 0: no stress run.
     pub stress: u64,
     /// `machine=`: a machine vector's name, checked against the kernel's
@@ -592,6 +594,21 @@ pub const KEYS: &[Key] = &[
         example: "40",
         set: |c, v| {
             c.irq_load_us = number(v, 0, 5_000, "a whole number from 0 to 5000")?;
+            Ok(())
+        },
+    },
+    Key {
+        name: "console_baud",
+        values: "0, or 300 to 115200",
+        default: Some("0"),
+        help: "emulate a serial console of this speed (0: as fast as the device is): each byte written costs 10 bit times at IPL 7 with the console held, as on a real SRM console at 9600 baud (about 1 ms a byte), so that QEMU runs show what console time does to a run; from the policy line on",
+        lands: "console::BYTE_NS",
+        example: "9600",
+        set: |c, v| {
+            c.console_baud = number(v, 0, 115_200, "0, or a whole number from 300 to 115200")?;
+            if (1..300).contains(&c.console_baud) {
+                return Err("0, or a whole number from 300 to 115200");
+            }
             Ok(())
         },
     },

@@ -148,7 +148,14 @@ fn worker(me: usize, ctx: usize) -> u64 {
         match proof.result {
             Ok(()) => done += 1,
             Err(XcallError::Stalled { target }) => {
-                let at = clock::now_ns() - my_start;
+                // Detected when the watchdog's report that gave up began,
+                // not after its console time.
+                let reported = crate::platform::LAST_STALL_REPORT_NS[me].load(Ordering::Relaxed);
+                let at = if reported >= my_start {
+                    reported
+                } else {
+                    clock::now_ns()
+                } - my_start;
                 run.first_abort_ns.fetch_min(at, Ordering::Relaxed);
                 run.aborted[me].store(target as u64 + 1, Ordering::Relaxed);
                 run.stop.store(true, Ordering::Relaxed);
