@@ -490,11 +490,7 @@ fn apply_policy(cfg: &BootConfig<'_>, m: &machine::MachineVector) {
     });
     interrupt::IRQ_LOAD_NS.store(cfg.irq_load_us * 1000, Relaxed);
     console::BYTE_NS.store(
-        if cfg.console_baud == 0 {
-            0
-        } else {
-            10_000_000_000 / cfg.console_baud
-        },
+        10_000_000_000u64.checked_div(cfg.console_baud).unwrap_or(0),
         Relaxed,
     );
     platform::MMU.set_lazy_idle(cfg.lazy_flush);
