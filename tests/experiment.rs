@@ -102,6 +102,14 @@ fn cells(r: &RunResult) -> Vec<Cell> {
     assert_eq!(experiments.len(), 1, "one experiment per boot");
     let md = xtask::report::markdown(&experiments);
     assert!(md.contains("| fault \\ fix |"), "{md}");
+    // The clock check: a line per CPU, each CPU took clock interrupts.
+    let e = &experiments[0];
+    assert_eq!(e.clocks.len() as u64, e.cpus(), "{md}");
+    assert!(e.clocks.iter().all(|c| c.count("interrupts") > 0), "{md}");
+    assert!(
+        md.contains("Clock: the kernel times everything by 1024 Hz"),
+        "{md}"
+    );
     experiments
         .into_iter()
         .flat_map(|e| e.runs)

@@ -25,7 +25,7 @@ use alphasmp_bootargs::experiment::{
     Expect, FAULTS, FIXES, FORMAT_VERSION, NATIVE_FAULTS, predict_for,
 };
 use alphasmp_bootargs::lines::{
-    EDGE_PROBE, EXPERIMENT_BEGIN, EXPERIMENT_CELL, EXPERIMENT_END, Kind,
+    CLOCK_CHECK, EDGE_PROBE, EXPERIMENT_BEGIN, EXPERIMENT_CELL, EXPERIMENT_END, Kind,
 };
 
 use crate::matrix::json_str;
@@ -37,6 +37,7 @@ const BEGIN: &str = "experiment-begin:";
 const CELL: &str = "experiment-cell:";
 const END: &str = "experiment-end:";
 const PROBE: &str = "edge-probe:";
+const CLOCK: &str = "clock-check:";
 const BANNER: &str = "hwrpb: system ";
 const PASS: &str = "alphasmp: PASS";
 const FAIL: &str = "alphasmp: FAIL";
@@ -204,6 +205,8 @@ pub struct Experiment {
     pub begin: Fields,
     /// The serial number from the `hwrpb:` banner of the same boot, if any.
     pub serial: Option<String>,
+    /// The clock check's lines (one per CPU), before the probe.
+    pub clocks: Vec<Fields>,
     /// The lost-edge probe's lines (one per target CPU), before the cells.
     pub probes: Vec<Fields>,
     /// Every run of every cell, in log order.
@@ -280,6 +283,7 @@ fn parse_named(text: &str, name: &str) -> std::result::Result<Vec<Experiment>, S
                         line: at.line,
                         begin,
                         serial: serial.take(),
+                        clocks: Vec::new(),
                         probes: Vec::new(),
                         runs: Vec::new(),
                         end_line: 0,
@@ -288,6 +292,14 @@ fn parse_named(text: &str, name: &str) -> std::result::Result<Vec<Experiment>, S
                         capture_notes: Vec::new(),
                         partial: false,
                     });
+                }
+                CLOCK => {
+                    if let Some(o) = open.as_mut() {
+                        match fields_of(body, "clock-check", CLOCK_CHECK.keys(), &at) {
+                            Ok(f) => o.clocks.push(f),
+                            Err(why) => o.capture_notes.push(format!("{why}; skipped")),
+                        }
+                    }
                 }
                 PROBE => {
                     // The probe of an experiment (a probe run on its own,
@@ -363,7 +375,7 @@ fn partial(
     next_begin: Option<usize>,
 ) -> std::result::Result<Experiment, String> {
     let why = unfinished(name, &o, next_begin);
-    if o.runs.is_empty() && o.probes.is_empty() {
+    if o.runs.is_empty() && o.probes.is_empty() && o.clocks.is_empty() {
         return Err(why);
     }
     o.capture_notes.push(format!("{why}: a partial report"));
@@ -504,7 +516,7 @@ fn run_of(body: &str, at: &At<'_>, begin: &Fields) -> std::result::Result<Run, S
 /// The earliest kernel prefix in a line, and the text after it (for the
 /// verdict, the text from `alphasmp: ` on).
 fn find_prefix(line: &str) -> Option<(&'static str, &str)> {
-    let (at, p) = [BEGIN, CELL, END, PROBE, BANNER, PASS, FAIL]
+    let (at, p) = [BEGIN, CELL, END, PROBE, CLOCK, BANNER, PASS, FAIL]
         .into_iter()
         .filter_map(|p| line.find(p).map(|at| (at, p)))
         .min_by_key(|&(at, _)| at)?;
@@ -792,6 +804,7 @@ pub fn markdown(exps: &[Experiment]) -> String {
         for note in &e.capture_notes {
             writeln!(s, "Capture: {}.\n", md_escape(note.trim_end_matches('.'))).ok();
         }
+        clock(&mut s, e);
         probe(&mut s, e);
         table(&mut s, e);
         if !e.partial {
@@ -830,6 +843,45 @@ pub fn markdown(exps: &[Experiment]) -> String {
         .ok();
     }
     s
+}
+
+/// The clock check: each CPU's interrupt rate against the one the kernel
+/// uses, and a warning when they differ by more than a tenth.
+fn clock(s: &mut String, e: &Experiment) {
+    if e.clocks.is_empty() {
+        return;
+    }
+    let stated = e.clocks[0].count("stated_hz");
+    let mut rates = Vec::new();
+    let mut off = Vec::new();
+    for c in &e.clocks {
+        let (cpu, n, cycles, hz) = (
+            c.count("cpu"),
+            c.count("interrupts"),
+            c.count("cycles"),
+            c.count("cycle_hz"),
+        );
+        let ms = (cycles * 1000).checked_div(hz).unwrap_or(0);
+        let rate = (n * hz).checked_div(cycles).unwrap_or(0);
+        rates.push(format!("CPU {cpu} {rate} Hz ({n} in {ms} ms)"));
+        if rate * 10 < stated * 9 || rate * 10 > stated * 11 {
+            off.push(cpu.to_string());
+        }
+    }
+    writeln!(
+        s,
+        "Clock: the kernel times everything by {stated} Hz (the HWRPB's `intr_freq`); counted against each CPU's own cycle counter: {}.\n",
+        rates.join(", ")
+    )
+    .ok();
+    if !off.is_empty() {
+        writeln!(
+            s,
+            "**Clock warning**: CPU(s) {} took their clock interrupts at a rate more than a tenth away from {stated} Hz, so the watchdog, the cells' bounds and the census's window run off by that ratio there (where the timer floor is on); an emulator that delivers interrupts late under host load shows this too.\n",
+            off.join(", ")
+        )
+        .ok();
+    }
 }
 
 /// The lost-edge probe's totals and what they answer.
@@ -1340,6 +1392,27 @@ mod tests {
         // A log from before the probe: said so, nothing else.
         let md = markdown(&parse(&capture(&predicted(4, Set::Native))).unwrap());
         assert!(md.contains("Lost-edge probe: not run"), "{md}");
+        // The clock check: a CPU at half the stated rate is named.
+        let mut lines = predicted(4, Set::Native);
+        for (cpu, n) in [(1u64, 51u64), (0, 103)] {
+            lines.insert(
+                1,
+                CLOCK_CHECK
+                    .line([
+                        &FORMAT_VERSION,
+                        &cpu,
+                        &n,
+                        &25_000_000u64,
+                        &250_000_000u64,
+                        &1024u64,
+                    ])
+                    .to_string(),
+            );
+        }
+        let md = markdown(&parse(&capture(&lines)).unwrap());
+        assert!(md.contains("CPU 0 1030 Hz (103 in 100 ms)"), "{md}");
+        assert!(md.contains("CPU 1 510 Hz (51 in 100 ms)"), "{md}");
+        assert!(md.contains("**Clock warning**: CPU(s) 1 took"), "{md}");
         let json = json(&parse(&with_probe(4, [0, 2, 1], 0)).unwrap());
         assert!(
             json.contains("\"edge_probe\": [{\"v\": 2, \"target\": 1"),

@@ -266,6 +266,25 @@ pub static EDGE_PROBE: Format<10> = Format {
     ],
 };
 
+/// The clock check at the start of an experiment, one line per CPU: the
+/// clock interrupts it took (`interrupts`) while its own cycle counter ran
+/// `cycles` (read raw, uncorrected), at the HWRPB's cycle rate
+/// (`cycle_hz`), against the interrupt rate the kernel uses (`stated_hz`,
+/// from the HWRPB's `intr_freq`). Every timing of the experiment (the
+/// watchdog, the cells' bounds, the census's one to two clock periods)
+/// rests on that rate where the timer floor is on (real machines).
+pub static CLOCK_CHECK: Format<6> = Format {
+    tag: "clock-check",
+    keys: [
+        ("v", Count),
+        ("cpu", Count),
+        ("interrupts", Count),
+        ("cycles", Count),
+        ("cycle_hz", Count),
+        ("stated_hz", Count),
+    ],
+};
+
 /// The benchmark's page-table frees: sync rounds elided and sent.
 pub static BENCH_PTFREE: Format<7> = Format {
     tag: "bench-ptfree",
@@ -389,6 +408,7 @@ mod tests {
         no_repeats(BENCH_THROUGHPUT.keys());
         no_repeats(BENCH_PTFREE.keys());
         no_repeats(EDGE_PROBE.keys());
+        no_repeats(CLOCK_CHECK.keys());
         no_repeats(WAIT_PROBE.keys());
         no_repeats(EXPERIMENT_BEGIN.keys());
         no_repeats(EXPERIMENT_CELL.keys());

@@ -361,6 +361,7 @@ pub fn run(cfg: &BootConfig<'_>) -> ! {
     } else {
         alphasmp_bootargs::DEFAULT_EDGE_PROBE
     };
+    super::probe::clock_check();
     if probe_size > 0 {
         super::probe::probe(probe_size);
     }

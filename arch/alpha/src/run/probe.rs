@@ -31,7 +31,7 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use alphasmp::cpumask::CpuMask;
 use alphasmp::mailbox::IpiMessage;
-use alphasmp_bootargs::lines::EDGE_PROBE;
+use alphasmp_bootargs::lines::{CLOCK_CHECK, EDGE_PROBE};
 
 use crate::console::println;
 use crate::interrupt::{PROBE_HOLD_NS, PROBE_TARGET};
@@ -273,6 +273,64 @@ fn release(t: usize, handled: &AtomicU64, depth: &core::sync::atomic::AtomicU32)
         }
     }
     println!("edge probe: CPU {t} took no PING in 100 tries");
+}
+
+/// How long each CPU counts its clock interrupts in [`clock_check`], in
+/// ns of its own raw cycle counter.
+const CHECK_NS: u64 = 100_000_000;
+
+/// Each CPU counts the clock interrupts it takes while its own cycle
+/// counter, read raw (`rpcc`, not the floor-corrected clock), runs
+/// [`CHECK_NS`] at the HWRPB's cycle rate; one `clock-check:` line per
+/// CPU. The experiment runs it first: every timing it makes rests on the
+/// interrupt rate the kernel took from the HWRPB, which no emulator can
+/// check for a real machine (docs/hardware.md §4.3: the EV7 rate). One CPU
+/// at a time, the others asleep: vCPUs that share host cores, all
+/// spinning at once, took about half their clock interrupts (QEMU merges
+/// the periods a descheduled vCPU missed).
+pub fn clock_check() {
+    let mut counts = [0u64; percpu::MAX_CPUS];
+    for cpu in smp::online_cpus() {
+        match smp::run_on_cpus(CpuMask::single(cpu), count_clock, 10_000_000_000) {
+            Ok(r) => counts[cpu] = r[cpu],
+            Err(_) => {
+                println!("clock check: CPU {cpu} did not come back");
+                return;
+            }
+        }
+    }
+    let cycle_hz = clock::cycle_freq();
+    let want = CHECK_NS * cycle_hz / 1_000_000_000;
+    for cpu in smp::online_cpus() {
+        println!(
+            "{}",
+            CLOCK_CHECK.line([
+                &alphasmp_bootargs::experiment::FORMAT_VERSION,
+                &cpu,
+                &counts[cpu],
+                &want,
+                &cycle_hz,
+                &clock::base_hz(),
+            ])
+        );
+    }
+}
+
+/// One CPU's count: its clock interrupts while its raw counter runs
+/// [`CHECK_NS`] (spinning at IPL 0: a counter may stop in `wtint`).
+fn count_clock(cpu: usize) -> u64 {
+    let want = CHECK_NS * clock::cycle_freq() / 1_000_000_000;
+    let before = clock_count(cpu);
+    let start = crate::pal::rpcc32();
+    let mut elapsed: u64 = 0;
+    let mut last = start;
+    while elapsed < want {
+        let now = crate::pal::rpcc32();
+        elapsed += u64::from(now.wrapping_sub(last));
+        last = now;
+        core::hint::spin_loop();
+    }
+    clock_count(cpu) - before
 }
 
 /// The run mode `edge_probe=N`: the probe alone, then the verdict (the
