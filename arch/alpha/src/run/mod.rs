@@ -90,6 +90,7 @@ fn raise_fault(fault: Fault) -> ! {
                 println!("fault: this line's console call takes the machine check");
                 if crate::srm::cancel_inside_next_call() {
                     println!("error: fault 'mchk_in_console' needs the SRM console (console=srm)");
+                    smp::finish(false, "fault=mchk_in_console without console=srm");
                 }
             }
             Fault::FaultWhileEnding => {
